@@ -1,0 +1,47 @@
+# Thin wrappers around the `harness` CLI. `make profile` and `make test` each do all set-up.
+#
+#   PYTHON=python3.12      interpreter that creates the venv
+#   SYSTEM_SITE=1          let the venv see the system's site-packages (torch/CuPy already there)
+#   PY=/path/to/python3    use that interpreter as it is: no venv, nothing installed (GPU boxes
+#                          without internet); the source tree goes on PYTHONPATH
+#   TORCH_SPEC=...         what pip installs for torch (empty: no torch)
+#   ARGS=...               extra arguments for `harness profile` / `harness compare`
+
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+ARGS ?=
+PYTEST_ARGS ?=
+
+ifdef PY
+RUN := PYTHONPATH=$(CURDIR) $(PY)
+SETUP :=
+else
+RUN := $(VENV)/bin/python
+SETUP := $(VENV)/.installed
+endif
+
+.PHONY: setup profile quick test bench clean
+
+setup: $(SETUP)
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(if $(SYSTEM_SITE),--system-site-packages) $(VENV)
+	$(if $(strip $(TORCH_SPEC)),$(VENV)/bin/pip install --quiet $(TORCH_SPEC))
+	$(VENV)/bin/pip install --quiet -e '.[dev]'
+	touch $@
+
+profile: $(SETUP)
+	$(RUN) -m harness profile $(ARGS)
+
+quick: $(SETUP)
+	$(RUN) -m harness profile --quick $(ARGS)
+
+test: $(SETUP)
+	$(RUN) -m pytest -q $(PYTEST_ARGS)
+
+bench: $(SETUP)
+	$(RUN) benchmarks/cpu_balance.py $(ARGS)
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,134 @@
+"""The `harness` command: one function per subcommand; user errors exit with code 2."""
+
+import argparse
+import json
+import os
+import sys
+
+from harness.errors import HarnessError
+
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+def default_profile_path(machine_id):
+    return os.path.join("profiles", f"{machine_id}.yaml")
+
+
+def cmd_profile(args):
+    """Measure this machine and write its profile (previous one kept in history/)."""
+    from harness import machine
+    from harness.profile import check_writable, save_profile
+    from harness.run import build_profile
+    from harness.summary import profile_lines
+    from harness.workload import stderr_progress
+
+    out = args.out or default_profile_path(machine.identify_cpu()["id"])
+    check_writable(out)  # before minutes of probing, not after
+    doc = build_profile(device=args.device, threads=args.threads, quick=args.quick, progress=stderr_progress())
+    save_profile(doc, out)
+    print("\n".join(profile_lines(doc)))
+    print(f"profile written to {out}")
+    return 0
+
+
+def cmd_list(args):
+    """Every probe, its devices, and whether it can run here."""
+    from harness.run import gpu_absence
+    from probes import PROBES, unavailable_reason
+
+    rows = []
+    for spec in PROBES.values():
+        for device in ("cpu", "gpu"):
+            reason = unavailable_reason(spec, "cpu") if device == "cpu" else (
+                unavailable_reason(spec, "gpu") if "gpu" not in spec.devices else gpu_absence())
+            rows.append({"probe": spec.name, "device": device, "runs_here": reason is None,
+                         "reason": reason, "description": spec.description})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    for r in rows:
+        state = "yes" if r["runs_here"] else f"no: {r['reason']}"
+        print(f"{r['probe']:<10} {r['device']:<4} {state}")
+        if r["device"] == "cpu":
+            print(f"{'':<16}{r['description']}")
+    return 0
+
+
+def cmd_probe(args):
+    """Run one probe and print its measurement."""
+    from harness.run import run_single_probe
+    from harness.summary import section_lines
+    from harness.workload import stderr_progress
+
+    options = {"dtypes": [args.dtype]} if args.dtype else {}
+    result = run_single_probe(args.name, device=args.device, threads=args.threads, quick=args.quick,
+                              options=options, progress=stderr_progress())
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print("\n".join(section_lines(result)))
+    return 0
+
+
+def cmd_show(args):
+    """Print a stored profile's summary (validated on load)."""
+    from harness.profile import load_profile
+    from harness.summary import profile_lines
+
+    doc = load_profile(args.profile)
+    print(json.dumps(doc, indent=2) if args.json else "\n".join(profile_lines(doc)))
+    return 0
+
+
+def positive_int(text):
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} is invalid: must be at least 1")
+    return value
+
+
+def parser():
+    p = argparse.ArgumentParser(prog="harness", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True)
+
+    sp = sub.add_parser("profile", help="measure this machine and write profiles/<machine-id>.yaml")
+    sp.add_argument("--quick", action="store_true", help="fewer samples and sizes (under a minute)")
+    sp.add_argument("--device", default="all", choices=["cpu", "gpu", "all"])
+    sp.add_argument("--threads", type=positive_int, help="CPU threads (default: every usable CPU)")
+    sp.add_argument("--out", help="profile path (default: profiles/<machine-id>.yaml)")
+    sp.set_defaults(func=cmd_profile)
+
+    sp = sub.add_parser("list", help="every probe and whether it can run here")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_list)
+
+    sp = sub.add_parser("probe", help="run one probe and print its measurement")
+    sp.add_argument("name", help="probe name (see `harness list`)")
+    sp.add_argument("--device", default="cpu")
+    sp.add_argument("--threads", type=positive_int)
+    sp.add_argument("--dtype", choices=["fp64", "fp32"], help="only this dtype")
+    sp.add_argument("--quick", action="store_true")
+    sp.add_argument("--json", action="store_true", help="print the records as JSON")
+    sp.set_defaults(func=cmd_probe)
+
+    sp = sub.add_parser("show", help="summarise a stored profile")
+    sp.add_argument("profile")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_show)
+    return p
+
+
+def main(argv=None):
+    args = parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except HarnessError as e:
+        print(f"harness: error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("harness: interrupted; no profile was changed", file=sys.stderr)
+        return EXIT_INTERRUPTED

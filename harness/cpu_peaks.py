@@ -1,0 +1,88 @@
+"""Theoretical CPU peaks: FLOP/s from a microarchitecture table, DRAM bytes/s from SMBIOS."""
+
+import re
+import shutil
+import subprocess
+
+DTYPE_BYTES = {"fp64": 8, "fp32": 4}
+TABLE_SOURCE = ("FMA units and datapath width per core from the vendors' optimisation guides (AMD "
+                "Software Optimization Guides for family 17h/19h/1Ah; Intel 64 and IA-32 Architectures "
+                "Optimization Reference Manual)")
+
+
+def fma_datapath(vendor, family, model, flags):
+    """(FMA units per core, datapath bits, microarchitecture name) or (None, None, reason)."""
+    if "fma" not in flags:
+        return None, None, "no FMA instructions: this harness has no peak table for non-FMA CPUs"
+    if vendor == "AuthenticAMD":
+        if family == 0x17:
+            return (2, 128, "Zen/Zen+ (family 17h)") if (model or 0) < 0x30 else (2, 256, "Zen 2 (family 17h)")
+        if family == 0x19:
+            if "avx512f" in flags:
+                return 2, 256, "Zen 4 (family 19h: AVX-512 executed on 256-bit datapaths)"
+            return 2, 256, "Zen 3 (family 19h)"
+        if family == 0x1A:
+            return 2, 512, ("Zen 5 (family 1Ah: full 512-bit FMA datapaths on EPYC and desktop parts; "
+                            "mobile parts have 256-bit ones)")
+    if vendor == "GenuineIntel" and family == 6:
+        if "avx512f" in flags:
+            return 2, 512, ("Intel with AVX-512 (two 512-bit FMA units assumed, as on Xeon Gold/Platinum; "
+                            "some SKUs have one)")
+        return 2, 256, "Intel with AVX2/FMA (two 256-bit FMA units, Haswell and later)"
+    return None, None, f"no FMA table entry for vendor {vendor!r} family {family!r}"
+
+
+def theoretical_flops(cpu):
+    """{'flops_per_s': {fp64, fp32}, 'flops_per_cycle_per_core': {...}, 'source': str}."""
+    flags = set(cpu.get("simd", []))
+    units, bits, arch = fma_datapath(cpu.get("vendor"), cpu.get("family"), cpu.get("model_number"), flags)
+    freq = cpu.get("frequency", {}).get("nominal_hz")
+    if units is None or not freq:
+        reason = arch if units is None else "the core clock is unknown"
+        return {"flops_per_s": {d: None for d in DTYPE_BYTES}, "flops_per_cycle_per_core": None,
+                "source": f"not derivable: {reason}"}
+    per_cycle = {d: units * (bits // (8 * b)) * 2 for d, b in DTYPE_BYTES.items()}
+    cores = cpu["cores"]
+    source = (f"{cores} cores x {units} FMA units x ({bits}-bit lanes) x 2 FLOP x {freq / 1e9:.3f} GHz; "
+              f"{arch}; clock from {cpu['frequency']['source']}; {TABLE_SOURCE}")
+    if cpu.get("hypervisor"):
+        source += "; under a hypervisor each vCPU is counted as a core"
+    return {"flops_per_s": {d: cores * n * freq for d, n in per_cycle.items()},
+            "flops_per_cycle_per_core": per_cycle, "source": source}
+
+
+def parse_dmidecode_memory(text):
+    """Populated memory devices of `dmidecode -t 17`: [{'mt_per_s', 'data_width_bits'}]."""
+    devices = []
+    for block in text.split("\n\n"):
+        if "Memory Device" not in block:
+            continue
+        size = re.search(r"^\s*Size:\s*(.+)$", block, re.MULTILINE)
+        if not size or "No Module" in size.group(1) or size.group(1).strip() in ("Unknown", "0"):
+            continue
+        speed = (re.search(r"Configured (?:Memory|Clock) Speed:\s*(\d+)\s*MT/s", block)
+                 or re.search(r"^\s*Speed:\s*(\d+)\s*MT/s", block, re.MULTILINE))
+        width = re.search(r"^\s*Data Width:\s*(\d+)\s*bits", block, re.MULTILINE)
+        if speed and width:
+            devices.append({"mt_per_s": int(speed.group(1)), "data_width_bits": int(width.group(1))})
+    return devices
+
+
+def theoretical_dram_bandwidth(run=subprocess.run):
+    """{'bytes_per_s', 'source'}: sum over populated DIMMs of transfer rate x bus width."""
+    if not shutil.which("dmidecode"):
+        return {"bytes_per_s": None,
+                "source": "not derivable: dmidecode is not installed, so DIMM speeds and count are unknown"}
+    try:
+        proc = run(["dmidecode", "-t", "17"], capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.SubprocessError) as e:
+        return {"bytes_per_s": None, "source": f"not derivable: dmidecode failed ({e})"}
+    devices = parse_dmidecode_memory(proc.stdout) if proc.returncode == 0 else []
+    if not devices:
+        why = proc.stderr.strip().splitlines()[0] if proc.stderr.strip() else "no populated memory devices"
+        return {"bytes_per_s": None,
+                "source": f"not derivable: dmidecode reported no usable DIMMs ({why}); common under a hypervisor"}
+    total = sum(d["mt_per_s"] * 1e6 * d["data_width_bits"] / 8 for d in devices)
+    return {"bytes_per_s": total,
+            "source": (f"dmidecode: {len(devices)} populated DIMMs, sum of transfer rate x data width; "
+                       "assumes one DIMM per channel (two per channel share one channel's bandwidth)")}

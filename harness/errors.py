@@ -1,0 +1,5 @@
+"""The one exception a user's input can cause; the CLI prints it and exits with code 2."""
+
+
+class HarnessError(Exception):
+    """Bad input or an unusable environment, with a message naming the input and what is valid."""

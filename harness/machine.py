@@ -1,0 +1,229 @@
+"""Who is this machine: CPU model, caches, SIMD features, frequency, memory, OS and software."""
+
+import importlib.metadata
+import os
+import platform
+import re
+import shutil
+import subprocess
+import sys
+
+SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_bf16",
+              "avx512_fp16", "avx_vnni", "amx_tile", "amx_bf16", "asimd", "sve")
+PACKAGES = ("numpy", "numba", "llvmlite", "torch", "pyyaml", "nvidia-ml-py", "cupy-cuda12x",
+            "cupy-cuda13x", "matplotlib")
+
+
+def parse_cpuinfo(text):
+    """The first processor's fields of /proc/cpuinfo, plus counts of processors and sockets."""
+    blocks = [b for b in text.strip().split("\n\n") if b.strip()]
+    procs = []
+    for block in blocks:
+        fields = {}
+        for line in block.splitlines():
+            key, sep, value = line.partition(":")
+            if sep:
+                fields[key.strip()] = value.strip()
+        procs.append(fields)
+    first = procs[0] if procs else {}
+    sockets = {p.get("physical id", "0") for p in procs}
+    return {
+        "fields": first,
+        "processors": len(procs),
+        "sockets": max(1, len(sockets)),
+        "flags": set((first.get("flags") or first.get("Features") or "").split()),
+    }
+
+
+def machine_slug(model_name, cores):
+    """A stable, readable id such as 'amd-epyc-2c' or 'intel-core-i5-8250u-4c'."""
+    name = re.sub(r"\((R|TM|tm|r)\)", " ", model_name)
+    name = re.sub(r"@.*$", " ", name)  # nominal frequency
+    name = re.sub(r"\b(CPU|Processor|\d+-Core|with .*)\b", " ", name, flags=re.IGNORECASE)
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "cpu"
+    return f"{slug}-{cores}c"
+
+
+def parse_size_bytes(text):
+    """'48K', '1024K', '32M' (sysfs cache sizes) -> bytes."""
+    m = re.fullmatch(r"\s*(\d+)\s*([KMG]?)B?\s*", text, flags=re.IGNORECASE)
+    if not m:
+        raise ValueError(f"unrecognised size {text!r}")
+    return int(m.group(1)) * {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30}[m.group(2).upper()]
+
+
+def count_cpu_list(text):
+    """'0-3,8' -> 5."""
+    n = 0
+    for part in text.strip().split(","):
+        if "-" in part:
+            lo, hi = part.split("-")
+            n += int(hi) - int(lo) + 1
+        elif part:
+            n += 1
+    return n
+
+
+def read_caches(cpu_dir="/sys/devices/system/cpu/cpu0/cache", online_cpus=None):
+    """Data and unified caches of cpu0: level, size per instance, CPUs sharing one, instances."""
+    online_cpus = online_cpus or os.cpu_count() or 1
+    caches = []
+    if not os.path.isdir(cpu_dir):
+        return caches
+    for entry in sorted(os.listdir(cpu_dir)):
+        path = os.path.join(cpu_dir, entry)
+        if not entry.startswith("index"):
+            continue
+
+        def read(name):
+            with open(os.path.join(path, name)) as f:
+                return f.read().strip()
+
+        try:
+            ctype = read("type")
+            if ctype == "Instruction":
+                continue
+            shared = count_cpu_list(read("shared_cpu_list"))
+            caches.append({
+                "level": int(read("level")),
+                "type": ctype,
+                "size_bytes": parse_size_bytes(read("size")),
+                "shared_by_cpus": shared,
+                "instances": max(1, online_cpus // max(1, shared)),
+            })
+        except (OSError, ValueError):
+            continue
+    return sorted(caches, key=lambda c: c["level"])
+
+
+def read_meminfo(path="/proc/meminfo"):
+    """(total, available) bytes of RAM."""
+    values = {}
+    try:
+        with open(path) as f:
+            for line in f:
+                key, _, rest = line.partition(":")
+                parts = rest.split()
+                if parts:
+                    values[key] = int(parts[0]) * 1024
+    except OSError:
+        pass
+    return values.get("MemTotal"), values.get("MemAvailable", values.get("MemFree"))
+
+
+def read_frequency(fields, cpufreq_dir="/sys/devices/system/cpu/cpu0/cpufreq"):
+    """Nominal and current core clock in Hz, with where the nominal figure came from."""
+    current = float(fields["cpu MHz"]) * 1e6 if "cpu MHz" in fields else None
+    try:
+        with open(os.path.join(cpufreq_dir, "cpuinfo_max_freq")) as f:
+            return {"nominal_hz": int(f.read()) * 1e3, "current_hz": current,
+                    "source": "cpufreq cpuinfo_max_freq (maximum boost the OS may request)"}
+    except OSError:
+        pass
+    m = re.search(r"@\s*([\d.]+)\s*GHz", fields.get("model name", ""))
+    if m:
+        return {"nominal_hz": float(m.group(1)) * 1e9, "current_hz": current,
+                "source": "model name (base clock; boost clocks are higher)"}
+    if current:
+        return {"nominal_hz": current, "current_hz": current,
+                "source": "/proc/cpuinfo 'cpu MHz' (no cpufreq: under a hypervisor this is the "
+                          "TSC rate; boost clocks are not visible)"}
+    return {"nominal_hz": None, "current_hz": None, "source": "unknown: no cpufreq and no cpu MHz"}
+
+
+def hypervisor_vendor(flags):
+    """'KVM', 'VMware', ... where the CPU flags say a hypervisor runs this guest, else None."""
+    if "hypervisor" not in flags:
+        return None
+    if shutil.which("lscpu"):
+        try:
+            out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+            m = re.search(r"Hypervisor vendor:\s*(\S+)", out)
+            if m:
+                return m.group(1)
+        except (OSError, subprocess.SubprocessError):
+            pass
+    return "unknown"
+
+
+def package_versions():
+    """Installed versions of the packages the harness may use (None where absent)."""
+    out = {}
+    for name in PACKAGES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def numba_threading():
+    """Numba's threading layer (once a parallel kernel has run) and its thread counts."""
+    import numba
+
+    try:
+        layer = numba.threading_layer()
+    except ValueError:
+        layer = "not yet initialised"
+    return {"layer": layer, "max_threads": numba.config.NUMBA_NUM_THREADS,
+            "threads": numba.get_num_threads()}
+
+
+def usable_cpus():
+    """CPUs this process may run on (affinity), which bounds --threads."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:
+        return os.cpu_count() or 1
+
+
+def identify_cpu(cpuinfo_path="/proc/cpuinfo"):
+    """Everything the profile records about the CPU and its memory."""
+    try:
+        with open(cpuinfo_path) as f:
+            info = parse_cpuinfo(f.read())
+    except OSError:
+        info = parse_cpuinfo("")
+    fields, flags = info["fields"], info["flags"]
+    threads = info["processors"] or (os.cpu_count() or 1)
+    cores_per_socket = int(fields.get("cpu cores", 0)) or max(1, threads // info["sockets"])
+    cores = cores_per_socket * info["sockets"]
+    model = fields.get("model name") or platform.processor() or platform.machine()
+    total, available = read_meminfo()
+    return {
+        "id": machine_slug(model, cores),
+        "model": model,
+        "vendor": fields.get("vendor_id", "unknown"),
+        "family": int(fields["cpu family"]) if "cpu family" in fields else None,
+        "model_number": int(fields["model"]) if fields.get("model", "").isdigit() else None,
+        "arch": platform.machine(),
+        "sockets": info["sockets"],
+        "cores": cores,
+        "threads": threads,
+        "usable_cpus": usable_cpus(),
+        "simd": sorted(f for f in SIMD_FLAGS if f in flags),
+        "frequency": read_frequency(fields),
+        "caches": read_caches(online_cpus=threads),
+        "memory_bytes": total,
+        "memory_available_bytes": available,
+        "hypervisor": hypervisor_vendor(flags),
+    }
+
+
+def identify_software():
+    """OS, kernel, Python and package versions."""
+    return {
+        "os": platform.system(),
+        "kernel": platform.release(),
+        "python": sys.version.split()[0],
+        "packages": package_versions(),
+    }
+
+
+def last_level_cache_bytes(cpu):
+    """Total size of the largest cache level (all instances), or 32 MiB if none is known."""
+    caches = cpu.get("caches") or []
+    if not caches:
+        return 32 << 20
+    top = max(c["level"] for c in caches)
+    return sum(c["size_bytes"] * c["instances"] for c in caches if c["level"] == top)

@@ -1,0 +1,145 @@
+"""Run probes on a device and assemble the profile: probe -> records -> derived figures."""
+
+import os
+import socket
+import sys
+
+from harness import cpu_peaks, machine
+from harness.errors import HarnessError
+from harness.gpus import detect_gpus
+from harness.profile import SCHEMA_VERSION, utc_now
+from harness.workload import Context, tiny_sizes
+from probes import PROBES, load_runner, unavailable_reason
+
+CPU_PROFILE_PROBES = ("stream", "hierarchy", "peak", "threads")
+DEVICES = ("cpu", "gpu", "all")
+DTYPES = ("fp64", "fp32")
+
+
+def check_threads(threads, cpu):
+    """The thread count to use: `threads`, validated against the CPUs this process may use."""
+    usable = cpu["usable_cpus"]
+    if threads is None:
+        return usable
+    if not 1 <= threads <= usable:
+        raise HarnessError(f"--threads {threads} is invalid: choose 1 to {usable} (CPUs usable here)")
+    return threads
+
+
+def make_context(cpu, threads, quick, progress, dtypes=DTYPES):
+    return Context(cpu=cpu, threads=check_threads(threads, cpu), quick=quick, tiny=tiny_sizes(),
+                   progress=progress, dtypes=tuple(dtypes))
+
+
+def run_probe_on_cpu(name, ctx):
+    """One probe's section of devices.cpu."""
+    spec = PROBES.get(name)
+    if spec is None:
+        raise HarnessError(f"unknown probe {name!r}: valid probes are {', '.join(PROBES)}")
+    reason = unavailable_reason(spec, "cpu")
+    if reason:
+        raise HarnessError(f"probe {name} cannot run here: {reason}")
+    return load_runner(spec)(ctx)
+
+
+def run_single_probe(name, device="cpu", threads=None, quick=False, options=None, progress=lambda m: None):
+    """The Python API behind `harness probe`: one probe's records as plain data."""
+    if name not in PROBES:
+        raise HarnessError(f"unknown probe {name!r}: valid probes are {', '.join(PROBES)}")
+    if device != "cpu":
+        raise HarnessError(f"device {device!r} is not valid for `probe` here: valid devices are cpu "
+                           f"({gpu_absence()})" if device.startswith("gpu") else
+                           f"unknown device {device!r}: valid devices are cpu, gpu0, gpu1, ...")
+    options = dict(options or {})
+    dtypes = options.pop("dtypes", None) or DTYPES
+    if options:
+        raise HarnessError(f"unknown probe options {sorted(options)} for probe {name}")
+    cpu = machine.identify_cpu()
+    ctx = make_context(cpu, threads, quick, progress, dtypes)
+    return run_probe_on_cpu(name, ctx)
+
+
+def gpu_absence():
+    gpus, reason = detect_gpus()
+    return reason or f"{len(gpus)} GPU(s) found, but GPU probes are not implemented yet"
+
+
+def theoretical(cpu):
+    """devices.cpu.theoretical: peaks derived from the hardware, with how."""
+    flops = cpu_peaks.theoretical_flops(cpu)
+    dram = cpu_peaks.theoretical_dram_bandwidth()
+    return {"bytes_per_s": dram["bytes_per_s"], "flops_per_s": flops["flops_per_s"],
+            "flops_per_cycle_per_core": flops["flops_per_cycle_per_core"],
+            "source": f"FLOP/s: {flops['source']}. Bytes/s: {dram['source']}"}
+
+
+def flag_against_theory(section, theory, cpu):
+    """Fraction of the theoretical peak on each peak record; a figure above it carries a warning."""
+    per_cycle = theory.get("flops_per_cycle_per_core") or {}
+    for dtype, rec in section.get("peak_flops", {}).items():
+        peak = theory["flops_per_s"].get(dtype)
+        if rec.get("flops_per_s") is None or not peak:
+            continue
+        rec["fraction_of_theoretical"] = rec["flops_per_s"] / peak
+        rec["implied_clock_hz"] = rec["flops_per_s"] / (rec["threads"] * per_cycle[dtype])
+        if rec["flops_per_s"] > peak:
+            rec["warnings"].append(
+                f"exceeds the theoretical peak ({peak / 1e9:.1f} GFLOP/s at the nominal "
+                f"{cpu['frequency']['nominal_hz'] / 1e9:.2f} GHz): the cores ran at about "
+                f"{rec['implied_clock_hz'] / 1e9:.2f} GHz, above the clock this machine reports")
+    bw = theory.get("bytes_per_s")
+    for rec in (section.get("bandwidth") or {}).values():
+        if bw and rec.get("bytes_per_s"):
+            rec["fraction_of_theoretical"] = rec["bytes_per_s"] / bw
+            if rec["bytes_per_s"] > bw:
+                rec["warnings"].append(f"exceeds the theoretical DRAM bandwidth {bw / 1e9:.1f} GB/s")
+
+
+def balance(section):
+    """FLOP per byte: measured peak per dtype over measured DRAM read bandwidth."""
+    read = (section.get("bandwidth") or {}).get("read", {}).get("bytes_per_s")
+    out = {}
+    for dtype, rec in (section.get("peak_flops") or {}).items():
+        flops = rec.get("flops_per_s")
+        out[dtype] = flops / read if flops and read else None
+    return out
+
+
+def cpu_section(ctx, probe_names):
+    """devices.cpu: every probe's records, theoretical peaks, flags and balance."""
+    section = {"threads": ctx.threads, "quick": ctx.quick}
+    for name in probe_names:
+        section.update(run_probe_on_cpu(name, ctx))
+    theory = theoretical(ctx.cpu)
+    flag_against_theory(section, theory, ctx.cpu)
+    section["theoretical"] = theory
+    if "peak_flops" in section and "bandwidth" in section:
+        section["balance"] = balance(section)
+        section["balance_basis"] = "measured peak_flops / measured bandwidth.read (DRAM, fp64 sum)"
+    return section
+
+
+def build_profile(device="all", threads=None, quick=False, progress=lambda m: None,
+                  probe_names=CPU_PROFILE_PROBES):
+    """A complete profile of this machine (plain data, ready for profile.save_profile)."""
+    if device not in DEVICES:
+        raise HarnessError(f"unknown device {device!r}: valid devices are {', '.join(DEVICES)}")
+    cpu = machine.identify_cpu()
+    gpus, gpu_reason = detect_gpus()
+    if device == "gpu":
+        raise HarnessError(f"--device gpu: no GPU probes can run here ({gpu_reason or 'GPU probes are not implemented yet'})")
+    ctx = make_context(cpu, threads, quick, progress)
+    created = utc_now()
+    devices = {"cpu": cpu_section(ctx, probe_names)}
+    software = machine.identify_software()
+    software["numba"] = machine.numba_threading()
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "created_utc": created,
+        "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
+        "machine": {"id": cpu["id"], "hostname": socket.gethostname(), "cpu": cpu,
+                    "gpus": gpus, "gpus_reason": gpu_reason or (
+                        "GPU probes are not implemented yet" if gpus else None)},
+        "software": software,
+        "devices": devices,
+    }

@@ -1,0 +1,64 @@
+"""Plain-text summaries of profile sections for the terminal (no probe runs here)."""
+
+
+def si(value, unit):
+    """12.3e9, 'B/s' -> '12.3 GB/s'; None -> 'n/a'."""
+    if value is None:
+        return "n/a"
+    for factor, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(value) >= factor:
+            return f"{value / factor:.1f} {prefix}{unit}"
+    return f"{value:.3g} {unit}"
+
+
+def record_line(label, rec):
+    """One line: label, best and median rate, size, threads, validation and warning count."""
+    if "bytes_per_s" in rec:
+        best, median, unit = rec["bytes_per_s"], rec["median_bytes_per_s"], "B/s"
+    else:
+        best, median, unit = rec.get("flops_per_s"), rec.get("median_flops_per_s"), "FLOP/s"
+    status = "ok" if rec.get("validated") else f"WRONG OUTPUT: {rec.get('error')}"
+    warn = f"  [{len(rec['warnings'])} warning(s)]" if rec.get("warnings") else ""
+    ws = f"  ws {si(rec['working_set_bytes'], 'B')}" if rec.get("working_set_bytes") else ""
+    return (f"{label:<28} best {si(best, unit):>14}  median {si(median, unit):>14}{ws}"
+            f"  {rec['threads']} thr  {status}{warn}")
+
+
+def section_lines(section):
+    """Lines for every record in a devices.<name> section (or a probe's output)."""
+    lines = []
+    for key, value in section.items():
+        if isinstance(value, dict) and value and all(isinstance(v, dict) and "samples_s" in v for v in value.values()):
+            for name, rec in value.items():
+                lines.append(record_line(f"{key}.{name}", rec))
+        elif key == "hierarchy":
+            for rec in value:
+                lines.append(record_line(f"hierarchy {rec['level']}", rec))
+        elif key == "hierarchy_levels":
+            for level, rec in value.items():
+                lines.append(f"{'level ' + level:<28} best {si(rec.get('bytes_per_s'), 'B/s'):>14}"
+                             + (f"  ({rec['reason']})" if rec.get("reason") else ""))
+        elif key == "thread_sweep":
+            for kernel, recs in value.items():
+                for rec in recs:
+                    lines.append(record_line(f"threads {kernel} x{rec['threads']}", rec))
+        elif key == "balance":
+            for dtype, b in value.items():
+                lines.append(f"{'balance ' + dtype:<28} {b:.1f} FLOP/byte" if b else f"balance {dtype}: n/a")
+        elif key == "theoretical":
+            lines.append(f"{'theoretical DRAM':<28} {si(value['bytes_per_s'], 'B/s')}")
+            for dtype, f in value["flops_per_s"].items():
+                lines.append(f"{'theoretical ' + dtype:<28} {si(f, 'FLOP/s')}")
+    return lines
+
+
+def profile_lines(doc):
+    """A short summary of a whole profile."""
+    m = doc["machine"]
+    lines = [f"profile of {m['id']} ({m.get('cpu', {}).get('model', '?')}), created {doc['created_utc']}"]
+    for name, section in doc["devices"].items():
+        lines.append(f"[{name}]")
+        lines.extend("  " + line for line in section_lines(section))
+    if m.get("gpus_reason"):
+        lines.append(f"GPUs: {m['gpus_reason']}")
+    return lines

@@ -1,0 +1,106 @@
+"""Warm-up, calibration of loops per sample, repeats with raw samples, and CPU steal time.
+
+`measure` times a blocking callable ``run(loops)`` that performs ``loops`` repetitions of one
+unit of work. The clock and the CPU-time reader are parameters so tests can pass fake ones.
+"""
+
+import math
+import time
+from dataclasses import dataclass, field
+
+from harness import stats
+
+NS_PER_S = 1e9
+
+
+@dataclass
+class Measurement:
+    """Raw samples of one timed unit of work and what went wrong while taking them."""
+
+    samples_s: list  # seconds per loop (one unit of work), one entry per sample
+    loops_per_sample: int
+    timer_resolution_s: float
+    steal_fraction: float | None  # share of CPU time the hypervisor stole during the samples
+    warnings: list = field(default_factory=list)
+
+
+def timer_resolution_s(clock=time.perf_counter_ns, reads=200):
+    """Smallest positive step between successive clock readings, in seconds."""
+    best = math.inf
+    for _ in range(reads):
+        t0 = clock()
+        t1 = clock()
+        while t1 == t0:
+            t1 = clock()
+        best = min(best, t1 - t0)
+    return best / NS_PER_S
+
+
+def read_cpu_times(path="/proc/stat"):
+    """(steal, total) jiffies over all CPUs from /proc/stat, or None where it is unreadable."""
+    try:
+        with open(path) as f:
+            fields = f.readline().split()
+    except OSError:
+        return None
+    if not fields or fields[0] != "cpu":
+        return None
+    values = [int(v) for v in fields[1:9]]  # user nice system idle iowait irq softirq steal
+    steal = values[7] if len(values) > 7 else 0
+    return steal, sum(values)
+
+
+def steal_fraction(before, after):
+    """Share of CPU time stolen between two read_cpu_times() readings; None if unknown."""
+    if before is None or after is None:
+        return None
+    total = after[1] - before[1]
+    if total <= 0:
+        return 0.0
+    return max(0, after[0] - before[0]) / total
+
+
+def _timed(run, loops, clock):
+    t0 = clock()
+    run(loops)
+    return (clock() - t0) / NS_PER_S
+
+
+def calibrate_loops(run, min_sample_s, max_loops, clock):
+    """Grow loops per sample (at least doubling, pyperf-style) until a sample lasts min_sample_s."""
+    loops = 1
+    while loops < max_loops:
+        elapsed = _timed(run, loops, clock)
+        if elapsed >= min_sample_s:
+            break
+        factor = 10 if elapsed <= 0 else min(10, max(2, math.ceil(1.2 * min_sample_s / elapsed)))
+        loops = min(max_loops, loops * factor)
+    return loops
+
+
+def measure(
+    run,
+    *,
+    repeats,
+    min_sample_s,
+    warmup=1,
+    max_loops=1 << 24,
+    clock=time.perf_counter_ns,
+    cpu_times=read_cpu_times,
+):
+    """Warm up, calibrate, then take `repeats` samples of `run(loops)`; keep them all."""
+    if repeats < 1:
+        raise ValueError("repeats must be >= 1")
+    for _ in range(warmup):
+        run(1)  # JIT compilation and first-touch page faults happen here, outside the samples
+    resolution = timer_resolution_s(clock)
+    loops = calibrate_loops(run, min_sample_s, max_loops, clock)
+    before = cpu_times()
+    samples = [_timed(run, loops, clock) / loops for _ in range(repeats)]
+    steal = steal_fraction(before, cpu_times())
+
+    warnings = stats.spread_warnings(samples)
+    for w in (stats.resolution_warning(min(samples) * loops, resolution), stats.steal_warning(steal)):
+        if w:
+            warnings.append(w)
+    return Measurement(samples, loops, resolution, steal, warnings)

@@ -1,0 +1,108 @@
+"""A probe's declared unit of work, and the one place where time becomes bytes/s and FLOP/s.
+
+Probes declare bytes and FLOPs per call as data (BabelStream's and likwid-bench's lesson); the
+harness times them, checks their output and derives the rates here, so a unit error cannot hide
+in one probe.
+"""
+
+import os
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+from harness import stats
+from harness.timing import measure
+
+
+@dataclass
+class Workload:
+    """One timed kernel: ``run(loops)`` does `loops` calls; ``check()`` returns an error or None."""
+
+    name: str
+    run: Callable[[int], None]
+    check: Callable[[], "str | None"]
+    poison: Callable[[], None]
+    threads: int
+    dtype: str
+    bytes_per_call: int = 0
+    flops_per_call: int = 0
+    working_set_bytes: int = 0
+    info: dict = field(default_factory=dict)  # extra fields recorded as they are
+
+
+@dataclass
+class Context:
+    """What a probe needs from the harness: sizes, repeats, threads, progress and the machine."""
+
+    cpu: dict
+    threads: int
+    quick: bool = False
+    tiny: bool = False  # test-only: tiny arrays and few samples (HARNESS_TINY=1)
+    dtypes: tuple = ("fp64", "fp32")
+    progress: Callable[[str], None] = lambda msg: None
+    clock: Callable[[], int] = time.perf_counter_ns
+
+    @property
+    def repeats(self):
+        return 3 if self.tiny else (5 if self.quick else 10)
+
+    @property
+    def min_sample_s(self):
+        return 0.001 if self.tiny else (0.02 if self.quick else 0.05)
+
+    def measure(self, workload):
+        """Poison, time, validate: a record with raw samples and derived rates."""
+        return time_workload(workload, self.repeats, self.min_sample_s, self.clock)
+
+
+def time_workload(w, repeats, min_sample_s, clock=time.perf_counter_ns):
+    """Run the timing core on a workload and turn its samples into a profile record."""
+    set_cpu_threads(w.threads)
+    w.poison()
+    m = measure(w.run, repeats=repeats, min_sample_s=min_sample_s, clock=clock)
+    error = w.check()
+    rec = {"dtype": w.dtype, "threads": w.threads, "working_set_bytes": int(w.working_set_bytes)}
+    rec.update(w.info)
+    best, median = min(m.samples_s), stats.summarize(m.samples_s)["median"]
+    for work, key in ((w.bytes_per_call, "bytes"), (w.flops_per_call, "flops")):
+        if work:
+            rec[f"{key}_per_call"] = int(work)
+            rec[f"{key}_per_s"] = None if error else work / best
+            rec[f"median_{key}_per_s"] = None if error else work / median
+    rec.update({
+        "time_s": best,
+        "median_time_s": median,
+        "samples_s": [float(s) for s in m.samples_s],
+        "loops_per_sample": m.loops_per_sample,
+        "timer_resolution_s": m.timer_resolution_s,
+        "steal_fraction": m.steal_fraction,
+        "validated": error is None,
+        "warnings": list(m.warnings),
+    })
+    if error:
+        rec["error"] = error
+        rec["warnings"].append(f"output check failed: {error}")
+    return rec
+
+
+def set_cpu_threads(threads):
+    """Set Numba's thread count for the next parallel kernels."""
+    import numba
+
+    numba.set_num_threads(threads)
+
+
+def tiny_sizes():
+    """True when HARNESS_TINY=1 asks for test-sized runs."""
+    return os.environ.get("HARNESS_TINY") == "1"
+
+
+def stderr_progress(prefix="harness"):
+    """A progress callback that prints timestamped lines to stderr."""
+    t0 = time.monotonic()
+
+    def progress(msg):
+        print(f"[{prefix} {time.monotonic() - t0:6.1f}s] {msg}", file=sys.stderr, flush=True)
+
+    return progress

@@ -1,0 +1,287 @@
+"""CPU memory probes with Numba: STREAM kernels, a read-only sum, and the cache-hierarchy sweep.
+
+Bytes are counted as STREAM counts them (each array read or written once per call);
+write-allocate traffic of the written array is not counted.
+"""
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from harness.machine import last_level_cache_bytes
+from harness.workload import Workload
+
+DTYPES = {"fp64": np.float64, "fp32": np.float32}
+ALIGN_BYTES = 64
+READ_OFFSET_ELEMS = 16  # alternate reps start one cache line (or two) later, so no rep can be hoisted
+CHECK_CHUNK = 1 << 22
+READ_BLOCK = 1 << 16
+SCALAR = 3.0
+RTOL = {"fp64": 1e-12, "fp32": 1e-5}
+STREAM_WEIGHTS = {"copy": 2, "scale": 2, "add": 3, "triad": 3, "read": 1}  # arrays touched per element
+COUNTING = "STREAM: each array counted once per call; write-allocate traffic not counted"
+
+
+def aligned_empty(n, dtype):
+    """An uninitialised array of n elements whose data starts on a 64-byte boundary."""
+    itemsize = np.dtype(dtype).itemsize
+    raw = np.empty(n * itemsize + ALIGN_BYTES, dtype=np.uint8)
+    start = (-raw.ctypes.data) % ALIGN_BYTES
+    return raw[start:start + n * itemsize].view(dtype)
+
+
+@njit(parallel=True, cache=True)
+def fill_random(a, seed):
+    """Pseudo-random values in [0.5, 1.5), written in parallel so pages land by first touch."""
+    for i in prange(a.shape[0]):
+        x = np.uint64(i) * np.uint64(0x9E3779B97F4A7C15) + np.uint64(seed)
+        x ^= x >> np.uint64(29)
+        x *= np.uint64(0xBF58476D1CE4E5B9)
+        x ^= x >> np.uint64(32)
+        a[i] = 0.5 + np.float64(x >> np.uint64(40)) / 16777216.0
+
+
+@njit(parallel=True, cache=True)
+def k_copy(a, c):
+    for i in prange(a.shape[0]):
+        c[i] = a[i]
+
+
+@njit(parallel=True, cache=True)
+def k_scale(b, c, s):
+    for i in prange(b.shape[0]):
+        b[i] = s * c[i]
+
+
+@njit(parallel=True, cache=True)
+def k_add(a, b, c):
+    for i in prange(a.shape[0]):
+        c[i] = a[i] + b[i]
+
+
+@njit(parallel=True, cache=True)
+def k_triad(a, b, c, s):
+    for i in prange(a.shape[0]):
+        a[i] = b[i] + s * c[i]
+
+
+@njit(fastmath=True, cache=True)
+def _chunk_sum(c):
+    """Vectorised sum of a contiguous slice in its own dtype (fastmath lets LLVM reassociate)."""
+    s = c.dtype.type(0)
+    for i in range(c.shape[0]):
+        s += c[i]
+    return s
+
+
+@njit(parallel=True, fastmath=True, cache=True)
+def k_read(a, out, per_thread, reps):
+    """out[t] = sum over reps of thread t's chunk; odd reps read it shifted by READ_OFFSET_ELEMS.
+
+    Summing slices (not indexing `a` inside the prange body) is what lets LLVM vectorise the loop;
+    blocks of READ_BLOCK elements are summed in their dtype and accumulated in fp64.
+    """
+    for t in prange(out.shape[0]):
+        total = 0.0
+        for r in range(reps):
+            lo = t * per_thread + (r & 1) * READ_OFFSET_ELEMS
+            hi = lo + per_thread
+            for b in range(lo, hi, READ_BLOCK):
+                total += _chunk_sum(a[b:min(b + READ_BLOCK, hi)])
+        out[t] = total
+
+
+def read_reference(a, threads, per_thread, reps):
+    """float64 per-thread totals that k_read must return."""
+    out = np.empty(threads)
+    for t in range(threads):
+        lo = t * per_thread
+        s0 = math.fsum(a[lo:lo + per_thread].astype(np.float64))
+        s1 = math.fsum(a[lo + READ_OFFSET_ELEMS:lo + READ_OFFSET_ELEMS + per_thread].astype(np.float64)) \
+            if reps > 1 else 0.0
+        out[t] = (reps + 1) // 2 * s0 + reps // 2 * s1
+    return out
+
+
+def check_close(got, ref, rtol, what):
+    """None if got matches ref (float64) to rtol everywhere, else a message about the first miss."""
+    got64 = np.asarray(got, dtype=np.float64)
+    bad = ~(np.abs(got64 - ref) <= rtol * np.abs(ref))  # NaN poison counts as bad
+    if not bad.any():
+        return None
+    i = int(np.argmax(bad))
+    return f"{what}: element {i} is {got64[i]!r}, expected {ref[i]!r} (rtol {rtol:g})"
+
+
+def check_elementwise(out, ref_of, rtol, what):
+    """Compare out[lo:hi] with ref_of(lo, hi) chunk by chunk (no array-sized temporaries)."""
+    for lo in range(0, out.shape[0], CHECK_CHUNK):
+        hi = min(out.shape[0], lo + CHECK_CHUNK)
+        err = check_close(out[lo:hi], ref_of(lo, hi), rtol, what)
+        if err:
+            return err.replace("element ", f"element {lo}+", 1)
+    return None
+
+
+def _f64(x, lo, hi):
+    return x[lo:hi].astype(np.float64)
+
+
+def stream_elements(ctx, dtype):
+    """Elements per array: 4x the last-level cache (STREAM's rule), within half the free memory."""
+    itemsize = np.dtype(DTYPES[dtype]).itemsize
+    if ctx.tiny:
+        return 1 << 15, []
+    want = 4 * last_level_cache_bytes(ctx.cpu)
+    available = ctx.cpu.get("memory_available_bytes") or 4 * want
+    fits = int(0.5 * available / 3)
+    if want > fits:
+        return fits // itemsize, [f"arrays are {fits} bytes, under 4x the last-level cache: not enough free memory"]
+    return want // itemsize, []
+
+
+def stream_workloads(ctx, dtype, n, threads):
+    """The five kernels over three arrays, in STREAM's order so each reads valid inputs."""
+    t = DTYPES[dtype]
+    a, b, c = (aligned_empty(n, t) for _ in range(3))
+    for seed, x in enumerate((a, b, c)):
+        fill_random(x, seed + 1)
+    s = t(SCALAR)
+    rtol = RTOL[dtype]
+    out = np.empty(threads)
+    per = n // threads
+
+    def loop(fn, *args):
+        def run(loops):
+            for _ in range(loops):
+                fn(*args)
+        return run
+
+    def poison(x):
+        return lambda: x.fill(np.nan)
+
+    def poison_out():
+        out.fill(np.nan)
+
+    specs = {
+        "copy": (loop(k_copy, a, c), poison(c), lambda: check_elementwise(c, lambda lo, hi: _f64(a, lo, hi), rtol, "copy c")),
+        "scale": (loop(k_scale, b, c, s), poison(b),
+                  lambda: check_elementwise(b, lambda lo, hi: float(s) * _f64(c, lo, hi), rtol, "scale b")),
+        "add": (loop(k_add, a, b, c), poison(c),
+                lambda: check_elementwise(c, lambda lo, hi: _f64(a, lo, hi) + _f64(b, lo, hi), rtol, "add c")),
+        "triad": (loop(k_triad, a, b, c, s), poison(a),
+                  lambda: check_elementwise(a, lambda lo, hi: _f64(b, lo, hi) + float(s) * _f64(c, lo, hi), rtol, "triad a")),
+        "read": (loop(k_read, a, out, per, 1), poison_out,
+                 lambda: check_close(out, read_reference(a, threads, per, 1), rtol, "read sum")),
+    }
+    itemsize = a.itemsize
+    for name, (run, poison_fn, check) in specs.items():
+        weight = STREAM_WEIGHTS[name]
+        counted = per * threads if name == "read" else n
+        yield Workload(name=name, run=run, check=check, poison=poison_fn, threads=threads, dtype=dtype,
+                       bytes_per_call=weight * counted * itemsize, working_set_bytes=weight * n * itemsize,
+                       info={"elements": int(n), "bytes_counted": COUNTING})
+
+
+def run_stream(ctx):
+    """devices.cpu.bandwidth (fp64) and bandwidth_fp32: best and median per kernel."""
+    section = {}
+    for dtype in ctx.dtypes:
+        key = "bandwidth" if dtype == "fp64" else f"bandwidth_{dtype}"
+        n, warnings = stream_elements(ctx, dtype)
+        section[key] = {}
+        for i, w in enumerate(stream_workloads(ctx, dtype, n, ctx.threads)):
+            ctx.progress(f"stream {dtype} {w.name} ({i + 1}/5), {n * np.dtype(DTYPES[dtype]).itemsize / 2**20:.0f} MiB per array")
+            rec = ctx.measure(w)
+            rec["warnings"] = warnings + rec["warnings"]
+            section[key][w.name] = rec
+    return section
+
+
+def cache_capacities(cpu, threads):
+    """[(level name, bytes reachable by `threads` threads)] from L1 upward."""
+    out = []
+    for c in cpu.get("caches") or []:
+        reachable = min(c["instances"], math.ceil(threads / max(1, c["shared_by_cpus"])))
+        out.append((f"L{c['level']}", c["size_bytes"] * reachable))
+    return out
+
+
+def level_of(working_set, capacities):
+    """The smallest memory level that holds `working_set` bytes."""
+    for name, cap in capacities:
+        if working_set <= cap:
+            return name
+    return "DRAM"
+
+
+def hierarchy_sizes(ctx, itemsize, threads):
+    """Working sets from 8 KiB per thread to 4x the last-level cache, geometric steps."""
+    grain = threads * 64 * itemsize
+    lo = 8192 * threads
+    hi = (1 << 20) if ctx.tiny else 4 * last_level_cache_bytes(ctx.cpu)
+    step = 2.0 if (ctx.quick or ctx.tiny) else math.sqrt(2.0)
+    sizes, w = [], float(lo)
+    while w <= hi * 1.0001:
+        sizes.append(max(grain, int(w) // grain * grain))
+        w *= step
+    return sorted(set(sizes))
+
+
+def read_workload(a, dtype, working_set, threads, bytes_per_call_target):
+    """k_read over the first `working_set` bytes of `a`, repeated in-kernel to amortise the launch."""
+    itemsize = a.itemsize
+    per = working_set // itemsize // threads
+    reps = max(1, bytes_per_call_target // (per * threads * itemsize))
+    out = np.empty(threads)
+
+    def run(loops):
+        for _ in range(loops):
+            k_read(a, out, per, reps)
+
+    return Workload(
+        name="read", run=run, poison=lambda: out.fill(np.nan), threads=threads, dtype=dtype,
+        check=lambda: check_close(out, read_reference(a, threads, per, reps), RTOL[dtype], "read sum"),
+        bytes_per_call=per * threads * itemsize * reps, working_set_bytes=per * threads * itemsize,
+        info={"reps_per_call": int(reps)})
+
+
+def summarize_levels(points, capacities):
+    """Bandwidth per level from the points well inside it: L1 under half its size, L(k) between
+    twice L(k-1) and half L(k), DRAM at least 4x the last-level cache. `bytes_per_s` is the median
+    of those points' best samples (one lucky point cannot set a level); `max_bytes_per_s` the best."""
+    levels = {}
+    bounds = [(name, 2 * prev_cap, cap / 2) for (name, cap), prev_cap in
+              zip(capacities, [0] + [c for _, c in capacities[:-1]])]
+    if capacities:
+        bounds.append(("DRAM", 4 * capacities[-1][1], math.inf))
+    for name, lo, hi in bounds:
+        rates = sorted(p["bytes_per_s"] for p in points
+                       if lo <= p["working_set_bytes"] <= hi and p.get("bytes_per_s"))
+        if rates:
+            levels[name] = {"bytes_per_s": float(np.median(rates)), "max_bytes_per_s": rates[-1],
+                            "points": len(rates), "working_set_bytes_range": [lo, None if math.isinf(hi) else hi]}
+        else:
+            levels[name] = {"bytes_per_s": None, "reason": "no sweep point lies well inside this level"}
+    return levels
+
+
+def run_hierarchy(ctx):
+    """devices.cpu.hierarchy (one point per working set) and hierarchy_levels (best per level),
+    for the first of ctx.dtypes (fp64 by default)."""
+    dtype = ctx.dtypes[0]
+    t = DTYPES[dtype]
+    itemsize = np.dtype(t).itemsize
+    sizes = hierarchy_sizes(ctx, itemsize, ctx.threads)
+    a = aligned_empty(sizes[-1] // itemsize + ctx.threads * READ_OFFSET_ELEMS, t)
+    fill_random(a, 7)
+    capacities = cache_capacities(ctx.cpu, ctx.threads)
+    target = (1 << 20) if ctx.tiny else (256 << 20)
+    points = []
+    for i, ws in enumerate(sizes):
+        ctx.progress(f"hierarchy {dtype} read, working set {ws / 1024:.0f} KiB ({i + 1}/{len(sizes)})")
+        rec = ctx.measure(read_workload(a, dtype, ws, ctx.threads, target))
+        rec["level"] = level_of(rec["working_set_bytes"], capacities)
+        points.append(rec)
+    return {"hierarchy": points, "hierarchy_levels": summarize_levels(points, capacities)}
