@@ -1,0 +1,104 @@
+"""Side-by-side benchmark of the harness's CPU probes against compiled references.
+
+Interleaved rounds on this machine (so drifting noise hits both sides alike), medians of per-round
+ratios reported:
+  triad:  harness (Numba) triad  vs  C/OpenMP triad (gcc -O3 -march=native -fopenmp), same arrays size
+  fp32:   harness FMA peak       vs  the better of a C FMA-intrinsics loop and torch fp32 matmul 4096^2
+Usage: python benchmarks/cpu_balance.py [--rounds 5] [--threads N] [--json PATH]
+"""
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+from harness.machine import identify_cpu  # noqa: E402
+from harness.workload import Context, time_workload  # noqa: E402
+from probes.cpu_peak import peak_workload  # noqa: E402
+from probes.cpu_stream import stream_elements, stream_workloads  # noqa: E402
+
+BUILD = os.path.join(os.path.dirname(HERE), "build")
+TARGET = 0.9
+
+
+def compile_c(name):
+    os.makedirs(BUILD, exist_ok=True)
+    exe = os.path.join(BUILD, name)
+    subprocess.run(["gcc", "-O3", "-march=native", "-fopenmp", os.path.join(HERE, "c", f"{name}.c"),
+                    "-o", exe, "-lm"], check=True)
+    return exe
+
+
+def run_c(exe, args, threads):
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OMP_PROC_BIND="spread")
+    out = subprocess.run([exe, *map(str, args)], capture_output=True, text=True, env=env, check=True)
+    return float(out.stdout)
+
+
+def torch_matmul_flops(threads, n=4096, reps=5):
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.rand(n, n), torch.rand(n, n)
+    c = a @ b  # warm-up
+    best = float("inf")
+    for _ in range(reps):
+        t = time.perf_counter()
+        torch.matmul(a, b, out=c)
+        best = min(best, time.perf_counter() - t)
+    ref = (a[:4].double() @ b.double())
+    assert torch.allclose(c[:4].double(), ref, rtol=1e-3), "torch matmul output wrong"
+    return 2 * n**3 / best
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--json", default=os.path.join(BUILD, "bench-cpu.json"))
+    args = p.parse_args()
+    cpu = identify_cpu()
+    threads = args.threads or cpu["usable_cpus"]
+    ctx = Context(cpu=cpu, threads=threads)
+    n, _ = stream_elements(ctx, "fp64")
+    triad_c, fma_c = compile_c("triad"), compile_c("fma")
+    triad = next(w for w in stream_workloads(ctx, "fp64", n, threads) if w.name == "triad")
+
+    rows = []
+    for r in range(args.rounds):
+        row = {
+            "c_triad_bytes_per_s": run_c(triad_c, [n, 10], threads),
+            "harness_triad_bytes_per_s": time_workload(triad, 10, 0.05)["bytes_per_s"],
+            "c_fma_fp32_flops_per_s": run_c(fma_c, [2_000_000, 5], threads),
+            "torch_matmul_fp32_flops_per_s": torch_matmul_flops(threads),
+            "harness_peak_fp32_flops_per_s": time_workload(peak_workload(cpu, "fp32", threads, 20_000), 10, 0.05)["flops_per_s"],
+        }
+        row["triad_ratio"] = row["harness_triad_bytes_per_s"] / row["c_triad_bytes_per_s"]
+        row["fp32_ratio"] = row["harness_peak_fp32_flops_per_s"] / max(
+            row["c_fma_fp32_flops_per_s"], row["torch_matmul_fp32_flops_per_s"])
+        rows.append(row)
+        print(f"round {r + 1}: triad C {row['c_triad_bytes_per_s'] / 1e9:6.1f} GB/s, harness "
+              f"{row['harness_triad_bytes_per_s'] / 1e9:6.1f} GB/s (x{row['triad_ratio']:.3f}) | fp32 C-FMA "
+              f"{row['c_fma_fp32_flops_per_s'] / 1e9:6.1f}, torch matmul {row['torch_matmul_fp32_flops_per_s'] / 1e9:6.1f}, "
+              f"harness {row['harness_peak_fp32_flops_per_s'] / 1e9:6.1f} GFLOP/s (x{row['fp32_ratio']:.3f})", flush=True)
+
+    summary = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+    print(f"\n{cpu['model']}, {threads} threads, {n * 8 / 2**20:.0f} MiB per triad array, {args.rounds} rounds")
+    for key, label in (("triad_ratio", "harness triad / C OpenMP triad"),
+                       ("fp32_ratio", "harness fp32 peak / best(C FMA intrinsics, torch matmul)")):
+        verdict = "meets" if summary[key] >= TARGET else "BELOW"
+        print(f"  {label}: median ratio {summary[key]:.3f} ({verdict} the {TARGET} target)")
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    with open(args.json, "w") as f:
+        json.dump({"cpu": cpu["model"], "threads": threads, "rounds": rows, "median": summary}, f, indent=2)
+    print(f"  raw rounds written to {args.json}")
+
+
+if __name__ == "__main__":
+    main()

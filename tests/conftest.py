@@ -1,0 +1,51 @@
+import os
+import subprocess
+import sys
+
+import pytest
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIXTURES = os.path.join(ROOT, "tests", "fixtures")
+
+
+class FakeClock:
+    """A perf_counter_ns stand-in: time moves only when work 'runs' (and 1 ns per reading)."""
+
+    def __init__(self):
+        self.now = 0
+
+    def __call__(self):
+        self.now += 1
+        return self.now
+
+    def advance_s(self, seconds):
+        self.now += int(round(seconds * 1e9))
+
+
+@pytest.fixture
+def fake_clock():
+    return FakeClock()
+
+
+@pytest.fixture
+def cpu():
+    """This machine's CPU description with small caches, as probes receive it."""
+    return {
+        "id": "test-cpu-2c", "model": "Test CPU", "vendor": "AuthenticAMD", "family": 0x1A,
+        "model_number": 2, "cores": 2, "threads": 2, "usable_cpus": 2, "sockets": 1,
+        "simd": ["avx", "avx2", "avx512f", "fma"],
+        "frequency": {"nominal_hz": 2.5e9, "current_hz": 2.5e9, "source": "test"},
+        "caches": [
+            {"level": 1, "type": "Data", "size_bytes": 32768, "shared_by_cpus": 1, "instances": 2},
+            {"level": 2, "type": "Unified", "size_bytes": 1 << 20, "shared_by_cpus": 1, "instances": 2},
+            {"level": 3, "type": "Unified", "size_bytes": 32 << 20, "shared_by_cpus": 2, "instances": 1},
+        ],
+        "memory_bytes": 24 << 30, "memory_available_bytes": 20 << 30, "hypervisor": "KVM",
+    }
+
+
+def run_cli(*args, env_extra=None, cwd=None):
+    """Run `python -m harness ARGS` in a subprocess with tiny sizes; returns CompletedProcess."""
+    env = dict(os.environ, HARNESS_TINY="1", PYTHONPATH=ROOT, **(env_extra or {}))
+    return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True,
+                          env=env, cwd=cwd or ROOT, timeout=600)

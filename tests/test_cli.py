@@ -1,0 +1,139 @@
+"""The CLI end to end at tiny sizes (HARNESS_TINY=1), and every bad-input case: exit code 2."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from conftest import ROOT, run_cli
+from harness.profile import BANDWIDTH_KERNELS, load_profile
+
+
+@pytest.fixture(scope="module")
+def quick_profile(tmp_path_factory):
+    out = tmp_path_factory.mktemp("prof") / "machine.yaml"
+    proc = run_cli("profile", "--quick", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    return out, proc
+
+
+def test_profile_writes_a_valid_profile_with_the_contract_keys(quick_profile):
+    out, proc = quick_profile
+    doc = load_profile(out)
+    cpu = doc["devices"]["cpu"]
+    for kernel in BANDWIDTH_KERNELS:
+        rec = cpu["bandwidth"][kernel]
+        for key in ("bytes_per_s", "median_bytes_per_s", "samples_s", "bytes_per_call",
+                    "working_set_bytes", "threads", "validated", "warnings"):
+            assert key in rec, (kernel, key)
+        assert rec["validated"] and rec["bytes_per_s"] >= rec["median_bytes_per_s"] > 0
+    for dtype in ("fp64", "fp32"):
+        rec = cpu["peak_flops"][dtype]
+        assert rec["validated"] and rec["flops_per_s"] > 0 and rec["flops_per_call"] > 0
+        assert cpu["balance"][dtype] == pytest.approx(rec["flops_per_s"] / cpu["bandwidth"]["read"]["bytes_per_s"])
+    assert all({"working_set_bytes", "bytes_per_s", "level"} <= set(p) for p in cpu["hierarchy"])
+    assert set(cpu["theoretical"]) >= {"bytes_per_s", "flops_per_s", "source"}
+    assert [r["threads"] for r in cpu["thread_sweep"]["triad"]][-1] == cpu["threads"]
+    assert doc["machine"]["id"] and doc["software"]["numba"]["layer"]
+    assert "stream fp64 triad" in proc.stderr  # progress goes to stderr
+    assert "profile written to" in proc.stdout
+
+
+def test_profiling_again_keeps_history(quick_profile):
+    out, _ = quick_profile
+    before = load_profile(out)
+    time.sleep(1.1)  # history files are named by the second
+    proc = run_cli("profile", "--quick", "--device", "cpu", "--threads", "1", "--out", str(out))
+    assert proc.returncode == 0, proc.stderr
+    history = out.parent / "history" / before["machine"]["id"]
+    kept = [load_profile(history / f) for f in os.listdir(history)]
+    assert before in kept
+    assert load_profile(out)["devices"]["cpu"]["threads"] == 1
+
+
+def test_list_says_what_runs_here():
+    proc = run_cli("list", "--json")
+    assert proc.returncode == 0
+    rows = json.loads(proc.stdout)
+    names = {r["probe"] for r in rows}
+    assert {"stream", "hierarchy", "peak"} <= names
+    assert all(r["runs_here"] for r in rows if r["device"] == "cpu")
+    assert all(r["reason"] for r in rows if not r["runs_here"])
+
+
+def test_probe_json_prints_validated_records():
+    proc = run_cli("probe", "stream", "--dtype", "fp32", "--threads", "1", "--json")
+    assert proc.returncode == 0, proc.stderr
+    result = json.loads(proc.stdout)
+    assert set(result) == {"bandwidth_fp32"}
+    assert all(r["validated"] and r["threads"] == 1 for r in result["bandwidth_fp32"].values())
+
+
+def test_probe_text_output():
+    proc = run_cli("probe", "peak", "--dtype", "fp64")
+    assert proc.returncode == 0, proc.stderr
+    assert "peak_flops.fp64" in proc.stdout and "GFLOP/s" in proc.stdout
+
+
+def test_show_summarises_a_profile(quick_profile):
+    out, _ = quick_profile
+    proc = run_cli("show", str(out))
+    assert proc.returncode == 0 and "bandwidth.triad" in proc.stdout
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["probe", "nosuch"], "valid probes are stream"),
+    (["probe", "stream", "--device", "tpu"], "unknown device 'tpu'"),
+    (["probe", "stream", "--device", "gpu0"], "valid devices are cpu"),
+    (["profile", "--device", "tpu"], "invalid choice: 'tpu'"),
+    (["profile", "--threads", "0"], "must be at least 1"),
+    (["probe", "stream", "--threads", "4096"], "choose 1 to"),
+    (["profile", "--threads", "many"], "not a whole number"),
+    (["profile", "--out", "/proc/harness.yaml"], "cannot write the profile"),
+    (["show", "/nonexistent/p.yaml"], "does not exist"),
+])
+def test_bad_input_is_one_clear_message_and_exit_2(args, needle):
+    proc = run_cli(*args)
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert needle in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_profile_does_not_overwrite_a_malformed_file(tmp_path):
+    bad = tmp_path / "m.yaml"
+    bad.write_text("schema_version: 1\ndevices: [truncated")
+    proc = run_cli("profile", "--quick", "--out", str(bad))
+    assert proc.returncode == 2 and "refusing to overwrite" in proc.stderr
+    assert bad.read_text() == "schema_version: 1\ndevices: [truncated"
+    proc = run_cli("show", str(bad))
+    assert proc.returncode == 2 and "not valid YAML" in proc.stderr
+
+
+def test_foreign_yaml_is_rejected(tmp_path):
+    foreign = tmp_path / "f.yaml"
+    foreign.write_text("apiVersion: v1\nkind: Pod\n")
+    proc = run_cli("show", str(foreign))
+    assert proc.returncode == 2 and "no schema_version" in proc.stderr
+
+
+def test_ctrl_c_during_profile_leaves_the_previous_profile_intact(quick_profile, tmp_path):
+    src, _ = quick_profile
+    out = tmp_path / "m.yaml"
+    out.write_text(src.read_text())
+    before = out.read_text()
+    env = dict(os.environ, PYTHONPATH=ROOT)  # real sizes: long enough to interrupt
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "profile", "--quick", "--out", str(out)],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    # wait until probing has started, then interrupt as Ctrl-C would
+    line = proc.stderr.readline()
+    assert "stream" in line or "harness" in line
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "interrupted" in err
+    assert out.read_text() == before
+    assert sorted(os.listdir(tmp_path)) == ["m.yaml"]

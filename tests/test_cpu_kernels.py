@@ -1,0 +1,160 @@
+"""Each CPU kernel at tiny sizes, its output checked; poisoned outputs caught; packed FMAs in the asm."""
+
+import re
+
+import numba
+import numpy as np
+import pytest
+
+from harness.workload import Context, time_workload
+from probes import cpu_peak, cpu_stream
+
+
+@pytest.fixture
+def tiny_ctx(cpu):
+    return Context(cpu=cpu, threads=2, tiny=True)
+
+
+@pytest.mark.parametrize("dtype", ["fp64", "fp32"])
+@pytest.mark.parametrize("threads", [1, 2])
+def test_stream_kernels_validate_and_count_bytes(tiny_ctx, dtype, threads):
+    n = 1001  # odd: the read kernel's per-thread chunks leave a remainder
+    recs = {w.name: time_workload(w, repeats=2, min_sample_s=1e-4)
+            for w in cpu_stream.stream_workloads(tiny_ctx, dtype, n, threads)}
+    assert list(recs) == ["copy", "scale", "add", "triad", "read"]
+    itemsize = 8 if dtype == "fp64" else 4
+    for name, rec in recs.items():
+        assert rec["validated"], rec.get("error")
+        assert rec["bytes_per_s"] > 0 and len(rec["samples_s"]) == 2
+    assert recs["copy"]["bytes_per_call"] == 2 * n * itemsize
+    assert recs["triad"]["bytes_per_call"] == 3 * n * itemsize
+    assert recs["read"]["bytes_per_call"] == (n // threads) * threads * itemsize
+
+
+def test_random_fill_is_not_constant_and_in_range():
+    a = cpu_stream.aligned_empty(4096, np.float64)
+    cpu_stream.fill_random(a, 1)
+    assert a.ctypes.data % 64 == 0
+    assert 0.5 <= a.min() and a.max() < 1.5 and len(np.unique(a)) > 4000
+
+
+def test_a_kernel_that_writes_nothing_fails_its_check(tiny_ctx):
+    w = next(w for w in cpu_stream.stream_workloads(tiny_ctx, "fp64", 256, 2) if w.name == "triad")
+    w.run = lambda loops: None  # a broken kernel: the poisoned output stays NaN
+    rec = time_workload(w, repeats=2, min_sample_s=1e-4)
+    assert not rec["validated"] and rec["bytes_per_s"] is None
+    assert "triad a" in rec["error"] and any("output check failed" in x for x in rec["warnings"])
+
+
+@pytest.mark.parametrize("dtype", ["fp64", "fp32"])
+@pytest.mark.parametrize("reps", [1, 2, 5])
+def test_read_kernel_with_reps_matches_float64_reference(dtype, reps):
+    t = cpu_stream.DTYPES[dtype]
+    threads, per = 2, 997
+    a = cpu_stream.aligned_empty(threads * per + cpu_stream.READ_OFFSET_ELEMS * threads, t)
+    cpu_stream.fill_random(a, 3)
+    out = np.full(threads, np.nan)
+    cpu_stream.k_read(a, out, per, reps)
+    ref = cpu_stream.read_reference(a, threads, per, reps)
+    assert cpu_stream.check_close(out, ref, cpu_stream.RTOL[dtype], "read") is None
+
+
+def test_hierarchy_points_are_validated_and_labelled(tiny_ctx):
+    section = cpu_stream.run_hierarchy(tiny_ctx)
+    points = section["hierarchy"]
+    assert len(points) >= 5
+    assert all(p["validated"] for p in points)
+    sizes = [p["working_set_bytes"] for p in points]
+    assert sizes == sorted(sizes)
+    assert points[0]["level"] == "L1" and points[-1]["level"] == "L2"  # tiny sweep stops at 1 MiB
+    assert section["hierarchy_levels"]["L1"]["bytes_per_s"] > 0
+    assert section["hierarchy_levels"]["DRAM"]["bytes_per_s"] is None
+
+
+def test_level_summary_uses_points_well_inside_each_level():
+    caps = [("L1", 64 << 10), ("L2", 2 << 20), ("L3", 32 << 20)]
+    pts = [{"working_set_bytes": ws, "bytes_per_s": bw} for ws, bw in
+           [(16 << 10, 900e9), (32 << 10, 1000e9), (64 << 10, 700e9), (256 << 10, 400e9),
+            (1 << 20, 380e9), (8 << 20, 200e9), (128 << 20, 60e9), (256 << 20, 50e9)]]
+    levels = cpu_stream.summarize_levels(pts, caps)
+    assert levels["L1"]["bytes_per_s"] == pytest.approx(950e9) and levels["L1"]["max_bytes_per_s"] == 1000e9
+    assert levels["L2"]["points"] == 2 and levels["L3"]["bytes_per_s"] == 200e9
+    assert levels["DRAM"]["bytes_per_s"] == pytest.approx(55e9)
+    assert cpu_stream.level_of(48 << 10, caps) == "L1" and cpu_stream.level_of(1 << 30, caps) == "DRAM"
+
+
+def test_cache_capacities_scale_private_levels_with_threads(cpu):
+    assert cpu_stream.cache_capacities(cpu, 1) == [("L1", 32768), ("L2", 1 << 20), ("L3", 32 << 20)]
+    assert cpu_stream.cache_capacities(cpu, 2) == [("L1", 65536), ("L2", 2 << 20), ("L3", 32 << 20)]
+
+
+@pytest.mark.parametrize("dtype", ["fp64", "fp32"])
+def test_peak_kernel_matches_closed_form(cpu, dtype):
+    w = cpu_peak.peak_workload(cpu, dtype, threads=2, iters_per_call=50)
+    rec = time_workload(w, repeats=2, min_sample_s=1e-4)
+    assert rec["validated"], rec.get("error")
+    n = cpu_peak.accumulators(cpu, dtype)
+    assert rec["flops_per_call"] == 2 * n * 2 * 50
+    assert rec["flops_per_s"] > 0
+
+
+def test_peak_check_catches_a_skipped_accumulator(cpu, monkeypatch):
+    real = cpu_peak.fma_kernel
+
+    def broken_factory(block):
+        good = real(block)
+
+        def kernel(acc, x, y, iters):
+            kept = acc[:, -1].copy()
+            good(acc, x, y, iters)
+            acc[:, -1] = kept  # the last lane never computed
+
+        return kernel
+
+    monkeypatch.setattr(cpu_peak, "fma_kernel", broken_factory)
+    w = cpu_peak.peak_workload(cpu, "fp32", threads=1, iters_per_call=5)
+    rec = time_workload(w, repeats=2, min_sample_s=1e-4)
+    assert not rec["validated"] and rec["flops_per_s"] is None
+    assert "accumulator" in rec["error"]
+
+
+def test_closed_form():
+    assert cpu_peak.closed_form(1.0, 0.5, 1.0, 0) == 1.0
+    assert cpu_peak.closed_form(1.0, 0.5, 1.0, 1) == 1.5
+    assert cpu_peak.closed_form(1.0, 0.5, 1.0, 200) == pytest.approx(2.0)
+
+
+def _asm(kernel):
+    return "\n".join(kernel.inspect_asm().values())
+
+
+def has_fma_flag():
+    with open("/proc/cpuinfo") as f:
+        return " fma " in f.read()
+
+
+@pytest.mark.skipif(not has_fma_flag(), reason="this CPU has no FMA instructions")
+@pytest.mark.parametrize("dtype", ["fp64", "fp32"])
+def test_peak_kernel_assembly_holds_packed_fmas(cpu, dtype):
+    from harness.machine import identify_cpu
+
+    here = identify_cpu()
+    w = cpu_peak.peak_workload(here, dtype, threads=1, iters_per_call=3)
+    w.poison()
+    w.run(1)
+    kernel = cpu_peak.fma_kernel(cpu_peak.accumulators(here, dtype))
+    asm = _asm(kernel)
+    reg = "zmm" if "avx512f" in here["simd"] else "ymm"
+    suffix = "pd" if dtype == "fp64" else "ps"
+    packed = re.findall(rf"vfmadd\d+{suffix}\s+[^\n]*%{reg}", asm)
+    scalar = re.findall(r"vfmadd\d+s[sd]\s", asm)
+    assert len(packed) >= 8, f"expected packed {suffix} FMAs on {reg} registers"
+    assert not scalar
+
+
+def test_read_kernel_assembly_is_vectorised():
+    # the cached kernel cannot be inspected: compile the same source again without a cache
+    chunk_sum = numba.njit(fastmath=True)(cpu_stream._chunk_sum.py_func)
+    chunk_sum(np.ones(64))
+    asm = _asm(chunk_sum)
+    assert re.search(r"vaddpd\s+[^\n]*%[xyz]mm", asm)

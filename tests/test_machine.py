@@ -1,0 +1,115 @@
+import os
+import subprocess
+
+import pytest
+
+from conftest import FIXTURES
+from harness import cpu_peaks, machine
+
+
+def read_fixture(name):
+    with open(os.path.join(FIXTURES, name)) as f:
+        return f.read()
+
+
+def test_parse_cpuinfo_of_this_kvm_guest():
+    info = machine.parse_cpuinfo(read_fixture("cpuinfo-amd-epyc-kvm.txt"))
+    assert info["processors"] == 2 and info["sockets"] == 1
+    assert info["fields"]["model name"] == "AMD EPYC"
+    assert {"avx512f", "fma", "hypervisor"} <= info["flags"]
+
+
+@pytest.mark.parametrize("model,cores,expected", [
+    ("AMD EPYC", 2, "amd-epyc-2c"),
+    ("Intel(R) Core(TM) i5-8250U CPU @ 1.60GHz", 4, "intel-core-i5-8250u-4c"),
+    ("AMD Ryzen 9 7950X 16-Core Processor", 16, "amd-ryzen-9-7950x-16c"),
+    ("AMD Ryzen 7 PRO 7840U w/ Radeon 780M Graphics", 8, "amd-ryzen-7-pro-7840u-w-radeon-780m-graphics-8c"),
+])
+def test_machine_slug_is_stable_and_readable(model, cores, expected):
+    assert machine.machine_slug(model, cores) == expected
+
+
+def test_sizes_and_cpu_lists():
+    assert machine.parse_size_bytes("48K") == 48 * 1024
+    assert machine.parse_size_bytes("32M") == 32 << 20
+    assert machine.count_cpu_list("0-3,8") == 5
+    with pytest.raises(ValueError):
+        machine.parse_size_bytes("lots")
+
+
+def test_read_caches_from_a_sysfs_tree(tmp_path):
+    def index(i, level, ctype, size, shared):
+        d = tmp_path / f"index{i}"
+        d.mkdir()
+        for name, value in (("level", level), ("type", ctype), ("size", size), ("shared_cpu_list", shared)):
+            (d / name).write_text(f"{value}\n")
+
+    index(0, 1, "Data", "48K", "0")
+    index(1, 1, "Instruction", "32K", "0")
+    index(2, 2, "Unified", "1024K", "0")
+    index(3, 3, "Unified", "32768K", "0-1")
+    caches = machine.read_caches(str(tmp_path), online_cpus=2)
+    assert [(c["level"], c["size_bytes"], c["instances"]) for c in caches] == [
+        (1, 48 << 10, 2), (2, 1 << 20, 2), (3, 32 << 20, 1)]
+    assert machine.last_level_cache_bytes({"caches": caches}) == 32 << 20
+
+
+def test_frequency_sources(tmp_path):
+    f = machine.read_frequency({"cpu MHz": "2596.124"}, cpufreq_dir=str(tmp_path / "none"))
+    assert f["nominal_hz"] == pytest.approx(2.596124e9) and "hypervisor" in f["source"]
+    f = machine.read_frequency({"model name": "Intel(R) Core(TM) i5-8250U CPU @ 1.60GHz", "cpu MHz": "1800"},
+                               cpufreq_dir=str(tmp_path / "none"))
+    assert f["nominal_hz"] == pytest.approx(1.6e9) and f["current_hz"] == pytest.approx(1.8e9)
+    (tmp_path / "cpuinfo_max_freq").write_text("3400000\n")
+    f = machine.read_frequency({"cpu MHz": "1800"}, cpufreq_dir=str(tmp_path))
+    assert f["nominal_hz"] == pytest.approx(3.4e9) and "cpufreq" in f["source"]
+
+
+def test_identify_this_cpu():
+    cpu = machine.identify_cpu()
+    assert cpu["id"].endswith(f"-{cpu['cores']}c")
+    assert cpu["cores"] >= 1 and cpu["usable_cpus"] >= 1
+    assert cpu["memory_bytes"] and cpu["memory_available_bytes"]
+    assert cpu["frequency"]["source"]
+    sw = machine.identify_software()
+    assert sw["packages"]["numba"] and sw["python"]
+
+
+def test_theoretical_flops_for_the_seed_i5_8250u():
+    info = machine.parse_cpuinfo(read_fixture("cpuinfo-intel-i5-8250u.txt"))
+    cpu = {"vendor": "GenuineIntel", "family": 6, "model_number": 142, "cores": 4, "simd": sorted(info["flags"]),
+           "frequency": {"nominal_hz": 1.6e9, "source": "model name"}, "hypervisor": None}
+    t = cpu_peaks.theoretical_flops(cpu)
+    # 4 cores x 2 FMA x 8 fp32 lanes x 2 x 1.6 GHz = 204.8 GFLOP/s: the seed page's "pi about 200"
+    assert t["flops_per_s"]["fp32"] == pytest.approx(204.8e9)
+    assert t["flops_per_s"]["fp64"] == pytest.approx(102.4e9)
+    assert "1.600 GHz" in t["source"]
+
+
+def test_theoretical_flops_zen5_and_unknown(cpu):
+    t = cpu_peaks.theoretical_flops(cpu)
+    assert t["flops_per_cycle_per_core"] == {"fp64": 32, "fp32": 64}
+    assert t["flops_per_s"]["fp32"] == pytest.approx(2 * 64 * 2.5e9)
+    assert "hypervisor" in t["source"]
+    arm = dict(cpu, vendor="ARM", family=None, simd=["asimd"])
+    t = cpu_peaks.theoretical_flops(arm)
+    assert t["flops_per_s"] == {"fp64": None, "fp32": None} and t["source"].startswith("not derivable")
+
+
+def test_dmidecode_parsing_and_bandwidth(monkeypatch):
+    devices = cpu_peaks.parse_dmidecode_memory(read_fixture("dmidecode-t17.txt"))
+    assert devices == [{"mt_per_s": 2933, "data_width_bits": 64}] * 2
+
+    def fake_run(cmd, **kw):
+        return subprocess.CompletedProcess(cmd, 0, stdout=read_fixture("dmidecode-t17.txt"), stderr="")
+
+    monkeypatch.setattr(cpu_peaks.shutil, "which", lambda name: "/usr/sbin/dmidecode")
+    bw = cpu_peaks.theoretical_dram_bandwidth(run=fake_run)
+    assert bw["bytes_per_s"] == pytest.approx(2 * 2933e6 * 8)
+    assert "2 populated DIMMs" in bw["source"]
+
+
+def test_dram_bandwidth_without_dmidecode(monkeypatch):
+    monkeypatch.setattr(cpu_peaks.shutil, "which", lambda name: None)
+    bw = cpu_peaks.theoretical_dram_bandwidth()
+    assert bw["bytes_per_s"] is None and "dmidecode" in bw["source"]

@@ -1,0 +1,130 @@
+"""Profile round trips on real files, history, atomic writes and rejection of bad files."""
+
+import os
+
+import pytest
+import yaml
+
+from harness import profile
+from harness.errors import HarnessError
+
+
+def record(rate_key="bytes_per_s", work_key="bytes_per_call"):
+    return {"dtype": "fp64", "threads": 2, "working_set_bytes": 3 << 20, rate_key: 5.0e10,
+            f"median_{rate_key}": 4.8e10, work_key: 1 << 20, "samples_s": [2.1e-5, 2.2e-5, 2.0e-5],
+            "loops_per_sample": 64, "validated": True, "warnings": []}
+
+
+def make_doc(created="2026-11-25T08:00:00Z", machine_id="test-cpu-2c"):
+    return {
+        "schema_version": 1, "created_utc": created, "command": "harness profile",
+        "machine": {"id": machine_id, "cpu": {"model": "Test CPU", "cores": 2}},
+        "software": {"python": "3.11.7", "packages": {"numba": "0.68.1"}},
+        "devices": {"cpu": {
+            "bandwidth": {k: record() for k in profile.BANDWIDTH_KERNELS},
+            "hierarchy": [{"working_set_bytes": 16384, "bytes_per_s": 9e11, "level": "L1"}],
+            "peak_flops": {d: record("flops_per_s", "flops_per_call") for d in profile.PEAK_DTYPES},
+            "theoretical": {"bytes_per_s": None, "flops_per_s": {"fp64": 1.6e11, "fp32": 3.2e11}, "source": "t"},
+            "balance": {"fp64": 3.3, "fp32": 6.6},
+        }},
+    }
+
+
+def test_round_trip_is_equal(tmp_path):
+    path = tmp_path / "p.yaml"
+    doc = make_doc()
+    profile.save_profile(doc, path)
+    assert profile.load_profile(path) == doc
+
+
+def test_saving_again_keeps_the_previous_profile_in_history(tmp_path):
+    path = tmp_path / "m.yaml"
+    first, second = make_doc("2026-11-25T08:00:00Z"), make_doc("2026-11-25T09:30:00Z")
+    profile.save_profile(first, path)
+    profile.save_profile(second, path)
+    kept = tmp_path / "history" / "test-cpu-2c" / "20261125T080000Z.yaml"
+    assert profile.load_profile(kept) == first
+    assert profile.load_profile(path) == second
+
+
+def test_interrupted_save_leaves_the_previous_profile_intact(tmp_path, monkeypatch):
+    path = tmp_path / "m.yaml"
+    profile.save_profile(make_doc(), path)
+    before = path.read_text()
+
+    def interrupted(doc):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(profile, "dump", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        profile.save_profile(make_doc("2026-11-25T10:00:00Z"), path)
+    assert path.read_text() == before
+    assert not [f for f in os.listdir(tmp_path) if f.startswith(".tmp-")]
+
+
+def test_atomic_write_cleans_up_when_writing_fails(tmp_path, monkeypatch):
+    path = tmp_path / "x.yaml"
+    path.write_text("old")
+
+    def failing_fsync(fd):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(os, "fsync", failing_fsync)
+    with pytest.raises(OSError):
+        profile.atomic_write_text(str(path), "new")
+    assert path.read_text() == "old" and os.listdir(tmp_path) == ["x.yaml"]
+
+
+@pytest.mark.parametrize("text,message", [
+    ("schema_version: 1\ncreated_utc: '2026'\nmachine: {id: x\n", "not valid YAML"),
+    ("- just\n- a list\n", "mapping at the top level"),
+    ("name: some other tool's config\n", "no schema_version"),
+    ("schema_version: 99\n", "schema_version 99"),
+    ("schema_version: 1\ncreated_utc: '2026-11-25T08:00:00Z'\nmachine: {}\nsoftware: {}\ndevices: {}\n",
+     "machine.id"),
+])
+def test_malformed_profiles_are_rejected_with_the_file_named(tmp_path, text, message):
+    path = tmp_path / "bad.yaml"
+    path.write_text(text)
+    with pytest.raises(HarnessError) as e:
+        profile.load_profile(path)
+    assert message in str(e.value) and str(path) in str(e.value)
+
+
+def test_truncated_profile_is_rejected(tmp_path):
+    path = tmp_path / "t.yaml"
+    profile.save_profile(make_doc(), path)
+    text = path.read_text()
+    path.write_text(text[: len(text) // 3])
+    with pytest.raises(HarnessError, match=str(path)):
+        profile.load_profile(path)
+
+
+def test_bad_samples_are_rejected(tmp_path):
+    doc = make_doc()
+    doc["devices"]["cpu"]["bandwidth"]["triad"]["samples_s"] = ["fast"]
+    path = tmp_path / "s.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(HarnessError, match="bandwidth.triad.samples_s"):
+        profile.load_profile(path)
+
+
+def test_a_malformed_existing_profile_is_not_overwritten(tmp_path):
+    path = tmp_path / "m.yaml"
+    path.write_text("not: [a profile\n")
+    with pytest.raises(HarnessError, match="refusing to overwrite"):
+        profile.check_writable(path)
+    with pytest.raises(HarnessError):
+        profile.save_profile(make_doc(), path)
+    assert path.read_text() == "not: [a profile\n"
+
+
+def test_missing_and_unwritable_paths(tmp_path):
+    with pytest.raises(HarnessError, match="does not exist"):
+        profile.load_profile(tmp_path / "nope.yaml")
+    with pytest.raises(HarnessError, match="is a directory"):
+        profile.check_writable(tmp_path)
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    with pytest.raises(HarnessError, match="cannot write"):
+        profile.check_writable(blocker / "sub" / "p.yaml")

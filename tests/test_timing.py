@@ -1,0 +1,77 @@
+import pytest
+
+from harness import timing
+
+
+def work_taking(clock, seconds_per_loop, noise=()):
+    """A run(loops) that advances the fake clock; `noise` cycles extra seconds per call."""
+    calls = []
+
+    def run(loops):
+        extra = noise[len(calls) % len(noise)] if noise else 0.0
+        calls.append(loops)
+        clock.advance_s(seconds_per_loop * loops + extra)
+
+    return run, calls
+
+
+def no_cpu_times():
+    return None
+
+
+def test_calibration_grows_loops_until_samples_are_long_enough(fake_clock):
+    run, calls = work_taking(fake_clock, 1e-5)
+    m = timing.measure(run, repeats=5, min_sample_s=0.01, clock=fake_clock, cpu_times=no_cpu_times)
+    assert m.loops_per_sample * 1e-5 >= 0.01
+    assert calls[0] == 1  # warm-up call outside the samples
+    assert calls[-5:] == [m.loops_per_sample] * 5
+    assert len(m.samples_s) == 5
+    for s in m.samples_s:  # per-loop time recovered (each clock reading adds 1 ns)
+        assert s == pytest.approx(1e-5, rel=1e-3)
+    assert m.warnings == []
+
+
+def test_long_work_needs_one_loop(fake_clock):
+    run, _ = work_taking(fake_clock, 0.2)
+    m = timing.measure(run, repeats=3, min_sample_s=0.05, clock=fake_clock, cpu_times=no_cpu_times)
+    assert m.loops_per_sample == 1
+    assert m.samples_s == pytest.approx([0.2] * 3, rel=1e-6)
+
+
+def test_max_loops_caps_calibration_and_short_samples_warn(fake_clock):
+    run, _ = work_taking(fake_clock, 1e-9)
+    m = timing.measure(run, repeats=3, min_sample_s=1.0, max_loops=4, clock=fake_clock,
+                       cpu_times=no_cpu_times)
+    assert m.loops_per_sample == 4
+    assert any("too short for the timer" in w for w in m.warnings)
+
+
+def test_noisy_samples_warn(fake_clock):
+    run, _ = work_taking(fake_clock, 0.1, noise=(0.0, 0.05, 0.0, 0.08, 0.01, 0.0, 0.06))
+    m = timing.measure(run, repeats=6, min_sample_s=0.05, clock=fake_clock, cpu_times=no_cpu_times)
+    assert any("wide spread" in w for w in m.warnings)
+
+
+def test_timer_resolution_from_fake_clock(fake_clock):
+    assert timing.timer_resolution_s(fake_clock) == pytest.approx(1e-9)
+
+
+def test_steal_fraction_recorded_and_flagged(fake_clock):
+    readings = iter([(100, 10_000), (160, 11_000)])  # 60 of 1000 jiffies stolen
+    run, _ = work_taking(fake_clock, 0.1)
+    m = timing.measure(run, repeats=2, min_sample_s=0.05, clock=fake_clock, cpu_times=lambda: next(readings))
+    assert m.steal_fraction == pytest.approx(0.06)
+    assert any("steal" in w for w in m.warnings)
+
+
+def test_read_cpu_times_parses_proc_stat(tmp_path):
+    p = tmp_path / "stat"
+    p.write_text("cpu  2736 0 1344 26265 85 0 18 6 0 0\ncpu0 1 2 3 4 5 6 7 8 0 0\n")
+    assert timing.read_cpu_times(str(p)) == (6, 2736 + 1344 + 26265 + 85 + 18 + 6)
+    assert timing.read_cpu_times(str(tmp_path / "missing")) is None
+    assert timing.steal_fraction(None, (1, 2)) is None
+
+
+def test_repeats_must_be_positive(fake_clock):
+    with pytest.raises(ValueError):
+        timing.measure(lambda loops: None, repeats=0, min_sample_s=0.1, clock=fake_clock)
