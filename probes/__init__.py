@@ -14,7 +14,7 @@ class ProbeSpec:
 
 PROBES = {
     "stream": ProbeSpec("stream", ("cpu",), "STREAM copy/scale/add/triad and read-only sum, fp64 and fp32, "
-                        "arrays >= 4x the last-level cache", "probes.cpu_stream:run_stream"),
+                        "arrays 8x the last-level cache", "probes.cpu_stream:run_stream"),
     "hierarchy": ProbeSpec("hierarchy", ("cpu",), "read bandwidth swept over working sets from L1 to DRAM",
                            "probes.cpu_stream:run_hierarchy"),
     "peak": ProbeSpec("peak", ("cpu",), "FMA-chain peak FLOP/s, fp64 and fp32, vectorised",

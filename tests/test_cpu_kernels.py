@@ -75,11 +75,11 @@ def test_level_summary_uses_points_well_inside_each_level():
     caps = [("L1", 64 << 10), ("L2", 2 << 20), ("L3", 32 << 20)]
     pts = [{"working_set_bytes": ws, "bytes_per_s": bw} for ws, bw in
            [(16 << 10, 900e9), (32 << 10, 1000e9), (64 << 10, 700e9), (256 << 10, 400e9),
-            (1 << 20, 380e9), (8 << 20, 200e9), (128 << 20, 60e9), (256 << 20, 50e9)]]
+            (1 << 20, 380e9), (8 << 20, 200e9), (128 << 20, 60e9), (256 << 20, 50e9), (512 << 20, 40e9)]]
     levels = cpu_stream.summarize_levels(pts, caps)
     assert levels["L1"]["bytes_per_s"] == pytest.approx(950e9) and levels["L1"]["max_bytes_per_s"] == 1000e9
     assert levels["L2"]["points"] == 2 and levels["L3"]["bytes_per_s"] == 200e9
-    assert levels["DRAM"]["bytes_per_s"] == pytest.approx(55e9)
+    assert levels["DRAM"]["bytes_per_s"] == pytest.approx(45e9)  # 8x the last-level cache and up
     assert cpu_stream.level_of(48 << 10, caps) == "L1" and cpu_stream.level_of(1 << 30, caps) == "DRAM"
 
 
