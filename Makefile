@@ -42,6 +42,7 @@ test: $(SETUP)
 
 bench: $(SETUP)
 	$(RUN) benchmarks/cpu_balance.py $(ARGS)
+	$(RUN) benchmarks/cpu_decode.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

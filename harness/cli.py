@@ -25,7 +25,8 @@ def cmd_profile(args):
 
     out = args.out or default_profile_path(machine.identify_cpu()["id"])
     check_writable(out)  # before minutes of probing, not after
-    doc = build_profile(device=args.device, threads=args.threads, quick=args.quick, progress=stderr_progress())
+    doc = build_profile(device=args.device, threads=args.threads, quick=args.quick, full=args.full,
+                        progress=stderr_progress())
     save_profile(doc, out)
     print("\n".join(profile_lines(doc)))
     print(f"profile written to {out}")
@@ -61,13 +62,44 @@ def cmd_probe(args):
     from harness.summary import section_lines
     from harness.workload import stderr_progress
 
-    options = {"dtypes": [args.dtype]} if args.dtype else {}
+    options = {name: getattr(args, name) for name in ("dtype", "impl", "seq_len", "heads", "kv_heads", "head_dim", "batch")}
     result = run_single_probe(args.name, device=args.device, threads=args.threads, quick=args.quick,
                               options=options, progress=stderr_progress())
     if args.json:
         print(json.dumps(result, indent=2))
     else:
         print("\n".join(section_lines(result)))
+    return 0
+
+
+def cmd_model(args):
+    """Predicted per-token decode latency of a model preset on a profiled (or described) machine."""
+    from harness import machine, model
+    from harness.profile import load_profile
+    from harness.summary import model_lines
+    from harness.validation import roofs
+
+    preset = model.load_preset(args.name)
+    model.check_dtype(args.dtype)
+    if (args.bandwidth is None) != (args.flops is None):
+        raise HarnessError("--bandwidth and --flops go together (bytes/s and FLOP/s)")
+    if args.bandwidth is not None:
+        if args.profile:
+            raise HarnessError("give either --profile or --bandwidth/--flops, not both")
+        bw, peak, where = args.bandwidth, args.flops, "given rates"
+    else:
+        path = args.profile or default_profile_path(machine.identify_cpu()["id"])
+        if not os.path.exists(path):
+            raise HarnessError(f"no profile at {path}: run `harness profile` first, or give --profile PATH "
+                               "or --bandwidth BYTES_PER_S --flops FLOPS_PER_S")
+        doc = load_profile(path)
+        bw, peak = roofs(doc["devices"].get("cpu", {}))
+        if not (bw and peak):
+            raise HarnessError(f"profile {path} has no measured read bandwidth and fp32 peak to predict with")
+        where = f"{doc['machine']['id']} ({path}: measured read bandwidth and fp32 peak)"
+    step = model.decode_step(preset, args.dtype, args.batch, args.seq_len, bw, peak)
+    step["machine"] = where
+    print(json.dumps(step, indent=2) if args.json else "\n".join(model_lines(step)))
     return 0
 
 
@@ -99,6 +131,7 @@ def parser():
     sp.add_argument("--quick", action="store_true", help="fewer samples and sizes (under a minute)")
     sp.add_argument("--device", default="all", choices=["cpu", "gpu", "all"])
     sp.add_argument("--threads", type=positive_int, help="CPU threads (default: every usable CPU)")
+    sp.add_argument("--full", action="store_true", help="longer decode sweep (more lengths, groups, dtypes)")
     sp.add_argument("--out", help="profile path (default: profiles/<machine-id>.yaml)")
     sp.set_defaults(func=cmd_profile)
 
@@ -110,10 +143,29 @@ def parser():
     sp.add_argument("name", help="probe name (see `harness list`)")
     sp.add_argument("--device", default="cpu")
     sp.add_argument("--threads", type=positive_int)
-    sp.add_argument("--dtype", choices=["fp64", "fp32"], help="only this dtype")
+    sp.add_argument("--dtype", help="stream/hierarchy/peak: fp64 or fp32; decode: fp32, bf16, fp16 or int8")
     sp.add_argument("--quick", action="store_true")
     sp.add_argument("--json", action="store_true", help="print the records as JSON")
+    decode = sp.add_argument_group("decode options (one shape; defaults: numba-fused fp32, S=16384, "
+                                   "H=32, H_kv=H, d_h=128, B=1)")
+    decode.add_argument("--impl", help="numba-fused, torch-sdpa, torch-naive, or all")
+    decode.add_argument("--seq-len", type=positive_int)
+    decode.add_argument("--heads", type=positive_int)
+    decode.add_argument("--kv-heads", type=positive_int)
+    decode.add_argument("--head-dim", type=positive_int)
+    decode.add_argument("--batch", type=positive_int)
     sp.set_defaults(func=cmd_probe)
+
+    sp = sub.add_parser("model", help="predicted per-token decode latency of a model on a profiled machine")
+    sp.add_argument("name", help="model preset (profiles/models/NAME.yaml) or a preset YAML path")
+    sp.add_argument("--profile", help="profile to take the measured roofs from (default: this machine's)")
+    sp.add_argument("--bandwidth", type=float, help="bytes/s, instead of a profile (with --flops)")
+    sp.add_argument("--flops", type=float, help="FLOP/s, instead of a profile (with --bandwidth)")
+    sp.add_argument("--batch", type=positive_int, default=1)
+    sp.add_argument("--seq-len", type=positive_int, default=4096)
+    sp.add_argument("--dtype", default="fp16", help="weight and cache dtype: fp32, fp16, bf16, int8, int4")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=cmd_model)
 
     sp = sub.add_parser("show", help="summarise a stored profile")
     sp.add_argument("profile")

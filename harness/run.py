@@ -4,14 +4,14 @@ import os
 import socket
 import sys
 
-from harness import cpu_peaks, machine
+from harness import cpu_peaks, machine, validation
 from harness.errors import HarnessError
 from harness.gpus import detect_gpus
-from harness.profile import SCHEMA_VERSION, utc_now
+from harness.profile import SCHEMA_VERSION, load_profile, utc_now
 from harness.workload import Context, tiny_sizes
 from probes import PROBES, load_runner, unavailable_reason
 
-CPU_PROFILE_PROBES = ("stream", "hierarchy", "peak", "threads")
+CPU_PROFILE_PROBES = ("stream", "hierarchy", "peak", "threads", "decode")
 DEVICES = ("cpu", "gpu", "all")
 DTYPES = ("fp64", "fp32")
 
@@ -26,9 +26,9 @@ def check_threads(threads, cpu):
     return threads
 
 
-def make_context(cpu, threads, quick, progress, dtypes=DTYPES):
+def make_context(cpu, threads, quick, progress, dtypes=DTYPES, full=False, options=None):
     return Context(cpu=cpu, threads=check_threads(threads, cpu), quick=quick, tiny=tiny_sizes(),
-                   progress=progress, dtypes=tuple(dtypes))
+                   progress=progress, dtypes=tuple(dtypes), full=full, options=dict(options or {}))
 
 
 def run_probe_on_cpu(name, ctx):
@@ -42,21 +42,49 @@ def run_probe_on_cpu(name, ctx):
     return load_runner(spec)(ctx)
 
 
-def run_single_probe(name, device="cpu", threads=None, quick=False, options=None, progress=lambda m: None):
-    """The Python API behind `harness probe`: one probe's records as plain data."""
-    if name not in PROBES:
+def run_single_probe(name, device="cpu", threads=None, quick=False, options=None, progress=lambda m: None,
+                     profile_path=None):
+    """The Python API behind `harness probe`: one probe's records as plain data.
+
+    Decode records are derived (prediction, fractions, model error) against this machine's stored
+    profile when there is one (or `profile_path`)."""
+    spec = PROBES.get(name)
+    if spec is None:
         raise HarnessError(f"unknown probe {name!r}: valid probes are {', '.join(PROBES)}")
     if device != "cpu":
         raise HarnessError(f"device {device!r} is not valid for `probe` here: valid devices are cpu "
                            f"({gpu_absence()})" if device.startswith("gpu") else
                            f"unknown device {device!r}: valid devices are cpu, gpu0, gpu1, ...")
-    options = dict(options or {})
-    dtypes = options.pop("dtypes", None) or DTYPES
-    if options:
-        raise HarnessError(f"unknown probe options {sorted(options)} for probe {name}")
+    options = {k: v for k, v in (options or {}).items() if v is not None}
+    unknown = sorted(set(options) - set(spec.options))
+    if unknown:
+        raise HarnessError(f"probe {name} has no option {', '.join('--' + u.replace('_', '-') for u in unknown)}"
+                           f" (its options: {', '.join('--' + o.replace('_', '-') for o in spec.options) or 'none'})")
+    dtype = options.get("dtype")
+    if dtype is not None and dtype not in spec.dtypes:
+        raise HarnessError(f"--dtype {dtype!r} is not valid for probe {name}: valid are {', '.join(spec.dtypes)}")
     cpu = machine.identify_cpu()
-    ctx = make_context(cpu, threads, quick, progress, dtypes)
+    if name == "decode":
+        ctx = make_context(cpu, threads, quick, progress, options=options)
+        section = run_probe_on_cpu(name, ctx)
+        return derive_from_stored(section, cpu, profile_path)
+    ctx = make_context(cpu, threads, quick, progress, dtypes=[dtype] if dtype else DTYPES)
     return run_probe_on_cpu(name, ctx)
+
+
+def derive_from_stored(section, cpu, profile_path=None):
+    """Derive decode records against a stored profile's roofs, or say why they are missing."""
+    path = profile_path or os.path.join("profiles", f"{cpu['id']}.yaml")
+    if not os.path.exists(path):
+        section["note"] = (f"no profile at {path}: predictions and fractions need measured roofs "
+                           "(run `harness profile` first)")
+        stored = {}
+    else:
+        stored = load_profile(path)["devices"].get("cpu", {})
+    merged = {**{k: stored.get(k) for k in ("bandwidth", "peak_flops")}, **section}
+    validation.validate_section(merged, machine.last_level_cache_bytes(cpu))
+    section.update({k: merged[k] for k in ("decode_attention", "model_validation") if k in merged})
+    return section
 
 
 def gpu_absence():
@@ -116,11 +144,12 @@ def cpu_section(ctx, probe_names):
     if "peak_flops" in section and "bandwidth" in section:
         section["balance"] = balance(section)
         section["balance_basis"] = "measured peak_flops / measured bandwidth.read (DRAM, fp64 sum)"
+    validation.validate_section(section, machine.last_level_cache_bytes(ctx.cpu))
     return section
 
 
 def build_profile(device="all", threads=None, quick=False, progress=lambda m: None,
-                  probe_names=CPU_PROFILE_PROBES):
+                  probe_names=CPU_PROFILE_PROBES, full=False):
     """A complete profile of this machine (plain data, ready for profile.save_profile)."""
     if device not in DEVICES:
         raise HarnessError(f"unknown device {device!r}: valid devices are {', '.join(DEVICES)}")
@@ -128,7 +157,7 @@ def build_profile(device="all", threads=None, quick=False, progress=lambda m: No
     gpus, gpu_reason = detect_gpus()
     if device == "gpu":
         raise HarnessError(f"--device gpu: no GPU probes can run here ({gpu_reason or 'GPU probes are not implemented yet'})")
-    ctx = make_context(cpu, threads, quick, progress)
+    ctx = make_context(cpu, threads, quick, progress, full=full)
     created = utc_now()
     devices = {"cpu": cpu_section(ctx, probe_names)}
     software = machine.identify_software()

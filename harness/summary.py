@@ -42,6 +42,12 @@ def section_lines(section):
             for kernel, recs in value.items():
                 for rec in recs:
                     lines.append(record_line(f"threads {kernel} x{rec['threads']}", rec))
+        elif key == "decode_attention":
+            lines.extend(decode_line(rec) for rec in value)
+        elif key == "model_validation":
+            lines.append(f"model validation: {value['finding']}")
+        elif key == "note":
+            lines.append(f"note: {value}")
         elif key == "balance":
             for dtype, b in value.items():
                 lines.append(f"{'balance ' + dtype:<28} {b:.1f} FLOP/byte" if b else f"balance {dtype}: n/a")
@@ -62,3 +68,31 @@ def profile_lines(doc):
     if m.get("gpus_reason"):
         lines.append(f"GPUs: {m['gpus_reason']}")
     return lines
+
+
+def decode_line(rec):
+    """One decode point: shape, median time, achieved bandwidth and fraction, model error."""
+    a = rec.get("achieved") or {}
+    frac = a.get("fraction_of_bandwidth")
+    err = rec.get("model_error")
+    status = "ok" if rec.get("validated") else f"WRONG OUTPUT: {rec.get('error')}"
+    return (f"decode {rec['impl']:<11} {rec['dtype']:<4} B={rec['batch']} H={rec['heads']}/{rec['kv_heads']} "
+            f"S={rec['seq_len']:<6} {rec['time_s'] * 1e3:9.3f} ms  {si(a.get('bytes_per_s'), 'B/s'):>11}"
+            + (f"  {frac:.2f} of read bw" if frac is not None else "")
+            + (f"  model error {err:+.0%}" if err is not None else "") + f"  {status}")
+
+
+def model_lines(step):
+    """`harness model` as text."""
+    return [
+        f"{step['model']} {step['dtype']}, batch {step['batch']}, seq_len {step['seq_len']} on {step['machine']}",
+        f"  roofs: {si(step['bandwidth_bytes_per_s'], 'B/s')} and {si(step['peak_flops_per_s'], 'FLOP/s')}: "
+        f"balance {step['balance']:.1f} FLOP/byte",
+        f"  weights  {si(step['weight_bytes'], 'B'):>10}  {step['weights_time_s'] * 1e3:10.2f} ms",
+        f"  KV cache {si(step['cache_bytes'], 'B'):>10}  {step['cache_time_s'] * 1e3:10.2f} ms"
+        + (f"  (window {step['window']})" if step['window'] else ""),
+        f"  predicted per-token latency {step['predicted_time_s'] * 1e3:.2f} ms, {step['regime']} "
+        f"(arithmetic alone: {step['compute_time_s'] * 1e3:.2f} ms)",
+        f"  intensity: attention {step['attention_intensity']:.2f}, weights {step['weight_intensity']:.2f} FLOP/byte; "
+        f"the FFN turns compute-bound at batch >= {step['crossover_batch']:.0f}",
+    ]

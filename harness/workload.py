@@ -40,6 +40,8 @@ class Context:
     quick: bool = False
     tiny: bool = False  # test-only: tiny arrays and few samples (HARNESS_TINY=1)
     dtypes: tuple = ("fp64", "fp32")
+    full: bool = False  # the long sweeps (`harness profile --full`)
+    options: dict = field(default_factory=dict)  # probe options from `harness probe NAME --...`
     progress: Callable[[str], None] = lambda msg: None
     clock: Callable[[], int] = time.perf_counter_ns
 
@@ -71,7 +73,7 @@ def time_workload(w, repeats, min_sample_s, clock=time.perf_counter_ns):
             rec[f"{key}_per_s"] = None if error else work / best
             rec[f"median_{key}_per_s"] = None if error else work / median
     rec.update({
-        "time_s": best,
+        "best_time_s": best,
         "median_time_s": median,
         "samples_s": [float(s) for s in m.samples_s],
         "loops_per_sample": m.loops_per_sample,

@@ -4,12 +4,18 @@ from dataclasses import dataclass
 from typing import Callable
 
 
+MEMORY_DTYPES = ("fp64", "fp32")
+DECODE_OPTIONS = ("impl", "dtype", "seq_len", "heads", "kv_heads", "head_dim", "batch")
+
+
 @dataclass(frozen=True)
 class ProbeSpec:
     name: str
     devices: tuple
     description: str
     runner: str  # "module:function" taking a harness.workload.Context, returning a profile section
+    dtypes: tuple = MEMORY_DTYPES  # valid --dtype values
+    options: tuple = ("dtype",)  # valid probe options
 
 
 PROBES = {
@@ -20,7 +26,10 @@ PROBES = {
     "peak": ProbeSpec("peak", ("cpu",), "FMA-chain peak FLOP/s, fp64 and fp32, vectorised",
                       "probes.cpu_peak:run_peak"),
     "threads": ProbeSpec("threads", ("cpu",), "thread sweep 1..N of triad bandwidth and fp32 peak",
-                         "probes.cpu_threads:run_thread_sweep"),
+                         "probes.cpu_threads:run_thread_sweep", options=()),
+    "decode": ProbeSpec("decode", ("cpu",), "decode attention (numba-fused, torch-sdpa, torch-naive) against "
+                        "a KV cache, checked against float64", "probes.cpu_decode:run_decode",
+                        dtypes=("fp32", "bf16", "fp16", "int8"), options=DECODE_OPTIONS),
 }
 
 

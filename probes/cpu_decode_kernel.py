@@ -31,6 +31,7 @@ LOG2E = np.float32(1.4426950408889634)
 LN2_HI = np.float32(0.693359375)
 LN2_LO = np.float32(-2.12194440e-4)
 PREFETCH_ROWS_AHEAD = 16
+PREFETCH = {"fp32": True, "bf16": True, "fp16": True, "int8": False}
 _PREFETCH = "llvm.prefetch.p0" if llvm_binding.llvm_version_info[0] >= 15 else "llvm.prefetch.p0i8"
 
 
@@ -112,6 +113,7 @@ def decode_kernel(kind):
     widened = kind in ("bf16", "fp16")  # fp32 and int8 convert inside the dot and the update
     unbias = TWO_POW_112 if kind == "fp16" else np.float32(1.0)
     scaled = kind == "int8"
+    prefetching = PREFETCH[kind]
 
     @njit(fastmath=True)
     def chunk(q2, qrow, group, k2, v2, kscale, vscale, r0, r1, scale, scores, po, pm, pl, prow, buf, ebits, qg):
@@ -121,23 +123,60 @@ def decode_kernel(kind):
         for g in range(group):
             for j in range(d):
                 qg[g, j] = q2[qrow + g, j] * unbias
-        for t in range(n):  # scores: each K row read once for every head of the group
+        t = 0
+        while t + 4 <= n:  # scores, four K rows per step: each read once for every head of the group
             r = r0 + t
-            prefetch_row(k2, r + PREFETCH_ROWS_AHEAD, r1)
-            s_t = scale * kscale[r] if scaled else scale
+            if prefetching:
+                for a in range(4):
+                    prefetch_row(k2, r + PREFETCH_ROWS_AHEAD + a, r1)
+            if widened:
+                for a in range(4):
+                    widen(k2, r + a, buf, bits, a)
+                for g in range(group):
+                    sa = np.float32(0)
+                    sb = np.float32(0)
+                    sc = np.float32(0)
+                    sd = np.float32(0)
+                    for j in range(d):
+                        qj = qg[g, j]
+                        sa += qj * buf[0, j]
+                        sb += qj * buf[1, j]
+                        sc += qj * buf[2, j]
+                        sd += qj * buf[3, j]
+                    scores[g, t], scores[g, t + 1], scores[g, t + 2], scores[g, t + 3] = sa, sb, sc, sd
+            else:
+                for g in range(group):
+                    sa = np.float32(0)
+                    sb = np.float32(0)
+                    sc = np.float32(0)
+                    sd = np.float32(0)
+                    for j in range(d):
+                        qj = q2[qrow + g, j]
+                        sa += qj * np.float32(k2[r, j])
+                        sb += qj * np.float32(k2[r + 1, j])
+                        sc += qj * np.float32(k2[r + 2, j])
+                        sd += qj * np.float32(k2[r + 3, j])
+                    scores[g, t], scores[g, t + 1], scores[g, t + 2], scores[g, t + 3] = sa, sb, sc, sd
+            t += 4
+        while t < n:
+            r = r0 + t
             if widened:
                 widen(k2, r, buf, bits, 0)
                 for g in range(group):
                     s = np.float32(0)
                     for j in range(d):
                         s += qg[g, j] * buf[0, j]
-                    scores[g, t] = s * s_t
+                    scores[g, t] = s
             else:
                 for g in range(group):
                     s = np.float32(0)
                     for j in range(d):
                         s += q2[qrow + g, j] * np.float32(k2[r, j])
-                    scores[g, t] = s * s_t
+                    scores[g, t] = s
+            t += 1
+        for g in range(group):  # score scale (and int8 key scales)
+            for t in range(n):
+                scores[g, t] *= scale * kscale[r0 + t] if scaled else scale
         for g in range(group):  # softmax numerators, max subtracted; the merge divides later
             mx = scores[g, 0]
             for t in range(1, n):
@@ -161,8 +200,9 @@ def decode_kernel(kind):
         t = 0
         while t + 4 <= n:  # weights x V, four rows per step
             r = r0 + t
-            for a in range(4):
-                prefetch_row(v2, r + PREFETCH_ROWS_AHEAD + a, r1)
+            if prefetching:
+                for a in range(4):
+                    prefetch_row(v2, r + PREFETCH_ROWS_AHEAD + a, r1)
             if widened:
                 for a in range(4):
                     widen(v2, r + a, buf, bits, a)

@@ -5,7 +5,7 @@ import harness
 
 def test_run_probe_and_load_profile(monkeypatch, tmp_path):
     monkeypatch.setenv("HARNESS_TINY", "1")
-    section = harness.run_probe("peak", threads=1, dtypes=["fp64"])
+    section = harness.run_probe("peak", threads=1, dtype="fp64")
     assert set(section["peak_flops"]) == {"fp64"}
     assert section["peak_flops"]["fp64"]["validated"]
 

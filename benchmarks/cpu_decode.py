@@ -1,0 +1,84 @@
+"""Side-by-side benchmark of decode attention on the CPU (the decode issue's targets).
+
+Interleaved rounds, one shape (H=32, d_h=128, B=1, S=16384 by default), medians of per-round ratios:
+  numba-fused fp32 bandwidth / the harness's own DRAM read bandwidth      (target >= 0.8)
+  torch-sdpa fp32 time / numba-fused fp32 time                           (target >= 2)
+  numba-fused int8 time / fp32 time                                      (target <= 0.4)
+  numba-fused bf16 time / fp32 time                                      (target <= 0.6)
+  numba-fused fp32 group-1 time / group-4 time (H_kv 32 -> 8)            (target >= 2.5)
+Usage: python benchmarks/cpu_decode.py [--rounds 5] [--seq-len 16384] [--threads N] [--json PATH]
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+from harness.machine import identify_cpu  # noqa: E402
+from harness.model import DecodeShape  # noqa: E402
+from harness.workload import Context, time_workload  # noqa: E402
+from probes.cpu_decode import decode_workload  # noqa: E402
+from probes.cpu_stream import stream_elements, stream_workloads  # noqa: E402
+
+TARGETS = {"fused_fp32_fraction_of_read": (">=", 0.8), "sdpa_over_fused_time": (">=", 2.0),
+           "int8_over_fp32_time": ("<=", 0.4), "bf16_over_fp32_time": ("<=", 0.6),
+           "group1_over_group4_time": (">=", 2.5)}
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--seq-len", type=int, default=16384)
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--json", default=os.path.join(os.path.dirname(HERE), "build", "bench-decode.json"))
+    args = p.parse_args()
+    cpu = identify_cpu()
+    threads = args.threads or cpu["usable_cpus"]
+    ctx = Context(cpu=cpu, threads=threads)
+    n, _ = stream_elements(ctx, "fp64")
+    read = next(w for w in stream_workloads(ctx, "fp64", n, threads) if w.name == "read")
+
+    def shape(dtype="fp32", kv_heads=32):
+        return DecodeShape(seq_len=args.seq_len, heads=32, kv_heads=kv_heads, head_dim=128, dtype=dtype)
+
+    cases = {"fused_fp32": ("numba-fused", shape()), "sdpa_fp32": ("torch-sdpa", shape()),
+             "fused_int8": ("numba-fused", shape("int8")), "fused_bf16": ("numba-fused", shape("bf16")),
+             "fused_fp32_gqa4": ("numba-fused", shape(kv_heads=8))}
+    workloads = {k: decode_workload(impl, s, cpu, threads, seed=i) for i, (k, (impl, s)) in enumerate(cases.items())}
+
+    rows = []
+    for r in range(args.rounds):
+        rec = {"read_bytes_per_s": time_workload(read, 10, 0.05)["bytes_per_s"]}
+        for key, w in workloads.items():
+            t = time_workload(w, 10, 0.05)
+            assert t["validated"], t.get("error")
+            rec[f"{key}_time_s"] = t["median_time_s"]
+            rec[f"{key}_bytes_per_s"] = t["median_bytes_per_s"]
+        rec["fused_fp32_fraction_of_read"] = rec["fused_fp32_bytes_per_s"] / rec["read_bytes_per_s"]
+        rec["sdpa_over_fused_time"] = rec["sdpa_fp32_time_s"] / rec["fused_fp32_time_s"]
+        rec["int8_over_fp32_time"] = rec["fused_int8_time_s"] / rec["fused_fp32_time_s"]
+        rec["bf16_over_fp32_time"] = rec["fused_bf16_time_s"] / rec["fused_fp32_time_s"]
+        rec["group1_over_group4_time"] = rec["fused_fp32_time_s"] / rec["fused_fp32_gqa4_time_s"]
+        rows.append(rec)
+        print(f"round {r + 1}: read {rec['read_bytes_per_s'] / 1e9:.1f} GB/s, fused fp32 "
+              f"{rec['fused_fp32_time_s'] * 1e3:.2f} ms ({rec['fused_fp32_fraction_of_read']:.2f} of read), "
+              f"sdpa {rec['sdpa_fp32_time_s'] * 1e3:.2f} ms, int8 {rec['fused_int8_time_s'] * 1e3:.2f} ms, "
+              f"bf16 {rec['fused_bf16_time_s'] * 1e3:.2f} ms, gqa4 {rec['fused_fp32_gqa4_time_s'] * 1e3:.2f} ms", flush=True)
+    summary = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
+    print(f"\n{cpu['model']}, {threads} threads, H=32 d_h=128 B=1 S={args.seq_len}, {args.rounds} rounds (medians)")
+    for key, (op, target) in TARGETS.items():
+        ok = summary[key] >= target if op == ">=" else summary[key] <= target
+        print(f"  {key}: {summary[key]:.3f} ({'meets' if ok else 'MISSES'} {op} {target})")
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    with open(args.json, "w") as f:
+        json.dump({"cpu": cpu["model"], "threads": threads, "seq_len": args.seq_len, "rounds": rows,
+                   "median": summary}, f, indent=2)
+    print(f"  raw rounds written to {args.json}")
+
+
+if __name__ == "__main__":
+    main()

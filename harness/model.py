@@ -1,0 +1,226 @@
+"""The analytic model of the seed page: decode-attention FLOPs and bytes, intensity, roofline,
+predicted time and regime, and the weight-read companion (per-token latency lower bound).
+
+Units are in the names: *_bytes, *_flops, *_per_s, *_s. Per layer and step, for batch B:
+attention FLOPs 4*B*S*d (d = H*d_h), cache bytes 2*B*S*H_kv*d_h*s, where a sliding window W
+replaces S by min(S, W) and GQA shrinks the cache by H_kv/H.
+"""
+
+import os
+from dataclasses import dataclass
+
+import yaml
+
+from harness.errors import HarnessError
+
+BYTES_PER_ELEMENT = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1, "int4": 0.5}
+# int8/int4 caches carry one fp32 scale per token and kv head, for K and for V (per-token quantisation)
+SCALE_BYTES = {"int8": 4, "int4": 4}
+SOFTMAX_FLOPS_PER_SCORE = 5  # max, subtract, exp, sum, divide: reported apart from the 4*S*d
+PRESET_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "profiles", "models")
+
+
+def check_dtype(dtype):
+    if dtype not in BYTES_PER_ELEMENT:
+        raise HarnessError(f"unknown dtype {dtype!r}: valid cache dtypes are {', '.join(BYTES_PER_ELEMENT)}")
+    return dtype
+
+
+def activation_bytes(dtype):
+    """Bytes per element of q, the output and new k/v rows: 16-bit caches use 16-bit activations."""
+    return 2 if dtype in ("fp16", "bf16") else 4
+
+
+@dataclass(frozen=True)
+class DecodeShape:
+    """One decode step of attention: B sequences, H query heads, H_kv kv heads, cache length S."""
+
+    seq_len: int
+    heads: int
+    kv_heads: int
+    head_dim: int
+    dtype: str
+    batch: int = 1
+    layers: int = 1
+    window: int | None = None
+
+    def __post_init__(self):
+        for name in ("seq_len", "heads", "kv_heads", "head_dim", "batch", "layers"):
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise HarnessError(f"{name.replace('_', '-')} must be a positive whole number, got {value!r}")
+        if self.window is not None and (not isinstance(self.window, int) or self.window < 1):
+            raise HarnessError(f"window must be a positive whole number or none, got {self.window!r}")
+        if self.heads % self.kv_heads:
+            raise HarnessError(f"heads ({self.heads}) must be divisible by kv-heads ({self.kv_heads})")
+        check_dtype(self.dtype)
+
+    @property
+    def group(self):
+        return self.heads // self.kv_heads
+
+    @property
+    def effective_seq_len(self):
+        return min(self.seq_len, self.window) if self.window else self.seq_len
+
+    @property
+    def d_model(self):
+        return self.heads * self.head_dim
+
+
+def attention_flops(shape):
+    """4*B*L*S_eff*d: q.K^T and weights.V, a multiply and an add per element of each."""
+    return 4 * shape.batch * shape.layers * shape.effective_seq_len * shape.d_model
+
+
+def softmax_flops(shape):
+    """About 5 FLOPs per score, B*L*H*S_eff scores (the page ignores them asymptotically)."""
+    return SOFTMAX_FLOPS_PER_SCORE * shape.batch * shape.layers * shape.heads * shape.effective_seq_len
+
+
+def cache_bytes(shape, include_scales=True):
+    """K and V read once: 2*B*L*S_eff*H_kv*d_h*s, plus per-token scales for quantised caches."""
+    rows = 2 * shape.batch * shape.layers * shape.effective_seq_len * shape.kv_heads
+    total = rows * shape.head_dim * BYTES_PER_ELEMENT[shape.dtype]
+    if include_scales:
+        total += rows * SCALE_BYTES.get(shape.dtype, 0)
+    return total
+
+
+def small_bytes(shape):
+    """q read and output written (H rows), new k and v written (H_kv rows each), per layer."""
+    act = activation_bytes(shape.dtype)
+    per_layer = 2 * shape.heads * shape.head_dim * act + 2 * shape.kv_heads * shape.head_dim * BYTES_PER_ELEMENT[shape.dtype]
+    return shape.batch * shape.layers * per_layer
+
+
+def decode_bytes(shape):
+    return cache_bytes(shape) + small_bytes(shape)
+
+
+def intensity(flops, nbytes):
+    """FLOP per byte."""
+    return flops / nbytes
+
+
+def machine_balance(peak_flops_per_s, bandwidth_bytes_per_s):
+    """The ridge point of the roofline, FLOP per byte."""
+    return peak_flops_per_s / bandwidth_bytes_per_s
+
+
+def attainable_flops_per_s(intensity_flop_per_byte, peak_flops_per_s, bandwidth_bytes_per_s):
+    """The roofline: min(pi, I * beta)."""
+    return min(peak_flops_per_s, intensity_flop_per_byte * bandwidth_bytes_per_s)
+
+
+def fraction_of_peak(intensity_flop_per_byte, peak_flops_per_s, bandwidth_bytes_per_s):
+    return attainable_flops_per_s(intensity_flop_per_byte, peak_flops_per_s, bandwidth_bytes_per_s) / peak_flops_per_s
+
+
+def predicted_time_s(flops, nbytes, peak_flops_per_s, bandwidth_bytes_per_s):
+    """max(FLOPs / pi, bytes / beta)."""
+    return max(flops / peak_flops_per_s, nbytes / bandwidth_bytes_per_s)
+
+
+def regime(flops, nbytes, peak_flops_per_s, bandwidth_bytes_per_s):
+    memory_s, compute_s = nbytes / bandwidth_bytes_per_s, flops / peak_flops_per_s
+    return "memory-bound" if memory_s >= compute_s else "compute-bound"
+
+
+def weight_bytes(layers, d_model, dtype):
+    """12*L*d^2*s: QKV (3d^2), FFN (8d^2) and output projection (d^2) read once per step."""
+    return 12 * layers * d_model ** 2 * BYTES_PER_ELEMENT[check_dtype(dtype)]
+
+
+def ffn_flops(layers, d_model, batch):
+    """24*L*B*d^2: two FLOPs per weight per sequence in the batch."""
+    return 24 * layers * batch * d_model ** 2
+
+
+def weight_intensity(batch, dtype):
+    """2*B/s FLOP per weight byte: batching shares one weight read among B sequences."""
+    return 2 * batch / BYTES_PER_ELEMENT[check_dtype(dtype)]
+
+
+def crossover_batch(balance_flop_per_byte, dtype):
+    """The batch at which the FFN's weight intensity 2B/s reaches the machine's balance."""
+    return balance_flop_per_byte * BYTES_PER_ELEMENT[check_dtype(dtype)] / 2
+
+
+@dataclass(frozen=True)
+class ModelPreset:
+    name: str
+    layers: int
+    d_model: int
+    heads: int
+    kv_heads: int
+    window: int | None
+    source: str
+
+    @property
+    def head_dim(self):
+        return self.d_model // self.heads
+
+    def shape(self, seq_len, dtype, batch=1):
+        return DecodeShape(seq_len=seq_len, heads=self.heads, kv_heads=self.kv_heads, head_dim=self.head_dim,
+                           dtype=dtype, batch=batch, layers=self.layers, window=self.window)
+
+
+def preset_names():
+    return sorted(f[:-5] for f in os.listdir(PRESET_DIR) if f.endswith(".yaml")) if os.path.isdir(PRESET_DIR) else []
+
+
+def load_preset(name_or_path):
+    """A model preset by name (profiles/models/NAME.yaml) or by path; clear error if bad."""
+    path = name_or_path if name_or_path.endswith((".yaml", ".yml")) else os.path.join(PRESET_DIR, f"{name_or_path}.yaml")
+    if not os.path.exists(path):
+        raise HarnessError(f"unknown model preset {name_or_path!r}: valid presets are {', '.join(preset_names())} "
+                           "(or a path to a preset YAML)")
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError) as e:
+        raise HarnessError(f"model preset {path} cannot be read: {str(e).splitlines()[0]}") from None
+    if not isinstance(doc, dict):
+        raise HarnessError(f"model preset {path} is malformed: expected a mapping")
+    missing = [k for k in ("name", "layers", "d_model", "heads", "source") if k not in doc]
+    if missing:
+        raise HarnessError(f"model preset {path} is malformed: missing {', '.join(missing)}")
+    try:
+        preset = ModelPreset(name=str(doc["name"]), layers=int(doc["layers"]), d_model=int(doc["d_model"]),
+                             heads=int(doc["heads"]), kv_heads=int(doc.get("kv_heads", doc["heads"])),
+                             window=int(doc["window"]) if doc.get("window") else None, source=str(doc["source"]))
+    except (TypeError, ValueError) as e:
+        raise HarnessError(f"model preset {path} is malformed: {e}") from None
+    if preset.d_model % preset.heads:
+        raise HarnessError(f"model preset {path} is malformed: d_model {preset.d_model} is not a multiple of heads")
+    preset.shape(1, "fp16")  # validates heads, kv_heads, layers, window
+    return preset
+
+
+def decode_step(preset, dtype, batch, seq_len, bandwidth_bytes_per_s, peak_flops_per_s):
+    """Predicted per-token decode on a machine: weights and cache, time, regime, crossover."""
+    shape = preset.shape(seq_len, dtype, batch)
+    w_bytes = weight_bytes(preset.layers, preset.d_model, dtype)
+    c_bytes = cache_bytes(shape)
+    attn_flops = attention_flops(shape)
+    flops = attn_flops + ffn_flops(preset.layers, preset.d_model, batch)
+    total_bytes = w_bytes + c_bytes
+    balance = machine_balance(peak_flops_per_s, bandwidth_bytes_per_s)
+    return {
+        "model": preset.name, "dtype": dtype, "batch": batch, "seq_len": seq_len,
+        "layers": preset.layers, "d_model": preset.d_model, "heads": preset.heads, "kv_heads": preset.kv_heads,
+        "window": preset.window,
+        "weight_bytes": w_bytes, "cache_bytes": c_bytes, "bytes": total_bytes,
+        "flops": flops, "attention_flops": attn_flops, "intensity": intensity(flops, total_bytes),
+        "attention_intensity": intensity(attn_flops, c_bytes),
+        "weight_intensity": weight_intensity(batch, dtype),
+        "bandwidth_bytes_per_s": bandwidth_bytes_per_s, "peak_flops_per_s": peak_flops_per_s,
+        "balance": balance,
+        "weights_time_s": w_bytes / bandwidth_bytes_per_s, "cache_time_s": c_bytes / bandwidth_bytes_per_s,
+        "compute_time_s": flops / peak_flops_per_s,
+        "predicted_time_s": predicted_time_s(flops, total_bytes, peak_flops_per_s, bandwidth_bytes_per_s),
+        "regime": regime(flops, total_bytes, peak_flops_per_s, bandwidth_bytes_per_s),
+        "crossover_batch": crossover_batch(balance, dtype),
+        "source": preset.source,
+    }

@@ -1,0 +1,111 @@
+"""Does the analytic model hold here? Predictions, achieved fractions and the verdict, derived
+from a profile's decode records and its measured roofs (no probe runs here)."""
+
+from harness import model
+
+MODEL_HOLDS_WITHIN = 0.25  # |measured / predicted - 1| for the best implementation
+LARGE_CACHE_FACTOR = 4  # points whose cache is at least 4x the last-level cache
+
+
+def roofs(section):
+    """(DRAM read bytes/s, fp32 peak FLOP/s) of a devices.<name> section, or (None, None).
+
+    The CPU kernels compute in fp32 whatever the cache dtype (16-bit and int8 values are widened
+    in registers), so fp32 is the compute roof for every decode dtype."""
+    bw = ((section.get("bandwidth") or {}).get("read") or {}).get("bytes_per_s")
+    peak = ((section.get("peak_flops") or {}).get("fp32") or {}).get("flops_per_s")
+    return bw, peak
+
+
+def derive_point(rec, bw, peak):
+    """Add model.predicted_time_s, achieved rates and fractions, and model_error to a record."""
+    m = rec["model"]
+    time_s = rec["time_s"]
+    rec["achieved"] = {"bytes_per_s": m["bytes"] / time_s, "flops_per_s": m["flops"] / time_s}
+    if not (bw and peak):
+        rec["model"]["predicted_time_s"] = None
+        rec["model_error"] = None
+        rec["achieved"].update(fraction_of_bandwidth=None, fraction_of_peak_flops=None)
+        return rec
+    m["predicted_time_s"] = model.predicted_time_s(m["flops"], m["bytes"], peak, bw)
+    m["regime"] = model.regime(m["flops"], m["bytes"], peak, bw)
+    rec["achieved"]["fraction_of_bandwidth"] = rec["achieved"]["bytes_per_s"] / bw
+    rec["achieved"]["fraction_of_peak_flops"] = rec["achieved"]["flops_per_s"] / peak
+    rec["model_error"] = time_s / m["predicted_time_s"] - 1
+    return rec
+
+
+def _best(records, **match):
+    """The fastest validated record matching every given field, or None."""
+    found = [r for r in records if r.get("validated") and all(r.get(k) == v for k, v in match.items())]
+    return min(found, key=lambda r: r["time_s"]) if found else None
+
+
+def _ratio_check(num, den, what):
+    if not (num and den):
+        return {"available": False, "reason": f"the sweep has no {what} pair"}
+    measured = num["time_s"] / den["time_s"]
+    predicted = num["model"]["bytes"] / den["model"]["bytes"]
+    return {"measured_time_ratio": measured, "model_bytes_ratio": predicted,
+            "measured_over_model": measured / predicted, "impl": num["impl"],
+            "seq_len": num["seq_len"], "batch": num["batch"]}
+
+
+def model_validation(records, llc_bytes, bw):
+    """devices.<name>.model_validation: per-dtype error, dtype/GQA/batch effects, a finding."""
+    large = [r for r in records if r.get("validated") and r["model"]["cache_bytes"] >= LARGE_CACHE_FACTOR * llc_bytes]
+    if not large or not bw:
+        return {"finding": "no validated decode point has a cache of at least "
+                           f"{LARGE_CACHE_FACTOR}x the last-level cache, or the profile has no read bandwidth"}
+    mha = [r for r in large if r["kv_heads"] == r["heads"] and r["batch"] == 1]
+    per_dtype = {}
+    for dtype in ("fp32", "bf16", "fp16", "int8"):
+        best = _best(mha, dtype=dtype)
+        if best:
+            per_dtype[dtype] = {"impl": best["impl"], "seq_len": best["seq_len"], "model_error": best["model_error"],
+                                "fraction_of_bandwidth": best["achieved"]["fraction_of_bandwidth"],
+                                "regime": best["model"].get("regime")}
+    fp32 = _best(mha, dtype="fp32", impl="numba-fused")
+    dtype_ratios = {}
+    if fp32:
+        for dtype in ("bf16", "fp16", "int8"):
+            other = _best(mha, dtype=dtype, impl="numba-fused", seq_len=fp32["seq_len"])
+            dtype_ratios[f"{dtype}_vs_fp32"] = _ratio_check(other, fp32, f"{dtype}/fp32")
+    gqa = None
+    if fp32:
+        grouped = [r for r in large if r["impl"] == "numba-fused" and r["dtype"] == "fp32" and r["batch"] == 1
+                   and r["seq_len"] == fp32["seq_len"] and r["kv_heads"] == r["heads"] // 4]
+        gqa = _ratio_check(grouped[0] if grouped else None, fp32, "GQA group 4 / group 1")
+    batch = None
+    if fp32:
+        batched = [r for r in large if r["impl"] == "numba-fused" and r["dtype"] == "fp32" and r["batch"] > 1
+                   and r["kv_heads"] == r["heads"]]
+        batch = _ratio_check(batched[0] if batched else None, fp32, "batch > 1 / batch 1")
+    headline = per_dtype.get("fp32") or next(iter(per_dtype.values()), None)
+    holds = headline is not None and abs(headline["model_error"]) <= MODEL_HOLDS_WITHIN
+    if headline:
+        dtype = next(k for k, v in per_dtype.items() if v is headline)
+        finding = (f"{headline['regime'] or 'regime unknown'}: {headline['impl']} {dtype} at "
+                   f"{headline['fraction_of_bandwidth']:.2f} of DRAM read bandwidth; model error "
+                   f"{headline['model_error']:+.0%}")
+        ratios = [f"{k.split('_')[0]} {v['measured_time_ratio']:.2f}x fp32's time (model {v['model_bytes_ratio']:.2f})"
+                  for k, v in dtype_ratios.items() if v.get("measured_time_ratio")]
+        if ratios:
+            finding += "; " + ", ".join(ratios)
+    else:
+        finding = "no batch-1, group-1 point to validate"
+    return {"model_holds": holds, "holds_within": MODEL_HOLDS_WITHIN, "per_dtype": per_dtype,
+            "dtype_ratios": dtype_ratios, "gqa": gqa, "batch": batch, "finding": finding,
+            "large_cache_bytes": LARGE_CACHE_FACTOR * llc_bytes}
+
+
+def validate_section(section, llc_bytes):
+    """Derive every decode record of a device section and its model_validation, in place."""
+    records = section.get("decode_attention")
+    if not records:
+        return section
+    bw, peak = roofs(section)
+    for rec in records:
+        derive_point(rec, bw, peak)
+    section["model_validation"] = model_validation(records, llc_bytes, bw)
+    return section

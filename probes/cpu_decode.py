@@ -1,0 +1,323 @@
+"""Decode attention on the CPU: torch (SDPA, naive) and our numba-fused kernel, on fresh random
+caches, each output checked against a float64 reference. The model's FLOPs and bytes are declared
+per call; predictions and verdicts are derived later (harness/validation.py).
+"""
+
+import math
+
+import numpy as np
+from numba import njit, prange
+
+from harness import model
+from harness.errors import HarnessError
+from harness.machine import last_level_cache_bytes
+from harness.workload import Workload
+from probes.cpu_decode_kernel import STORAGE, chunk_length, decode_kernel
+
+IMPLS = ("numba-fused", "torch-sdpa", "torch-naive")
+DTYPES = {"numba-fused": ("fp32", "bf16", "fp16", "int8"), "torch-sdpa": ("fp32", "bf16", "fp16"),
+          "torch-naive": ("fp32", "bf16", "fp16")}
+# relative error against the float64 reference (max over heads of max|out - ref| / max|ref|)
+TOLERANCE = {"fp32": 1e-5, "bf16": 1e-2, "fp16": 1e-2, "int8": 1e-5}
+Q_AMPLITUDE = 3.0  # q uniform in [-3, 3): scores of order 1, so the softmax is neither flat nor one-hot
+COUNTERS_UNAVAILABLE = {"source": "unavailable", "reason": "hardware counters are not wired into the decode probe yet"}
+
+
+@njit(parallel=True, cache=True)
+def fill_uniform(a2, seed, first_row):
+    """a2[i, j] = uniform in [-1, 1) from a hash of (seed, global element index): regenerable."""
+    d = a2.shape[1]
+    for i in prange(a2.shape[0]):
+        for j in range(d):
+            x = np.uint64((first_row + i) * d + j) * np.uint64(0x9E3779B97F4A7C15) + np.uint64(seed)
+            x ^= x >> np.uint64(29)
+            x *= np.uint64(0xBF58476D1CE4E5B9)
+            x ^= x >> np.uint64(32)
+            a2[i, j] = np.float64(x >> np.uint64(40)) / 8388608.0 - 1.0
+
+
+def to_storage(block, dtype):
+    """fp32 rows -> (stored rows, per-row scales or None) in the cache dtype."""
+    if dtype == "fp32":
+        return block, None
+    if dtype == "bf16":
+        u = block.view(np.uint32).astype(np.uint64)
+        return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16), None  # round to nearest even
+    if dtype == "fp16":
+        return block.astype(np.float16).view(np.uint16), None
+    scale = np.maximum(np.abs(block).max(axis=1), 1e-30).astype(np.float32) / np.float32(127)
+    return np.clip(np.rint(block / scale[:, None]), -127, 127).astype(np.int8), scale
+
+
+def from_storage(stored, scale, dtype):
+    """Stored rows -> float64 values the kernel sees (widened or dequantised)."""
+    if dtype == "fp32":
+        return stored.astype(np.float64)
+    if dtype == "bf16":
+        return (stored.astype(np.uint32) << 16).view(np.float32).astype(np.float64)
+    if dtype == "fp16":
+        return stored.view(np.float16).astype(np.float64)
+    return stored.astype(np.float64) * scale.astype(np.float64)[:, None]
+
+
+class DecodeCache:
+    """q and a KV cache of one shape filled with fresh random data (seeded), with its reference."""
+
+    def __init__(self, shape, seed):
+        s = shape
+        self.shape, self.seed = s, seed
+        rows = s.batch * s.kv_heads * s.seq_len
+        self.q = np.empty((s.batch * s.heads, s.head_dim), np.float32)
+        fill_uniform(self.q, seed, 0)
+        self.q *= np.float32(Q_AMPLITUDE)
+        self.k = np.empty((rows, s.head_dim), STORAGE[s.dtype])
+        self.v = np.empty((rows, s.head_dim), STORAGE[s.dtype])
+        scaled = s.dtype == "int8"
+        self.k_scale = np.empty(rows if scaled else 1, np.float32)
+        self.v_scale = np.empty(rows if scaled else 1, np.float32)
+        for block in range(s.batch * s.kv_heads):
+            r0, r1 = block * s.seq_len, (block + 1) * s.seq_len
+            for which, store, scales in ((1, self.k, self.k_scale), (2, self.v, self.v_scale)):
+                stored, scale = to_storage(self.original(which, r0, r1), s.dtype)
+                store[r0:r1] = stored
+                if scale is not None:
+                    scales[r0:r1] = scale
+
+    def original(self, which, r0, r1):
+        """Rows r0:r1 of K (which=1) or V (which=2) before storage rounding, as fp32."""
+        out = np.empty((r1 - r0, self.shape.head_dim), np.float32)
+        fill_uniform(out, self.seed + which * 7919, r0)
+        return out
+
+    def reference(self):
+        """(float64 output on the stored cache, float64 output on the original data), [B*H, D]."""
+        s = self.shape
+        on_stored = np.empty((s.batch * s.heads, s.head_dim))
+        on_original = np.empty_like(on_stored)
+        q = self.q.astype(np.float64) / math.sqrt(s.head_dim)
+        for block in range(s.batch * s.kv_heads):
+            b, h = divmod(block, s.kv_heads)
+            r0, r1 = block * s.seq_len, (block + 1) * s.seq_len
+            scaled = s.dtype == "int8"
+            ks = from_storage(self.k[r0:r1], self.k_scale[r0:r1] if scaled else None, s.dtype)
+            vs = from_storage(self.v[r0:r1], self.v_scale[r0:r1] if scaled else None, s.dtype)
+            ko, vo = (self.original(w, r0, r1).astype(np.float64) for w in (1, 2))
+            for g in range(s.group):
+                row = b * s.heads + h * s.group + g
+                on_stored[row] = softmax_attend(q[row], ks, vs)
+                on_original[row] = softmax_attend(q[row], ko, vo)
+        return on_stored, on_original
+
+
+def softmax_attend(q, k, v):
+    scores = k @ q
+    p = np.exp(scores - scores.max())
+    return (p / p.sum()) @ v
+
+
+def relative_error(out, ref):
+    """Max over heads of max|out - ref| / max|ref| (NaN, as from a poisoned output, is infinite)."""
+    out = np.asarray(out, dtype=np.float64).reshape(ref.shape)
+    err = np.abs(out - ref).max(axis=1) / np.abs(ref).max(axis=1)
+    return float("inf") if not np.all(np.isfinite(err)) else float(err.max())
+
+
+def cache_footprint_bytes(shape):
+    """Bytes the probe allocates for one point: stored K and V, scales, and working buffers."""
+    return model.cache_bytes(shape) + 8 * shape.seq_len * shape.head_dim * 4 + (64 << 20)
+
+
+def check_point(impl, shape, cpu):
+    """Clear errors before anything large is allocated."""
+    if impl not in IMPLS:
+        raise HarnessError(f"unknown decode impl {impl!r}: valid impls are {', '.join(IMPLS)}")
+    if shape.dtype not in DTYPES[impl]:
+        raise HarnessError(f"{impl} does not support a {shape.dtype} cache: valid dtypes are {', '.join(DTYPES[impl])}")
+    if shape.window is not None:
+        raise HarnessError("the decode probe times the whole cache; give seq-len = the window instead of a window")
+    need = cache_footprint_bytes(shape)
+    available = cpu.get("memory_available_bytes") or 0
+    if available and need > 0.7 * available:
+        raise HarnessError(f"seq-len {shape.seq_len} x batch {shape.batch} x kv-heads {shape.kv_heads} needs about "
+                           f"{need / 2**30:.1f} GiB, more than 70% of the {available / 2**30:.1f} GiB available")
+    if impl.startswith("torch"):
+        torch_unavailable = torch_reason()
+        if torch_unavailable:
+            raise HarnessError(f"{impl} cannot run here: {torch_unavailable}")
+
+
+def torch_reason():
+    try:
+        import torch  # noqa: F401
+    except ImportError as e:
+        return f"torch is not importable ({e})"
+    return None
+
+
+def torch_views(cache):
+    """q, K, V as torch tensors [B, H(kv), S|1, D] sharing memory with the numpy cache."""
+    import torch
+
+    s = cache.shape
+    dt = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[s.dtype]
+
+    def as_torch(a):
+        if s.dtype == "fp32":
+            t = torch.from_numpy(a)
+        elif s.dtype == "fp16":
+            t = torch.from_numpy(a.view(np.float16))
+        else:
+            t = torch.from_numpy(a.view(np.int16)).view(torch.bfloat16)
+        return t.view(s.batch, s.kv_heads, s.seq_len, s.head_dim)
+
+    q = torch.from_numpy(cache.q).to(dt).view(s.batch, s.heads, 1, s.head_dim)
+    return q, as_torch(cache.k), as_torch(cache.v)
+
+
+def torch_runner(impl, cache, threads):
+    """run() for a torch implementation; returns (run, output getter)."""
+    import torch
+    import torch.nn.functional as F
+
+    torch.set_num_threads(threads)
+    s = cache.shape
+    q, k, v = torch_views(cache)
+    result = {}
+    if impl == "torch-sdpa":
+        gqa = {"enable_gqa": True} if s.group > 1 else {}
+
+        def once():
+            result["out"] = F.scaled_dot_product_attention(q, k, v, **gqa)
+    else:
+        qg = q.view(s.batch, s.kv_heads, s.group, s.head_dim)
+        scale = 1.0 / math.sqrt(s.head_dim)
+
+        def once():
+            weights = torch.softmax((qg @ k.transpose(-1, -2)) * scale, dim=-1)
+            result["out"] = weights @ v
+
+    def run(loops):
+        with torch.inference_mode():
+            for _ in range(loops):
+                result["out"] = None  # a fresh output each call: nothing stale can pass the check
+                once()
+
+    return run, lambda: result["out"].float().numpy()
+
+
+def numba_runner(cache, threads):
+    s = cache.shape
+    kernel = decode_kernel(s.dtype)
+    out = np.empty((s.batch * s.heads, s.head_dim), np.float32)
+    chunk = chunk_length(s.batch, s.kv_heads, s.seq_len, threads)
+
+    def run(loops):
+        for _ in range(loops):
+            out.fill(np.nan)  # poisoned before every call
+            kernel(cache.q, cache.k, cache.v, cache.k_scale, cache.v_scale, s.batch, s.heads, s.kv_heads,
+                   s.seq_len, chunk, out)
+
+    return run, lambda: out
+
+
+def decode_workload(impl, shape, cpu, threads, seed):
+    """A Workload for one point, its output checked against the float64 reference after timing."""
+    check_point(impl, shape, cpu)
+    cache = DecodeCache(shape, seed)
+    run, output = numba_runner(cache, threads) if impl == "numba-fused" else torch_runner(impl, cache, threads)
+    info = {"impl": impl, "batch": shape.batch, "heads": shape.heads, "kv_heads": shape.kv_heads,
+            "head_dim": shape.head_dim, "seq_len": shape.seq_len, "seed": seed}
+
+    def check():
+        on_stored, on_original = cache.reference()
+        # int8 is checked against the dequantised cache; the others against the original data
+        ref = on_stored if shape.dtype == "int8" else on_original
+        err = relative_error(output(), ref)
+        info["rel_error"] = err
+        info["reference"] = "float64 on the dequantised cache" if shape.dtype == "int8" else "float64 on the original data"
+        info["tolerance"] = TOLERANCE[shape.dtype]
+        info["storage_error"] = relative_error(on_stored, on_original)  # what the cache dtype itself costs
+        if not err <= TOLERANCE[shape.dtype]:
+            return f"{impl} {shape.dtype}: relative error {err:.3g} exceeds {TOLERANCE[shape.dtype]:g}"
+        return None
+
+    return Workload(name=impl, run=run, check=check, poison=lambda: None, threads=threads, dtype=shape.dtype,
+                    bytes_per_call=model.decode_bytes(shape), flops_per_call=model.attention_flops(shape),
+                    working_set_bytes=model.cache_bytes(shape), info=info)
+
+
+def measure_point(ctx, impl, shape, seed):
+    """One sweep point as a profile record (time_s is the median: decode is a latency probe)."""
+    w = decode_workload(impl, shape, ctx.cpu, ctx.threads, seed)
+    rec = ctx.measure(w)
+    rec.update(w.info)  # filled in by the check
+    rec["time_s"] = rec["median_time_s"]
+    rec["model"] = {"flops": model.attention_flops(shape), "softmax_flops": model.softmax_flops(shape),
+                    "bytes": model.decode_bytes(shape), "cache_bytes": model.cache_bytes(shape),
+                    "intensity": model.intensity(model.attention_flops(shape), model.decode_bytes(shape))}
+    rec["counters"] = dict(COUNTERS_UNAVAILABLE)
+    return rec
+
+
+def sweep(ctx):
+    """(impl, shape) points of the profile's decode sweep: seq_len across the cache hierarchy,
+    dtypes, GQA group 4, batch 8; --quick keeps the comparisons, --full widens them."""
+    if ctx.tiny:
+        h, d, lens, big = 4, 32, [16, 67], 67
+    else:
+        h, d = 32, 128
+        llc = last_level_cache_bytes(ctx.cpu)
+        per_token = 2 * h * d * 4  # fp32 K and V bytes per token
+        big = max(4096, 1 << math.ceil(math.log2(8 * llc / per_token)))  # fp32 cache >= 8x the LLC
+        lens = [max(64, big // 64), big // 16, big // 4, big]
+        if ctx.full:
+            lens.append(4 * big)
+        elif ctx.quick:
+            lens = [big // 16, big]
+
+    def shape(dtype="fp32", seq_len=big, kv_heads=h, batch=1):
+        return model.DecodeShape(seq_len=seq_len, heads=h, kv_heads=kv_heads, head_dim=d, dtype=dtype, batch=batch)
+
+    torch_impls = [] if torch_reason() else ["torch-sdpa"] + (["torch-naive"] if not ctx.quick else [])
+    points = [("numba-fused", shape(seq_len=s)) for s in lens]
+    points += [("torch-sdpa", shape(seq_len=s)) for s in lens if "torch-sdpa" in torch_impls]
+    points += [(impl, shape()) for impl in torch_impls if impl != "torch-sdpa"]
+    points += [("numba-fused", shape(dt)) for dt in ("bf16", "fp16", "int8")]
+    if not ctx.quick:
+        points += [(impl, shape(dt)) for impl in torch_impls for dt in ("bf16", "fp16")]
+    groups = (2, 4, 8) if ctx.full else (4,)
+    points += [("numba-fused", shape(kv_heads=h // g)) for g in groups]
+    points += [(impl, shape(kv_heads=h // 4)) for impl in torch_impls[:1]]
+    points += [("numba-fused", shape(seq_len=big // 8, batch=8))]
+    if ctx.full:
+        points += [("numba-fused", shape(dt, kv_heads=h // 4)) for dt in ("bf16", "fp16", "int8")]
+    return points
+
+
+def run_decode(ctx):
+    """devices.cpu.decode_attention: the sweep (or, with probe options, one shape), as records."""
+    points = points_from_options(ctx) if ctx.options else sweep(ctx)
+    records = []
+    for i, (impl, shape) in enumerate(points):
+        ctx.progress(f"decode {impl} {shape.dtype} B={shape.batch} H={shape.heads}/{shape.kv_heads} "
+                     f"d_h={shape.head_dim} S={shape.seq_len} ({i + 1}/{len(points)})")
+        records.append(measure_point(ctx, impl, shape, seed=1000 + i))
+    return {"decode_attention": records}
+
+
+DEFAULT_POINT = {"impl": "numba-fused", "dtype": "fp32", "seq_len": 16384, "heads": 32, "kv_heads": None,
+                 "head_dim": 128, "batch": 1}
+
+
+def points_from_options(ctx):
+    """The points `harness probe decode --impl ... --dtype ...` asks for (impl 'all': every impl)."""
+    opts = {**DEFAULT_POINT, **{k: v for k, v in ctx.options.items() if v is not None}}
+    unknown = set(opts) - set(DEFAULT_POINT)
+    if unknown:
+        raise HarnessError(f"unknown decode options {sorted(unknown)}: valid are {', '.join(DEFAULT_POINT)}")
+    shape = model.DecodeShape(seq_len=opts["seq_len"], heads=opts["heads"], kv_heads=opts["kv_heads"] or opts["heads"],
+                              head_dim=opts["head_dim"], dtype=opts["dtype"], batch=opts["batch"])
+    impls = [i for i in IMPLS if shape.dtype in DTYPES[i]] if opts["impl"] == "all" else [opts["impl"]]
+    for impl in impls:
+        check_point(impl, shape, ctx.cpu)
+    return [(impl, shape) for impl in impls]

@@ -1,0 +1,122 @@
+"""The analytic model reproduces the seed page's figures and drill problems."""
+
+import pytest
+
+from harness import model
+from harness.errors import HarnessError
+
+A100 = {"peak": 312e12, "bw": 2e12}
+H100 = {"peak": 989e12, "bw": 3.35e12}
+I5 = {"peak": 200e9, "bw": 20e9}
+
+
+@pytest.mark.parametrize("dtype,expected", [("fp32", 0.5), ("fp16", 1.0), ("bf16", 1.0), ("int8", 2.0), ("int4", 4.0)])
+@pytest.mark.parametrize("seq_len,layers,heads,head_dim", [(1, 1, 1, 64), (4096, 32, 32, 128), (777, 7, 12, 80)])
+def test_decode_intensity_is_set_by_the_cache_dtype_alone(dtype, expected, seq_len, layers, heads, head_dim):
+    shape = model.DecodeShape(seq_len=seq_len, heads=heads, kv_heads=heads, head_dim=head_dim, dtype=dtype, layers=layers)
+    got = model.intensity(model.attention_flops(shape), model.cache_bytes(shape, include_scales=False))
+    assert got == pytest.approx(expected)
+
+
+def test_flops_and_bytes_formulas():
+    s = model.DecodeShape(seq_len=1000, heads=32, kv_heads=32, head_dim=128, dtype="fp16", layers=2, batch=3)
+    assert model.attention_flops(s) == 4 * 3 * 2 * 1000 * 4096
+    assert model.cache_bytes(s) == 2 * 3 * 2 * 1000 * 4096 * 2
+    assert model.softmax_flops(s) == 5 * 3 * 2 * 32 * 1000
+    assert model.small_bytes(s) == 3 * 2 * (2 * 32 * 128 * 2 + 2 * 32 * 128 * 2)
+    assert model.decode_bytes(s) == model.cache_bytes(s) + model.small_bytes(s)
+
+
+def test_gqa_window_batch_and_scales():
+    mha = model.DecodeShape(seq_len=8192, heads=32, kv_heads=32, head_dim=128, dtype="fp16")
+    gqa = model.DecodeShape(seq_len=8192, heads=32, kv_heads=8, head_dim=128, dtype="fp16")
+    assert model.cache_bytes(gqa) == model.cache_bytes(mha) * 8 / 32
+    assert model.attention_flops(gqa) == model.attention_flops(mha)  # every query head still attends
+    win = model.DecodeShape(seq_len=8192, heads=32, kv_heads=8, head_dim=128, dtype="fp16", window=4096)
+    assert model.cache_bytes(win) == model.cache_bytes(gqa) / 2
+    short = model.DecodeShape(seq_len=1000, heads=32, kv_heads=8, head_dim=128, dtype="fp16", window=4096)
+    assert short.effective_seq_len == 1000
+    b8 = model.DecodeShape(seq_len=8192, heads=32, kv_heads=32, head_dim=128, dtype="fp16", batch=8)
+    assert model.cache_bytes(b8) == 8 * model.cache_bytes(mha)
+    assert model.intensity(model.attention_flops(b8), model.cache_bytes(b8)) == pytest.approx(1.0)  # batching does not help
+    i8 = model.DecodeShape(seq_len=10, heads=1, kv_heads=1, head_dim=128, dtype="int8")
+    assert model.cache_bytes(i8) == 2 * 10 * (128 + 4)
+
+
+def test_llama2_7b_weight_read_and_a100_latency():
+    w = model.weight_bytes(32, 4096, "fp16")
+    assert w == 12 * 32 * 4096 ** 2 * 2 and w == pytest.approx(12.9e9, rel=0.01)
+    assert w / A100["bw"] == pytest.approx(6.5e-3, rel=0.01)
+
+
+def test_machine_balances():
+    assert model.machine_balance(A100["peak"], A100["bw"]) == pytest.approx(156)
+    assert model.machine_balance(H100["peak"], H100["bw"]) == pytest.approx(295, rel=0.01)
+    assert model.machine_balance(I5["peak"], I5["bw"]) == pytest.approx(10)
+
+
+def test_drill_i5_8250u_attainable_decode():
+    assert model.attainable_flops_per_s(0.5, I5["peak"], I5["bw"]) == pytest.approx(10e9)
+    assert model.attainable_flops_per_s(1.0, I5["peak"], I5["bw"]) == pytest.approx(20e9)
+    assert model.fraction_of_peak(0.5, I5["peak"], I5["bw"]) == pytest.approx(0.05)  # "maybe 5% of peak"
+
+
+def test_drill_h100_fp16_decode_fraction_of_peak():
+    frac = model.fraction_of_peak(1.0, H100["peak"], H100["bw"])
+    assert frac == pytest.approx(3.35 / 989)
+    assert 0.003 <= frac <= 0.01  # "0.3-1% of peak"
+
+
+def test_predicted_time_and_regime():
+    assert model.predicted_time_s(1e9, 1e9, 1e12, 1e10) == pytest.approx(0.1)
+    assert model.regime(1e9, 1e9, 1e12, 1e10) == "memory-bound"
+    assert model.regime(1e12, 1e6, 1e12, 1e10) == "compute-bound"
+
+
+def test_weight_intensity_and_crossover():
+    assert model.weight_intensity(16, "fp16") == 16 and model.weight_intensity(64, "fp16") == 64
+    assert model.crossover_batch(295, "fp16") == pytest.approx(295)
+    assert model.weight_intensity(model.crossover_batch(156, "fp16"), "fp16") == pytest.approx(156)
+
+
+@pytest.mark.parametrize("name,kv_heads,window", [("llama-2-7b", 32, None), ("llama-3-8b", 8, None), ("mistral-7b", 8, 4096)])
+def test_presets_load_with_sources(name, kv_heads, window):
+    p = model.load_preset(name)
+    assert (p.layers, p.d_model, p.heads, p.kv_heads, p.window) == (32, 4096, 32, kv_heads, window)
+    assert p.head_dim == 128 and p.source
+
+
+def test_decode_step_on_a100_for_llama2():
+    step = model.decode_step(model.load_preset("llama-2-7b"), "fp16", 1, 4096, A100["bw"], A100["peak"])
+    assert step["regime"] == "memory-bound"
+    assert step["cache_bytes"] == 2 * 32 * 4096 * 4096 * 2
+    assert step["predicted_time_s"] == pytest.approx((step["weight_bytes"] + step["cache_bytes"]) / A100["bw"])
+    assert step["crossover_batch"] == pytest.approx(156)
+
+
+@pytest.mark.parametrize("kwargs,needle", [
+    (dict(heads=32, kv_heads=5), "divisible"),
+    (dict(seq_len=0), "seq-len must be a positive"),
+    (dict(head_dim=-1), "head-dim"),
+    (dict(dtype="fp8"), "valid cache dtypes"),
+])
+def test_bad_shapes(kwargs, needle):
+    args = dict(seq_len=10, heads=4, kv_heads=4, head_dim=8, dtype="fp32")
+    args.update(kwargs)
+    with pytest.raises(HarnessError, match=needle):
+        model.DecodeShape(**args)
+
+
+def test_bad_presets(tmp_path):
+    with pytest.raises(HarnessError, match="valid presets are llama-2-7b"):
+        model.load_preset("gpt-5")
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nlayers: 2\n")
+    with pytest.raises(HarnessError, match="missing d_model"):
+        model.load_preset(str(bad))
+    bad.write_text("name: x\nlayers: 2\nd_model: 100\nheads: 3\nsource: s\n")
+    with pytest.raises(HarnessError, match="not a multiple"):
+        model.load_preset(str(bad))
+    bad.write_text("name: [x\n")
+    with pytest.raises(HarnessError, match="cannot be read"):
+        model.load_preset(str(bad))
