@@ -1,7 +1,8 @@
 """The YAML hardware profile: plain data with a schema version, validated load, atomic save.
 
 Changelog of the format (loading an unknown version is an error):
-  1: first version (machine, software, devices.cpu: bandwidth, hierarchy, peak_flops, ...).
+  1: first version (machine, software, devices.cpu: bandwidth, hierarchy, peak_flops, thread_sweep,
+     theoretical, balance, decode_attention, model_validation).
 """
 
 import datetime as dt
@@ -65,6 +66,15 @@ def validate(doc, source="<profile>"):
         _check_timing_record(rec, source, f"devices.cpu.bandwidth.{kernel}", "bytes_per_s", "bytes_per_call")
     for dtype, rec in (cpu.get("peak_flops") or {}).items():
         _check_timing_record(rec, source, f"devices.cpu.peak_flops.{dtype}", "flops_per_s", "flops_per_call")
+    decode = cpu.get("decode_attention", [])
+    _require(isinstance(decode, list), source, "devices.cpu.decode_attention must be a list")
+    for i, rec in enumerate(decode):
+        where = f"devices.cpu.decode_attention[{i}]"
+        _require(isinstance(rec, dict) and isinstance(rec.get("impl"), str) and isinstance(rec.get("dtype"), str),
+                 source, f"{where} needs impl and dtype")
+        _check_timing_record(rec, source, where, "bytes_per_s", "bytes_per_call")
+        _require(_is_number(rec.get("time_s")) and isinstance(rec.get("model"), dict),
+                 source, f"{where} needs time_s and model")
     hierarchy = cpu.get("hierarchy", [])
     _require(isinstance(hierarchy, list), source, "devices.cpu.hierarchy must be a list")
     for i, point in enumerate(hierarchy):

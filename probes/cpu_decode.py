@@ -11,8 +11,10 @@ from numba import njit, prange
 from harness import model
 from harness.errors import HarnessError
 from harness.machine import last_level_cache_bytes
+from harness.validation import LARGE_CACHE_FACTOR
 from harness.workload import Workload
 from probes.cpu_decode_kernel import STORAGE, chunk_length, decode_kernel
+from probes.cpu_stream import stream_elements, stream_workloads
 
 IMPLS = ("numba-fused", "torch-sdpa", "torch-naive")
 DTYPES = {"numba-fused": ("fp32", "bf16", "fp16", "int8"), "torch-sdpa": ("fp32", "bf16", "fp16"),
@@ -192,8 +194,8 @@ def torch_runner(impl, cache, threads):
         qg = q.view(s.batch, s.kv_heads, s.group, s.head_dim)
         scale = 1.0 / math.sqrt(s.head_dim)
 
-        def once():
-            weights = torch.softmax((qg @ k.transpose(-1, -2)) * scale, dim=-1)
+        def once():  # softmax in fp32, as the usual eager implementations upcast it
+            weights = torch.softmax((qg @ k.transpose(-1, -2)).float() * scale, dim=-1).to(v.dtype)
             result["out"] = weights @ v
 
     def run(loops):
@@ -267,8 +269,8 @@ def sweep(ctx):
     else:
         h, d = 32, 128
         llc = last_level_cache_bytes(ctx.cpu)
-        per_token = 2 * h * d * 4  # fp32 K and V bytes per token
-        big = max(4096, 1 << math.ceil(math.log2(8 * llc / per_token)))  # fp32 cache >= 8x the LLC
+        # the large points: even the int8 cache (1 byte per element) is >= 4x the last-level cache
+        big = max(4096, 1 << math.ceil(math.log2(4 * llc / (2 * h * d))))
         lens = [max(64, big // 64), big // 16, big // 4, big]
         if ctx.full:
             lens.append(4 * big)
@@ -294,14 +296,36 @@ def sweep(ctx):
     return points
 
 
+def adjacent_reader(ctx):
+    """A function timing the DRAM read kernel now (median bytes/s), built on first use.
+
+    On a shared machine DRAM bandwidth drifts by 2x within minutes, so every large decode point is
+    compared with a read measured right before it, besides the profile's read bandwidth."""
+    state = {}
+
+    def read_now():
+        if "w" not in state:
+            n, _ = stream_elements(ctx, "fp64")
+            state["w"] = next(w for w in stream_workloads(ctx, "fp64", n, ctx.threads) if w.name == "read")
+        rec = ctx.measure(state["w"])
+        return rec["median_bytes_per_s"] if rec["validated"] else None
+
+    return read_now
+
+
 def run_decode(ctx):
     """devices.cpu.decode_attention: the sweep (or, with probe options, one shape), as records."""
     points = points_from_options(ctx) if ctx.options else sweep(ctx)
+    large = LARGE_CACHE_FACTOR * last_level_cache_bytes(ctx.cpu)
+    read_now = adjacent_reader(ctx)
     records = []
     for i, (impl, shape) in enumerate(points):
         ctx.progress(f"decode {impl} {shape.dtype} B={shape.batch} H={shape.heads}/{shape.kv_heads} "
                      f"d_h={shape.head_dim} S={shape.seq_len} ({i + 1}/{len(points)})")
-        records.append(measure_point(ctx, impl, shape, seed=1000 + i))
+        adjacent = read_now() if model.cache_bytes(shape) >= large and not ctx.tiny else None
+        rec = measure_point(ctx, impl, shape, seed=1000 + i)
+        rec["adjacent_read_bytes_per_s"] = adjacent
+        records.append(rec)
     return {"decode_attention": records}
 
 

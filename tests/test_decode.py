@@ -1,0 +1,133 @@
+"""Decode attention: every implementation at small odd sizes against float64, and its pieces."""
+
+import numpy as np
+import pytest
+
+from harness import model
+from harness.errors import HarnessError
+from harness.workload import Context, time_workload
+from probes import cpu_decode
+from probes.cpu_decode_kernel import chunk_length, exp_nonpositive
+
+HAS_TORCH = cpu_decode.torch_reason() is None
+
+SHAPES = [  # (seq_len, head_dim, heads, kv_heads, batch): S=1, S prime, d_h 64/80/128, groups 1/2/4/8, batch 1/3
+    (1, 64, 8, 8, 1),
+    (67, 80, 8, 4, 3),
+    (131, 128, 8, 1, 1),
+    (300, 64, 8, 2, 3),
+    (7, 128, 4, 1, 1),
+]
+
+
+def shape_of(s, d, h, hkv, b, dtype):
+    return model.DecodeShape(seq_len=s, heads=h, kv_heads=hkv, head_dim=d, dtype=dtype, batch=b)
+
+
+def measure(impl, shape, cpu):
+    w = cpu_decode.decode_workload(impl, shape, cpu, threads=2, seed=11)
+    rec = time_workload(w, repeats=2, min_sample_s=1e-4)
+    rec.update(w.info)
+    return rec
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16", "fp16", "int8"])
+@pytest.mark.parametrize("dims", SHAPES, ids=lambda d: "S{}-d{}-H{}-Hkv{}-B{}".format(*d))
+def test_numba_fused_matches_float64(cpu, dtype, dims):
+    rec = measure("numba-fused", shape_of(*dims, dtype), cpu)
+    assert rec["validated"], rec.get("error")
+    assert rec["rel_error"] <= cpu_decode.TOLERANCE[dtype]
+    if dtype == "fp32":
+        assert rec["storage_error"] == 0
+    else:
+        assert rec["storage_error"] > 0  # what the cache dtype costs, reported apart
+
+
+@pytest.mark.skipif(not HAS_TORCH, reason="torch is not installed")
+@pytest.mark.parametrize("impl", ["torch-sdpa", "torch-naive"])
+@pytest.mark.parametrize("dtype", ["fp32", "bf16", "fp16"])
+@pytest.mark.parametrize("dims", SHAPES[:4], ids=lambda d: "S{}-d{}-H{}-Hkv{}-B{}".format(*d))
+def test_torch_impls_match_float64(cpu, impl, dtype, dims):
+    rec = measure(impl, shape_of(*dims, dtype), cpu)
+    assert rec["validated"], rec.get("error")
+
+
+def test_a_kernel_that_leaves_the_poison_fails(cpu, monkeypatch):
+    real = cpu_decode.numba_runner
+
+    def skips_a_head(cache, threads):
+        run, output = real(cache, threads)
+
+        def broken(loops):
+            run(loops)
+            output()[1, :] = np.nan  # as a kernel that never wrote head 1 would leave it
+
+        return broken, output
+
+    monkeypatch.setattr(cpu_decode, "numba_runner", skips_a_head)
+    w = cpu_decode.decode_workload("numba-fused", shape_of(33, 64, 4, 4, 1, "fp32"), cpu, threads=1, seed=3)
+    rec = time_workload(w, repeats=2, min_sample_s=1e-4)
+    assert not rec["validated"] and rec["bytes_per_s"] is None
+    assert "relative error inf" in rec["error"]
+
+
+def test_exp_matches_numpy_for_nonpositive_inputs():
+    x = np.concatenate([np.linspace(-100, 0, 10001), [-87.0, -86.9, -1e-8, 0.0]]).astype(np.float32)
+    got = x.copy()
+    exp_nonpositive(got, np.empty(x.shape[0], np.int32))
+    ref = np.exp(x.astype(np.float64))
+    ok = x > -86.9
+    assert np.max(np.abs(got[ok] - ref[ok]) / ref[ok]) < 2e-6
+    assert np.all(got[x <= -87.0] == 0)
+
+
+def test_storage_round_trips():
+    rows = np.random.default_rng(0).uniform(-1, 1, size=(50, 64)).astype(np.float32)
+    for dtype, bound in (("bf16", 2.0 ** -8), ("fp16", 2.0 ** -11)):
+        stored, scale = cpu_decode.to_storage(rows, dtype)
+        back = cpu_decode.from_storage(stored, scale, dtype)
+        assert stored.dtype == np.uint16 and scale is None
+        assert np.max(np.abs(back - rows) / np.maximum(np.abs(rows), 1e-3)) <= bound
+    stored, scale = cpu_decode.to_storage(rows, "int8")
+    back = cpu_decode.from_storage(stored, scale, "int8")
+    assert stored.dtype == np.int8 and scale.shape == (50,)
+    assert np.all(np.abs(back - rows) <= scale[:, None] / 2 + 1e-7)
+
+
+def test_chunks_split_long_caches_and_balance_threads():
+    assert chunk_length(1, 1, 300, 2) == 64  # 5 chunks for one head on two threads
+    assert chunk_length(1, 32, 16384, 2) == 4096
+    assert chunk_length(8, 32, 2048, 2) == 2048
+
+
+@pytest.mark.parametrize("impl,kwargs,needle", [
+    ("nosuch", {}, "valid impls are numba-fused"),
+    ("torch-sdpa", {"dtype": "int8"}, "does not support a int8 cache"),
+    ("numba-fused", {"seq_len": 1 << 34}, "needs about"),
+])
+def test_bad_points_fail_before_allocating(cpu, impl, kwargs, needle):
+    args = dict(seq_len=16, heads=4, kv_heads=4, head_dim=32, dtype="fp32")
+    args.update(kwargs)
+    with pytest.raises(HarnessError, match=needle):
+        cpu_decode.check_point(impl, model.DecodeShape(**args), cpu)
+
+
+def test_sweeps_cover_lengths_dtypes_gqa_and_batch(cpu):
+    default = cpu_decode.sweep(Context(cpu=cpu, threads=2))
+    big = max(s.seq_len for _, s in default)
+    fused = [s for impl, s in default if impl == "numba-fused"]
+    assert {s.dtype for s in fused} == {"fp32", "bf16", "fp16", "int8"}
+    assert any(s.kv_heads == s.heads // 4 for s in fused) and any(s.batch == 8 for s in fused)
+    assert min(s.seq_len for s in fused) < big // 32  # from cache-resident ...
+    assert 2 * 32 * 128 * 4 * big >= 8 * (32 << 20)  # ... to 8x the last-level cache in fp32
+    quick = cpu_decode.sweep(Context(cpu=cpu, threads=2, quick=True))
+    full = cpu_decode.sweep(Context(cpu=cpu, threads=2, full=True))
+    assert len(quick) < len(default) < len(full)
+
+
+def test_probe_options_pick_one_shape(cpu):
+    ctx = Context(cpu=cpu, threads=2, options={"impl": "all", "dtype": "bf16", "seq_len": 64, "heads": 4,
+                                                "head_dim": 32})
+    points = cpu_decode.points_from_options(ctx)
+    assert [impl for impl, _ in points] == (["numba-fused", "torch-sdpa", "torch-naive"] if HAS_TORCH else ["numba-fused"]) or not HAS_TORCH
+    assert all(s.kv_heads == 4 and s.dtype == "bf16" for _, s in points)

@@ -1,0 +1,83 @@
+"""Predictions, fractions and the model verdict from synthetic decode records (no kernels run)."""
+
+import pytest
+
+from harness import model, validation
+
+BW, PEAK, LLC = 50e9, 500e9, 32 << 20
+
+
+def record(impl="numba-fused", dtype="fp32", seq_len=16384, kv_heads=32, batch=1, efficiency=0.8, validated=True):
+    shape = model.DecodeShape(seq_len=seq_len, heads=32, kv_heads=kv_heads, head_dim=128, dtype=dtype, batch=batch)
+    nbytes = model.decode_bytes(shape)
+    return {"impl": impl, "dtype": dtype, "seq_len": seq_len, "heads": 32, "kv_heads": kv_heads, "batch": batch,
+            "validated": validated, "time_s": nbytes / (BW * efficiency),
+            "model": {"flops": model.attention_flops(shape), "bytes": nbytes, "cache_bytes": model.cache_bytes(shape)}}
+
+
+def test_derive_point_predicts_and_measures():
+    rec = validation.derive_point(record(efficiency=0.8), BW, PEAK)
+    assert rec["model"]["regime"] == "memory-bound"
+    assert rec["model"]["predicted_time_s"] == pytest.approx(rec["model"]["bytes"] / BW)
+    assert rec["achieved"]["fraction_of_bandwidth"] == pytest.approx(0.8)
+    assert rec["model_error"] == pytest.approx(1 / 0.8 - 1)
+    assert rec["achieved"]["fraction_of_peak_flops"] == pytest.approx(0.8 * BW * rec["model"]["flops"] / rec["model"]["bytes"] / PEAK)
+
+
+def test_derive_point_without_roofs_says_none():
+    rec = validation.derive_point(record(), None, None)
+    assert rec["model_error"] is None and rec["achieved"]["fraction_of_bandwidth"] is None
+    assert rec["achieved"]["bytes_per_s"] > 0
+
+
+def test_model_validation_verdict_and_effects():
+    recs = [record(efficiency=0.85), record("torch-sdpa", efficiency=0.4),
+            record(dtype="bf16", efficiency=0.8), record(dtype="int8", efficiency=0.6),
+            record(kv_heads=8, efficiency=0.8), record(seq_len=2048, batch=8, efficiency=0.8),
+            record(seq_len=256, efficiency=3.0),  # cache-resident: not used for the verdict
+            record(dtype="fp16", efficiency=5.0, validated=False)]  # wrong output: ignored
+    for r in recs:
+        validation.derive_point(r, BW, PEAK)
+    v = validation.model_validation(recs, LLC, BW)
+    assert v["per_dtype"]["fp32"]["impl"] == "numba-fused"
+    assert v["per_dtype"]["fp32"]["model_error"] == pytest.approx(1 / 0.85 - 1)
+    assert "fp16" not in v["per_dtype"]
+    assert v["model_holds"] is True
+    bf16 = v["dtype_ratios"]["bf16_vs_fp32"]
+    assert bf16["model_bytes_ratio"] == pytest.approx(0.5, rel=0.01)
+    assert bf16["measured_time_ratio"] == pytest.approx(0.5 * 0.85 / 0.8, rel=0.01)
+    assert v["gqa"]["model_bytes_ratio"] == pytest.approx(0.25, rel=0.01)
+    assert v["batch"]["model_bytes_ratio"] == pytest.approx(1.0, rel=0.01)
+    assert v["finding"].startswith("memory-bound: numba-fused fp32 at 0.85 of DRAM read bandwidth; model error +18%")
+    assert "int8 0.37x fp32's time (model 0.26)" in v["finding"]
+
+
+def test_model_validation_flags_a_model_that_does_not_hold():
+    recs = [validation.derive_point(record(efficiency=0.3), BW, PEAK)]
+    v = validation.model_validation(recs, LLC, BW)
+    assert v["model_holds"] is False and "+233%" in v["finding"]
+    assert v["gqa"]["available"] is False
+
+
+def test_model_validation_without_large_caches():
+    recs = [validation.derive_point(record(seq_len=64), BW, PEAK)]
+    assert "no validated decode point" in validation.model_validation(recs, LLC, BW)["finding"]
+
+
+def test_adjacent_read_bandwidth_gives_the_verdict_when_present():
+    rec = record(efficiency=0.45)
+    rec["adjacent_read_bytes_per_s"] = BW * 0.5  # the machine was at half its profiled bandwidth then
+    validation.derive_point(rec, BW, PEAK)
+    assert rec["achieved"]["fraction_of_adjacent_read"] == pytest.approx(0.9)
+    assert rec["model_error_adjacent"] == pytest.approx(1 / 0.9 - 1)
+    v = validation.model_validation([rec], LLC, BW)
+    assert v["model_holds"] is True
+    assert "0.90 of the DRAM read bandwidth measured beside it (0.45 of the profile's)" in v["finding"]
+    assert "model error +11% (+122% against the profile's bandwidth)" in v["finding"]
+
+
+def test_the_verdict_uses_the_longest_cache():
+    recs = [validation.derive_point(r, BW, PEAK) for r in (record(seq_len=4096, efficiency=0.9),
+                                                           record(seq_len=16384, efficiency=0.7))]
+    v = validation.model_validation(recs, LLC, BW)
+    assert v["per_dtype"]["fp32"]["seq_len"] == 16384
