@@ -107,6 +107,9 @@ def atomic_write_text(path, text):
     os.makedirs(folder, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".yaml", dir=folder)
     try:
+        umask = os.umask(0)
+        os.umask(umask)
+        os.fchmod(fd, 0o666 & ~umask)  # mkstemp's 0600 would make profiles private to their writer
         with os.fdopen(fd, "w", encoding="utf-8") as f:
             f.write(text)
             f.flush()

@@ -35,6 +35,9 @@ def test_round_trip_is_equal(tmp_path):
     doc = make_doc()
     profile.save_profile(doc, path)
     assert profile.load_profile(path) == doc
+    umask = os.umask(0)
+    os.umask(umask)
+    assert os.stat(path).st_mode & 0o777 == 0o666 & ~umask
 
 
 def test_saving_again_keeps_the_previous_profile_in_history(tmp_path):
