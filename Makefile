@@ -21,7 +21,7 @@ RUN := $(VENV)/bin/python
 SETUP := $(VENV)/.installed
 endif
 
-.PHONY: setup profile quick test bench clean
+.PHONY: setup profile quick test bench report clean
 
 setup: $(SETUP)
 
@@ -39,6 +39,9 @@ quick: $(SETUP)
 
 test: $(SETUP)
 	$(RUN) -m pytest -q $(PYTEST_ARGS)
+
+report: $(SETUP)
+	$(RUN) -m harness report $(ARGS)
 
 bench: $(SETUP)
 	$(RUN) benchmarks/cpu_balance.py $(ARGS)

@@ -103,6 +103,43 @@ def cmd_model(args):
     return 0
 
 
+def cmd_report(args):
+    """Markdown and PNG reports from stored profiles, and the side-by-side index."""
+    import glob
+
+    from harness.profile import load_profile
+    from harness.report import write_index, write_report
+    from harness.specs import load_specs
+
+    paths = args.profiles or sorted(glob.glob(os.path.join("profiles", "*.yaml")))
+    if not paths:
+        raise HarnessError("no profiles given and none in profiles/: run `harness profile` first")
+    docs = [load_profile(p) for p in paths]  # every file validated before anything is written
+    specs = load_specs()
+    for doc in docs:
+        for path in write_report(doc, args.out, specs):
+            print(f"wrote {path}")
+    print(f"wrote {write_index(docs, specs, args.out)}")
+    return 0
+
+
+def cmd_export(args):
+    """A profile's measured numbers in another tool's hardware-config format."""
+    from harness.export import export
+    from harness.profile import atomic_write_text, load_profile
+
+    config, notes = export(load_profile(args.profile), args.format)
+    text = json.dumps(config, indent=4) + "\n"
+    if args.out:
+        atomic_write_text(args.out, text)
+        print(f"wrote {args.out}")
+    else:
+        print(text, end="")
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
+    return 0
+
+
 def cmd_show(args):
     """Print a stored profile's summary (validated on load)."""
     from harness.profile import load_profile
@@ -166,6 +203,17 @@ def parser():
     sp.add_argument("--dtype", default="fp16", help="weight and cache dtype: fp32, fp16, bf16, int8, int4")
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_model)
+
+    sp = sub.add_parser("report", help="markdown + PNG reports from stored profiles (never runs a probe)")
+    sp.add_argument("profiles", nargs="*", help="profile files (default: profiles/*.yaml)")
+    sp.add_argument("--out", default="reports", help="output folder (default: reports)")
+    sp.set_defaults(func=cmd_report)
+
+    sp = sub.add_parser("export", help="a profile's measured numbers in another tool's format")
+    sp.add_argument("profile")
+    sp.add_argument("--format", default="llm-analysis", help="llm-analysis")
+    sp.add_argument("--out", help="file to write (default: print)")
+    sp.set_defaults(func=cmd_export)
 
     sp = sub.add_parser("show", help="summarise a stored profile")
     sp.add_argument("profile")

@@ -165,7 +165,7 @@ def build_profile(device="all", threads=None, quick=False, progress=lambda m: No
     return {
         "schema_version": SCHEMA_VERSION,
         "created_utc": created,
-        "command": " ".join([os.path.basename(sys.argv[0])] + sys.argv[1:]),
+        "command": " ".join(["harness"] + sys.argv[1:]),
         "machine": {"id": cpu["id"], "hostname": socket.gethostname(), "cpu": cpu,
                     "gpus": gpus, "gpus_reason": gpu_reason or (
                         "GPU probes are not implemented yet" if gpus else None)},

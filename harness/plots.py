@@ -1,0 +1,102 @@
+"""Matplotlib figures from plain series data (built by harness/report.py); headless, no probes."""
+
+import os
+import tempfile
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+LEVEL_COLOURS = {"DRAM": "tab:blue", "HBM": "tab:blue", "L3": "tab:green", "L2": "tab:orange", "L1": "tab:red"}
+DTYPE_COLOURS = {"fp64": "black", "fp32": "tab:purple", "bf16": "tab:brown", "fp16": "tab:olive", "int8": "tab:cyan"}
+IMPL_MARKERS = {"numba-fused": "o", "torch-sdpa": "s", "torch-naive": "^", "cupy-fused": "D"}
+
+
+def save_atomically(fig, path):
+    """Write a figure to a temporary file and rename it into place."""
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=folder)
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    finally:
+        plt.close(fig)
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def roofline(series, path):
+    """Log-log roofline: bandwidth slopes per level, compute ceilings per dtype, decode points."""
+    import numpy as np
+
+    fig, ax = plt.subplots(figsize=(12, 6.5))
+    lo, hi = series["intensity_range"]
+    xs = np.logspace(np.log10(lo), np.log10(hi), 200)
+    measured = [c["flops_per_s"] for c in series["ceilings"] if c["measured"]]
+    top = max(measured or [c["flops_per_s"] for c in series["ceilings"]] or [1e12])
+    ax.axvspan(0.5, 2.0, color="gold", alpha=0.18)
+    ax.text(1.0, top * 1.6, "decode attention\n(fp32 0.5 ... int8 2 FLOP/B)", ha="center", va="bottom", fontsize=8)
+    for c in series["ceilings"]:
+        ax.plot([lo, hi], [c["flops_per_s"]] * 2, color=DTYPE_COLOURS.get(c["dtype"], "grey"),
+                linestyle="-" if c["measured"] else "--", linewidth=1.6 if c["measured"] else 1.0,
+                label=f"{c['label']}: {c['flops_per_s'] / 1e9:,.0f} GFLOP/s")
+    for s in series["slopes"]:  # each level's roof: min(I x bandwidth, the highest measured ceiling)
+        ax.plot(xs, np.minimum(xs * s["bytes_per_s"], top), color=LEVEL_COLOURS.get(s["level"], "grey"),
+                linestyle="-" if s["measured"] else "--", linewidth=1.6 if s["measured"] else 1.0,
+                label=f"{s['label']}: {s['bytes_per_s'] / 1e9:,.0f} GB/s")
+    for r in series["ridges"]:
+        ax.plot([r["intensity"]], [r["flops_per_s"]], marker="*", markersize=14, color=DTYPE_COLOURS.get(r["dtype"], "grey"),
+                linestyle="none")
+        ax.annotate(f"ridge {r['dtype']}: {r['intensity']:.1f} FLOP/B", (r["intensity"], r["flops_per_s"]),
+                    textcoords="offset points", xytext=(8, -14), fontsize=8)
+    for p in series["points"]:
+        colour = DTYPE_COLOURS.get(p["dtype"], "grey")
+        ax.plot([p["intensity"]], [p["flops_per_s"]], marker=IMPL_MARKERS.get(p["impl"], "x"), color=colour,
+                markersize=8, linestyle="none", markerfacecolor="none" if p["source"] == "counters" else colour,
+                label=f"decode {p['impl']} {p['dtype']} S={p['seq_len']} ({p['source']})")
+    ax.set_xscale("log")
+    ax.set_yscale("log")
+    ax.set_xlim(lo, hi)
+    ax.set_ylim(top / 3000, top * 4)
+    ax.set_xlabel("arithmetic intensity (FLOP/byte)")
+    ax.set_ylabel("FLOP/s")
+    ax.set_title(series["title"])
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
+    save_atomically(fig, path)
+
+
+def decode_vs_seq_len(series, path):
+    """Time per decode step against seq_len (measured and predicted), and fraction of bandwidth."""
+    fig, (ax_t, ax_f) = plt.subplots(1, 2, figsize=(12, 5))
+    for s in series["series"]:
+        colour = DTYPE_COLOURS.get(s["dtype"], "grey")
+        marker = IMPL_MARKERS.get(s["impl"], "x")
+        ax_t.plot(s["seq_len"], s["time_s"], marker=marker, color=colour, label=f"{s['impl']} {s['dtype']}")
+        if any(f is not None for f in s["fraction_of_bandwidth"]):
+            ax_f.plot(s["seq_len"], s["fraction_of_bandwidth"], marker=marker, color=colour, label=f"{s['impl']} {s['dtype']}")
+    for m in series.get("models", []):
+        ax_t.plot(m["seq_len"], m["predicted_time_s"], linestyle=":", linewidth=2,
+                  color=DTYPE_COLOURS.get(m["dtype"], "grey"), label=f"model {m['dtype']}")
+    for ax in (ax_t, ax_f):
+        ax.set_xscale("log", base=2)
+        ax.set_xlabel("seq_len (tokens in the KV cache)")
+        ax.grid(True, which="both", alpha=0.25)
+        if series.get("llc_seq_len"):
+            ax.axvline(series["llc_seq_len"], color="grey", linestyle="--", linewidth=0.8)
+            ax.annotate("cache = last-level cache (fp32)", (series["llc_seq_len"], 0.02), xycoords=("data", "axes fraction"),
+                        fontsize=7, rotation=90)
+    ax_t.set_yscale("log")
+    ax_t.set_ylabel("time per decode step (s)")
+    ax_t.set_title("decode attention: measured (solid) vs model (dotted)")
+    ax_f.axhline(1.0, color="grey", linewidth=0.8)
+    ax_f.set_ylabel("achieved bytes/s / measured DRAM read bandwidth")
+    ax_f.set_title("fraction of DRAM read bandwidth (above 1: cache-resident)")
+    ax_t.legend(fontsize=7, ncol=2)
+    ax_f.legend(fontsize=7, ncol=2)
+    fig.suptitle(series["title"])
+    save_atomically(fig, path)

@@ -1,0 +1,340 @@
+"""Reports from stored profiles: the data behind the tables and figures, and the markdown.
+
+`report_data` turns a profile into plain data (tables and figure series); `write_report` renders
+it with harness/plots.py. A report never runs a probe; every number comes from the profile.
+"""
+
+import os
+
+from harness import model, plots
+from harness.machine import last_level_cache_bytes
+from harness.profile import atomic_write_text
+from harness.specs import match_spec, spec_flag
+from harness.summary import si
+from harness.validation import LARGE_CACHE_FACTOR, roofs
+
+DECODE_DTYPE_INTENSITY = {"fp32": 0.5, "fp16": 1.0, "bf16": 1.0, "int8": 2.0}
+LEVELS = ("L1", "L2", "L3", "DRAM")
+
+
+def pct(x):
+    return "n/a" if x is None else f"{x:.0%}"
+
+
+def num(x, fmt="{:.2f}"):
+    return "n/a" if x is None else fmt.format(x)
+
+
+def large_decode_points(cpu, llc):
+    """Validated decode records whose cache is at least LARGE_CACHE_FACTOR x the LLC."""
+    return [r for r in cpu.get("decode_attention") or []
+            if r.get("validated") and r["model"]["cache_bytes"] >= LARGE_CACHE_FACTOR * llc]
+
+
+def roofline_series(doc, cpu, llc):
+    """Slopes per memory level, ceilings per dtype (measured and theoretical), ridges, decode points."""
+    levels = cpu.get("hierarchy_levels") or {}
+    slopes = [{"level": lv, "label": f"{lv} read (measured)", "bytes_per_s": levels[lv]["bytes_per_s"], "measured": True}
+              for lv in LEVELS if (levels.get(lv) or {}).get("bytes_per_s")]
+    theory = cpu.get("theoretical") or {}
+    if theory.get("bytes_per_s"):
+        slopes.append({"level": "DRAM", "label": "DRAM (theoretical)", "bytes_per_s": theory["bytes_per_s"], "measured": False})
+    ceilings = []
+    for dtype, rec in (cpu.get("peak_flops") or {}).items():
+        if rec.get("flops_per_s"):
+            ceilings.append({"dtype": dtype, "label": f"{dtype} FMA peak (measured)", "flops_per_s": rec["flops_per_s"], "measured": True})
+        t = (theory.get("flops_per_s") or {}).get(dtype)
+        if t:
+            ceilings.append({"dtype": dtype, "label": f"{dtype} peak (theoretical, nominal clock)", "flops_per_s": t, "measured": False})
+    bw, _ = roofs(cpu)
+    ridges = [{"dtype": c["dtype"], "intensity": c["flops_per_s"] / bw, "flops_per_s": c["flops_per_s"]}
+              for c in ceilings if c["measured"]] if bw else []
+    points = []
+    for r in large_decode_points(cpu, llc):
+        points.append({"impl": r["impl"], "dtype": r["dtype"], "intensity": r["model"]["intensity"],
+                       "flops_per_s": r["achieved"]["flops_per_s"], "source": "analytic", "seq_len": r["seq_len"],
+                       "kv_heads": r["kv_heads"], "heads": r["heads"], "batch": r["batch"]})
+        counted = r.get("counters") or {}
+        if counted.get("intensity") and counted.get("flops"):
+            points.append({"impl": r["impl"], "dtype": r["dtype"], "intensity": counted["intensity"],
+                           "flops_per_s": counted["flops"] / r["time_s"], "source": "counters", "seq_len": r["seq_len"],
+                           "kv_heads": r["kv_heads"], "heads": r["heads"], "batch": r["batch"]})
+    # one point per (impl, dtype): the longest batch-1, group-1 cache
+    best = {}
+    for p in points:
+        if p["batch"] == 1 and p["kv_heads"] == p["heads"]:
+            key = (p["impl"], p["dtype"], p["source"])
+            if key not in best or p["seq_len"] > best[key]["seq_len"]:
+                best[key] = p
+    hi = max([r["intensity"] for r in ridges] + [1.0]) * 30
+    return {"title": f"{doc['machine']['id']}: roofline (solid measured, dashed theoretical)",
+            "slopes": slopes, "ceilings": ceilings, "ridges": ridges, "points": list(best.values()),
+            "intensity_range": [0.1, hi]}
+
+
+def decode_series(doc, cpu, llc):
+    """Per (impl, dtype), batch 1 and group 1: time, prediction and fraction of bandwidth by seq_len."""
+    groups = {}
+    for r in cpu.get("decode_attention") or []:
+        if r.get("validated") and r["batch"] == 1 and r["kv_heads"] == r["heads"]:
+            groups.setdefault((r["impl"], r["dtype"]), []).append(r)
+    series = []
+    for (impl, dtype), recs in sorted(groups.items()):
+        recs.sort(key=lambda r: r["seq_len"])
+        series.append({"impl": impl, "dtype": dtype, "seq_len": [r["seq_len"] for r in recs],
+                       "time_s": [r["time_s"] for r in recs],
+                       "predicted_time_s": [r["model"].get("predicted_time_s") for r in recs],
+                       "fraction_of_bandwidth": [(r.get("achieved") or {}).get("fraction_of_bandwidth") for r in recs]})
+    models = {}  # the prediction depends on the dtype, not the impl: one dotted line per dtype
+    for s in series:
+        if any(p is not None for p in s["predicted_time_s"]) and len(s["seq_len"]) > len(models.get(s["dtype"], {}).get("seq_len", [])):
+            models[s["dtype"]] = {"dtype": s["dtype"], "seq_len": s["seq_len"], "predicted_time_s": s["predicted_time_s"]}
+    first = next(iter(cpu.get("decode_attention") or []), None)
+    llc_seq = llc / (2 * first["kv_heads"] * first["head_dim"] * 4) if first else None
+    return {"title": f"{doc['machine']['id']}: decode attention, batch 1, H_kv = H", "series": series,
+            "models": list(models.values()), "llc_seq_len": llc_seq}
+
+
+def drills(cpu):
+    """The seed page's drill problems answered with this machine's measured roofs."""
+    bw, peak = roofs(cpu)
+    if not (bw and peak):
+        return None
+    llama2 = model.load_preset("llama-2-7b")
+    llama3 = model.load_preset("llama-3-8b")
+    step16 = model.decode_step(llama2, "fp16", 1, 4096, bw, peak)
+    step8 = model.decode_step(llama2, "int8", 1, 4096, bw, peak)
+    gqa = model.decode_step(llama3, "fp16", 1, 4096, bw, peak)
+    return {
+        "balance": model.machine_balance(peak, bw),
+        "attainable_fp32_decode": model.attainable_flops_per_s(0.5, peak, bw),
+        "attainable_fp16_decode": model.attainable_flops_per_s(1.0, peak, bw),
+        "fraction_fp32_decode": model.fraction_of_peak(0.5, peak, bw),
+        "fraction_fp16_decode": model.fraction_of_peak(1.0, peak, bw),
+        "llama2_fp16": step16, "llama2_int8": step8, "llama3_fp16": gqa,
+        "bandwidth": bw, "peak": peak,
+    }
+
+
+def peak_rows(cpu, spec):
+    """Measured vs theoretical (and datasheet) figures, with fractions and flags."""
+    theory = cpu.get("theoretical") or {}
+    rows = []
+    for kernel, rec in (cpu.get("bandwidth") or {}).items():
+        t = theory.get("bytes_per_s")
+        s = (spec or {}).get("bandwidth_bytes_per_s", {}).get("value")
+        rows.append({"metric": f"bandwidth {kernel} (fp64)", "best": si(rec.get("bytes_per_s"), "B/s"),
+                     "median": si(rec.get("median_bytes_per_s"), "B/s"), "theoretical": si(t, "B/s") if t else "n/a",
+                     "fraction": pct(rec["bytes_per_s"] / t) if t and rec.get("bytes_per_s") else "n/a",
+                     "flag": spec_flag(rec.get("bytes_per_s"), s) or ("; ".join(w for w in rec.get("warnings", []) if "exceeds" in w)) or ""})
+    for dtype, rec in (cpu.get("peak_flops") or {}).items():
+        t = (theory.get("flops_per_s") or {}).get(dtype)
+        s = ((spec or {}).get("flops_per_s") or {}).get(dtype, {}).get("value")
+        flag = spec_flag(rec.get("flops_per_s"), s) or ""
+        if t and rec.get("flops_per_s") and rec["flops_per_s"] > t:
+            flag = (f"above the theoretical peak at the nominal clock: implies "
+                    f"{rec.get('implied_clock_hz', 0) / 1e9:.2f} GHz")
+        rows.append({"metric": f"peak {dtype} FMA", "best": si(rec.get("flops_per_s"), "FLOP/s"),
+                     "median": si(rec.get("median_flops_per_s"), "FLOP/s"), "theoretical": si(t, "FLOP/s") if t else "n/a",
+                     "fraction": pct(rec.get("fraction_of_theoretical")), "flag": flag})
+    return rows
+
+
+def collect_warnings(cpu):
+    out = []
+    for key in ("bandwidth", "bandwidth_fp32", "peak_flops"):
+        for name, rec in (cpu.get(key) or {}).items():
+            out += [f"{key}.{name}: {w}" for w in rec.get("warnings", [])]
+    for rec in cpu.get("hierarchy") or []:
+        out += [f"hierarchy {rec['working_set_bytes'] / 1024:.0f} KiB: {w}" for w in rec.get("warnings", [])]
+    for rec in cpu.get("decode_attention") or []:
+        out += [f"decode {rec['impl']} {rec['dtype']} S={rec['seq_len']}: {w}" for w in rec.get("warnings", [])]
+    return out
+
+
+def report_data(doc, specs=()):
+    """Everything a report shows, as plain data (what tests check instead of pixels)."""
+    cpu_info = doc["machine"].get("cpu") or {}
+    cpu = (doc.get("devices") or {}).get("cpu") or {}
+    llc = last_level_cache_bytes(cpu_info)
+    spec = match_spec(cpu_info.get("model"), [s for s in specs if s["kind"] == "cpu"])
+    return {
+        "id": doc["machine"]["id"], "doc": doc, "cpu_info": cpu_info, "cpu": cpu, "spec": spec,
+        "roofline": roofline_series(doc, cpu, llc) if cpu.get("peak_flops") else None,
+        "decode": decode_series(doc, cpu, llc) if cpu.get("decode_attention") else None,
+        "peaks": peak_rows(cpu, spec), "drills": drills(cpu), "warnings": collect_warnings(cpu),
+    }
+
+
+def table(header, rows):
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def markdown(data):
+    """The report's markdown; absent sections are said to be absent."""
+    doc, cpu, info = data["doc"], data["cpu"], data["cpu_info"]
+    bw, peak = roofs(cpu)
+    out = [f"# Hardware profile: {data['id']}", "",
+           f"Profile created {doc['created_utc']} by `{doc.get('command', 'harness profile')}`; "
+           "every number below is read from that profile (raw samples included there).", ""]
+    if data["roofline"]:
+        out += ["![Roofline](roofline.png)", ""]
+    if bw and peak:
+        out += [f"**In one sentence:** this machine reads DRAM at {si(bw, 'B/s')} and computes "
+                f"{si(peak, 'FLOP/s')} in fp32, a balance of {peak / bw:.1f} FLOP/byte; decode attention "
+                "(0.5 to 2 FLOP/byte) sits far left of that ridge, so it is memory-bound here.", ""]
+    out += ["## Machine and software", "", table(["", ""], [
+        ["CPU", f"{info.get('model')} ({info.get('vendor')}, family {info.get('family')}, model {info.get('model_number')})"],
+        ["cores / threads / sockets", f"{info.get('cores')} / {info.get('threads')} / {info.get('sockets')}"],
+        ["SIMD", ", ".join(info.get("simd", []))],
+        ["clock", f"{num((info.get('frequency') or {}).get('nominal_hz'), '{:.3g}')} Hz nominal ({(info.get('frequency') or {}).get('source')})"],
+        ["caches", ", ".join(f"L{c['level']} {c['size_bytes'] // 1024} KiB x{c['instances']}" for c in info.get("caches", []))],
+        ["memory", si(info.get("memory_bytes"), "B")],
+        ["hypervisor", info.get("hypervisor") or "none (bare metal)"],
+        ["OS / Python", f"{doc['software'].get('os')} {doc['software'].get('kernel')} / Python {doc['software'].get('python')}"],
+        ["packages", ", ".join(f"{k} {v}" for k, v in (doc["software"].get("packages") or {}).items() if v)],
+        ["threads used", cpu.get("threads")],
+        ["datasheet spec", data["spec"]["name"] if data["spec"] else "none matches this CPU in profiles/specs/"],
+    ]), ""]
+    out += ["## Peaks: measured against theoretical", ""]
+    if data["peaks"]:
+        out += [table(["metric", "best", "median", "theoretical", "fraction", "flag"],
+                      [[r["metric"], r["best"], r["median"], r["theoretical"], r["fraction"], r["flag"]] for r in data["peaks"]]), ""]
+        out += [f"Theoretical figures: {(cpu.get('theoretical') or {}).get('source', 'n/a')}", ""]
+    else:
+        out += ["No bandwidth or peak measurements in this profile.", ""]
+    out += ["## Balance", ""]
+    if cpu.get("balance"):
+        out += [table(["dtype", "FLOP/byte"], [[d, num(b, "{:.1f}")] for d, b in cpu["balance"].items()]), "",
+                f"Basis: {cpu.get('balance_basis', '')}.", ""]
+    else:
+        out += ["No balance: the profile lacks a bandwidth or a peak measurement.", ""]
+    out += ["## Memory hierarchy (read kernel)", ""]
+    levels = cpu.get("hierarchy_levels") or {}
+    if levels:
+        out += [table(["level", "bandwidth (median of points)", "best point", "points"],
+                      [[lv, si(v.get("bytes_per_s"), "B/s"), si(v.get("max_bytes_per_s"), "B/s"), v.get("points", v.get("reason", ""))]
+                       for lv, v in levels.items()]), ""]
+    else:
+        out += ["No hierarchy sweep in this profile.", ""]
+    out += decode_markdown(data)
+    out += drills_markdown(data["drills"])
+    out += ["## GPUs", "", doc["machine"].get("gpus_reason") or "GPU sections: see devices.gpu* in the profile.", "",
+            "## Hardware counters", ""]
+    counted = [r for r in cpu.get("decode_attention") or [] if (r.get("counters") or {}).get("source") not in (None, "unavailable")]
+    if counted:
+        out += [f"{len(counted)} decode points carry counter-measured bytes and FLOPs (hollow markers on the roofline).", ""]
+    else:
+        reasons = {(r.get("counters") or {}).get("reason") for r in cpu.get("decode_attention") or []} - {None}
+        out += ["No counter measurements in this profile" + (f": {'; '.join(sorted(reasons))}." if reasons else "."), ""]
+    out += ["## Measurement warnings", ""]
+    out += [f"- {w}" for w in data["warnings"]] or ["None."]
+    out.append("")
+    return "\n".join(out)
+
+
+def decode_markdown(data):
+    cpu = data["cpu"]
+    recs = cpu.get("decode_attention") or []
+    if not recs:
+        return ["## Decode attention", "", "No decode attention measurements in this profile.", ""]
+    rows = []
+    for r in recs:
+        a = r.get("achieved") or {}
+        rows.append([r["impl"], r["dtype"], r["batch"], f"{r['heads']}/{r['kv_heads']}", r["seq_len"],
+                     f"{r['time_s'] * 1e3:.3f}", si(a.get("bytes_per_s"), "B/s"), num(a.get("fraction_of_bandwidth")),
+                     num(a.get("fraction_of_adjacent_read")), f"{a.get('fraction_of_peak_flops', 0):.2%}" if a.get("fraction_of_peak_flops") is not None else "n/a",
+                     f"{r['model_error']:+.0%}" if r.get("model_error") is not None else "n/a",
+                     f"{r.get('rel_error', float('nan')):.1e}" if r.get("validated") else f"WRONG: {r.get('error')}"])
+    out = ["## Decode attention", "", "![Decode attention against sequence length](decode.png)", "",
+           table(["impl", "dtype", "B", "H/H_kv", "seq_len", "median ms", "achieved", "of read bw", "of adjacent read",
+                  "of fp32 peak", "model error", "error vs float64"], rows), ""]
+    v = cpu.get("model_validation") or {}
+    out += ["## Does the model hold here?", "", f"**{v.get('finding', 'no verdict')}**", ""]
+    if v.get("per_dtype"):
+        out += [f"Model holds (|error| <= {v['holds_within']:.0%} for the best fp32 implementation): "
+                f"**{'yes' if v['model_holds'] else 'no'}**.", "",
+                table(["dtype", "best impl", "seq_len", "model error", "of read bw", "model error (adjacent read)"],
+                      [[d, p["impl"], p["seq_len"], f"{p['model_error']:+.0%}", num(p["fraction_of_bandwidth"]),
+                        f"{p['model_error_adjacent']:+.0%}" if p.get("model_error_adjacent") is not None else "n/a"]
+                       for d, p in v["per_dtype"].items()]), ""]
+        effects = [[k.replace("_", " "), num(e.get("measured_time_ratio")), num(e.get("model_bytes_ratio"))]
+                   for k, e in list(v.get("dtype_ratios", {}).items()) + [("GQA group 4 vs 1", v.get("gqa") or {}),
+                                                                           ("batch 8 vs batch 1, same bytes", v.get("batch") or {})]]
+        out += [table(["effect", "measured time ratio", "model byte ratio"], effects), ""]
+    return out
+
+
+def drills_markdown(d):
+    if not d:
+        return ["## The seed page's drill problems, for this machine", "",
+                "Not answerable: the profile has no measured read bandwidth and fp32 peak.", ""]
+    l2, l8, l3 = d["llama2_fp16"], d["llama2_int8"], d["llama3_fp16"]
+    return ["## The seed page's drill problems, for this machine", "",
+            f"- Machine balance: {d['peak'] / 1e9:.0f} GFLOP/s / {d['bandwidth'] / 1e9:.1f} GB/s = "
+            f"**{d['balance']:.1f} FLOP/byte**.",
+            f"- Attainable FLOP/s of decode attention: fp32 cache (I = 0.5) **{si(d['attainable_fp32_decode'], 'FLOP/s')}** "
+            f"({d['fraction_fp32_decode']:.1%} of peak); fp16 cache (I = 1) **{si(d['attainable_fp16_decode'], 'FLOP/s')}** "
+            f"({d['fraction_fp16_decode']:.1%} of peak).",
+            f"- Llama-2-7B, fp16, batch 1, 4096 tokens of context: predicted **{l2['predicted_time_s'] * 1e3:.0f} ms per token** "
+            f"({si(l2['weight_bytes'], 'B')} of weights: {l2['weights_time_s'] * 1e3:.0f} ms; {si(l2['cache_bytes'], 'B')} of KV "
+            f"cache: {l2['cache_time_s'] * 1e3:.0f} ms), {l2['regime']}.",
+            f"- Quantising weights and cache to int8 halves both: {l8['predicted_time_s'] * 1e3:.0f} ms per token. "
+            f"GQA as in Llama-3-8B (8 KV heads) cuts the cache read 4x: {si(l3['cache_bytes'], 'B')}, "
+            f"{l3['cache_time_s'] * 1e3:.0f} ms instead of {l2['cache_time_s'] * 1e3:.0f} ms.",
+            f"- The FFN's weight read turns compute-bound at batch >= {l2['crossover_batch']:.0f} (fp16).", ""]
+
+
+def write_report(doc, out_dir, specs=()):
+    """reports/<id>/report.md with roofline.png and decode.png beside it; returns the paths."""
+    data = report_data(doc, specs)
+    folder = os.path.join(out_dir, data["id"])
+    paths = []
+    if data["roofline"]:
+        paths.append(os.path.join(folder, "roofline.png"))
+        plots.roofline(data["roofline"], paths[-1])
+    if data["decode"]:
+        paths.append(os.path.join(folder, "decode.png"))
+        plots.decode_vs_seq_len(data["decode"], paths[-1])
+    paths.append(os.path.join(folder, "report.md"))
+    atomic_write_text(paths[-1], markdown(data))
+    return paths
+
+
+def index_rows(docs, specs):
+    """reports/README.md rows: measured machines, then datasheet specs."""
+    rows = []
+    for doc in docs:
+        cpu = (doc.get("devices") or {}).get("cpu") or {}
+        bw, peak = roofs(cpu)
+        finding = (cpu.get("model_validation") or {}).get("per_dtype", {}).get("fp32") or {}
+        rows.append([f"[{doc['machine']['id']}]({doc['machine']['id']}/report.md)", "measured (CPU)", si(bw, "B/s"),
+                     si(peak, "FLOP/s") + " fp32", si(((cpu.get("peak_flops") or {}).get("fp64") or {}).get("flops_per_s"), "FLOP/s"),
+                     num(peak / bw, "{:.1f}") if bw and peak else "n/a",
+                     num(finding.get("fraction_of_bandwidth")) if finding else "n/a"])
+    for spec in specs:
+        bw = spec["bandwidth_bytes_per_s"]["value"]
+        rates = spec["flops_per_s"]
+        best_key = next((k for k in ("bf16_tensor", "fp16_tensor", "fp32") if k in rates), None)
+        best = rates[best_key]["value"] if best_key else None
+        rows.append([spec["name"], f"datasheet ({spec['file']})", si(bw, "B/s"),
+                     f"{si(best, 'FLOP/s')} {best_key} dense" if best else "n/a",
+                     si(rates.get("fp64", {}).get("value"), "FLOP/s"), num(best / bw, "{:.0f}") if best else "n/a", "n/a"])
+    return rows
+
+
+def write_index(docs, specs, out_dir):
+    """reports/README.md: every profiled machine and every datasheet spec side by side."""
+    text = "\n".join([
+        "# Reports", "",
+        "Every profiled machine (measured) beside every datasheet spec (profiles/specs/, each number with its "
+        "source; tensor rates dense, sparse kept apart in the spec files). Balance is peak FLOP/s over "
+        "bandwidth: decode attention (0.5 to 2 FLOP/byte) is memory-bound wherever the balance is above that.", "",
+        table(["machine", "kind", "bandwidth", "peak", "fp64", "balance (FLOP/byte)", "decode fp32 fraction of read bw"],
+              index_rows(docs, specs)), "",
+        "Regenerate with `make report` (`harness report`); reports never run probes.", ""])
+    path = os.path.join(out_dir, "README.md")
+    atomic_write_text(path, text)
+    return path

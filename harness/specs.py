@@ -1,0 +1,67 @@
+"""Datasheet specs (profiles/specs/*.yaml): every number with its source, dense and sparse apart."""
+
+import os
+
+import yaml
+
+from harness.errors import HarnessError
+
+SPEC_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "profiles", "specs")
+SPEC_TOO_LOW = 0.5  # a measurement under half its spec is flagged, as is one above it
+
+
+def _sourced(value, where, path):
+    if not (isinstance(value, dict) and isinstance(value.get("value"), (int, float)) and value["value"] > 0
+            and isinstance(value.get("source"), str) and value["source"].strip()):
+        raise HarnessError(f"spec {path} is malformed: {where} needs a positive value and a source")
+    return value
+
+
+def load_spec(path):
+    """One spec file, validated: name, kind, match patterns, sourced bandwidth and FLOP/s."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            doc = yaml.safe_load(f)
+    except (OSError, yaml.YAMLError) as e:
+        raise HarnessError(f"spec {path} cannot be read: {str(e).splitlines()[0]}") from None
+    if not isinstance(doc, dict) or not isinstance(doc.get("name"), str) or doc.get("kind") not in ("cpu", "gpu"):
+        raise HarnessError(f"spec {path} is malformed: needs name and kind (cpu or gpu)")
+    if not isinstance(doc.get("match"), list) or not doc["match"]:
+        raise HarnessError(f"spec {path} is malformed: needs a list of names to match")
+    _sourced(doc.get("bandwidth_bytes_per_s"), "bandwidth_bytes_per_s", path)
+    for group in ("flops_per_s", "sparse_flops_per_s"):
+        rates = doc.get(group)
+        if not isinstance(rates, dict) or (group == "flops_per_s" and not rates):
+            raise HarnessError(f"spec {path} is malformed: {group} must be a mapping of dtype to rate")
+        for dtype, value in rates.items():
+            _sourced(value, f"{group}.{dtype}", path)
+    doc["file"] = os.path.basename(path)
+    return doc
+
+
+def load_specs(folder=SPEC_DIR):
+    """Every spec in the folder, sorted by name."""
+    if not os.path.isdir(folder):
+        return []
+    return sorted((load_spec(os.path.join(folder, f)) for f in os.listdir(folder) if f.endswith(".yaml")),
+                  key=lambda s: s["name"])
+
+
+def match_spec(device_name, specs):
+    """The spec one of whose match patterns occurs in the device's name, or None."""
+    name = (device_name or "").lower()
+    for spec in specs:
+        if any(p.lower() in name for p in spec["match"]):
+            return spec
+    return None
+
+
+def spec_flag(measured, spec_value):
+    """'above its spec' / 'under half its spec' / None."""
+    if measured is None or not spec_value:
+        return None
+    if measured > spec_value:
+        return "above its spec"
+    if measured < SPEC_TOO_LOW * spec_value:
+        return "under half its spec"
+    return None

@@ -1,0 +1,125 @@
+"""Reports from a recorded profile: the data handed to the plots, valid PNGs, the markdown's
+numbers, stated absences, the index, the export, and bad input."""
+
+import copy
+import json
+import os
+
+import matplotlib.image
+import pytest
+
+from conftest import FIXTURES, run_cli
+from harness import report
+from harness.export import export
+from harness.errors import HarnessError
+from harness.profile import load_profile, save_profile
+from harness.specs import load_specs
+from harness.summary import si
+
+FIXTURE = os.path.join(FIXTURES, "profile-amd-epyc-2c.yaml")
+
+
+@pytest.fixture(scope="module")
+def doc():
+    return load_profile(FIXTURE)
+
+
+def test_roofline_series_hold_levels_ceilings_ridges_and_decode_points(doc):
+    data = report.report_data(doc, load_specs())
+    roof = data["roofline"]
+    assert [s["level"] for s in roof["slopes"] if s["measured"]] == ["L1", "L2", "L3", "DRAM"]
+    levels = doc["devices"]["cpu"]["hierarchy_levels"]
+    assert roof["slopes"][-1]["bytes_per_s"] == levels["DRAM"]["bytes_per_s"]
+    ceilings = {(c["dtype"], c["measured"]) for c in roof["ceilings"]}
+    assert ceilings == {("fp64", True), ("fp64", False), ("fp32", True), ("fp32", False)}
+    read = doc["devices"]["cpu"]["bandwidth"]["read"]["bytes_per_s"]
+    fp32 = next(r for r in roof["ridges"] if r["dtype"] == "fp32")
+    assert fp32["intensity"] == pytest.approx(doc["devices"]["cpu"]["peak_flops"]["fp32"]["flops_per_s"] / read)
+    points = {(p["impl"], p["dtype"]) for p in roof["points"]}
+    assert {("numba-fused", d) for d in ("fp32", "bf16", "fp16", "int8")} <= points
+    assert all(p["source"] == "analytic" for p in roof["points"])  # no counters in this profile
+    assert all(0.4 <= p["intensity"] <= 2.1 for p in roof["points"])
+
+
+def test_decode_series_hold_measurement_and_model(doc):
+    series = report.report_data(doc)["decode"]
+    fused = next(s for s in series["series"] if s["impl"] == "numba-fused" and s["dtype"] == "fp32")
+    assert fused["seq_len"] == sorted(fused["seq_len"]) and len(fused["seq_len"]) >= 4
+    assert all(p > 0 for p in fused["predicted_time_s"])
+    assert {m["dtype"] for m in series["models"]} == {"fp32", "bf16", "fp16", "int8"}
+
+
+def test_report_files_are_written_and_valid(doc, tmp_path):
+    paths = report.write_report(doc, str(tmp_path), load_specs())
+    names = sorted(os.path.basename(p) for p in paths)
+    assert names == ["decode.png", "report.md", "roofline.png"]
+    for p in paths:
+        if p.endswith(".png"):
+            with open(p, "rb") as f:
+                assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+            assert matplotlib.image.imread(p).shape[0] > 300
+    text = open(os.path.join(tmp_path, doc["machine"]["id"], "report.md")).read()
+    cpu = doc["devices"]["cpu"]
+    assert si(cpu["bandwidth"]["read"]["bytes_per_s"], "B/s") in text
+    assert si(cpu["peak_flops"]["fp32"]["flops_per_s"], "FLOP/s") in text
+    assert cpu["model_validation"]["finding"] in text
+    assert "Llama-2-7B" in text and "drill problems" in text
+    assert "No counter measurements in this profile" in text
+
+
+def test_a_profile_without_decode_gpu_or_counters_states_the_absences(doc, tmp_path):
+    bare = copy.deepcopy(doc)
+    for key in ("decode_attention", "model_validation", "hierarchy", "hierarchy_levels"):
+        bare["devices"]["cpu"].pop(key)
+    paths = report.write_report(bare, str(tmp_path))
+    assert sorted(os.path.basename(p) for p in paths) == ["report.md", "roofline.png"]
+    text = open(paths[-1]).read()
+    assert "No decode attention measurements in this profile." in text
+    assert "No hierarchy sweep in this profile." in text
+    assert "NVML" in text or "GPU" in text
+    empty = copy.deepcopy(doc)
+    empty["devices"] = {}
+    text = report.markdown(report.report_data(empty))
+    assert "No bandwidth or peak measurements" in text and "Not answerable" in text
+
+
+def test_index_lists_machines_and_specs(doc, tmp_path):
+    path = report.write_index([doc], load_specs(), str(tmp_path))
+    text = open(path).read()
+    assert f"[{doc['machine']['id']}]" in text
+    for name in ("A100-SXM4-80GB", "H100 PCIe", "H200", "L4", "RTX 4090", "i5-8250U"):
+        assert name in text
+    assert "989.4 TFLOP/s bf16_tensor dense" in text
+
+
+def test_export_llm_analysis(doc):
+    config, notes = export(doc, "llm-analysis")
+    assert set(config) == {"name", "mem_per_GPU_in_GB", "hbm_bandwidth_in_GB_per_sec",
+                           "intra_node_bandwidth_in_GB_per_sec", "intra_node_min_message_latency",
+                           "peak_fp16_TFLOPS", "peak_i8_TFLOPS", "peak_i4_TFLOPS",
+                           "inter_node_bandwidth_in_GB_per_sec"}
+    assert config["hbm_bandwidth_in_GB_per_sec"] == pytest.approx(
+        doc["devices"]["cpu"]["bandwidth"]["read"]["bytes_per_s"] / 1e9, rel=1e-3)
+    assert any("fp32" in n for n in notes)
+    with pytest.raises(HarnessError, match="valid formats are llm-analysis"):
+        export(doc, "vidur")
+
+
+def test_cli_report_and_export(tmp_path):
+    prof = tmp_path / "p.yaml"
+    save_profile(load_profile(FIXTURE), prof)
+    proc = run_cli("report", str(prof), "--out", str(tmp_path / "out"))
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "out" / "README.md").exists()
+    proc = run_cli("export", str(prof), "--format", "llm-analysis")
+    assert proc.returncode == 0 and json.loads(proc.stdout)["peak_fp16_TFLOPS"] > 0
+
+
+def test_cli_report_rejects_a_malformed_profile_and_writes_nothing(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("schema_version: 1\nmachine: [")
+    proc = run_cli("report", FIXTURE, str(bad), "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2 and "not valid YAML" in proc.stderr
+    assert not (tmp_path / "out").exists()
+    proc = run_cli("export", str(bad))
+    assert proc.returncode == 2

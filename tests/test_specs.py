@@ -1,0 +1,51 @@
+"""Datasheet specs: sourced numbers, dense and sparse apart, matching and flags."""
+
+import pytest
+
+from harness import specs
+from harness.errors import HarnessError
+
+REQUIRED = ("A100-SXM4-80GB", "H100 80GB HBM3", "H100 PCIe", "H200", "NVIDIA L4", "RTX 4090", "i5-8250U")
+
+
+def test_every_required_spec_is_there_with_sources():
+    loaded = specs.load_specs()
+    for name in REQUIRED:
+        assert specs.match_spec(name, loaded), name
+    for spec in loaded:
+        assert spec["bandwidth_bytes_per_s"]["source"]
+        for group in ("flops_per_s", "sparse_flops_per_s"):
+            for rate in spec[group].values():
+                assert rate["value"] > 0 and rate["source"].strip()
+
+
+def test_sparse_rates_are_kept_apart_and_double_the_dense_ones():
+    for spec in specs.load_specs():
+        for dtype, sparse in spec["sparse_flops_per_s"].items():
+            assert sparse["value"] == pytest.approx(2 * spec["flops_per_s"][dtype]["value"], rel=0.01), (spec["name"], dtype)
+
+
+def test_h100_dense_bf16_is_not_the_sparse_figure():
+    h100 = specs.match_spec("NVIDIA H100 80GB HBM3", specs.load_specs())
+    assert h100["flops_per_s"]["bf16_tensor"]["value"] == pytest.approx(989.4e12)
+    assert h100["bandwidth_bytes_per_s"]["value"] == pytest.approx(3.35e12)  # not 3.07
+
+
+def test_flags():
+    assert specs.spec_flag(3.4e12, 3.35e12) == "above its spec"
+    assert specs.spec_flag(1.0e12, 3.35e12) == "under half its spec"
+    assert specs.spec_flag(3.0e12, 3.35e12) is None
+    assert specs.spec_flag(None, 1.0) is None
+
+
+@pytest.mark.parametrize("text,needle", [
+    ("name: x\nkind: tpu\n", "kind"),
+    ("name: x\nkind: gpu\nmatch: [x]\nbandwidth_bytes_per_s: {value: 1.0}\n", "needs a positive value and a source"),
+    ("name: x\nkind: gpu\nmatch: [x]\nbandwidth_bytes_per_s: {value: 1.0, source: s}\nflops_per_s: {fp32: 5}\n",
+     "flops_per_s.fp32"),
+])
+def test_malformed_specs_are_rejected(tmp_path, text, needle):
+    p = tmp_path / "bad.yaml"
+    p.write_text(text)
+    with pytest.raises(HarnessError, match=needle):
+        specs.load_spec(str(p))
