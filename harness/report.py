@@ -157,7 +157,9 @@ def report_data(doc, specs=()):
     cpu_info = doc["machine"].get("cpu") or {}
     cpu = (doc.get("devices") or {}).get("cpu") or {}
     llc = last_level_cache_bytes(cpu_info)
-    spec = match_spec(cpu_info.get("model"), [s for s in specs if s["kind"] == "cpu"])
+    linked = doc["machine"].get("cpu_spec")  # the profile names its spec file where one matched
+    spec = next((s for s in specs if s["file"] == linked), None) or match_spec(
+        cpu_info.get("model"), [s for s in specs if s["kind"] == "cpu"])
     return {
         "id": doc["machine"]["id"], "doc": doc, "cpu_info": cpu_info, "cpu": cpu, "spec": spec,
         "roofline": roofline_series(doc, cpu, llc) if cpu.get("peak_flops") else None,

@@ -8,6 +8,7 @@ from harness import cpu_peaks, machine, validation
 from harness.errors import HarnessError
 from harness.gpus import detect_gpus
 from harness.profile import SCHEMA_VERSION, load_profile, utc_now
+from harness.specs import load_specs, match_spec
 from harness.workload import Context, tiny_sizes
 from probes import PROBES, load_runner, unavailable_reason
 
@@ -167,6 +168,7 @@ def build_profile(device="all", threads=None, quick=False, progress=lambda m: No
         "created_utc": created,
         "command": " ".join(["harness"] + sys.argv[1:]),
         "machine": {"id": cpu["id"], "hostname": socket.gethostname(), "cpu": cpu,
+                    "cpu_spec": (match_spec(cpu["model"], load_specs()) or {}).get("file"),
                     "gpus": gpus, "gpus_reason": gpu_reason or (
                         "GPU probes are not implemented yet" if gpus else None)},
         "software": software,
