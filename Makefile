@@ -21,7 +21,7 @@ RUN := $(VENV)/bin/python
 SETUP := $(VENV)/.installed
 endif
 
-.PHONY: setup profile quick test bench report clean
+.PHONY: setup profile quick test bench report regress clean
 
 setup: $(SETUP)
 
@@ -39,6 +39,12 @@ quick: $(SETUP)
 
 test: $(SETUP)
 	$(RUN) -m pytest -q $(PYTEST_ARGS)
+
+# profile this machine quickly and compare with its committed profile: exit 1 on a regression
+regress: $(SETUP)
+	$(RUN) -m harness profile --quick --out build/regress/latest.yaml
+	$(RUN) -m harness compare profiles/$$($(RUN) -c 'from harness.machine import identify_cpu; print(identify_cpu()["id"])').yaml \
+		build/regress/latest.yaml --out build/regress/report.md $(ARGS)
 
 report: $(SETUP)
 	$(RUN) -m harness report $(ARGS)

@@ -140,6 +140,55 @@ def cmd_export(args):
     return 0
 
 
+def cmd_compare(args):
+    """Regression report between two profiles; exit 1 when something regressed."""
+    from harness import compare
+    from harness.profile import atomic_write_text, load_profile
+
+    base, new = load_profile(args.base), load_profile(args.new)  # both validated before any output
+    cfg = compare.load_config(args.config) if args.config else {}
+    threshold = (args.threshold if args.threshold is not None else cfg.get("threshold_pct", 5)) / 100
+    result = compare.compare(base, new, threshold, cfg.get("metrics", {}))
+    text = compare.markdown(result, args.base, args.new)
+    print(text)
+    if args.out:
+        atomic_write_text(args.out, text)
+        print(f"wrote {args.out}", file=sys.stderr)
+    return 1 if compare.has_regression(result) else 0
+
+
+def cmd_history(args):
+    """A metric's trend over profiles/history/<id>/, as a table and a PNG."""
+    from harness import history
+
+    docs = history.profiles_of(args.machine_id, args.profiles)
+    if not docs:
+        raise HarnessError(f"no profiles of machine {args.machine_id!r} in {args.profiles}/ or its history/")
+    metrics = [args.metric] if args.metric else list(history.HEADLINE)
+    for metric in metrics:
+        rows = history.trend(docs, metric)
+        if all(r["median"] is None for r in rows):
+            raise HarnessError(f"metric {metric!r} is in none of the profiles: try one of {', '.join(history.HEADLINE)}")
+        print(f"{metric}")
+        for r in rows:
+            value = "n/a" if r["median"] is None else f"{r['median']:.4g}"
+            print(f"  {r['created_utc']}  {value}  {r['step']}")
+        path = os.path.join(args.out, args.machine_id, f"history-{metric.replace('/', '_')}.png")
+        history.plot(metric, rows, path, f"{args.machine_id}: {metric} over time")
+        print(f"  wrote {path}")
+    return 0
+
+
+def nonnegative_float(text):
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{value} is invalid: must be 0 or more")
+    return value
+
+
 def cmd_show(args):
     """Print a stored profile's summary (validated on load)."""
     from harness.profile import load_profile
@@ -214,6 +263,21 @@ def parser():
     sp.add_argument("--format", default="llm-analysis", help="llm-analysis")
     sp.add_argument("--out", help="file to write (default: print)")
     sp.set_defaults(func=cmd_export)
+
+    sp = sub.add_parser("compare", help="regression report between two profiles (exit 1 on a regression)")
+    sp.add_argument("base")
+    sp.add_argument("new")
+    sp.add_argument("--threshold", type=nonnegative_float, help="practical threshold in percent (default 5)")
+    sp.add_argument("--config", help="YAML: threshold_pct and per-metric overrides {glob: percent}")
+    sp.add_argument("--out", help="also write the markdown report here")
+    sp.set_defaults(func=cmd_compare)
+
+    sp = sub.add_parser("history", help="a metric's trend over a machine's stored profiles")
+    sp.add_argument("machine_id")
+    sp.add_argument("--metric", help="e.g. bandwidth.read (default: the headline metrics)")
+    sp.add_argument("--profiles", default="profiles", help="profiles folder (default: profiles)")
+    sp.add_argument("--out", default="reports", help="where the PNG goes (default: reports)")
+    sp.set_defaults(func=cmd_history)
 
     sp = sub.add_parser("show", help="summarise a stored profile")
     sp.add_argument("profile")

@@ -62,6 +62,14 @@ def validate(doc, source="<profile>"):
     if cpu is None:
         return doc
     _require(isinstance(cpu, dict), source, "devices.cpu must be a mapping")
+    for key in ("bandwidth", "bandwidth_fp32", "peak_flops", "hierarchy_levels", "thread_sweep", "theoretical",
+                "balance", "model_validation"):
+        _require(isinstance(cpu.get(key, {}), dict), source, f"devices.cpu.{key} must be a mapping")
+    for kernel, rec in (cpu.get("bandwidth_fp32") or {}).items():
+        _check_timing_record(rec, source, f"devices.cpu.bandwidth_fp32.{kernel}", "bytes_per_s", "bytes_per_call")
+    for kernel, recs in (cpu.get("thread_sweep") or {}).items():
+        _require(isinstance(recs, list) and all(isinstance(r, dict) for r in recs), source,
+                 f"devices.cpu.thread_sweep.{kernel} must be a list of records")
     for kernel, rec in (cpu.get("bandwidth") or {}).items():
         _check_timing_record(rec, source, f"devices.cpu.bandwidth.{kernel}", "bytes_per_s", "bytes_per_call")
     for dtype, rec in (cpu.get("peak_flops") or {}).items():

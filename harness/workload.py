@@ -5,6 +5,9 @@ harness times them, checks their output and derives the rates here, so a unit er
 in one probe.
 """
 
+import hashlib
+import inspect
+import json
 import os
 import sys
 import time
@@ -60,11 +63,13 @@ class Context:
 
 def time_workload(w, repeats, min_sample_s, clock=time.perf_counter_ns):
     """Run the timing core on a workload and turn its samples into a profile record."""
+    digest = probe_hash(w)  # before the check adds its findings to w.info
     set_cpu_threads(w.threads)
     w.poison()
     m = measure(w.run, repeats=repeats, min_sample_s=min_sample_s, clock=clock)
     error = w.check()
-    rec = {"dtype": w.dtype, "threads": w.threads, "working_set_bytes": int(w.working_set_bytes)}
+    rec = {"dtype": w.dtype, "threads": w.threads, "working_set_bytes": int(w.working_set_bytes),
+           "probe_hash": digest}
     rec.update(w.info)
     best, median = min(m.samples_s), stats.summarize(m.samples_s)["median"]
     for work, key in ((w.bytes_per_call, "bytes"), (w.flops_per_call, "flops")):
@@ -86,6 +91,23 @@ def time_workload(w, repeats, min_sample_s, clock=time.perf_counter_ns):
         rec["error"] = error
         rec["warnings"].append(f"output check failed: {error}")
     return rec
+
+
+def probe_hash(w):
+    """A short hash of the probe's source (its module and the probes.* modules it uses) and of the
+    workload's parameters: `compare` calls metrics of a changed probe not comparable."""
+    module = inspect.getmodule(w.run)
+    modules = {module} | {inspect.getmodule(v) for v in vars(module).values()
+                          if (getattr(v, "__module__", None) or "").startswith("probes.")} if module else set()
+    h = hashlib.sha256()
+    for m in sorted((m for m in modules if m is not None), key=lambda m: m.__name__):
+        with open(inspect.getsourcefile(m), "rb") as f:
+            h.update(m.__name__.encode() + f.read())
+    params = {"name": w.name, "dtype": w.dtype, "threads": w.threads, "bytes": w.bytes_per_call,
+              "flops": w.flops_per_call, "working_set": w.working_set_bytes,
+              "info": {k: v for k, v in w.info.items() if k != "seed"}}
+    h.update(json.dumps(params, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
 
 
 def set_cpu_threads(threads):

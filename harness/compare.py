@@ -1,0 +1,221 @@
+"""Regression verdicts between two profiles (never runs a probe).
+
+Each comparable metric is a set of raw samples in each profile, turned into rates (bytes/s,
+FLOP/s) or kept as times. The statistical test is a bootstrap 95% confidence interval of the
+ratio of medians (new / base): it needs no distributional assumption, works on the same median the
+profile reports, and yields an effect size that sits directly beside the practical threshold (a
+Mann-Whitney p-value says whether the samples differ, not by how much). A verdict needs both:
+  regressed / improved: the interval excludes 1 and the change is at least the threshold
+  unchanged:            the change is under the threshold
+  noisy:                the change is at least the threshold but the interval includes 1
+  not comparable:       missing on one side, or the probe's source or parameters changed
+"""
+
+import fnmatch
+
+import numpy as np
+import yaml
+
+from harness.errors import HarnessError
+
+DEFAULT_THRESHOLD = 0.05
+BOOTSTRAP_RESAMPLES = 2000
+CONFIDENCE = 0.95
+IDENTITY_FIELDS = [  # (label, path into the profile); compared and listed when they differ
+    ("machine id", ("machine", "id")), ("hostname", ("machine", "hostname")),
+    ("CPU model", ("machine", "cpu", "model")), ("cores", ("machine", "cpu", "cores")),
+    ("hypervisor", ("machine", "cpu", "hypervisor")), ("memory bytes", ("machine", "cpu", "memory_bytes")),
+    ("kernel", ("software", "kernel")), ("python", ("software", "python")),
+    ("numba threading layer", ("software", "numba", "layer")), ("threads used", ("devices", "cpu", "threads")),
+]
+
+
+def _get(doc, path):
+    for key in path:
+        if not isinstance(doc, dict):
+            return None
+        doc = doc.get(key)
+    return doc
+
+
+def metric_samples(doc):
+    """{metric name: (samples, higher_is_better, unit, probe_hash)} from a profile's CPU section."""
+    cpu = _get(doc, ("devices", "cpu")) or {}
+    out = {}
+
+    def rates(rec, work_key):
+        work = rec.get(work_key)
+        return [work / s for s in rec.get("samples_s") or [] if s > 0] if work else []
+
+    for group in ("bandwidth", "bandwidth_fp32"):
+        for kernel, rec in (cpu.get(group) or {}).items():
+            if rec.get("validated"):
+                out[f"{group}.{kernel}"] = (rates(rec, "bytes_per_call"), True, "B/s", rec.get("probe_hash"))
+    for dtype, rec in (cpu.get("peak_flops") or {}).items():
+        if rec.get("validated"):
+            out[f"peak_flops.{dtype}"] = (rates(rec, "flops_per_call"), True, "FLOP/s", rec.get("probe_hash"))
+    for rec in cpu.get("hierarchy") or []:
+        if rec.get("validated"):
+            out[f"hierarchy.{rec['working_set_bytes']}"] = (rates(rec, "bytes_per_call"), True, "B/s", rec.get("probe_hash"))
+    for kernel, recs in (cpu.get("thread_sweep") or {}).items():
+        for rec in recs:
+            work = "bytes_per_call" if "bytes_per_call" in rec else "flops_per_call"
+            if rec.get("validated"):
+                out[f"thread_sweep.{kernel}.{rec['threads']}"] = (rates(rec, work), True,
+                                                                  "B/s" if work == "bytes_per_call" else "FLOP/s", rec.get("probe_hash"))
+    for rec in cpu.get("decode_attention") or []:
+        if rec.get("validated"):
+            name = (f"decode.{rec['impl']}.{rec['dtype']}.B{rec['batch']}.H{rec['heads']}.KV{rec['kv_heads']}"
+                    f".D{rec['head_dim']}.S{rec['seq_len']}")
+            samples = list(rec.get("samples_s") or [])
+            out[f"{name}.time"] = (samples, False, "s", rec.get("probe_hash"))
+            pred = (rec.get("model") or {}).get("predicted_time_s")
+            if pred:
+                out[f"{name}.abs_model_error"] = ([abs(s / pred - 1) for s in samples], False, "", rec.get("probe_hash"))
+    read, peaks = out.get("bandwidth.read"), {k: v for k, v in out.items() if k.startswith("peak_flops.")}
+    if read and read[0]:
+        for name, (samples, _, _, digest) in peaks.items():
+            # each peak sample over the median read: the read's own spread shows in bandwidth.read
+            out[f"balance.{name.split('.')[1]}"] = ([s / float(np.median(read[0])) for s in samples], None, "FLOP/B",
+                                                    f"{digest}+{read[3]}")
+    return out
+
+
+def bootstrap_ratio(base, new, rng, resamples=BOOTSTRAP_RESAMPLES):
+    """(ratio of medians new/base, low, high) with a percentile bootstrap interval."""
+    b, n = np.asarray(base, dtype=float), np.asarray(new, dtype=float)
+    point = float(np.median(n) / np.median(b))
+    bi = rng.integers(0, len(b), size=(resamples, len(b)))
+    ni = rng.integers(0, len(n), size=(resamples, len(n)))
+    ratios = np.median(n[ni], axis=1) / np.median(b[bi], axis=1)
+    alpha = (1 - CONFIDENCE) / 2
+    return point, float(np.quantile(ratios, alpha)), float(np.quantile(ratios, 1 - alpha))
+
+
+def verdict(ratio, low, high, higher_is_better, threshold):
+    """regressed / improved / unchanged / noisy for one metric (see the module docstring)."""
+    change = ratio - 1
+    if abs(change) < threshold:
+        return "unchanged"
+    if low <= 1 <= high:
+        return "noisy"
+    if higher_is_better is None:  # a ratio with no better direction (balance): a change, not a regression
+        return "changed"
+    better = change > 0 if higher_is_better else change < 0
+    return "improved" if better else "regressed"
+
+
+def load_config(path):
+    """{'threshold_pct': 5, 'metrics': {glob: pct}} from YAML; clear error if malformed."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            cfg = yaml.safe_load(f) or {}
+    except (OSError, yaml.YAMLError) as e:
+        raise HarnessError(f"compare config {path} cannot be read: {str(e).splitlines()[0]}") from None
+    if not isinstance(cfg, dict) or not isinstance(cfg.get("metrics", {}), dict):
+        raise HarnessError(f"compare config {path} is malformed: expected threshold_pct and a metrics mapping "
+                           "of glob pattern to percent")
+    for key, value in [("threshold_pct", cfg.get("threshold_pct", 5))] + list(cfg.get("metrics", {}).items()):
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+            raise HarnessError(f"compare config {path}: {key} must be a non-negative percentage, got {value!r}")
+    return cfg
+
+
+def threshold_for(name, default, overrides):
+    for pattern, pct in overrides.items():
+        if fnmatch.fnmatch(name, pattern):
+            return pct / 100
+    return default
+
+
+def identity_differences(base, new):
+    """[(label, base value, new value)] for identity fields and package versions that differ."""
+    diffs = [(label, _get(base, path), _get(new, path)) for label, path in IDENTITY_FIELDS
+             if _get(base, path) != _get(new, path)]
+    bp, np_ = _get(base, ("software", "packages")) or {}, _get(new, ("software", "packages")) or {}
+    diffs += [(f"package {k}", bp.get(k), np_.get(k)) for k in sorted(set(bp) | set(np_)) if bp.get(k) != np_.get(k)]
+    return diffs
+
+
+def compare(base, new, threshold=DEFAULT_THRESHOLD, overrides=None, seed=0):
+    """Every metric's baseline, new value, change, spread and verdict, plus identity differences."""
+    overrides = overrides or {}
+    rng = np.random.default_rng(seed)
+    mb, mn = metric_samples(base), metric_samples(new)
+    rows = []
+    for name in sorted(set(mb) | set(mn)):
+        row = {"metric": name}
+        if name not in mb or name not in mn:
+            row.update(verdict="not comparable", reason="only in the " + ("new" if name in mn else "base") + " profile")
+            rows.append(row)
+            continue
+        (bs, better, unit, bh), (ns, _, _, nh) = mb[name], mn[name]
+        row.update(unit=unit, base=float(np.median(bs)) if bs else None, new=float(np.median(ns)) if ns else None,
+                   base_iqr=_iqr(bs), new_iqr=_iqr(ns), higher_is_better=better)
+        if bh != nh:
+            row.update(verdict="not comparable", reason="the probe's source or parameters changed (probe hash)")
+        elif len(bs) < 2 or len(ns) < 2 or not row["base"]:
+            row.update(verdict="not comparable", reason="fewer than two samples")
+        else:
+            t = threshold_for(name, threshold, overrides)
+            ratio, low, high = bootstrap_ratio(bs, ns, rng)
+            row.update(change=ratio - 1, ci=[low - 1, high - 1], threshold=t, verdict=verdict(ratio, low, high, better, t))
+        rows.append(row)
+    return {"same_machine": _get(base, ("machine", "id")) == _get(new, ("machine", "id")),
+            "differences": identity_differences(base, new), "rows": rows,
+            "base_created": base.get("created_utc"), "new_created": new.get("created_utc")}
+
+
+def _iqr(samples):
+    if len(samples) < 2:
+        return None
+    q1, q3 = np.quantile(samples, [0.25, 0.75])
+    return float(q3 - q1)
+
+
+def _fmt(value, unit):
+    if value is None:
+        return "n/a"
+    if unit in ("B/s", "FLOP/s"):
+        from harness.summary import si
+
+        return si(value, unit)
+    if unit == "s":
+        return f"{value * 1e3:.3f} ms"
+    return f"{value:.3g}"
+
+
+def markdown(result, base_path, new_path):
+    """The regression report."""
+    rows = result["rows"]
+    counts = {v: sum(r["verdict"] == v for r in rows) for v in
+              ("regressed", "improved", "unchanged", "noisy", "changed", "not comparable")}
+    out = ["# Regression report", "", f"- base: `{base_path}` ({result['base_created']})",
+           f"- new: `{new_path}` ({result['new_created']})",
+           f"- verdicts: " + ", ".join(f"{n} {v}" for v, n in counts.items() if n), ""]
+    if not result["same_machine"]:
+        out += ["**These are two different machines**: the comparison is across hardware, not across time.", ""]
+    if result["differences"]:
+        out += ["## What differs between the runs", "", "| field | base | new |", "|---|---|---|"]
+        out += [f"| {label} | {b} | {n} |" for label, b, n in result["differences"]]
+        out.append("")
+    else:
+        out += ["Machine identity, software versions and thread count are the same in both runs.", ""]
+    order = {"regressed": 0, "noisy": 1, "improved": 2, "changed": 3, "unchanged": 4, "not comparable": 5}
+    out += ["## Metrics", "", "| verdict | metric | base (median) | new (median) | change | 95% CI of change | "
+            "IQR base / new | threshold |", "|---|---|---|---|---|---|---|---|"]
+    for r in sorted(rows, key=lambda r: (order[r["verdict"]], r["metric"])):
+        if "change" in r:
+            out.append(f"| {r['verdict']} | {r['metric']} | {_fmt(r['base'], r['unit'])} | {_fmt(r['new'], r['unit'])} | "
+                       f"{r['change']:+.1%} | [{r['ci'][0]:+.1%}, {r['ci'][1]:+.1%}] | "
+                       f"{_fmt(r['base_iqr'], r['unit'])} / {_fmt(r['new_iqr'], r['unit'])} | {r['threshold']:.0%} |")
+        else:
+            out.append(f"| {r['verdict']} | {r['metric']} | {_fmt(r.get('base'), r.get('unit'))} | "
+                       f"{_fmt(r.get('new'), r.get('unit'))} | | | | {r.get('reason', '')} |")
+    out += ["", "Verdicts need both a bootstrap 95% interval of the median ratio that excludes no change and a change "
+            "at least the threshold; time metrics regress upward, rates downward.", ""]
+    return "\n".join(out)
+
+
+def has_regression(result):
+    return any(r["verdict"] == "regressed" for r in result["rows"])

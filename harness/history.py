@@ -1,0 +1,56 @@
+"""A metric's trend over a machine's stored profiles, with step changes flagged (no probe runs)."""
+
+import glob
+import os
+
+from harness import compare, plots
+from harness.profile import load_profile
+
+HEADLINE = ("bandwidth.read", "bandwidth.triad", "peak_flops.fp32", "peak_flops.fp64")
+
+
+def profiles_of(machine_id, folder="profiles"):
+    """(path, doc) for the machine's history and current profile, oldest first."""
+    paths = sorted(glob.glob(os.path.join(folder, "history", machine_id, "*.yaml")))
+    current = os.path.join(folder, f"{machine_id}.yaml")
+    if os.path.exists(current):
+        paths.append(current)
+    docs = [(p, load_profile(p)) for p in paths]
+    return sorted(docs, key=lambda pd: pd[1]["created_utc"])
+
+
+def trend(docs, metric, threshold=compare.DEFAULT_THRESHOLD):
+    """Rows per profile: created, median, and the verdict against the previous profile."""
+    rows, previous = [], None
+    for path, doc in docs:
+        samples = compare.metric_samples(doc).get(metric)
+        row = {"created_utc": doc["created_utc"], "path": path, "median": None, "step": ""}
+        if samples and samples[0]:
+            row["median"] = float(sorted(samples[0])[len(samples[0]) // 2])
+            if previous is not None:
+                result = compare.compare(previous, doc, threshold)
+                match = next((r for r in result["rows"] if r["metric"] == metric), None)
+                if match and match["verdict"] in ("regressed", "improved", "changed"):
+                    row["step"] = f"{match['verdict']} {match['change']:+.1%}"
+            previous = doc
+        rows.append(row)
+    return rows
+
+
+def plot(metric, rows, path, title):
+    """The trend as a PNG, step changes marked."""
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(9, 4.5))
+    xs = [r["created_utc"] for r in rows if r["median"] is not None]
+    ys = [r["median"] for r in rows if r["median"] is not None]
+    ax.plot(xs, ys, marker="o")
+    for r in rows:
+        if r["step"]:
+            ax.annotate(r["step"], (r["created_utc"], r["median"]), textcoords="offset points", xytext=(0, 10),
+                        ha="center", fontsize=8, color="tab:red" if "regressed" in r["step"] else "tab:green")
+    ax.set_title(title)
+    ax.set_ylabel(metric)
+    ax.tick_params(axis="x", rotation=30, labelsize=7)
+    ax.grid(True, alpha=0.3)
+    plots.save_atomically(fig, path)

@@ -1,0 +1,158 @@
+"""Regression verdicts on synthetic profiles built from known distributions."""
+
+import os
+
+import numpy as np
+import pytest
+import yaml
+
+from conftest import run_cli
+from harness import compare
+from harness.errors import HarnessError
+from harness.profile import save_profile
+
+RNG = np.random.default_rng(42)
+
+
+def rate_record(rate, spread, n=10, probe_hash="abc", bytes_per_call=1e9, pattern=None):
+    rates = rate * (np.asarray(pattern) if pattern is not None else 1 + spread * RNG.standard_normal(n))
+    return {"dtype": "fp64", "threads": 2, "working_set_bytes": 1, "bytes_per_call": bytes_per_call,
+            "bytes_per_s": float(rates.max()), "median_bytes_per_s": float(np.median(rates)),
+            "samples_s": [float(bytes_per_call / r) for r in rates], "validated": True, "warnings": [], "probe_hash": probe_hash}
+
+
+def decode_record(time_s, spread, n=10):
+    times = time_s * (1 + spread * RNG.standard_normal(n))
+    return {"impl": "numba-fused", "dtype": "fp32", "batch": 1, "heads": 32, "kv_heads": 32, "head_dim": 128,
+            "seq_len": 16384, "threads": 2, "bytes_per_call": 5.4e8, "bytes_per_s": 5.4e8 / times.min(),
+            "samples_s": times.tolist(), "time_s": float(np.median(times)), "validated": True, "warnings": [],
+            "probe_hash": "dec", "model": {"bytes": 5.4e8, "flops": 2.7e8, "predicted_time_s": time_s * 0.9}}
+
+
+def profile(bandwidth, decode=None, machine_id="m-2c", threads=2, numba="0.68.1", created="2026-11-25T08:00:00Z"):
+    cpu = {"threads": threads, "bandwidth": bandwidth}
+    if decode:
+        cpu["decode_attention"] = decode
+    return {"schema_version": 1, "created_utc": created, "machine": {"id": machine_id, "cpu": {"model": "X"}},
+            "software": {"python": "3.11.7", "packages": {"numba": numba}}, "devices": {"cpu": cpu}}
+
+
+def verdict_of(result, metric):
+    return next(r for r in result["rows"] if r["metric"] == metric)["verdict"]
+
+
+def test_tight_ten_percent_drop_is_a_regression_and_a_rise_an_improvement():
+    base = profile({"triad": rate_record(50e9, 0.01)})
+    assert verdict_of(compare.compare(base, profile({"triad": rate_record(45e9, 0.01)})), "bandwidth.triad") == "regressed"
+    assert verdict_of(compare.compare(base, profile({"triad": rate_record(55e9, 0.01)})), "bandwidth.triad") == "improved"
+
+
+def test_the_same_shift_inside_wide_noise_is_noisy():
+    wide = [0.6, 1.0, 1.4, 0.75, 1.25]
+    base = profile({"triad": rate_record(50e9, 0, pattern=wide)})
+    result = compare.compare(base, profile({"triad": rate_record(45e9, 0, pattern=wide[::-1])}))
+    assert verdict_of(result, "bandwidth.triad") == "noisy"
+
+
+def test_identical_samples_are_unchanged():
+    rec = rate_record(50e9, 0.02)
+    result = compare.compare(profile({"read": rec}), profile({"read": dict(rec)}))
+    row = result["rows"][0]
+    assert row["verdict"] == "unchanged" and row["change"] == 0
+    assert not compare.has_regression(result)
+
+
+def test_time_metrics_regress_upward():
+    base = profile({}, decode=[decode_record(10e-3, 0.01)])
+    slower = profile({}, decode=[decode_record(11e-3, 0.01)])
+    result = compare.compare(base, slower)
+    name = "decode.numba-fused.fp32.B1.H32.KV32.D128.S16384.time"
+    assert verdict_of(result, name) == "regressed"
+    assert verdict_of(compare.compare(slower, base), name) == "improved"
+
+
+def test_a_changed_probe_is_not_comparable_and_missing_metrics_are_said():
+    result = compare.compare(profile({"copy": rate_record(50e9, 0.01, probe_hash="old"), "add": rate_record(1e9, 0.01)}),
+                             profile({"copy": rate_record(40e9, 0.01, probe_hash="new"), "scale": rate_record(1e9, 0.01)}))
+    rows = {r["metric"]: r for r in result["rows"]}
+    assert rows["bandwidth.copy"]["verdict"] == "not comparable" and "probe hash" in rows["bandwidth.copy"]["reason"]
+    assert rows["bandwidth.add"]["reason"] == "only in the base profile"
+    assert rows["bandwidth.scale"]["reason"] == "only in the new profile"
+
+
+def test_machine_and_software_differences_are_listed():
+    result = compare.compare(profile({}, machine_id="a-2c", threads=2, numba="0.68.1"),
+                             profile({}, machine_id="b-8c", threads=8, numba="0.69.0"))
+    labels = {d[0] for d in result["differences"]}
+    assert {"machine id", "threads used", "package numba"} <= labels
+    assert result["same_machine"] is False
+    text = compare.markdown(result, "a.yaml", "b.yaml")
+    assert "two different machines" in text and "package numba" in text
+
+
+def test_per_metric_thresholds_from_a_config(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    cfg.write_text("threshold_pct: 5\nmetrics:\n  'bandwidth.tri*': 20\n")
+    loaded = compare.load_config(str(cfg))
+    base, new = profile({"triad": rate_record(50e9, 0.01)}), profile({"triad": rate_record(45e9, 0.01)})
+    result = compare.compare(base, new, 0.05, loaded["metrics"])
+    assert verdict_of(result, "bandwidth.triad") == "unchanged"
+    cfg.write_text("metrics:\n  x: -3\n")
+    with pytest.raises(HarnessError, match="non-negative"):
+        compare.load_config(str(cfg))
+
+
+def test_a_thousand_metrics_compare(tmp_path):
+    base = profile({f"k{i}": rate_record(50e9, 0.02) for i in range(1000)})
+    new = profile({f"k{i}": rate_record(50e9, 0.02) for i in range(1000)})
+    result = compare.compare(base, new)
+    assert len(result["rows"]) == 1000 and not compare.has_regression(result)
+
+
+def write(tmp_path, name, doc):
+    path = tmp_path / name
+    save_profile(doc, path)
+    return str(path)
+
+
+def test_cli_exit_codes(tmp_path):
+    base = write(tmp_path, "base.yaml", profile({"triad": rate_record(50e9, 0.01)}))
+    same = write(tmp_path, "same.yaml", profile({"triad": rate_record(50e9, 0.01)}))
+    worse = write(tmp_path, "worse.yaml", profile({"triad": rate_record(40e9, 0.01)}))
+    assert run_cli("compare", base, same).returncode == 0
+    out = tmp_path / "report.md"
+    proc = run_cli("compare", base, worse, "--out", str(out))
+    assert proc.returncode == 1 and "| regressed | bandwidth.triad |" in proc.stdout
+    assert out.read_text().startswith("# Regression report")
+
+
+def test_cli_bad_input_changes_no_file(tmp_path):
+    base = write(tmp_path, "base.yaml", profile({"triad": rate_record(50e9, 0.01)}))
+    truncated = tmp_path / "t.yaml"
+    truncated.write_text(open(base).read()[:200])
+    before = truncated.read_text()
+    out = tmp_path / "report.md"
+    proc = run_cli("compare", base, str(truncated), "--out", str(out))
+    assert proc.returncode == 2 and str(truncated) in proc.stderr
+    assert not out.exists() and truncated.read_text() == before
+    assert run_cli("compare", base, base, "--threshold", "-1").returncode == 2
+    bad_cfg = tmp_path / "cfg.yaml"
+    bad_cfg.write_text("metrics: [1, 2]\n")
+    proc = run_cli("compare", base, base, "--config", str(bad_cfg))
+    assert proc.returncode == 2 and "malformed" in proc.stderr
+
+
+def test_history_table_png_and_steps(tmp_path):
+    folder = tmp_path / "profiles"
+    hist = folder / "history" / "m-2c"
+    hist.mkdir(parents=True)
+    for i, rate in enumerate([50e9, 50.2e9, 40e9]):
+        doc = profile({"read": rate_record(rate, 0.005)}, created=f"2026-11-2{i + 1}T08:00:00Z")
+        save_profile(doc, str(hist / f"2026112{i + 1}T080000Z.yaml"))
+    proc = run_cli("history", "m-2c", "--metric", "bandwidth.read", "--profiles", str(folder), "--out", str(tmp_path / "r"))
+    assert proc.returncode == 0, proc.stderr
+    lines = [l for l in proc.stdout.splitlines() if l.startswith("  2026")]
+    assert len(lines) == 3 and "regressed" in lines[2] and "regressed" not in lines[1]
+    assert (tmp_path / "r" / "m-2c" / "history-bandwidth.read.png").exists()
+    proc = run_cli("history", "nobody", "--profiles", str(folder))
+    assert proc.returncode == 2 and "no profiles of machine" in proc.stderr
