@@ -15,6 +15,9 @@ import yaml
 from harness.errors import HarnessError
 
 SCHEMA_VERSION = 1
+# libyaml's C loader and dumper where PyYAML has them (10x faster on large profiles); both safe
+LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 BANDWIDTH_KERNELS = ("copy", "scale", "add", "triad", "read")
 PEAK_DTYPES = ("fp64", "fp32")
 
@@ -102,7 +105,7 @@ def load_profile(path):
     except (OSError, UnicodeDecodeError) as e:
         raise HarnessError(f"profile {path} cannot be read: {e}") from None
     try:
-        doc = yaml.safe_load(text)
+        doc = yaml.load(text, Loader=LOADER)
     except yaml.YAMLError as e:
         raise HarnessError(f"profile {path} is not valid YAML (truncated or corrupted?): "
                            f"{str(e).splitlines()[0]}") from None
@@ -133,7 +136,7 @@ def atomic_write_text(path, text):
 
 def dump(doc):
     """The profile as YAML text (keys in insertion order)."""
-    return yaml.safe_dump(doc, sort_keys=False, default_flow_style=None, width=100)
+    return yaml.dump(doc, Dumper=DUMPER, sort_keys=False, default_flow_style=None, width=100)
 
 
 def history_path(path, previous):
