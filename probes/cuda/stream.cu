@@ -1,0 +1,55 @@
+// STREAM kernels for the harness's GPU bandwidth probe: 16-byte vector accesses (float4 / double2),
+// grid-stride loops. n is the number of vectors; the host sizes arrays to whole vectors.
+// `read` writes one double partial sum per block (summed on the host) so nothing is optimised away.
+
+#define STREAM_KERNELS(V, SUF, LANES)                                                            \
+extern "C" __global__ void copy_##SUF(const V* __restrict__ a, V* __restrict__ c, long long n) {   \
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;                  \
+         i += (long long)gridDim.x * blockDim.x) c[i] = a[i];                                    \
+}                                                                                                \
+extern "C" __global__ void scale_##SUF(V* __restrict__ b, const V* __restrict__ c, double s,     \
+                                       long long n) {                                            \
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;                  \
+         i += (long long)gridDim.x * blockDim.x) {                                               \
+        V x = c[i]; SCALE_##LANES(x, s); b[i] = x;                                               \
+    }                                                                                            \
+}                                                                                                \
+extern "C" __global__ void add_##SUF(const V* __restrict__ a, const V* __restrict__ b,           \
+                                     V* __restrict__ c, long long n) {                           \
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;                  \
+         i += (long long)gridDim.x * blockDim.x) {                                               \
+        V x = a[i], y = b[i]; ADD_##LANES(x, y); c[i] = x;                                       \
+    }                                                                                            \
+}                                                                                                \
+extern "C" __global__ void triad_##SUF(V* __restrict__ a, const V* __restrict__ b,               \
+                                       const V* __restrict__ c, double s, long long n) {         \
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;                  \
+         i += (long long)gridDim.x * blockDim.x) {                                               \
+        V x = b[i], y = c[i]; SCALE_##LANES(y, s); ADD_##LANES(x, y); a[i] = x;                  \
+    }                                                                                            \
+}                                                                                                \
+extern "C" __global__ void read_##SUF(const V* __restrict__ a, double* __restrict__ partial,      \
+                                      long long n) {                                             \
+    __shared__ double warp_sums[32];                                                             \
+    double acc = 0.0;                                                                            \
+    for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;                  \
+         i += (long long)gridDim.x * blockDim.x) { V x = a[i]; acc += SUM_##LANES(x); }          \
+    for (int o = 16; o > 0; o >>= 1) acc += __shfl_down_sync(0xffffffffu, acc, o);               \
+    if ((threadIdx.x & 31) == 0) warp_sums[threadIdx.x >> 5] = acc;                              \
+    __syncthreads();                                                                             \
+    if (threadIdx.x == 0) {                                                                      \
+        double total = 0.0;                                                                      \
+        for (int w = 0; w < (blockDim.x + 31) / 32; w++) total += warp_sums[w];                  \
+        partial[blockIdx.x] = total;                                                             \
+    }                                                                                            \
+}
+
+#define SCALE_4(x, s) { float f = (float)(s); x.x *= f; x.y *= f; x.z *= f; x.w *= f; }
+#define ADD_4(x, y) { x.x += y.x; x.y += y.y; x.z += y.z; x.w += y.w; }
+#define SUM_4(x) ((double)x.x + (double)x.y + (double)x.z + (double)x.w)
+#define SCALE_2(x, s) { x.x *= (s); x.y *= (s); }
+#define ADD_2(x, y) { x.x += y.x; x.y += y.y; }
+#define SUM_2(x) (x.x + x.y)
+
+STREAM_KERNELS(float4, fp32, 4)
+STREAM_KERNELS(double2, fp64, 2)

@@ -1,0 +1,51 @@
+"""GPU code that needs no GPU: every CUDA source compiles with nvcc for sm_80 and sm_90, launch
+geometry and sizing are right, and GPU probes say why they cannot run here."""
+
+import shutil
+import subprocess
+
+import pytest
+
+from probes import PROBES, gpu_common, unavailable_reason
+
+NVCC = shutil.which("nvcc")
+
+
+@pytest.mark.skipif(NVCC is None, reason="nvcc is not installed on this machine")
+@pytest.mark.parametrize("arch", ["sm_80", "sm_90"])
+@pytest.mark.parametrize("name", gpu_common.CUDA_SOURCES)
+def test_cuda_sources_compile(tmp_path, name, arch):
+    src = tmp_path / f"{name}.cu"
+    src.write_text(gpu_common.cuda_source(name))
+    proc = subprocess.run([NVCC, f"-arch={arch}", "--ptx", "-Werror", "all-warnings", "-o", str(tmp_path / "out.ptx"),
+                           str(src)], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    ptx = (tmp_path / "out.ptx").read_text()
+    expected = {"stream": ["triad_fp32", "read_fp64"], "fma": ["fma_fp16", "fma_fp64"],
+                "decode": ["decode_partial_int8", "decode_partial_bf16", "decode_merge"]}[name]
+    for kernel in expected:
+        assert f".entry {kernel}" in ptx
+
+
+def test_grid_and_sizes():
+    assert gpu_common.grid_blocks(10, sm_count=132) == 1
+    assert gpu_common.grid_blocks(10**9, sm_count=132) == 132 * 8
+    # H100: 50 MB L2 -> 4x per array, 16-byte vectors
+    assert gpu_common.stream_vectors(50 << 20, 80 << 30) == 4 * (50 << 20) // 16
+    assert gpu_common.stream_vectors(50 << 20, 600 << 20) == int(0.5 * (600 << 20) / 3) // 16
+
+
+@pytest.mark.parametrize("batch,kv_heads,seq_len,group", [(1, 8, 32768, 4), (8, 8, 32768, 4), (1, 32, 100, 1), (1, 1, 65536, 8)])
+def test_decode_chunking_fills_the_gpu_and_fits_shared_memory(batch, kv_heads, seq_len, group):
+    chunks, chunk_len = gpu_common.decode_chunking(batch, kv_heads, seq_len, group, sm_count=132)
+    assert chunks * chunk_len >= seq_len > (chunks - 1) * chunk_len
+    assert group * chunk_len * 4 <= 48 * 1024
+    assert chunks * batch * kv_heads >= min(2 * 132, seq_len * batch * kv_heads)
+
+
+def test_gpu_probes_say_why_they_cannot_run_here():
+    reason = gpu_common.cupy_unavailable_reason()
+    if reason is None:
+        pytest.skip("this machine has a usable GPU")
+    for name in ("stream", "peak", "decode"):
+        assert unavailable_reason(PROBES[name], "gpu")

@@ -1,0 +1,112 @@
+"""GPU identification, theoretical peaks and telemetry against a fake NVML (no GPU needed)."""
+
+import pytest
+
+from harness import gpus
+
+
+class FakeNVML:
+    """The few NVML calls the harness makes, answering like an H100 SXM; `throttle` sets reasons."""
+
+    NVML_CLOCK_SM, NVML_CLOCK_MEM, NVML_TEMPERATURE_GPU = 1, 2, 0
+
+    class NVMLError(Exception):
+        pass
+
+    def __init__(self, reasons=0):
+        self.reasons = reasons
+
+    def nvmlDeviceGetHandleByIndex(self, i):
+        return i
+
+    def nvmlDeviceGetName(self, h):
+        return b"NVIDIA H100 80GB HBM3"
+
+    def nvmlDeviceGetUUID(self, h):
+        return "GPU-1234"
+
+    def nvmlDeviceGetCudaComputeCapability(self, h):
+        return (9, 0)
+
+    def nvmlDeviceGetMemoryInfo(self, h):
+        return type("Mem", (), {"total": 85520809984})()
+
+    def nvmlDeviceGetMemoryBusWidth(self, h):
+        return 5120
+
+    def nvmlDeviceGetMaxClockInfo(self, h, kind):
+        return 1980 if kind == self.NVML_CLOCK_SM else 2619
+
+    def nvmlDeviceGetClockInfo(self, h, kind):
+        return 1755 if kind == self.NVML_CLOCK_SM else 2619
+
+    def nvmlDeviceGetEnforcedPowerLimit(self, h):
+        return 700000
+
+    def nvmlSystemGetDriverVersion(self):
+        return "580.82.07"
+
+    def nvmlSystemGetCudaDriverVersion(self):
+        return 13000
+
+    def nvmlDeviceGetEccMode(self, h):
+        return (1, 1)
+
+    def nvmlDeviceGetMigMode(self, h):
+        raise self.NVMLError("Not Supported")
+
+    def nvmlDeviceGetPowerUsage(self, h):
+        return 350000
+
+    def nvmlDeviceGetTemperature(self, h, sensor):
+        return 45
+
+    def nvmlDeviceGetCurrentClocksEventReasons(self, h):
+        return self.reasons
+
+
+def h100(sm_count=132):
+    return gpus.identify_gpu(FakeNVML(), 0, sm_count=sm_count)
+
+
+def test_identification_records_nvml_fields_and_survives_unsupported_ones():
+    g = h100()
+    assert g["name"] == "NVIDIA H100 80GB HBM3" and g["compute_capability"] == [9, 0]
+    assert g["memory_bus_width_bits"] == 5120 and g["max_memory_clock_hz"] == 2619e6
+    assert g["power_limit_w"] == 700 and g["cuda_driver_version"] == "13.0" and g["ecc_mode"] == 1
+    assert g["mig_mode"] is None  # NotSupported is recorded as unknown, not a crash
+
+
+def test_theoretical_peaks_of_an_h100_sxm():
+    t = gpus.theoretical(h100())
+    assert t["bytes_per_s"] == pytest.approx(3.35e12, rel=0.01)  # 2 x 2619 MHz x 5120 bits / 8
+    assert t["flops_per_s"]["fp32"] == pytest.approx(66.9e12, rel=0.01)  # the datasheet's 67 TFLOPS
+    assert t["flops_per_s"]["fp64"] == pytest.approx(33.5e12, rel=0.01)
+    at_run_clock = gpus.theoretical(h100(), clock_hz=1755e6)
+    assert at_run_clock["flops_per_s"]["fp32"] == pytest.approx(2 * 128 * 132 * 1755e6)
+    assert "Programming Guide" in t["source"] and "bus width" in t["source"]
+
+
+def test_theoretical_without_sm_count_says_why():
+    t = gpus.theoretical(h100(sm_count=None))
+    assert t["flops_per_s"]["fp32"] is None and "not derivable" in t["source"]
+
+
+def test_telemetry_summarises_and_flags_throttling():
+    calm = gpus.Telemetry(FakeNVML(reasons=0x1), 0, interval_s=0.001)
+    with calm:
+        pass
+    s = calm.summary()
+    assert s["samples"] >= 2 and s["sm_clock_hz"]["median"] == 1755e6 and s["power_w"]["max"] == 350
+    assert s["clocks_event_reasons"] == ["gpu idle"] and s["warnings"] == []
+    hot = gpus.Telemetry(FakeNVML(reasons=0x4 | 0x40), 0, interval_s=0.001)
+    with hot:
+        pass
+    assert hot.summary()["warnings"] == ["throttled while measuring: sw power cap, hw thermal slowdown"]
+
+
+def test_no_gpu_here_is_a_reason_not_a_crash():
+    found, reason = gpus.detect_gpus()
+    if found:
+        pytest.skip("this machine has a GPU")
+    assert reason and ("NVML" in reason or "pynvml" in reason)
