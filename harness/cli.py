@@ -26,7 +26,7 @@ def cmd_profile(args):
     out = args.out or default_profile_path(machine.identify_cpu()["id"])
     check_writable(out)  # before minutes of probing, not after
     doc = build_profile(device=args.device, threads=args.threads, quick=args.quick, full=args.full,
-                        progress=stderr_progress())
+                        progress=stderr_progress(), gpu_selection=args.gpus)
     save_profile(doc, out)
     print("\n".join(profile_lines(doc)))
     print(f"profile written to {out}")
@@ -41,8 +41,9 @@ def cmd_list(args):
     rows = []
     for spec in PROBES.values():
         for device in ("cpu", "gpu"):
-            reason = unavailable_reason(spec, "cpu") if device == "cpu" else (
-                unavailable_reason(spec, "gpu") if "gpu" not in spec.devices else gpu_absence())
+            reason = unavailable_reason(spec, device)
+            if device == "gpu" and reason is None:
+                reason = gpu_absence()
             rows.append({"probe": spec.name, "device": device, "runs_here": reason is None,
                          "reason": reason, "description": spec.description})
     if args.json:
@@ -217,6 +218,7 @@ def parser():
     sp.add_argument("--quick", action="store_true", help="fewer samples and sizes (under a minute)")
     sp.add_argument("--device", default="all", choices=["cpu", "gpu", "all"])
     sp.add_argument("--threads", type=positive_int, help="CPU threads (default: every usable CPU)")
+    sp.add_argument("--gpus", help="GPU indices to profile, e.g. 0,2 (default: all)")
     sp.add_argument("--full", action="store_true", help="longer decode sweep (more lengths, groups, dtypes)")
     sp.add_argument("--out", help="profile path (default: profiles/<machine-id>.yaml)")
     sp.set_defaults(func=cmd_profile)

@@ -52,10 +52,8 @@ def run_single_probe(name, device="cpu", threads=None, quick=False, options=None
     spec = PROBES.get(name)
     if spec is None:
         raise HarnessError(f"unknown probe {name!r}: valid probes are {', '.join(PROBES)}")
-    if device != "cpu":
-        raise HarnessError(f"device {device!r} is not valid for `probe` here: valid devices are cpu "
-                           f"({gpu_absence()})" if device.startswith("gpu") else
-                           f"unknown device {device!r}: valid devices are cpu, gpu0, gpu1, ...")
+    if device != "cpu" and not (device.startswith("gpu") and device[3:].isdigit()):
+        raise HarnessError(f"unknown device {device!r}: valid devices are cpu, gpu0, gpu1, ...")
     options = {k: v for k, v in (options or {}).items() if v is not None}
     unknown = sorted(set(options) - set(spec.options))
     if unknown:
@@ -65,6 +63,17 @@ def run_single_probe(name, device="cpu", threads=None, quick=False, options=None
     if dtype is not None and dtype not in spec.dtypes:
         raise HarnessError(f"--dtype {dtype!r} is not valid for probe {name}: valid are {', '.join(spec.dtypes)}")
     cpu = machine.identify_cpu()
+    if device != "cpu":
+        reason = unavailable_reason(spec, "gpu") or gpu_absence()
+        if reason:
+            raise HarnessError(f"device {device!r} is not valid for `probe {name}` here: valid devices are cpu ({reason})")
+        from harness.gpu_run import run_one
+
+        found, _ = detect_gpus()
+        index = int(device[3:])
+        if index >= len(found):
+            raise HarnessError(f"device {device!r}: valid GPUs are gpu0 to gpu{len(found) - 1}")
+        return run_one(name, index, cpu, quick, tiny_sizes(), progress, options)
     if name == "decode":
         ctx = make_context(cpu, threads, quick, progress, options=options)
         section = run_probe_on_cpu(name, ctx)
@@ -89,8 +98,9 @@ def derive_from_stored(section, cpu, profile_path=None):
 
 
 def gpu_absence():
+    """None where a GPU can be profiled, else why not."""
     gpus, reason = detect_gpus()
-    return reason or f"{len(gpus)} GPU(s) found, but GPU probes are not implemented yet"
+    return reason
 
 
 def theoretical(cpu):
@@ -150,17 +160,30 @@ def cpu_section(ctx, probe_names):
 
 
 def build_profile(device="all", threads=None, quick=False, progress=lambda m: None,
-                  probe_names=CPU_PROFILE_PROBES, full=False):
+                  probe_names=CPU_PROFILE_PROBES, full=False, gpu_selection=None):
     """A complete profile of this machine (plain data, ready for profile.save_profile)."""
     if device not in DEVICES:
         raise HarnessError(f"unknown device {device!r}: valid devices are {', '.join(DEVICES)}")
     cpu = machine.identify_cpu()
     gpus, gpu_reason = detect_gpus()
-    if device == "gpu":
-        raise HarnessError(f"--device gpu: no GPU probes can run here ({gpu_reason or 'GPU probes are not implemented yet'})")
-    ctx = make_context(cpu, threads, quick, progress, full=full)
+    if gpus and not gpu_reason:
+        from harness.gpu_run import GPU_PROFILE_PROBES
+
+        gpu_reason = next((unavailable_reason(PROBES[n], "gpu") for n in GPU_PROFILE_PROBES
+                           if unavailable_reason(PROBES[n], "gpu")), None)
+    if device == "gpu" and gpu_reason:
+        raise HarnessError(f"--device gpu: no GPU can be profiled here ({gpu_reason})")
+    if gpu_selection is not None and not gpus:
+        raise HarnessError(f"--gpus {gpu_selection}: this machine has no GPU ({gpu_reason})")
     created = utc_now()
-    devices = {"cpu": cpu_section(ctx, probe_names)}
+    devices = {}
+    if device in ("cpu", "all"):
+        devices["cpu"] = cpu_section(make_context(cpu, threads, quick, progress, full=full), probe_names)
+    if device in ("gpu", "all") and not gpu_reason:
+        from harness.gpu_run import gpu_sections
+
+        found, gpu_reason = gpu_sections(gpus, gpu_selection, cpu, quick, tiny_sizes(), progress)
+        devices.update(found)
     software = machine.identify_software()
     software["numba"] = machine.numba_threading()
     return {
@@ -169,8 +192,7 @@ def build_profile(device="all", threads=None, quick=False, progress=lambda m: No
         "command": " ".join(["harness"] + sys.argv[1:]),
         "machine": {"id": cpu["id"], "hostname": socket.gethostname(), "cpu": cpu,
                     "cpu_spec": (match_spec(cpu["model"], load_specs()) or {}).get("file"),
-                    "gpus": gpus, "gpus_reason": gpu_reason or (
-                        "GPU probes are not implemented yet" if gpus else None)},
+                    "gpus": gpus, "gpus_reason": gpu_reason},
         "software": software,
         "devices": devices,
     }

@@ -45,6 +45,7 @@ class Context:
     dtypes: tuple = ("fp64", "fp32")
     full: bool = False  # the long sweeps (`harness profile --full`)
     options: dict = field(default_factory=dict)  # probe options from `harness probe NAME --...`
+    gpu: dict | None = None  # the GPU a GPU probe runs on (index, sm_count, l2_bytes, ...)
     progress: Callable[[str], None] = lambda msg: None
     clock: Callable[[], int] = time.perf_counter_ns
 

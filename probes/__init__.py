@@ -11,25 +11,29 @@ DECODE_OPTIONS = ("impl", "dtype", "seq_len", "heads", "kv_heads", "head_dim", "
 @dataclass(frozen=True)
 class ProbeSpec:
     name: str
-    devices: tuple
+    runners: dict  # device kind ("cpu", "gpu") -> "module:function" taking a Context, returning a section
     description: str
-    runner: str  # "module:function" taking a harness.workload.Context, returning a profile section
     dtypes: tuple = MEMORY_DTYPES  # valid --dtype values
     options: tuple = ("dtype",)  # valid probe options
 
+    @property
+    def devices(self):
+        return tuple(self.runners)
+
 
 PROBES = {
-    "stream": ProbeSpec("stream", ("cpu",), "STREAM copy/scale/add/triad and read-only sum, fp64 and fp32, "
-                        "arrays 8x the last-level cache", "probes.cpu_stream:run_stream"),
-    "hierarchy": ProbeSpec("hierarchy", ("cpu",), "read bandwidth swept over working sets from L1 to DRAM",
-                           "probes.cpu_stream:run_hierarchy"),
-    "peak": ProbeSpec("peak", ("cpu",), "FMA-chain peak FLOP/s, fp64 and fp32, vectorised",
-                      "probes.cpu_peak:run_peak"),
-    "threads": ProbeSpec("threads", ("cpu",), "thread sweep 1..N of triad bandwidth and fp32 peak",
-                         "probes.cpu_threads:run_thread_sweep", options=()),
-    "decode": ProbeSpec("decode", ("cpu",), "decode attention (numba-fused, torch-sdpa, torch-naive) against "
-                        "a KV cache, checked against float64", "probes.cpu_decode:run_decode",
-                        dtypes=("fp32", "bf16", "fp16", "int8"), options=DECODE_OPTIONS),
+    "stream": ProbeSpec("stream", {"cpu": "probes.cpu_stream:run_stream", "gpu": "probes.gpu_stream:run_stream"},
+                        "STREAM copy/scale/add/triad and read-only sum, fp64 and fp32, arrays 8x the last-level "
+                        "cache (4x the L2 on GPU)"),
+    "hierarchy": ProbeSpec("hierarchy", {"cpu": "probes.cpu_stream:run_hierarchy"},
+                           "read bandwidth swept over working sets from L1 to DRAM"),
+    "peak": ProbeSpec("peak", {"cpu": "probes.cpu_peak:run_peak", "gpu": "probes.gpu_peak:run_peak"},
+                      "FMA-chain peak FLOP/s, fp64 and fp32 (and fp16 half2, tensor-core matmul on GPU)"),
+    "threads": ProbeSpec("threads", {"cpu": "probes.cpu_threads:run_thread_sweep"},
+                         "thread sweep 1..N of triad bandwidth and fp32 peak", options=()),
+    "decode": ProbeSpec("decode", {"cpu": "probes.cpu_decode:run_decode", "gpu": "probes.gpu_decode:run_decode"},
+                        "decode attention (numba-fused or cupy-fused, torch-sdpa, torch-naive) against a KV cache, "
+                        "checked against float64", dtypes=("fp32", "bf16", "fp16", "int8"), options=DECODE_OPTIONS),
 }
 
 
@@ -43,15 +47,19 @@ def cpu_unavailable_reason():
 
 
 def unavailable_reason(spec, device):
-    """None if `spec` can run on `device` here, else the reason."""
+    """None if `spec` can run on `device` ("cpu" or "gpu") here, else the reason."""
     if device not in spec.devices:
         return f"probe {spec.name} has no {device} implementation yet (devices: {', '.join(spec.devices)})"
+    if device == "gpu":
+        from probes.gpu_common import cupy_unavailable_reason
+
+        return cupy_unavailable_reason()
     return cpu_unavailable_reason()
 
 
-def load_runner(spec) -> Callable:
+def load_runner(spec, device="cpu") -> Callable:
     """Import the probe's module lazily (backends must not load on `import harness`)."""
     import importlib
 
-    module, func = spec.runner.split(":")
+    module, func = spec.runners[device].split(":")
     return getattr(importlib.import_module(module), func)

@@ -49,3 +49,41 @@ def test_gpu_probes_say_why_they_cannot_run_here():
         pytest.skip("this machine has a usable GPU")
     for name in ("stream", "peak", "decode"):
         assert unavailable_reason(PROBES[name], "gpu")
+
+
+def test_gpu_decode_points_and_cold_l2_copies():
+    from harness.errors import HarnessError
+    from probes import gpu_decode
+
+    points = gpu_decode.points_from_options({"impl": "all", "dtype": "fp16", "seq_len": 64})
+    assert [p[0] for p in points].count("torch-sdpa") == len(gpu_decode.SDPA_BACKENDS)
+    assert points[0][0] == "cupy-fused" and points[0][1].batch == 8 and points[0][1].kv_heads == 8
+    with pytest.raises(HarnessError, match="multiple of 32"):
+        gpu_decode.points_from_options({"head_dim": 80})
+    with pytest.raises(HarnessError, match="int8 cache"):
+        gpu_decode.points_from_options({"impl": "torch-naive", "dtype": "int8"})
+    assert gpu_decode.copies_for_cold_l2(1 << 30, 50 << 20) == 1
+    assert gpu_decode.copies_for_cold_l2(1 << 20, 50 << 20) == 64  # capped
+    assert gpu_decode.copies_for_cold_l2(10 << 20, 50 << 20) == 10
+
+
+def test_gpu_fma_closed_form():
+    from probes import gpu_peak
+
+    fixed = gpu_peak.Y / (1 - gpu_peak.X)
+    assert gpu_peak.closed_form_sum(0) == pytest.approx(sum(0.5 + 0.0625 * k for k in range(gpu_peak.ACC)))
+    assert gpu_peak.closed_form_sum(10**6) == pytest.approx(gpu_peak.ACC * fixed)
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(gpu_common.cupy_unavailable_reason() is not None,
+                    reason=f"no usable GPU here: {gpu_common.cupy_unavailable_reason()}")
+def test_gpu_probes_run_and_validate_at_tiny_sizes(monkeypatch):
+    from harness import run
+
+    monkeypatch.setenv("HARNESS_TINY", "1")
+    for name in ("stream", "peak", "decode"):
+        section = run.run_single_probe(name, device="gpu0")
+        recs = [r for v in section.values() if isinstance(v, (dict, list))
+                for r in (v.values() if isinstance(v, dict) else v) if isinstance(r, dict) and "samples_s" in r]
+        assert recs and all(r["validated"] for r in recs), name

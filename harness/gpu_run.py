@@ -1,0 +1,103 @@
+"""Profile each selected NVIDIA GPU: identity and theory from NVML, probes with CuPy and torch,
+telemetry around every probe, balance and the decode verdict (same shapes as devices.cpu)."""
+
+from harness import gpus, validation
+from harness.errors import HarnessError
+from harness.workload import Context
+from probes import PROBES, load_runner, unavailable_reason
+
+GPU_PROFILE_PROBES = ("stream", "peak", "decode")
+
+
+def parse_selection(text, count):
+    """'0,2' -> [0, 2]; None -> every GPU; a clear error for anything else."""
+    if text is None:
+        return list(range(count))
+    try:
+        chosen = [int(x) for x in text.split(",") if x.strip()]
+    except ValueError:
+        raise HarnessError(f"--gpus {text!r} is not a comma-separated list of GPU indices") from None
+    bad = [i for i in chosen if not 0 <= i < count]
+    if bad or not chosen:
+        raise HarnessError(f"--gpus {text!r}: valid indices are 0 to {count - 1}" if count else
+                           "--gpus given, but this machine has no GPU")
+    return chosen
+
+
+def device_facts(index):
+    """SM count and L2 size from the CUDA runtime (NVML has neither)."""
+    import cupy
+
+    with cupy.cuda.Device(index) as dev:
+        attrs = dev.attributes
+        return {"sm_count": attrs["MultiProcessorCount"], "l2_bytes": attrs["L2CacheSize"]}
+
+
+def identify(index):
+    """NVML identity plus SM count and L2 size of GPU `index` (NVML initialised by the caller)."""
+    import pynvml
+
+    facts = device_facts(index)
+    info = gpus.identify_gpu(pynvml, index, sm_count=facts["sm_count"])
+    info["l2_bytes"] = facts["l2_bytes"]
+    return info
+
+
+def run_one(name, index, cpu, quick, tiny, progress, options=None):
+    """`harness probe NAME --device gpuN`: one GPU probe's section."""
+    import cupy
+    import pynvml
+
+    from probes.gpu_common import event_clock
+
+    pynvml.nvmlInit()
+    try:
+        info = identify(index)
+    finally:
+        pynvml.nvmlShutdown()
+    with cupy.cuda.Device(index):
+        ctx = Context(cpu=cpu, threads=1, quick=quick, tiny=tiny, progress=progress, gpu=info, clock=event_clock(),
+                      options=dict(options or {}))
+        return load_runner(PROBES[name], "gpu")(ctx)
+
+
+def gpu_section(index, cpu, quick, tiny, progress):
+    """devices.gpu<index>."""
+    import cupy
+    import pynvml
+
+    pynvml.nvmlInit()
+    try:
+        info = identify(index)
+        section = {"gpu": info, "telemetry": {}}
+        with cupy.cuda.Device(index):
+            from probes.gpu_common import event_clock
+
+            ctx = Context(cpu=cpu, threads=1, quick=quick, tiny=tiny, progress=progress, gpu=info, clock=event_clock())
+            for name in GPU_PROFILE_PROBES:
+                with gpus.Telemetry(pynvml, index) as tele:
+                    section.update(load_runner(PROBES[name], "gpu")(ctx))
+                section["telemetry"][name] = summary = tele.summary()
+                for value in section.values():  # a throttled probe's records carry the warning
+                    for rec in (value.values() if isinstance(value, dict) else value if isinstance(value, list) else []):
+                        if isinstance(rec, dict) and "samples_s" in rec and summary["warnings"]:
+                            rec.setdefault("warnings", []).extend(w for w in summary["warnings"] if w not in rec["warnings"])
+        clock = (section["telemetry"].get("peak") or {}).get("sm_clock_hz") or {}
+        section["theoretical"] = gpus.theoretical(info, clock_hz=clock.get("median"))
+    finally:
+        pynvml.nvmlShutdown()
+    read = section.get("bandwidth", {}).get("read", {}).get("bytes_per_s")
+    section["balance"] = {d: r["flops_per_s"] / read for d, r in section.get("peak_flops", {}).items()
+                          if read and r.get("flops_per_s")}
+    validation.validate_section(section, info["l2_bytes"])
+    return section
+
+
+def gpu_sections(found, selection, cpu, quick, tiny, progress):
+    """({'gpu0': section, ...}, reason or None)."""
+    reason = next((unavailable_reason(PROBES[n], "gpu") for n in GPU_PROFILE_PROBES
+                   if unavailable_reason(PROBES[n], "gpu")), None)
+    if not found or reason:
+        return {}, reason or "no GPU found"
+    return {f"gpu{i}": gpu_section(i, cpu, quick, tiny, progress)
+            for i in parse_selection(selection, len(found))}, None

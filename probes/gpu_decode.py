@@ -1,0 +1,187 @@
+"""Decode attention on an NVIDIA GPU: our split-K CuPy kernel (probes/cuda/decode.cu) and torch
+(each SDPA backend the install offers, named; and matmul-softmax-matmul), on the same fresh
+random caches as the CPU probe and checked against the same float64 reference. The L2 is kept
+cold by rotating through enough copies of the cache to exceed twice its size."""
+
+import math
+
+import numpy as np
+
+from harness import model
+from harness.errors import HarnessError
+from harness.workload import Workload
+from probes.cpu_decode import COUNTERS_UNAVAILABLE, TOLERANCE, DecodeCache, relative_error
+from probes.gpu_common import decode_chunking, load_module
+
+IMPLS = ("cupy-fused", "torch-sdpa", "torch-naive")
+SDPA_BACKENDS = ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "CUDNN_ATTENTION", "MATH")
+MAX_COPIES = 64
+
+
+def check_shape(impl, shape):
+    if impl == "cupy-fused":
+        if shape.head_dim % 32 or shape.head_dim > 256:
+            raise HarnessError(f"cupy-fused needs head-dim a multiple of 32 up to 256, got {shape.head_dim}")
+        if shape.group > 8:
+            raise HarnessError(f"cupy-fused supports GQA groups up to 8, got {shape.group}")
+    elif shape.dtype == "int8":
+        raise HarnessError(f"{impl} does not support an int8 cache: valid dtypes are fp32, bf16, fp16")
+
+
+def copies_for_cold_l2(cache_bytes, l2_bytes):
+    """How many copies of the cache to rotate through so each call finds it out of the L2."""
+    return max(1, min(MAX_COPIES, math.ceil(2 * l2_bytes / max(1, cache_bytes))))
+
+
+def upload(cache, copies):
+    """Device copies of (k, v, k_scale, v_scale) and the query."""
+    import cupy as cp
+
+    sets = [tuple(cp.asarray(x) for x in (cache.k, cache.v, cache.k_scale, cache.v_scale)) for _ in range(copies)]
+    return cp.asarray(cache.q), sets
+
+
+def fused_runner(gpu, cache, q, sets):
+    import cupy as cp
+
+    s = cache.shape
+    kernel = load_module("decode").get_function(f"decode_partial_{s.dtype}")
+    merge = load_module("decode").get_function("decode_merge")
+    chunks, chunk_len = decode_chunking(s.batch, s.kv_heads, s.seq_len, s.group, gpu["sm_count"])
+    bkv = s.batch * s.kv_heads
+    po = cp.empty((chunks * bkv * s.group, s.head_dim), cp.float32)
+    pm = cp.empty(chunks * bkv * s.group, cp.float32)
+    pl = cp.empty_like(pm)
+    out = cp.empty((s.batch * s.heads, s.head_dim), cp.float32)
+    state = {"i": 0}
+    ints = [np.int32(x) for x in (s.heads, s.kv_heads, s.seq_len, s.head_dim, chunk_len)]
+
+    def run(loops):
+        for _ in range(loops):
+            k, v, ks, vs = sets[state["i"] % len(sets)]
+            state["i"] += 1
+            out.fill(np.nan)  # poisoned before every call
+            kernel((chunks, bkv), (128,), (q, k, v, ks, vs, po, pm, pl, *ints),
+                   shared_mem=4 * s.group * chunk_len)
+            merge((bkv, s.group), (128,), (po, pm, pl, out, np.int32(chunks), np.int32(bkv), np.int32(s.group),
+                                           np.int32(s.heads), np.int32(s.kv_heads), np.int32(s.head_dim)))
+
+    return run, lambda: cp.asnumpy(out), {"chunks": chunks, "chunk_len": chunk_len}
+
+
+def torch_runner(impl, cache, q, sets, backend=None):
+    import torch
+    import torch.nn.functional as F
+
+    s = cache.shape
+    dt = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[s.dtype]
+
+    def as_torch(a):
+        t = torch.from_dlpack(a.view(np.int16) if s.dtype == "bf16" else (a.view(np.float16) if s.dtype == "fp16" else a))
+        return (t.view(torch.bfloat16) if s.dtype == "bf16" else t).view(s.batch, s.kv_heads, s.seq_len, s.head_dim)
+
+    tq = torch.from_dlpack(q).to(dt).view(s.batch, s.heads, 1, s.head_dim)
+    kvs = [(as_torch(k), as_torch(v)) for k, v, _, _ in sets]
+    state = {"i": 0}
+    if impl == "torch-sdpa":
+        from torch.nn.attention import SDPBackend, sdpa_kernel
+
+        ctx = lambda: sdpa_kernel([getattr(SDPBackend, backend)])  # noqa: E731
+        gqa = {"enable_gqa": True} if s.group > 1 else {}
+        op = lambda k, v: F.scaled_dot_product_attention(tq, k, v, **gqa)  # noqa: E731
+    else:
+        import contextlib
+
+        ctx = contextlib.nullcontext
+        qg = tq.view(s.batch, s.kv_heads, s.group, s.head_dim)
+        op = lambda k, v: torch.softmax((qg @ k.transpose(-1, -2)).float() / math.sqrt(s.head_dim), -1).to(v.dtype) @ v  # noqa: E731
+
+    def run(loops):
+        with torch.inference_mode(), ctx():
+            for _ in range(loops):
+                k, v = kvs[state["i"] % len(kvs)]
+                state["i"] += 1
+                state["out"] = op(k, v)
+
+    return run, lambda: state["out"].float().reshape(s.batch * s.heads, s.head_dim).cpu().numpy(), {"backend": backend}
+
+
+def decode_workload(gpu, impl, shape, seed, backend=None):
+    check_shape(impl, shape)
+    cache = DecodeCache(shape, seed)
+    copies = copies_for_cold_l2(model.cache_bytes(shape), gpu["l2_bytes"])
+    q, sets = upload(cache, copies)
+    if impl == "cupy-fused":
+        run, output, extra = fused_runner(gpu, cache, q, sets)
+    else:
+        run, output, extra = torch_runner(impl, cache, q, sets, backend)
+    run(1)  # an unsupported SDPA backend raises here, before timing
+    info = {"impl": impl if not backend else f"{impl}[{backend.lower()}]", "batch": shape.batch, "heads": shape.heads,
+            "kv_heads": shape.kv_heads, "head_dim": shape.head_dim, "seq_len": shape.seq_len, "seed": seed,
+            "l2_copies": copies, **{k: v for k, v in extra.items() if v is not None}}
+
+    def check():
+        on_stored, on_original = cache.reference()
+        ref = on_stored if shape.dtype == "int8" else on_original
+        err = relative_error(output(), ref)
+        info.update(rel_error=err, tolerance=TOLERANCE[shape.dtype], storage_error=relative_error(on_stored, on_original))
+        return None if err <= TOLERANCE[shape.dtype] else f"{impl} {shape.dtype}: relative error {err:.3g}"
+
+    return Workload(name=info["impl"], run=run, check=check, poison=lambda: None, threads=1, dtype=shape.dtype,
+                    bytes_per_call=model.decode_bytes(shape), flops_per_call=model.attention_flops(shape),
+                    working_set_bytes=model.cache_bytes(shape), info=info)
+
+
+def sweep(ctx):
+    """(impl, shape, backend) points: seq_len from L2-resident to HBM-sized, dtypes, GQA, batch 8."""
+    h, hkv, d = (8, 2, 64) if ctx.tiny else (32, 8, 128)
+    lens = [256, 1024] if ctx.tiny else [1024, 4096, 16384, 32768, 65536]
+    shape = lambda dtype="fp16", s=lens[-2], kv=hkv, b=8: model.DecodeShape(  # noqa: E731
+        seq_len=s, heads=h, kv_heads=kv, head_dim=d, dtype=dtype, batch=b)
+    points = [("cupy-fused", shape(s=n), None) for n in lens]
+    points += [("cupy-fused", shape(dt), None) for dt in ("fp32", "bf16", "int8")]
+    points += [("cupy-fused", shape(kv=h), None)]
+    points += [("torch-sdpa", shape(), b) for b in SDPA_BACKENDS] + [("torch-naive", shape(), None)]
+    return points
+
+
+def points_from_options(options):
+    """One shape from `harness probe decode --device gpuN --...` (impl 'all': every impl and backend)."""
+    opts = {"impl": "cupy-fused", "dtype": "fp16", "seq_len": 32768, "heads": 32, "kv_heads": 8, "head_dim": 128,
+            "batch": 8, **{k: v for k, v in options.items() if v is not None}}
+    shape = model.DecodeShape(seq_len=opts["seq_len"], heads=opts["heads"], kv_heads=opts["kv_heads"],
+                              head_dim=opts["head_dim"], dtype=opts["dtype"], batch=opts["batch"])
+    if opts["impl"] == "all":
+        impls = ["cupy-fused"] + (["torch-sdpa", "torch-naive"] if shape.dtype != "int8" else [])
+    elif opts["impl"] in IMPLS:
+        impls = [opts["impl"]]
+    else:
+        raise HarnessError(f"unknown GPU decode impl {opts['impl']!r}: valid impls are {', '.join(IMPLS)} or all")
+    points = []
+    for impl in impls:
+        check_shape(impl, shape)
+        points += [(impl, shape, b) for b in SDPA_BACKENDS] if impl == "torch-sdpa" else [(impl, shape, None)]
+    return points
+
+
+def run_decode(ctx):
+    """devices.gpuN.decode_attention; unsupported SDPA backends are recorded with the reason."""
+    records, skipped = [], []
+    points = points_from_options(ctx.options) if ctx.options else sweep(ctx)
+    for i, (impl, shape, backend) in enumerate(points):
+        ctx.progress(f"gpu{ctx.gpu['index']} decode {impl} {backend or ''} {shape.dtype} B={shape.batch} "
+                     f"H={shape.heads}/{shape.kv_heads} S={shape.seq_len}")
+        try:
+            w = decode_workload(ctx.gpu, impl, shape, seed=2000 + i, backend=backend)
+        except RuntimeError as e:  # torch: this SDPA backend does not take this shape or dtype
+            skipped.append({"impl": f"{impl}[{(backend or '').lower()}]", "dtype": shape.dtype, "reason": str(e).splitlines()[0]})
+            continue
+        rec = ctx.measure(w)
+        rec.update(w.info)
+        rec["time_s"] = rec["median_time_s"]
+        rec["model"] = {"flops": model.attention_flops(shape), "softmax_flops": model.softmax_flops(shape),
+                        "bytes": model.decode_bytes(shape), "cache_bytes": model.cache_bytes(shape),
+                        "intensity": model.intensity(model.attention_flops(shape), model.decode_bytes(shape))}
+        rec["counters"] = dict(COUNTERS_UNAVAILABLE)
+        records.append(rec)
+    return {"decode_attention": records, "decode_unsupported": skipped}

@@ -1,0 +1,95 @@
+"""GPU peak FLOP/s: FMA chains in CUDA for fp64, fp32 and fp16 (half2), checked against the
+closed form, and tensor-core matmul through torch for fp16, bf16, tf32 and int8."""
+
+import numpy as np
+
+from harness.workload import Workload
+from probes.gpu_common import load_module
+
+ACC = 8  # chains per thread, as in probes/cuda/fma.cu
+X, Y = 1.0 - 2.0 ** -10, 2.0 ** -11
+RTOL = {"fp64": 1e-9, "fp32": 1e-3, "fp16": 2e-2}
+
+
+def closed_form_sum(iters, x=X, y=Y):
+    """Sum over one thread's chains after `iters` steps of a = a*x + y from a0 = 0.5 + k/16."""
+    fixed = y / (1 - x)
+    return sum(fixed + (0.5 + 0.0625 * k - fixed) * x ** iters for k in range(ACC))
+
+
+def fma_workload(gpu, dtype, iters):
+    import cupy as cp
+
+    kernel = load_module("fma").get_function(f"fma_{dtype}")
+    blocks, threads = gpu["sm_count"] * 16, 256
+    out = cp.empty(blocks * threads, cp.float64 if dtype == "fp64" else cp.float32)
+    per_instruction = 2 if dtype == "fp16" else 1  # half2: one instruction, two FMAs
+    expected = closed_form_sum(iters) * per_instruction
+    x = np.float64(X) if dtype == "fp64" else np.float32(X)
+    y = np.float64(Y) if dtype == "fp64" else np.float32(Y)
+
+    def run(loops):
+        for _ in range(loops):
+            kernel((blocks,), (threads,), (out, x, y, np.int32(iters)))
+
+    def check():
+        got = out.astype(cp.float64)
+        err = float(cp.abs(got - expected).max()) / expected
+        return None if err <= RTOL[dtype] else f"fma {dtype}: relative error {err:.3g} against the closed form"
+
+    return Workload(name=f"fma_{dtype}", run=run, check=check, poison=lambda: out.fill(np.nan),
+                    threads=blocks * threads, dtype=dtype,
+                    flops_per_call=2 * ACC * per_instruction * iters * blocks * threads,
+                    info={"blocks": blocks, "threads_per_block": threads, "iterations_per_call": iters})
+
+
+def matmul_workload(dtype, n):
+    """torch.matmul on tensor cores: n x n x n, checked on a few rows against float64."""
+    import torch
+
+    dev = "cuda"
+    if dtype == "int8":
+        a = torch.randint(-8, 8, (n, n), dtype=torch.int8, device=dev)
+        b = torch.randint(-8, 8, (n, n), dtype=torch.int8, device=dev)
+        op = lambda: torch._int_mm(a, b)  # noqa: E731
+    else:
+        t = {"fp16": torch.float16, "bf16": torch.bfloat16, "tf32": torch.float32}[dtype]
+        a, b = torch.rand(n, n, dtype=t, device=dev), torch.rand(n, n, dtype=t, device=dev)
+        op = lambda: torch.matmul(a, b)  # noqa: E731
+    state = {}
+
+    def run(loops):
+        prev = torch.backends.cuda.matmul.allow_tf32
+        torch.backends.cuda.matmul.allow_tf32 = dtype == "tf32"
+        try:
+            for _ in range(loops):
+                state["out"] = op()
+        finally:
+            torch.backends.cuda.matmul.allow_tf32 = prev
+
+    def check():
+        ref = a[:8].double() @ b.double()
+        got = state["out"][:8].double()
+        err = float((got - ref).abs().max() / ref.abs().max())
+        tol = {"int8": 0, "fp16": 1e-2, "bf16": 2e-2, "tf32": 1e-2}[dtype]
+        return None if err <= tol else f"matmul {dtype}: relative error {err:.3g}"
+
+    return Workload(name=f"matmul_{dtype}", run=run, check=check, poison=lambda: state.clear(), threads=1,
+                    dtype=dtype, flops_per_call=2 * n ** 3, info={"n": n, "via": "torch.matmul"})
+
+
+def run_peak(ctx):
+    """devices.gpuN.peak_flops (FMA) and tensor_flops (matmul)."""
+    out = {"peak_flops": {}, "tensor_flops": {}}
+    for dtype in ("fp64", "fp32", "fp16"):
+        ctx.progress(f"gpu{ctx.gpu['index']} peak {dtype} FMA")
+        out["peak_flops"][dtype] = ctx.measure(fma_workload(ctx.gpu, dtype, 64 if ctx.tiny else 4096))
+    try:
+        import torch  # noqa: F401
+    except ImportError as e:
+        out["tensor_flops"] = {"reason": f"torch is not installed ({e})"}
+        return out
+    for dtype in ("fp16", "bf16", "tf32", "int8"):
+        ctx.progress(f"gpu{ctx.gpu['index']} tensor-core matmul {dtype}")
+        out["tensor_flops"][dtype] = ctx.measure(matmul_workload(dtype, 256 if ctx.tiny else 8192))
+    return out

@@ -1,0 +1,80 @@
+"""GPU memory probe with CuPy: STREAM copy/scale/add/triad and a read-only sum, fp64 and fp32,
+16-byte vector accesses, arrays at least 4x the L2; outputs checked on the device after timing."""
+
+import numpy as np
+
+from harness.workload import Workload
+from probes.cpu_stream import COUNTING, RTOL, SCALAR, STREAM_WEIGHTS
+from probes.gpu_common import THREADS, grid_blocks, load_module, stream_vectors
+
+LANES = {"fp32": 4, "fp64": 2}  # elements per 16-byte vector
+
+
+def device_check(out, ref, rtol, what):
+    """None if out matches the float64 reference on the device, else the first mismatch."""
+    import cupy as cp
+
+    bad = ~(cp.abs(out.astype(cp.float64) - ref) <= rtol * cp.abs(ref))
+    if not bool(bad.any()):
+        return None
+    i = int(cp.argmax(bad))
+    return f"{what}: element {i} is {float(out[i])!r}, expected {float(ref[i])!r}"
+
+
+def stream_workloads(gpu, dtype, n_vectors):
+    """The five kernels on three device arrays, in STREAM's order."""
+    import cupy as cp
+
+    mod = load_module("stream")
+    t = cp.float32 if dtype == "fp32" else cp.float64
+    n = n_vectors * LANES[dtype]
+    rng = cp.random.default_rng(1)
+    a, b, c = (rng.random(n, dtype=cp.float64).astype(t) + t(0.5) for _ in range(3))
+    blocks = grid_blocks(n_vectors, gpu["sm_count"])
+    partial = cp.empty(blocks, cp.float64)
+    f64 = lambda x: x.astype(cp.float64)  # noqa: E731
+    rtol = RTOL[dtype]
+
+    def launch(name, *args):
+        kernel = mod.get_function(f"{name}_{dtype}")
+
+        def run(loops):
+            for _ in range(loops):
+                kernel((blocks,), (THREADS,), args)
+
+        return run
+
+    s = np.float64(SCALAR)
+    n_arg = np.int64(n_vectors)
+    specs = {
+        "copy": (launch("copy", a, c, n_arg), c, lambda: device_check(c, f64(a), rtol, "copy c")),
+        "scale": (launch("scale", b, c, s, n_arg), b, lambda: device_check(b, SCALAR * f64(c), rtol, "scale b")),
+        "add": (launch("add", a, b, c, n_arg), c, lambda: device_check(c, f64(a) + f64(b), rtol, "add c")),
+        "triad": (launch("triad", a, b, c, s, n_arg), a,
+                  lambda: device_check(a, f64(b) + SCALAR * f64(c), rtol, "triad a")),
+        "read": (launch("read", a, partial, n_arg), partial,
+                 lambda: None if abs(float(partial.sum()) / float(f64(a).sum()) - 1) <= 1e-9
+                 else f"read sum {float(partial.sum())!r} != {float(f64(a).sum())!r}"),
+    }
+    itemsize = np.dtype(t).itemsize
+    for name, (run, out, check) in specs.items():
+        yield Workload(name=name, run=run, check=check, poison=lambda out=out: out.fill(np.nan), threads=THREADS * blocks,
+                       dtype=dtype, bytes_per_call=STREAM_WEIGHTS[name] * n * itemsize,
+                       working_set_bytes=STREAM_WEIGHTS[name] * n * itemsize,
+                       info={"elements": int(n), "blocks": int(blocks), "bytes_counted": COUNTING})
+
+
+def run_stream(ctx):
+    """devices.gpuN.bandwidth (fp64) and bandwidth_fp32."""
+    import cupy as cp
+
+    free, _ = cp.cuda.runtime.memGetInfo()
+    section = {}
+    for dtype in ctx.dtypes:
+        n_vec = 1 << 16 if ctx.tiny else stream_vectors(ctx.gpu["l2_bytes"], free)
+        key = "bandwidth" if dtype == "fp64" else f"bandwidth_{dtype}"
+        section[key] = {}
+        for w in stream_workloads(ctx.gpu, dtype, n_vec):
+            ctx.progress(f"gpu{ctx.gpu['index']} stream {dtype} {w.name}")
+            section[key][w.name] = ctx.measure(w)
+    return section
