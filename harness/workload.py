@@ -32,6 +32,7 @@ class Workload:
     flops_per_call: int = 0
     working_set_bytes: int = 0
     info: dict = field(default_factory=dict)  # extra fields recorded as they are
+    device: str = "cpu"  # "gpu": `threads` is the GPU's thread count and Numba's is left alone
 
 
 @dataclass
@@ -65,7 +66,8 @@ class Context:
 def time_workload(w, repeats, min_sample_s, clock=time.perf_counter_ns):
     """Run the timing core on a workload and turn its samples into a profile record."""
     digest = probe_hash(w)  # before the check adds its findings to w.info
-    set_cpu_threads(w.threads)
+    if w.device == "cpu":
+        set_cpu_threads(w.threads)
     w.poison()
     m = measure(w.run, repeats=repeats, min_sample_s=min_sample_s, clock=clock)
     error = w.check()

@@ -128,6 +128,7 @@ def decode_workload(gpu, impl, shape, seed, backend=None):
         return None if err <= TOLERANCE[shape.dtype] else f"{impl} {shape.dtype}: relative error {err:.3g}"
 
     return Workload(name=info["impl"], run=run, check=check, poison=lambda: None, threads=1, dtype=shape.dtype,
+                    device="gpu",
                     bytes_per_call=model.decode_bytes(shape), flops_per_call=model.attention_flops(shape),
                     working_set_bytes=model.cache_bytes(shape), info=info)
 

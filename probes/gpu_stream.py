@@ -59,7 +59,7 @@ def stream_workloads(gpu, dtype, n_vectors):
     itemsize = np.dtype(t).itemsize
     for name, (run, out, check) in specs.items():
         yield Workload(name=name, run=run, check=check, poison=lambda out=out: out.fill(np.nan), threads=THREADS * blocks,
-                       dtype=dtype, bytes_per_call=STREAM_WEIGHTS[name] * n * itemsize,
+                       dtype=dtype, device="gpu", bytes_per_call=STREAM_WEIGHTS[name] * n * itemsize,
                        working_set_bytes=STREAM_WEIGHTS[name] * n * itemsize,
                        info={"elements": int(n), "blocks": int(blocks), "bytes_counted": COUNTING})
 
