@@ -26,7 +26,7 @@ def cmd_profile(args):
     out = args.out or default_profile_path(machine.identify_cpu()["id"])
     check_writable(out)  # before minutes of probing, not after
     doc = build_profile(device=args.device, threads=args.threads, quick=args.quick, full=args.full,
-                        progress=stderr_progress(), gpu_selection=args.gpus)
+                        progress=stderr_progress(), gpu_selection=args.gpus, counters=args.counters)
     save_profile(doc, out)
     print("\n".join(profile_lines(doc)))
     print(f"profile written to {out}")
@@ -64,6 +64,7 @@ def cmd_probe(args):
     from harness.workload import stderr_progress
 
     options = {name: getattr(args, name) for name in ("dtype", "impl", "seq_len", "heads", "kv_heads", "head_dim", "batch")}
+    options["counters"] = args.counters
     result = run_single_probe(args.name, device=args.device, threads=args.threads, quick=args.quick,
                               options=options, progress=stderr_progress())
     if args.json:
@@ -219,6 +220,8 @@ def parser():
     sp.add_argument("--device", default="all", choices=["cpu", "gpu", "all"])
     sp.add_argument("--threads", type=positive_int, help="CPU threads (default: every usable CPU)")
     sp.add_argument("--gpus", help="GPU indices to profile, e.g. 0,2 (default: all)")
+    sp.add_argument("--counters", default="auto", choices=["auto", "off", "perf", "ncu"],
+                    help="hardware counters: auto (whatever works here), off, perf (CPU), ncu (GPU)")
     sp.add_argument("--full", action="store_true", help="longer decode sweep (more lengths, groups, dtypes)")
     sp.add_argument("--out", help="profile path (default: profiles/<machine-id>.yaml)")
     sp.set_defaults(func=cmd_profile)
@@ -234,6 +237,7 @@ def parser():
     sp.add_argument("--dtype", help="stream/hierarchy/peak: fp64 or fp32; decode: fp32, bf16, fp16 or int8")
     sp.add_argument("--quick", action="store_true")
     sp.add_argument("--json", action="store_true", help="print the records as JSON")
+    sp.add_argument("--counters", default="off", choices=["auto", "off", "perf", "ncu"], help="count with perf (CPU)")
     decode = sp.add_argument_group("decode options (one shape; defaults: numba-fused fp32, S=16384, "
                                    "H=32, H_kv=H, d_h=128, B=1)")
     decode.add_argument("--impl", help="numba-fused, torch-sdpa, torch-naive, or all")

@@ -93,11 +93,34 @@ def gpu_section(index, cpu, quick, tiny, progress):
     return section
 
 
-def gpu_sections(found, selection, cpu, quick, tiny, progress):
+def count_with_ncu(section, index, progress):
+    """Re-run the headline GPU workloads under ncu and put the counts in their records."""
+    from harness.counters import ncu
+
+    device = f"gpu{index}"
+    targets = [(section.get("bandwidth_fp32", {}).get("triad"), "stream", "triad", ["--dtype", "fp32"]),
+               (section.get("peak_flops", {}).get("fp32"), "peak", "fma_fp32", [])]
+    for rec in section.get("decode_attention", []):
+        if rec["impl"] == "cupy-fused":
+            targets.append((rec, "decode", "cupy-fused", ["--impl", "cupy-fused", "--dtype", rec["dtype"],
+                                                          "--seq-len", str(rec["seq_len"]), "--heads", str(rec["heads"]),
+                                                          "--kv-heads", str(rec["kv_heads"]), "--head-dim",
+                                                          str(rec["head_dim"]), "--batch", str(rec["batch"])]))
+    for rec, probe, nvtx_range, args in targets:
+        if rec:
+            progress(f"{device} counting {probe} {nvtx_range} under ncu")
+            rec["counters"] = ncu.count(probe, device, nvtx_range, ["--quick", *args], rec.get("bytes_per_call"))
+
+
+def gpu_sections(found, selection, cpu, quick, tiny, progress, counters="auto"):
     """({'gpu0': section, ...}, reason or None)."""
     reason = next((unavailable_reason(PROBES[n], "gpu") for n in GPU_PROFILE_PROBES
                    if unavailable_reason(PROBES[n], "gpu")), None)
     if not found or reason:
         return {}, reason or "no GPU found"
-    return {f"gpu{i}": gpu_section(i, cpu, quick, tiny, progress)
-            for i in parse_selection(selection, len(found))}, None
+    sections = {}
+    for i in parse_selection(selection, len(found)):
+        sections[f"gpu{i}"] = gpu_section(i, cpu, quick, tiny, progress)
+        if counters in ("auto", "ncu"):
+            count_with_ncu(sections[f"gpu{i}"], i, progress)
+    return sections, None

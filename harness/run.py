@@ -6,6 +6,7 @@ import sys
 
 from harness import cpu_peaks, machine, validation
 from harness.errors import HarnessError
+from harness.counters import check_mode
 from harness.gpus import detect_gpus
 from harness.profile import SCHEMA_VERSION, load_profile, utc_now
 from harness.specs import load_specs, match_spec
@@ -27,9 +28,10 @@ def check_threads(threads, cpu):
     return threads
 
 
-def make_context(cpu, threads, quick, progress, dtypes=DTYPES, full=False, options=None):
+def make_context(cpu, threads, quick, progress, dtypes=DTYPES, full=False, options=None, counters="off"):
     return Context(cpu=cpu, threads=check_threads(threads, cpu), quick=quick, tiny=tiny_sizes(),
-                   progress=progress, dtypes=tuple(dtypes), full=full, options=dict(options or {}))
+                   progress=progress, dtypes=tuple(dtypes), full=full, options=dict(options or {}),
+                   counters=counters)
 
 
 def run_probe_on_cpu(name, ctx):
@@ -55,6 +57,7 @@ def run_single_probe(name, device="cpu", threads=None, quick=False, options=None
     if device != "cpu" and not (device.startswith("gpu") and device[3:].isdigit()):
         raise HarnessError(f"unknown device {device!r}: valid devices are cpu, gpu0, gpu1, ...")
     options = {k: v for k, v in (options or {}).items() if v is not None}
+    counters = check_mode(options.pop("counters", "off"))
     unknown = sorted(set(options) - set(spec.options))
     if unknown:
         raise HarnessError(f"probe {name} has no option {', '.join('--' + u.replace('_', '-') for u in unknown)}"
@@ -75,10 +78,10 @@ def run_single_probe(name, device="cpu", threads=None, quick=False, options=None
             raise HarnessError(f"device {device!r}: valid GPUs are gpu0 to gpu{len(found) - 1}")
         return run_one(name, index, cpu, quick, tiny_sizes(), progress, options)
     if name == "decode":
-        ctx = make_context(cpu, threads, quick, progress, options=options)
+        ctx = make_context(cpu, threads, quick, progress, options=options, counters=counters)
         section = run_probe_on_cpu(name, ctx)
         return derive_from_stored(section, cpu, profile_path)
-    ctx = make_context(cpu, threads, quick, progress, dtypes=[dtype] if dtype else DTYPES)
+    ctx = make_context(cpu, threads, quick, progress, dtypes=[dtype] if dtype else DTYPES, counters=counters)
     return run_probe_on_cpu(name, ctx)
 
 
@@ -160,10 +163,11 @@ def cpu_section(ctx, probe_names):
 
 
 def build_profile(device="all", threads=None, quick=False, progress=lambda m: None,
-                  probe_names=CPU_PROFILE_PROBES, full=False, gpu_selection=None):
+                  probe_names=CPU_PROFILE_PROBES, full=False, gpu_selection=None, counters="auto"):
     """A complete profile of this machine (plain data, ready for profile.save_profile)."""
     if device not in DEVICES:
         raise HarnessError(f"unknown device {device!r}: valid devices are {', '.join(DEVICES)}")
+    check_mode(counters)
     cpu = machine.identify_cpu()
     gpus, gpu_reason = detect_gpus()
     if gpus and not gpu_reason:
@@ -178,11 +182,12 @@ def build_profile(device="all", threads=None, quick=False, progress=lambda m: No
     created = utc_now()
     devices = {}
     if device in ("cpu", "all"):
-        devices["cpu"] = cpu_section(make_context(cpu, threads, quick, progress, full=full), probe_names)
+        devices["cpu"] = cpu_section(make_context(cpu, threads, quick, progress, full=full, counters=counters),
+                                     probe_names)
     if device in ("gpu", "all") and not gpu_reason:
         from harness.gpu_run import gpu_sections
 
-        found, gpu_reason = gpu_sections(gpus, gpu_selection, cpu, quick, tiny_sizes(), progress)
+        found, gpu_reason = gpu_sections(gpus, gpu_selection, cpu, quick, tiny_sizes(), progress, counters)
         devices.update(found)
     software = machine.identify_software()
     software["numba"] = machine.numba_threading()

@@ -47,6 +47,7 @@ class Context:
     full: bool = False  # the long sweeps (`harness profile --full`)
     options: dict = field(default_factory=dict)  # probe options from `harness probe NAME --...`
     gpu: dict | None = None  # the GPU a GPU probe runs on (index, sm_count, l2_bytes, ...)
+    counters: str = "off"  # auto | off | perf | ncu (harness/counters)
     progress: Callable[[str], None] = lambda msg: None
     clock: Callable[[], int] = time.perf_counter_ns
 
@@ -59,8 +60,27 @@ class Context:
         return 0.001 if self.tiny else (0.02 if self.quick else 0.05)
 
     def measure(self, workload):
-        """Poison, time, validate: a record with raw samples and derived rates."""
-        return time_workload(workload, self.repeats, self.min_sample_s, self.clock)
+        """Poison, time, validate: a record with raw samples and derived rates, and its counters."""
+        rec = time_workload(workload, self.repeats, self.min_sample_s, self.clock)
+        rec["counters"] = self.count(workload, rec)
+        return rec
+
+    def count(self, w, rec):
+        """The counters block for a CPU record: counted by perf when asked (or when `auto` finds a
+        PMU), else the reason. GPU records are counted afterwards by re-running under ncu."""
+        from harness import counters
+        from harness.counters import perf
+
+        if w.device != "cpu":
+            return counters.unavailable("GPU records are counted by re-running the probe under ncu (--counters ncu)")
+        if self.counters == "off":
+            return counters.unavailable("counting was not asked for (--counters off)")
+        if self.counters == "ncu":
+            return counters.unavailable("--counters ncu counts GPU probes only")
+        reason = perf.unavailable_reason(self.cpu)
+        if self.counters == "auto" and reason:
+            return counters.unavailable(reason)
+        return perf.count(self.cpu, w.run, rec["loops_per_sample"], w.bytes_per_call or None)
 
 
 def time_workload(w, repeats, min_sample_s, clock=time.perf_counter_ns):

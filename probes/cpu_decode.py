@@ -22,7 +22,6 @@ DTYPES = {"numba-fused": ("fp32", "bf16", "fp16", "int8"), "torch-sdpa": ("fp32"
 # relative error against the float64 reference (max over heads of max|out - ref| / max|ref|)
 TOLERANCE = {"fp32": 1e-5, "bf16": 1e-2, "fp16": 1e-2, "int8": 1e-5}
 Q_AMPLITUDE = 3.0  # q uniform in [-3, 3): scores of order 1, so the softmax is neither flat nor one-hot
-COUNTERS_UNAVAILABLE = {"source": "unavailable", "reason": "hardware counters are not wired into the decode probe yet"}
 
 
 @njit(parallel=True, cache=True)
@@ -257,7 +256,6 @@ def measure_point(ctx, impl, shape, seed):
     rec["model"] = {"flops": model.attention_flops(shape), "softmax_flops": model.softmax_flops(shape),
                     "bytes": model.decode_bytes(shape), "cache_bytes": model.cache_bytes(shape),
                     "intensity": model.intensity(model.attention_flops(shape), model.decode_bytes(shape))}
-    rec["counters"] = dict(COUNTERS_UNAVAILABLE)
     return rec
 
 

@@ -51,6 +51,20 @@ def event_clock():
     return clock
 
 
+def nvtx(name, run):
+    """`run` inside an NVTX range "harness/<name>", the range ncu restricts counting to."""
+    from cupy.cuda import nvtx as cupy_nvtx
+
+    def ranged(loops):
+        cupy_nvtx.RangePush(f"harness/{name}")
+        try:
+            run(loops)
+        finally:
+            cupy_nvtx.RangePop()
+
+    return ranged
+
+
 def grid_blocks(n_items, sm_count, threads=THREADS, blocks_per_sm=8):
     """Blocks for a grid-stride loop: enough to fill every SM several times, no more than the work."""
     return max(1, min(math.ceil(n_items / threads), sm_count * blocks_per_sm))

@@ -10,8 +10,8 @@ import numpy as np
 from harness import model
 from harness.errors import HarnessError
 from harness.workload import Workload
-from probes.cpu_decode import COUNTERS_UNAVAILABLE, TOLERANCE, DecodeCache, relative_error
-from probes.gpu_common import decode_chunking, load_module
+from probes.cpu_decode import TOLERANCE, DecodeCache, relative_error
+from probes.gpu_common import decode_chunking, load_module, nvtx
 
 IMPLS = ("cupy-fused", "torch-sdpa", "torch-naive")
 SDPA_BACKENDS = ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "CUDNN_ATTENTION", "MATH")
@@ -127,7 +127,7 @@ def decode_workload(gpu, impl, shape, seed, backend=None):
         info.update(rel_error=err, tolerance=TOLERANCE[shape.dtype], storage_error=relative_error(on_stored, on_original))
         return None if err <= TOLERANCE[shape.dtype] else f"{impl} {shape.dtype}: relative error {err:.3g}"
 
-    return Workload(name=info["impl"], run=run, check=check, poison=lambda: None, threads=1, dtype=shape.dtype,
+    return Workload(name=info["impl"], run=nvtx(info["impl"], run), check=check, poison=lambda: None, threads=1, dtype=shape.dtype,
                     device="gpu",
                     bytes_per_call=model.decode_bytes(shape), flops_per_call=model.attention_flops(shape),
                     working_set_bytes=model.cache_bytes(shape), info=info)
@@ -183,6 +183,5 @@ def run_decode(ctx):
         rec["model"] = {"flops": model.attention_flops(shape), "softmax_flops": model.softmax_flops(shape),
                         "bytes": model.decode_bytes(shape), "cache_bytes": model.cache_bytes(shape),
                         "intensity": model.intensity(model.attention_flops(shape), model.decode_bytes(shape))}
-        rec["counters"] = dict(COUNTERS_UNAVAILABLE)
         records.append(rec)
     return {"decode_attention": records, "decode_unsupported": skipped}

@@ -4,7 +4,7 @@ closed form, and tensor-core matmul through torch for fp16, bf16, tf32 and int8.
 import numpy as np
 
 from harness.workload import Workload
-from probes.gpu_common import load_module
+from probes.gpu_common import load_module, nvtx
 
 ACC = 8  # chains per thread, as in probes/cuda/fma.cu
 # x = 1/2, y = 1/4: every step is exact in fp16, fp32 and fp64 alike, so the chains reach the fixed
@@ -39,7 +39,7 @@ def fma_workload(gpu, dtype, iters):
         err = float(cp.abs(got - expected).max()) / expected
         return None if err <= RTOL[dtype] else f"fma {dtype}: relative error {err:.3g} against the closed form"
 
-    return Workload(name=f"fma_{dtype}", run=run, check=check, poison=lambda: out.fill(np.nan),
+    return Workload(name=f"fma_{dtype}", run=nvtx(f"fma_{dtype}", run), check=check, poison=lambda: out.fill(np.nan),
                     threads=blocks * threads, dtype=dtype, device="gpu",
                     flops_per_call=2 * ACC * per_instruction * iters * blocks * threads,
                     info={"blocks": blocks, "threads_per_block": threads, "iterations_per_call": iters})

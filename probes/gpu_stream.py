@@ -5,7 +5,7 @@ import numpy as np
 
 from harness.workload import Workload
 from probes.cpu_stream import COUNTING, RTOL, SCALAR, STREAM_WEIGHTS
-from probes.gpu_common import THREADS, grid_blocks, load_module, stream_vectors
+from probes.gpu_common import THREADS, grid_blocks, load_module, nvtx, stream_vectors
 
 LANES = {"fp32": 4, "fp64": 2}  # elements per 16-byte vector
 
@@ -58,7 +58,7 @@ def stream_workloads(gpu, dtype, n_vectors):
     }
     itemsize = np.dtype(t).itemsize
     for name, (run, out, check) in specs.items():
-        yield Workload(name=name, run=run, check=check, poison=lambda out=out: out.fill(np.nan), threads=THREADS * blocks,
+        yield Workload(name=name, run=nvtx(name, run), check=check, poison=lambda out=out: out.fill(np.nan), threads=THREADS * blocks,
                        dtype=dtype, device="gpu", bytes_per_call=STREAM_WEIGHTS[name] * n * itemsize,
                        working_set_bytes=STREAM_WEIGHTS[name] * n * itemsize,
                        info={"elements": int(n), "blocks": int(blocks), "bytes_counted": COUNTING})

@@ -1,0 +1,98 @@
+"""GPU counters through Nsight Compute: re-run one probe under `ncu`, restricted by an NVTX range
+to the timed kernels, and parse its raw CSV page (log lines mixed in, a units row under the header).
+
+FLOPs = add + mul + 2 x fma instructions per thread, per precision (ncu's sass_thread_inst_executed
+counts; a half2 instruction is two half operations, so half counts are doubled); DRAM bytes =
+dram__bytes_read.sum + dram__bytes_write.sum.
+"""
+
+import csv
+import io
+import shutil
+import subprocess
+import sys
+
+from harness.counters import block
+
+METRICS = (
+    "dram__bytes_read.sum", "dram__bytes_write.sum", "lts__t_bytes.sum", "gpu__time_duration.sum",
+    "sm__sass_thread_inst_executed_op_dadd_pred_on.sum", "sm__sass_thread_inst_executed_op_dmul_pred_on.sum",
+    "sm__sass_thread_inst_executed_op_dfma_pred_on.sum", "sm__sass_thread_inst_executed_op_fadd_pred_on.sum",
+    "sm__sass_thread_inst_executed_op_fmul_pred_on.sum", "sm__sass_thread_inst_executed_op_ffma_pred_on.sum",
+    "sm__sass_thread_inst_executed_op_hadd_pred_on.sum", "sm__sass_thread_inst_executed_op_hmul_pred_on.sum",
+    "sm__sass_thread_inst_executed_op_hfma_pred_on.sum", "sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active",
+)
+UNIT_SCALE = {"byte": 1, "Kbyte": 1e3, "Mbyte": 1e6, "Gbyte": 1e9, "Tbyte": 1e12, "KB": 1e3, "MB": 1e6, "GB": 1e9,
+              "nsecond": 1e-9, "usecond": 1e-6, "msecond": 1e-3, "second": 1, "inst": 1, "%": 1, "": 1}
+FLOP_WEIGHTS = {"dadd": 1, "dmul": 1, "dfma": 2, "fadd": 1, "fmul": 1, "ffma": 2, "hadd": 2, "hmul": 2, "hfma": 4}
+NVTX_PREFIX = "harness/"
+
+
+def unavailable_reason():
+    if not shutil.which("ncu"):
+        return "Nsight Compute (ncu) is not on the PATH"
+    return None
+
+
+def command(probe, device, nvtx_range, extra_args=(), python=sys.executable):
+    """The ncu command line that re-runs `harness probe` and counts only `nvtx_range`'s kernels."""
+    return ["ncu", "--csv", "--page", "raw", "--clock-control", "none", "--target-processes", "all",
+            "--nvtx", "--nvtx-include", f"{NVTX_PREFIX}{nvtx_range}/", "--metrics", ",".join(METRICS),
+            python, "-m", "harness", "probe", probe, "--device", device, *extra_args]
+
+
+def permission_error(text):
+    return "ERR_NVGPUCTRPERM" in text
+
+
+def parse_ncu_csv(text):
+    """[{column: value}] per profiled kernel from ncu's raw CSV page; values converted to SI units.
+
+    Lines before the header (==PROF== logs, the program's own output) are skipped, the units row
+    under the header is read and applied, and numbers with thousands separators are accepted."""
+    lines = text.splitlines()
+    start = next((i for i, line in enumerate(lines) if line.startswith('"ID"')), None)
+    if start is None:
+        return []
+    rows = list(csv.reader(io.StringIO("\n".join(l for l in lines[start:] if l.startswith('"')))))
+    header, units, kernels = rows[0], rows[1], []
+    for row in rows[2:]:
+        if len(row) != len(header):
+            continue
+        rec = {}
+        for name, unit, raw in zip(header, units, row):
+            try:
+                rec[name] = float(raw.replace(",", "")) * UNIT_SCALE.get(unit, 1)
+            except ValueError:
+                rec[name] = raw
+        kernels.append(rec)
+    return kernels
+
+
+def derive(kernels, model_bytes=None):
+    """A counters block from the kernels of one NVTX range, averaged per launch of the workload."""
+    if not kernels:
+        return block("ncu", "ncu profiled no kernel in the NVTX range")
+    dram = sum(k.get("dram__bytes_read.sum", 0) + k.get("dram__bytes_write.sum", 0) for k in kernels)
+    flops = 0.0
+    for op, w in FLOP_WEIGHTS.items():
+        flops += w * sum(k.get(f"sm__sass_thread_inst_executed_op_{op}_pred_on.sum", 0) for k in kernels)
+    n = len(kernels)
+    return block("ncu", None, dram_bytes=dram / n, flops=flops / n if flops else None, model_bytes=model_bytes,
+                 l2_bytes=sum(k.get("lts__t_bytes.sum", 0) for k in kernels) / n,
+                 kernel_time_s=sum(k.get("gpu__time_duration.sum", 0) for k in kernels) / n, launches=n)
+
+
+def count(probe, device, nvtx_range, extra_args=(), model_bytes=None, timeout_s=600):
+    """Run the probe under ncu and return the counters block (or the reason there is none)."""
+    reason = unavailable_reason()
+    if reason:
+        return block("unavailable", reason)
+    proc = subprocess.run(command(probe, device, nvtx_range, extra_args), capture_output=True, text=True, timeout=timeout_s)
+    output = proc.stdout + proc.stderr
+    if permission_error(output):
+        return block("unavailable", "ERR_NVGPUCTRPERM: this user may not read GPU performance counters "
+                                    "(NVreg_RestrictProfilingToAdminUsers=1); run as root or change the driver option")
+    if proc.returncode != 0:
+        return block("unavailable", f"ncu failed (exit {proc.returncode}): {output.strip().splitlines()[-1] if output.strip() else ''}")
+    return derive(parse_ncu_csv(proc.stdout), model_bytes)
