@@ -191,6 +191,43 @@ def nonnegative_float(text):
     return value
 
 
+def cmd_fleet_run(args):
+    """One rank of a fleet run (start it with mpirun or srun); rank 0 writes the results."""
+    from harness.fleet import fleet_run
+    from harness.workload import stderr_progress
+
+    summary = fleet_run(args.name, args.out, quick=args.quick, threads=args.threads, progress=stderr_progress("fleet"))
+    if summary is None:
+        return 0
+    folder = os.path.join(args.out, args.name)
+    print(f"fleet {args.name}: {len(summary['nodes'])} profiles in {folder} ({summary['launched_via']})")
+    for f in summary["failed"]:
+        print(f"  rank {f['rank']} on {f['host']} FAILED: {f['error']}")
+    if summary.get("note"):
+        print(summary["note"])
+    return 1 if summary["failed"] else 0
+
+
+def cmd_fleet_report(args):
+    """Which nodes are slower than their peers; exit 1 when there are outliers."""
+    from harness import fleet
+    from harness.profile import atomic_write_text
+
+    nodes, summary = fleet.load_fleet(args.dir)
+    threshold = args.threshold / 100
+    result = fleet.analyse(nodes, threshold)
+    text = fleet.markdown(result, summary, args.dir, threshold)
+    print(text)
+    out = args.out or os.path.join(args.dir, "report.md")
+    atomic_write_text(out, text)
+    for row in result["rows"]:
+        if any(key in row["metric"] for key in fleet.HEADLINE_PLOTS):
+            fleet.plot_metric(row, os.path.join(os.path.dirname(os.path.abspath(out)), f"{row['metric']}.png"))
+    print(f"wrote {out}", file=sys.stderr)
+    failed = (summary or {}).get("failed")
+    return 1 if fleet.outliers(result) or failed else 0
+
+
 def cmd_show(args):
     """Print a stored profile's summary (validated on load)."""
     from harness.profile import load_profile
@@ -284,6 +321,20 @@ def parser():
     sp.add_argument("--profiles", default="profiles", help="profiles folder (default: profiles)")
     sp.add_argument("--out", default="reports", help="where the PNG goes (default: reports)")
     sp.set_defaults(func=cmd_history)
+
+    fl = sub.add_parser("fleet", help="profile many machines through mpirun/srun, and find the slow ones")
+    fsub = fl.add_subparsers(dest="fleet_command", required=True)
+    sp = fsub.add_parser("run", help="one rank of a fleet profile: mpirun -np N harness fleet run ...")
+    sp.add_argument("--name", default="fleet")
+    sp.add_argument("--out", default=os.path.join("profiles", "fleet"))
+    sp.add_argument("--quick", action="store_true")
+    sp.add_argument("--threads", type=positive_int, help="CPU threads per rank (default: the cores it is bound to)")
+    sp.set_defaults(func=cmd_fleet_run)
+    sp = fsub.add_parser("report", help="each node against the fleet median; exit 1 on outliers")
+    sp.add_argument("dir")
+    sp.add_argument("--threshold", type=nonnegative_float, default=10.0, help="percent worse than the median (default 10)")
+    sp.add_argument("--out", help="markdown report (default: DIR/report.md)")
+    sp.set_defaults(func=cmd_fleet_report)
 
     sp = sub.add_parser("show", help="summarise a stored profile")
     sp.add_argument("profile")

@@ -1,0 +1,253 @@
+"""Profile many machines through an existing launcher (mpirun, srun), and find the slow ones.
+
+`fleet run` is started once per rank by the launcher. Each rank finds its rank, size and local
+rank (mpi4py, else the launcher's environment), profiles what it owns (its GPU where the node has
+GPUs, one per local rank; otherwise the CPU cores it is bound to), and rank 0 gathers every result
+and writes one profile per rank under profiles/fleet/<name>/ plus summary.yaml. `fleet report`
+compares every node with the fleet median (no probe runs there).
+"""
+
+import glob
+import os
+import socket
+import statistics
+import traceback
+
+import yaml
+
+from harness.errors import HarnessError
+from harness.profile import LOADER, atomic_write_text, dump, load_profile, save_profile, utc_now
+
+ENV_LAUNCHERS = (  # (rank, size, local rank) variables of common launchers
+    ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK"),
+    ("PMI_RANK", "PMI_SIZE", "MPI_LOCALRANKID"),
+    ("SLURM_PROCID", "SLURM_NTASKS", "SLURM_LOCALID"),
+)
+MAD_SCALE = 1.4826  # MAD of a normal sample x 1.4826 estimates its standard deviation
+OUTLIER_MADS = 3.0
+DEFAULT_THRESHOLD = 0.10
+HEADLINE_PLOTS = ("bandwidth.triad", "bandwidth.read", "peak_flops.fp32", "decode.fraction_of_bandwidth", "sm_clock_hz")
+
+
+def rank_info(environ=os.environ, use_mpi=True):
+    """{'rank', 'size', 'local_rank', 'via', 'comm'}: mpi4py's world, else the launcher's variables."""
+    if use_mpi:
+        try:
+            from mpi4py import MPI
+
+            comm = MPI.COMM_WORLD
+            local = comm.Split_type(MPI.COMM_TYPE_SHARED).Get_rank()
+            return {"rank": comm.Get_rank(), "size": comm.Get_size(), "local_rank": local, "via": "mpi4py", "comm": comm}
+        except (ImportError, RuntimeError):  # no mpi4py, or mpi4py without an MPI library to load
+            pass
+    for rank_var, size_var, local_var in ENV_LAUNCHERS:
+        if rank_var in environ and size_var in environ:
+            return {"rank": int(environ[rank_var]), "size": int(environ[size_var]),
+                    "local_rank": int(environ.get(local_var, 0)), "via": rank_var.split("_")[0].lower(), "comm": None}
+    return {"rank": 0, "size": 1, "local_rank": 0, "via": "single process", "comm": None}
+
+
+def profile_this_rank(info, quick, threads, progress):
+    """This rank's result: {'rank', 'host', 'name', 'doc'} or {'rank', 'host', 'error'}."""
+    from harness.gpus import detect_gpus
+    from harness.run import build_profile
+
+    host = socket.gethostname()
+    result = {"rank": info["rank"], "host": host, "local_rank": info["local_rank"]}
+    try:
+        gpus, _ = detect_gpus()
+        if gpus:
+            if info["local_rank"] >= len(gpus):
+                raise HarnessError(f"local rank {info['local_rank']} has no GPU of its own ({len(gpus)} on {host})")
+            doc = build_profile(device="gpu", quick=quick, progress=progress, gpu_selection=str(info["local_rank"]))
+            result["name"] = f"{host}-gpu{info['local_rank']}"
+        else:
+            doc = build_profile(device="cpu", threads=threads, quick=quick, progress=progress)
+            result["name"] = f"{host}-r{info['rank']}" if info["size"] > 1 else host
+        doc["fleet"] = {"rank": info["rank"], "size": info["size"], "local_rank": info["local_rank"], "host": host,
+                        "cpus": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None}
+        result["doc"] = doc
+    except Exception as e:  # a failing rank is reported by name; the others' results are kept
+        result["error"] = f"{type(e).__name__}: {e}"
+        result["trace"] = traceback.format_exc(limit=3)
+    return result
+
+
+def fleet_run(name, out_dir, quick=False, threads=None, progress=lambda m: None, environ=os.environ):
+    """Run on every rank; rank 0 writes the profiles and the summary. Returns rank 0's summary or None."""
+    info = rank_info(environ)
+    mine = profile_this_rank(info, quick, threads, progress)
+    results = info["comm"].gather(mine, root=0) if info["comm"] is not None else [mine]
+    if info["rank"] != 0:
+        return None
+    if info["comm"] is None and info["size"] > 1:
+        raise HarnessError(f"launched as rank 0 of {info['size']} ({info['via']}) but mpi4py is not installed, so "
+                           "results cannot be gathered: pip install mpi4py")
+    folder = os.path.join(out_dir, name)
+    os.makedirs(folder, exist_ok=True)
+    nodes, failed = [], []
+    for r in sorted(results, key=lambda r: r["rank"]):
+        if "doc" in r:
+            path = os.path.join(folder, f"{r['name']}.yaml")
+            save_profile(r["doc"], path)
+            nodes.append({"rank": r["rank"], "host": r["host"], "name": r["name"], "profile": os.path.basename(path)})
+        else:
+            failed.append({"rank": r["rank"], "host": r["host"], "error": r["error"]})
+    summary = {"fleet": name, "created_utc": utc_now(), "ranks": info["size"], "launched_via": info["via"],
+               "nodes": nodes, "failed": failed}
+    if info["size"] == 1:
+        summary["note"] = ("a fleet of one: start it with a launcher to profile every node, e.g. "
+                           f"`mpirun -np N harness fleet run --name {name}` or `srun harness fleet run --name {name}`")
+    atomic_write_text(os.path.join(folder, "summary.yaml"), dump(summary))
+    return summary
+
+
+def node_metrics(doc):
+    """{metric: (value, higher_is_better)} for one node's profile: the headline figures."""
+    out = {}
+    for dev, section in (doc.get("devices") or {}).items():
+        for kernel, rec in (section.get("bandwidth") or {}).items():
+            if rec.get("bytes_per_s"):
+                out[f"{dev}.bandwidth.{kernel}"] = (rec["median_bytes_per_s"], True)
+        for level, rec in (section.get("hierarchy_levels") or {}).items():
+            if rec.get("bytes_per_s"):
+                out[f"{dev}.hierarchy.{level}"] = (rec["bytes_per_s"], True)
+        for dtype, rec in (section.get("peak_flops") or {}).items():
+            if rec.get("flops_per_s"):
+                out[f"{dev}.peak_flops.{dtype}"] = (rec["median_flops_per_s"], True)
+        fp32 = ((section.get("model_validation") or {}).get("per_dtype") or {}).get("fp32") or {}
+        if fp32.get("fraction_of_bandwidth"):
+            out[f"{dev}.decode.fraction_of_bandwidth"] = (fp32["fraction_of_bandwidth"], True)
+        for probe, tele in (section.get("telemetry") or {}).items():
+            clock = (tele.get("sm_clock_hz") or {}).get("median")
+            if clock:
+                out[f"{dev}.sm_clock_hz.{probe}"] = (clock, True)
+    return out
+
+
+CONFIG_FIELDS = (("driver", ("gpu", "driver_version")), ("ecc", ("gpu", "ecc_mode")),
+                 ("max SM clock", ("gpu", "max_sm_clock_hz")), ("power limit", ("gpu", "power_limit_w")))
+
+
+def config_of(doc):
+    """Configuration a healthy fleet shares: CPU, memory, kernel, Python, packages, GPU driver/ECC/clocks."""
+    cfg = {"cpu model": doc["machine"].get("cpu", {}).get("model"), "memory": doc["machine"].get("cpu", {}).get("memory_bytes"),
+           "kernel": doc["software"].get("kernel"), "python": doc["software"].get("python")}
+    cfg.update({f"package {k}": v for k, v in (doc["software"].get("packages") or {}).items()})
+    for dev, section in (doc.get("devices") or {}).items():
+        for label, (a, b) in CONFIG_FIELDS:
+            value = (section.get(a) or {}).get(b)
+            if value is not None:
+                cfg[f"{dev} {label}"] = value
+        for probe, tele in (section.get("telemetry") or {}).items():
+            if tele.get("clocks_event_reasons"):
+                cfg[f"{dev} throttle reasons ({probe})"] = ", ".join(tele["clocks_event_reasons"])
+    return cfg
+
+
+def load_fleet(folder):
+    """(nodes {name: doc}, summary or None); every profile validated, bad input named."""
+    if not os.path.isdir(folder):
+        raise HarnessError(f"fleet folder {folder} does not exist")
+    nodes = {}
+    for path in sorted(glob.glob(os.path.join(folder, "*.yaml"))):
+        if os.path.basename(path) == "summary.yaml":
+            continue
+        nodes[os.path.basename(path)[:-5]] = load_profile(path)
+    summary = None
+    spath = os.path.join(folder, "summary.yaml")
+    if os.path.exists(spath):
+        try:
+            with open(spath, encoding="utf-8") as f:
+                summary = yaml.load(f, Loader=LOADER)
+        except yaml.YAMLError as e:
+            raise HarnessError(f"fleet summary {spath} is not valid YAML: {str(e).splitlines()[0]}") from None
+    if not nodes and not (summary or {}).get("failed"):
+        raise HarnessError(f"fleet folder {folder} holds no profiles")
+    return nodes, summary
+
+
+def analyse(nodes, threshold=DEFAULT_THRESHOLD):
+    """Per metric: fleet median, MAD, each node's ratio, and outliers (see `is_outlier`)."""
+    per_metric = {}
+    for node, doc in nodes.items():
+        for metric, (value, better) in node_metrics(doc).items():
+            per_metric.setdefault(metric, {"better": better, "values": {}})["values"][node] = value
+    rows = []
+    for metric, m in sorted(per_metric.items()):
+        values = m["values"]
+        med = statistics.median(values.values())
+        mad = statistics.median(abs(v - med) for v in values.values())
+        nodes_rows = {n: {"value": v, "ratio": v / med if med else None,
+                          "outlier": is_outlier(v, med, mad, m["better"], threshold)} for n, v in values.items()}
+        rows.append({"metric": metric, "median": med, "mad": mad, "nodes": nodes_rows})
+    configs = {n: config_of(doc) for n, doc in nodes.items()}
+    keys = sorted({k for c in configs.values() for k in c})
+    differences = {k: {n: c.get(k) for n, c in configs.items()} for k in keys
+                   if len({str(c.get(k)) for c in configs.values()}) > 1}
+    return {"rows": rows, "differences": differences}
+
+
+def is_outlier(value, median, mad, higher_is_better, threshold):
+    """Worse than the median by more than the threshold AND by more than OUTLIER_MADS robust
+    standard deviations (MAD x 1.4826). The MAD rule is robust to the slow nodes themselves; the
+    threshold keeps a tight fleet's trivial differences (tiny MAD) from being flagged."""
+    if not median:
+        return False
+    shortfall = (median - value) if higher_is_better else (value - median)
+    if shortfall / abs(median) <= threshold:
+        return False
+    return mad == 0 or shortfall > OUTLIER_MADS * MAD_SCALE * mad
+
+
+def outliers(result):
+    return sorted({n for r in result["rows"] for n, x in r["nodes"].items() if x["outlier"]})
+
+
+def markdown(result, summary, folder, threshold):
+    from harness.summary import si
+
+    bad = outliers(result)
+    out = [f"# Fleet report: {folder}", "",
+           f"{len(result['rows'])} metrics over {len({n for r in result['rows'] for n in r['nodes']})} nodes; "
+           f"outlier rule: more than {threshold:.0%} worse than the fleet median and more than {OUTLIER_MADS:g} robust "
+           f"standard deviations (MAD x {MAD_SCALE}) from it.", ""]
+    out += [f"**Outliers: {', '.join(bad)}**" if bad else "**No outliers.**", ""]
+    failed = (summary or {}).get("failed") or []
+    if failed:
+        out += ["## Ranks that failed", ""] + [f"- rank {f['rank']} on {f['host']}: {f['error']}" for f in failed] + [""]
+    if result["differences"]:
+        out += ["## Configuration differences", "", "| field | " + " | ".join(sorted(next(iter(result["differences"].values())))) + " |",
+                "|---|" + "---|" * len(next(iter(result["differences"].values())))]
+        for field, by_node in result["differences"].items():
+            out.append(f"| {field} | " + " | ".join(str(by_node[n]) for n in sorted(by_node)) + " |")
+        out.append("")
+    out += ["## Metrics", "", "| metric | fleet median | MAD | node: ratio to median |", "|---|---|---|---|"]
+    for r in result["rows"]:
+        unit = "B/s" if ".bandwidth." in r["metric"] or ".hierarchy." in r["metric"] else (
+            "FLOP/s" if ".peak_flops." in r["metric"] else ("Hz" if "clock" in r["metric"] else ""))
+        cells = ", ".join(f"**{n} {x['ratio']:.2f} (outlier)**" if x["outlier"] else f"{n} {x['ratio']:.2f}"
+                          for n, x in sorted(r["nodes"].items()))
+        median = si(r["median"], unit) if unit else f"{r['median']:.3g}"
+        spread = f"{r['mad'] / r['median']:.1%}" if r["median"] else "n/a"
+        out.append(f"| {r['metric']} | {median} | {spread} | {cells} |")
+    out.append("")
+    return "\n".join(out)
+
+
+def plot_metric(row, path):
+    """Every node against the fleet median for one metric."""
+    import matplotlib.pyplot as plt
+
+    from harness.plots import save_atomically
+
+    names = sorted(row["nodes"])
+    ratios = [row["nodes"][n]["ratio"] for n in names]
+    colours = ["tab:red" if row["nodes"][n]["outlier"] else "tab:blue" for n in names]
+    fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(names)), 4))
+    ax.bar(names, ratios, color=colours)
+    ax.axhline(1.0, color="black", linewidth=0.8)
+    ax.set_ylabel("ratio to the fleet median")
+    ax.set_title(f"{row['metric']} (red: outlier)")
+    ax.tick_params(axis="x", rotation=45, labelsize=7)
+    save_atomically(fig, path)

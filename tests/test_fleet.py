@@ -1,0 +1,136 @@
+"""Fleet: a real two-rank mpirun on this machine, the outlier rule on synthetic fleets, a failed
+rank named, a fleet of one without MPI, and exit codes."""
+
+import os
+import shutil
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from conftest import ROOT, run_cli
+from harness import fleet
+from harness.profile import dump, load_profile, save_profile
+
+try:
+    import mpi4py  # noqa: F401
+
+    MPI_REASON = None if shutil.which("mpirun") else "mpirun is not installed (Debian: openmpi-bin)"
+except ImportError:
+    MPI_REASON = "mpi4py is not installed"
+
+
+def node(triad, read=50e9, peak=500e9, numba="0.68.1"):
+    rec = lambda rate: {"dtype": "fp64", "threads": 2, "working_set_bytes": 1, "bytes_per_call": 1e9,  # noqa: E731
+                        "bytes_per_s": rate * 1.01, "median_bytes_per_s": rate, "samples_s": [1e9 / rate] * 3,
+                        "validated": True, "warnings": []}
+    return {"schema_version": 1, "created_utc": "2026-11-25T08:00:00Z", "machine": {"id": "n-2c", "cpu": {"model": "X"}},
+            "software": {"python": "3.11.7", "kernel": "6.1", "packages": {"numba": numba}},
+            "devices": {"cpu": {"bandwidth": {"triad": rec(triad), "read": rec(read)},
+                                "peak_flops": {"fp32": {"threads": 2, "flops_per_call": 1e9, "flops_per_s": peak,
+                                                        "median_flops_per_s": peak, "samples_s": [1e9 / peak] * 3,
+                                                        "validated": True, "warnings": []}}}}}
+
+
+def write_fleet(folder, docs, failed=()):
+    os.makedirs(folder, exist_ok=True)
+    for name, doc in docs.items():
+        save_profile(doc, os.path.join(folder, f"{name}.yaml"))
+    with open(os.path.join(folder, "summary.yaml"), "w") as f:
+        f.write(dump({"fleet": "t", "nodes": [{"name": n} for n in docs], "failed": list(failed)}))
+    return str(folder)
+
+
+def jitter(i):
+    return 1 + 0.01 * ((i * 7) % 5 - 2)  # +-2%: a healthy fleet's spread
+
+
+def test_one_planted_slow_node_is_flagged_and_only_it(tmp_path):
+    docs = {f"node{i}": node(80e9 * jitter(i)) for i in range(8)}
+    docs["node5"] = node(80e9 * 0.85)
+    result = fleet.analyse(docs)
+    assert fleet.outliers(result) == ["node5"]
+    triad = next(r for r in result["rows"] if r["metric"] == "cpu.bandwidth.triad")
+    assert triad["nodes"]["node5"]["ratio"] == pytest.approx(0.85, abs=0.02)
+
+
+def test_identical_nodes_have_no_outliers():
+    assert fleet.outliers(fleet.analyse({f"n{i}": node(80e9) for i in range(8)})) == []
+
+
+def test_outlier_rule_needs_both_threshold_and_mads():
+    assert fleet.is_outlier(85, 100, 1, True, 0.10)  # 15% worse, 10 robust sd away
+    assert not fleet.is_outlier(95, 100, 1, True, 0.10)  # only 5% worse
+    assert not fleet.is_outlier(85, 100, 10, True, 0.10)  # 15% worse, but within a noisy fleet's spread
+    assert not fleet.is_outlier(120, 100, 1, True, 0.10)  # faster is not an outlier
+
+
+def test_configuration_differences_are_listed():
+    docs = {f"n{i}": node(80e9) for i in range(3)}
+    docs["n2"] = node(80e9, numba="0.69.0")
+    result = fleet.analyse(docs)
+    assert result["differences"]["package numba"] == {"n0": "0.68.1", "n1": "0.68.1", "n2": "0.69.0"}
+
+
+def test_fleet_report_cli_exit_codes_and_pngs(tmp_path):
+    healthy = write_fleet(tmp_path / "ok", {f"n{i}": node(80e9 * jitter(i)) for i in range(8)})
+    proc = run_cli("fleet", "report", healthy)
+    assert proc.returncode == 0 and "No outliers" in proc.stdout
+    assert os.path.exists(os.path.join(healthy, "cpu.bandwidth.triad.png"))
+    docs = {f"n{i}": node(80e9 * jitter(i)) for i in range(8)}
+    docs["n3"] = node(80e9 * 0.85)
+    slow = write_fleet(tmp_path / "slow", docs)
+    proc = run_cli("fleet", "report", slow)
+    assert proc.returncode == 1 and "Outliers: n3" in proc.stdout
+    broken = write_fleet(tmp_path / "broken", {"n0": node(80e9)}, failed=[{"rank": 1, "host": "gpu-7", "error": "CUDA error"}])
+    proc = run_cli("fleet", "report", broken)
+    assert proc.returncode == 1 and "rank 1 on gpu-7: CUDA error" in proc.stdout
+    assert run_cli("fleet", "report", str(tmp_path / "nothing")).returncode == 2
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "n0.yaml").write_text("schema_version: 1\nmachine: [")
+    proc = run_cli("fleet", "report", str(tmp_path / "bad"))
+    assert proc.returncode == 2 and "not valid YAML" in proc.stderr
+
+
+def test_rank_from_launcher_environment():
+    info = fleet.rank_info({"SLURM_PROCID": "3", "SLURM_NTASKS": "8", "SLURM_LOCALID": "1"}, use_mpi=False)
+    assert (info["rank"], info["size"], info["local_rank"], info["via"]) == (3, 8, 1, "slurm")
+    info = fleet.rank_info({"OMPI_COMM_WORLD_RANK": "1", "OMPI_COMM_WORLD_SIZE": "2"}, use_mpi=False)
+    assert (info["rank"], info["size"], info["via"]) == (1, 2, "ompi")
+    assert fleet.rank_info({}, use_mpi=False)["via"] == "single process"
+
+
+def test_without_mpi_a_single_process_is_a_fleet_of_one(tmp_path):
+    env = dict(os.environ, HARNESS_TINY="1", PYTHONPATH=ROOT)
+    code = ("import sys, builtins; real = builtins.__import__\n"
+            "def fake(name, *a, **k):\n"
+            "    if name.startswith('mpi4py'): raise ImportError('no mpi4py')\n"
+            "    return real(name, *a, **k)\n"
+            "builtins.__import__ = fake\n"
+            "from harness.cli import main; sys.exit(main(sys.argv[1:]))")
+    proc = subprocess.run([sys.executable, "-c", code, "fleet", "run", "--name", "one", "--out", str(tmp_path), "--quick"],
+                          capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    assert "a fleet of one" in proc.stdout and "mpirun -np N" in proc.stdout
+    summary = yaml.safe_load(open(tmp_path / "one" / "summary.yaml"))
+    assert summary["launched_via"] == "single process" and len(summary["nodes"]) == 1
+
+
+@pytest.mark.skipif(MPI_REASON is not None, reason=MPI_REASON or "")
+def test_mpirun_two_ranks_each_pinned_to_a_core(tmp_path):
+    env = dict(os.environ, HARNESS_TINY="1", PYTHONPATH=ROOT)
+    proc = subprocess.run(["mpirun", "--allow-run-as-root", "--oversubscribe", "--bind-to", "core", "-np", "2",
+                           sys.executable, "-m", "harness", "fleet", "run", "--name", "pair", "--out", str(tmp_path),
+                           "--quick"], capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    folder = tmp_path / "pair"
+    profiles = sorted(p for p in os.listdir(folder) if p != "summary.yaml")
+    assert len(profiles) == 2
+    docs = [load_profile(folder / p) for p in profiles]
+    assert sorted(d["fleet"]["rank"] for d in docs) == [0, 1]
+    if os.cpu_count() >= 2:
+        assert all(len(d["fleet"]["cpus"]) == 1 for d in docs)  # bound to one core each
+        assert docs[0]["fleet"]["cpus"] != docs[1]["fleet"]["cpus"]
+    summary = yaml.safe_load(open(folder / "summary.yaml"))
+    assert summary["ranks"] == 2 and summary["launched_via"] == "mpi4py" and summary["failed"] == []
