@@ -206,9 +206,10 @@ def torch_runner(impl, cache, threads):
     return run, lambda: result["out"].float().numpy()
 
 
-def numba_runner(cache, threads):
+def numba_runner(cache, threads, llc_bytes):
     s = cache.shape
     kernel = decode_kernel(s.dtype)
+    streaming = model.cache_bytes(s) > llc_bytes  # prefetch and stage rows only when the cache streams from DRAM
     out = np.empty((s.batch * s.heads, s.head_dim), np.float32)
     chunk = chunk_length(s.batch, s.kv_heads, s.seq_len, threads)
 
@@ -216,7 +217,7 @@ def numba_runner(cache, threads):
         for _ in range(loops):
             out.fill(np.nan)  # poisoned before every call
             kernel(cache.q, cache.k, cache.v, cache.k_scale, cache.v_scale, s.batch, s.heads, s.kv_heads,
-                   s.seq_len, chunk, out)
+                   s.seq_len, chunk, streaming, out)
 
     return run, lambda: out
 
@@ -225,7 +226,8 @@ def decode_workload(impl, shape, cpu, threads, seed):
     """A Workload for one point, its output checked against the float64 reference after timing."""
     check_point(impl, shape, cpu)
     cache = DecodeCache(shape, seed)
-    run, output = numba_runner(cache, threads) if impl == "numba-fused" else torch_runner(impl, cache, threads)
+    run, output = (numba_runner(cache, threads, last_level_cache_bytes(cpu)) if impl == "numba-fused"
+                   else torch_runner(impl, cache, threads))
     info = {"impl": impl, "batch": shape.batch, "heads": shape.heads, "kv_heads": shape.kv_heads,
             "head_dim": shape.head_dim, "seq_len": shape.seq_len, "seed": seed}
 

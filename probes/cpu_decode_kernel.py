@@ -81,13 +81,13 @@ def _widen_fp16(src, row, dst, dst_bits, slot):
 
 
 @njit(fastmath=True, inline="always")
-def _copy_fp32(src, row, dst, dst_bits, slot):
+def _copy_row(src, row, dst, dst_bits, slot):
     # a plain streaming copy into L1 keeps more misses in flight than loads feeding FMAs directly
     for j in range(dst.shape[1]):
         dst[slot, j] = src[row, j]
 
 
-WIDEN = {"fp32": _copy_fp32, "bf16": _widen_bf16, "fp16": _widen_fp16, "int8": None}
+WIDEN = {"fp32": _copy_row, "bf16": _widen_bf16, "fp16": _widen_fp16, "int8": _copy_row}
 
 
 @njit(fastmath=True)
@@ -120,14 +120,19 @@ def exp_nonpositive(x, bits):
 def decode_kernel(kind):
     """The compiled kernel for one cache dtype (the dtype is a compile-time constant)."""
     widen = WIDEN[kind]
-    widened = kind != "int8"  # int8 converts inside the dot and the update
+    always_widened = kind in ("bf16", "fp16")
+    copies_when_streaming = kind == "fp32"  # int8 converts inside the dot and the update
     unbias = TWO_POW_112 if kind == "fp16" else np.float32(1.0)
     scaled = kind == "int8"
     ahead = PREFETCH_ROWS_AHEAD[kind]
-    prefetching = ahead > 0
 
     @njit(fastmath=True)
-    def chunk(q2, qrow, group, k2, v2, kscale, vscale, r0, r1, scale, scores, po, pm, pl, prow, buf, ebits, qg):
+    def chunk(q2, qrow, group, k2, v2, kscale, vscale, r0, r1, scale, scores, po, pm, pl, prow, buf, ebits, qg,
+              streaming):
+        # streaming (the cache is far larger than the last-level cache): prefetch rows and stage
+        # fp32 rows in L1; a cache-resident fp32 cache is faster read directly
+        widened = always_widened or (copies_when_streaming and streaming)
+        prefetching = ahead > 0 and streaming
         d = q2.shape[1]
         bits = buf.view(np.uint32)
         n = r1 - r0
@@ -244,7 +249,7 @@ def decode_kernel(kind):
             t += 1
 
     @njit(parallel=True, fastmath=True)
-    def kernel(q2, k2, v2, kscale, vscale, batch, heads, kv_heads, seq_len, chunk_len, out2):
+    def kernel(q2, k2, v2, kscale, vscale, batch, heads, kv_heads, seq_len, chunk_len, streaming, out2):
         d = q2.shape[1]
         group = heads // kv_heads
         chunks = (seq_len + chunk_len - 1) // chunk_len
@@ -263,7 +268,7 @@ def decode_kernel(kind):
             ebits = np.empty(s1 - s0, np.int32)
             qg = np.empty((group, d), np.float32)
             chunk(q2, b * heads + h * group, group, k2, v2, kscale, vscale, bh * seq_len + s0,
-                  bh * seq_len + s1, scale, scores, po, pm, pl, task * group, buf, ebits, qg)
+                  bh * seq_len + s1, scale, scores, po, pm, pl, task * group, buf, ebits, qg, streaming)
         for row in prange(batch * heads):  # merge the chunks of each query head
             b, hq = row // heads, row % heads
             h, g = hq // group, hq % group

@@ -55,8 +55,8 @@ def test_torch_impls_match_float64(cpu, impl, dtype, dims):
 def test_a_kernel_that_leaves_the_poison_fails(cpu, monkeypatch):
     real = cpu_decode.numba_runner
 
-    def skips_a_head(cache, threads):
-        run, output = real(cache, threads)
+    def skips_a_head(cache, threads, llc_bytes):
+        run, output = real(cache, threads, llc_bytes)
 
         def broken(loops):
             run(loops)
