@@ -53,11 +53,11 @@ class Context:
 
     @property
     def repeats(self):
-        return 3 if self.tiny else (5 if self.quick else 10)
+        return 3 if self.tiny else (4 if self.quick else 10)
 
     @property
     def min_sample_s(self):
-        return 0.001 if self.tiny else (0.02 if self.quick else 0.05)
+        return 0.001 if self.tiny else (0.015 if self.quick else 0.05)
 
     def measure(self, workload):
         """Poison, time, validate: a record with raw samples and derived rates, and its counters."""
