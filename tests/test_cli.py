@@ -144,7 +144,7 @@ def test_profile_holds_decode_records_and_a_verdict(quick_profile):
     cpu = load_profile(out)["devices"]["cpu"]
     recs = cpu["decode_attention"]
     assert {r["impl"] for r in recs} >= {"numba-fused"}
-    assert {r["dtype"] for r in recs} == {"fp32", "bf16", "fp16", "int8"}
+    assert {r["dtype"] for r in recs} == {"fp32", "int8"}  # --quick skips the 16-bit kernels
     for r in recs:
         assert r["validated"] and r["rel_error"] <= r["tolerance"]
         assert r["time_s"] == r["median_time_s"] and r["model"]["predicted_time_s"] > 0
