@@ -192,7 +192,7 @@ def markdown(result, base_path, new_path):
               ("regressed", "improved", "unchanged", "noisy", "changed", "not comparable")}
     out = ["# Regression report", "", f"- base: `{base_path}` ({result['base_created']})",
            f"- new: `{new_path}` ({result['new_created']})",
-           f"- verdicts: " + ", ".join(f"{n} {v}" for v, n in counts.items() if n), ""]
+           "- verdicts: " + ", ".join(f"{n} {v}" for v, n in counts.items() if n), ""]
     if not result["same_machine"]:
         out += ["**These are two different machines**: the comparison is across hardware, not across time.", ""]
     if result["differences"]:

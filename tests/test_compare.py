@@ -1,10 +1,8 @@
 """Regression verdicts on synthetic profiles built from known distributions."""
 
-import os
 
 import numpy as np
 import pytest
-import yaml
 
 from conftest import run_cli
 from harness import compare
