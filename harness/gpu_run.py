@@ -6,7 +6,7 @@ from harness.errors import HarnessError
 from harness.workload import Context
 from probes import PROBES, load_runner, unavailable_reason
 
-GPU_PROFILE_PROBES = ("stream", "peak", "decode")
+GPU_PROFILE_PROBES = ("stream", "hierarchy", "peak", "decode")
 
 
 def parse_selection(text, count):

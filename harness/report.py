@@ -14,7 +14,7 @@ from harness.summary import si
 from harness.validation import LARGE_CACHE_FACTOR, roofs
 
 DECODE_DTYPE_INTENSITY = {"fp32": 0.5, "fp16": 1.0, "bf16": 1.0, "int8": 2.0}
-LEVELS = ("L1", "L2", "L3", "DRAM")
+LEVELS = ("L1", "L2", "L3", "DRAM", "HBM")
 
 
 def pct(x):

@@ -25,8 +25,9 @@ PROBES = {
     "stream": ProbeSpec("stream", {"cpu": "probes.cpu_stream:run_stream", "gpu": "probes.gpu_stream:run_stream"},
                         "STREAM copy/scale/add/triad and read-only sum, fp64 and fp32, arrays 8x the last-level "
                         "cache (4x the L2 on GPU)"),
-    "hierarchy": ProbeSpec("hierarchy", {"cpu": "probes.cpu_stream:run_hierarchy"},
-                           "read bandwidth swept over working sets from L1 to DRAM"),
+    "hierarchy": ProbeSpec("hierarchy", {"cpu": "probes.cpu_stream:run_hierarchy",
+                                         "gpu": "probes.gpu_stream:run_hierarchy"},
+                           "read bandwidth swept over working sets from L1 to DRAM (L2 to HBM on GPU)"),
     "peak": ProbeSpec("peak", {"cpu": "probes.cpu_peak:run_peak", "gpu": "probes.gpu_peak:run_peak"},
                       "FMA-chain peak FLOP/s, fp64 and fp32 (and fp16 half2, tensor-core matmul on GPU)"),
     "threads": ProbeSpec("threads", {"cpu": "probes.cpu_threads:run_thread_sweep"},

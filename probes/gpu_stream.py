@@ -78,3 +78,53 @@ def run_stream(ctx):
             ctx.progress(f"gpu{ctx.gpu['index']} stream {dtype} {w.name}")
             section[key][w.name] = ctx.measure(w)
     return section
+
+
+def read_workload(gpu, n_vectors, buf, bytes_per_launch=64 << 20):
+    """read_reps_fp32 over the first n_vectors float4 of `buf`, repeated in-kernel so each launch
+    reads about bytes_per_launch (n_vectors even)."""
+    import cupy as cp
+
+    kernel = load_module("stream").get_function("read_reps_fp32")
+    blocks = grid_blocks(n_vectors, gpu["sm_count"])
+    partial = cp.empty(blocks, cp.float64)
+    a = buf[: n_vectors * 4]
+    reps = max(1, bytes_per_launch // a.nbytes)
+    args = (a, partial, np.int64(n_vectors), np.int32(reps))
+
+    def run(loops):
+        for _ in range(loops):
+            kernel((blocks,), (THREADS,), args)
+
+    def check():
+        want = reps * float(a.astype(cp.float64).sum())  # the swapped passes read the same elements
+        got = float(partial.sum())
+        return None if abs(got / want - 1) <= 1e-9 else f"read sum {got!r} != {want!r}"
+
+    return Workload(name="read", run=nvtx("read", run), check=check, poison=lambda: partial.fill(np.nan),
+                    threads=THREADS * blocks, dtype="fp32", device="gpu", bytes_per_call=a.nbytes * reps,
+                    working_set_bytes=a.nbytes, info={"blocks": int(blocks), "reps_per_call": int(reps)})
+
+
+def run_hierarchy(ctx):
+    """devices.gpuN.hierarchy: read bandwidth from 1 MiB to 8x the L2 (L2 against HBM)."""
+    import cupy as cp
+
+    from probes.cpu_stream import DRAM_FACTOR, summarize_levels
+
+    l2 = ctx.gpu["l2_bytes"]
+    top = (4 << 20) if ctx.tiny else DRAM_FACTOR * l2
+    sizes, ws = [], 1 << 20
+    while ws <= top:
+        sizes.append(ws)
+        ws *= 2
+    buf = cp.random.default_rng(3).random(top // 4, dtype=cp.float32) + cp.float32(0.5)
+    points = []
+    for ws in sizes:
+        ctx.progress(f"gpu{ctx.gpu['index']} hierarchy read, working set {ws >> 20} MiB")
+        rec = ctx.measure(read_workload(ctx.gpu, ws // 16, buf))
+        rec["level"] = "L2" if ws <= l2 else "HBM"
+        points.append(rec)
+    levels = summarize_levels(points, [("L2", l2)])
+    levels["HBM"] = levels.pop("DRAM")
+    return {"hierarchy": points, "hierarchy_levels": levels}

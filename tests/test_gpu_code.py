@@ -21,7 +21,7 @@ def test_cuda_sources_compile(tmp_path, name, arch):
                            str(src)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     ptx = (tmp_path / "out.ptx").read_text()
-    expected = {"stream": ["triad_fp32", "read_fp64"], "fma": ["fma_fp16", "fma_fp64"],
+    expected = {"stream": ["triad_fp32", "read_fp64", "read_reps_fp32"], "fma": ["fma_fp16", "fma_fp64"],
                 "decode": ["decode_partial_int8", "decode_partial_bf16", "decode_merge"]}[name]
     for kernel in expected:
         assert f".entry {kernel}" in ptx

@@ -53,3 +53,27 @@ extern "C" __global__ void read_##SUF(const V* __restrict__ a, double* __restric
 
 STREAM_KERNELS(float4, fp32, 4)
 STREAM_KERNELS(double2, fp64, 2)
+
+// The hierarchy sweep's read: `reps` passes over a working set in one launch, so small (L2-sized)
+// sets are timed by their bandwidth, not by launch overhead. Odd passes read each neighbouring pair
+// swapped (i ^ 1), so no pass can reuse the previous one's registers. n must be even.
+extern "C" __global__ void read_reps_fp32(const float4* __restrict__ a, double* __restrict__ partial,
+                                          long long n, int reps) {
+    __shared__ double warp_sums[32];
+    double acc = 0.0;
+    for (int r = 0; r < reps; r++) {
+        for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
+             i += (long long)gridDim.x * blockDim.x) {
+            float4 x = a[i ^ (long long)(r & 1)];
+            acc += SUM_4(x);
+        }
+    }
+    for (int o = 16; o > 0; o >>= 1) acc += __shfl_down_sync(0xffffffffu, acc, o);
+    if ((threadIdx.x & 31) == 0) warp_sums[threadIdx.x >> 5] = acc;
+    __syncthreads();
+    if (threadIdx.x == 0) {
+        double total = 0.0;
+        for (int w = 0; w < (blockDim.x + 31) / 32; w++) total += warp_sums[w];
+        partial[blockIdx.x] = total;
+    }
+}
