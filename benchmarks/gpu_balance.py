@@ -1,0 +1,97 @@
+"""Side-by-side GPU benchmark for the GPU issue's targets (needs an NVIDIA GPU, CuPy and torch).
+
+Interleaved rounds on GPU 0, medians of per-round ratios:
+  harness triad (bytes read + written) / torch device-to-device copy       (target >= 0.9)
+  harness fp32 FMA / theoretical fp32 at the SM clock NVML reports          (target >= 0.9)
+  cupy-fused decode (H=32, H_kv=8, d_h=128, B=8, S=32768, fp16) / harness HBM read  (target >= 0.85)
+  best torch SDPA backend time / cupy-fused time                            (target >= 1)
+The tensor-core peak is torch.matmul itself, so its ratio to torch.matmul is 1 by construction.
+Usage: python benchmarks/gpu_balance.py [--rounds 5] [--json PATH]
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+from harness import gpus  # noqa: E402
+from harness.gpu_run import identify  # noqa: E402
+from harness.machine import identify_cpu  # noqa: E402
+from harness.model import DecodeShape  # noqa: E402
+from harness.workload import time_workload  # noqa: E402
+from probes import gpu_decode, gpu_peak, gpu_stream  # noqa: E402
+from probes.gpu_common import cupy_unavailable_reason, event_clock, stream_vectors  # noqa: E402
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--rounds", type=int, default=5)
+    p.add_argument("--json", default=os.path.join(os.path.dirname(HERE), "build", "bench-gpu.json"))
+    args = p.parse_args()
+    reason = cupy_unavailable_reason()
+    if reason:
+        sys.exit(f"no GPU benchmark here: {reason}")
+    import cupy as cp
+    import pynvml
+    import torch
+
+    pynvml.nvmlInit()
+    gpu = identify(0)
+    clock = event_clock()
+    free, _ = cp.cuda.runtime.memGetInfo()
+    triad = next(w for w in gpu_stream.stream_workloads(gpu, "fp32", stream_vectors(gpu["l2_bytes"], free)) if w.name == "triad")
+    read = next(w for w in gpu_stream.stream_workloads(gpu, "fp32", stream_vectors(gpu["l2_bytes"], free)) if w.name == "read")
+    fma = gpu_peak.fma_workload(gpu, "fp32", 4096)
+    shape = DecodeShape(seq_len=32768, heads=32, kv_heads=8, head_dim=128, dtype="fp16", batch=8)
+    fused = gpu_decode.decode_workload(gpu, "cupy-fused", shape, seed=1)
+    sdpa = {}
+    for backend in gpu_decode.SDPA_BACKENDS:
+        try:
+            sdpa[backend] = gpu_decode.decode_workload(gpu, "torch-sdpa", shape, seed=1, backend=backend)
+        except RuntimeError as e:
+            print(f"SDPA {backend}: not available for this shape ({str(e).splitlines()[0]})")
+    n = triad.bytes_per_call // 12
+    src, dst = torch.rand(n * 2, device="cuda"), torch.empty(n * 2, device="cuda")
+
+    def copy_bytes_per_s():
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        best = float("inf")
+        for _ in range(10):
+            start.record()
+            dst.copy_(src)
+            end.record()
+            end.synchronize()
+            best = min(best, start.elapsed_time(end) / 1e3)
+        return 2 * dst.nbytes / best  # bytes read + written
+
+    rows = []
+    for r in range(args.rounds):
+        rec = {"copy_bytes_per_s": copy_bytes_per_s()}
+        rec["triad_bytes_per_s"] = time_workload(triad, 10, 0.05, clock)["bytes_per_s"]
+        rec["read_bytes_per_s"] = time_workload(read, 10, 0.05, clock)["bytes_per_s"]
+        with gpus.Telemetry(pynvml, 0) as tele:
+            rec["fma_fp32_flops_per_s"] = time_workload(fma, 10, 0.05, clock)["flops_per_s"]
+        sm_clock = tele.summary()["sm_clock_hz"]["median"]
+        rec["theoretical_fp32_at_clock"] = gpus.theoretical(gpu, clock_hz=sm_clock)["flops_per_s"]["fp32"]
+        rec["fused_time_s"] = time_workload(fused, 10, 0.05, clock)["median_time_s"]
+        rec["sdpa_best_time_s"] = min(time_workload(w, 10, 0.05, clock)["median_time_s"] for w in sdpa.values()) if sdpa else None
+        rec["triad_over_copy"] = rec["triad_bytes_per_s"] / rec["copy_bytes_per_s"]
+        rec["fma_over_theoretical"] = rec["fma_fp32_flops_per_s"] / rec["theoretical_fp32_at_clock"]
+        rec["fused_fraction_of_read"] = fused.bytes_per_call / rec["fused_time_s"] / rec["read_bytes_per_s"]
+        rec["sdpa_over_fused"] = rec["sdpa_best_time_s"] / rec["fused_time_s"] if rec["sdpa_best_time_s"] else None
+        rows.append(rec)
+        print(f"round {r + 1}: " + ", ".join(f"{k} {v:.3g}" for k, v in rec.items() if v is not None), flush=True)
+    keys = ("triad_over_copy", "fma_over_theoretical", "fused_fraction_of_read", "sdpa_over_fused")
+    summary = {k: statistics.median(r[k] for r in rows) for k in keys if all(r[k] is not None for r in rows)}
+    print(f"\n{gpu['name']}, {args.rounds} rounds (medians): " + ", ".join(f"{k} {v:.3f}" for k, v in summary.items()))
+    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
+    with open(args.json, "w") as f:
+        json.dump({"gpu": gpu, "cpu": identify_cpu()["model"], "rounds": rows, "median": summary}, f, indent=2, default=str)
+
+
+if __name__ == "__main__":
+    main()
