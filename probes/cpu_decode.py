@@ -301,7 +301,7 @@ def adjacent_reader(ctx):
     """A function timing the DRAM read kernel now (median bytes/s), built on first use.
 
     On a shared machine DRAM bandwidth drifts by 2x within minutes, so every large decode point is
-    compared with a read measured right before it, besides the profile's read bandwidth."""
+    compared with reads measured right before and right after it, besides the profile's figure."""
     state = {}
 
     def read_now():
@@ -325,9 +325,13 @@ def run_decode(ctx):
     for i, (impl, shape) in enumerate(points):
         ctx.progress(f"decode {impl} {shape.dtype} B={shape.batch} H={shape.heads}/{shape.kv_heads} "
                      f"d_h={shape.head_dim} S={shape.seq_len} ({i + 1}/{len(points)})")
-        adjacent = read_now() if model.cache_bytes(shape) >= large and not ctx.tiny else None
+        bracket = model.cache_bytes(shape) >= large and not ctx.tiny
+        before = read_now() if bracket else None
         rec = measure_point(ctx, impl, shape, seed=1000 + i)
-        rec["adjacent_read_bytes_per_s"] = adjacent
+        after = read_now() if bracket else None
+        # the read bandwidth just before and just after the point: their mean is what it competed with
+        rec["adjacent_read_bytes_per_s"] = (before + after) / 2 if before and after else None
+        rec["adjacent_reads_bytes_per_s"] = [before, after] if bracket else None
         records.append(rec)
     return {"decode_attention": records}
 
