@@ -181,16 +181,6 @@ def cmd_history(args):
     return 0
 
 
-def nonnegative_float(text):
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{value} is invalid: must be 0 or more")
-    return value
-
-
 def cmd_fleet_run(args):
     """One rank of a fleet run (start it with mpirun or srun); rank 0 writes the results."""
     from harness.fleet import fleet_run
@@ -238,14 +228,21 @@ def cmd_show(args):
     return 0
 
 
-def positive_int(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} is invalid: must be at least 1")
-    return value
+def _bounded(parse, noun, minimum, bound):
+    """An argparse type: `parse` the text, and refuse values under `minimum` saying `bound`."""
+    def check(text):
+        try:
+            value = parse(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {noun}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"{value} is invalid: must be {bound}")
+        return value
+    return check
+
+
+positive_int = _bounded(int, "a whole number", 1, "at least 1")
+nonnegative_float = _bounded(float, "a number", 0, "0 or more")
 
 
 def parser():

@@ -112,10 +112,14 @@ def count_with_ncu(section, index, progress):
             rec["counters"] = ncu.count(probe, device, nvtx_range, ["--quick", *args], rec.get("bytes_per_call"))
 
 
+def gpu_probe_reason():
+    """None if every GPU profile probe can run here, else the first reason one cannot."""
+    return next(filter(None, (unavailable_reason(PROBES[n], "gpu") for n in GPU_PROFILE_PROBES)), None)
+
+
 def gpu_sections(found, selection, cpu, quick, tiny, progress, counters="auto"):
     """({'gpu0': section, ...}, reason or None)."""
-    reason = next((unavailable_reason(PROBES[n], "gpu") for n in GPU_PROFILE_PROBES
-                   if unavailable_reason(PROBES[n], "gpu")), None)
+    reason = gpu_probe_reason()
     if not found or reason:
         return {}, reason or "no GPU found"
     sections = {}

@@ -98,6 +98,13 @@ def decode_bytes(shape):
     return cache_bytes(shape) + small_bytes(shape)
 
 
+def record_figures(shape):
+    """The model's figures for one decode shape, as every decode record (CPU or GPU) stores them."""
+    flops, nbytes = attention_flops(shape), decode_bytes(shape)
+    return {"flops": flops, "softmax_flops": softmax_flops(shape), "bytes": nbytes,
+            "cache_bytes": cache_bytes(shape), "intensity": intensity(flops, nbytes)}
+
+
 def intensity(flops, nbytes):
     """FLOP per byte."""
     return flops / nbytes

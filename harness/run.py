@@ -171,10 +171,9 @@ def build_profile(device="all", threads=None, quick=False, progress=lambda m: No
     cpu = machine.identify_cpu()
     gpus, gpu_reason = detect_gpus()
     if gpus and not gpu_reason:
-        from harness.gpu_run import GPU_PROFILE_PROBES
+        from harness.gpu_run import gpu_probe_reason
 
-        gpu_reason = next((unavailable_reason(PROBES[n], "gpu") for n in GPU_PROFILE_PROBES
-                           if unavailable_reason(PROBES[n], "gpu")), None)
+        gpu_reason = gpu_probe_reason()
     if device == "gpu" and gpu_reason:
         raise HarnessError(f"--device gpu: no GPU can be profiled here ({gpu_reason})")
     if gpu_selection is not None and not gpus:

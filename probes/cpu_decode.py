@@ -255,9 +255,7 @@ def measure_point(ctx, impl, shape, seed):
     rec = ctx.measure(w)
     rec.update(w.info)  # filled in by the check
     rec["time_s"] = rec["median_time_s"]
-    rec["model"] = {"flops": model.attention_flops(shape), "softmax_flops": model.softmax_flops(shape),
-                    "bytes": model.decode_bytes(shape), "cache_bytes": model.cache_bytes(shape),
-                    "intensity": model.intensity(model.attention_flops(shape), model.decode_bytes(shape))}
+    rec["model"] = model.record_figures(shape)
     return rec
 
 

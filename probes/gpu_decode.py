@@ -180,8 +180,6 @@ def run_decode(ctx):
         rec = ctx.measure(w)
         rec.update(w.info)
         rec["time_s"] = rec["median_time_s"]
-        rec["model"] = {"flops": model.attention_flops(shape), "softmax_flops": model.softmax_flops(shape),
-                        "bytes": model.decode_bytes(shape), "cache_bytes": model.cache_bytes(shape),
-                        "intensity": model.intensity(model.attention_flops(shape), model.decode_bytes(shape))}
+        rec["model"] = model.record_figures(shape)
         records.append(rec)
     return {"decode_attention": records, "decode_unsupported": skipped}
