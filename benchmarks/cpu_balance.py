@@ -8,9 +8,7 @@ Usage: python benchmarks/cpu_balance.py [--rounds 5] [--threads N] [--json PATH]
 """
 
 import argparse
-import json
 import os
-import statistics
 import subprocess
 import sys
 import time
@@ -22,9 +20,11 @@ from harness.machine import identify_cpu  # noqa: E402
 from harness.workload import Context, time_workload  # noqa: E402
 from probes.cpu_peak import peak_workload  # noqa: E402
 from probes.cpu_stream import stream_elements, stream_workloads  # noqa: E402
+from summary import finish  # noqa: E402
 
 BUILD = os.path.join(os.path.dirname(HERE), "build")
-TARGET = 0.9
+TARGETS = {"triad_ratio": (">=", 0.9, "harness triad / C OpenMP triad"),
+           "fp32_ratio": (">=", 0.9, "harness fp32 peak / best(C FMA intrinsics, torch matmul)")}
 
 
 def compile_c(name):
@@ -88,16 +88,8 @@ def main():
               f"{row['c_fma_fp32_flops_per_s'] / 1e9:6.1f}, torch matmul {row['torch_matmul_fp32_flops_per_s'] / 1e9:6.1f}, "
               f"harness {row['harness_peak_fp32_flops_per_s'] / 1e9:6.1f} GFLOP/s (x{row['fp32_ratio']:.3f})", flush=True)
 
-    summary = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
-    print(f"\n{cpu['model']}, {threads} threads, {n * 8 / 2**20:.0f} MiB per triad array, {args.rounds} rounds")
-    for key, label in (("triad_ratio", "harness triad / C OpenMP triad"),
-                       ("fp32_ratio", "harness fp32 peak / best(C FMA intrinsics, torch matmul)")):
-        verdict = "meets" if summary[key] >= TARGET else "BELOW"
-        print(f"  {label}: median ratio {summary[key]:.3f} ({verdict} the {TARGET} target)")
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w") as f:
-        json.dump({"cpu": cpu["model"], "threads": threads, "rounds": rows, "median": summary}, f, indent=2)
-    print(f"  raw rounds written to {args.json}")
+    finish(rows, TARGETS, f"{cpu['model']}, {threads} threads, {n * 8 / 2**20:.0f} MiB per triad array", args.json,
+           {"cpu": cpu["model"], "threads": threads})
 
 
 if __name__ == "__main__":

@@ -12,7 +12,6 @@ Usage: python benchmarks/cpu_decode.py [--rounds 5] [--seq-len 16384] [--threads
 """
 
 import argparse
-import json
 import os
 import statistics
 import sys
@@ -25,6 +24,7 @@ from harness.model import DecodeShape  # noqa: E402
 from harness.workload import Context, time_workload  # noqa: E402
 from probes.cpu_decode import decode_workload  # noqa: E402
 from probes.cpu_stream import stream_elements, stream_workloads  # noqa: E402
+from summary import finish  # noqa: E402
 
 TARGETS = {"fused_fp32_fraction_of_read": (">=", 0.8), "sdpa_over_fused_time": (">=", 2.0),
            "int8_over_fp32_time": ("<=", 0.4), "bf16_over_fp32_time": ("<=", 0.6),
@@ -79,16 +79,9 @@ def main():
               f"{rec['fused_fp32_time_s'] * 1e3:.2f} ms ({rec['fused_fp32_fraction_of_read']:.2f} of read), "
               f"sdpa {rec['sdpa_fp32_time_s'] * 1e3:.2f} ms, int8 {rec['fused_int8_time_s'] * 1e3:.2f} ms, "
               f"bf16 {rec['fused_bf16_time_s'] * 1e3:.2f} ms, gqa4 {rec['fused_fp32_gqa4_time_s'] * 1e3:.2f} ms", flush=True)
-    summary = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
-    print(f"\n{cpu['model']}, {threads} threads, H=32 d_h=128 B=1 S={args.seq_len}, {args.rounds} rounds (medians)")
-    for key, (op, target) in TARGETS.items():
-        ok = summary[key] >= target if op == ">=" else summary[key] <= target
-        print(f"  {key}: {summary[key]:.3f} ({'meets' if ok else 'MISSES'} {op} {target})")
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w") as f:
-        json.dump({"cpu": cpu["model"], "threads": threads, "seq_len": args.seq_len, "rounds": rows,
-                   "median": summary}, f, indent=2)
-    print(f"  raw rounds written to {args.json}")
+    finish(rows, {k: (op, t, k) for k, (op, t) in TARGETS.items()},
+           f"{cpu['model']}, {threads} threads, H=32 d_h=128 B=1 S={args.seq_len}", args.json,
+           {"cpu": cpu["model"], "threads": threads, "seq_len": args.seq_len})
 
 
 if __name__ == "__main__":
