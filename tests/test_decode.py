@@ -7,7 +7,7 @@ from harness import model
 from harness.errors import HarnessError
 from harness.workload import Context, time_workload
 from probes import cpu_decode
-from probes.cpu_decode_kernel import chunk_length, exp_nonpositive
+from probes.cpu_decode_kernel import aligned_rows, chunk_length, exp_nonpositive
 
 HAS_TORCH = cpu_decode.torch_reason() is None
 
@@ -92,6 +92,15 @@ def test_storage_round_trips():
     back = cpu_decode.from_storage(stored, scale, "int8")
     assert stored.dtype == np.int8 and scale.shape == (50,)
     assert np.all(np.abs(back - rows) <= scale[:, None] / 2 + 1e-7)
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16", "int8"])
+def test_caches_and_scratch_start_on_cache_lines(dtype):
+    cache = cpu_decode.DecodeCache(model.DecodeShape(seq_len=5, heads=2, kv_heads=1, head_dim=64, dtype=dtype), 0)
+    assert [a.ctypes.data % 64 for a in (cache.q, cache.k, cache.v)] == [0, 0, 0]
+    for rows, cols in ((4, 128), (3, 80), (1, 1)):
+        a = aligned_rows(rows, cols)
+        assert a.shape == (rows, cols) and a.flags.c_contiguous and a.ctypes.data % 64 == 0
 
 
 def test_chunks_split_long_caches_and_balance_threads():
