@@ -7,6 +7,11 @@ import os
 CUDA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cuda")
 CUDA_SOURCES = ("stream", "fma", "decode")
 THREADS = 256
+# decode.cu's split-K kernel is a template over the cache element type, head dim and GQA group
+DECODE_TYPES = {"fp32": "float", "fp16": "__half", "bf16": "__nv_bfloat16", "int8": "signed char"}
+DECODE_HEAD_DIMS = (64, 128, 256)
+DECODE_GROUPS = (1, 2, 4, 8)
+DECODE_THREADS = 256
 
 
 def cupy_unavailable_reason():
@@ -27,11 +32,17 @@ def cuda_source(name):
         return f.read()
 
 
-def load_module(name):
-    """The compiled CuPy module of probes/cuda/<name>.cu (NVRTC; cached by CuPy)."""
+def load_module(name, templates=()):
+    """The compiled CuPy module of probes/cuda/<name>.cu (NVRTC; cached by CuPy), with the
+    template kernels named in `templates` instantiated (get them by the same names)."""
     import cupy
 
-    return cupy.RawModule(code=cuda_source(name), options=("--std=c++17",))
+    return cupy.RawModule(code=cuda_source(name), options=("--std=c++17",), name_expressions=list(templates) or None)
+
+
+def decode_kernel_name(dtype, head_dim, group):
+    """The instantiation of decode.cu's decode_partial for one cache dtype, head dim and group."""
+    return f"decode_partial<{DECODE_TYPES[dtype]}, {head_dim}, {group}>"
 
 
 def event_clock():
@@ -77,10 +88,19 @@ def stream_vectors(l2_bytes, free_bytes, vector_bytes=16, arrays=3, factor=4):
     return max(1, min(want, fits) // vector_bytes)
 
 
-def decode_chunking(batch, kv_heads, seq_len, group, sm_count, shared_bytes=48 * 1024):
-    """(chunks, chunk_len) for the split-K decode: at least two blocks per SM, scores fitting in
-    shared memory (group x chunk_len floats)."""
+def decode_chunking(batch, kv_heads, seq_len, group, sm_count, shared_bytes=48 * 1024, blocks_per_sm=32,
+                    min_len=256):
+    """(chunks, chunk_len) for the split-K decode: about `blocks_per_sm` blocks per SM (several
+    waves, so the last one leaves few SMs idle), chunks no shorter than min_len tokens (each chunk
+    writes a partial output the merge reads back), scores within shared memory (group x chunk_len
+    floats)."""
     max_len = shared_bytes // (4 * group)
-    chunks = max(math.ceil(2 * sm_count / (batch * kv_heads)), math.ceil(seq_len / max_len), 1)
-    chunk_len = math.ceil(seq_len / chunks)
-    return math.ceil(seq_len / chunk_len), chunk_len
+    wanted = math.ceil(seq_len * batch * kv_heads / (blocks_per_sm * sm_count))
+    chunk_len = max(1, min(max_len, seq_len, max(min_len, wanted)))
+    chunks = math.ceil(seq_len / chunk_len)
+    return chunks, math.ceil(seq_len / chunks)
+
+
+def decode_shared_bytes(group, chunk_len, head_dim):
+    """Dynamic shared memory of one decode block: its scores, later reused for its output."""
+    return 4 * group * max(chunk_len, head_dim)

@@ -11,7 +11,8 @@ from harness import model
 from harness.errors import HarnessError
 from harness.workload import Workload
 from probes.cpu_decode import TOLERANCE, DecodeCache, relative_error
-from probes.gpu_common import decode_chunking, load_module, nvtx
+from probes.gpu_common import (DECODE_GROUPS, DECODE_HEAD_DIMS, DECODE_THREADS, decode_chunking,
+                                decode_kernel_name, decode_shared_bytes, load_module, nvtx)
 
 IMPLS = ("cupy-fused", "torch-sdpa", "torch-naive")
 SDPA_BACKENDS = ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "CUDNN_ATTENTION", "MATH")
@@ -20,10 +21,11 @@ MAX_COPIES = 64
 
 def check_shape(impl, shape):
     if impl == "cupy-fused":
-        if shape.head_dim % 32 or shape.head_dim > 256:
-            raise HarnessError(f"cupy-fused needs head-dim a multiple of 32 up to 256, got {shape.head_dim}")
-        if shape.group > 8:
-            raise HarnessError(f"cupy-fused supports GQA groups up to 8, got {shape.group}")
+        if shape.head_dim not in DECODE_HEAD_DIMS:
+            raise HarnessError(f"cupy-fused needs head-dim {', '.join(map(str, DECODE_HEAD_DIMS))}, got {shape.head_dim}")
+        if shape.group not in DECODE_GROUPS:
+            raise HarnessError(f"cupy-fused needs heads / kv-heads in {', '.join(map(str, DECODE_GROUPS))}, "
+                               f"got {shape.group}")
     elif shape.dtype == "int8":
         raise HarnessError(f"{impl} does not support an int8 cache: valid dtypes are fp32, bf16, fp16")
 
@@ -45,24 +47,25 @@ def fused_runner(gpu, cache, q, sets):
     import cupy as cp
 
     s = cache.shape
-    kernel = load_module("decode").get_function(f"decode_partial_{s.dtype}")
-    merge = load_module("decode").get_function("decode_merge")
+    name = decode_kernel_name(s.dtype, s.head_dim, s.group)
+    module = load_module("decode", templates=[name])
+    kernel, merge = module.get_function(name), module.get_function("decode_merge")
     chunks, chunk_len = decode_chunking(s.batch, s.kv_heads, s.seq_len, s.group, gpu["sm_count"])
+    shared = decode_shared_bytes(s.group, chunk_len, s.head_dim)
     bkv = s.batch * s.kv_heads
     po = cp.empty((chunks * bkv * s.group, s.head_dim), cp.float32)
     pm = cp.empty(chunks * bkv * s.group, cp.float32)
     pl = cp.empty_like(pm)
     out = cp.empty((s.batch * s.heads, s.head_dim), cp.float32)
     state = {"i": 0}
-    ints = [np.int32(x) for x in (s.heads, s.kv_heads, s.seq_len, s.head_dim, chunk_len)]
+    ints = [np.int32(x) for x in (s.heads, s.kv_heads, s.seq_len, chunk_len)]
 
     def run(loops):
         for _ in range(loops):
             k, v, ks, vs = sets[state["i"] % len(sets)]
             state["i"] += 1
             out.fill(np.nan)  # poisoned before every call
-            kernel((chunks, bkv), (128,), (q, k, v, ks, vs, po, pm, pl, *ints),
-                   shared_mem=4 * s.group * chunk_len)
+            kernel((chunks, bkv), (DECODE_THREADS,), (q, k, v, ks, vs, po, pm, pl, *ints), shared_mem=shared)
             merge((bkv, s.group), (128,), (po, pm, pl, out, np.int32(chunks), np.int32(bkv), np.int32(s.group),
                                            np.int32(s.heads), np.int32(s.kv_heads), np.int32(s.head_dim)))
 

@@ -1,6 +1,7 @@
 """GPU code that needs no GPU: every CUDA source compiles with nvcc for sm_80 and sm_90, launch
 geometry and sizing are right, and GPU probes say why they cannot run here."""
 
+import math
 import shutil
 import subprocess
 
@@ -16,15 +17,27 @@ NVCC = shutil.which("nvcc")
 @pytest.mark.parametrize("name", gpu_common.CUDA_SOURCES)
 def test_cuda_sources_compile(tmp_path, name, arch):
     src = tmp_path / f"{name}.cu"
-    src.write_text(gpu_common.cuda_source(name))
+    code = gpu_common.cuda_source(name)
+    if name == "decode":  # instantiate every template the probe can ask for, as CuPy would
+        names = [gpu_common.decode_kernel_name(t, d, g) for t in gpu_common.DECODE_TYPES
+                 for d in gpu_common.DECODE_HEAD_DIMS for g in gpu_common.DECODE_GROUPS]
+        code += "\nvoid* all_kernels[] = {" + ", ".join(f"(void*){n}" for n in names) + "};\n"
+    src.write_text(code)
     proc = subprocess.run([NVCC, f"-arch={arch}", "--ptx", "-Werror", "all-warnings", "-o", str(tmp_path / "out.ptx"),
                            str(src)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     ptx = (tmp_path / "out.ptx").read_text()
     expected = {"stream": ["triad_fp32", "read_fp64", "read_reps_fp32"], "fma": ["fma_fp16", "fma_fp64"],
-                "decode": ["decode_partial_int8", "decode_partial_bf16", "decode_merge"]}[name]
+                "decode": ["decode_merge"]}[name]
     for kernel in expected:
         assert f".entry {kernel}" in ptx
+    if name == "decode":
+        assert ptx.count(".entry _Z14decode_partial") == len(names)
+
+
+def test_decode_block_size_matches_the_cuda_source():
+    assert f"#define THREADS {gpu_common.DECODE_THREADS}\n" in gpu_common.cuda_source("decode")
+    assert gpu_common.decode_kernel_name("int8", 128, 4) == "decode_partial<signed char, 128, 4>"
 
 
 def test_grid_and_sizes():
@@ -39,8 +52,10 @@ def test_grid_and_sizes():
 def test_decode_chunking_fills_the_gpu_and_fits_shared_memory(batch, kv_heads, seq_len, group):
     chunks, chunk_len = gpu_common.decode_chunking(batch, kv_heads, seq_len, group, sm_count=132)
     assert chunks * chunk_len >= seq_len > (chunks - 1) * chunk_len
-    assert group * chunk_len * 4 <= 48 * 1024
-    assert chunks * batch * kv_heads >= min(2 * 132, seq_len * batch * kv_heads)
+    assert gpu_common.decode_shared_bytes(group, chunk_len, 256) <= 48 * 1024
+    blocks = chunks * batch * kv_heads
+    assert blocks >= min(8 * 132, math.ceil(seq_len / 256) * batch * kv_heads)  # several waves where there is work
+    assert chunk_len >= min(256, seq_len) or blocks >= 32 * 132 * 0.9  # not cut finer than needed
 
 
 def test_gpu_probes_say_why_they_cannot_run_here():
@@ -58,8 +73,10 @@ def test_gpu_decode_points_and_cold_l2_copies():
     points = gpu_decode.points_from_options({"impl": "all", "dtype": "fp16", "seq_len": 64})
     assert [p[0] for p in points].count("torch-sdpa") == len(gpu_decode.SDPA_BACKENDS)
     assert points[0][0] == "cupy-fused" and points[0][1].batch == 8 and points[0][1].kv_heads == 8
-    with pytest.raises(HarnessError, match="multiple of 32"):
+    with pytest.raises(HarnessError, match="head-dim 64, 128, 256"):
         gpu_decode.points_from_options({"head_dim": 80})
+    with pytest.raises(HarnessError, match="heads / kv-heads in 1, 2, 4, 8"):
+        gpu_decode.points_from_options({"heads": 24, "kv_heads": 8})
     with pytest.raises(HarnessError, match="int8 cache"):
         gpu_decode.points_from_options({"impl": "torch-naive", "dtype": "int8"})
     assert gpu_decode.copies_for_cold_l2(1 << 30, 50 << 20) == 1
