@@ -8,6 +8,7 @@
 extern "C" __global__ void fma_fp32(float* __restrict__ out, float x, float y, int iters) {
     float a[ACC];
     for (int k = 0; k < ACC; k++) a[k] = 0.5f + 0.0625f * k;
+#pragma unroll 16  // 16 x ACC FMAs per loop branch
     for (int i = 0; i < iters; i++) {
 #pragma unroll
         for (int k = 0; k < ACC; k++) a[k] = fmaf(a[k], x, y);
@@ -20,6 +21,7 @@ extern "C" __global__ void fma_fp32(float* __restrict__ out, float x, float y, i
 extern "C" __global__ void fma_fp64(double* __restrict__ out, double x, double y, int iters) {
     double a[ACC];
     for (int k = 0; k < ACC; k++) a[k] = 0.5 + 0.0625 * k;
+#pragma unroll 16  // 16 x ACC FMAs per loop branch
     for (int i = 0; i < iters; i++) {
 #pragma unroll
         for (int k = 0; k < ACC; k++) a[k] = fma(a[k], x, y);
@@ -33,6 +35,7 @@ extern "C" __global__ void fma_fp16(float* __restrict__ out, float x, float y, i
     __half2 a[ACC];
     const __half2 hx = __float2half2_rn(x), hy = __float2half2_rn(y);
     for (int k = 0; k < ACC; k++) a[k] = __float2half2_rn(0.5f + 0.0625f * k);
+#pragma unroll 16  // 16 x ACC FMAs per loop branch
     for (int i = 0; i < iters; i++) {
 #pragma unroll
         for (int k = 0; k < ACC; k++) a[k] = __hfma2(a[k], hx, hy);
