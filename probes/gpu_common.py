@@ -4,6 +4,8 @@ CUDA-event clock for the timing core, and launch geometry (pure functions, testa
 import math
 import os
 
+from harness.counters.ncu import NVTX_PREFIX
+
 CUDA_DIR = os.path.join(os.path.dirname(os.path.abspath(__file__)), "cuda")
 CUDA_SOURCES = ("stream", "fma", "decode")
 THREADS = 256
@@ -63,11 +65,11 @@ def event_clock():
 
 
 def nvtx(name, run):
-    """`run` inside an NVTX range "harness/<name>", the range ncu restricts counting to."""
+    """`run` inside the NVTX range NVTX_PREFIX + name, the range ncu restricts counting to."""
     from cupy.cuda import nvtx as cupy_nvtx
 
     def ranged(loops):
-        cupy_nvtx.RangePush(f"harness/{name}")
+        cupy_nvtx.RangePush(NVTX_PREFIX + name)
         try:
             run(loops)
         finally:

@@ -94,7 +94,7 @@ def test_ncu_parser_skips_logs_and_applies_units():
 def test_ncu_command_and_unavailability(monkeypatch):
     cmd = ncu.command("decode", "gpu0", "cupy-fused", ["--quick"], python="python3")
     assert cmd[:6] == ["ncu", "--csv", "--page", "raw", "--clock-control", "none"]
-    assert "harness/cupy-fused/" in cmd
+    assert "harness-cupy-fused/" in cmd  # "/" ends a push/pop range name for ncu
     assert cmd[-8:] == ["python3", "-m", "harness", "probe", "decode", "--device", "gpu0", "--quick"]
     assert ncu.permission_error("==ERROR== ERR_NVGPUCTRPERM - The user does not have permission")
     monkeypatch.setattr(ncu.shutil, "which", lambda name: None)

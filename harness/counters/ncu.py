@@ -25,7 +25,9 @@ METRICS = (
 UNIT_SCALE = {"byte": 1, "Kbyte": 1e3, "Mbyte": 1e6, "Gbyte": 1e9, "Tbyte": 1e12, "KB": 1e3, "MB": 1e6, "GB": 1e9,
               "nsecond": 1e-9, "usecond": 1e-6, "msecond": 1e-3, "second": 1, "inst": 1, "%": 1, "": 1}
 FLOP_WEIGHTS = {"dadd": 1, "dmul": 1, "dfma": 2, "fadd": 1, "fmul": 1, "ffma": 2, "hadd": 2, "hmul": 2, "hfma": 4}
-NVTX_PREFIX = "harness/"
+# the NVTX push/pop range around each timed GPU workload is NVTX_PREFIX + its name; no "/" in it:
+# ncu's --nvtx-include reads "/" as the separator of nested push/pop ranges
+NVTX_PREFIX = "harness-"
 
 
 def unavailable_reason():
