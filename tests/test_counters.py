@@ -88,6 +88,11 @@ def test_ncu_parser_skips_logs_and_applies_units():
     assert b["bytes_ratio"] == pytest.approx(1.0, rel=0.01)  # the triad's declared bytes, counted
     assert b["flops"] == pytest.approx(2 * 134217728)  # one fmul and one fadd per element
     assert ncu.parse_ncu_csv("==PROF== nothing profiled\n") == []
+    # a decode call launches three kernels: counts per call sum the kernels, each averaged over its launches
+    calls = [{"Kernel Name": name, "dram__bytes_read.sum": b, "dram__bytes_write.sum": 0.0}
+             for _ in range(2) for name, b in (("cupy_fill", 0.0), ("decode_partial", 1e9), ("decode_merge", 2e6))]
+    b = ncu.derive(calls, model_bytes=1e9)
+    assert b["dram_bytes"] == pytest.approx(1.002e9) and b["kernels_per_call"] == 3 and b["launches"] == 6
     assert "no kernel" in ncu.derive([])["reason"]
 
 

@@ -28,6 +28,7 @@ FLOP_WEIGHTS = {"dadd": 1, "dmul": 1, "dfma": 2, "fadd": 1, "fmul": 1, "ffma": 2
 # the NVTX push/pop range around each timed GPU workload is NVTX_PREFIX + its name; no "/" in it:
 # ncu's --nvtx-include reads "/" as the separator of nested push/pop ranges
 NVTX_PREFIX = "harness-"
+LAUNCH_COUNT = 24  # kernels profiled per range (each is replayed once per metric pass): a few calls' worth
 
 
 def unavailable_reason():
@@ -39,7 +40,8 @@ def unavailable_reason():
 def command(probe, device, nvtx_range, extra_args=(), python=sys.executable):
     """The ncu command line that re-runs `harness probe` and counts only `nvtx_range`'s kernels."""
     return ["ncu", "--csv", "--page", "raw", "--clock-control", "none", "--target-processes", "all",
-            "--nvtx", "--nvtx-include", f"{NVTX_PREFIX}{nvtx_range}/", "--metrics", ",".join(METRICS),
+            "--nvtx", "--nvtx-include", f"{NVTX_PREFIX}{nvtx_range}/", "--launch-count", str(LAUNCH_COUNT),
+            "--metrics", ",".join(METRICS),
             python, "-m", "harness", "probe", probe, "--device", device, *extra_args]
 
 
@@ -72,17 +74,25 @@ def parse_ncu_csv(text):
 
 
 def derive(kernels, model_bytes=None):
-    """A counters block from the kernels of one NVTX range, averaged per launch of the workload."""
+    """A counters block per call of the workload: one call may launch several kernels (decode: the
+    poisoning fill, the split-K partials, the merge), so each kernel name's counts are averaged over
+    its launches and the names are summed."""
     if not kernels:
         return block("ncu", "ncu profiled no kernel in the NVTX range")
-    dram = sum(k.get("dram__bytes_read.sum", 0) + k.get("dram__bytes_write.sum", 0) for k in kernels)
-    flops = 0.0
-    for op, w in FLOP_WEIGHTS.items():
-        flops += w * sum(k.get(f"sm__sass_thread_inst_executed_op_{op}_pred_on.sum", 0) for k in kernels)
-    n = len(kernels)
-    return block("ncu", None, dram_bytes=dram / n, flops=flops / n if flops else None, model_bytes=model_bytes,
-                 l2_bytes=sum(k.get("lts__t_bytes.sum", 0) for k in kernels) / n,
-                 kernel_time_s=sum(k.get("gpu__time_duration.sum", 0) for k in kernels) / n, launches=n)
+    by_name = {}
+    for k in kernels:
+        by_name.setdefault(k.get("Kernel Name", ""), []).append(k)
+
+    def per_call(value_of):
+        return sum(sum(value_of(k) for k in ks) / len(ks) for ks in by_name.values())
+
+    dram = per_call(lambda k: k.get("dram__bytes_read.sum", 0) + k.get("dram__bytes_write.sum", 0))
+    flops = per_call(lambda k: sum(w * k.get(f"sm__sass_thread_inst_executed_op_{op}_pred_on.sum", 0)
+                                   for op, w in FLOP_WEIGHTS.items()))
+    return block("ncu", None, dram_bytes=dram, flops=flops or None, model_bytes=model_bytes,
+                 l2_bytes=per_call(lambda k: k.get("lts__t_bytes.sum", 0)),
+                 kernel_time_s=per_call(lambda k: k.get("gpu__time_duration.sum", 0)),
+                 launches=len(kernels), kernels_per_call=len(by_name))
 
 
 def count(probe, device, nvtx_range, extra_args=(), model_bytes=None, timeout_s=600):
