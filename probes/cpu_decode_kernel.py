@@ -13,7 +13,15 @@ Performance notes (each measured on the 2-core Zen 5 VM):
   widened there): one core otherwise keeps too few misses in flight while it also computes
   (about 0.7 of the read kernel's bandwidth);
 - exp is a vectorisable polynomial (libm's is a scalar call that dominated the int8 cache);
-- V rows are consumed four at a time, so each output row is loaded and stored once per four.
+- V rows are consumed four at a time, so each output row is loaded and stored once per four;
+- caches and scratch rows start on 64-byte boundaries (callers allocate the caches so): a vector
+  load straddling two lines made the kernel 1.2-1.5x slower in L2.
+Where it stands (fp32, H=32, d_h=128, S=16384, both cores): 0.74-0.80 of the read kernel's
+bandwidth, the lower figure when DRAM is fast. A flat sum over the same K and V chunks reaches 0.95,
+so the access order is not the limit; the row-wise work is: in L2 this kernel runs at ~2-2.5x one
+core's share of DRAM bandwidth, and compute and misses overlap little. Tried and slower here:
+online softmax interleaving K and V blocks, prefetch into L2 only or every other line, dynamic
+scheduling, a head dim fixed at compile time (faster in L2, slower from DRAM).
 """
 
 import functools
