@@ -1,0 +1,51 @@
+#!/usr/bin/env bash
+# What only a GPU machine can show, in steps that each fit a short session on a lent H100/H200.
+# Runs from the source tree with the machine's own python3 (no install); every output lands in OUT.
+#   tests    pytest -m gpu (every GPU probe run and validated at tiny sizes)
+#   bench    benchmarks/gpu_balance.py: the GPU issue's side-by-side ratios, raw rounds as JSON
+#   ncu      raw `ncu --csv --page raw` output of the triad, the fp32 FMA and the cupy-fused decode,
+#            as the counter parser's fixtures (tests/fixtures/ncu-*.csv once checked)
+#   profile  harness profile --device gpu, then its report (the CPU of a GPU machine is profiled
+#            separately: `harness profile --device cpu`)
+# Usage: bash benchmarks/gpu_session.sh OUT [tests|bench|ncu|profile|all]
+set -u
+OUT=${1:?usage: bash benchmarks/gpu_session.sh OUT [tests|bench|ncu|profile|all]}
+STEP=${2:-all}
+PY=${PY:-python3}
+export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
+mkdir -p "$OUT"
+nvidia-smi >"$OUT/nvidia-smi.txt" 2>&1
+
+run() {  # run NAME CMD...: output to OUT/NAME.log, exit status reported, later steps still run
+    local name=$1
+    shift
+    echo "== $name: $*"
+    "$@" >"$OUT/$name.log" 2>&1
+    echo "== $name exit $?"
+    tail -n 5 "$OUT/$name.log"
+}
+
+ncu_raw() {  # ncu_raw NAME PROBE RANGE ARGS...: the harness's own ncu command line, raw CSV kept
+    local name=$1 probe=$2 range=$3
+    shift 3
+    local cmd
+    cmd=$("$PY" -c 'import shlex, sys; from harness.counters import ncu
+print(shlex.join(ncu.command(sys.argv[2], "gpu0", sys.argv[3], sys.argv[4:], python=sys.argv[1])))' \
+        "$PY" "$probe" "$range" "$@") || return
+    run "ncu-$name" bash -c "$cmd"
+    cp "$OUT/ncu-$name.log" "$OUT/ncu-$name.csv"
+}
+
+case $STEP in tests | all) run pytest-gpu "$PY" -m pytest -q -m gpu tests ;; esac
+case $STEP in bench | all) run gpu-balance "$PY" benchmarks/gpu_balance.py --json "$OUT/gpu-balance.json" ;; esac
+case $STEP in ncu | all)
+    ncu_raw triad stream triad --quick --dtype fp32
+    ncu_raw fma-fp32 peak fma_fp32 --quick
+    ncu_raw decode decode cupy-fused --quick --impl cupy-fused --dtype fp16 --seq-len 32768 --batch 8
+    ;;
+esac
+case $STEP in profile | all)
+    run profile "$PY" -m harness profile --device gpu --out "$OUT/profile.yaml"
+    run report "$PY" -m harness report "$OUT/profile.yaml" --out "$OUT/reports"
+    ;;
+esac
