@@ -86,11 +86,24 @@ def gpu_section(index, cpu, quick, tiny, progress):
         section["theoretical"] = gpus.theoretical(info, clock_hz=clock.get("median"))
     finally:
         pynvml.nvmlShutdown()
-    read = section.get("bandwidth", {}).get("read", {}).get("bytes_per_s")
-    section["balance"] = {d: r["flops_per_s"] / read for d, r in section.get("peak_flops", {}).items()
-                          if read and r.get("flops_per_s")}
-    validation.validate_section(section, info["l2_bytes"])
+    flag_against_theory(section, section["theoretical"])
+    section["balance"] = validation.balance(section)
+    section["balance_basis"] = "measured peak_flops (FMA) / measured bandwidth.read (HBM, fp64 sum)"
+    validation.validate_section(section, info["l2_bytes"], fused_impl="cupy-fused", memory="HBM")
     return section
+
+
+def flag_against_theory(section, theory):
+    """Fraction of the theoretical rates (FMA at the SM clock NVML reported during the peak probe);
+    a figure above its theoretical rate carries a warning."""
+    for dtype, rec in (section.get("peak_flops") or {}).items():
+        peak = (theory.get("flops_per_s") or {}).get(dtype)
+        if rec.get("flops_per_s") and peak:
+            rec["fraction_of_theoretical"] = rec["flops_per_s"] / peak
+            if rec["flops_per_s"] > peak:
+                rec["warnings"].append(f"exceeds the theoretical {dtype} FMA rate {peak / 1e12:.1f} TFLOP/s "
+                                       "at the SM clock NVML reported while it ran")
+    validation.flag_bandwidth(section, theory.get("bytes_per_s"), "HBM")
 
 
 def count_with_ncu(section, index, progress):

@@ -11,7 +11,7 @@ from harness.machine import last_level_cache_bytes
 from harness.profile import atomic_write_text
 from harness.specs import match_spec, spec_flag
 from harness.summary import si
-from harness.validation import LARGE_CACHE_FACTOR, roofs
+from harness.validation import LARGE_CACHE_FACTOR, roofs, swept_shape
 
 DECODE_DTYPE_INTENSITY = {"fp32": 0.5, "fp16": 1.0, "bf16": 1.0, "int8": 2.0}
 LEVELS = ("L1", "L2", "L3", "DRAM", "HBM")
@@ -31,21 +31,21 @@ def large_decode_points(cpu, llc):
             if r.get("validated") and r["model"]["cache_bytes"] >= LARGE_CACHE_FACTOR * llc]
 
 
-def roofline_series(doc, cpu, llc):
+def roofline_series(doc, cpu, llc, memory="DRAM", clock="nominal clock"):
     """Slopes per memory level, ceilings per dtype (measured and theoretical), ridges, decode points."""
     levels = cpu.get("hierarchy_levels") or {}
     slopes = [{"level": lv, "label": f"{lv} read (measured)", "bytes_per_s": levels[lv]["bytes_per_s"], "measured": True}
               for lv in LEVELS if (levels.get(lv) or {}).get("bytes_per_s")]
     theory = cpu.get("theoretical") or {}
     if theory.get("bytes_per_s"):
-        slopes.append({"level": "DRAM", "label": "DRAM (theoretical)", "bytes_per_s": theory["bytes_per_s"], "measured": False})
+        slopes.append({"level": memory, "label": f"{memory} (theoretical)", "bytes_per_s": theory["bytes_per_s"], "measured": False})
     ceilings = []
     for dtype, rec in (cpu.get("peak_flops") or {}).items():
         if rec.get("flops_per_s"):
             ceilings.append({"dtype": dtype, "label": f"{dtype} FMA peak (measured)", "flops_per_s": rec["flops_per_s"], "measured": True})
         t = (theory.get("flops_per_s") or {}).get(dtype)
         if t:
-            ceilings.append({"dtype": dtype, "label": f"{dtype} peak (theoretical, nominal clock)", "flops_per_s": t, "measured": False})
+            ceilings.append({"dtype": dtype, "label": f"{dtype} peak (theoretical, {clock})", "flops_per_s": t, "measured": False})
     bw, _ = roofs(cpu)
     ridges = [{"dtype": c["dtype"], "intensity": c["flops_per_s"] / bw, "flops_per_s": c["flops_per_s"]}
               for c in ceilings if c["measured"]] if bw else []
@@ -59,10 +59,11 @@ def roofline_series(doc, cpu, llc):
             points.append({"impl": r["impl"], "dtype": r["dtype"], "intensity": counted["intensity"],
                            "flops_per_s": counted["flops"] / r["time_s"], "source": "counters", "seq_len": r["seq_len"],
                            "kv_heads": r["kv_heads"], "heads": r["heads"], "batch": r["batch"]})
-    # one point per (impl, dtype): the longest batch-1, group-1 cache
+    # one point per (impl, dtype): the longest cache of the swept shape
     best = {}
+    shape = swept_shape(points)
     for p in points:
-        if p["batch"] == 1 and p["kv_heads"] == p["heads"]:
+        if (p["batch"], p["heads"], p["kv_heads"]) == shape:
             key = (p["impl"], p["dtype"], p["source"])
             if key not in best or p["seq_len"] > best[key]["seq_len"]:
                 best[key] = p
@@ -73,10 +74,13 @@ def roofline_series(doc, cpu, llc):
 
 
 def decode_series(doc, cpu, llc):
-    """Per (impl, dtype), batch 1 and group 1: time, prediction and fraction of bandwidth by seq_len."""
+    """Per (impl, dtype), for the shape the sweep varied seq_len over (the most common batch and
+    heads: batch 1, H_kv = H on the CPU): time, prediction and fraction of bandwidth by seq_len."""
+    valid = [r for r in cpu.get("decode_attention") or [] if r.get("validated")]
+    batch, heads, kv_heads = swept_shape(valid)
     groups = {}
-    for r in cpu.get("decode_attention") or []:
-        if r.get("validated") and r["batch"] == 1 and r["kv_heads"] == r["heads"]:
+    for r in valid:
+        if (r["batch"], r["heads"], r["kv_heads"]) == (batch, heads, kv_heads):
             groups.setdefault((r["impl"], r["dtype"]), []).append(r)
     series = []
     for (impl, dtype), recs in sorted(groups.items()):
@@ -91,7 +95,8 @@ def decode_series(doc, cpu, llc):
             models[s["dtype"]] = {"dtype": s["dtype"], "seq_len": s["seq_len"], "predicted_time_s": s["predicted_time_s"]}
     first = next(iter(cpu.get("decode_attention") or []), None)
     llc_seq = llc / (2 * first["kv_heads"] * first["head_dim"] * 4) if first else None
-    return {"title": f"{doc['machine']['id']}: decode attention, batch 1, H_kv = H", "series": series,
+    shape = f"batch {batch}, H_kv = H" if kv_heads == heads else f"batch {batch}, H = {heads}, H_kv = {kv_heads}"
+    return {"title": f"{doc['machine']['id']}: decode attention, {shape}", "series": series,
             "models": list(models.values()), "llc_seq_len": llc_seq}
 
 
@@ -132,8 +137,8 @@ def peak_rows(cpu, spec):
         s = ((spec or {}).get("flops_per_s") or {}).get(dtype, {}).get("value")
         flag = spec_flag(rec.get("flops_per_s"), s) or ""
         if t and rec.get("flops_per_s") and rec["flops_per_s"] > t:
-            flag = (f"above the theoretical peak at the nominal clock: implies "
-                    f"{rec.get('implied_clock_hz', 0) / 1e9:.2f} GHz")
+            flag = "above the theoretical peak" + (f" at the nominal clock: implies {rec['implied_clock_hz'] / 1e9:.2f} GHz"
+                                                   if rec.get("implied_clock_hz") else "")
         rows.append({"metric": f"peak {dtype} FMA", "best": si(rec.get("flops_per_s"), "FLOP/s"),
                      "median": si(rec.get("median_flops_per_s"), "FLOP/s"), "theoretical": si(t, "FLOP/s") if t else "n/a",
                      "fraction": pct(rec.get("fraction_of_theoretical")), "flag": flag})
@@ -165,7 +170,29 @@ def report_data(doc, specs=()):
         "roofline": roofline_series(doc, cpu, llc) if cpu.get("peak_flops") else None,
         "decode": decode_series(doc, cpu, llc) if cpu.get("decode_attention") else None,
         "peaks": peak_rows(cpu, spec), "drills": drills(cpu), "warnings": collect_warnings(cpu),
+        "gpus": [gpu_data(doc, name, sec) for name, sec in sorted((doc.get("devices") or {}).items())
+                 if name.startswith("gpu")],
     }
+
+
+def gpu_data(doc, name, sec):
+    """The same figures for one devices.gpuN section (its L2 plays the last-level cache's part)."""
+    l2 = (sec.get("gpu") or {}).get("l2_bytes") or 0
+    roofline = roofline_series(doc, sec, l2, "HBM", "SM clock during the run") if sec.get("peak_flops") else None
+    decode = decode_series(doc, sec, l2) if sec.get("decode_attention") else None
+    for series in (roofline, decode):
+        if series:
+            series["title"] = series["title"].replace(doc["machine"]["id"], f"{doc['machine']['id']} {name}", 1)
+    return {"name": name, "sec": sec, "info": sec.get("gpu") or {}, "roofline": roofline, "decode": decode,
+            "peaks": peak_rows(sec, None) + tensor_rows(sec), "warnings": collect_warnings(sec)}
+
+
+def tensor_rows(sec):
+    """Tensor-core matmul peaks (no theoretical figure: those are datasheet numbers, see specs)."""
+    return [{"metric": f"tensor-core matmul {dtype}", "best": si(rec.get("flops_per_s"), "FLOP/s"),
+             "median": si(rec.get("median_flops_per_s"), "FLOP/s"), "theoretical": "n/a", "fraction": "n/a",
+             "flag": "" if rec.get("validated") else f"WRONG: {rec.get('error')}"}
+            for dtype, rec in (sec.get("tensor_flops") or {}).items() if isinstance(rec, dict)]
 
 
 def table(header, rows):
@@ -200,20 +227,41 @@ def markdown(data):
         ["threads used", cpu.get("threads")],
         ["datasheet spec", data["spec"]["name"] if data["spec"] else "none matches this CPU in profiles/specs/"],
     ]), ""]
-    out += ["## Peaks: measured against theoretical", ""]
-    if data["peaks"]:
+    out += measurements_markdown(cpu, data["peaks"], "##")
+    out += decode_markdown(cpu, "decode.png", "##")
+    out += drills_markdown(data["drills"])
+    out += ["## GPUs", ""]
+    out += [line for g in data["gpus"] for line in gpu_markdown(g)] or [doc["machine"].get("gpus_reason") or "None.", ""]
+    out += ["## Hardware counters", ""]
+    decode_records = [r for sec in [cpu] + [g["sec"] for g in data["gpus"]] for r in sec.get("decode_attention") or []]
+    counted = [r for r in decode_records if (r.get("counters") or {}).get("source") not in (None, "unavailable")]
+    if counted:
+        out += [f"{len(counted)} decode points carry counter-measured bytes and FLOPs (hollow markers on the roofline).", ""]
+    else:
+        reasons = {(r.get("counters") or {}).get("reason") for r in decode_records} - {None}
+        out += ["No counter measurements in this profile" + (f": {'; '.join(sorted(reasons))}." if reasons else "."), ""]
+    out += ["## Measurement warnings", ""]
+    out += [f"- {w}" for w in data["warnings"]] + [f"- {g['name']} {w}" for g in data["gpus"] for w in g["warnings"]] or ["None."]
+    out.append("")
+    return "\n".join(out)
+
+
+def measurements_markdown(cpu, peaks, h):
+    """Peaks against theory, balance and the hierarchy of one device section, under headings `h`."""
+    out = [f"{h} Peaks: measured against theoretical", ""]
+    if peaks:
         out += [table(["metric", "best", "median", "theoretical", "fraction", "flag"],
-                      [[r["metric"], r["best"], r["median"], r["theoretical"], r["fraction"], r["flag"]] for r in data["peaks"]]), ""]
+                      [[r["metric"], r["best"], r["median"], r["theoretical"], r["fraction"], r["flag"]] for r in peaks]), ""]
         out += [f"Theoretical figures: {(cpu.get('theoretical') or {}).get('source', 'n/a')}", ""]
     else:
         out += ["No bandwidth or peak measurements in this profile.", ""]
-    out += ["## Balance", ""]
+    out += [f"{h} Balance", ""]
     if cpu.get("balance"):
         out += [table(["dtype", "FLOP/byte"], [[d, num(b, "{:.1f}")] for d, b in cpu["balance"].items()]), "",
                 f"Basis: {cpu.get('balance_basis', '')}.", ""]
     else:
         out += ["No balance: the profile lacks a bandwidth or a peak measurement.", ""]
-    out += ["## Memory hierarchy (read kernel)", ""]
+    out += [f"{h} Memory hierarchy (read kernel)", ""]
     levels = cpu.get("hierarchy_levels") or {}
     if levels:
         out += [table(["level", "bandwidth (median of points)", "best point", "points"],
@@ -221,27 +269,50 @@ def markdown(data):
                        for lv, v in levels.items()]), ""]
     else:
         out += ["No hierarchy sweep in this profile.", ""]
-    out += decode_markdown(data)
-    out += drills_markdown(data["drills"])
-    out += ["## GPUs", "", doc["machine"].get("gpus_reason") or "GPU sections: see devices.gpu* in the profile.", "",
-            "## Hardware counters", ""]
-    counted = [r for r in cpu.get("decode_attention") or [] if (r.get("counters") or {}).get("source") not in (None, "unavailable")]
-    if counted:
-        out += [f"{len(counted)} decode points carry counter-measured bytes and FLOPs (hollow markers on the roofline).", ""]
-    else:
-        reasons = {(r.get("counters") or {}).get("reason") for r in cpu.get("decode_attention") or []} - {None}
-        out += ["No counter measurements in this profile" + (f": {'; '.join(sorted(reasons))}." if reasons else "."), ""]
-    out += ["## Measurement warnings", ""]
-    out += [f"- {w}" for w in data["warnings"]] or ["None."]
-    out.append("")
-    return "\n".join(out)
+    return out
 
 
-def decode_markdown(data):
-    cpu = data["cpu"]
+def gpu_markdown(g):
+    """One devices.gpuN section: identity, the same measurements as the CPU's, telemetry."""
+    info, sec, name = g["info"], g["sec"], g["name"]
+    bw, peak = roofs(sec)
+    out = [f"### {name}: {info.get('name')}", ""]
+    if g["roofline"]:
+        out += [f"![Roofline of {name}](roofline-{name}.png)", ""]
+    if bw and peak:
+        out += [f"Reads HBM at {si(bw, 'B/s')} and computes {si(peak, 'FLOP/s')} in fp32 (FMA), a balance of "
+                f"{peak / bw:.1f} FLOP/byte.", ""]
+    out += [table(["", ""], [
+        ["compute capability / SMs", f"{'.'.join(map(str, info.get('compute_capability') or []))} / {info.get('sm_count')}"],
+        ["memory / bus", f"{si(info.get('memory_bytes'), 'B')} / {info.get('memory_bus_width_bits')} bits"],
+        ["max clocks (SM / memory)", f"{si(info.get('max_sm_clock_hz'), 'Hz')} / {si(info.get('max_memory_clock_hz'), 'Hz')}"],
+        ["L2", si(info.get("l2_bytes"), "B")],
+        ["power limit", f"{info.get('power_limit_w')} W"],
+        ["driver / CUDA", f"{info.get('driver_version')} / {info.get('cuda_driver_version')}"],
+        ["ECC / MIG", f"{info.get('ecc_mode')} / {info.get('mig_mode')}"],
+    ]), ""]
+    out += measurements_markdown(sec, g["peaks"], "####")
+    if (sec.get("tensor_flops") or {}).get("reason"):
+        out += [f"Tensor-core peaks not measured: {sec['tensor_flops']['reason']}.", ""]
+    out += decode_markdown(sec, f"decode-{name}.png", "####")
+    skipped = sorted({f"{u['impl']} ({u['reason']})" for u in sec.get("decode_unsupported") or []})
+    if skipped:
+        out += ["Decode implementations not measured: " + "; ".join(skipped) + ".", ""]
+    tele = sec.get("telemetry") or {}
+    if tele:
+        rows = [[probe, si((t.get("sm_clock_hz") or {}).get("median"), "Hz"), num((t.get("power_w") or {}).get("max"), "{:.0f}"),
+                 num((t.get("temperature_c") or {}).get("max"), "{:.0f}"), ", ".join(t.get("clocks_event_reasons") or []) or "none"]
+                for probe, t in tele.items()]
+        out += ["#### Telemetry while measuring", "",
+                table(["probe", "SM clock (median)", "max power W", "max temperature C", "clock-event reasons"], rows), ""]
+    return out
+
+
+def decode_markdown(cpu, image, h):
+    """The decode table and the model's verdict of one device section, under headings `h`."""
     recs = cpu.get("decode_attention") or []
     if not recs:
-        return ["## Decode attention", "", "No decode attention measurements in this profile.", ""]
+        return [f"{h} Decode attention", "", "No decode attention measurements in this profile.", ""]
     rows = []
     for r in recs:
         a = r.get("achieved") or {}
@@ -250,11 +321,11 @@ def decode_markdown(data):
                      num(a.get("fraction_of_adjacent_read")), f"{a.get('fraction_of_peak_flops', 0):.2%}" if a.get("fraction_of_peak_flops") is not None else "n/a",
                      f"{r['model_error']:+.0%}" if r.get("model_error") is not None else "n/a",
                      f"{r.get('rel_error', float('nan')):.1e}" if r.get("validated") else f"WRONG: {r.get('error')}"])
-    out = ["## Decode attention", "", "![Decode attention against sequence length](decode.png)", "",
+    out = [f"{h} Decode attention", "", f"![Decode attention against sequence length]({image})", "",
            table(["impl", "dtype", "B", "H/H_kv", "seq_len", "median ms", "achieved", "of read bw", "of adjacent read",
                   "of fp32 peak", "model error", "error vs float64"], rows), ""]
     v = cpu.get("model_validation") or {}
-    out += ["## Does the model hold here?", "", f"**{v.get('finding', 'no verdict')}**", ""]
+    out += [f"{h} Does the model hold here?", "", f"**{v.get('finding', 'no verdict')}**", ""]
     if v.get("per_dtype"):
         out += [f"Model holds (|error| <= {v['holds_within']:.0%} for the best fp32 implementation): "
                 f"**{'yes' if v['model_holds'] else 'no'}**.", "",
@@ -300,6 +371,13 @@ def write_report(doc, out_dir, specs=()):
     if data["decode"]:
         paths.append(os.path.join(folder, "decode.png"))
         plots.decode_vs_seq_len(data["decode"], paths[-1])
+    for g in data["gpus"]:
+        if g["roofline"]:
+            paths.append(os.path.join(folder, f"roofline-{g['name']}.png"))
+            plots.roofline(g["roofline"], paths[-1])
+        if g["decode"]:
+            paths.append(os.path.join(folder, f"decode-{g['name']}.png"))
+            plots.decode_vs_seq_len(g["decode"], paths[-1])
     paths.append(os.path.join(folder, "report.md"))
     atomic_write_text(paths[-1], markdown(data))
     return paths

@@ -129,22 +129,7 @@ def flag_against_theory(section, theory, cpu):
                 f"exceeds the theoretical peak ({peak / 1e9:.1f} GFLOP/s at the nominal "
                 f"{cpu['frequency']['nominal_hz'] / 1e9:.2f} GHz): the cores ran at about "
                 f"{rec['implied_clock_hz'] / 1e9:.2f} GHz, above the clock this machine reports")
-    bw = theory.get("bytes_per_s")
-    for rec in (section.get("bandwidth") or {}).values():
-        if bw and rec.get("bytes_per_s"):
-            rec["fraction_of_theoretical"] = rec["bytes_per_s"] / bw
-            if rec["bytes_per_s"] > bw:
-                rec["warnings"].append(f"exceeds the theoretical DRAM bandwidth {bw / 1e9:.1f} GB/s")
-
-
-def balance(section):
-    """FLOP per byte: measured peak per dtype over measured DRAM read bandwidth."""
-    read = (section.get("bandwidth") or {}).get("read", {}).get("bytes_per_s")
-    out = {}
-    for dtype, rec in (section.get("peak_flops") or {}).items():
-        flops = rec.get("flops_per_s")
-        out[dtype] = flops / read if flops and read else None
-    return out
+    validation.flag_bandwidth(section, theory.get("bytes_per_s"), "DRAM")
 
 
 def cpu_section(ctx, probe_names):
@@ -156,7 +141,7 @@ def cpu_section(ctx, probe_names):
     flag_against_theory(section, theory, ctx.cpu)
     section["theoretical"] = theory
     if "peak_flops" in section and "bandwidth" in section:
-        section["balance"] = balance(section)
+        section["balance"] = validation.balance(section)
         section["balance_basis"] = "measured peak_flops / measured bandwidth.read (DRAM, fp64 sum)"
     validation.validate_section(section, machine.last_level_cache_bytes(ctx.cpu))
     return section

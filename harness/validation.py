@@ -18,6 +18,30 @@ def roofs(section):
     return bw, peak
 
 
+def balance(section):
+    """FLOP per byte: measured peak per dtype over measured read bandwidth (the fp64 sum)."""
+    read, _ = roofs(section)
+    return {dtype: rec["flops_per_s"] / read if rec.get("flops_per_s") and read else None
+            for dtype, rec in (section.get("peak_flops") or {}).items()}
+
+
+def flag_bandwidth(section, theoretical_bytes_per_s, memory):
+    """Fraction of the theoretical bandwidth on each STREAM record; above it, a warning."""
+    bw = theoretical_bytes_per_s
+    for rec in (section.get("bandwidth") or {}).values():
+        if bw and rec.get("bytes_per_s"):
+            rec["fraction_of_theoretical"] = rec["bytes_per_s"] / bw
+            if rec["bytes_per_s"] > bw:
+                rec["warnings"].append(f"exceeds the theoretical {memory} bandwidth {bw / 1e9:.1f} GB/s")
+
+
+def swept_shape(records):
+    """(batch, heads, kv_heads) that most decode records share: the shape the sweep varied seq_len
+    and dtype over (ties go to batch 1 with H_kv = H)."""
+    shapes = [(r["batch"], r["heads"], r["kv_heads"]) for r in records]
+    return max(set(shapes), key=lambda x: (shapes.count(x), x[0] == 1 and x[1] == x[2])) if shapes else (1, 0, 0)
+
+
 def derive_point(rec, bw, peak):
     """Add model.predicted_time_s, achieved rates and fractions, and model_error to a record."""
     m = rec["model"]
@@ -57,13 +81,15 @@ def _ratio_check(num, den, what):
             "seq_len": num["seq_len"], "batch": num["batch"]}
 
 
-def model_validation(records, llc_bytes, bw):
-    """devices.<name>.model_validation: per-dtype error, dtype/GQA/batch effects, a finding."""
+def model_validation(records, llc_bytes, bw, fused_impl="numba-fused", memory="DRAM"):
+    """devices.<name>.model_validation: per-dtype error, dtype/GQA/batch effects, a finding, at the
+    shape the sweep varied (batch 1, H_kv = H on the CPU; the GPU sweep's batch and GQA group)."""
     large = [r for r in records if r.get("validated") and r["model"]["cache_bytes"] >= LARGE_CACHE_FACTOR * llc_bytes]
     if not large or not bw:
         return {"finding": "no validated decode point has a cache of at least "
                            f"{LARGE_CACHE_FACTOR}x the last-level cache, or the profile has no read bandwidth"}
-    mha = [r for r in large if r["kv_heads"] == r["heads"] and r["batch"] == 1]
+    shape = swept_shape(large)
+    mha = [r for r in large if (r["batch"], r["heads"], r["kv_heads"]) == shape]
     per_dtype = {}
     for dtype in ("fp32", "bf16", "fp16", "int8"):
         lengths = [r["seq_len"] for r in mha if r["dtype"] == dtype]
@@ -74,23 +100,28 @@ def model_validation(records, llc_bytes, bw):
                                 "model_error_adjacent": best.get("model_error_adjacent"),
                                 "fraction_of_adjacent_read": best["achieved"].get("fraction_of_adjacent_read"),
                                 "regime": best["model"].get("regime")}
-    fused = [r["seq_len"] for r in mha if r["dtype"] == "fp32" and r["impl"] == "numba-fused"]
-    fp32 = _best(mha, dtype="fp32", impl="numba-fused", seq_len=max(fused)) if fused else None
+    fused = [r["seq_len"] for r in mha if r["dtype"] == "fp32" and r["impl"] == fused_impl]
+    fp32 = _best(mha, dtype="fp32", impl=fused_impl, seq_len=max(fused)) if fused else None
     dtype_ratios = {}
     if fp32:
         for dtype in ("bf16", "fp16", "int8"):
-            other = _best(mha, dtype=dtype, impl="numba-fused", seq_len=fp32["seq_len"])
+            other = _best(mha, dtype=dtype, impl=fused_impl, seq_len=fp32["seq_len"])
             dtype_ratios[f"{dtype}_vs_fp32"] = _ratio_check(other, fp32, f"{dtype}/fp32")
-    gqa = None
-    if fp32:
-        grouped = [r for r in large if r["impl"] == "numba-fused" and r["dtype"] == "fp32" and r["batch"] == 1
-                   and r["seq_len"] == fp32["seq_len"] and r["kv_heads"] == r["heads"] // 4]
-        gqa = _ratio_check(grouped[0] if grouped else None, fp32, "GQA group 4 / group 1")
-    batch = None
-    if fp32:
-        batched = [r for r in large if r["impl"] == "numba-fused" and r["dtype"] == "fp32" and r["batch"] > 1
-                   and r["kv_heads"] == r["heads"]]
-        batch = _ratio_check(batched[0] if batched else None, fp32, "batch > 1 / batch 1")
+    def fused(batch, group, like=None):
+        """The fused impl's fastest record of one batch and GQA group: fp32 at its longest cache, or
+        the dtype and seq_len of `like`."""
+        found = [r for r in large if r["impl"] == fused_impl and r["batch"] == batch and r["heads"] == shape[1]
+                 and r["heads"] == group * r["kv_heads"]]
+        if like:
+            return _best(found, dtype=like["dtype"], seq_len=like["seq_len"])
+        dtype = "fp32" if any(r["dtype"] == "fp32" for r in found) else min((r["dtype"] for r in found), default=None)
+        lengths = [r["seq_len"] for r in found if r["dtype"] == dtype]
+        return _best(found, dtype=dtype, seq_len=max(lengths)) if lengths else None
+
+    group1 = fused(shape[0], 1)
+    gqa = _ratio_check(fused(shape[0], 4, group1) if group1 else None, group1, "GQA group 4 / group 1")
+    batched = [r for r in large if r["impl"] == fused_impl and r["batch"] > 1 and r["kv_heads"] == r["heads"]]
+    batch = _ratio_check(batched[0] if batched else None, fused(1, 1), "batch > 1 / batch 1")
     headline = per_dtype.get("fp32") or next(iter(per_dtype.values()), None)
     if headline:
         dtype = next(k for k, v in per_dtype.items() if v is headline)
@@ -99,24 +130,24 @@ def model_validation(records, llc_bytes, bw):
         holds = abs(error) <= MODEL_HOLDS_WITHIN
         finding = f"{headline['regime'] or 'regime unknown'}: {headline['impl']} {dtype} at "
         if adjacent:
-            finding += (f"{headline['fraction_of_adjacent_read']:.2f} of the DRAM read bandwidth measured beside it "
+            finding += (f"{headline['fraction_of_adjacent_read']:.2f} of the {memory} read bandwidth measured beside it "
                         f"({headline['fraction_of_bandwidth']:.2f} of the profile's); model error {error:+.0%} "
                         f"({headline['model_error']:+.0%} against the profile's bandwidth)")
         else:
-            finding += f"{headline['fraction_of_bandwidth']:.2f} of DRAM read bandwidth; model error {error:+.0%}"
+            finding += f"{headline['fraction_of_bandwidth']:.2f} of {memory} read bandwidth; model error {error:+.0%}"
         ratios = [f"{k.split('_')[0]} {v['measured_time_ratio']:.2f}x fp32's time (model {v['model_bytes_ratio']:.2f})"
                   for k, v in dtype_ratios.items() if v.get("measured_time_ratio")]
         if ratios:
             finding += "; " + ", ".join(ratios)
     else:
         holds = False
-        finding = "no batch-1, group-1 point to validate"
+        finding = f"no point of the swept shape (batch {shape[0]}, H {shape[1]}, H_kv {shape[2]}) to validate"
     return {"model_holds": holds, "holds_within": MODEL_HOLDS_WITHIN, "per_dtype": per_dtype,
             "dtype_ratios": dtype_ratios, "gqa": gqa, "batch": batch, "finding": finding,
             "large_cache_bytes": LARGE_CACHE_FACTOR * llc_bytes}
 
 
-def validate_section(section, llc_bytes):
+def validate_section(section, llc_bytes, fused_impl="numba-fused", memory="DRAM"):
     """Derive every decode record of a device section and its model_validation, in place."""
     records = section.get("decode_attention")
     if not records:
@@ -124,5 +155,5 @@ def validate_section(section, llc_bytes):
     bw, peak = roofs(section)
     for rec in records:
         derive_point(rec, bw, peak)
-    section["model_validation"] = model_validation(records, llc_bytes, bw)
+    section["model_validation"] = model_validation(records, llc_bytes, bw, fused_impl, memory)
     return section

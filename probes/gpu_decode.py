@@ -172,6 +172,12 @@ def run_decode(ctx):
     """devices.gpuN.decode_attention; unsupported SDPA backends are recorded with the reason."""
     records, skipped = [], []
     points = points_from_options(ctx.options) if ctx.options else sweep(ctx)
+    try:
+        import torch  # noqa: F401
+    except ImportError as e:  # the cupy-fused points still run
+        skipped += [{"impl": impl, "dtype": shape.dtype, "reason": f"torch is not installed ({e})"}
+                    for impl, shape, _ in points if impl != "cupy-fused"]
+        points = [p for p in points if p[0] == "cupy-fused"]
     for i, (impl, shape, backend) in enumerate(points):
         ctx.progress(f"gpu{ctx.gpu['index']} decode {impl} {backend or ''} {shape.dtype} B={shape.batch} "
                      f"H={shape.heads}/{shape.kv_heads} S={shape.seq_len}")

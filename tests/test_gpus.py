@@ -2,67 +2,8 @@
 
 import pytest
 
+from fakes import FakeNVML
 from harness import gpus
-
-
-class FakeNVML:
-    """The few NVML calls the harness makes, answering like an H100 SXM; `throttle` sets reasons."""
-
-    NVML_CLOCK_SM, NVML_CLOCK_MEM, NVML_TEMPERATURE_GPU = 1, 2, 0
-
-    class NVMLError(Exception):
-        pass
-
-    def __init__(self, reasons=0):
-        self.reasons = reasons
-
-    def nvmlDeviceGetHandleByIndex(self, i):
-        return i
-
-    def nvmlDeviceGetName(self, h):
-        return b"NVIDIA H100 80GB HBM3"
-
-    def nvmlDeviceGetUUID(self, h):
-        return "GPU-1234"
-
-    def nvmlDeviceGetCudaComputeCapability(self, h):
-        return (9, 0)
-
-    def nvmlDeviceGetMemoryInfo(self, h):
-        return type("Mem", (), {"total": 85520809984})()
-
-    def nvmlDeviceGetMemoryBusWidth(self, h):
-        return 5120
-
-    def nvmlDeviceGetMaxClockInfo(self, h, kind):
-        return 1980 if kind == self.NVML_CLOCK_SM else 2619
-
-    def nvmlDeviceGetClockInfo(self, h, kind):
-        return 1755 if kind == self.NVML_CLOCK_SM else 2619
-
-    def nvmlDeviceGetEnforcedPowerLimit(self, h):
-        return 700000
-
-    def nvmlSystemGetDriverVersion(self):
-        return "580.82.07"
-
-    def nvmlSystemGetCudaDriverVersion(self):
-        return 13000
-
-    def nvmlDeviceGetEccMode(self, h):
-        return (1, 1)
-
-    def nvmlDeviceGetMigMode(self, h):
-        raise self.NVMLError("Not Supported")
-
-    def nvmlDeviceGetPowerUsage(self, h):
-        return 350000
-
-    def nvmlDeviceGetTemperature(self, h, sensor):
-        return 45
-
-    def nvmlDeviceGetCurrentClocksEventReasons(self, h):
-        return self.reasons
 
 
 def h100(sm_count=132):

@@ -1,0 +1,55 @@
+"""The GPU profile end to end on a CPU-only machine: NumPy stands in for CuPy (tests/fakes.py
+emulates each CUDA kernel) and a fake NVML answers like an H100. What this shows: launch
+arguments, geometry, poisoning, output checks, records, the devices.gpu0 section, the profile
+round trip and the report. What it cannot show: that the CUDA kernels are right or fast."""
+
+import sys
+
+import pytest
+
+import fakes
+from harness import gpus, profile, report, run
+
+
+@pytest.fixture
+def fake_gpu_machine(monkeypatch):
+    cp = fakes.fake_cupy()
+    monkeypatch.setitem(sys.modules, "cupy", cp)
+    monkeypatch.setitem(sys.modules, "cupy.cuda", cp.cuda)
+    monkeypatch.setitem(sys.modules, "pynvml", fakes.FakeNVML())
+    monkeypatch.setitem(sys.modules, "torch", None)  # torch's CUDA paths cannot run here: say so
+    monkeypatch.setattr(gpus, "_nvml", lambda: sys.modules["pynvml"])
+    monkeypatch.setenv("HARNESS_TINY", "1")
+
+
+def test_gpu_profile_section_report_with_numpy_standing_in(fake_gpu_machine, tmp_path):
+    doc = run.build_profile(device="gpu", quick=True, counters="auto")
+    assert set(doc["devices"]) == {"gpu0"} and doc["machine"]["gpus"][0]["name"] == "NVIDIA H100 80GB HBM3"
+    sec = doc["devices"]["gpu0"]
+    records = [r for v in sec.values() for r in (v.values() if isinstance(v, dict) else v if isinstance(v, list) else [])
+               if isinstance(r, dict) and "samples_s" in r]
+    assert records and all(r["validated"] for r in records)
+    assert set(sec["bandwidth"]) == {"copy", "scale", "add", "triad", "read"}
+    assert set(sec["peak_flops"]) == {"fp64", "fp32", "fp16"} and "torch" in sec["tensor_flops"]["reason"]
+    fused = [r for r in sec["decode_attention"] if r["impl"] == "cupy-fused"]
+    assert {r["dtype"] for r in fused} == {"fp16", "fp32", "bf16", "int8"} and all(r["rel_error"] <= r["tolerance"] for r in fused)
+    assert all(r["model"]["bytes"] > 0 and r["counters"]["source"] == "unavailable" for r in fused)
+    assert any("torch" in u["reason"] for u in sec["decode_unsupported"])
+    assert sec["theoretical"]["bytes_per_s"] == pytest.approx(3.352e12, rel=1e-3)
+    assert sec["hierarchy_levels"] and sec["telemetry"]["stream"]
+    assert all(0 < r["fraction_of_theoretical"] for r in sec["peak_flops"].values())
+    assert sec["balance"]["fp32"] > 0 and "HBM" in sec["balance_basis"]
+    assert "cupy-fused" in sec["model_validation"]["finding"] and "HBM" in sec["model_validation"]["finding"]
+
+    path = tmp_path / "gpu.yaml"
+    profile.save_profile(doc, str(path))
+    back = profile.load_profile(str(path))
+    paths = report.write_report(back, str(tmp_path / "reports"))
+    text = open(paths[-1]).read()
+    assert {p.rsplit("/", 1)[-1] for p in paths} == {"roofline-gpu0.png", "decode-gpu0.png", "report.md"}
+    gpu_part = text.split("## GPUs")[1].split("## Hardware counters")[0]
+    for needle in ("### gpu0: NVIDIA H100 80GB HBM3", "![Roofline of gpu0](roofline-gpu0.png)", "| peak fp32 FMA |",
+                   "Tensor-core peaks not measured: torch is not installed", "#### Decode attention",
+                   "| cupy-fused | int8 |", "Decode implementations not measured: torch-naive (torch is not installed",
+                   "#### Does the model hold here?", "#### Telemetry while measuring"):
+        assert needle in gpu_part, needle
