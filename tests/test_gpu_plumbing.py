@@ -53,3 +53,17 @@ def test_gpu_profile_section_report_with_numpy_standing_in(fake_gpu_machine, tmp
                    "| cupy-fused | int8 |", "Decode implementations not measured: torch-naive (torch is not installed",
                    "#### Does the model hold here?", "#### Telemetry while measuring"):
         assert needle in gpu_part, needle
+
+
+def test_single_gpu_probes_and_options_with_numpy_standing_in(fake_gpu_machine):
+    for name in ("stream", "hierarchy", "peak"):
+        section = run.run_single_probe(name, device="gpu0")
+        recs = [r for v in section.values() for r in (v.values() if isinstance(v, dict) else v if isinstance(v, list) else [])
+                if isinstance(r, dict) and "samples_s" in r]
+        assert recs and all(r["validated"] for r in recs), name
+    section = run.run_single_probe("decode", device="gpu0", options={"impl": "cupy-fused", "dtype": "int8", "seq_len": 300,
+                                                                     "heads": 8, "kv_heads": 4, "head_dim": 64, "batch": 3})
+    (rec,) = section["decode_attention"]
+    assert rec["validated"] and (rec["batch"], rec["heads"], rec["kv_heads"], rec["seq_len"]) == (3, 8, 4, 300)
+    with pytest.raises(Exception, match="gpu0 to gpu0"):
+        run.run_single_probe("stream", device="gpu1")
