@@ -126,3 +126,18 @@ def test_profile_records_carry_counters_blocks(tmp_path):
     for rec in list(cpu["bandwidth"].values()) + cpu["decode_attention"]:
         assert rec["counters"]["source"] == "unavailable" and "--counters off" in rec["counters"]["reason"]
     assert run_cli("profile", "--counters", "papi").returncode == 2
+
+
+def test_ncu_count_runs_the_tool_and_reads_its_output(tmp_path, monkeypatch):
+    """A stand-in `ncu` on the PATH prints the recorded page; a refused one names the permission."""
+    fixture = os.path.join(FIXTURES, "ncu-raw-handmade.csv")
+    fake = tmp_path / "ncu"
+    fake.write_text(f"#!/bin/sh\ncat {fixture}\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    b = ncu.count("stream", "gpu0", "triad", ["--quick"], model_bytes=3 * 134217728 * 4)
+    assert b["source"] == "ncu" and b["bytes_ratio"] == pytest.approx(1.0, rel=0.01) and b["kernels_per_call"] == 1
+    fake.write_text("#!/bin/sh\necho '==ERROR== ERR_NVGPUCTRPERM - The user does not have permission' >&2\nexit 1\n")
+    assert "ERR_NVGPUCTRPERM" in ncu.count("stream", "gpu0", "triad")["reason"]
+    fake.write_text("#!/bin/sh\necho 'ncu crashed' >&2\nexit 3\n")
+    assert ncu.count("stream", "gpu0", "triad")["reason"] == "ncu failed (exit 3): ncu crashed"
