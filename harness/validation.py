@@ -100,13 +100,14 @@ def model_validation(records, llc_bytes, bw, fused_impl="numba-fused", memory="D
                                 "model_error_adjacent": best.get("model_error_adjacent"),
                                 "fraction_of_adjacent_read": best["achieved"].get("fraction_of_adjacent_read"),
                                 "regime": best["model"].get("regime")}
-    fused = [r["seq_len"] for r in mha if r["dtype"] == "fp32" and r["impl"] == fused_impl]
-    fp32 = _best(mha, dtype="fp32", impl=fused_impl, seq_len=max(fused)) if fused else None
+    fused_lengths = [r["seq_len"] for r in mha if r["dtype"] == "fp32" and r["impl"] == fused_impl]
+    fp32 = _best(mha, dtype="fp32", impl=fused_impl, seq_len=max(fused_lengths)) if fused_lengths else None
     dtype_ratios = {}
     if fp32:
         for dtype in ("bf16", "fp16", "int8"):
             other = _best(mha, dtype=dtype, impl=fused_impl, seq_len=fp32["seq_len"])
             dtype_ratios[f"{dtype}_vs_fp32"] = _ratio_check(other, fp32, f"{dtype}/fp32")
+
     def fused(batch, group, like=None):
         """The fused impl's fastest record of one batch and GQA group: fp32 at its longest cache, or
         the dtype and seq_len of `like`."""
