@@ -10,9 +10,7 @@ Usage: python benchmarks/gpu_balance.py [--rounds 5] [--json PATH]
 """
 
 import argparse
-import json
 import os
-import statistics
 import sys
 
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -25,6 +23,18 @@ from harness.model import DecodeShape  # noqa: E402
 from harness.workload import time_workload  # noqa: E402
 from probes import gpu_decode, gpu_peak, gpu_stream  # noqa: E402
 from probes.gpu_common import cupy_unavailable_reason, event_clock, stream_vectors  # noqa: E402
+from summary import finish  # noqa: E402
+
+TARGETS = {"triad_over_copy": (">=", 0.9), "fma_over_theoretical": (">=", 0.9),
+           "fused_fraction_of_read": (">=", 0.85), "sdpa_over_fused": (">=", 1.0)}
+
+
+def timed(w, clock):
+    """time_workload, stopping the benchmark if the kernel's output is wrong."""
+    rec = time_workload(w, 10, 0.05, clock)
+    if not rec["validated"]:
+        sys.exit(f"{w.name}: output check failed: {rec.get('error')}")
+    return rec
 
 
 def main():
@@ -71,26 +81,27 @@ def main():
     rows = []
     for r in range(args.rounds):
         rec = {"copy_bytes_per_s": copy_bytes_per_s()}
-        rec["triad_bytes_per_s"] = time_workload(triad, 10, 0.05, clock)["bytes_per_s"]
-        rec["read_bytes_per_s"] = time_workload(read, 10, 0.05, clock)["bytes_per_s"]
+        rec["triad_bytes_per_s"] = timed(triad, clock)["bytes_per_s"]
+        rec["read_bytes_per_s"] = timed(read, clock)["bytes_per_s"]
         with gpus.Telemetry(pynvml, 0) as tele:
-            rec["fma_fp32_flops_per_s"] = time_workload(fma, 10, 0.05, clock)["flops_per_s"]
+            rec["fma_fp32_flops_per_s"] = timed(fma, clock)["flops_per_s"]
         sm_clock = tele.summary()["sm_clock_hz"]["median"]
         rec["theoretical_fp32_at_clock"] = gpus.theoretical(gpu, clock_hz=sm_clock)["flops_per_s"]["fp32"]
-        rec["fused_time_s"] = time_workload(fused, 10, 0.05, clock)["median_time_s"]
-        rec["sdpa_best_time_s"] = min(time_workload(w, 10, 0.05, clock)["median_time_s"] for w in sdpa.values()) if sdpa else None
+        rec["fused_time_s"] = timed(fused, clock)["median_time_s"]
+        rec["sdpa_best_time_s"] = min(timed(w, clock)["median_time_s"] for w in sdpa.values()) if sdpa else None
         rec["triad_over_copy"] = rec["triad_bytes_per_s"] / rec["copy_bytes_per_s"]
         rec["fma_over_theoretical"] = rec["fma_fp32_flops_per_s"] / rec["theoretical_fp32_at_clock"]
         rec["fused_fraction_of_read"] = fused.bytes_per_call / rec["fused_time_s"] / rec["read_bytes_per_s"]
         rec["sdpa_over_fused"] = rec["sdpa_best_time_s"] / rec["fused_time_s"] if rec["sdpa_best_time_s"] else None
         rows.append(rec)
         print(f"round {r + 1}: " + ", ".join(f"{k} {v:.3g}" for k, v in rec.items() if v is not None), flush=True)
-    keys = ("triad_over_copy", "fma_over_theoretical", "fused_fraction_of_read", "sdpa_over_fused")
-    summary = {k: statistics.median(r[k] for r in rows) for k in keys if all(r[k] is not None for r in rows)}
-    print(f"\n{gpu['name']}, {args.rounds} rounds (medians): " + ", ".join(f"{k} {v:.3f}" for k, v in summary.items()))
-    os.makedirs(os.path.dirname(os.path.abspath(args.json)), exist_ok=True)
-    with open(args.json, "w") as f:
-        json.dump({"gpu": gpu, "cpu": identify_cpu()["model"], "rounds": rows, "median": summary}, f, indent=2, default=str)
+    if not sdpa:  # no SDPA backend took the shape: that ratio has nothing to compare
+        for rec in rows:
+            rec.pop("sdpa_over_fused"), rec.pop("sdpa_best_time_s")
+    finish(rows, {k: (op, t, k) for k, (op, t) in TARGETS.items() if k in rows[0]},
+           f"{gpu['name']}, H=32 H_kv=8 d_h=128 B=8 S=32768 fp16", args.json,
+           {"gpu": gpu["name"], "uuid": gpu.get("uuid"), "cpu": identify_cpu()["model"]})
+    pynvml.nvmlShutdown()
 
 
 if __name__ == "__main__":
