@@ -72,7 +72,8 @@ class Context:
         from harness.counters import perf
 
         if w.device != "cpu":
-            return counters.unavailable("GPU records are counted by re-running the probe under ncu (--counters ncu)")
+            return counters.unavailable("not counted: ncu re-runs only the fp32 triad, the fp32 FMA and the longest "
+                                        "cupy-fused decode caches of a GPU profile (--counters auto or ncu)")
         if self.counters == "off":
             return counters.unavailable("counting was not asked for (--counters off)")
         if self.counters == "ncu":

@@ -34,6 +34,9 @@ def test_gpu_profile_section_report_with_numpy_standing_in(fake_gpu_machine, tmp
     fused = [r for r in sec["decode_attention"] if r["impl"] == "cupy-fused"]
     assert {r["dtype"] for r in fused} == {"fp16", "fp32", "bf16", "int8"} and all(r["rel_error"] <= r["tolerance"] for r in fused)
     assert all(r["model"]["bytes"] > 0 and r["counters"]["source"] == "unavailable" for r in fused)
+    longest = max(r["seq_len"] for r in fused)  # only the longest caches are re-run under ncu (absent here)
+    assert all(("not on the PATH" in r["counters"]["reason"]) == (r["seq_len"] == longest) for r in fused)
+    assert "not on the PATH" in sec["bandwidth_fp32"]["triad"]["counters"]["reason"]
     assert any("torch" in u["reason"] for u in sec["decode_unsupported"])
     assert sec["theoretical"]["bytes_per_s"] == pytest.approx(3.352e12, rel=1e-3)
     assert sec["hierarchy_levels"] and sec["telemetry"]["stream"]
