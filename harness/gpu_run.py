@@ -53,12 +53,24 @@ def run_one(name, index, cpu, quick, tiny, progress, options=None):
     pynvml.nvmlInit()
     try:
         info = identify(index)
+        with cupy.cuda.Device(index):
+            ctx = Context(cpu=cpu, threads=1, quick=quick, tiny=tiny, progress=progress, gpu=info, clock=event_clock(),
+                          options=dict(options or {}))
+            with gpus.Telemetry(pynvml, index) as tele:
+                section = load_runner(PROBES[name], "gpu")(ctx)
     finally:
         pynvml.nvmlShutdown()
-    with cupy.cuda.Device(index):
-        ctx = Context(cpu=cpu, threads=1, quick=quick, tiny=tiny, progress=progress, gpu=info, clock=event_clock(),
-                      options=dict(options or {}))
-        return load_runner(PROBES[name], "gpu")(ctx)
+    section["telemetry"] = {name: tele.summary()}
+    mark_throttled(section, section["telemetry"][name])
+    return section
+
+
+def mark_throttled(section, summary):
+    """Put a probe's throttle warnings (from its telemetry summary) on every record of the section."""
+    for value in section.values():
+        for rec in (value.values() if isinstance(value, dict) else value if isinstance(value, list) else []):
+            if isinstance(rec, dict) and "samples_s" in rec and summary["warnings"]:
+                rec.setdefault("warnings", []).extend(w for w in summary["warnings"] if w not in rec["warnings"])
 
 
 def gpu_section(index, cpu, quick, tiny, progress):
@@ -77,11 +89,8 @@ def gpu_section(index, cpu, quick, tiny, progress):
             for name in GPU_PROFILE_PROBES:
                 with gpus.Telemetry(pynvml, index) as tele:
                     section.update(load_runner(PROBES[name], "gpu")(ctx))
-                section["telemetry"][name] = summary = tele.summary()
-                for value in section.values():  # a throttled probe's records carry the warning
-                    for rec in (value.values() if isinstance(value, dict) else value if isinstance(value, list) else []):
-                        if isinstance(rec, dict) and "samples_s" in rec and summary["warnings"]:
-                            rec.setdefault("warnings", []).extend(w for w in summary["warnings"] if w not in rec["warnings"])
+                section["telemetry"][name] = tele.summary()
+                mark_throttled(section, section["telemetry"][name])
         clock = (section["telemetry"].get("peak") or {}).get("sm_clock_hz") or {}
         section["theoretical"] = gpus.theoretical(info, clock_hz=clock.get("median"))
     finally:

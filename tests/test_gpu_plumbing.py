@@ -70,3 +70,15 @@ def test_single_gpu_probes_and_options_with_numpy_standing_in(fake_gpu_machine):
     assert rec["validated"] and (rec["batch"], rec["heads"], rec["kv_heads"], rec["seq_len"]) == (3, 8, 4, 300)
     with pytest.raises(Exception, match="gpu0 to gpu0"):
         run.run_single_probe("stream", device="gpu1")
+
+
+def test_a_throttled_gpu_marks_its_records_and_the_report(fake_gpu_machine, monkeypatch, tmp_path):
+    monkeypatch.setitem(sys.modules, "pynvml", fakes.FakeNVML(reasons=0x4))  # sw power cap throughout
+    section = run.run_single_probe("peak", device="gpu0")
+    doc = run.build_profile(device="gpu", quick=True, counters="off")
+    sec = doc["devices"]["gpu0"]
+    assert sec["telemetry"]["peak"]["warnings"] == ["throttled while measuring: sw power cap"]
+    assert "throttled while measuring: sw power cap" in sec["peak_flops"]["fp32"]["warnings"]
+    text = open(report.write_report(doc, str(tmp_path))[-1]).read()
+    assert "- gpu0 peak_flops.fp32: throttled while measuring: sw power cap" in text
+    assert section["telemetry"]["peak"]["warnings"] and "sw power cap" in section["peak_flops"]["fp32"]["warnings"][-1]
