@@ -82,3 +82,11 @@ def test_a_throttled_gpu_marks_its_records_and_the_report(fake_gpu_machine, monk
     text = open(report.write_report(doc, str(tmp_path))[-1]).read()
     assert "- gpu0 peak_flops.fp32: throttled while measuring: sw power cap" in text
     assert section["telemetry"]["peak"]["warnings"] and "sw power cap" in section["peak_flops"]["fp32"]["warnings"][-1]
+
+
+def test_cli_probe_on_a_gpu_prints_its_records(fake_gpu_machine, capsys):
+    from harness import cli
+
+    assert cli.main(["probe", "decode", "--device", "gpu0", "--dtype", "bf16", "--seq-len", "77", "--heads", "4",
+                     "--kv-heads", "2", "--head-dim", "128", "--batch", "1"]) == 0
+    assert "decode cupy-fused  bf16 B=1 H=4/2 S=77" in capsys.readouterr().out
