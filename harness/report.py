@@ -170,29 +170,40 @@ def report_data(doc, specs=()):
         "roofline": roofline_series(doc, cpu, llc) if cpu.get("peak_flops") else None,
         "decode": decode_series(doc, cpu, llc) if cpu.get("decode_attention") else None,
         "peaks": peak_rows(cpu, spec), "drills": drills(cpu), "warnings": collect_warnings(cpu),
-        "gpus": [gpu_data(doc, name, sec) for name, sec in sorted((doc.get("devices") or {}).items())
+        "gpus": [gpu_data(doc, name, sec, specs) for name, sec in sorted((doc.get("devices") or {}).items())
                  if name.startswith("gpu")],
     }
 
 
-def gpu_data(doc, name, sec):
-    """The same figures for one devices.gpuN section (its L2 plays the last-level cache's part)."""
-    l2 = (sec.get("gpu") or {}).get("l2_bytes") or 0
+def gpu_data(doc, name, sec, specs=()):
+    """The same figures for one devices.gpuN section (its L2 plays the last-level cache's part),
+    beside the datasheet spec its name matches."""
+    info = sec.get("gpu") or {}
+    l2 = info.get("l2_bytes") or 0
+    spec = match_spec(info.get("name"), [s for s in specs if s["kind"] == "gpu"])
     roofline = roofline_series(doc, sec, l2, "HBM", "SM clock during the run") if sec.get("peak_flops") else None
     decode = decode_series(doc, sec, l2) if sec.get("decode_attention") else None
     for series in (roofline, decode):
         if series:
             series["title"] = series["title"].replace(doc["machine"]["id"], f"{doc['machine']['id']} {name}", 1)
-    return {"name": name, "sec": sec, "info": sec.get("gpu") or {}, "roofline": roofline, "decode": decode,
-            "peaks": peak_rows(sec, None) + tensor_rows(sec), "warnings": collect_warnings(sec)}
+    return {"name": name, "sec": sec, "info": info, "spec": spec, "roofline": roofline, "decode": decode,
+            "peaks": peak_rows(sec, spec) + tensor_rows(sec, spec), "warnings": collect_warnings(sec)}
 
 
-def tensor_rows(sec):
-    """Tensor-core matmul peaks (no theoretical figure: those are datasheet numbers, see specs)."""
-    return [{"metric": f"tensor-core matmul {dtype}", "best": si(rec.get("flops_per_s"), "FLOP/s"),
-             "median": si(rec.get("median_flops_per_s"), "FLOP/s"), "theoretical": "n/a", "fraction": "n/a",
-             "flag": "" if rec.get("validated") else f"WRONG: {rec.get('error')}"}
-            for dtype, rec in (sec.get("tensor_flops") or {}).items() if isinstance(rec, dict)]
+def tensor_rows(sec, spec):
+    """Tensor-core matmul peaks against the datasheet's dense rate (NVML gives no tensor figures)."""
+    rows = []
+    for dtype, rec in (sec.get("tensor_flops") or {}).items():
+        if not isinstance(rec, dict):
+            continue
+        sheet = (((spec or {}).get("flops_per_s") or {}).get(f"{dtype}_tensor") or {}).get("value")
+        measured = rec.get("flops_per_s")
+        rows.append({"metric": f"tensor-core matmul {dtype}", "best": si(measured, "FLOP/s"),
+                     "median": si(rec.get("median_flops_per_s"), "FLOP/s"),
+                     "theoretical": f"{si(sheet, 'FLOP/s')} (datasheet, dense)" if sheet else "n/a",
+                     "fraction": pct(measured / sheet) if sheet and measured else "n/a",
+                     "flag": (spec_flag(measured, sheet) or "") if rec.get("validated") else f"WRONG: {rec.get('error')}"})
+    return rows
 
 
 def table(header, rows):
@@ -290,6 +301,7 @@ def gpu_markdown(g):
         ["power limit", f"{info.get('power_limit_w')} W"],
         ["driver / CUDA", f"{info.get('driver_version')} / {info.get('cuda_driver_version')}"],
         ["ECC / MIG", f"{info.get('ecc_mode')} / {info.get('mig_mode')}"],
+        ["datasheet spec", g["spec"]["name"] if g["spec"] else "none matches this GPU in profiles/specs/"],
     ]), ""]
     out += measurements_markdown(sec, g["peaks"], "####")
     if (sec.get("tensor_flops") or {}).get("reason"):

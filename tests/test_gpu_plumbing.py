@@ -9,6 +9,7 @@ import pytest
 
 import fakes
 from harness import gpus, profile, report, run
+from harness.specs import load_specs
 
 
 @pytest.fixture
@@ -47,11 +48,11 @@ def test_gpu_profile_section_report_with_numpy_standing_in(fake_gpu_machine, tmp
     path = tmp_path / "gpu.yaml"
     profile.save_profile(doc, str(path))
     back = profile.load_profile(str(path))
-    paths = report.write_report(back, str(tmp_path / "reports"))
+    paths = report.write_report(back, str(tmp_path / "reports"), load_specs())
     text = open(paths[-1]).read()
     assert {p.rsplit("/", 1)[-1] for p in paths} == {"roofline-gpu0.png", "decode-gpu0.png", "report.md"}
     gpu_part = text.split("## GPUs")[1].split("## Hardware counters")[0]
-    for needle in ("### gpu0: NVIDIA H100 80GB HBM3", "![Roofline of gpu0](roofline-gpu0.png)", "| peak fp32 FMA |",
+    for needle in ("### gpu0: NVIDIA H100 80GB HBM3", "| datasheet spec | NVIDIA H100 80GB HBM3 (SXM5) |", "![Roofline of gpu0](roofline-gpu0.png)", "| peak fp32 FMA |",
                    "Tensor-core peaks not measured: torch is not installed", "#### Decode attention",
                    "| cupy-fused | int8 |", "Decode implementations not measured: torch-naive (torch is not installed",
                    "#### Does the model hold here?", "#### Telemetry while measuring"):
@@ -90,3 +91,13 @@ def test_cli_probe_on_a_gpu_prints_its_records(fake_gpu_machine, capsys):
     assert cli.main(["probe", "decode", "--device", "gpu0", "--dtype", "bf16", "--seq-len", "77", "--heads", "4",
                      "--kv-heads", "2", "--head-dim", "128", "--batch", "1"]) == 0
     assert "decode cupy-fused  bf16 B=1 H=4/2 S=77" in capsys.readouterr().out
+
+
+def test_tensor_core_rows_against_the_datasheet():
+    spec = next(s for s in load_specs() if s["file"] == "h100-sxm5-80gb.yaml")
+    sec = {"tensor_flops": {"bf16": {"flops_per_s": 7.9e14, "median_flops_per_s": 7.8e14, "validated": True},
+                            "int8": {"flops_per_s": None, "validated": False, "error": "matmul int8: relative error 1"}}}
+    bf16, int8 = report.tensor_rows(sec, spec)
+    assert bf16["theoretical"] == "989.4 TFLOP/s (datasheet, dense)" and bf16["fraction"] == "80%" and bf16["flag"] == ""
+    assert int8["flag"].startswith("WRONG") and int8["fraction"] == "n/a"
+    assert report.tensor_rows(sec, None)[0]["theoretical"] == "n/a"
