@@ -399,13 +399,16 @@ def index_rows(docs, specs):
     """reports/README.md rows: measured machines, then datasheet specs."""
     rows = []
     for doc in docs:
-        cpu = (doc.get("devices") or {}).get("cpu") or {}
-        bw, peak = roofs(cpu)
-        finding = (cpu.get("model_validation") or {}).get("per_dtype", {}).get("fp32") or {}
-        rows.append([f"[{doc['machine']['id']}]({doc['machine']['id']}/report.md)", "measured (CPU)", si(bw, "B/s"),
-                     si(peak, "FLOP/s") + " fp32", si(((cpu.get("peak_flops") or {}).get("fp64") or {}).get("flops_per_s"), "FLOP/s"),
-                     num(peak / bw, "{:.1f}") if bw and peak else "n/a",
-                     num(finding.get("fraction_of_bandwidth")) if finding else "n/a"])
+        link = f"[{doc['machine']['id']}]({doc['machine']['id']}/report.md)"
+        for name, sec in sorted((doc.get("devices") or {}).items()):
+            bw, peak = roofs(sec)
+            per_dtype = (sec.get("model_validation") or {}).get("per_dtype") or {}
+            finding = per_dtype.get("fp32") or next(iter(per_dtype.values()), {})
+            kind = "measured (CPU)" if name == "cpu" else f"measured ({name}: {(sec.get('gpu') or {}).get('name')})"
+            rows.append([link, kind, si(bw, "B/s"), si(peak, "FLOP/s") + " fp32",
+                         si(((sec.get("peak_flops") or {}).get("fp64") or {}).get("flops_per_s"), "FLOP/s"),
+                         num(peak / bw, "{:.1f}") if bw and peak else "n/a",
+                         num(finding.get("fraction_of_bandwidth")) if finding else "n/a"])
     for spec in specs:
         bw = spec["bandwidth_bytes_per_s"]["value"]
         rates = spec["flops_per_s"]

@@ -50,6 +50,7 @@ def test_gpu_profile_section_report_with_numpy_standing_in(fake_gpu_machine, tmp
     back = profile.load_profile(str(path))
     paths = report.write_report(back, str(tmp_path / "reports"), load_specs())
     text = open(paths[-1]).read()
+    assert [r[1] for r in report.index_rows([back], [])] == ["measured (gpu0: NVIDIA H100 80GB HBM3)"]
     assert {p.rsplit("/", 1)[-1] for p in paths} == {"roofline-gpu0.png", "decode-gpu0.png", "report.md"}
     gpu_part = text.split("## GPUs")[1].split("## Hardware counters")[0]
     for needle in ("### gpu0: NVIDIA H100 80GB HBM3", "| datasheet spec | NVIDIA H100 80GB HBM3 (SXM5) |", "![Roofline of gpu0](roofline-gpu0.png)", "| peak fp32 FMA |",
