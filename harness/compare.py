@@ -27,6 +27,7 @@ IDENTITY_FIELDS = [  # (label, path into the profile); compared and listed when 
     ("hypervisor", ("machine", "cpu", "hypervisor")), ("memory bytes", ("machine", "cpu", "memory_bytes")),
     ("kernel", ("software", "kernel")), ("python", ("software", "python")),
     ("numba threading layer", ("software", "numba", "layer")), ("threads used", ("devices", "cpu", "threads")),
+    ("GPU 0", ("devices", "gpu0", "gpu", "name")), ("GPU driver", ("devices", "gpu0", "gpu", "driver_version")),
 ]
 
 
@@ -39,8 +40,17 @@ def _get(doc, path):
 
 
 def metric_samples(doc):
-    """{metric name: (samples, higher_is_better, unit, probe_hash)} from a profile's CPU section."""
-    cpu = _get(doc, ("devices", "cpu")) or {}
+    """{metric name: (samples, higher_is_better, unit, probe_hash)} from every device section of a
+    profile: the CPU's under their own names, a GPU's prefixed with its device ("gpu0.")."""
+    out = {}
+    for device, sec in sorted((_get(doc, ("devices",)) or {}).items()):
+        prefix = "" if device == "cpu" else f"{device}."
+        out.update({prefix + name: value for name, value in section_metrics(sec).items()})
+    return out
+
+
+def section_metrics(sec):
+    """The metrics of one device section (see metric_samples)."""
     out = {}
 
     def rates(rec, work_key):
@@ -48,22 +58,23 @@ def metric_samples(doc):
         return [work / s for s in rec.get("samples_s") or [] if s > 0] if work else []
 
     for group in ("bandwidth", "bandwidth_fp32"):
-        for kernel, rec in (cpu.get(group) or {}).items():
+        for kernel, rec in (sec.get(group) or {}).items():
             if rec.get("validated"):
                 out[f"{group}.{kernel}"] = (rates(rec, "bytes_per_call"), True, "B/s", rec.get("probe_hash"))
-    for dtype, rec in (cpu.get("peak_flops") or {}).items():
-        if rec.get("validated"):
-            out[f"peak_flops.{dtype}"] = (rates(rec, "flops_per_call"), True, "FLOP/s", rec.get("probe_hash"))
-    for rec in cpu.get("hierarchy") or []:
+    for group in ("peak_flops", "tensor_flops"):
+        for dtype, rec in (sec.get(group) or {}).items():
+            if isinstance(rec, dict) and rec.get("validated"):
+                out[f"{group}.{dtype}"] = (rates(rec, "flops_per_call"), True, "FLOP/s", rec.get("probe_hash"))
+    for rec in sec.get("hierarchy") or []:
         if rec.get("validated"):
             out[f"hierarchy.{rec['working_set_bytes']}"] = (rates(rec, "bytes_per_call"), True, "B/s", rec.get("probe_hash"))
-    for kernel, recs in (cpu.get("thread_sweep") or {}).items():
+    for kernel, recs in (sec.get("thread_sweep") or {}).items():
         for rec in recs:
             work = "bytes_per_call" if "bytes_per_call" in rec else "flops_per_call"
             if rec.get("validated"):
                 out[f"thread_sweep.{kernel}.{rec['threads']}"] = (rates(rec, work), True,
                                                                   "B/s" if work == "bytes_per_call" else "FLOP/s", rec.get("probe_hash"))
-    for rec in cpu.get("decode_attention") or []:
+    for rec in sec.get("decode_attention") or []:
         if rec.get("validated"):
             name = (f"decode.{rec['impl']}.{rec['dtype']}.B{rec['batch']}.H{rec['heads']}.KV{rec['kv_heads']}"
                     f".D{rec['head_dim']}.S{rec['seq_len']}")

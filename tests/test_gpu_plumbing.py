@@ -102,3 +102,15 @@ def test_tensor_core_rows_against_the_datasheet():
     assert bf16["theoretical"] == "989.4 TFLOP/s (datasheet, dense)" and bf16["fraction"] == "80%" and bf16["flag"] == ""
     assert int8["flag"].startswith("WRONG") and int8["fraction"] == "n/a"
     assert report.tensor_rows(sec, None)[0]["theoretical"] == "n/a"
+
+
+def test_regression_report_covers_gpu_metrics(fake_gpu_machine):
+    from harness import compare
+
+    base, new = (run.build_profile(device="gpu", quick=True, counters="off") for _ in range(2))
+    rows = {r["metric"]: r for r in compare.compare(base, new)["rows"]}
+    for name in ("gpu0.bandwidth.triad", "gpu0.peak_flops.fp32", "gpu0.balance.fp32",
+                 "gpu0.decode.cupy-fused.int8.B8.H8.KV2.D64.S256.time"):
+        assert rows[name]["verdict"] != "not comparable", name
+    new["devices"]["gpu0"]["gpu"]["driver_version"] = "590.1"
+    assert ["GPU driver", "580.82.07", "590.1"] in [list(d) for d in compare.identity_differences(base, new)]
