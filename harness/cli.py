@@ -130,7 +130,7 @@ def cmd_export(args):
     from harness.export import export
     from harness.profile import atomic_write_text, load_profile
 
-    config, notes = export(load_profile(args.profile), args.format)
+    config, notes = export(load_profile(args.profile), args.format, args.device)
     text = json.dumps(config, indent=4) + "\n"
     if args.out:
         atomic_write_text(args.out, text)
@@ -301,6 +301,7 @@ def parser():
     sp = sub.add_parser("export", help="a profile's measured numbers in another tool's format")
     sp.add_argument("profile")
     sp.add_argument("--format", default="llm-analysis", help="llm-analysis")
+    sp.add_argument("--device", help="cpu, gpu0, ... (default: the first GPU if the profile has one, else cpu)")
     sp.add_argument("--out", help="file to write (default: print)")
     sp.set_defaults(func=cmd_export)
 

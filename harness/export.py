@@ -13,35 +13,53 @@ from harness.validation import roofs
 FORMATS = ("llm-analysis",)
 
 
-def llm_analysis(doc):
-    """(config dict, notes) for a CPU profile: measured DRAM read bandwidth and fp32 peak."""
-    cpu = (doc.get("devices") or {}).get("cpu") or {}
-    bw, peak = roofs(cpu)
+def llm_analysis(doc, device=None):
+    """(config dict, notes) for one device of a profile: its measured read bandwidth and peaks.
+    By default the first GPU where the profile has one (llm-analysis models GPUs), else the CPU."""
+    devices = doc.get("devices") or {}
+    device = device or next((d for d in sorted(devices) if d.startswith("gpu")), "cpu")
+    if device not in devices:
+        raise HarnessError(f"the profile has no device {device!r}: it has {', '.join(sorted(devices)) or 'none'}")
+    sec = devices[device]
+    bw, peak = roofs(sec)
     if not (bw and peak):
-        raise HarnessError("the profile has no measured read bandwidth and fp32 peak to export")
-    mem = (doc["machine"].get("cpu") or {}).get("memory_bytes")
+        raise HarnessError(f"the profile's {device} has no measured read bandwidth and fp32 peak to export")
     config = {
-        "name": f"{doc['machine']['id']}-measured",
-        "mem_per_GPU_in_GB": round(mem / 1e9, 1) if mem else None,
+        "name": f"{doc['machine']['id']}-{device}-measured",
+        "mem_per_GPU_in_GB": None,
         "hbm_bandwidth_in_GB_per_sec": round(bw / 1e9, 2),
         "intra_node_bandwidth_in_GB_per_sec": None,
         "intra_node_min_message_latency": None,
-        "peak_fp16_TFLOPS": round(peak / 1e12, 4),
-        "peak_i8_TFLOPS": round(peak / 1e12, 4),
-        "peak_i4_TFLOPS": round(peak / 1e12, 4),
+        "peak_fp16_TFLOPS": None,
+        "peak_i8_TFLOPS": None,
+        "peak_i4_TFLOPS": None,
         "inter_node_bandwidth_in_GB_per_sec": None,
     }
-    notes = [
-        f"hbm_bandwidth_in_GB_per_sec: measured DRAM read bandwidth (bandwidth.read, best sample) of {doc['machine']['id']}",
-        "peak_fp16/i8/i4_TFLOPS: the measured fp32 FMA peak; this CPU computes 16-bit and 8-bit caches in fp32 "
-        "(no faster fp16/int8 path was measured)",
-        "mem_per_GPU_in_GB: the machine's RAM",
-        "intra/inter-node bandwidth and latency: not measured (null)",
-    ]
+    notes = [f"hbm_bandwidth_in_GB_per_sec: measured read bandwidth (bandwidth.read, best sample) of "
+             f"{doc['machine']['id']} {device}", "intra/inter-node bandwidth and latency: not measured (null)"]
+    if device == "cpu":
+        mem = (doc["machine"].get("cpu") or {}).get("memory_bytes")
+        config["mem_per_GPU_in_GB"] = round(mem / 1e9, 1) if mem else None
+        for key in ("peak_fp16_TFLOPS", "peak_i8_TFLOPS", "peak_i4_TFLOPS"):
+            config[key] = round(peak / 1e12, 4)
+        notes += ["peak_fp16/i8/i4_TFLOPS: the measured fp32 FMA peak; this CPU computes 16-bit and 8-bit "
+                  "caches in fp32 (no faster fp16/int8 path was measured)", "mem_per_GPU_in_GB: the machine's RAM"]
+        return config, notes
+    mem = (sec.get("gpu") or {}).get("memory_bytes")
+    config["mem_per_GPU_in_GB"] = round(mem / 1e9, 1) if mem else None
+    tensor = sec.get("tensor_flops") or {}
+    for key, dtype in (("peak_fp16_TFLOPS", "fp16"), ("peak_i8_TFLOPS", "int8")):
+        rec = tensor.get(dtype) if isinstance(tensor.get(dtype), dict) else {}
+        if rec.get("validated") and rec.get("flops_per_s"):
+            config[key] = round(rec["flops_per_s"] / 1e12, 4)
+            notes.append(f"{key}: measured tensor-core matmul ({dtype}, torch.matmul)")
+        else:
+            notes.append(f"{key}: not measured (null): {tensor.get('reason') or 'no validated tensor-core ' + dtype + ' matmul'}")
+    notes += ["peak_i4_TFLOPS: not measured (null)", "mem_per_GPU_in_GB: NVML's memory size"]
     return config, notes
 
 
-def export(doc, fmt):
+def export(doc, fmt, device=None):
     if fmt not in FORMATS:
         raise HarnessError(f"unknown export format {fmt!r}: valid formats are {', '.join(FORMATS)}")
-    return llm_analysis(doc)
+    return llm_analysis(doc, device)

@@ -114,3 +114,19 @@ def test_regression_report_covers_gpu_metrics(fake_gpu_machine):
         assert rows[name]["verdict"] != "not comparable", name
     new["devices"]["gpu0"]["gpu"]["driver_version"] = "590.1"
     assert ["GPU driver", "580.82.07", "590.1"] in [list(d) for d in compare.identity_differences(base, new)]
+
+
+def test_export_for_llm_analysis_takes_the_gpu(fake_gpu_machine):
+    from harness.errors import HarnessError
+    from harness.export import export
+
+    doc = run.build_profile(device="gpu", quick=True, counters="off")
+    config, notes = export(doc, "llm-analysis")
+    sec = doc["devices"]["gpu0"]
+    assert config["name"].endswith("-gpu0-measured") and config["mem_per_GPU_in_GB"] == 85.5
+    assert config["hbm_bandwidth_in_GB_per_sec"] == round(sec["bandwidth"]["read"]["bytes_per_s"] / 1e9, 2)
+    assert config["peak_fp16_TFLOPS"] is None and any("torch is not installed" in n for n in notes)
+    sec["tensor_flops"] = {"fp16": {"validated": True, "flops_per_s": 7.5e14}}
+    assert export(doc, "llm-analysis", "gpu0")[0]["peak_fp16_TFLOPS"] == 750.0
+    with pytest.raises(HarnessError, match="no device 'cpu': it has gpu0"):
+        export(doc, "llm-analysis", "cpu")
