@@ -95,10 +95,18 @@ def cmd_model(args):
             raise HarnessError(f"no profile at {path}: run `harness profile` first, or give --profile PATH "
                                "or --bandwidth BYTES_PER_S --flops FLOPS_PER_S")
         doc = load_profile(path)
-        bw, peak = roofs(doc["devices"].get("cpu", {}))
+        devices = doc.get("devices") or {}
+        device = args.device or ("cpu" if "cpu" in devices else next(iter(sorted(devices)), "cpu"))
+        if device not in devices:
+            raise HarnessError(f"profile {path} has no device {device!r}: it has {', '.join(sorted(devices)) or 'none'}")
+        bw, peak = roofs(devices[device])
         if not (bw and peak):
-            raise HarnessError(f"profile {path} has no measured read bandwidth and fp32 peak to predict with")
-        where = f"{doc['machine']['id']} ({path}: measured read bandwidth and fp32 peak)"
+            raise HarnessError(f"profile {path} has no measured read bandwidth and fp32 peak for {device} to predict with")
+        compute = "fp32 FMA peak"
+        tensor = (devices[device].get("tensor_flops") or {}).get(args.dtype)
+        if isinstance(tensor, dict) and tensor.get("validated") and tensor.get("flops_per_s"):
+            peak, compute = tensor["flops_per_s"], f"tensor-core {args.dtype} matmul peak"
+        where = f"{doc['machine']['id']} {device} ({path}: measured read bandwidth and {compute})"
     step = model.decode_step(preset, args.dtype, args.batch, args.seq_len, bw, peak)
     step["machine"] = where
     print(json.dumps(step, indent=2) if args.json else "\n".join(model_lines(step)))
@@ -287,6 +295,7 @@ def parser():
     sp.add_argument("--profile", help="profile to take the measured roofs from (default: this machine's)")
     sp.add_argument("--bandwidth", type=float, help="bytes/s, instead of a profile (with --flops)")
     sp.add_argument("--flops", type=float, help="FLOP/s, instead of a profile (with --bandwidth)")
+    sp.add_argument("--device", help="the profile's device: cpu, gpu0, ... (default: cpu, else its first GPU)")
     sp.add_argument("--batch", type=positive_int, default=1)
     sp.add_argument("--seq-len", type=positive_int, default=4096)
     sp.add_argument("--dtype", default="fp16", help="weight and cache dtype: fp32, fp16, bf16, int8, int4")

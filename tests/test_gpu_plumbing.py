@@ -130,3 +130,21 @@ def test_export_for_llm_analysis_takes_the_gpu(fake_gpu_machine):
     assert export(doc, "llm-analysis", "gpu0")[0]["peak_fp16_TFLOPS"] == 750.0
     with pytest.raises(HarnessError, match="no device 'cpu': it has gpu0"):
         export(doc, "llm-analysis", "cpu")
+
+
+def test_model_predicts_with_a_gpus_roofs(fake_gpu_machine, tmp_path, capsys):
+    import json
+
+    from harness import cli
+
+    doc = run.build_profile(device="gpu", quick=True, counters="off")
+    doc["devices"]["gpu0"]["tensor_flops"] = {"fp16": {"validated": True, "flops_per_s": 7.5e14}}
+    path = tmp_path / "gpu.yaml"
+    profile.save_profile(doc, str(path))
+    assert cli.main(["model", "llama-2-7b", "--profile", str(path), "--json"]) == 0
+    step = json.loads(capsys.readouterr().out)
+    read = doc["devices"]["gpu0"]["bandwidth"]["read"]["bytes_per_s"]
+    assert step["bandwidth_bytes_per_s"] == read and step["peak_flops_per_s"] == 7.5e14
+    assert "gpu0" in step["machine"] and "tensor-core fp16" in step["machine"]
+    assert cli.main(["model", "llama-2-7b", "--profile", str(path), "--device", "cpu"]) == 2
+    assert "no device 'cpu'" in capsys.readouterr().err
