@@ -112,9 +112,10 @@ def node_metrics(doc):
         for level, rec in (section.get("hierarchy_levels") or {}).items():
             if rec.get("bytes_per_s"):
                 out[f"{dev}.hierarchy.{level}"] = (rec["bytes_per_s"], True)
-        for dtype, rec in (section.get("peak_flops") or {}).items():
-            if rec.get("flops_per_s"):
-                out[f"{dev}.peak_flops.{dtype}"] = (rec["median_flops_per_s"], True)
+        for group in ("peak_flops", "tensor_flops"):
+            for dtype, rec in (section.get(group) or {}).items():
+                if isinstance(rec, dict) and rec.get("flops_per_s"):
+                    out[f"{dev}.{group}.{dtype}"] = (rec["median_flops_per_s"], True)
         fp32 = ((section.get("model_validation") or {}).get("per_dtype") or {}).get("fp32") or {}
         if fp32.get("fraction_of_bandwidth"):
             out[f"{dev}.decode.fraction_of_bandwidth"] = (fp32["fraction_of_bandwidth"], True)

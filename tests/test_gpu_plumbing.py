@@ -148,3 +148,14 @@ def test_model_predicts_with_a_gpus_roofs(fake_gpu_machine, tmp_path, capsys):
     assert "gpu0" in step["machine"] and "tensor-core fp16" in step["machine"]
     assert cli.main(["model", "llama-2-7b", "--profile", str(path), "--device", "cpu"]) == 2
     assert "no device 'cpu'" in capsys.readouterr().err
+
+
+def test_fleet_metrics_of_a_gpu_node(fake_gpu_machine):
+    from harness import fleet
+
+    doc = run.build_profile(device="gpu", quick=True, counters="off")
+    doc["devices"]["gpu0"]["tensor_flops"] = {"bf16": {"flops_per_s": 8e14, "median_flops_per_s": 7.9e14}}
+    metrics = fleet.node_metrics(doc)
+    assert metrics["gpu0.tensor_flops.bf16"] == (7.9e14, True)
+    assert {"gpu0.bandwidth.read", "gpu0.peak_flops.fp32", "gpu0.sm_clock_hz.peak"} <= set(metrics)
+    assert fleet.config_of(doc)["gpu0 driver"] == "580.82.07"
