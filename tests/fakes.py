@@ -22,8 +22,8 @@ class FakeNVML:
     class NVMLError(Exception):
         pass
 
-    def __init__(self, reasons=0):
-        self.reasons = reasons
+    def __init__(self, reasons=0, count=1):
+        self.reasons, self.count = reasons, count
 
     def nvmlInit(self):
         pass
@@ -32,7 +32,7 @@ class FakeNVML:
         pass
 
     def nvmlDeviceGetCount(self):
-        return 1
+        return self.count
 
     def nvmlDeviceGetHandleByIndex(self, i):
         return i

@@ -159,3 +159,12 @@ def test_fleet_metrics_of_a_gpu_node(fake_gpu_machine):
     assert metrics["gpu0.tensor_flops.bf16"] == (7.9e14, True)
     assert {"gpu0.bandwidth.read", "gpu0.peak_flops.fp32", "gpu0.sm_clock_hz.peak"} <= set(metrics)
     assert fleet.config_of(doc)["gpu0 driver"] == "580.82.07"
+
+
+def test_two_gpus_each_a_device_and_gpus_selects(fake_gpu_machine, monkeypatch):
+    monkeypatch.setitem(sys.modules, "pynvml", fakes.FakeNVML(count=2))
+    doc = run.build_profile(device="gpu", quick=True, counters="off", gpu_selection="1")
+    assert set(doc["devices"]) == {"gpu1"} and doc["devices"]["gpu1"]["gpu"]["index"] == 1
+    assert [g["index"] for g in doc["machine"]["gpus"]] == [0, 1]
+    with pytest.raises(Exception, match="valid indices are 0 to 1"):
+        run.build_profile(device="gpu", quick=True, gpu_selection="2")
