@@ -3,6 +3,7 @@ telemetry around every probe, balance and the decode verdict (same shapes as dev
 
 from harness import gpus, validation
 from harness.errors import HarnessError
+from harness.profile import measurement_records
 from harness.workload import Context
 from probes import PROBES, load_runner, unavailable_reason
 
@@ -67,10 +68,8 @@ def run_one(name, index, cpu, quick, tiny, progress, options=None):
 
 def mark_throttled(section, summary):
     """Put a probe's throttle warnings (from its telemetry summary) on every record of the section."""
-    for value in section.values():
-        for rec in (value.values() if isinstance(value, dict) else value if isinstance(value, list) else []):
-            if isinstance(rec, dict) and "samples_s" in rec and summary["warnings"]:
-                rec.setdefault("warnings", []).extend(w for w in summary["warnings"] if w not in rec["warnings"])
+    for rec in measurement_records(section):
+        rec.setdefault("warnings", []).extend(w for w in summary["warnings"] if w not in rec["warnings"])
 
 
 def gpu_section(index, cpu, quick, tiny, progress):

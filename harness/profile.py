@@ -61,37 +61,50 @@ def validate(doc, source="<profile>"):
     _require(isinstance(doc.get("software"), dict), source, "software must be a mapping")
     devices = doc.get("devices")
     _require(isinstance(devices, dict), source, "devices must be a mapping")
-    cpu = devices.get("cpu")
-    if cpu is None:
-        return doc
-    _require(isinstance(cpu, dict), source, "devices.cpu must be a mapping")
-    for key in ("bandwidth", "bandwidth_fp32", "peak_flops", "hierarchy_levels", "thread_sweep", "theoretical",
-                "balance", "model_validation"):
-        _require(isinstance(cpu.get(key, {}), dict), source, f"devices.cpu.{key} must be a mapping")
-    for kernel, rec in (cpu.get("bandwidth_fp32") or {}).items():
-        _check_timing_record(rec, source, f"devices.cpu.bandwidth_fp32.{kernel}", "bytes_per_s", "bytes_per_call")
-    for kernel, recs in (cpu.get("thread_sweep") or {}).items():
+    for name, section in devices.items():
+        _validate_section(section, source, f"devices.{name}")
+    return doc
+
+
+def _validate_section(sec, source, where):
+    """One devices.<name> section (cpu, gpu0, ...): the shapes the reports and compare read."""
+    _require(isinstance(sec, dict), source, f"{where} must be a mapping")
+    for key in ("bandwidth", "bandwidth_fp32", "peak_flops", "tensor_flops", "hierarchy_levels", "thread_sweep",
+                "theoretical", "balance", "model_validation", "telemetry"):
+        _require(isinstance(sec.get(key, {}), dict), source, f"{where}.{key} must be a mapping")
+    for key, rate, work in (("bandwidth", "bytes_per_s", "bytes_per_call"), ("bandwidth_fp32", "bytes_per_s", "bytes_per_call"),
+                            ("peak_flops", "flops_per_s", "flops_per_call"), ("tensor_flops", "flops_per_s", "flops_per_call")):
+        for name, rec in (sec.get(key) or {}).items():
+            if not (key == "tensor_flops" and name == "reason"):  # no torch: {reason: ...}
+                _check_timing_record(rec, source, f"{where}.{key}.{name}", rate, work)
+    for kernel, recs in (sec.get("thread_sweep") or {}).items():
         _require(isinstance(recs, list) and all(isinstance(r, dict) for r in recs), source,
-                 f"devices.cpu.thread_sweep.{kernel} must be a list of records")
-    for kernel, rec in (cpu.get("bandwidth") or {}).items():
-        _check_timing_record(rec, source, f"devices.cpu.bandwidth.{kernel}", "bytes_per_s", "bytes_per_call")
-    for dtype, rec in (cpu.get("peak_flops") or {}).items():
-        _check_timing_record(rec, source, f"devices.cpu.peak_flops.{dtype}", "flops_per_s", "flops_per_call")
-    decode = cpu.get("decode_attention", [])
-    _require(isinstance(decode, list), source, "devices.cpu.decode_attention must be a list")
+                 f"{where}.thread_sweep.{kernel} must be a list of records")
+    decode = sec.get("decode_attention", [])
+    _require(isinstance(decode, list), source, f"{where}.decode_attention must be a list")
     for i, rec in enumerate(decode):
-        where = f"devices.cpu.decode_attention[{i}]"
+        at = f"{where}.decode_attention[{i}]"
         _require(isinstance(rec, dict) and isinstance(rec.get("impl"), str) and isinstance(rec.get("dtype"), str),
-                 source, f"{where} needs impl and dtype")
-        _check_timing_record(rec, source, where, "bytes_per_s", "bytes_per_call")
+                 source, f"{at} needs impl and dtype")
+        _check_timing_record(rec, source, at, "bytes_per_s", "bytes_per_call")
         _require(_is_number(rec.get("time_s")) and isinstance(rec.get("model"), dict),
-                 source, f"{where} needs time_s and model")
-    hierarchy = cpu.get("hierarchy", [])
-    _require(isinstance(hierarchy, list), source, "devices.cpu.hierarchy must be a list")
+                 source, f"{at} needs time_s and model")
+    hierarchy = sec.get("hierarchy", [])
+    _require(isinstance(hierarchy, list), source, f"{where}.hierarchy must be a list")
     for i, point in enumerate(hierarchy):
         _require(isinstance(point, dict) and _is_number(point.get("working_set_bytes")),
-                 source, f"devices.cpu.hierarchy[{i}] needs a working_set_bytes number")
-    return doc
+                 source, f"{where}.hierarchy[{i}] needs a working_set_bytes number")
+
+
+def measurement_records(section):
+    """Every timed record of a device section (or of one probe's output), wherever it sits:
+    {kernel: record} mappings, lists of records, and thread_sweep's {kernel: [records]}."""
+    for value in section.values():
+        groups = value.values() if isinstance(value, dict) else [value] if isinstance(value, list) else []
+        for group in groups:
+            for rec in (group if isinstance(group, list) else [group]):
+                if isinstance(rec, dict) and "samples_s" in rec:
+                    yield rec
 
 
 def load_profile(path):

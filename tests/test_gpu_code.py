@@ -97,12 +97,12 @@ def test_gpu_fma_closed_form():
                     reason=f"no usable GPU here: {gpu_common.cupy_unavailable_reason()}")
 def test_gpu_probes_run_and_validate_at_tiny_sizes(monkeypatch):
     from harness import run
+    from harness.profile import measurement_records
 
     monkeypatch.setenv("HARNESS_TINY", "1")
     for name in ("stream", "peak", "decode"):
         section = run.run_single_probe(name, device="gpu0")
-        recs = [r for v in section.values() if isinstance(v, (dict, list))
-                for r in (v.values() if isinstance(v, dict) else v) if isinstance(r, dict) and "samples_s" in r]
+        recs = list(measurement_records(section))
         assert recs and all(r["validated"] for r in recs), name
 
 

@@ -27,8 +27,7 @@ def test_gpu_profile_section_report_with_numpy_standing_in(fake_gpu_machine, tmp
     doc = run.build_profile(device="gpu", quick=True, counters="auto")
     assert set(doc["devices"]) == {"gpu0"} and doc["machine"]["gpus"][0]["name"] == "NVIDIA H100 80GB HBM3"
     sec = doc["devices"]["gpu0"]
-    records = [r for v in sec.values() for r in (v.values() if isinstance(v, dict) else v if isinstance(v, list) else [])
-               if isinstance(r, dict) and "samples_s" in r]
+    records = list(profile.measurement_records(sec))
     assert records and all(r["validated"] for r in records)
     assert set(sec["bandwidth"]) == {"copy", "scale", "add", "triad", "read"}
     assert set(sec["peak_flops"]) == {"fp64", "fp32", "fp16"} and "torch" in sec["tensor_flops"]["reason"]
@@ -63,8 +62,7 @@ def test_gpu_profile_section_report_with_numpy_standing_in(fake_gpu_machine, tmp
 def test_single_gpu_probes_and_options_with_numpy_standing_in(fake_gpu_machine):
     for name in ("stream", "hierarchy", "peak"):
         section = run.run_single_probe(name, device="gpu0")
-        recs = [r for v in section.values() for r in (v.values() if isinstance(v, dict) else v if isinstance(v, list) else [])
-                if isinstance(r, dict) and "samples_s" in r]
+        recs = list(profile.measurement_records(section))
         assert recs and all(r["validated"] for r in recs), name
     section = run.run_single_probe("decode", device="gpu0", options={"impl": "cupy-fused", "dtype": "int8", "seq_len": 300,
                                                                      "heads": 8, "kv_heads": 4, "head_dim": 64, "batch": 3})
@@ -138,7 +136,8 @@ def test_model_predicts_with_a_gpus_roofs(fake_gpu_machine, tmp_path, capsys):
     from harness import cli
 
     doc = run.build_profile(device="gpu", quick=True, counters="off")
-    doc["devices"]["gpu0"]["tensor_flops"] = {"fp16": {"validated": True, "flops_per_s": 7.5e14}}
+    doc["devices"]["gpu0"]["tensor_flops"] = {"fp16": {"validated": True, "flops_per_s": 7.5e14, "samples_s": [1e-3],
+                                                       "flops_per_call": 7.5e11}}
     path = tmp_path / "gpu.yaml"
     profile.save_profile(doc, str(path))
     assert cli.main(["model", "llama-2-7b", "--profile", str(path), "--json"]) == 0
@@ -159,6 +158,15 @@ def test_fleet_metrics_of_a_gpu_node(fake_gpu_machine):
     assert metrics["gpu0.tensor_flops.bf16"] == (7.9e14, True)
     assert {"gpu0.bandwidth.read", "gpu0.peak_flops.fp32", "gpu0.sm_clock_hz.peak"} <= set(metrics)
     assert fleet.config_of(doc)["gpu0 driver"] == "580.82.07"
+
+
+def test_a_malformed_gpu_section_is_named_on_load(fake_gpu_machine, tmp_path):
+    doc = run.build_profile(device="gpu", quick=True, counters="off")
+    doc["devices"]["gpu0"]["peak_flops"]["fp32"]["samples_s"] = "fast"
+    path = tmp_path / "bad.yaml"
+    path.write_text(profile.dump(doc))
+    with pytest.raises(Exception, match="devices.gpu0.peak_flops.fp32.samples_s must be a list"):
+        profile.load_profile(str(path))
 
 
 def test_two_gpus_each_a_device_and_gpus_selects(fake_gpu_machine, monkeypatch):
