@@ -25,32 +25,32 @@ def num(x, fmt="{:.2f}"):
     return "n/a" if x is None else fmt.format(x)
 
 
-def large_decode_points(cpu, llc):
+def large_decode_points(sec, llc):
     """Validated decode records whose cache is at least LARGE_CACHE_FACTOR x the LLC."""
-    return [r for r in cpu.get("decode_attention") or []
+    return [r for r in sec.get("decode_attention") or []
             if r.get("validated") and r["model"]["cache_bytes"] >= LARGE_CACHE_FACTOR * llc]
 
 
-def roofline_series(doc, cpu, llc, memory="DRAM", clock="nominal clock"):
+def roofline_series(who, sec, llc, memory="DRAM", clock="nominal clock"):
     """Slopes per memory level, ceilings per dtype (measured and theoretical), ridges, decode points."""
-    levels = cpu.get("hierarchy_levels") or {}
+    levels = sec.get("hierarchy_levels") or {}
     slopes = [{"level": lv, "label": f"{lv} read (measured)", "bytes_per_s": levels[lv]["bytes_per_s"], "measured": True}
               for lv in LEVELS if (levels.get(lv) or {}).get("bytes_per_s")]
-    theory = cpu.get("theoretical") or {}
+    theory = sec.get("theoretical") or {}
     if theory.get("bytes_per_s"):
         slopes.append({"level": memory, "label": f"{memory} (theoretical)", "bytes_per_s": theory["bytes_per_s"], "measured": False})
     ceilings = []
-    for dtype, rec in (cpu.get("peak_flops") or {}).items():
+    for dtype, rec in (sec.get("peak_flops") or {}).items():
         if rec.get("flops_per_s"):
             ceilings.append({"dtype": dtype, "label": f"{dtype} FMA peak (measured)", "flops_per_s": rec["flops_per_s"], "measured": True})
         t = (theory.get("flops_per_s") or {}).get(dtype)
         if t:
             ceilings.append({"dtype": dtype, "label": f"{dtype} peak (theoretical, {clock})", "flops_per_s": t, "measured": False})
-    bw, _ = roofs(cpu)
+    bw, _ = roofs(sec)
     ridges = [{"dtype": c["dtype"], "intensity": c["flops_per_s"] / bw, "flops_per_s": c["flops_per_s"]}
               for c in ceilings if c["measured"]] if bw else []
     points = []
-    for r in large_decode_points(cpu, llc):
+    for r in large_decode_points(sec, llc):
         points.append({"impl": r["impl"], "dtype": r["dtype"], "intensity": r["model"]["intensity"],
                        "flops_per_s": r["achieved"]["flops_per_s"], "source": "analytic", "seq_len": r["seq_len"],
                        "kv_heads": r["kv_heads"], "heads": r["heads"], "batch": r["batch"]})
@@ -68,15 +68,15 @@ def roofline_series(doc, cpu, llc, memory="DRAM", clock="nominal clock"):
             if key not in best or p["seq_len"] > best[key]["seq_len"]:
                 best[key] = p
     hi = max([r["intensity"] for r in ridges] + [1.0]) * 30
-    return {"title": f"{doc['machine']['id']}: roofline (solid measured, dashed theoretical)",
+    return {"title": f"{who}: roofline (solid measured, dashed theoretical)",
             "slopes": slopes, "ceilings": ceilings, "ridges": ridges, "points": list(best.values()),
             "intensity_range": [0.1, hi]}
 
 
-def decode_series(doc, cpu, llc):
+def decode_series(who, sec, llc):
     """Per (impl, dtype), for the shape the sweep varied seq_len over (the most common batch and
     heads: batch 1, H_kv = H on the CPU): time, prediction and fraction of bandwidth by seq_len."""
-    valid = [r for r in cpu.get("decode_attention") or [] if r.get("validated")]
+    valid = [r for r in sec.get("decode_attention") or [] if r.get("validated")]
     batch, heads, kv_heads = swept_shape(valid)
     groups = {}
     for r in valid:
@@ -93,16 +93,16 @@ def decode_series(doc, cpu, llc):
     for s in series:
         if any(p is not None for p in s["predicted_time_s"]) and len(s["seq_len"]) > len(models.get(s["dtype"], {}).get("seq_len", [])):
             models[s["dtype"]] = {"dtype": s["dtype"], "seq_len": s["seq_len"], "predicted_time_s": s["predicted_time_s"]}
-    first = next(iter(cpu.get("decode_attention") or []), None)
+    first = next(iter(sec.get("decode_attention") or []), None)
     llc_seq = llc / (2 * first["kv_heads"] * first["head_dim"] * 4) if first else None
     shape = f"batch {batch}, H_kv = H" if kv_heads == heads else f"batch {batch}, H = {heads}, H_kv = {kv_heads}"
-    return {"title": f"{doc['machine']['id']}: decode attention, {shape}", "series": series,
+    return {"title": f"{who}: decode attention, {shape}", "series": series,
             "models": list(models.values()), "llc_seq_len": llc_seq}
 
 
-def drills(cpu):
+def drills(sec):
     """The seed page's drill problems answered with this machine's measured roofs."""
-    bw, peak = roofs(cpu)
+    bw, peak = roofs(sec)
     if not (bw and peak):
         return None
     llama2 = model.load_preset("llama-2-7b")
@@ -121,18 +121,18 @@ def drills(cpu):
     }
 
 
-def peak_rows(cpu, spec):
+def peak_rows(sec, spec):
     """Measured vs theoretical (and datasheet) figures, with fractions and flags."""
-    theory = cpu.get("theoretical") or {}
+    theory = sec.get("theoretical") or {}
     rows = []
-    for kernel, rec in (cpu.get("bandwidth") or {}).items():
+    for kernel, rec in (sec.get("bandwidth") or {}).items():
         t = theory.get("bytes_per_s")
         s = (spec or {}).get("bandwidth_bytes_per_s", {}).get("value")
         rows.append({"metric": f"bandwidth {kernel} (fp64)", "best": si(rec.get("bytes_per_s"), "B/s"),
                      "median": si(rec.get("median_bytes_per_s"), "B/s"), "theoretical": si(t, "B/s") if t else "n/a",
                      "fraction": pct(rec["bytes_per_s"] / t) if t and rec.get("bytes_per_s") else "n/a",
                      "flag": spec_flag(rec.get("bytes_per_s"), s) or ("; ".join(w for w in rec.get("warnings", []) if "exceeds" in w)) or ""})
-    for dtype, rec in (cpu.get("peak_flops") or {}).items():
+    for dtype, rec in (sec.get("peak_flops") or {}).items():
         t = (theory.get("flops_per_s") or {}).get(dtype)
         s = ((spec or {}).get("flops_per_s") or {}).get(dtype, {}).get("value")
         flag = spec_flag(rec.get("flops_per_s"), s) or ""
@@ -145,14 +145,14 @@ def peak_rows(cpu, spec):
     return rows
 
 
-def collect_warnings(cpu):
+def collect_warnings(sec):
     out = []
     for key in ("bandwidth", "bandwidth_fp32", "peak_flops"):
-        for name, rec in (cpu.get(key) or {}).items():
+        for name, rec in (sec.get(key) or {}).items():
             out += [f"{key}.{name}: {w}" for w in rec.get("warnings", [])]
-    for rec in cpu.get("hierarchy") or []:
+    for rec in sec.get("hierarchy") or []:
         out += [f"hierarchy {rec['working_set_bytes'] / 1024:.0f} KiB: {w}" for w in rec.get("warnings", [])]
-    for rec in cpu.get("decode_attention") or []:
+    for rec in sec.get("decode_attention") or []:
         out += [f"decode {rec['impl']} {rec['dtype']} S={rec['seq_len']}: {w}" for w in rec.get("warnings", [])]
     return out
 
@@ -167,8 +167,8 @@ def report_data(doc, specs=()):
         cpu_info.get("model"), [s for s in specs if s["kind"] == "cpu"])
     return {
         "id": doc["machine"]["id"], "doc": doc, "cpu_info": cpu_info, "cpu": cpu, "spec": spec,
-        "roofline": roofline_series(doc, cpu, llc) if cpu.get("peak_flops") else None,
-        "decode": decode_series(doc, cpu, llc) if cpu.get("decode_attention") else None,
+        "roofline": roofline_series(doc["machine"]["id"], cpu, llc) if cpu.get("peak_flops") else None,
+        "decode": decode_series(doc["machine"]["id"], cpu, llc) if cpu.get("decode_attention") else None,
         "peaks": peak_rows(cpu, spec), "drills": drills(cpu), "warnings": collect_warnings(cpu),
         "gpus": [gpu_data(doc, name, sec, specs) for name, sec in sorted((doc.get("devices") or {}).items())
                  if name.startswith("gpu")],
@@ -181,11 +181,9 @@ def gpu_data(doc, name, sec, specs=()):
     info = sec.get("gpu") or {}
     l2 = info.get("l2_bytes") or 0
     spec = match_spec(info.get("name"), [s for s in specs if s["kind"] == "gpu"])
-    roofline = roofline_series(doc, sec, l2, "HBM", "SM clock during the run") if sec.get("peak_flops") else None
-    decode = decode_series(doc, sec, l2) if sec.get("decode_attention") else None
-    for series in (roofline, decode):
-        if series:
-            series["title"] = series["title"].replace(doc["machine"]["id"], f"{doc['machine']['id']} {name}", 1)
+    who = f"{doc['machine']['id']} {name}"
+    roofline = roofline_series(who, sec, l2, "HBM", "SM clock during the run") if sec.get("peak_flops") else None
+    decode = decode_series(who, sec, l2) if sec.get("decode_attention") else None
     return {"name": name, "sec": sec, "info": info, "spec": spec, "roofline": roofline, "decode": decode,
             "peaks": peak_rows(sec, spec) + tensor_rows(sec, spec), "warnings": collect_warnings(sec)}
 
@@ -257,23 +255,23 @@ def markdown(data):
     return "\n".join(out)
 
 
-def measurements_markdown(cpu, peaks, h):
+def measurements_markdown(sec, peaks, h):
     """Peaks against theory, balance and the hierarchy of one device section, under headings `h`."""
     out = [f"{h} Peaks: measured against theoretical", ""]
     if peaks:
         out += [table(["metric", "best", "median", "theoretical", "fraction", "flag"],
                       [[r["metric"], r["best"], r["median"], r["theoretical"], r["fraction"], r["flag"]] for r in peaks]), ""]
-        out += [f"Theoretical figures: {(cpu.get('theoretical') or {}).get('source', 'n/a')}", ""]
+        out += [f"Theoretical figures: {(sec.get('theoretical') or {}).get('source', 'n/a')}", ""]
     else:
         out += ["No bandwidth or peak measurements in this profile.", ""]
     out += [f"{h} Balance", ""]
-    if cpu.get("balance"):
-        out += [table(["dtype", "FLOP/byte"], [[d, num(b, "{:.1f}")] for d, b in cpu["balance"].items()]), "",
-                f"Basis: {cpu.get('balance_basis', '')}.", ""]
+    if sec.get("balance"):
+        out += [table(["dtype", "FLOP/byte"], [[d, num(b, "{:.1f}")] for d, b in sec["balance"].items()]), "",
+                f"Basis: {sec.get('balance_basis', '')}.", ""]
     else:
         out += ["No balance: the profile lacks a bandwidth or a peak measurement.", ""]
     out += [f"{h} Memory hierarchy (read kernel)", ""]
-    levels = cpu.get("hierarchy_levels") or {}
+    levels = sec.get("hierarchy_levels") or {}
     if levels:
         out += [table(["level", "bandwidth (median of points)", "best point", "points"],
                       [[lv, si(v.get("bytes_per_s"), "B/s"), si(v.get("max_bytes_per_s"), "B/s"), v.get("points", v.get("reason", ""))]
@@ -320,9 +318,9 @@ def gpu_markdown(g):
     return out
 
 
-def decode_markdown(cpu, image, h):
+def decode_markdown(sec, image, h):
     """The decode table and the model's verdict of one device section, under headings `h`."""
-    recs = cpu.get("decode_attention") or []
+    recs = sec.get("decode_attention") or []
     if not recs:
         return [f"{h} Decode attention", "", "No decode attention measurements in this profile.", ""]
     rows = []
@@ -336,7 +334,7 @@ def decode_markdown(cpu, image, h):
     out = [f"{h} Decode attention", "", f"![Decode attention against sequence length]({image})", "",
            table(["impl", "dtype", "B", "H/H_kv", "seq_len", "median ms", "achieved", "of read bw", "of adjacent read",
                   "of fp32 peak", "model error", "error vs float64"], rows), ""]
-    v = cpu.get("model_validation") or {}
+    v = sec.get("model_validation") or {}
     out += [f"{h} Does the model hold here?", "", f"**{v.get('finding', 'no verdict')}**", ""]
     if v.get("per_dtype"):
         out += [f"Model holds (|error| <= {v['holds_within']:.0%} for the best fp32 implementation): "
