@@ -8,9 +8,9 @@ import os
 
 # OpenBLAS (numpy's BLAS, used by the float64 reference checks) keeps its worker threads spinning
 # for about 0.1 s after each call; on a small machine they steal the cores from the next timed
-# kernel (measured here: a numba decode kernel 1.5-2x slower right after a reference gemv). A
-# timeout of 2**4 cycles puts them to sleep at once. Read when numpy loads OpenBLAS, so it is set
-# before anything in the harness imports numpy.
+# kernel (measured on the 2-core dev VM: a numba decode kernel 1.3-1.9x slower right after a
+# reference gemv, medians of 3 calls in 4 pairs). A timeout of 2**4 cycles puts them to sleep at
+# once. Read when numpy loads OpenBLAS, so it is set before anything in the harness imports numpy.
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
 
 from harness.errors import HarnessError  # noqa: E402
