@@ -17,12 +17,12 @@ Performance notes (each measured on the 2-core Zen 5 VM):
 - caches and scratch rows start on 64-byte boundaries (callers allocate the caches so): a vector
   load straddling two lines made the kernel 1.2-1.5x slower in L2.
 Where it stands (fp32, H=32, d_h=128, S=16384, both cores): 0.74-0.80 of the read kernel's
-bandwidth, the lower figure when DRAM is fast. A flat sum over the same K and V chunks reaches 0.93,
+bandwidth (medians of three benchmark runs). A flat sum over the same K and V chunks reaches 0.93,
 so the access order is not the limit; but the hardware prefetchers only keep up with that simple
 loop: this kernel without software prefetch reaches 0.55, and the same flat sum with a software
-prefetch of every line 24 KiB ahead drops to 0.80, the ceiling this design runs into. Tried here: online softmax
-interleaving K and V blocks (no faster); prefetch into L2 only or to every other line, dynamic
-scheduling, a head dim fixed at compile time (faster in L2) were all slower from DRAM.
+prefetch of every line 24 KiB ahead drops to 0.80, the ceiling this design runs into. Tried here:
+online softmax interleaving K and V blocks (no faster); prefetch into L2 only or to every other
+line, dynamic scheduling, a head dim fixed at compile time (faster in L2) were all slower from DRAM.
 """
 
 import functools
