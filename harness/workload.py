@@ -118,8 +118,8 @@ def time_workload(w, repeats, min_sample_s, clock=time.perf_counter_ns):
 
 
 def probe_hash(w):
-    """A short hash of the probe's source (its module and the probes.* modules it uses) and of the
-    workload's parameters: `compare` calls metrics of a changed probe not comparable."""
+    """A short hash of the probe's source (its module, the probes.* modules it uses and the kernel
+    files they list in KERNEL_FILES) and of the workload's parameters: `compare` calls metrics of a changed probe not comparable."""
     module = inspect.getmodule(w.run)
     modules = {module} | {inspect.getmodule(v) for v in vars(module).values()
                           if (getattr(v, "__module__", None) or "").startswith("probes.")} if module else set()
@@ -127,6 +127,9 @@ def probe_hash(w):
     for m in sorted((m for m in modules if m is not None), key=lambda m: m.__name__):
         with open(inspect.getsourcefile(m), "rb") as f:
             h.update(m.__name__.encode() + f.read())
+    for path in sorted({p for m in modules if m is not None for p in getattr(m, "KERNEL_FILES", ())}):
+        with open(path, "rb") as f:  # kernels compiled at run time (a GPU probe's CUDA source)
+            h.update(os.path.basename(path).encode() + f.read())
     params = {"name": w.name, "dtype": w.dtype, "threads": w.threads, "bytes": w.bytes_per_call,
               "flops": w.flops_per_call, "working_set": w.working_set_bytes,
               "info": {k: v for k, v in w.info.items() if k != "seed"}}

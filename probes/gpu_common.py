@@ -1,6 +1,7 @@
 """What every GPU probe shares: CuPy availability (and why not), CUDA sources, a synchronising
 CUDA-event clock for the timing core, and launch geometry (pure functions, testable anywhere)."""
 
+import functools
 import math
 import os
 
@@ -14,6 +15,7 @@ DECODE_TYPES = {"fp32": "float", "fp16": "__half", "bf16": "__nv_bfloat16", "int
 DECODE_HEAD_DIMS = (64, 128, 256)
 DECODE_GROUPS = (1, 2, 4, 8)
 DECODE_THREADS = 256
+NVRTC_OPTIONS = ("--std=c++17",)  # CuPy compiles RawModules with NVRTC; tests compile with the same
 
 
 def cupy_unavailable_reason():
@@ -29,8 +31,13 @@ def cupy_unavailable_reason():
     return None if count else "the CUDA runtime reports no GPU"
 
 
+def cuda_path(name):
+    """probes/cuda/<name>.cu (GPU probe modules list theirs in KERNEL_FILES, which probe_hash covers)."""
+    return os.path.join(CUDA_DIR, f"{name}.cu")
+
+
 def cuda_source(name):
-    with open(os.path.join(CUDA_DIR, f"{name}.cu"), encoding="utf-8") as f:
+    with open(cuda_path(name), encoding="utf-8") as f:
         return f.read()
 
 
@@ -39,7 +46,7 @@ def load_module(name, templates=()):
     template kernels named in `templates` instantiated (get them by the same names)."""
     import cupy
 
-    return cupy.RawModule(code=cuda_source(name), options=("--std=c++17",), name_expressions=list(templates) or None)
+    return cupy.RawModule(code=cuda_source(name), options=NVRTC_OPTIONS, name_expressions=list(templates) or None)
 
 
 def decode_kernel_name(dtype, head_dim, group):
@@ -68,6 +75,7 @@ def nvtx(name, run):
     """`run` inside the NVTX range NVTX_PREFIX + name, the range ncu restricts counting to."""
     from cupy.cuda import nvtx as cupy_nvtx
 
+    @functools.wraps(run)  # keeps the probe's module: probe_hash hashes the probe, not this wrapper
     def ranged(loops):
         cupy_nvtx.RangePush(NVTX_PREFIX + name)
         try:

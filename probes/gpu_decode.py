@@ -12,11 +12,12 @@ from harness.errors import HarnessError
 from harness.workload import Workload
 from probes.cpu_decode import TOLERANCE, DecodeCache, relative_error
 from probes.gpu_common import (DECODE_GROUPS, DECODE_HEAD_DIMS, DECODE_THREADS, decode_chunking,
-                                decode_kernel_name, decode_shared_bytes, load_module, nvtx)
+                                cuda_path, decode_kernel_name, decode_shared_bytes, load_module, nvtx)
 
 IMPLS = ("cupy-fused", "torch-sdpa", "torch-naive")
 SDPA_BACKENDS = ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "CUDNN_ATTENTION", "MATH")
 MAX_COPIES = 64
+KERNEL_FILES = (cuda_path("decode"),)
 
 
 def check_shape(impl, shape):

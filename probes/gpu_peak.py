@@ -4,13 +4,14 @@ closed form, and tensor-core matmul through torch for fp16, bf16, tf32 and int8.
 import numpy as np
 
 from harness.workload import Workload
-from probes.gpu_common import load_module, nvtx
+from probes.gpu_common import cuda_path, load_module, nvtx
 
 ACC = 8  # chains per thread, as in probes/cuda/fma.cu
 # x = 1/2, y = 1/4: every step is exact in fp16, fp32 and fp64 alike, so the chains reach the fixed
 # point 1/2 exactly (x close to 1 stalls in fp16, where the step falls under half an ulp)
 X, Y = 0.5, 0.25
 RTOL = {"fp64": 1e-12, "fp32": 1e-6, "fp16": 1e-3}
+KERNEL_FILES = (cuda_path("fma"),)
 
 
 def closed_form_sum(iters, x=X, y=Y):

@@ -5,9 +5,10 @@ import numpy as np
 
 from harness.workload import Workload
 from probes.cpu_stream import COUNTING, RTOL, SCALAR, STREAM_WEIGHTS
-from probes.gpu_common import THREADS, grid_blocks, load_module, nvtx, stream_vectors
+from probes.gpu_common import THREADS, cuda_path, grid_blocks, load_module, nvtx, stream_vectors
 
 LANES = {"fp32": 4, "fp64": 2}  # elements per 16-byte vector
+KERNEL_FILES = (cuda_path("stream"),)
 
 
 def device_check(out, ref, rtol, what):

@@ -7,9 +7,20 @@ import subprocess
 
 import pytest
 
+import nvrtc
 from probes import PROBES, gpu_common, unavailable_reason
 
 NVCC = shutil.which("nvcc")
+EXPECTED_KERNELS = {"stream": ["triad_fp32", "read_fp64", "read_reps_fp32"], "fma": ["fma_fp16", "fma_fp64"],
+                    "decode": ["decode_merge"]}
+
+
+def template_names(name):
+    """Every template instantiation the probes can ask a source for (as CuPy name expressions)."""
+    if name != "decode":
+        return []
+    return [gpu_common.decode_kernel_name(t, d, g) for t in gpu_common.DECODE_TYPES
+            for d in gpu_common.DECODE_HEAD_DIMS for g in gpu_common.DECODE_GROUPS]
 
 
 @pytest.mark.skipif(NVCC is None, reason="nvcc is not installed on this machine")
@@ -18,21 +29,32 @@ NVCC = shutil.which("nvcc")
 def test_cuda_sources_compile(tmp_path, name, arch):
     src = tmp_path / f"{name}.cu"
     code = gpu_common.cuda_source(name)
-    if name == "decode":  # instantiate every template the probe can ask for, as CuPy would
-        names = [gpu_common.decode_kernel_name(t, d, g) for t in gpu_common.DECODE_TYPES
-                 for d in gpu_common.DECODE_HEAD_DIMS for g in gpu_common.DECODE_GROUPS]
+    names = template_names(name)
+    if names:  # instantiate every template the probe can ask for, as CuPy would
         code += "\nvoid* all_kernels[] = {" + ", ".join(f"(void*){n}" for n in names) + "};\n"
     src.write_text(code)
     proc = subprocess.run([NVCC, f"-arch={arch}", "--ptx", "-Werror", "all-warnings", "-o", str(tmp_path / "out.ptx"),
                            str(src)], capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
     ptx = (tmp_path / "out.ptx").read_text()
-    expected = {"stream": ["triad_fp32", "read_fp64", "read_reps_fp32"], "fma": ["fma_fp16", "fma_fp64"],
-                "decode": ["decode_merge"]}[name]
-    for kernel in expected:
+    for kernel in EXPECTED_KERNELS[name]:
         assert f".entry {kernel}" in ptx
-    if name == "decode":
-        assert ptx.count(".entry _Z14decode_partial") == len(names)
+    assert ptx.count(".entry _Z14decode_partial") == len(names)
+
+
+@pytest.mark.skipif(nvrtc.unavailable_reason() is not None, reason=str(nvrtc.unavailable_reason()))
+@pytest.mark.parametrize("arch", ["compute_80", "compute_90"])
+@pytest.mark.parametrize("name", gpu_common.CUDA_SOURCES)
+def test_cuda_sources_compile_with_nvrtc_as_cupy_does(name, arch):
+    # nvcc pulls in host headers NVRTC lacks (an INFINITY from <math.h> once passed nvcc and
+    # would have failed on the GPU): compile with NVRTC, CuPy's options and name expressions too
+    names = template_names(name)
+    ptx, lowered = nvrtc.compile_ptx(gpu_common.cuda_source(name), arch, gpu_common.NVRTC_OPTIONS, names)
+    for kernel in EXPECTED_KERNELS[name]:
+        assert f".entry {kernel}" in ptx
+    assert sorted(lowered) == sorted(names)
+    for mangled in lowered.values():
+        assert f".entry {mangled}(" in ptx
 
 
 def test_decode_block_size_matches_the_cuda_source():

@@ -3,6 +3,7 @@ emulates each CUDA kernel) and a fake NVML answers like an H100. What this shows
 arguments, geometry, poisoning, output checks, records, the devices.gpu0 section, the profile
 round trip and the report. What it cannot show: that the CUDA kernels are right or fast."""
 
+import inspect
 import sys
 
 import pytest
@@ -70,6 +71,21 @@ def test_single_gpu_probes_and_options_with_numpy_standing_in(fake_gpu_machine):
     assert rec["validated"] and (rec["batch"], rec["heads"], rec["kv_heads"], rec["seq_len"]) == (3, 8, 4, 300)
     with pytest.raises(Exception, match="gpu0 to gpu0"):
         run.run_single_probe("stream", device="gpu1")
+
+
+def test_a_gpu_probes_hash_covers_its_module_and_its_cuda_source(fake_gpu_machine, monkeypatch, tmp_path):
+    from harness.workload import probe_hash
+    from probes import gpu_common, gpu_stream
+
+    (w, *_) = gpu_stream.stream_workloads({"sm_count": 4}, "fp32", 64)
+    assert inspect.getmodule(w.run) is gpu_stream  # the NVTX wrapper keeps the probe's module
+    before = probe_hash(w)
+    copy = tmp_path / "stream.cu"
+    copy.write_text(gpu_common.cuda_source("stream"))
+    monkeypatch.setattr(gpu_stream, "KERNEL_FILES", (str(copy),))
+    assert probe_hash(w) == before  # same bytes, same hash
+    copy.write_text(gpu_common.cuda_source("stream") + "// changed\n")
+    assert probe_hash(w) != before
 
 
 def test_a_throttled_gpu_marks_its_records_and_the_report(fake_gpu_machine, monkeypatch, tmp_path):

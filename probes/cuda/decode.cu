@@ -16,6 +16,8 @@
 #define WARPS (THREADS / 32)
 #define UNROLL 4
 #define FULL_MASK 0xffffffffu
+// -inf without <math.h>: NVRTC (how CuPy compiles this file) has no INFINITY
+#define NEG_INF __int_as_float(0xff800000)
 
 // A 16-byte packet of cache elements widened to floats.
 template <typename T> struct Packet;
@@ -171,7 +173,7 @@ decode_partial(const float* __restrict__ q, const T* __restrict__ k, const T* __
     // numerically safe softmax numerators over the chunk (the merge divides)
 #pragma unroll
     for (int g = 0; g < G; g++) {
-        float m = -INFINITY;
+        float m = NEG_INF;
         for (int t = threadIdx.x; t < n; t += THREADS) m = fmaxf(m, smem[g * chunk_len + t]);
         m = block_reduce(m, scratch, true);
         float l = 0.f;
@@ -248,7 +250,7 @@ extern "C" __global__ void decode_merge(const float* __restrict__ po, const floa
                                         int batch_kv, int group, int heads, int kv_heads, int head_dim) {
     const int bh = blockIdx.x, g = blockIdx.y;
     const int b = bh / kv_heads, h = bh % kv_heads;
-    float m = -INFINITY;
+    float m = NEG_INF;
     for (int c = 0; c < chunks; c++) m = fmaxf(m, pm[((long long)c * batch_kv + bh) * group + g]);
     float l = 0.f;
     for (int c = 0; c < chunks; c++) {
