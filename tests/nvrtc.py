@@ -26,10 +26,9 @@ def library_path():
 
 
 def include_dir():
-    """The wheel directory holding cuda_fp16.h beside the NVRTC found, or None."""
-    lib = library_path()
-    inc = lib and os.path.join(os.path.dirname(os.path.dirname(lib)), "include")
-    return inc if inc and os.path.exists(os.path.join(inc, "cuda_fp16.h")) else None
+    """The wheel directory holding the CUDA headers (cuda_fp16.h), or None; the newest if several."""
+    found = sorted(os.path.dirname(p) for d in _nvidia_dirs() for p in glob.glob(os.path.join(d, "*", "include", "cuda_fp16.h")))
+    return found[-1] if found else None
 
 
 def unavailable_reason():

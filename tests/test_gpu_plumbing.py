@@ -4,13 +4,16 @@ arguments, geometry, poisoning, output checks, records, the devices.gpu0 section
 round trip and the report. What it cannot show: that the CUDA kernels are right or fast."""
 
 import inspect
+import re
 import sys
 
 import pytest
 
 import fakes
+import nvrtc
 from harness import gpus, profile, report, run
 from harness.specs import load_specs
+from probes import gpu_common
 
 
 @pytest.fixture
@@ -73,6 +76,43 @@ def test_single_gpu_probes_and_options_with_numpy_standing_in(fake_gpu_machine):
         run.run_single_probe("stream", device="gpu1")
 
 
+def ptx_signatures(ptx):
+    """{entry name: parameter types} from PTX (.u64 is a pointer or a long long)."""
+    sigs = {}
+    for entry in re.finditer(r"\.entry (\w+)\(([^)]*)\)", ptx):
+        sigs[entry.group(1)] = tuple(re.findall(r"\.param \.(\w+)", entry.group(2)))
+    return sigs
+
+
+@pytest.mark.skipif(nvrtc.unavailable_reason() is not None, reason=str(nvrtc.unavailable_reason()))
+def test_every_kernel_launch_passes_what_its_compiled_signature_takes(fake_gpu_machine):
+    # CuPy passes a kernel's arguments as raw bytes by their NumPy type: an np.int64 where the
+    # kernel takes an int shifts every later argument, silently. Check each launch the probes make
+    # against the parameters NVRTC compiled.
+    fakes.LAUNCHES.clear()
+    for name in ("stream", "hierarchy", "peak"):
+        run.run_single_probe(name, device="gpu0")
+    for dtype, group in (("fp16", 4), ("int8", 1), ("bf16", 2), ("fp32", 8)):
+        run.run_single_probe("decode", device="gpu0", options={"impl": "cupy-fused", "dtype": dtype, "seq_len": 300,
+                                                               "heads": 8, "kv_heads": 8 // group, "head_dim": 64})
+    sigs, lowered = {}, {}
+    for source in gpu_common.CUDA_SOURCES:
+        names = sorted({n for n, _ in fakes.LAUNCHES if "<" in n}) if source == "decode" else []
+        ptx, low = nvrtc.compile_ptx(gpu_common.cuda_source(source), "compute_90", gpu_common.NVRTC_OPTIONS, names)
+        sigs.update(ptx_signatures(ptx))
+        lowered.update(low)
+    takes = {"u64": {"array", "int64"}, "u32": {"int32"}, "f32": {"float32"}, "f64": {"float64"}}
+    launched = set()
+    for name, args in fakes.LAUNCHES:
+        params = sigs[lowered.get(name, name)]
+        assert len(args) == len(params), (name, args, params)
+        for i, (arg, param) in enumerate(zip(args, params)):
+            assert arg in takes[param], f"{name} argument {i}: {arg} passed where the kernel takes .{param}"
+        launched.add(name)
+    assert {"triad_fp32", "read_fp64", "read_reps_fp32", "fma_fp16", "decode_merge"} <= launched
+    assert sum("<" in n for n in launched) == 4
+
+
 def test_a_gpu_probes_hash_covers_its_module_and_its_cuda_source(fake_gpu_machine, monkeypatch, tmp_path):
     from harness.workload import probe_hash
     from probes import gpu_common, gpu_stream
@@ -86,6 +126,19 @@ def test_a_gpu_probes_hash_covers_its_module_and_its_cuda_source(fake_gpu_machin
     assert probe_hash(w) == before  # same bytes, same hash
     copy.write_text(gpu_common.cuda_source("stream") + "// changed\n")
     assert probe_hash(w) != before
+
+
+def test_torch_decode_paths_on_the_cpu_with_numpy_standing_in_for_cupy(fake_gpu_machine, monkeypatch):
+    # the DLPack views (bf16 through int16), the [B, H_kv, S, d] layout and the GQA grouping of the
+    # torch implementations, checked against the float64 reference with CPU torch
+    monkeypatch.delitem(sys.modules, "torch")
+    pytest.importorskip("torch", reason="torch is not installed")
+    for dtype in ("bf16", "fp16", "fp32"):
+        sec = run.run_single_probe("decode", device="gpu0", options={"impl": "all", "dtype": dtype, "seq_len": 300,
+                                                                     "heads": 8, "kv_heads": 2, "head_dim": 64, "batch": 2})
+        impls = {r["impl"] for r in sec["decode_attention"] if r["validated"] and r["rel_error"] <= r["tolerance"]}
+        assert {"cupy-fused", "torch-sdpa[math]", "torch-naive"} <= impls, dtype
+        assert all("torch-sdpa[" in u["impl"] and u["reason"] for u in sec["decode_unsupported"])
 
 
 def test_a_throttled_gpu_marks_its_records_and_the_report(fake_gpu_machine, monkeypatch, tmp_path):
