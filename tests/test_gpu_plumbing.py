@@ -16,15 +16,19 @@ from harness.specs import load_specs
 from probes import gpu_common
 
 
-@pytest.fixture
-def fake_gpu_machine(monkeypatch):
+def install_fake_gpu(monkeypatch):
     cp = fakes.fake_cupy()
     monkeypatch.setitem(sys.modules, "cupy", cp)
     monkeypatch.setitem(sys.modules, "cupy.cuda", cp.cuda)
     monkeypatch.setitem(sys.modules, "pynvml", fakes.FakeNVML())
-    monkeypatch.setitem(sys.modules, "torch", None)  # torch's CUDA paths cannot run here: say so
     monkeypatch.setattr(gpus, "_nvml", lambda: sys.modules["pynvml"])
     monkeypatch.setenv("HARNESS_TINY", "1")
+
+
+@pytest.fixture
+def fake_gpu_machine(monkeypatch):
+    install_fake_gpu(monkeypatch)
+    monkeypatch.setitem(sys.modules, "torch", None)  # torch's CUDA paths cannot run here: say so
 
 
 def test_gpu_profile_section_report_with_numpy_standing_in(fake_gpu_machine, tmp_path):
@@ -128,11 +132,11 @@ def test_a_gpu_probes_hash_covers_its_module_and_its_cuda_source(fake_gpu_machin
     assert probe_hash(w) != before
 
 
-def test_torch_decode_paths_on_the_cpu_with_numpy_standing_in_for_cupy(fake_gpu_machine, monkeypatch):
+def test_torch_decode_paths_on_the_cpu_with_numpy_standing_in_for_cupy(monkeypatch):
     # the DLPack views (bf16 through int16), the [B, H_kv, S, d] layout and the GQA grouping of the
     # torch implementations, checked against the float64 reference with CPU torch
-    monkeypatch.delitem(sys.modules, "torch")
     pytest.importorskip("torch", reason="torch is not installed")
+    install_fake_gpu(monkeypatch)
     for dtype in ("bf16", "fp16", "fp32"):
         sec = run.run_single_probe("decode", device="gpu0", options={"impl": "all", "dtype": dtype, "seq_len": 300,
                                                                      "heads": 8, "kv_heads": 2, "head_dim": 64, "batch": 2})
