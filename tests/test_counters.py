@@ -141,3 +141,11 @@ def test_ncu_count_runs_the_tool_and_reads_its_output(tmp_path, monkeypatch):
     assert "ERR_NVGPUCTRPERM" in ncu.count("stream", "gpu0", "triad")["reason"]
     fake.write_text("#!/bin/sh\necho 'ncu crashed' >&2\nexit 3\n")
     assert ncu.count("stream", "gpu0", "triad")["reason"] == "ncu failed (exit 3): ncu crashed"
+    # a metric this GPU lacks: named, dropped, and the rest still counted
+    tensor = next(m for m in ncu.METRICS if "tensor" in m)
+    fake.write_text(f"#!/bin/sh\ncase \"$*\" in *{tensor}*) echo '==ERROR== Failed to find metric {tensor.split('.')[0]}' >&2; "
+                    f"exit 1;; esac\ncat {fixture}\n")
+    b = ncu.count("stream", "gpu0", "triad", model_bytes=3 * 134217728 * 4)
+    assert b["source"] == "ncu" and b["metrics_rejected"] == [tensor] and b["dram_bytes"] > 0
+    fake.write_text("#!/bin/sh\necho '==ERROR== Failed to find metric dram__bytes_read' >&2\nexit 1\n")
+    assert "Failed to find metric" in ncu.count("stream", "gpu0", "triad")["reason"]

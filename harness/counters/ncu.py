@@ -3,7 +3,8 @@ to the timed kernels, and parse its raw CSV page (log lines mixed in, a units ro
 
 FLOPs = add + mul + 2 x fma instructions per thread, per precision (ncu's sass_thread_inst_executed
 counts; a half2 instruction is two half operations, so half counts are doubled); DRAM bytes =
-dram__bytes_read.sum + dram__bytes_write.sum.
+dram__bytes_read.sum + dram__bytes_write.sum. A metric ncu rejects on this GPU (the tensor-pipe
+names differ between architectures) is dropped, named in `metrics_rejected`, and the rest counted.
 """
 
 import csv
@@ -37,12 +38,18 @@ def unavailable_reason():
     return None
 
 
-def command(probe, device, nvtx_range, extra_args=(), python=sys.executable):
+def command(probe, device, nvtx_range, extra_args=(), python=sys.executable, metrics=METRICS):
     """The ncu command line that re-runs `harness probe` and counts only `nvtx_range`'s kernels."""
     return ["ncu", "--csv", "--page", "raw", "--clock-control", "none", "--target-processes", "all",
             "--nvtx", "--nvtx-include", f"{NVTX_PREFIX}{nvtx_range}/", "--launch-count", str(LAUNCH_COUNT),
-            "--metrics", ",".join(METRICS),
+            "--metrics", ",".join(metrics),
             python, "-m", "harness", "probe", probe, "--device", device, *extra_args]
+
+
+def rejected_metrics(text, metrics=METRICS):
+    """Our metrics that ncu's ==ERROR== lines name (a metric this GPU or ncu version lacks)."""
+    errors = [line for line in text.splitlines() if line.startswith("==ERROR==")]
+    return [m for m in metrics if any(m.split(".")[0] in line for line in errors)]
 
 
 def permission_error(text):
@@ -100,11 +107,22 @@ def count(probe, device, nvtx_range, extra_args=(), model_bytes=None, timeout_s=
     reason = unavailable_reason()
     if reason:
         return block("unavailable", reason)
-    proc = subprocess.run(command(probe, device, nvtx_range, extra_args), capture_output=True, text=True, timeout=timeout_s)
-    output = proc.stdout + proc.stderr
-    if permission_error(output):
-        return block("unavailable", "ERR_NVGPUCTRPERM: this user may not read GPU performance counters "
-                                    "(NVreg_RestrictProfilingToAdminUsers=1); run as root or change the driver option")
+    metrics, dropped = list(METRICS), []
+    while True:
+        proc = subprocess.run(command(probe, device, nvtx_range, extra_args, metrics=metrics), capture_output=True,
+                              text=True, timeout=timeout_s)
+        output = proc.stdout + proc.stderr
+        if permission_error(output):
+            return block("unavailable", "ERR_NVGPUCTRPERM: this user may not read GPU performance counters "
+                                        "(NVreg_RestrictProfilingToAdminUsers=1); run as root or change the driver option")
+        rejected = rejected_metrics(output, metrics) if proc.returncode != 0 else []
+        if not rejected or len(rejected) == len(metrics):
+            break
+        dropped += rejected  # once more without them: one unknown metric must not lose the others
+        metrics = [m for m in metrics if m not in rejected]
     if proc.returncode != 0:
         return block("unavailable", f"ncu failed (exit {proc.returncode}): {output.strip().splitlines()[-1] if output.strip() else ''}")
-    return derive(parse_ncu_csv(proc.stdout), model_bytes)
+    result = derive(parse_ncu_csv(proc.stdout), model_bytes)
+    if dropped:
+        result["metrics_rejected"] = dropped
+    return result
