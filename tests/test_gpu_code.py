@@ -7,6 +7,7 @@ import subprocess
 
 import pytest
 
+import gpu_decode_cases
 import nvrtc
 from probes import PROBES, gpu_common, unavailable_reason
 
@@ -126,6 +127,15 @@ def test_gpu_probes_run_and_validate_at_tiny_sizes(monkeypatch):
         section = run.run_single_probe(name, device="gpu0")
         recs = list(measurement_records(section))
         assert recs and all(r["validated"] for r in recs), name
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(gpu_common.cupy_unavailable_reason() is not None,
+                    reason=f"no usable GPU here: {gpu_common.cupy_unavailable_reason()}")
+@pytest.mark.parametrize("case", gpu_decode_cases.FUSED_DECODE_CASES)
+def test_gpu_fused_decode_at_odd_sizes(monkeypatch, case):
+    monkeypatch.setenv("HARNESS_TINY", "1")
+    gpu_decode_cases.check_fused_decode(*case)
 
 
 def test_gpu_session_script_builds_the_ncu_commands(tmp_path):

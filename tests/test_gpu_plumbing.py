@@ -10,6 +10,7 @@ import sys
 import pytest
 
 import fakes
+import gpu_decode_cases
 import nvrtc
 from harness import gpus, profile, report, run
 from harness.specs import load_specs
@@ -143,6 +144,12 @@ def test_torch_decode_paths_on_the_cpu_with_numpy_standing_in_for_cupy(monkeypat
         impls = {r["impl"] for r in sec["decode_attention"] if r["validated"] and r["rel_error"] <= r["tolerance"]}
         assert {"cupy-fused", "torch-sdpa[math]", "torch-naive"} <= impls, dtype
         assert all("torch-sdpa[" in u["impl"] and u["reason"] for u in sec["decode_unsupported"])
+
+
+@pytest.mark.parametrize("case", gpu_decode_cases.FUSED_DECODE_CASES)
+def test_fused_decode_cases_with_numpy_standing_in(fake_gpu_machine, case):
+    # the GPU test's cases and checks, run here on the NumPy emulation of decode.cu
+    gpu_decode_cases.check_fused_decode(*case)
 
 
 def test_a_throttled_gpu_marks_its_records_and_the_report(fake_gpu_machine, monkeypatch, tmp_path):
