@@ -65,12 +65,13 @@ def fused_runner(gpu, cache, q, sets):
         for _ in range(loops):
             k, v, ks, vs = sets[state["i"] % len(sets)]
             state["i"] += 1
-            out.fill(np.nan)  # poisoned before every call
             kernel((chunks, bkv), (DECODE_THREADS,), (q, k, v, ks, vs, po, pm, pl, *ints), shared_mem=shared)
             merge((bkv, s.group), (128,), (po, pm, pl, out, np.int32(chunks), np.int32(bkv), np.int32(s.group),
                                            np.int32(s.heads), np.int32(s.kv_heads), np.int32(s.head_dim)))
 
-    return run, lambda: cp.asnumpy(out), {"chunks": chunks, "chunk_len": chunk_len}
+    # poisoned once before the timed calls, not in them: a fill launch per call would add a few
+    # microseconds to kernels that take ~10 us at short caches
+    return run, lambda: cp.asnumpy(out), lambda: out.fill(np.nan), {"chunks": chunks, "chunk_len": chunk_len}
 
 
 def torch_runner(impl, cache, q, sets, backend=None):
@@ -107,7 +108,8 @@ def torch_runner(impl, cache, q, sets, backend=None):
                 state["i"] += 1
                 state["out"] = op(k, v)
 
-    return run, lambda: state["out"].float().reshape(s.batch * s.heads, s.head_dim).cpu().numpy(), {"backend": backend}
+    return (run, lambda: state["out"].float().reshape(s.batch * s.heads, s.head_dim).cpu().numpy(),
+            lambda: state.pop("out", None), {"backend": backend})
 
 
 def decode_workload(gpu, impl, shape, seed, backend=None):
@@ -116,9 +118,9 @@ def decode_workload(gpu, impl, shape, seed, backend=None):
     copies = copies_for_cold_l2(model.cache_bytes(shape), gpu["l2_bytes"])
     q, sets = upload(cache, copies)
     if impl == "cupy-fused":
-        run, output, extra = fused_runner(gpu, cache, q, sets)
+        run, output, poison, extra = fused_runner(gpu, cache, q, sets)
     else:
-        run, output, extra = torch_runner(impl, cache, q, sets, backend)
+        run, output, poison, extra = torch_runner(impl, cache, q, sets, backend)
     run(1)  # an unsupported SDPA backend raises here, before timing
     info = {"impl": impl if not backend else f"{impl}[{backend.lower()}]", "batch": shape.batch, "heads": shape.heads,
             "kv_heads": shape.kv_heads, "head_dim": shape.head_dim, "seq_len": shape.seq_len, "seed": seed,
@@ -131,7 +133,7 @@ def decode_workload(gpu, impl, shape, seed, backend=None):
         info.update(rel_error=err, tolerance=TOLERANCE[shape.dtype], storage_error=relative_error(on_stored, on_original))
         return None if err <= TOLERANCE[shape.dtype] else f"{impl} {shape.dtype}: relative error {err:.3g}"
 
-    return Workload(name=info["impl"], run=nvtx(info["impl"], run), check=check, poison=lambda: None, threads=1, dtype=shape.dtype,
+    return Workload(name=info["impl"], run=nvtx(info["impl"], run), check=check, poison=poison, threads=1, dtype=shape.dtype,
                     device="gpu",
                     bytes_per_call=model.decode_bytes(shape), flops_per_call=model.attention_flops(shape),
                     working_set_bytes=model.cache_bytes(shape), info=info)

@@ -152,6 +152,20 @@ def test_fused_decode_cases_with_numpy_standing_in(fake_gpu_machine, case):
     gpu_decode_cases.check_fused_decode(*case)
 
 
+def test_fused_decode_poisons_once_before_timing_and_times_only_its_kernels(fake_gpu_machine):
+    from harness.model import DecodeShape
+    from probes import gpu_decode
+
+    shape = DecodeShape(seq_len=300, heads=8, kv_heads=2, head_dim=64, dtype="fp16", batch=2)
+    w = gpu_decode.decode_workload({"sm_count": 4, "l2_bytes": 1 << 20}, "cupy-fused", shape, seed=1)
+    w.poison()
+    assert "relative error inf" in w.check()  # the poisoned (NaN) output fails the check
+    fakes.LAUNCHES.clear()
+    w.run(3)
+    assert [n for n, _ in fakes.LAUNCHES] == [gpu_common.decode_kernel_name("fp16", 64, 4), "decode_merge"] * 3
+    assert w.check() is None
+
+
 def test_a_throttled_gpu_marks_its_records_and_the_report(fake_gpu_machine, monkeypatch, tmp_path):
     monkeypatch.setitem(sys.modules, "pynvml", fakes.FakeNVML(reasons=0x4))  # sw power cap throughout
     section = run.run_single_probe("peak", device="gpu0")

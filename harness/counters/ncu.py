@@ -82,7 +82,7 @@ def parse_ncu_csv(text):
 
 def derive(kernels, model_bytes=None):
     """A counters block per call of the workload: one call may launch several kernels (decode: the
-    poisoning fill, the split-K partials, the merge), so each kernel name's counts are averaged over
+    split-K partials and the merge), so each kernel name's counts are averaged over
     its launches and the names are summed."""
     if not kernels:
         return block("ncu", "ncu profiled no kernel in the NVTX range")
