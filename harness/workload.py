@@ -119,7 +119,8 @@ def time_workload(w, repeats, min_sample_s, clock=time.perf_counter_ns):
 
 def probe_hash(w):
     """A short hash of the probe's source (its module, the probes.* modules it uses and the kernel
-    files they list in KERNEL_FILES) and of the workload's parameters: `compare` calls metrics of a changed probe not comparable."""
+    files they list in KERNEL_FILES) and of the workload's parameters: `compare` calls metrics of a
+    changed probe not comparable."""
     module = inspect.getmodule(w.run)
     modules = {module} | {inspect.getmodule(v) for v in vars(module).values()
                           if (getattr(v, "__module__", None) or "").startswith("probes.")} if module else set()
