@@ -4,8 +4,11 @@ arguments, geometry, poisoning, output checks, records, the devices.gpu0 section
 round trip and the report. What it cannot show: that the CUDA kernels are right or fast."""
 
 import inspect
+import json
+import os
 import re
 import sys
+import time
 
 import pytest
 
@@ -164,6 +167,45 @@ def test_fused_decode_poisons_once_before_timing_and_times_only_its_kernels(fake
     w.run(3)
     assert [n for n, _ in fakes.LAUNCHES] == [gpu_common.decode_kernel_name("fp16", 64, 4), "decode_merge"] * 3
     assert w.check() is None
+
+
+class CpuEvent:
+    """torch.cuda.Event on the CPU clock."""
+
+    def __init__(self, enable_timing=False):
+        self.t = None
+
+    def record(self):
+        self.t = time.perf_counter()
+
+    def synchronize(self):
+        pass
+
+    def elapsed_time(self, end):
+        return (end.t - self.t) * 1e3
+
+
+def test_gpu_benchmark_runs_end_to_end_with_stand_ins(monkeypatch, tmp_path):
+    # benchmarks/gpu_balance.py only runs on a lent GPU: here NumPy stands in for CuPy and CPU torch
+    # for CUDA torch, at small sizes, so a broken script cannot waste that session
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+    from harness.model import DecodeShape
+
+    install_fake_gpu(monkeypatch)
+    monkeypatch.setattr(torch.cuda, "Event", CpuEvent)
+    for name in ("rand", "empty"):
+        make = getattr(torch, name)
+        monkeypatch.setattr(torch, name, lambda *a, device=None, make=make, **k: make(*a, **k))
+    monkeypatch.syspath_prepend(os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks"))
+    import gpu_balance
+
+    monkeypatch.setattr(gpu_balance, "MATMUL_N", 128)
+    monkeypatch.setattr(gpu_balance, "DecodeShape", lambda **k: DecodeShape(**{**k, "seq_len": 512, "batch": 2}))
+    out = tmp_path / "bench.json"
+    monkeypatch.setattr(sys, "argv", ["gpu_balance.py", "--rounds", "1", "--json", str(out)])
+    gpu_balance.main()
+    (row,) = json.loads(out.read_text())["rounds"]
+    assert set(gpu_balance.TARGETS) <= set(row) and all(row[k] > 0 for k in gpu_balance.TARGETS)
 
 
 def test_a_throttled_gpu_marks_its_records_and_the_report(fake_gpu_machine, monkeypatch, tmp_path):
