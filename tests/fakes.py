@@ -236,3 +236,19 @@ def fake_cupy():
     cuda.nvtx = types.SimpleNamespace(RangePush=lambda name: None, RangePop=lambda: None)
     cp.cuda = cuda
     return cp
+
+
+class CpuEvent:
+    """torch.cuda.Event on the CPU clock."""
+
+    def __init__(self, enable_timing=False):
+        self.t = None
+
+    def record(self):
+        self.t = time.perf_counter()
+
+    def synchronize(self):
+        pass
+
+    def elapsed_time(self, end):
+        return (end.t - self.t) * 1e3

@@ -8,7 +8,6 @@ import json
 import os
 import re
 import sys
-import time
 
 import pytest
 
@@ -33,6 +32,18 @@ def install_fake_gpu(monkeypatch):
 def fake_gpu_machine(monkeypatch):
     install_fake_gpu(monkeypatch)
     monkeypatch.setitem(sys.modules, "torch", None)  # torch's CUDA paths cannot run here: say so
+
+
+@pytest.fixture
+def fake_gpu_with_cpu_torch(monkeypatch):
+    """The fake GPU, with CPU torch standing in for CUDA torch (device="cuda" dropped, CPU-clock events)."""
+    torch = pytest.importorskip("torch", reason="torch is not installed")
+    install_fake_gpu(monkeypatch)
+    monkeypatch.setattr(torch.cuda, "Event", fakes.CpuEvent)
+    for name in ("rand", "empty", "randint"):
+        make = getattr(torch, name)
+        monkeypatch.setattr(torch, name, lambda *a, device=None, make=make, **k: make(*a, **k))
+    return torch
 
 
 def test_gpu_profile_section_report_with_numpy_standing_in(fake_gpu_machine, tmp_path):
@@ -136,11 +147,9 @@ def test_a_gpu_probes_hash_covers_its_module_and_its_cuda_source(fake_gpu_machin
     assert probe_hash(w) != before
 
 
-def test_torch_decode_paths_on_the_cpu_with_numpy_standing_in_for_cupy(monkeypatch):
+def test_torch_decode_paths_on_the_cpu_with_numpy_standing_in_for_cupy(fake_gpu_with_cpu_torch):
     # the DLPack views (bf16 through int16), the [B, H_kv, S, d] layout and the GQA grouping of the
     # torch implementations, checked against the float64 reference with CPU torch
-    pytest.importorskip("torch", reason="torch is not installed")
-    install_fake_gpu(monkeypatch)
     for dtype in ("bf16", "fp16", "fp32"):
         sec = run.run_single_probe("decode", device="gpu0", options={"impl": "all", "dtype": dtype, "seq_len": 300,
                                                                      "heads": 8, "kv_heads": 2, "head_dim": 64, "batch": 2})
@@ -169,33 +178,25 @@ def test_fused_decode_poisons_once_before_timing_and_times_only_its_kernels(fake
     assert w.check() is None
 
 
-class CpuEvent:
-    """torch.cuda.Event on the CPU clock."""
-
-    def __init__(self, enable_timing=False):
-        self.t = None
-
-    def record(self):
-        self.t = time.perf_counter()
-
-    def synchronize(self):
-        pass
-
-    def elapsed_time(self, end):
-        return (end.t - self.t) * 1e3
+def test_gpu_profile_with_torch_tensor_cores_and_sdpa(fake_gpu_with_cpu_torch, tmp_path):
+    doc = run.build_profile(device="gpu", quick=True, counters="off")
+    sec = doc["devices"]["gpu0"]
+    assert set(sec["tensor_flops"]) == {"fp16", "bf16", "tf32", "int8"}
+    assert all(r["validated"] and r["flops_per_s"] > 0 for r in sec["tensor_flops"].values())
+    impls = {r["impl"] for r in sec["decode_attention"] if r["validated"]}
+    assert {"cupy-fused", "torch-sdpa[math]", "torch-naive"} <= impls
+    path = tmp_path / "gpu.yaml"
+    profile.save_profile(doc, str(path))
+    text = open(report.write_report(profile.load_profile(str(path)), str(tmp_path / "r"), load_specs())[-1]).read()
+    assert "| tensor-core matmul bf16 |" in text and "(datasheet, dense)" in text
+    assert "| torch-sdpa[math] |" in text
 
 
-def test_gpu_benchmark_runs_end_to_end_with_stand_ins(monkeypatch, tmp_path):
-    # benchmarks/gpu_balance.py only runs on a lent GPU: here NumPy stands in for CuPy and CPU torch
-    # for CUDA torch, at small sizes, so a broken script cannot waste that session
-    torch = pytest.importorskip("torch", reason="torch is not installed")
+def test_gpu_benchmark_runs_end_to_end_with_stand_ins(fake_gpu_with_cpu_torch, monkeypatch, tmp_path):
+    # benchmarks/gpu_balance.py only runs on a lent GPU: run it here at small sizes so a broken
+    # script cannot waste that session
     from harness.model import DecodeShape
 
-    install_fake_gpu(monkeypatch)
-    monkeypatch.setattr(torch.cuda, "Event", CpuEvent)
-    for name in ("rand", "empty"):
-        make = getattr(torch, name)
-        monkeypatch.setattr(torch, name, lambda *a, device=None, make=make, **k: make(*a, **k))
     monkeypatch.syspath_prepend(os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks"))
     import gpu_balance
 
