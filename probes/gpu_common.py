@@ -15,6 +15,9 @@ DECODE_TYPES = {"fp32": "float", "fp16": "__half", "bf16": "__nv_bfloat16", "int
 DECODE_HEAD_DIMS = (64, 128, 256)
 DECODE_GROUPS = (1, 2, 4, 8)
 DECODE_THREADS = 256
+DECODE_STATIC_SHARED_BYTES = 4 * (DECODE_THREADS // 32)  # decode.cu's scratch[WARPS] floats
+# a block gets 48 KB of shared memory, static and dynamic together, unless the kernel opts in to more
+DECODE_DYNAMIC_SHARED_LIMIT = 48 * 1024 - DECODE_STATIC_SHARED_BYTES
 NVRTC_OPTIONS = ("--std=c++17",)  # CuPy compiles RawModules with NVRTC; tests compile with the same
 
 
@@ -98,8 +101,8 @@ def stream_vectors(l2_bytes, free_bytes, vector_bytes=16, arrays=3, factor=4):
     return max(1, min(want, fits) // vector_bytes)
 
 
-def decode_chunking(batch, kv_heads, seq_len, group, sm_count, shared_bytes=48 * 1024, blocks_per_sm=32,
-                    min_len=256):
+def decode_chunking(batch, kv_heads, seq_len, group, sm_count, shared_bytes=DECODE_DYNAMIC_SHARED_LIMIT,
+                    blocks_per_sm=32, min_len=256):
     """(chunks, chunk_len) for the split-K decode: about `blocks_per_sm` blocks per SM (several
     waves, so the last one leaves few SMs idle), chunks no shorter than min_len tokens (each chunk
     writes a partial output the merge reads back), scores within shared memory (group x chunk_len

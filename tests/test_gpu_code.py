@@ -56,6 +56,10 @@ def test_cuda_sources_compile_with_nvrtc_as_cupy_does(name, arch):
     assert sorted(lowered) == sorted(names)
     for mangled in lowered.values():
         assert f".entry {mangled}(" in ptx
+        # the only static shared memory: the scratch decode_chunking budgets for beside the scores
+        assert f"_ZZ{mangled[2:]}E7scratch[{gpu_common.DECODE_STATIC_SHARED_BYTES}];" in ptx
+    static_shared = [line for line in ptx.splitlines() if line.strip().startswith(".shared") and "decode_partial" in line]
+    assert len(static_shared) == len(names)
 
 
 def test_decode_block_size_matches_the_cuda_source():
@@ -71,11 +75,12 @@ def test_grid_and_sizes():
     assert gpu_common.stream_vectors(50 << 20, 600 << 20) == int(0.5 * (600 << 20) / 3) // 16
 
 
-@pytest.mark.parametrize("batch,kv_heads,seq_len,group", [(1, 8, 32768, 4), (8, 8, 32768, 4), (1, 32, 100, 1), (1, 1, 65536, 8)])
+@pytest.mark.parametrize("batch,kv_heads,seq_len,group", [(1, 8, 32768, 4), (8, 8, 32768, 4), (1, 32, 100, 1), (1, 1, 65536, 8),
+                                                    (8, 8, 100 * 12288, 1)])  # the last: chunks as long as shared memory allows
 def test_decode_chunking_fills_the_gpu_and_fits_shared_memory(batch, kv_heads, seq_len, group):
     chunks, chunk_len = gpu_common.decode_chunking(batch, kv_heads, seq_len, group, sm_count=132)
     assert chunks * chunk_len >= seq_len > (chunks - 1) * chunk_len
-    assert gpu_common.decode_shared_bytes(group, chunk_len, 256) <= 48 * 1024
+    assert gpu_common.decode_shared_bytes(group, chunk_len, 256) + gpu_common.DECODE_STATIC_SHARED_BYTES <= 48 * 1024
     blocks = chunks * batch * kv_heads
     assert blocks >= min(8 * 132, math.ceil(seq_len / 256) * batch * kv_heads)  # several waves where there is work
     assert chunk_len >= min(256, seq_len) or blocks >= 32 * 132 * 0.9  # not cut finer than needed
