@@ -9,20 +9,24 @@ subtracted), and a final pass merges the chunks by their maxima and sums.
 Performance notes (each measured on the 2-core Zen 5 VM):
 - rows are indexed as a2[row, j], never sliced out in hot loops: every view costs a call to an
   atomic reference-count update (on an array every thread shares, for K and V);
-- rows are software-prefetched ahead and fp32 rows are first copied to L1 (as 16-bit rows are
-  widened there): one core otherwise keeps too few misses in flight while it also computes
-  (about 0.7 of the read kernel's bandwidth);
+- rows are software-prefetched ahead and fp32 rows are first copied to L1: one core otherwise
+  keeps too few misses in flight while it also computes (about 0.7 of the read kernel's bandwidth);
+- 16-bit rows are widened inside the dot and the update, a vector at a time (vcvtph2ps for fp16,
+  a zero-extend and shift for bf16): widening them into L1 first, as fp32 rows are staged, reached
+  0.76 of read vs 0.85 for bf16 (10 rounds, memory mostly fast; 0.95 vs 0.96 in a slow spell)
+  and 0.87 vs 0.93 for fp16 (8 rounds); it also needs no 2**112 rescaling trick for fp16;
 - exp is a vectorisable polynomial (libm's is a scalar call that dominated the int8 cache);
 - V rows are consumed four at a time, so each output row is loaded and stored once per four;
 - caches and scratch rows start on 64-byte boundaries (callers allocate the caches so): a vector
   load straddling two lines made the kernel 1.2-1.5x slower in L2.
-Where it stands (fp32, H=32, d_h=128, S=16384, both cores): 0.74-0.80 of the read kernel's
-bandwidth (medians of three benchmark runs). A flat sum over the same K and V chunks reaches 0.93,
+Where it stands (fp32, H=32, d_h=128, S=16384, both cores): 0.74-0.82 of the read kernel's
+bandwidth (medians of six benchmark runs). A flat sum over the same K and V chunks reaches 0.93,
 so the access order is not the limit; but the hardware prefetchers only keep up with that simple
 loop: this kernel without software prefetch reaches 0.55, and the same flat sum with a software
 prefetch of every line 24 KiB ahead drops to 0.80, the ceiling this design runs into. Tried here:
 online softmax interleaving K and V blocks (no faster); prefetch into L2 only or to every other
-line, dynamic scheduling, a head dim fixed at compile time (faster in L2) were all slower from DRAM.
+line, dynamic scheduling, a head dim fixed at compile time (faster in L2) were all slower from DRAM;
+an extra prefetch into L2 further ahead gained 5% while memory was slow and lost 23% while it was fast.
 """
 
 import functools
@@ -36,7 +40,6 @@ from numba.extending import intrinsic
 
 KINDS = ("fp32", "bf16", "fp16", "int8")
 STORAGE = {"fp32": np.float32, "bf16": np.uint16, "fp16": np.uint16, "int8": np.int8}
-TWO_POW_112 = np.float32(2.0 ** 112)
 LOG2E = np.float32(1.4426950408889634)
 LN2_HI = np.float32(0.693359375)
 LN2_LO = np.float32(-2.12194440e-4)
@@ -84,29 +87,50 @@ def prefetch_row(a2, row, end):
             _prefetch(a2, row, col)
 
 
-@njit(fastmath=True, inline="always")
-def _widen_bf16(src, row, dst, dst_bits, slot):
-    for j in range(dst.shape[1]):
-        dst_bits[slot, j] = np.uint32(src[row, j]) << np.uint32(16)
+@intrinsic
+def _bf16_bits_to_f32(typingctx, bits):
+    """A bf16 stored as uint16 -> float32 (its bits become the float's upper half)."""
+
+    def codegen(context, builder, signature, args):
+        wide = builder.shl(builder.zext(args[0], ir.IntType(32)), ir.Constant(ir.IntType(32), 16))
+        return builder.bitcast(wide, ir.FloatType())
+
+    return types.float32(bits), codegen
+
+
+@intrinsic
+def _fp16_bits_to_f32(typingctx, bits):
+    """An fp16 stored as uint16 -> float32 through LLVM's half type (vcvtph2ps on x86)."""
+
+    def codegen(context, builder, signature, args):
+        return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.FloatType())
+
+    return types.float32(bits), codegen
+
+
+@njit(inline="always")
+def _bf16(x):
+    return _bf16_bits_to_f32(x)
+
+
+@njit(inline="always")
+def _fp16(x):
+    return _fp16_bits_to_f32(x)
+
+
+@njit(inline="always")
+def _float(x):
+    return np.float32(x)
+
+
+WIDEN = {"fp32": _float, "bf16": _bf16, "fp16": _fp16, "int8": _float}  # one stored element -> float32
 
 
 @njit(fastmath=True, inline="always")
-def _widen_fp16(src, row, dst, dst_bits, slot):
-    # half -> float bits with the exponent left 112 short (exact for normal and subnormal halves;
-    # no inf/nan here): the caller scales q and the softmax weights by 2**112 instead
-    for j in range(dst.shape[1]):
-        h = np.uint32(src[row, j])
-        dst_bits[slot, j] = ((h & np.uint32(0x7FFF)) << np.uint32(13)) | ((h & np.uint32(0x8000)) << np.uint32(16))
-
-
-@njit(fastmath=True, inline="always")
-def _copy_row(src, row, dst, dst_bits, slot):
+def _copy_row(src, row, dst, slot):
     # a plain streaming copy into L1 keeps more misses in flight than loads feeding FMAs directly
     for j in range(dst.shape[1]):
         dst[slot, j] = src[row, j]
-
-
-WIDEN = {"fp32": _copy_row, "bf16": _widen_bf16, "fp16": _widen_fp16, "int8": _copy_row}
 
 
 @njit(fastmath=True)
@@ -139,41 +163,35 @@ def exp_nonpositive(x, bits):
 def decode_kernel(kind):
     """The compiled kernel for one cache dtype (the dtype is a compile-time constant)."""
     widen = WIDEN[kind]
-    always_widened = kind in ("bf16", "fp16")
-    copies_when_streaming = kind == "fp32"  # int8 converts inside the dot and the update
-    unbias = TWO_POW_112 if kind == "fp16" else np.float32(1.0)
+    stages_when_streaming = kind == "fp32"  # the others convert inside the dot and the update
     scaled = kind == "int8"
     ahead = PREFETCH_ROWS_AHEAD[kind]
 
     @njit(fastmath=True)
-    def chunk(q2, qrow, group, k2, v2, kscale, vscale, r0, r1, scale, scores, po, pm, pl, prow, buf, ebits, qg,
+    def chunk(q2, qrow, group, k2, v2, kscale, vscale, r0, r1, scale, scores, po, pm, pl, prow, buf, ebits,
               streaming):
         # streaming (the cache is far larger than the last-level cache): prefetch rows and stage
         # fp32 rows in L1; a cache-resident fp32 cache is faster read directly
-        widened = always_widened or (copies_when_streaming and streaming)
+        staged = stages_when_streaming and streaming
         prefetching = ahead > 0 and streaming
         d = q2.shape[1]
-        bits = buf.view(np.uint32)
         n = r1 - r0
-        for g in range(group):
-            for j in range(d):
-                qg[g, j] = q2[qrow + g, j] * unbias
         t = 0
         while t + 4 <= n:  # scores, four K rows per step: each read once for every head of the group
             r = r0 + t
             if prefetching:
                 for a in range(4):
                     prefetch_row(k2, r + ahead + a, r1)
-            if widened:
+            if staged:
                 for a in range(4):
-                    widen(k2, r + a, buf, bits, a)
+                    _copy_row(k2, r + a, buf, a)
                 for g in range(group):
                     sa = np.float32(0)
                     sb = np.float32(0)
                     sc = np.float32(0)
                     sd = np.float32(0)
                     for j in range(d):
-                        qj = qg[g, j]
+                        qj = q2[qrow + g, j]
                         sa += qj * buf[0, j]
                         sb += qj * buf[1, j]
                         sc += qj * buf[2, j]
@@ -187,27 +205,19 @@ def decode_kernel(kind):
                     sd = np.float32(0)
                     for j in range(d):
                         qj = q2[qrow + g, j]
-                        sa += qj * np.float32(k2[r, j])
-                        sb += qj * np.float32(k2[r + 1, j])
-                        sc += qj * np.float32(k2[r + 2, j])
-                        sd += qj * np.float32(k2[r + 3, j])
+                        sa += qj * widen(k2[r, j])
+                        sb += qj * widen(k2[r + 1, j])
+                        sc += qj * widen(k2[r + 2, j])
+                        sd += qj * widen(k2[r + 3, j])
                     scores[g, t], scores[g, t + 1], scores[g, t + 2], scores[g, t + 3] = sa, sb, sc, sd
             t += 4
         while t < n:
             r = r0 + t
-            if widened:
-                widen(k2, r, buf, bits, 0)
-                for g in range(group):
-                    s = np.float32(0)
-                    for j in range(d):
-                        s += qg[g, j] * buf[0, j]
-                    scores[g, t] = s
-            else:
-                for g in range(group):
-                    s = np.float32(0)
-                    for j in range(d):
-                        s += q2[qrow + g, j] * np.float32(k2[r, j])
-                    scores[g, t] = s
+            for g in range(group):
+                s = np.float32(0)
+                for j in range(d):
+                    s += q2[qrow + g, j] * widen(k2[r, j])
+                scores[g, t] = s
             t += 1
         for g in range(group):  # score scale (and int8 key scales)
             for t in range(n):
@@ -227,9 +237,6 @@ def decode_kernel(kind):
             if scaled:
                 for t in range(n):
                     scores[g, t] *= vscale[r0 + t]
-            if widened:
-                for t in range(n):
-                    scores[g, t] *= unbias
             for j in range(d):
                 po[prow + g, j] = 0
         t = 0
@@ -238,9 +245,9 @@ def decode_kernel(kind):
             if prefetching:
                 for a in range(4):
                     prefetch_row(v2, r + ahead + a, r1)
-            if widened:
+            if staged:
                 for a in range(4):
-                    widen(v2, r + a, buf, bits, a)
+                    _copy_row(v2, r + a, buf, a)
                 for g in range(group):
                     pa, pb, pc, pd = scores[g, t], scores[g, t + 1], scores[g, t + 2], scores[g, t + 3]
                     for j in range(d):
@@ -249,22 +256,15 @@ def decode_kernel(kind):
                 for g in range(group):
                     pa, pb, pc, pd = scores[g, t], scores[g, t + 1], scores[g, t + 2], scores[g, t + 3]
                     for j in range(d):
-                        po[prow + g, j] += (pa * np.float32(v2[r, j]) + pb * np.float32(v2[r + 1, j])
-                                            + pc * np.float32(v2[r + 2, j]) + pd * np.float32(v2[r + 3, j]))
+                        po[prow + g, j] += (pa * widen(v2[r, j]) + pb * widen(v2[r + 1, j])
+                                            + pc * widen(v2[r + 2, j]) + pd * widen(v2[r + 3, j]))
             t += 4
         while t < n:
             r = r0 + t
-            if widened:
-                widen(v2, r, buf, bits, 0)
-                for g in range(group):
-                    p = scores[g, t]
-                    for j in range(d):
-                        po[prow + g, j] += p * buf[0, j]
-            else:
-                for g in range(group):
-                    p = scores[g, t]
-                    for j in range(d):
-                        po[prow + g, j] += p * np.float32(v2[r, j])
+            for g in range(group):
+                p = scores[g, t]
+                for j in range(d):
+                    po[prow + g, j] += p * widen(v2[r, j])
             t += 1
 
     @njit(parallel=True, fastmath=True)
@@ -285,9 +285,8 @@ def decode_kernel(kind):
             scores = np.empty((group, s1 - s0), np.float32)
             buf = aligned_rows(4, d)
             ebits = np.empty(s1 - s0, np.int32)
-            qg = aligned_rows(group, d)
             chunk(q2, b * heads + h * group, group, k2, v2, kscale, vscale, bh * seq_len + s0,
-                  bh * seq_len + s1, scale, scores, po, pm, pl, task * group, buf, ebits, qg, streaming)
+                  bh * seq_len + s1, scale, scores, po, pm, pl, task * group, buf, ebits, streaming)
         for row in prange(batch * heads):  # merge the chunks of each query head
             b, hq = row // heads, row % heads
             h, g = hq // group, hq % group

@@ -128,9 +128,13 @@ def _asm(kernel):
     return "\n".join(kernel.inspect_asm().values())
 
 
-def has_fma_flag():
+def has_cpu_flag(flag):
     with open("/proc/cpuinfo") as f:
-        return " fma " in f.read()
+        return f" {flag} " in f.read()
+
+
+def has_fma_flag():
+    return has_cpu_flag("fma")
 
 
 @pytest.mark.skipif(not has_fma_flag(), reason="this CPU has no FMA instructions")
@@ -158,3 +162,23 @@ def test_read_kernel_assembly_is_vectorised():
     chunk_sum(np.ones(64))
     asm = _asm(chunk_sum)
     assert re.search(r"vaddpd\s+[^\n]*%[xyz]mm", asm)
+
+
+@pytest.mark.skipif(not has_fma_flag(), reason="this CPU has no FMA instructions")
+@pytest.mark.parametrize("dtype,widening", [("fp16", r"vcvtph2ps"), ("bf16", r"vpslld")])
+def test_decode_kernel_widens_16_bit_caches_in_packed_registers(dtype, widening):
+    # 16-bit K and V rows are converted inside the dot and the update, a vector at a time
+    from harness.model import DecodeShape
+    from probes.cpu_decode import DecodeCache
+    from probes.cpu_decode_kernel import decode_kernel
+
+    if dtype == "fp16" and not has_cpu_flag("f16c"):
+        pytest.skip("this CPU has no F16C: half to float is a library call there")
+    shape = DecodeShape(seq_len=64, heads=4, kv_heads=2, head_dim=64, dtype=dtype)
+    cache, out = DecodeCache(shape, 1), np.empty((4, 64), np.float32)
+    kernel = decode_kernel(dtype)
+    kernel(cache.q, cache.k, cache.v, cache.k_scale, cache.v_scale, 1, 4, 2, 64, 64, True, out)
+    asm = _asm(kernel)
+    assert len(re.findall(rf"{widening}\s+[^\n]*%[yz]mm", asm)) >= 8
+    assert len(re.findall(r"vfmadd\w*ps\s+[^\n]*%[yz]mm", asm)) >= 8
+
