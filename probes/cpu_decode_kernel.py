@@ -108,22 +108,8 @@ def _fp16_bits_to_f32(typingctx, bits):
     return types.float32(bits), codegen
 
 
-@njit(inline="always")
-def _bf16(x):
-    return _bf16_bits_to_f32(x)
-
-
-@njit(inline="always")
-def _fp16(x):
-    return _fp16_bits_to_f32(x)
-
-
-@njit(inline="always")
-def _float(x):
-    return np.float32(x)
-
-
-WIDEN = {"fp32": _float, "bf16": _bf16, "fp16": _fp16, "int8": _float}  # one stored element -> float32
+# one stored element -> float32
+WIDEN = {"fp32": np.float32, "bf16": _bf16_bits_to_f32, "fp16": _fp16_bits_to_f32, "int8": np.float32}
 
 
 @njit(fastmath=True, inline="always")
