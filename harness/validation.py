@@ -6,6 +6,7 @@ from harness import model
 MODEL_HOLDS_WITHIN = 0.25  # |measured / predicted - 1| for the best implementation (against the read
 # bandwidth measured beside the point where there is one: the profile's may be minutes and 2x away)
 LARGE_CACHE_FACTOR = 4  # points whose cache is at least 4x the last-level cache
+FASTER_THAN_ADJACENT_READ = 1.1  # a point this much faster than the read beside it gets a warning
 
 
 def roofs(section):
@@ -62,6 +63,11 @@ def derive_point(rec, bw, peak):
         m["predicted_time_adjacent_s"] = model.predicted_time_s(m["flops"], m["bytes"], peak, adjacent)
         rec["achieved"]["fraction_of_adjacent_read"] = rec["achieved"]["bytes_per_s"] / adjacent
         rec["model_error_adjacent"] = time_s / m["predicted_time_adjacent_s"] - 1
+        if rec["achieved"]["fraction_of_adjacent_read"] > FASTER_THAN_ADJACENT_READ:
+            note = (f"moved its bytes {rec['achieved']['fraction_of_adjacent_read']:.2f}x as fast as the read "
+                    "measured beside it: the memory's speed changed while it ran, so its model error is unreliable")
+            if note not in rec.setdefault("warnings", []):
+                rec["warnings"].append(note)
     return rec
 
 

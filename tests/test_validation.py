@@ -76,6 +76,18 @@ def test_adjacent_read_bandwidth_gives_the_verdict_when_present():
     assert "model error +11% (+122% against the profile's bandwidth)" in v["finding"]
 
 
+def test_a_point_faster_than_the_read_beside_it_is_flagged_once():
+    rec = record(efficiency=0.9)
+    rec["adjacent_read_bytes_per_s"] = BW * 0.6  # the point ran 1.5x faster than the read beside it
+    validation.derive_point(rec, BW, PEAK)
+    validation.derive_point(rec, BW, PEAK)  # derived again (a reloaded profile): still one warning
+    assert [w for w in rec["warnings"] if "1.50x as fast as the read measured beside it" in w] == [rec["warnings"][-1]]
+    assert len(rec["warnings"]) == 1
+    ok = record(efficiency=0.9)
+    ok["adjacent_read_bytes_per_s"] = BW
+    assert not validation.derive_point(ok, BW, PEAK).get("warnings")
+
+
 def test_the_verdict_uses_the_longest_cache():
     recs = [validation.derive_point(r, BW, PEAK) for r in (record(seq_len=4096, efficiency=0.9),
                                                            record(seq_len=16384, efficiency=0.7))]
