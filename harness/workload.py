@@ -124,11 +124,12 @@ def probe_hash(w):
     module = inspect.getmodule(w.run)
     modules = {module} | {inspect.getmodule(v) for v in vars(module).values()
                           if (getattr(v, "__module__", None) or "").startswith("probes.")} if module else set()
+    modules = sorted((m for m in modules if m is not None), key=lambda m: m.__name__)
     h = hashlib.sha256()
-    for m in sorted((m for m in modules if m is not None), key=lambda m: m.__name__):
+    for m in modules:
         with open(inspect.getsourcefile(m), "rb") as f:
             h.update(m.__name__.encode() + f.read())
-    for path in sorted({p for m in modules if m is not None for p in getattr(m, "KERNEL_FILES", ())}):
+    for path in sorted({p for m in modules for p in getattr(m, "KERNEL_FILES", ())}):
         with open(path, "rb") as f:  # kernels compiled at run time (a GPU probe's CUDA source)
             h.update(os.path.basename(path).encode() + f.read())
     params = {"name": w.name, "dtype": w.dtype, "threads": w.threads, "bytes": w.bytes_per_call,

@@ -46,7 +46,7 @@ def command(probe, device, nvtx_range, extra_args=(), python=sys.executable, met
             python, "-m", "harness", "probe", probe, "--device", device, *extra_args]
 
 
-def rejected_metrics(text, metrics=METRICS):
+def rejected_metrics(text, metrics):
     """Our metrics that ncu's ==ERROR== lines name (a metric this GPU or ncu version lacks)."""
     errors = [line for line in text.splitlines() if line.startswith("==ERROR==")]
     return [m for m in metrics if any(m.split(".")[0] in line for line in errors)]
