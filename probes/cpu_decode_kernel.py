@@ -19,8 +19,8 @@ Performance notes (each measured on the 2-core Zen 5 VM):
 - V rows are consumed four at a time, so each output row is loaded and stored once per four;
 - caches and scratch rows start on 64-byte boundaries (callers allocate the caches so): a vector
   load straddling two lines made the kernel 1.2-1.5x slower in L2.
-Where it stands (fp32, H=32, d_h=128, S=16384, both cores): 0.74-0.82 of the read kernel's
-bandwidth (medians of six benchmark runs). A flat sum over the same K and V chunks reaches 0.93,
+Where it stands (fp32, H=32, d_h=128, S=16384, both cores): 0.74-0.85 of the read kernel's
+bandwidth (medians of ten benchmark runs over two days, following the VM's memory). A flat sum over the same K and V chunks reaches 0.93,
 so the access order is not the limit; but the hardware prefetchers only keep up with that simple
 loop: this kernel without software prefetch reaches 0.55, and the same flat sum with a software
 prefetch of every line 24 KiB ahead drops to 0.80, the ceiling this design runs into. Tried here:
