@@ -11,6 +11,8 @@ Performance notes (each measured on the 2-core Zen 5 VM):
   atomic reference-count update (on an array every thread shares, for K and V);
 - rows are software-prefetched ahead and fp32 rows are first copied to L1: one core otherwise
   keeps too few misses in flight while it also computes (about 0.7 of the read kernel's bandwidth);
+- each fp32 row's prefetch goes right before that row's copy: the four rows' 32 prefetches in one
+  burst reached 0.74-0.78 of read against 0.81-0.87 interleaved (A/B rounds, slow and fast memory);
 - 16-bit rows are widened inside the dot and the update, a vector at a time (vcvtph2ps for fp16,
   a zero-extend and shift for bf16): widening them into L1 first, as fp32 rows are staged, reached
   0.76 of read vs 0.85 for bf16 (10 rounds, memory mostly fast; 0.95 vs 0.96 in a slow spell)
@@ -44,9 +46,9 @@ LOG2E = np.float32(1.4426950408889634)
 LN2_HI = np.float32(0.693359375)
 LN2_LO = np.float32(-2.12194440e-4)
 # rows prefetched ahead, per cache dtype (0: none). Chosen by interleaved A/B runs against the read
-# kernel on the dev VM: fp32 48 rows (24 KiB) 0.84 of read vs 0.75 at 16 rows; 16-bit caches 16 rows;
-# int8 is compute-bound there and prefetching only cost it.
-PREFETCH_ROWS_AHEAD = {"fp32": 48, "bf16": 16, "fp16": 16, "int8": 0}
+# kernel on the dev VM: fp32 24 rows (12 KiB; 16 to 32 rows all within noise, 0.81-0.87 of read);
+# 16-bit caches 16 rows; int8 is compute-bound there and prefetching only cost it.
+PREFETCH_ROWS_AHEAD = {"fp32": 24, "bf16": 16, "fp16": 16, "int8": 0}
 _PREFETCH = "llvm.prefetch.p0" if llvm_binding.llvm_version_info[0] >= 15 else "llvm.prefetch.p0i8"
 
 
@@ -165,11 +167,10 @@ def decode_kernel(kind):
         t = 0
         while t + 4 <= n:  # scores, four K rows per step: each read once for every head of the group
             r = r0 + t
-            if prefetching:
-                for a in range(4):
-                    prefetch_row(k2, r + ahead + a, r1)
             if staged:
-                for a in range(4):
+                for a in range(4):  # each row's prefetch right before its copy, not all four at once
+                    if prefetching:
+                        prefetch_row(k2, r + ahead + a, r1)
                     _copy_row(k2, r + a, buf, a)
                 for g in range(group):
                     sa = np.float32(0)
@@ -184,6 +185,9 @@ def decode_kernel(kind):
                         sd += qj * buf[3, j]
                     scores[g, t], scores[g, t + 1], scores[g, t + 2], scores[g, t + 3] = sa, sb, sc, sd
             else:
+                if prefetching:
+                    for a in range(4):
+                        prefetch_row(k2, r + ahead + a, r1)
                 for g in range(group):
                     sa = np.float32(0)
                     sb = np.float32(0)
@@ -228,17 +232,19 @@ def decode_kernel(kind):
         t = 0
         while t + 4 <= n:  # weights x V, four rows per step
             r = r0 + t
-            if prefetching:
-                for a in range(4):
-                    prefetch_row(v2, r + ahead + a, r1)
             if staged:
-                for a in range(4):
+                for a in range(4):  # each row's prefetch right before its copy, not all four at once
+                    if prefetching:
+                        prefetch_row(v2, r + ahead + a, r1)
                     _copy_row(v2, r + a, buf, a)
                 for g in range(group):
                     pa, pb, pc, pd = scores[g, t], scores[g, t + 1], scores[g, t + 2], scores[g, t + 3]
                     for j in range(d):
                         po[prow + g, j] += pa * buf[0, j] + pb * buf[1, j] + pc * buf[2, j] + pd * buf[3, j]
             else:
+                if prefetching:
+                    for a in range(4):
+                        prefetch_row(v2, r + ahead + a, r1)
                 for g in range(group):
                     pa, pb, pc, pd = scores[g, t], scores[g, t + 1], scores[g, t + 2], scores[g, t + 3]
                     for j in range(d):

@@ -43,6 +43,20 @@ def test_numba_fused_matches_float64(cpu, dtype, dims):
         assert rec["storage_error"] > 0  # what the cache dtype costs, reported apart
 
 
+@pytest.mark.parametrize("dtype", ["fp32", "bf16", "fp16", "int8"])
+@pytest.mark.parametrize("dims", SHAPES, ids=lambda d: "S{}-d{}-H{}-Hkv{}-B{}".format(*d))
+def test_numba_fused_streaming_path_matches_float64(dtype, dims):
+    """The path taken when the cache streams from DRAM (rows prefetched, fp32 rows staged in L1),
+    forced at small sizes by a last-level cache of 0 bytes."""
+    shape = shape_of(*dims, dtype)
+    cache = cpu_decode.DecodeCache(shape, seed=5)
+    run, output = cpu_decode.numba_runner(cache, threads=2, llc_bytes=0)
+    run(1)
+    on_stored, on_original = cache.reference()
+    err = cpu_decode.relative_error(output(), on_stored if dtype == "int8" else on_original)
+    assert err <= cpu_decode.TOLERANCE[dtype]
+
+
 @pytest.mark.skipif(not HAS_TORCH, reason="torch is not installed")
 @pytest.mark.parametrize("impl", ["torch-sdpa", "torch-naive"])
 @pytest.mark.parametrize("dtype", ["fp32", "bf16", "fp16"])
