@@ -21,14 +21,16 @@ Performance notes (each measured on the 2-core Zen 5 VM):
 - V rows are consumed four at a time, so each output row is loaded and stored once per four;
 - caches and scratch rows start on 64-byte boundaries (callers allocate the caches so): a vector
   load straddling two lines made the kernel 1.2-1.5x slower in L2.
-Where it stands (fp32, H=32, d_h=128, S=16384, both cores): 0.74-0.85 of the read kernel's
-bandwidth (medians of ten benchmark runs over two days, following the VM's memory). A flat sum over the same K and V chunks reaches 0.93,
-so the access order is not the limit; but the hardware prefetchers only keep up with that simple
-loop: this kernel without software prefetch reaches 0.55, and the same flat sum with a software
-prefetch of every line 24 KiB ahead drops to 0.80, the ceiling this design runs into. Tried here:
-online softmax interleaving K and V blocks (no faster); prefetch into L2 only or to every other
-line, dynamic scheduling, a head dim fixed at compile time (faster in L2) were all slower from DRAM;
-an extra prefetch into L2 further ahead gained 5% while memory was slow and lost 23% while it was fast.
+Where it stands (fp32, H=32, d_h=128, S=16384, both cores): 0.83-0.84 of the read kernel's
+bandwidth in three benchmark runs with memory in its slow state (read 51-55 GB/s); the kernel with
+burst prefetches reached 0.74-0.85 over ten runs. A flat sum over the same K and V chunks reaches
+0.93 and bf16 rows read directly 0.93, so fp32 is not at the memory's limit yet; the hardware
+prefetchers alone do not keep up (0.55 without software prefetch), and fp32 rows read directly by
+the FMAs, prefetched in bursts or split in two, stay at 0.65-0.74. Tried here and slower from
+DRAM: online softmax interleaving K and V blocks (no faster); prefetch into L2 only, to every other
+line, or a line (0.51) or half a row (0.24) at a time inside the copy; dynamic scheduling; a head
+dim fixed at compile time (faster in L2); an extra prefetch into L2 further ahead (gained 5% while
+memory was slow, lost 23% while it was fast).
 """
 
 import functools
