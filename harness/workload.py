@@ -5,6 +5,7 @@ harness times them, checks their output and derives the rates here, so a unit er
 in one probe.
 """
 
+import ast
 import hashlib
 import inspect
 import json
@@ -117,9 +118,22 @@ def time_workload(w, repeats, min_sample_s, clock=time.perf_counter_ns):
     return rec
 
 
+def python_code(path):
+    """A module's code as its syntax tree: comments, docstrings and line numbers do not count."""
+    with open(path, encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+    for node in ast.walk(tree):
+        if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
+            first = node.body[0] if node.body else None
+            if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
+                node.body = node.body[1:] or [ast.Pass()]
+    return ast.dump(tree).encode()
+
+
 def probe_hash(w):
-    """A short hash of the probe's source (its module, the probes.* modules it uses and the kernel
-    files they list in KERNEL_FILES) and of the workload's parameters: `compare` calls metrics of a
+    """A short hash of the probe's code (its module and the probes.* modules it uses, as syntax
+    trees, so an edited comment or docstring changes nothing; the kernel files they list in
+    KERNEL_FILES, byte for byte) and of the workload's parameters: `compare` calls metrics of a
     changed probe not comparable."""
     module = inspect.getmodule(w.run)
     modules = {module} | {inspect.getmodule(v) for v in vars(module).values()
@@ -127,8 +141,7 @@ def probe_hash(w):
     modules = sorted((m for m in modules if m is not None), key=lambda m: m.__name__)
     h = hashlib.sha256()
     for m in modules:
-        with open(inspect.getsourcefile(m), "rb") as f:
-            h.update(m.__name__.encode() + f.read())
+        h.update(m.__name__.encode() + python_code(inspect.getsourcefile(m)))
     for path in sorted({p for m in modules for p in getattr(m, "KERNEL_FILES", ())}):
         with open(path, "rb") as f:  # kernels compiled at run time (a GPU probe's CUDA source)
             h.update(os.path.basename(path).encode() + f.read())

@@ -154,3 +154,34 @@ def test_history_table_png_and_steps(tmp_path):
     assert (tmp_path / "r" / "m-2c" / "history-bandwidth.read.png").exists()
     proc = run_cli("history", "nobody", "--profiles", str(folder))
     assert proc.returncode == 2 and "no profiles of machine" in proc.stderr
+
+
+PROBE_SOURCE = '''"""A probe."""
+
+SCALE = 2  # {comment}
+
+
+def run(loops):
+    """{doc}"""
+    return loops * SCALE
+'''
+
+
+def test_probe_hash_follows_code_not_comments_or_docstrings(tmp_path, monkeypatch):
+    import importlib.util
+    import sys
+
+    from harness.workload import Workload, probe_hash
+
+    path = tmp_path / "probe_edited.py"
+    path.write_text(PROBE_SOURCE.format(comment="twice", doc="Loops."))
+    spec = importlib.util.spec_from_file_location("probe_edited", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setitem(sys.modules, "probe_edited", module)  # as an imported probe module is
+    w = Workload(name="x", run=module.run, check=lambda: None, poison=lambda: None, threads=1, dtype="fp32")
+    before = probe_hash(w)
+    path.write_text("\n\n" + PROBE_SOURCE.format(comment="doubled", doc="Runs the loops."))
+    assert probe_hash(w) == before  # comments, docstrings and line numbers are not code
+    path.write_text(PROBE_SOURCE.replace("SCALE = 2", "SCALE = 3").format(comment="twice", doc="Loops."))
+    assert probe_hash(w) != before
