@@ -343,10 +343,17 @@ def decode_markdown(sec, image, h):
                       [[d, p["impl"], p["seq_len"], f"{p['model_error']:+.0%}", num(p["fraction_of_bandwidth"]),
                         f"{p['model_error_adjacent']:+.0%}" if p.get("model_error_adjacent") is not None else "n/a"]
                        for d, p in v["per_dtype"].items()]), ""]
-        effects = [[k.replace("_", " "), num(e.get("measured_time_ratio")), num(e.get("model_bytes_ratio"))]
-                   for k, e in list(v.get("dtype_ratios", {}).items()) + [("GQA group 4 vs 1", v.get("gqa") or {}),
-                                                                           ("batch 8 vs batch 1, same bytes", v.get("batch") or {})]]
-        out += [table(["effect", "measured time ratio", "model byte ratio"], effects), ""]
+        named = list(v.get("dtype_ratios", {}).items()) + [("GQA group 4 vs 1", v.get("gqa") or {}),
+                                                           ("batch 8 vs batch 1, same bytes", v.get("batch") or {})]
+        drift = any(e.get("time_ratio_at_equal_read") for _, e in named)  # points with reads measured beside them
+        effects = [[k.replace("_", " "), num(e.get("measured_time_ratio"))]
+                   + ([num(e.get("time_ratio_at_equal_read"))] if drift else []) + [num(e.get("model_bytes_ratio"))]
+                   for k, e in named]
+        out += [table(["effect", "measured time ratio"] + (["at equal read bandwidth"] if drift else [])
+                      + ["model byte ratio"], effects), ""]
+        if drift:
+            out += ["At equal read bandwidth: each time scaled by the read bandwidth measured beside it, which takes "
+                    "out the memory's drift between the two points.", ""]
     return out
 
 

@@ -82,9 +82,13 @@ def _ratio_check(num, den, what):
         return {"available": False, "reason": f"the sweep has no {what} pair"}
     measured = num["time_s"] / den["time_s"]
     predicted = num["model"]["bytes"] / den["model"]["bytes"]
-    return {"measured_time_ratio": measured, "model_bytes_ratio": predicted,
-            "measured_over_model": measured / predicted, "impl": num["impl"],
-            "seq_len": num["seq_len"], "batch": num["batch"]}
+    out = {"measured_time_ratio": measured, "model_bytes_ratio": predicted,
+           "measured_over_model": measured / predicted, "impl": num["impl"],
+           "seq_len": num["seq_len"], "batch": num["batch"]}
+    reads = num.get("adjacent_read_bytes_per_s"), den.get("adjacent_read_bytes_per_s")
+    if all(reads):  # each time scaled to one read bandwidth: the memory's drift between the points taken out
+        out["time_ratio_at_equal_read"] = measured * reads[0] / reads[1]
+    return out
 
 
 def model_validation(records, llc_bytes, bw, fused_impl="numba-fused", memory="DRAM"):
@@ -142,7 +146,9 @@ def model_validation(records, llc_bytes, bw, fused_impl="numba-fused", memory="D
                         f"({headline['model_error']:+.0%} against the profile's bandwidth)")
         else:
             finding += f"{headline['fraction_of_bandwidth']:.2f} of {memory} read bandwidth; model error {error:+.0%}"
-        ratios = [f"{k.split('_')[0]} {v['measured_time_ratio']:.2f}x fp32's time (model {v['model_bytes_ratio']:.2f})"
+        ratios = [f"{k.split('_')[0]} {v['measured_time_ratio']:.2f}x fp32's time ("
+                  + (f"{v['time_ratio_at_equal_read']:.2f}x at equal read bandwidth; " if v.get("time_ratio_at_equal_read") else "")
+                  + f"model {v['model_bytes_ratio']:.2f})"
                   for k, v in dtype_ratios.items() if v.get("measured_time_ratio")]
         if ratios:
             finding += "; " + ", ".join(ratios)

@@ -93,3 +93,17 @@ def test_the_verdict_uses_the_longest_cache():
                                                            record(seq_len=16384, efficiency=0.7))]
     v = validation.model_validation(recs, LLC, BW)
     assert v["per_dtype"]["fp32"]["seq_len"] == 16384
+
+
+def test_effects_at_equal_read_bandwidth_take_out_the_memorys_drift():
+    fp32, bf16 = record(efficiency=0.8), record(dtype="bf16", efficiency=0.8)
+    fp32["adjacent_read_bytes_per_s"] = BW  # bf16 ran while the memory was at half speed: twice as long
+    bf16["time_s"] *= 2
+    bf16["adjacent_read_bytes_per_s"] = BW / 2
+    recs = [validation.derive_point(r, BW, PEAK) for r in (fp32, bf16)]
+    v = validation.model_validation(recs, LLC, BW)
+    ratio = v["dtype_ratios"]["bf16_vs_fp32"]
+    assert ratio["measured_time_ratio"] == pytest.approx(1.0, rel=0.01)
+    assert ratio["time_ratio_at_equal_read"] == pytest.approx(0.5, rel=0.01)
+    assert "bf16 1.00x fp32's time (0.50x at equal read bandwidth; model 0.50)" in v["finding"]
+    assert "time_ratio_at_equal_read" not in v["gqa"] and v["gqa"]["available"] is False
