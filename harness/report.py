@@ -15,6 +15,7 @@ from harness.validation import LARGE_CACHE_FACTOR, roofs, swept_shape
 
 DECODE_DTYPE_INTENSITY = {"fp32": 0.5, "fp16": 1.0, "bf16": 1.0, "int8": 2.0}
 LEVELS = ("L1", "L2", "L3", "DRAM", "HBM")
+HOLDS = {True: "yes", False: "no", None: "undecided (the memory's speed changed while the point ran: profile again)"}
 
 
 def pct(x):
@@ -338,7 +339,7 @@ def decode_markdown(sec, image, h):
     out += [f"{h} Does the model hold here?", "", f"**{v.get('finding', 'no verdict')}**", ""]
     if v.get("per_dtype"):
         out += [f"Model holds (|error| <= {v['holds_within']:.0%} for the best fp32 implementation): "
-                f"**{'yes' if v['model_holds'] else 'no'}**.", "",
+                f"**{HOLDS[v['model_holds']]}**.", "",
                 table(["dtype", "best impl", "seq_len", "model error", "of read bw", "model error (adjacent read)"],
                       [[d, p["impl"], p["seq_len"], f"{p['model_error']:+.0%}", num(p["fraction_of_bandwidth"]),
                         f"{p['model_error_adjacent']:+.0%}" if p.get("model_error_adjacent") is not None else "n/a"]

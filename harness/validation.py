@@ -139,6 +139,9 @@ def model_validation(records, llc_bytes, bw, fused_impl="numba-fused", memory="D
         adjacent = headline["model_error_adjacent"] is not None
         error = headline["model_error_adjacent"] if adjacent else headline["model_error"]
         holds = abs(error) <= MODEL_HOLDS_WITHIN
+        sped_up = adjacent and headline["fraction_of_adjacent_read"] > FASTER_THAN_ADJACENT_READ
+        if sped_up:  # the read beside it no longer describes the memory the point ran on
+            holds = None
         finding = f"{headline['regime'] or 'regime unknown'}: {headline['impl']} {dtype} at "
         if adjacent:
             finding += (f"{headline['fraction_of_adjacent_read']:.2f} of the {memory} read bandwidth measured beside it "
@@ -152,6 +155,8 @@ def model_validation(records, llc_bytes, bw, fused_impl="numba-fused", memory="D
                   for k, v in dtype_ratios.items() if v.get("measured_time_ratio")]
         if ratios:
             finding += "; " + ", ".join(ratios)
+        if sped_up:
+            finding += "; undecided: the memory's speed changed while that point ran"
     else:
         holds = False
         finding = f"no point of the swept shape (batch {shape[0]}, H {shape[1]}, H_kv {shape[2]}) to validate"

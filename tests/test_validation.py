@@ -107,3 +107,11 @@ def test_effects_at_equal_read_bandwidth_take_out_the_memorys_drift():
     assert ratio["time_ratio_at_equal_read"] == pytest.approx(0.5, rel=0.01)
     assert "bf16 1.00x fp32's time (0.50x at equal read bandwidth; model 0.50)" in v["finding"]
     assert "time_ratio_at_equal_read" not in v["gqa"] and v["gqa"]["available"] is False
+
+
+def test_a_headline_point_faster_than_the_read_beside_it_leaves_the_verdict_undecided():
+    rec = record(efficiency=0.9)
+    rec["adjacent_read_bytes_per_s"] = BW * 0.6  # 1.5x the read beside it: that read is not its memory
+    v = validation.model_validation([validation.derive_point(rec, BW, PEAK)], LLC, BW)
+    assert v["model_holds"] is None
+    assert v["finding"].endswith("undecided: the memory's speed changed while that point ran")
