@@ -59,6 +59,21 @@ def test_read_kernel_with_reps_matches_float64_reference(dtype, reps):
     assert cpu_stream.check_close(out, ref, cpu_stream.RTOL[dtype], "read") is None
 
 
+def test_read_workload_checks_every_call_against_a_reference_computed_once(monkeypatch):
+    a = cpu_stream.aligned_empty(2 * 1000 + 2 * cpu_stream.READ_OFFSET_ELEMS, np.float64)
+    cpu_stream.fill_random(a, 5)
+    computed = []
+    real = cpu_stream.read_reference
+    monkeypatch.setattr(cpu_stream, "read_reference", lambda *args: computed.append(1) or real(*args))
+    w = cpu_stream.read_workload(a, "fp64", 2000 * 8, 2, 3 * 2000 * 8)
+    for _ in range(2):
+        w.poison()
+        assert "read sum" in w.check()  # a poisoned output still fails
+        w.run(1)
+        assert w.check() is None
+    assert len(computed) == 1
+
+
 def test_hierarchy_points_are_validated_and_labelled(tiny_ctx):
     section = cpu_stream.run_hierarchy(tiny_ctx)
     points = section["hierarchy"]
