@@ -87,8 +87,12 @@ def measure(
     max_loops=1 << 24,
     clock=time.perf_counter_ns,
     cpu_times=read_cpu_times,
+    between=None,
 ):
-    """Warm up, calibrate, then take `repeats` samples of `run(loops)`; keep them all."""
+    """Warm up, calibrate, then take `repeats` samples of `run(loops)`; keep them all.
+
+    `between()`, if given, is called right before each sample, outside its timed region (the
+    decode probe measures the DRAM read bandwidth there, one reading per sample)."""
     if repeats < 1:
         raise ValueError("repeats must be >= 1")
     for _ in range(warmup):
@@ -96,7 +100,11 @@ def measure(
     resolution = timer_resolution_s(clock)
     loops = calibrate_loops(run, min_sample_s, max_loops, clock)
     before = cpu_times()
-    samples = [_timed(run, loops, clock) / loops for _ in range(repeats)]
+    samples = []
+    for _ in range(repeats):
+        if between:
+            between()
+        samples.append(_timed(run, loops, clock) / loops)
     steal = steal_fraction(before, cpu_times())
 
     warnings = stats.spread_warnings(samples)

@@ -1,6 +1,8 @@
 """Does the analytic model hold here? Predictions, achieved fractions and the verdict, derived
 from a profile's decode records and its measured roofs (no probe runs here)."""
 
+import statistics
+
 from harness import model
 
 MODEL_HOLDS_WITHIN = 0.25  # |measured / predicted - 1| for the best implementation (against the read
@@ -59,9 +61,12 @@ def derive_point(rec, bw, peak):
     rec["achieved"]["fraction_of_peak_flops"] = rec["achieved"]["flops_per_s"] / peak
     rec["model_error"] = time_s / m["predicted_time_s"] - 1
     adjacent = rec.get("adjacent_read_bytes_per_s")
-    if adjacent:  # the same prediction with the read bandwidth measured right before this point
-        m["predicted_time_adjacent_s"] = model.predicted_time_s(m["flops"], m["bytes"], peak, adjacent)
-        rec["achieved"]["fraction_of_adjacent_read"] = rec["achieved"]["bytes_per_s"] / adjacent
+    if adjacent:  # the same prediction with the read bandwidth measured beside this point
+        fraction = paired_fraction(rec) or rec["achieved"]["bytes_per_s"] / adjacent
+        rec["achieved"]["fraction_of_adjacent_read"] = fraction
+        # the read bandwidth that fraction implies for the median time: the prediction's bandwidth
+        m["predicted_time_adjacent_s"] = model.predicted_time_s(m["flops"], m["bytes"], peak,
+                                                                 rec["achieved"]["bytes_per_s"] / fraction)
         rec["model_error_adjacent"] = time_s / m["predicted_time_adjacent_s"] - 1
         if rec["achieved"]["fraction_of_adjacent_read"] > FASTER_THAN_ADJACENT_READ:
             note = (f"moved its bytes {rec['achieved']['fraction_of_adjacent_read']:.2f}x as fast as the read "
@@ -69,6 +74,15 @@ def derive_point(rec, bw, peak):
             if note not in rec.setdefault("warnings", []):
                 rec["warnings"].append(note)
     return rec
+
+
+def paired_fraction(rec):
+    """Median over samples of (the sample's bytes/s / the read measured right before it), or None
+    where the record has no read per sample (a profile from before they were paired)."""
+    reads, samples = rec.get("reads_before_samples_bytes_per_s"), rec.get("samples_s") or []
+    if not reads or len(reads) != len(samples) or not all(reads):
+        return None
+    return float(statistics.median(rec["model"]["bytes"] / s / r for s, r in zip(samples, reads)))
 
 
 def _best(records, **match):
@@ -85,9 +99,9 @@ def _ratio_check(num, den, what):
     out = {"measured_time_ratio": measured, "model_bytes_ratio": predicted,
            "measured_over_model": measured / predicted, "impl": num["impl"],
            "seq_len": num["seq_len"], "batch": num["batch"]}
-    reads = num.get("adjacent_read_bytes_per_s"), den.get("adjacent_read_bytes_per_s")
-    if all(reads):  # each time scaled to one read bandwidth: the memory's drift between the points taken out
-        out["time_ratio_at_equal_read"] = measured * reads[0] / reads[1]
+    fractions = [(r.get("achieved") or {}).get("fraction_of_adjacent_read") for r in (num, den)]
+    if all(fractions):  # each time scaled to one read bandwidth: the memory's drift between the points taken out
+        out["time_ratio_at_equal_read"] = predicted * fractions[1] / fractions[0]
     return out
 
 

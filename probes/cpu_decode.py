@@ -11,8 +11,9 @@ from numba import njit, prange
 from harness import model
 from harness.errors import HarnessError
 from harness.machine import last_level_cache_bytes
+from harness.timing import calibrate_loops
 from harness.validation import LARGE_CACHE_FACTOR
-from harness.workload import Workload, time_workload
+from harness.workload import Workload, set_cpu_threads
 from probes.cpu_decode_kernel import STORAGE, chunk_length, decode_kernel
 from probes.cpu_stream import READ_OFFSET_ELEMS, aligned_empty, fill_random, read_workload, stream_elements
 
@@ -251,10 +252,11 @@ def decode_workload(impl, shape, cpu, threads, seed):
                     working_set_bytes=model.cache_bytes(shape), info=info)
 
 
-def measure_point(ctx, impl, shape, seed):
-    """One sweep point as a profile record (time_s is the median: decode is a latency probe)."""
+def measure_point(ctx, impl, shape, seed, between=None):
+    """One sweep point as a profile record (time_s is the median: decode is a latency probe;
+    `between` is called right before each sample)."""
     w = decode_workload(impl, shape, ctx.cpu, ctx.threads, seed)
-    rec = ctx.measure(w)
+    rec = ctx.measure(w, between)
     rec.update(w.info)  # filled in by the check
     rec["time_s"] = rec["median_time_s"]
     rec["model"] = model.record_figures(shape)
@@ -297,11 +299,15 @@ def sweep(ctx):
     return points
 
 
-def adjacent_reader(ctx):
-    """A function timing the DRAM read kernel now (median bytes/s), built on first use.
+READ_SAMPLE_S = 0.01  # one DRAM read reading before each sample of a large decode point
 
-    On a shared machine DRAM bandwidth drifts by 2x within minutes, so every large decode point is
-    compared with reads measured right before and right after it, besides the profile's figure."""
+
+def adjacent_reader(ctx):
+    """A function that times one sample of the DRAM read kernel now (bytes/s; None if its output is
+    wrong), built on first use.
+
+    On a shared machine DRAM bandwidth drifts by 2x within seconds, so every sample of a large decode
+    point is paired with a read sample taken right before it, besides the profile's figure."""
     state = {}
 
     def read_now():
@@ -309,9 +315,17 @@ def adjacent_reader(ctx):
             n, _ = stream_elements(ctx, "fp64")
             a = aligned_empty(n + ctx.threads * READ_OFFSET_ELEMS, np.float64)
             fill_random(a, 11)
-            state["w"] = read_workload(a, "fp64", n * 8, ctx.threads, n * 8)
-        rec = time_workload(state["w"], repeats=5, min_sample_s=0.02, clock=ctx.clock)  # a short bracket
-        return rec["median_bytes_per_s"] if rec["validated"] else None
+            state["w"] = w = read_workload(a, "fp64", n * 8, ctx.threads, n * 8)
+            set_cpu_threads(w.threads)
+            w.run(1)  # compiled and paged in outside the readings
+            state["loops"] = calibrate_loops(w.run, READ_SAMPLE_S, 1 << 10, ctx.clock)
+        w, loops = state["w"], state["loops"]
+        set_cpu_threads(w.threads)
+        w.poison()
+        t0 = ctx.clock()
+        w.run(loops)
+        elapsed_s = (ctx.clock() - t0) / 1e9
+        return None if w.check() else w.bytes_per_call * loops / elapsed_s
 
     return read_now
 
@@ -325,13 +339,12 @@ def run_decode(ctx):
     for i, (impl, shape) in enumerate(points):
         ctx.progress(f"decode {impl} {shape.dtype} B={shape.batch} H={shape.heads}/{shape.kv_heads} "
                      f"d_h={shape.head_dim} S={shape.seq_len} ({i + 1}/{len(points)})")
-        bracket = model.cache_bytes(shape) >= large and not ctx.tiny
-        before = read_now() if bracket else None
-        rec = measure_point(ctx, impl, shape, seed=1000 + i)
-        after = read_now() if bracket else None
-        # the read bandwidth just before and just after the point: their mean is what it competed with
-        rec["adjacent_read_bytes_per_s"] = (before + after) / 2 if before and after else None
-        rec["adjacent_reads_bytes_per_s"] = [before, after] if bracket else None
+        reads = []
+        paired = model.cache_bytes(shape) >= large
+        rec = measure_point(ctx, impl, shape, seed=1000 + i, between=(lambda: reads.append(read_now())) if paired else None)
+        if paired:  # the read bandwidth right before each sample: what that sample competed with
+            rec["reads_before_samples_bytes_per_s"] = reads
+            rec["adjacent_read_bytes_per_s"] = float(np.median(reads)) if all(reads) else None
         records.append(rec)
     return {"decode_attention": records}
 

@@ -154,3 +154,13 @@ def test_probe_options_pick_one_shape(cpu):
     points = cpu_decode.points_from_options(ctx)
     assert [impl for impl, _ in points] == (["numba-fused", "torch-sdpa", "torch-naive"] if HAS_TORCH else ["numba-fused"]) or not HAS_TORCH
     assert all(s.kv_heads == 4 and s.dtype == "bf16" for _, s in points)
+
+
+def test_large_points_pair_each_sample_with_a_read_before_it(cpu, monkeypatch):
+    monkeypatch.setattr(cpu_decode, "LARGE_CACHE_FACTOR", 0)  # every point counts as a large cache
+    ctx = Context(cpu=cpu, threads=2, tiny=True, options={"seq_len": 67, "heads": 4, "head_dim": 32})
+    (rec,) = cpu_decode.run_decode(ctx)["decode_attention"]
+    reads = rec["reads_before_samples_bytes_per_s"]
+    assert rec["validated"] and len(reads) == len(rec["samples_s"]) == ctx.repeats
+    assert all(r > 0 for r in reads)
+    assert rec["adjacent_read_bytes_per_s"] == pytest.approx(float(np.median(reads)))

@@ -75,3 +75,17 @@ def test_read_cpu_times_parses_proc_stat(tmp_path):
 def test_repeats_must_be_positive(fake_clock):
     with pytest.raises(ValueError):
         timing.measure(lambda loops: None, repeats=0, min_sample_s=0.1, clock=fake_clock)
+
+
+def test_between_runs_right_before_each_sample_and_is_not_timed(fake_clock):
+    run, calls = work_taking(fake_clock, 0.1)
+    log = []
+
+    def between():
+        log.append(len(calls))  # how many run() calls came before it
+        fake_clock.advance_s(5.0)  # slow, but outside the timed regions
+
+    m = timing.measure(run, repeats=3, min_sample_s=0.05, clock=fake_clock, cpu_times=no_cpu_times, between=between)
+    first_sample = len(calls) - 3
+    assert log == [first_sample, first_sample + 1, first_sample + 2]
+    assert m.samples_s == pytest.approx([0.1] * 3, rel=1e-6)

@@ -115,3 +115,23 @@ def test_a_headline_point_faster_than_the_read_beside_it_leaves_the_verdict_unde
     v = validation.model_validation([validation.derive_point(rec, BW, PEAK)], LLC, BW)
     assert v["model_holds"] is None
     assert v["finding"].endswith("undecided: the memory's speed changed while that point ran")
+
+
+def test_samples_paired_with_the_read_before_each_give_the_fraction():
+    rec = record(efficiency=0.8)
+    t = rec["time_s"]
+    # the memory alternated between full and half speed, and each sample followed the read before it
+    rec["samples_s"] = [t, 2 * t, t, 2 * t, t]
+    rec["reads_before_samples_bytes_per_s"] = [BW, BW / 2, BW, BW / 2, BW]
+    rec["adjacent_read_bytes_per_s"] = BW
+    rec["time_s"] = t  # the median sample
+    validation.derive_point(rec, BW, PEAK)
+    assert rec["achieved"]["fraction_of_adjacent_read"] == pytest.approx(0.8)
+    assert rec["model_error_adjacent"] == pytest.approx(1 / 0.8 - 1)
+    rec["time_s"] = 2 * t  # were the slow samples the median, the pairs would still say 0.8
+    validation.derive_point(rec, BW, PEAK)
+    assert rec["achieved"]["fraction_of_adjacent_read"] == pytest.approx(0.8)
+    assert rec["model_error_adjacent"] == pytest.approx(1 / 0.8 - 1)
+    rec["reads_before_samples_bytes_per_s"] = [BW, None, BW, BW, BW]  # a wrong read output: not paired
+    validation.derive_point(rec, BW, PEAK)
+    assert rec["achieved"]["fraction_of_adjacent_read"] == pytest.approx(0.4)
