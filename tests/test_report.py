@@ -63,6 +63,7 @@ def test_report_files_are_written_and_valid(doc, tmp_path):
     assert si(cpu["bandwidth"]["read"]["bytes_per_s"], "B/s") in text
     assert si(cpu["peak_flops"]["fp32"]["flops_per_s"], "FLOP/s") in text
     assert cpu["model_validation"]["finding"] in text
+    assert "| effect | measured time ratio | at equal read bandwidth | model byte ratio |" in text  # reads paired
     assert "Llama-2-7B" in text and "drill problems" in text
     assert "No counter measurements in this profile" in text
 
