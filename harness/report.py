@@ -353,7 +353,7 @@ def decode_markdown(sec, image, h):
         out += [table(["effect", "measured time ratio"] + (["at equal read bandwidth"] if drift else [])
                       + ["model byte ratio"], effects), ""]
         if drift:
-            out += ["At equal read bandwidth: each time scaled by the read bandwidth measured beside it, which takes "
+            out += ["At equal read bandwidth: each time scaled by the DRAM reads paired with its samples, which takes "
                     "out the memory's drift between the two points.", ""]
     return out
 

@@ -345,6 +345,8 @@ def run_decode(ctx):
         if paired:  # the read bandwidth right before each sample: what that sample competed with
             rec["reads_before_samples_bytes_per_s"] = reads
             rec["adjacent_read_bytes_per_s"] = float(np.median(reads)) if all(reads) else None
+            if not all(reads):
+                rec["warnings"].append("a DRAM read sample beside this point summed wrong: no adjacent read bandwidth")
         records.append(rec)
     return {"decode_attention": records}
 

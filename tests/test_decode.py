@@ -164,3 +164,14 @@ def test_large_points_pair_each_sample_with_a_read_before_it(cpu, monkeypatch):
     assert rec["validated"] and len(reads) == len(rec["samples_s"]) == ctx.repeats
     assert all(r > 0 for r in reads)
     assert rec["adjacent_read_bytes_per_s"] == pytest.approx(float(np.median(reads)))
+
+
+def test_a_wrong_read_beside_a_point_is_named_not_used(cpu, monkeypatch):
+    monkeypatch.setattr(cpu_decode, "LARGE_CACHE_FACTOR", 0)
+    answers = iter([50e9, None, 50e9])
+    monkeypatch.setattr(cpu_decode, "adjacent_reader", lambda ctx: lambda: next(answers))
+    ctx = Context(cpu=cpu, threads=2, tiny=True, options={"seq_len": 67, "heads": 4, "head_dim": 32})
+    (rec,) = cpu_decode.run_decode(ctx)["decode_attention"]
+    assert rec["reads_before_samples_bytes_per_s"] == [50e9, None, 50e9]
+    assert rec["adjacent_read_bytes_per_s"] is None
+    assert any("summed wrong" in w for w in rec["warnings"])
