@@ -12,7 +12,8 @@ Performance notes (each measured on the 2-core Zen 5 VM):
 - rows are software-prefetched ahead and fp32 rows are first copied to L1: one core otherwise
   keeps too few misses in flight while it also computes (about 0.7 of the read kernel's bandwidth);
 - each fp32 row's prefetch goes right before that row's copy: the four rows' 32 prefetches in one
-  burst reached 0.74-0.78 of read against 0.81-0.87 interleaved (A/B rounds, slow and fast memory);
+  burst reached 0.74-0.81 of read against 0.81-0.89 interleaved (medians of five interleaved A/B
+  runs of 6-10 rounds, slow and fast memory);
 - 16-bit rows are widened inside the dot and the update, a vector at a time (vcvtph2ps for fp16,
   a zero-extend and shift for bf16): widening them into L1 first, as fp32 rows are staged, reached
   0.76 of read vs 0.85 for bf16 (10 rounds, memory mostly fast; 0.95 vs 0.96 in a slow spell)
@@ -22,7 +23,7 @@ Performance notes (each measured on the 2-core Zen 5 VM):
 - caches and scratch rows start on 64-byte boundaries (callers allocate the caches so): a vector
   load straddling two lines made the kernel 1.2-1.5x slower in L2.
 Where it stands (fp32, H=32, d_h=128, S=16384, both cores): 0.85 of the read kernel's bandwidth,
-median of 42 benchmark rounds in six runs (run medians 0.83-1.03, reads 40-73 GB/s); the kernel
+median of 42 benchmark rounds in six runs (run medians 0.83-1.03, reads 35-72 GB/s); the kernel
 with burst prefetches reached 0.74-0.85 over ten runs. A flat sum over the same K and V chunks reaches
 0.93 and bf16 rows read directly 0.93, so fp32 is not at the memory's limit yet; the hardware
 prefetchers alone do not keep up (0.55 without software prefetch), and fp32 rows read directly by
@@ -48,7 +49,7 @@ LOG2E = np.float32(1.4426950408889634)
 LN2_HI = np.float32(0.693359375)
 LN2_LO = np.float32(-2.12194440e-4)
 # rows prefetched ahead, per cache dtype (0: none). Chosen by interleaved A/B runs against the read
-# kernel on the dev VM: fp32 24 rows (12 KiB; 16 to 32 rows all within noise, 0.81-0.87 of read);
+# kernel on the dev VM: fp32 24 rows (12 KiB; 16 to 32 rows all within noise, 0.81-0.89 of read);
 # 16-bit caches 16 rows; int8 is compute-bound there and prefetching only cost it.
 PREFETCH_ROWS_AHEAD = {"fp32": 24, "bf16": 16, "fp16": 16, "int8": 0}
 _PREFETCH = "llvm.prefetch.p0" if llvm_binding.llvm_version_info[0] >= 15 else "llvm.prefetch.p0i8"
