@@ -60,7 +60,8 @@ def steal_fraction(before, after):
     return max(0, after[0] - before[0]) / total
 
 
-def _timed(run, loops, clock):
+def timed_s(run, loops, clock=time.perf_counter_ns):
+    """Seconds that run(loops) takes on `clock` (nanoseconds)."""
     t0 = clock()
     run(loops)
     return (clock() - t0) / NS_PER_S
@@ -70,7 +71,7 @@ def calibrate_loops(run, min_sample_s, max_loops, clock):
     """Grow loops per sample (at least doubling, pyperf-style) until a sample lasts min_sample_s."""
     loops = 1
     while loops < max_loops:
-        elapsed = _timed(run, loops, clock)
+        elapsed = timed_s(run, loops, clock)
         if elapsed >= min_sample_s:
             break
         factor = 10 if elapsed <= 0 else min(10, max(2, math.ceil(1.2 * min_sample_s / elapsed)))
@@ -104,7 +105,7 @@ def measure(
     for _ in range(repeats):
         if between:
             between()
-        samples.append(_timed(run, loops, clock) / loops)
+        samples.append(timed_s(run, loops, clock) / loops)
     steal = steal_fraction(before, cpu_times())
 
     warnings = stats.spread_warnings(samples)

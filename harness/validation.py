@@ -68,9 +68,9 @@ def derive_point(rec, bw, peak):
         m["predicted_time_adjacent_s"] = model.predicted_time_s(m["flops"], m["bytes"], peak,
                                                                  rec["achieved"]["bytes_per_s"] / fraction)
         rec["model_error_adjacent"] = time_s / m["predicted_time_adjacent_s"] - 1
-        if rec["achieved"]["fraction_of_adjacent_read"] > FASTER_THAN_ADJACENT_READ:
-            note = (f"moved its bytes {rec['achieved']['fraction_of_adjacent_read']:.2f}x as fast as the read "
-                    "measured beside it: the memory's speed changed while it ran, so its model error is unreliable")
+        if fraction > FASTER_THAN_ADJACENT_READ:
+            note = (f"moved its bytes {fraction:.2f}x as fast as the read measured beside it: the memory's speed "
+                    "changed while it ran, so its model error is unreliable")
             if note not in rec.setdefault("warnings", []):
                 rec["warnings"].append(note)
     return rec

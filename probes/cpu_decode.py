@@ -11,7 +11,7 @@ from numba import njit, prange
 from harness import model
 from harness.errors import HarnessError
 from harness.machine import last_level_cache_bytes
-from harness.timing import calibrate_loops
+from harness.timing import calibrate_loops, timed_s
 from harness.validation import LARGE_CACHE_FACTOR
 from harness.workload import Workload, set_cpu_threads
 from probes.cpu_decode_kernel import STORAGE, chunk_length, decode_kernel
@@ -299,7 +299,7 @@ def sweep(ctx):
     return points
 
 
-READ_SAMPLE_S = 0.01  # one DRAM read reading before each sample of a large decode point
+READ_SAMPLE_S = 0.01  # seconds of DRAM reads timed right before each sample of a large decode point
 
 
 def adjacent_reader(ctx):
@@ -322,9 +322,7 @@ def adjacent_reader(ctx):
         w, loops = state["w"], state["loops"]
         set_cpu_threads(w.threads)
         w.poison()
-        t0 = ctx.clock()
-        w.run(loops)
-        elapsed_s = (ctx.clock() - t0) / 1e9
+        elapsed_s = timed_s(w.run, loops, ctx.clock)
         return None if w.check() else w.bytes_per_call * loops / elapsed_s
 
     return read_now

@@ -23,7 +23,7 @@ Performance notes (each measured on the 2-core Zen 5 VM):
 - caches and scratch rows start on 64-byte boundaries (callers allocate the caches so): a vector
   load straddling two lines made the kernel 1.2-1.5x slower in L2.
 Where it stands (fp32, H=32, d_h=128, S=16384, both cores): 0.85 of the read kernel's bandwidth,
-median of 42 benchmark rounds in six runs (run medians 0.83-1.03, reads 35-72 GB/s); the kernel
+median of 42 benchmark rounds in six runs (run medians 0.82-1.03, reads 35-72 GB/s); the kernel
 with burst prefetches reached 0.74-0.85 over ten runs. A flat sum over the same K and V chunks reaches
 0.93 and bf16 rows read directly 0.93, so fp32 is not at the memory's limit yet; the hardware
 prefetchers alone do not keep up (0.55 without software prefetch), and fp32 rows read directly by
