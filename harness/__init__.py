@@ -5,6 +5,7 @@ runs one probe and returns its measurements as plain data.
 """
 
 import os
+import sys
 
 # OpenBLAS (numpy's BLAS, used by the float64 reference checks) keeps its worker threads spinning
 # for about 0.1 s after each call; on a small machine they steal the cores from the next timed
@@ -12,6 +13,28 @@ import os
 # reference gemv, medians of 3 calls in 4 pairs). A timeout of 2**4 cycles puts them to sleep at
 # once. Read when numpy loads OpenBLAS, so it is set before anything in the harness imports numpy.
 os.environ.setdefault("OPENBLAS_THREAD_TIMEOUT", "4")
+
+
+def _full_vector_width():
+    """Let Numba's LLVM use 512-bit vectors on every AVX-512 CPU.
+
+    LLVM tunes several Intel targets (Skylake-SP to Sapphire Rapids, and the Xeon VM here, which it
+    takes for a Rocket Lake) to prefer 256-bit vectors, so Numba emitted ymm FMAs there and the
+    peak probe measured half the machine (fp32 233 vs 474 GFLOP/s on the 2-core Xeon VM, best of
+    5 calls each). Read when Numba starts: set before anything in the harness imports it, and left
+    alone if the user chose Numba's CPU name or features."""
+    if "numba" in sys.modules or os.environ.get("NUMBA_CPU_NAME") or os.environ.get("NUMBA_CPU_FEATURES"):
+        return
+    try:
+        from llvmlite import binding
+        features = binding.get_host_cpu_features()
+    except (ImportError, RuntimeError):
+        return
+    if features.get("avx512f"):
+        os.environ["NUMBA_CPU_FEATURES"] = features.flatten() + ",-prefer-256-bit"
+
+
+_full_vector_width()
 
 from harness.errors import HarnessError  # noqa: E402
 from harness.profile import load_profile  # noqa: E402

@@ -166,7 +166,8 @@ def numba_threading():
     except ValueError:
         layer = "not yet initialised"
     return {"layer": layer, "max_threads": numba.config.NUMBA_NUM_THREADS,
-            "threads": numba.get_num_threads()}
+            "threads": numba.get_num_threads(),
+            "llvm_tuning": "-prefer-256-bit" if (numba.config.CPU_FEATURES or "").endswith(",-prefer-256-bit") else None}
 
 
 def usable_cpus():

@@ -131,6 +131,9 @@ def python_code(path):
     return ast.dump(tree).encode()
 
 
+MEASURED_INFO = ("seed", "kernel_config")  # info that varies between runs of the same probe: not hashed
+
+
 def probe_hash(w):
     """A short hash of the probe's code (its module and the probes.* modules it uses, as syntax
     trees, so an edited comment or docstring changes nothing; the kernel files they list in
@@ -148,7 +151,7 @@ def probe_hash(w):
             h.update(os.path.basename(path).encode() + f.read())
     params = {"name": w.name, "dtype": w.dtype, "threads": w.threads, "bytes": w.bytes_per_call,
               "flops": w.flops_per_call, "working_set": w.working_set_bytes,
-              "info": {k: v for k, v in w.info.items() if k != "seed"}}
+              "info": {k: v for k, v in w.info.items() if k not in MEASURED_INFO}}
     h.update(json.dumps(params, sort_keys=True, default=str).encode())
     return h.hexdigest()[:16]
 

@@ -3,7 +3,9 @@ caches, each output checked against a float64 reference. The model's FLOPs and b
 per call; predictions and verdicts are derived later (harness/validation.py).
 """
 
+import copy
 import math
+import time
 
 import numpy as np
 from numba import njit, prange
@@ -14,7 +16,7 @@ from harness.machine import last_level_cache_bytes
 from harness.timing import calibrate_loops, timed_s
 from harness.validation import LARGE_CACHE_FACTOR
 from harness.workload import Workload, set_cpu_threads
-from probes.cpu_decode_kernel import STORAGE, chunk_length, decode_kernel
+from probes.cpu_decode_kernel import STORAGE, chunk_length, decode_kernel, kernel_configs
 from probes.cpu_stream import READ_OFFSET_ELEMS, aligned_empty, fill_random, read_workload, stream_elements
 
 IMPLS = ("numba-fused", "torch-sdpa", "torch-naive")
@@ -209,30 +211,69 @@ def torch_runner(impl, cache, threads):
     return run, lambda: result["out"].float().numpy()
 
 
-def numba_runner(cache, threads, llc_bytes):
+TUNING_ROUNDS = 3  # interleaved rounds of every kernel setting; the lowest median time wins
+_TUNED = {}  # (dtype, group, streams from DRAM, threads) -> the kernel_config record chosen in this process
+
+
+def numba_runner(cache, threads, llc_bytes, config=None, clock=time.perf_counter_ns):
+    """run() and output getter for numba-fused, and its kernel_config record. The kernel's row
+    staging and prefetch distance are tuned on this machine (or given as (stage, ahead)): the first
+    point of each dtype, GQA group and memory level in a process times every setting and the
+    following ones reuse its choice."""
     s = cache.shape
     kernel = decode_kernel(s.dtype)
-    streaming = model.cache_bytes(s) > llc_bytes  # prefetch and stage rows only when the cache streams from DRAM
     out = np.empty((s.batch * s.heads, s.head_dim), np.float32)
     chunk = chunk_length(s.batch, s.kv_heads, s.seq_len, threads)
 
-    def run(loops):
-        for _ in range(loops):
-            out.fill(np.nan)  # poisoned before every call
-            kernel(cache.q, cache.k, cache.v, cache.k_scale, cache.v_scale, s.batch, s.heads, s.kv_heads,
-                   s.seq_len, chunk, streaming, out)
+    def runner(stage, ahead):
+        def run(loops):
+            for _ in range(loops):
+                out.fill(np.nan)  # poisoned before every call
+                kernel(cache.q, cache.k, cache.v, cache.k_scale, cache.v_scale, s.batch, s.heads, s.kv_heads,
+                       s.seq_len, chunk, stage, ahead, out)
+        return run
 
-    return run, lambda: out
+    streaming = model.cache_bytes(s) > llc_bytes
+    key = (s.dtype, s.group, streaming, threads)
+    if config is not None:
+        record = {"stage_rows_in_l1": config[0], "prefetch_rows_ahead": config[1], "chosen_by": "given"}
+    elif key in _TUNED:
+        record = _TUNED[key]
+    else:
+        record = _TUNED[key] = tune(runner, s, streaming, clock)
+    return runner(record["stage_rows_in_l1"], record["prefetch_rows_ahead"]), (lambda: out), copy.deepcopy(record)
+
+
+def tune(runner, shape, streaming, clock):
+    """Time every kernel setting on this cache in interleaved rounds; the kernel_config record of
+    the fastest (median), with every setting's median seconds per call."""
+    configs = kernel_configs(shape.dtype)
+    runs = [runner(*c) for c in configs]
+    for run in runs:
+        run(1)  # compiled and paged in outside the rounds
+    samples = [[] for _ in configs]
+    for _ in range(TUNING_ROUNDS):
+        for run, times in zip(runs, samples):
+            times.append(timed_s(run, 1, clock))
+    medians = [float(np.median(t)) for t in samples]
+    best = int(np.argmin(medians))
+    return {"stage_rows_in_l1": configs[best][0], "prefetch_rows_ahead": configs[best][1],
+            "chosen_by": (f"tuned on this machine: fastest median of {TUNING_ROUNDS} interleaved calls at S={shape.seq_len}, "
+                          f"B={shape.batch}, H_kv={shape.kv_heads} ({'streaming from DRAM' if streaming else 'cache-resident'})"),
+            "median_s_per_setting": {f"{'staged' if st else 'direct'}, prefetch {ah}": m
+                                     for (st, ah), m in zip(configs, medians)}}
 
 
 def decode_workload(impl, shape, cpu, threads, seed):
     """A Workload for one point, its output checked against the float64 reference after timing."""
     check_point(impl, shape, cpu)
     cache = DecodeCache(shape, seed)
-    run, output = (numba_runner(cache, threads, last_level_cache_bytes(cpu)) if impl == "numba-fused"
-                   else torch_runner(impl, cache, threads))
     info = {"impl": impl, "batch": shape.batch, "heads": shape.heads, "kv_heads": shape.kv_heads,
             "head_dim": shape.head_dim, "seq_len": shape.seq_len, "seed": seed}
+    if impl == "numba-fused":
+        run, output, info["kernel_config"] = numba_runner(cache, threads, last_level_cache_bytes(cpu))
+    else:
+        run, output = torch_runner(impl, cache, threads)
 
     def check():
         on_stored, on_original = cache.reference()

@@ -6,14 +6,16 @@ tasks of (batch, kv head, chunk of tokens); each task streams its K rows once an
 once, every query head of the GQA group sharing that read, with a numerically safe softmax (max
 subtracted), and a final pass merges the chunks by their maxima and sums.
 
-Performance notes (each measured on the 2-core Zen 5 VM):
+How rows reach the core (staged in L1 or read directly, software prefetch distance) is a run-time
+setting, tuned per machine by the probe (probes/cpu_decode.py `tune`): the best one differs by CPU
+(see PREFETCH_CHOICES). Performance notes, measured on the 2-core Zen 5 VM unless said:
 - rows are indexed as a2[row, j], never sliced out in hot loops: every view costs a call to an
   atomic reference-count update (on an array every thread shares, for K and V);
-- rows are software-prefetched ahead and fp32 rows are first copied to L1: one core otherwise
-  keeps too few misses in flight while it also computes (about 0.7 of the read kernel's bandwidth);
-- each fp32 row's prefetch goes right before that row's copy: the four rows' 32 prefetches in one
-  burst reached 0.74-0.81 of read against 0.81-0.89 interleaved (medians of five interleaved A/B
-  runs of 6-10 rounds, slow and fast memory);
+- on Zen 5 one core keeps too few misses in flight while it also computes (fp32 read directly:
+  0.65-0.74 of the read kernel's bandwidth, 0.55 without software prefetch); staged in L1 with
+  each row's prefetch right before its copy it reached 0.81-0.89 (a burst of the four rows' 32
+  prefetches: 0.74-0.81). On the Xeon VM the opposite: fp32 read directly without prefetch
+  reached 0.88-0.92, any staging or prefetch 0.50-0.74 (interleaved rounds, both VMs);
 - 16-bit rows are widened inside the dot and the update, a vector at a time (vcvtph2ps for fp16,
   a zero-extend and shift for bf16): widening them into L1 first, as fp32 rows are staged, reached
   0.76 of read vs 0.85 for bf16 (10 rounds, memory mostly fast; 0.95 vs 0.96 in a slow spell)
@@ -22,16 +24,10 @@ Performance notes (each measured on the 2-core Zen 5 VM):
 - V rows are consumed four at a time, so each output row is loaded and stored once per four;
 - caches and scratch rows start on 64-byte boundaries (callers allocate the caches so): a vector
   load straddling two lines made the kernel 1.2-1.5x slower in L2.
-Where it stands (fp32, H=32, d_h=128, S=16384, both cores): 0.85 of the read kernel's bandwidth,
-median of 42 benchmark rounds in six runs (run medians 0.82-1.03, reads 35-72 GB/s); the kernel
-with burst prefetches reached 0.74-0.85 over ten runs. A flat sum over the same K and V chunks reaches
-0.93 and bf16 rows read directly 0.93, so fp32 is not at the memory's limit yet; the hardware
-prefetchers alone do not keep up (0.55 without software prefetch), and fp32 rows read directly by
-the FMAs, prefetched in bursts or split in two, stay at 0.65-0.74. Tried here and slower from
-DRAM: online softmax interleaving K and V blocks (no faster); prefetch into L2 only, to every other
-line, or a line (0.51) or half a row (0.24) at a time inside the copy; dynamic scheduling; a head
-dim fixed at compile time (faster in L2); an extra prefetch into L2 further ahead (gained 5% while
-memory was slow, lost 23% while it was fast).
+Tried on Zen 5 and slower from DRAM: online softmax interleaving K and V blocks; prefetch into L2
+only, to every other line, or a line (0.51) or half a row (0.24) at a time inside the copy;
+dynamic scheduling; a head dim fixed at compile time (faster in L2); an extra prefetch into L2
+further ahead (gained 5% while memory was slow, lost 23% while it was fast).
 """
 
 import functools
@@ -48,10 +44,21 @@ STORAGE = {"fp32": np.float32, "bf16": np.uint16, "fp16": np.uint16, "int8": np.
 LOG2E = np.float32(1.4426950408889634)
 LN2_HI = np.float32(0.693359375)
 LN2_LO = np.float32(-2.12194440e-4)
-# rows prefetched ahead, per cache dtype (0: none). Chosen by interleaved A/B runs against the read
-# kernel on the dev VM: fp32 24 rows (12 KiB; 16 to 32 rows all within noise, 0.81-0.89 of read);
-# 16-bit caches 16 rows; int8 is compute-bound there and prefetching only cost it.
-PREFETCH_ROWS_AHEAD = {"fp32": 24, "bf16": 16, "fp16": 16, "int8": 0}
+# How rows reach the core is chosen per machine (probes/cpu_decode.py tunes it): the best setting
+# differs by CPU. From DRAM, fp32 (fractions of the read kernel, interleaved rounds): on the Zen 5
+# VM staged in L1 with 24 rows prefetched ahead (0.81-0.89; direct 0.65-0.74); on the Xeon VM
+# (480 MiB L3) read directly without software prefetch (0.88-0.90; staged 0.50-0.69). bf16 wanted
+# 16 rows ahead on Zen 5 and 4 on the Xeon (0.80 there, 0.51 without); int8 none on Zen 5, 16 on
+# the Xeon (0.63 vs 0.44).
+PREFETCH_CHOICES = (0, 4, 8, 16, 32)  # rows prefetched ahead (0: none)
+
+
+def kernel_configs(kind):
+    """The (stage rows in L1, rows prefetched ahead) settings worth trying for one cache dtype;
+    only fp32 rows can be staged (the others are widened inside the dot and the update)."""
+    return [(stage, ahead) for stage in ((False, True) if kind == "fp32" else (False,)) for ahead in PREFETCH_CHOICES]
+
+
 _PREFETCH = "llvm.prefetch.p0" if llvm_binding.llvm_version_info[0] >= 15 else "llvm.prefetch.p0i8"
 
 
@@ -154,17 +161,15 @@ def exp_nonpositive(x, bits):
 def decode_kernel(kind):
     """The compiled kernel for one cache dtype (the dtype is a compile-time constant)."""
     widen = WIDEN[kind]
-    stages_when_streaming = kind == "fp32"  # the others convert inside the dot and the update
+    can_stage = kind == "fp32"  # the others convert inside the dot and the update
     scaled = kind == "int8"
-    ahead = PREFETCH_ROWS_AHEAD[kind]
 
     @njit(fastmath=True)
     def chunk(q2, qrow, group, k2, v2, kscale, vscale, r0, r1, scale, scores, po, pm, pl, prow, buf, ebits,
-              streaming):
-        # streaming (the cache is far larger than the last-level cache): prefetch rows and stage
-        # fp32 rows in L1; a cache-resident fp32 cache is faster read directly
-        staged = stages_when_streaming and streaming
-        prefetching = ahead > 0 and streaming
+              stage, ahead):
+        # stage: copy fp32 rows to L1 before use; ahead: rows prefetched ahead (0: none)
+        staged = can_stage and stage
+        prefetching = ahead > 0
         d = q2.shape[1]
         n = r1 - r0
         t = 0
@@ -263,7 +268,7 @@ def decode_kernel(kind):
             t += 1
 
     @njit(parallel=True, fastmath=True)
-    def kernel(q2, k2, v2, kscale, vscale, batch, heads, kv_heads, seq_len, chunk_len, streaming, out2):
+    def kernel(q2, k2, v2, kscale, vscale, batch, heads, kv_heads, seq_len, chunk_len, stage, ahead, out2):
         d = q2.shape[1]
         group = heads // kv_heads
         chunks = (seq_len + chunk_len - 1) // chunk_len
@@ -281,7 +286,7 @@ def decode_kernel(kind):
             buf = aligned_rows(4, d)
             ebits = np.empty(s1 - s0, np.int32)
             chunk(q2, b * heads + h * group, group, k2, v2, kscale, vscale, bh * seq_len + s0,
-                  bh * seq_len + s1, scale, scores, po, pm, pl, task * group, buf, ebits, streaming)
+                  bh * seq_len + s1, scale, scores, po, pm, pl, task * group, buf, ebits, stage, ahead)
         for row in prange(batch * heads):  # merge the chunks of each query head
             b, hq = row // heads, row % heads
             h, g = hq // group, hq % group

@@ -4,6 +4,8 @@ import sys
 
 import pytest
 
+import harness  # noqa: F401  (first: it sets Numba's and OpenBLAS's environment before either loads)
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")
 

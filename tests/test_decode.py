@@ -7,7 +7,7 @@ from harness import model
 from harness.errors import HarnessError
 from harness.workload import Context, time_workload
 from probes import cpu_decode
-from probes.cpu_decode_kernel import aligned_rows, chunk_length, exp_nonpositive
+from probes.cpu_decode_kernel import aligned_rows, chunk_length, exp_nonpositive, kernel_configs
 
 HAS_TORCH = cpu_decode.torch_reason() is None
 
@@ -43,18 +43,50 @@ def test_numba_fused_matches_float64(cpu, dtype, dims):
         assert rec["storage_error"] > 0  # what the cache dtype costs, reported apart
 
 
-@pytest.mark.parametrize("dtype", ["fp32", "bf16", "fp16", "int8"])
-@pytest.mark.parametrize("dims", SHAPES, ids=lambda d: "S{}-d{}-H{}-Hkv{}-B{}".format(*d))
-def test_numba_fused_streaming_path_matches_float64(dtype, dims):
-    """The path taken when the cache streams from DRAM (rows prefetched, fp32 rows staged in L1),
-    forced at small sizes by a last-level cache of 0 bytes."""
+SETTINGS = [(dtype, config) for dtype in ("fp32", "bf16", "fp16", "int8") for config in kernel_configs(dtype)]
+
+
+@pytest.mark.parametrize("dtype,config", SETTINGS, ids=lambda x: str(x))
+@pytest.mark.parametrize("dims", SHAPES[1:4], ids=lambda d: "S{}-d{}-H{}-Hkv{}-B{}".format(*d))
+def test_numba_fused_matches_float64_in_every_kernel_setting(dtype, config, dims):
+    """Every row staging and prefetch distance the tuning may choose, at small odd sizes."""
     shape = shape_of(*dims, dtype)
     cache = cpu_decode.DecodeCache(shape, seed=5)
-    run, output = cpu_decode.numba_runner(cache, threads=2, llc_bytes=0)
+    run, output, record = cpu_decode.numba_runner(cache, threads=2, llc_bytes=0, config=config)
+    assert (record["stage_rows_in_l1"], record["prefetch_rows_ahead"]) == config
     run(1)
     on_stored, on_original = cache.reference()
     err = cpu_decode.relative_error(output(), on_stored if dtype == "int8" else on_original)
     assert err <= cpu_decode.TOLERANCE[dtype]
+
+
+def test_tuning_picks_the_fastest_setting_and_reuses_it(monkeypatch, fake_clock):
+    """With a fake clock the 'direct, prefetch 8' setting is made fastest; a second cache of the
+    same dtype, group and memory level reuses the choice without timing again."""
+    monkeypatch.setattr(cpu_decode, "_TUNED", {})
+    shape = shape_of(67, 64, 8, 4, 1, "fp32")
+    real = cpu_decode.decode_kernel("fp32")
+    calls = []
+
+    def timed_kernel(*args):
+        stage, ahead = args[-3], args[-2]
+        calls.append((stage, ahead))
+        fake_clock.advance_s(0.001 if (stage, ahead) == (False, 8) else 0.002 + 0.0001 * ahead)
+        real(*args)
+
+    monkeypatch.setattr(cpu_decode, "decode_kernel", lambda kind: timed_kernel)
+    run, _, record = cpu_decode.numba_runner(cpu_decode.DecodeCache(shape, 1), 2, llc_bytes=0, clock=fake_clock)
+    assert (record["stage_rows_in_l1"], record["prefetch_rows_ahead"]) == (False, 8)
+    settings = kernel_configs("fp32")
+    assert len(calls) == (1 + cpu_decode.TUNING_ROUNDS) * len(settings)  # a warm-up, then the rounds
+    assert calls[len(settings):2 * len(settings)] == settings  # interleaved: each round runs every setting once
+    assert record["median_s_per_setting"]["direct, prefetch 8"] == pytest.approx(0.001, abs=1e-8)
+    assert "streaming from DRAM" in record["chosen_by"]
+    calls.clear()
+    _, _, again = cpu_decode.numba_runner(cpu_decode.DecodeCache(shape, 2), 2, llc_bytes=0, clock=fake_clock)
+    assert calls == [] and again == record and again is not record
+    _, _, resident = cpu_decode.numba_runner(cpu_decode.DecodeCache(shape, 2), 2, llc_bytes=1 << 30, clock=fake_clock)
+    assert "cache-resident" in resident["chosen_by"]  # another memory level is tuned apart
 
 
 @pytest.mark.skipif(not HAS_TORCH, reason="torch is not installed")
@@ -70,13 +102,13 @@ def test_a_kernel_that_leaves_the_poison_fails(cpu, monkeypatch):
     real = cpu_decode.numba_runner
 
     def skips_a_head(cache, threads, llc_bytes):
-        run, output = real(cache, threads, llc_bytes)
+        run, output, record = real(cache, threads, llc_bytes)
 
         def broken(loops):
             run(loops)
             output()[1, :] = np.nan  # as a kernel that never wrote head 1 would leave it
 
-        return broken, output
+        return broken, output, record
 
     monkeypatch.setattr(cpu_decode, "numba_runner", skips_a_head)
     w = cpu_decode.decode_workload("numba-fused", shape_of(33, 64, 4, 4, 1, "fp32"), cpu, threads=1, seed=3)

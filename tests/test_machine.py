@@ -1,5 +1,6 @@
 import os
 import subprocess
+import sys
 
 import pytest
 
@@ -113,3 +114,23 @@ def test_dram_bandwidth_without_dmidecode(monkeypatch):
     monkeypatch.setattr(cpu_peaks.shutil, "which", lambda name: None)
     bw = cpu_peaks.theoretical_dram_bandwidth()
     assert bw["bytes_per_s"] is None and "dmidecode" in bw["source"]
+
+
+def _numba_features(env_extra):
+    code = "import harness, numba.core.config as c; print(c.CPU_FEATURES or '')"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NUMBA_CPU")}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env={**env, **env_extra},
+                         check=True)
+    return out.stdout.strip()
+
+
+def test_numba_gets_full_vector_width_on_avx512_unless_the_user_chose():
+    from llvmlite import binding
+
+    features = _numba_features({"PYTHONPATH": os.path.dirname(os.path.dirname(FIXTURES))})
+    if binding.get_host_cpu_features().get("avx512f"):
+        assert features.endswith(",-prefer-256-bit") and "+avx512f" in features
+    else:
+        assert features == ""  # nothing to lift: Numba detects the host as usual
+    chosen = _numba_features({"PYTHONPATH": os.path.dirname(os.path.dirname(FIXTURES)), "NUMBA_CPU_FEATURES": "+avx2"})
+    assert chosen == "+avx2"
