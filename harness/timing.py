@@ -89,11 +89,15 @@ def measure(
     clock=time.perf_counter_ns,
     cpu_times=read_cpu_times,
     between=None,
+    budget_s=None,
+    min_repeats=3,
 ):
     """Warm up, calibrate, then take `repeats` samples of `run(loops)`; keep them all.
 
     `between()`, if given, is called right before each sample, outside its timed region (the
-    decode probe measures the DRAM read bandwidth there, one reading per sample)."""
+    decode probe measures the DRAM read bandwidth there, one reading per sample). With `budget_s`,
+    samples so long that `repeats` of them would pass it are taken only as many times as fit, and
+    at least `min_repeats` times (torch's SDPA took 1-9 s a call on the Xeon VM's longest caches)."""
     if repeats < 1:
         raise ValueError("repeats must be >= 1")
     for _ in range(warmup):
@@ -102,10 +106,12 @@ def measure(
     loops = calibrate_loops(run, min_sample_s, max_loops, clock)
     before = cpu_times()
     samples = []
-    for _ in range(repeats):
+    while len(samples) < repeats:
         if between:
             between()
         samples.append(timed_s(run, loops, clock) / loops)
+        if budget_s and len(samples) == 1:
+            repeats = min(repeats, max(min_repeats, math.floor(budget_s / (samples[0] * loops))))
     steal = steal_fraction(before, cpu_times())
 
     warnings = stats.spread_warnings(samples)

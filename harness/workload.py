@@ -60,10 +60,15 @@ class Context:
     def min_sample_s(self):
         return 0.001 if self.tiny else (0.015 if self.quick else 0.05)
 
+    @property
+    def budget_s(self):
+        """Seconds of samples past which a probe with long calls takes fewer (at least 3)."""
+        return None if self.tiny else (1.5 if self.quick else 4.0)
+
     def measure(self, workload, between=None):
         """Poison, time, validate: a record with raw samples and derived rates, and its counters
         (`between`: called right before each sample, untimed)."""
-        rec = time_workload(workload, self.repeats, self.min_sample_s, self.clock, between)
+        rec = time_workload(workload, self.repeats, self.min_sample_s, self.clock, between, self.budget_s)
         rec["counters"] = self.count(workload, rec)
         return rec
 
@@ -86,13 +91,13 @@ class Context:
         return perf.count(self.cpu, w.run, rec["loops_per_sample"], w.bytes_per_call or None)
 
 
-def time_workload(w, repeats, min_sample_s, clock=time.perf_counter_ns, between=None):
+def time_workload(w, repeats, min_sample_s, clock=time.perf_counter_ns, between=None, budget_s=None):
     """Run the timing core on a workload and turn its samples into a profile record."""
     digest = probe_hash(w)  # before the check adds its findings to w.info
     if w.device == "cpu":
         set_cpu_threads(w.threads)
     w.poison()
-    m = measure(w.run, repeats=repeats, min_sample_s=min_sample_s, clock=clock, between=between)
+    m = measure(w.run, repeats=repeats, min_sample_s=min_sample_s, clock=clock, between=between, budget_s=budget_s)
     error = w.check()
     rec = {"dtype": w.dtype, "threads": w.threads, "working_set_bytes": int(w.working_set_bytes),
            "probe_hash": digest}

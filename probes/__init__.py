@@ -23,8 +23,8 @@ class ProbeSpec:
 
 PROBES = {
     "stream": ProbeSpec("stream", {"cpu": "probes.cpu_stream:run_stream", "gpu": "probes.gpu_stream:run_stream"},
-                        "STREAM copy/scale/add/triad and read-only sum, fp64 and fp32, arrays 8x the last-level "
-                        "cache (4x the L2 on GPU)"),
+                        "STREAM copy/scale/add/triad and read-only sum, fp64 and fp32, arrays 4x the last-level "
+                        "cache and at least 256 MiB (4x the L2 on GPU)"),
     "hierarchy": ProbeSpec("hierarchy", {"cpu": "probes.cpu_stream:run_hierarchy",
                                          "gpu": "probes.gpu_stream:run_hierarchy"},
                            "read bandwidth swept over working sets from L1 to DRAM (L2 to HBM on GPU)"),

@@ -120,6 +120,26 @@ def _fp16_bits_to_f32(typingctx, bits):
     return types.float32(bits), codegen
 
 
+@intrinsic
+def _f32_bits(typingctx, x):
+    """A float32's bits as uint32."""
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(args[0], ir.IntType(32))
+
+    return types.uint32(x), codegen
+
+
+@intrinsic
+def _f32_to_fp16_bits(typingctx, x):
+    """A float32 rounded to the nearest fp16 (ties to even), as its uint16 bits."""
+
+    def codegen(context, builder, signature, args):
+        return builder.bitcast(builder.fptrunc(args[0], ir.HalfType()), ir.IntType(16))
+
+    return types.uint16(x), codegen
+
+
 # one stored element -> float32
 WIDEN = {"fp32": np.float32, "bf16": _bf16_bits_to_f32, "fp16": _fp16_bits_to_f32, "int8": np.float32}
 

@@ -18,10 +18,11 @@ READ_OFFSET_ELEMS = 16  # alternate reps start one cache line (or two) later, so
 CHECK_CHUNK = 1 << 22
 READ_BLOCK = 1 << 16
 SCALAR = 3.0
-# STREAM's rule is arrays >= 4x the last-level cache. On the KVM development machine reads at 4x
-# still ran ~20% faster than at 8x-32x (caches of the host that the guest does not see), so DRAM
-# probes use twice STREAM's minimum.
-DRAM_FACTOR = 8
+# STREAM's rule is arrays >= 4x the last-level cache. On the Zen 5 KVM guest (32 MiB of L3 visible)
+# reads at 128 MiB still ran ~20% faster than at 256 MiB-1 GiB (caches of the host that the guest
+# does not see), so DRAM probes also use at least DRAM_MIN_BYTES.
+DRAM_FACTOR = 4
+DRAM_MIN_BYTES = 256 << 20
 RTOL = {"fp64": 1e-12, "fp32": 1e-5}
 STREAM_WEIGHTS = {"copy": 2, "scale": 2, "add": 3, "triad": 3, "read": 1}  # arrays touched per element
 COUNTING = "STREAM: each array counted once per call; write-allocate traffic not counted"
@@ -33,6 +34,24 @@ def aligned_empty(n, dtype):
     raw = np.empty(n * itemsize + ALIGN_BYTES, dtype=np.uint8)
     start = (-raw.ctypes.data) % ALIGN_BYTES
     return raw[start:start + n * itemsize].view(dtype)
+
+
+_POOL = {}  # name -> a raw 64-byte-aligned buffer, kept for the whole process
+POOL_SLACK_BYTES = 1 << 20  # so a slightly longer request (read offsets) reuses a buffer
+STREAM_ARRAYS = ("stream a", "stream b", "stream c")
+
+
+def pooled_arrays(n, dtype, names):
+    """One 64-byte-aligned array of n elements (contents undefined) per name, on buffers this
+    process keeps: the stream, thread-sweep, hierarchy and decode probes reuse them, because paging
+    in fresh memory is slow on a VM (3 x 1.9 GiB took 8.8 s on the Xeon VM, refilling them 0.3 s).
+    A name's array is valid until the next request for that name; callers fill it before use."""
+    need = n * np.dtype(dtype).itemsize
+    for name in names:
+        if name not in _POOL or _POOL[name].nbytes < need:
+            _POOL.pop(name, None)  # freed before its replacement is paged in
+            _POOL[name] = aligned_empty(need + POOL_SLACK_BYTES, np.uint8)
+    return [_POOL[name][:need].view(dtype) for name in names]
 
 
 @njit(parallel=True, cache=True)
@@ -96,14 +115,19 @@ def k_read(a, out, per_thread, reps):
         out[t] = total
 
 
+def exact_sum(x):
+    """float64 sum of x: float64 sums of CHECK_CHUNK-element blocks (pairwise within numpy's
+    buffers: relative error ~1e-13 at most for these positive values), added exactly (math.fsum)."""
+    return math.fsum(float(np.sum(x[i:i + CHECK_CHUNK], dtype=np.float64)) for i in range(0, x.shape[0], CHECK_CHUNK))
+
+
 def read_reference(a, threads, per_thread, reps):
     """float64 per-thread totals that k_read must return."""
     out = np.empty(threads)
     for t in range(threads):
         lo = t * per_thread
-        s0 = math.fsum(a[lo:lo + per_thread].astype(np.float64))
-        s1 = math.fsum(a[lo + READ_OFFSET_ELEMS:lo + READ_OFFSET_ELEMS + per_thread].astype(np.float64)) \
-            if reps > 1 else 0.0
+        s0 = exact_sum(a[lo:lo + per_thread])
+        s1 = exact_sum(a[lo + READ_OFFSET_ELEMS:lo + READ_OFFSET_ELEMS + per_thread]) if reps > 1 else 0.0
         out[t] = (reps + 1) // 2 * s0 + reps // 2 * s1
     return out
 
@@ -118,26 +142,56 @@ def check_close(got, ref, rtol, what):
     return f"{what}: element {i} is {got64[i]!r}, expected {ref[i]!r} (rtol {rtol:g})"
 
 
-def check_elementwise(out, ref_of, rtol, what):
-    """Compare out[lo:hi] with ref_of(lo, hi) chunk by chunk (no array-sized temporaries)."""
-    for lo in range(0, out.shape[0], CHECK_CHUNK):
-        hi = min(out.shape[0], lo + CHECK_CHUNK)
-        err = check_close(out[lo:hi], ref_of(lo, hi), rtol, what)
-        if err:
-            return err.replace("element ", f"element {lo}+", 1)
-    return None
+REFERENCES = ("copy", "scale", "add", "triad")  # first_mismatch's `kind`: the index of the kernel's name
 
 
-def _f64(x, lo, hi):
-    return x[lo:hi].astype(np.float64)
+@njit(parallel=True, cache=True)
+def first_mismatch(out, x, y, s, kind, rtol):
+    """Index of the first element of `out` farther than rtol (relative) from its float64 reference,
+    or out.shape[0] if none: kind 0 copy (x), 1 scale (s*x), 2 add (x+y), 3 triad (x + s*y).
+    NaN (the poison) never matches. In parallel, without array-sized temporaries."""
+    n = out.shape[0]
+    first = n
+    for blk in prange((n + CHECK_CHUNK - 1) // CHECK_CHUNK):
+        for i in range(blk * CHECK_CHUNK, min(n, (blk + 1) * CHECK_CHUNK)):
+            xi = np.float64(x[i])
+            if kind == 0:
+                ref = xi
+            elif kind == 1:
+                ref = s * xi
+            elif kind == 2:
+                ref = xi + np.float64(y[i])
+            else:
+                ref = xi + s * np.float64(y[i])
+            if not abs(np.float64(out[i]) - ref) <= rtol * abs(ref):
+                first = min(first, i)
+                break
+    return first
+
+
+def check_elementwise(out, x, y, s, name, rtol, what):
+    """None if a STREAM kernel's output matches its float64 reference (`name` in REFERENCES), else
+    a message about the first element that does not."""
+    kind = REFERENCES.index(name)
+    i = first_mismatch(out, x, y, float(s), kind, rtol)
+    if i == out.shape[0]:
+        return None
+    xi, yi = float(x[i]), float(y[i])
+    ref = (xi, float(s) * xi, xi + yi, xi + float(s) * yi)[kind]
+    return f"{what}: element {i} is {float(out[i])!r}, expected {ref!r} (rtol {rtol:g})"
+
+
+def dram_bytes(llc_bytes):
+    """The working set that measures DRAM: DRAM_FACTOR x the last-level cache, at least DRAM_MIN_BYTES."""
+    return max(DRAM_FACTOR * llc_bytes, DRAM_MIN_BYTES)
 
 
 def stream_elements(ctx, dtype):
-    """Elements per array: DRAM_FACTOR x the last-level cache, within half the free memory."""
+    """Elements per array: dram_bytes of the last-level cache, within half the free memory."""
     itemsize = np.dtype(DTYPES[dtype]).itemsize
     if ctx.tiny:
         return 1 << 15, []
-    want = DRAM_FACTOR * last_level_cache_bytes(ctx.cpu)
+    want = dram_bytes(last_level_cache_bytes(ctx.cpu))
     available = ctx.cpu.get("memory_available_bytes") or 4 * want
     fits = int(0.5 * available / 3)
     if want > fits:
@@ -148,7 +202,7 @@ def stream_elements(ctx, dtype):
 def stream_workloads(ctx, dtype, n, threads):
     """The five kernels over three arrays, in STREAM's order so each reads valid inputs."""
     t = DTYPES[dtype]
-    a, b, c = (aligned_empty(n, t) for _ in range(3))
+    a, b, c = pooled_arrays(n, t, STREAM_ARRAYS)
     for seed, x in enumerate((a, b, c)):
         fill_random(x, seed + 1)
     s = t(SCALAR)
@@ -169,13 +223,10 @@ def stream_workloads(ctx, dtype, n, threads):
         out.fill(np.nan)
 
     specs = {
-        "copy": (loop(k_copy, a, c), poison(c), lambda: check_elementwise(c, lambda lo, hi: _f64(a, lo, hi), rtol, "copy c")),
-        "scale": (loop(k_scale, b, c, s), poison(b),
-                  lambda: check_elementwise(b, lambda lo, hi: float(s) * _f64(c, lo, hi), rtol, "scale b")),
-        "add": (loop(k_add, a, b, c), poison(c),
-                lambda: check_elementwise(c, lambda lo, hi: _f64(a, lo, hi) + _f64(b, lo, hi), rtol, "add c")),
-        "triad": (loop(k_triad, a, b, c, s), poison(a),
-                  lambda: check_elementwise(a, lambda lo, hi: _f64(b, lo, hi) + float(s) * _f64(c, lo, hi), rtol, "triad a")),
+        "copy": (loop(k_copy, a, c), poison(c), lambda: check_elementwise(c, a, a, s, "copy", rtol, "copy c")),
+        "scale": (loop(k_scale, b, c, s), poison(b), lambda: check_elementwise(b, c, c, s, "scale", rtol, "scale b")),
+        "add": (loop(k_add, a, b, c), poison(c), lambda: check_elementwise(c, a, b, s, "add", rtol, "add c")),
+        "triad": (loop(k_triad, a, b, c, s), poison(a), lambda: check_elementwise(a, b, c, s, "triad", rtol, "triad a")),
         "read": (loop(k_read, a, out, per, 1), poison_out,
                  lambda: check_close(out, read_reference(a, threads, per, 1), rtol, "read sum")),
     }
@@ -221,16 +272,17 @@ def level_of(working_set, capacities):
 
 
 def hierarchy_sizes(ctx, itemsize, threads):
-    """Working sets from 8 KiB per thread to DRAM_FACTOR x the last-level cache, geometric steps."""
+    """Working sets from 8 KiB per thread to the DRAM working set (dram_bytes), geometric steps,
+    the last at the DRAM working set itself."""
     grain = threads * 64 * itemsize
     lo = 8192 * threads
-    hi = (1 << 20) if ctx.tiny else DRAM_FACTOR * last_level_cache_bytes(ctx.cpu)
+    hi = (1 << 20) if ctx.tiny else dram_bytes(last_level_cache_bytes(ctx.cpu))
     step = 2.0 if (ctx.quick or ctx.tiny) else math.sqrt(2.0)
     sizes, w = [], float(lo)
     while w <= hi * 1.0001:
         sizes.append(max(grain, int(w) // grain * grain))
         w *= step
-    return sorted(set(sizes))
+    return sorted(set(sizes + [max(grain, hi // grain * grain)]))
 
 
 def read_workload(a, dtype, working_set, threads, bytes_per_call_target):
@@ -258,13 +310,14 @@ def read_workload(a, dtype, working_set, threads, bytes_per_call_target):
 
 def summarize_levels(points, capacities):
     """Bandwidth per level from the points well inside it: L1 under half its size, L(k) between
-    twice L(k-1) and half L(k), DRAM at least DRAM_FACTOR x the last-level cache. `bytes_per_s` is the median
+    twice L(k-1) and half L(k), DRAM within 1% of dram_bytes or above (sweep sizes are rounded to whole
+    vectors per thread). `bytes_per_s` is the median
     of those points' best samples (one lucky point cannot set a level); `max_bytes_per_s` the best."""
     levels = {}
     bounds = [(name, 2 * prev_cap, cap / 2) for (name, cap), prev_cap in
               zip(capacities, [0] + [c for _, c in capacities[:-1]])]
     if capacities:
-        bounds.append(("DRAM", DRAM_FACTOR * capacities[-1][1], math.inf))
+        bounds.append(("DRAM", 0.99 * dram_bytes(capacities[-1][1]), math.inf))
     for name, lo, hi in bounds:
         rates = sorted(p["bytes_per_s"] for p in points
                        if lo <= p["working_set_bytes"] <= hi and p.get("bytes_per_s"))
@@ -283,7 +336,7 @@ def run_hierarchy(ctx):
     t = DTYPES[dtype]
     itemsize = np.dtype(t).itemsize
     sizes = hierarchy_sizes(ctx, itemsize, ctx.threads)
-    a = aligned_empty(sizes[-1] // itemsize + ctx.threads * READ_OFFSET_ELEMS, t)
+    (a,) = pooled_arrays(sizes[-1] // itemsize + ctx.threads * READ_OFFSET_ELEMS, t, STREAM_ARRAYS[:1])
     fill_random(a, 7)
     capacities = cache_capacities(ctx.cpu, ctx.threads)
     target = (1 << 20) if ctx.tiny else (256 << 20)

@@ -10,7 +10,7 @@ import numpy as np
 from harness import model
 from harness.errors import HarnessError
 from harness.workload import Workload
-from probes.cpu_decode import TOLERANCE, DecodeCache, relative_error
+from probes.cpu_decode import DecodeCache, relative_error, tolerance
 from probes.gpu_common import (DECODE_GROUPS, DECODE_HEAD_DIMS, DECODE_THREADS, decode_chunking,
                                 cuda_path, decode_kernel_name, decode_shared_bytes, load_module, nvtx)
 
@@ -130,8 +130,8 @@ def decode_workload(gpu, impl, shape, seed, backend=None):
         on_stored, on_original = cache.reference()
         ref = on_stored if shape.dtype == "int8" else on_original
         err = relative_error(output(), ref)
-        info.update(rel_error=err, tolerance=TOLERANCE[shape.dtype], storage_error=relative_error(on_stored, on_original))
-        return None if err <= TOLERANCE[shape.dtype] else f"{impl} {shape.dtype}: relative error {err:.3g}"
+        info.update(rel_error=err, tolerance=tolerance(shape), storage_error=relative_error(on_stored, on_original))
+        return None if err <= info["tolerance"] else f"{impl} {shape.dtype}: relative error {err:.3g}"
 
     return Workload(name=info["impl"], run=nvtx(info["impl"], run), check=check, poison=poison, threads=1, dtype=shape.dtype,
                     device="gpu",

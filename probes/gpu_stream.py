@@ -108,13 +108,13 @@ def read_workload(gpu, n_vectors, buf, bytes_per_launch=64 << 20):
 
 
 def run_hierarchy(ctx):
-    """devices.gpuN.hierarchy: read bandwidth from 1 MiB to 8x the L2 (L2 against HBM)."""
+    """devices.gpuN.hierarchy: read bandwidth from 1 MiB to dram_bytes of the L2 (L2 against HBM)."""
     import cupy as cp
 
-    from probes.cpu_stream import DRAM_FACTOR, summarize_levels
+    from probes.cpu_stream import dram_bytes, summarize_levels
 
     l2 = ctx.gpu["l2_bytes"]
-    top = (4 << 20) if ctx.tiny else DRAM_FACTOR * l2
+    top = (4 << 20) if ctx.tiny else dram_bytes(l2)
     sizes, ws = [], 1 << 20
     while ws <= top:
         sizes.append(ws)

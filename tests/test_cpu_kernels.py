@@ -46,6 +46,35 @@ def test_a_kernel_that_writes_nothing_fails_its_check(tiny_ctx):
     assert "triad a" in rec["error"] and any("output check failed" in x for x in rec["warnings"])
 
 
+@pytest.mark.parametrize("name", cpu_stream.REFERENCES)
+@pytest.mark.parametrize("dtype", ["fp64", "fp32"])
+def test_elementwise_check_finds_the_first_wrong_element(monkeypatch, name, dtype):
+    monkeypatch.setattr(cpu_stream, "CHECK_CHUNK", 64)  # several parallel blocks at a tiny size
+    first_mismatch = numba.njit(parallel=True)(cpu_stream.first_mismatch.py_func)  # recompiled with that chunk
+    monkeypatch.setattr(cpu_stream, "first_mismatch", first_mismatch)
+    t, s, n = cpu_stream.DTYPES[dtype], 3.0, 1000
+    x, y = (cpu_stream.aligned_empty(n, t) for _ in range(2))
+    cpu_stream.fill_random(x, 1)
+    cpu_stream.fill_random(y, 2)
+    x64, y64 = x.astype(np.float64), y.astype(np.float64)
+    out = {"copy": x64, "scale": s * x64, "add": x64 + y64, "triad": x64 + s * y64}[name].astype(t)
+    rtol = cpu_stream.RTOL[dtype]
+    assert cpu_stream.check_elementwise(out, x, y, s, name, rtol, name) is None
+    out[700] *= 1 + 10 * rtol
+    out[901] = np.nan
+    assert f"{name}: element 700 is" in cpu_stream.check_elementwise(out, x, y, s, name, rtol, name)
+    out[70] = np.nan  # an earlier one, in another block
+    assert "element 70 is nan" in cpu_stream.check_elementwise(out, x, y, s, name, rtol, name)
+
+
+def test_exact_sum_matches_fsum_across_blocks(monkeypatch):
+    monkeypatch.setattr(cpu_stream, "CHECK_CHUNK", 1000)
+    a = cpu_stream.aligned_empty(12345, np.float32)
+    cpu_stream.fill_random(a, 4)
+    import math
+    assert cpu_stream.exact_sum(a) == pytest.approx(math.fsum(a.astype(np.float64)), rel=1e-15)
+
+
 @pytest.mark.parametrize("dtype", ["fp64", "fp32"])
 @pytest.mark.parametrize("reps", [1, 2, 5])
 def test_read_kernel_with_reps_matches_float64_reference(dtype, reps):

@@ -31,6 +31,18 @@ def test_calibration_grows_loops_until_samples_are_long_enough(fake_clock):
     assert m.warnings == []
 
 
+def test_a_budget_cuts_samples_of_long_calls_to_what_fits(fake_clock):
+    run, calls = work_taking(fake_clock, 1.5)
+    m = timing.measure(run, repeats=10, min_sample_s=0.05, clock=fake_clock, cpu_times=no_cpu_times, budget_s=4.0)
+    assert len(m.samples_s) == 3 and calls == [1] * 5  # warm-up, calibration, then floor(4 / 1.5) -> at least 3
+    run, _ = work_taking(fake_clock, 0.2)
+    m = timing.measure(run, repeats=10, min_sample_s=0.05, clock=fake_clock, cpu_times=no_cpu_times, budget_s=1.1)
+    assert len(m.samples_s) == 5  # floor(1.1 / 0.2)
+    run, _ = work_taking(fake_clock, 0.01)
+    m = timing.measure(run, repeats=10, min_sample_s=0.05, clock=fake_clock, cpu_times=no_cpu_times, budget_s=1.0)
+    assert len(m.samples_s) == 10  # short calls: every repeat fits
+
+
 def test_long_work_needs_one_loop(fake_clock):
     run, _ = work_taking(fake_clock, 0.2)
     m = timing.measure(run, repeats=3, min_sample_s=0.05, clock=fake_clock, cpu_times=no_cpu_times)
