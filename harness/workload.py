@@ -63,7 +63,7 @@ class Context:
     @property
     def budget_s(self):
         """Seconds of samples past which a probe with long calls takes fewer (at least 3)."""
-        return None if self.tiny else (1.5 if self.quick else 4.0)
+        return None if self.tiny else (1.0 if self.quick else 2.5)
 
     def measure(self, workload, between=None):
         """Poison, time, validate: a record with raw samples and derived rates, and its counters

@@ -151,7 +151,7 @@ def _copy_row(src, row, dst, slot):
         dst[slot, j] = src[row, j]
 
 
-@njit(fastmath=True)
+@njit(fastmath=True, cache=True)
 def exp_nonpositive(x, bits):
     """x[:] = exp(x[:]) for x <= 0, in loops LLVM vectorises.
 

@@ -265,7 +265,8 @@ def test_sweeps_cover_lengths_dtypes_gqa_and_batch(cpu):
         for sweep, longest in ((default, big // 4), (quick, big // 4), (full, big)):
             torch_lens = {s.seq_len for impl, s in sweep if impl.startswith("torch")}
             assert max(torch_lens) == longest and 2 * 32 * 128 * 4 * longest >= 4 * (32 << 20)
-        assert {s.dtype for impl, s in default if impl == "torch-sdpa"} == {"fp32", "bf16", "fp16"}
+        assert {s.dtype for impl, s in default if impl == "torch-sdpa"} == {"fp32", "bf16"}
+        assert {s.dtype for impl, s in full if impl == "torch-sdpa"} == {"fp32", "bf16", "fp16"}
 
 
 def test_probe_options_pick_one_shape(cpu):
