@@ -67,10 +67,11 @@ def storage_kernels(kind):
     fill(store, scales, seed): row i of `store` = the original row (uniform_value over the row's
     elements) in the cache dtype: fp32 as is, bf16 rounded to nearest even, fp16 by the hardware's
     conversion (nearest even), int8 as round(x / scale) with scale = max|row| / 127 in `scales[i]`.
-    reference(q, k, v, k_scale, v_scale, heads, original, seeds, out): float64 softmax(q k^T / sqrt(d)) v
-    for every query row of q, on the stored cache (widened or dequantised exactly) or, with
-    `original`, on the values before storage rounding (regenerated from seeds (K's, V's)). Rows of
-    the cache are [batch, kv head, token]; each query row reads the K and V of its kv head.
+    reference(q, k, v, k_scale, v_scale, heads, kv_heads, seq_len, original, k_seed, v_seed, out):
+    float64 softmax(q k^T / sqrt(d)) v for every query row of q (rows [batch, head]), on the stored
+    cache (widened or dequantised exactly) or, with `original`, on the values before storage rounding
+    (regenerated from the seeds). Cache rows are [batch, kv head, token]; each query row reads the
+    K and V of its kv head.
     """
     widen = WIDEN[kind]
     scaled = kind == "int8"
@@ -80,7 +81,9 @@ def storage_kernels(kind):
         x = np.float64(widen(a2[row, j]))
         return x * np.float64(scales[row]) if scaled else x
 
-    @njit(parallel=True, cache=True)  # cacheable: it calls no other closure (the kernel and the reference recompile)
+    # Numba's cache keeps this closure across runs; for the kernel and the reference, which call other
+    # closures, its key changed every run (they compile anew, ~2-6 s each)
+    @njit(parallel=True, cache=True)
     def fill(store, scales, seed):
         d = store.shape[1]
         for i in prange(store.shape[0]):
