@@ -22,7 +22,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
 from harness.machine import identify_cpu, last_level_cache_bytes  # noqa: E402
-from harness.model import DecodeShape  # noqa: E402
+from harness.model import DecodeShape, cache_bytes  # noqa: E402
 from harness.validation import LARGE_CACHE_FACTOR  # noqa: E402
 from harness.workload import Context, time_workload  # noqa: E402
 from probes.cpu_decode import decode_workload  # noqa: E402
@@ -42,9 +42,10 @@ def main():
     p.add_argument("--json", default=os.path.join(os.path.dirname(HERE), "build", "bench-decode.json"))
     args = p.parse_args()
     cpu = identify_cpu()
-    if args.seq_len is None:  # from DRAM: the fp32 cache (32 heads x 128 x 4 bytes x K and V per token) >= 4x the LLC
+    if args.seq_len is None:  # from DRAM: the fp32 cache >= 4x the LLC
         args.seq_len = 16384
-        while 2 * 32 * 128 * 4 * args.seq_len < LARGE_CACHE_FACTOR * last_level_cache_bytes(cpu):
+        while cache_bytes(DecodeShape(seq_len=args.seq_len, heads=32, kv_heads=32, head_dim=128, dtype="fp32")) \
+                < LARGE_CACHE_FACTOR * last_level_cache_bytes(cpu):
             args.seq_len *= 2
     threads = args.threads or cpu["usable_cpus"]
     ctx = Context(cpu=cpu, threads=threads)
