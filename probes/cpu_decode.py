@@ -17,8 +17,8 @@ from harness.machine import last_level_cache_bytes
 from harness.timing import calibrate_loops, timed_s
 from harness.validation import LARGE_CACHE_FACTOR
 from harness.workload import Workload, set_cpu_threads
-from probes.cpu_decode_kernel import (STORAGE, WIDEN, _f32_bits, _f32_to_fp16_bits, chunk_length, decode_kernel,
-                                      kernel_configs)
+from probes.cpu_decode_kernel import (STORAGE, _f32_bits, _f32_to_fp16_bits, chunk_length, decode_kernel, kernel_configs,
+                                      quantised, widen)
 from probes.cpu_stream import (READ_OFFSET_ELEMS, STREAM_ARRAYS, aligned_empty, fill_random, pooled_arrays, read_workload,
                                stream_elements)
 
@@ -61,28 +61,12 @@ def fill_uniform(a2, seed, first_row):
 
 
 @functools.lru_cache(maxsize=None)
-def storage_kernels(kind):
-    """(fill, reference) compiled for one cache dtype.
+def fill_kernel(kind):
+    """fill(store, scales, seed) for one cache dtype: row i of `store` = the original row
+    (uniform_value over the row's elements) in the cache dtype: fp32 as is, bf16 rounded to
+    nearest even, fp16 by the hardware's conversion (nearest even), int8 as round(x / scale) with
+    scale = max|row| / 127 in `scales[i]`."""
 
-    fill(store, scales, seed): row i of `store` = the original row (uniform_value over the row's
-    elements) in the cache dtype: fp32 as is, bf16 rounded to nearest even, fp16 by the hardware's
-    conversion (nearest even), int8 as round(x / scale) with scale = max|row| / 127 in `scales[i]`.
-    reference(q, k, v, k_scale, v_scale, heads, kv_heads, seq_len, original, k_seed, v_seed, out):
-    float64 softmax(q k^T / sqrt(d)) v for every query row of q (rows [batch, head]), on the stored
-    cache (widened or dequantised exactly) or, with `original`, on the values before storage rounding
-    (regenerated from the seeds). Cache rows are [batch, kv head, token]; each query row reads the
-    K and V of its kv head.
-    """
-    widen = WIDEN[kind]
-    scaled = kind == "int8"
-
-    @njit(inline="always")
-    def stored(a2, scales, row, j):
-        x = np.float64(widen(a2[row, j]))
-        return x * np.float64(scales[row]) if scaled else x
-
-    # Numba's cache keeps this closure across runs; for the kernel and the reference, which call other
-    # closures, its key changed every run (they compile anew, ~2-6 s each)
     @njit(parallel=True, cache=True)
     def fill(store, scales, seed):
         d = store.shape[1]
@@ -106,36 +90,48 @@ def storage_kernels(kind):
                 for j in range(d):
                     store[i, j] = uniform_value(seed, i * d + j)
 
-    @njit(parallel=True)
-    def reference(q, k, v, k_scale, v_scale, heads, kv_heads, seq_len, original, k_seed, v_seed, out):
-        d = q.shape[1]
-        group = heads // kv_heads
-        inv_sqrt_d = 1.0 / np.sqrt(np.float64(d))
-        for row in prange(q.shape[0]):
-            r0 = ((row // heads) * kv_heads + (row % heads) // group) * seq_len
-            scores = np.empty(seq_len)
-            for t in range(seq_len):
-                r = r0 + t
-                s = 0.0
-                for j in range(d):
-                    x = np.float64(uniform_value(k_seed, r * d + j)) if original else stored(k, k_scale, r, j)
-                    s += np.float64(q[row, j]) * x
-                scores[t] = s * inv_sqrt_d
-            mx = scores.max()
-            total = 0.0
-            for t in range(seq_len):
-                scores[t] = np.exp(scores[t] - mx)
-                total += scores[t]
-            acc = np.zeros(d)
-            for t in range(seq_len):
-                r = r0 + t
-                w = scores[t]
-                for j in range(d):
-                    acc[j] += w * (np.float64(uniform_value(v_seed, r * d + j)) if original else stored(v, v_scale, r, j))
-            for j in range(d):
-                out[row, j] = acc[j] / total
+    return fill
 
-    return fill, reference
+
+@njit(inline="always")
+def stored_value(a2, scales, row, j):
+    """A stored element as float64: widened exactly, or dequantised with its row's scale."""
+    x = np.float64(widen(a2[row, j]))
+    return x * np.float64(scales[row]) if quantised(a2) else x
+
+
+@njit(parallel=True, cache=True)
+def reference_kernel(q, k, v, k_scale, v_scale, heads, kv_heads, seq_len, original, k_seed, v_seed, out):
+    """float64 softmax(q k^T / sqrt(d)) v for every query row of q (rows [batch, head]), on the
+    stored cache (widened or dequantised exactly) or, with `original`, on the values before storage
+    rounding (regenerated from the seeds). Cache rows are [batch, kv head, token]; each query row
+    reads the K and V of its kv head."""
+    d = q.shape[1]
+    group = heads // kv_heads
+    inv_sqrt_d = 1.0 / np.sqrt(np.float64(d))
+    for row in prange(q.shape[0]):
+        r0 = ((row // heads) * kv_heads + (row % heads) // group) * seq_len
+        scores = np.empty(seq_len)
+        for t in range(seq_len):
+            r = r0 + t
+            s = 0.0
+            for j in range(d):
+                x = np.float64(uniform_value(k_seed, r * d + j)) if original else stored_value(k, k_scale, r, j)
+                s += np.float64(q[row, j]) * x
+            scores[t] = s * inv_sqrt_d
+        mx = scores.max()
+        total = 0.0
+        for t in range(seq_len):
+            scores[t] = np.exp(scores[t] - mx)
+            total += scores[t]
+        acc = np.zeros(d)
+        for t in range(seq_len):
+            r = r0 + t
+            w = scores[t]
+            for j in range(d):
+                acc[j] += w * (np.float64(uniform_value(v_seed, r * d + j)) if original else stored_value(v, v_scale, r, j))
+        for j in range(d):
+            out[row, j] = acc[j] / total
 
 
 class DecodeCache:
@@ -159,7 +155,7 @@ class DecodeCache:
         scaled = s.dtype == "int8"
         self.k_scale = np.empty(rows if scaled else 1, np.float32)
         self.v_scale = np.empty(rows if scaled else 1, np.float32)
-        fill, _ = storage_kernels(s.dtype)
+        fill = fill_kernel(s.dtype)
         fill(self.k, self.k_scale, self.seeds[0])
         fill(self.v, self.v_scale, self.seeds[1])
 
@@ -171,14 +167,13 @@ class DecodeCache:
     def reference(self):
         """(float64 output on the stored cache, float64 output on the original data), [B*H, D]."""
         s = self.shape
-        _, reference = storage_kernels(s.dtype)
         outputs = []
         for original in (False, True):
             out = np.empty((s.batch * s.heads, s.head_dim))
             if original and s.dtype == "fp32":
                 out[:] = outputs[0]  # an fp32 cache stores the original values
             else:
-                reference(self.q, self.k, self.v, self.k_scale, self.v_scale, s.heads, s.kv_heads, s.seq_len,
+                reference_kernel(self.q, self.k, self.v, self.k_scale, self.v_scale, s.heads, s.kv_heads, s.seq_len,
                           original, *self.seeds, out)
             outputs.append(out)
         return tuple(outputs)
@@ -284,7 +279,6 @@ def numba_runner(cache, threads, llc_bytes, config=None, clock=time.perf_counter
     point of each dtype, GQA group and memory level in a process times every setting and the
     following ones reuse its choice."""
     s = cache.shape
-    kernel = decode_kernel(s.dtype)
     out = np.empty((s.batch * s.heads, s.head_dim), np.float32)
     chunk = chunk_length(s.batch, s.kv_heads, s.seq_len, threads)
 
@@ -292,7 +286,7 @@ def numba_runner(cache, threads, llc_bytes, config=None, clock=time.perf_counter
         def run(loops):
             for _ in range(loops):
                 out.fill(np.nan)  # poisoned before every call
-                kernel(cache.q, cache.k, cache.v, cache.k_scale, cache.v_scale, s.batch, s.heads, s.kv_heads,
+                decode_kernel(cache.q, cache.k, cache.v, cache.k_scale, cache.v_scale, s.batch, s.heads, s.kv_heads,
                        s.seq_len, chunk, stage, ahead, out)
         return run
 

@@ -30,8 +30,6 @@ dynamic scheduling; a head dim fixed at compile time (faster in L2); an extra pr
 further ahead (gained 5% while memory was slow, lost 23% while it was fast).
 """
 
-import functools
-
 import numpy as np
 from llvmlite import binding as llvm_binding
 from llvmlite import ir
@@ -40,7 +38,8 @@ from numba.core import cgutils
 from numba.extending import intrinsic
 
 KINDS = ("fp32", "bf16", "fp16", "int8")
-STORAGE = {"fp32": np.float32, "bf16": np.uint16, "fp16": np.uint16, "int8": np.int8}
+# the word each cache dtype is stored in; its numba type is what tells `widen` how to convert it
+STORAGE = {"fp32": np.float32, "bf16": np.uint16, "fp16": np.int16, "int8": np.int8}
 LOG2E = np.float32(1.4426950408889634)
 LN2_HI = np.float32(0.693359375)
 LN2_LO = np.float32(-2.12194440e-4)
@@ -54,8 +53,9 @@ PREFETCH_CHOICES = (0, 4, 8, 16, 32)  # rows prefetched ahead (0: none)
 
 
 def kernel_configs(kind):
-    """The (stage rows in L1, rows prefetched ahead) settings worth trying for one cache dtype;
-    only fp32 rows can be staged (the others are widened inside the dot and the update)."""
+    """The (stage rows in L1, rows prefetched ahead) settings worth trying for one cache dtype:
+    staging only for fp32 (16-bit rows widened into L1 were slower than widened inside the dot
+    and the update; see the notes above)."""
     return [(stage, ahead) for stage in ((False, True) if kind == "fp32" else (False,)) for ahead in PREFETCH_CHOICES]
 
 
@@ -99,25 +99,55 @@ def prefetch_row(a2, row, end):
             _prefetch(a2, row, col)
 
 
+def _widen_codegen(word):
+    """LLVM code turning one stored element of numba type `word` into a float32, or None."""
+    f32 = ir.FloatType()
+    if word == types.float32:
+        return lambda builder, x: x
+    if word == types.int8:
+        return lambda builder, x: builder.sitofp(x, f32)
+    if word == types.uint16:  # bf16 bits: they become the float's upper half
+        return lambda builder, x: builder.bitcast(builder.shl(builder.zext(x, ir.IntType(32)), ir.Constant(ir.IntType(32), 16)), f32)
+    if word == types.int16:  # fp16 bits: through LLVM's half type (vcvtph2ps on x86)
+        return lambda builder, x: builder.fpext(builder.bitcast(x, ir.HalfType()), f32)
+    return None
+
+
 @intrinsic
-def _bf16_bits_to_f32(typingctx, bits):
-    """A bf16 stored as uint16 -> float32 (its bits become the float's upper half)."""
+def widen(typingctx, x):
+    """One stored cache element -> float32, by its storage word (see STORAGE): float32 as is,
+    int8 converted, uint16 as bf16 bits, int16 as fp16 bits."""
+    convert = _widen_codegen(x)
+    if convert is None:
+        return None
 
     def codegen(context, builder, signature, args):
-        wide = builder.shl(builder.zext(args[0], ir.IntType(32)), ir.Constant(ir.IntType(32), 16))
-        return builder.bitcast(wide, ir.FloatType())
+        return convert(builder, args[0])
 
-    return types.float32(bits), codegen
+    return types.float32(x), codegen
 
 
 @intrinsic
-def _fp16_bits_to_f32(typingctx, bits):
-    """An fp16 stored as uint16 -> float32 through LLVM's half type (vcvtph2ps on x86)."""
+def quantised(typingctx, a2):
+    """True (a compile-time constant) if the cache array's word is int8: rows carry scales."""
+    flag = a2.dtype == types.int8
 
     def codegen(context, builder, signature, args):
-        return builder.fpext(builder.bitcast(args[0], ir.HalfType()), ir.FloatType())
+        return ir.Constant(ir.IntType(1), flag)
 
-    return types.float32(bits), codegen
+    return types.boolean(a2), codegen
+
+
+@intrinsic
+def stageable(typingctx, a2):
+    """True (a compile-time constant) if rows of this cache array may be staged in L1: fp32 only
+    (see kernel_configs)."""
+    flag = a2.dtype == types.float32
+
+    def codegen(context, builder, signature, args):
+        return ir.Constant(ir.IntType(1), flag)
+
+    return types.boolean(a2), codegen
 
 
 @intrinsic
@@ -132,23 +162,19 @@ def _f32_bits(typingctx, x):
 
 @intrinsic
 def _f32_to_fp16_bits(typingctx, x):
-    """A float32 rounded to the nearest fp16 (ties to even), as its uint16 bits."""
+    """A float32 rounded to the nearest fp16 (ties to even), as its bits in an int16."""
 
     def codegen(context, builder, signature, args):
         return builder.bitcast(builder.fptrunc(args[0], ir.HalfType()), ir.IntType(16))
 
-    return types.uint16(x), codegen
-
-
-# one stored element -> float32
-WIDEN = {"fp32": np.float32, "bf16": _bf16_bits_to_f32, "fp16": _fp16_bits_to_f32, "int8": np.float32}
+    return types.int16(x), codegen
 
 
 @njit(fastmath=True, inline="always")
 def _copy_row(src, row, dst, slot):
     # a plain streaming copy into L1 keeps more misses in flight than loads feeding FMAs directly
     for j in range(dst.shape[1]):
-        dst[slot, j] = src[row, j]
+        dst[slot, j] = widen(src[row, j])
 
 
 @njit(fastmath=True, cache=True)
@@ -177,157 +203,155 @@ def exp_nonpositive(x, bits):
         x[i] = x[i] * scale[i]
 
 
-@functools.lru_cache(maxsize=None)
-def decode_kernel(kind):
-    """The compiled kernel for one cache dtype (the dtype is a compile-time constant)."""
-    widen = WIDEN[kind]
-    can_stage = kind == "fp32"  # the others convert inside the dot and the update
-    scaled = kind == "int8"
-
-    @njit(fastmath=True)
-    def chunk(q2, qrow, group, k2, v2, kscale, vscale, r0, r1, scale, scores, po, pm, pl, prow, buf, ebits,
-              stage, ahead):
-        # stage: copy fp32 rows to L1 before use; ahead: rows prefetched ahead (0: none)
-        staged = can_stage and stage
-        prefetching = ahead > 0
-        d = q2.shape[1]
-        n = r1 - r0
-        t = 0
-        while t + 4 <= n:  # scores, four K rows per step: each read once for every head of the group
-            r = r0 + t
-            if staged:
-                for a in range(4):  # each row's prefetch right before its copy, not all four at once
-                    if prefetching:
-                        prefetch_row(k2, r + ahead + a, r1)
-                    _copy_row(k2, r + a, buf, a)
-                for g in range(group):
-                    sa = np.float32(0)
-                    sb = np.float32(0)
-                    sc = np.float32(0)
-                    sd = np.float32(0)
-                    for j in range(d):
-                        qj = q2[qrow + g, j]
-                        sa += qj * buf[0, j]
-                        sb += qj * buf[1, j]
-                        sc += qj * buf[2, j]
-                        sd += qj * buf[3, j]
-                    scores[g, t], scores[g, t + 1], scores[g, t + 2], scores[g, t + 3] = sa, sb, sc, sd
-            else:
+@njit(fastmath=True, cache=True)
+def _chunk(q2, qrow, group, k2, v2, kscale, vscale, r0, r1, scale, scores, po, pm, pl, prow, buf, ebits,
+          stage, ahead):
+    """One task: scores of rows r0..r1 for every head of the group, their softmax numerators, and
+    the weighted sum of V rows into po, with the maximum (pm) and sum (pl) the merge needs.
+    stage: copy (widened) rows to L1 before use; ahead: rows prefetched ahead (0: none)."""
+    scaled = quantised(k2)
+    stage = stage and stageable(k2)  # a constant False for the others: their staged code is not compiled
+    prefetching = ahead > 0
+    d = q2.shape[1]
+    n = r1 - r0
+    t = 0
+    while t + 4 <= n:  # scores, four K rows per step: each read once for every head of the group
+        r = r0 + t
+        if stage:
+            for a in range(4):  # each row's prefetch right before its copy, not all four at once
                 if prefetching:
-                    for a in range(4):
-                        prefetch_row(k2, r + ahead + a, r1)
-                for g in range(group):
-                    sa = np.float32(0)
-                    sb = np.float32(0)
-                    sc = np.float32(0)
-                    sd = np.float32(0)
-                    for j in range(d):
-                        qj = q2[qrow + g, j]
-                        sa += qj * widen(k2[r, j])
-                        sb += qj * widen(k2[r + 1, j])
-                        sc += qj * widen(k2[r + 2, j])
-                        sd += qj * widen(k2[r + 3, j])
-                    scores[g, t], scores[g, t + 1], scores[g, t + 2], scores[g, t + 3] = sa, sb, sc, sd
-            t += 4
-        while t < n:
-            r = r0 + t
+                    prefetch_row(k2, r + ahead + a, r1)
+                _copy_row(k2, r + a, buf, a)
             for g in range(group):
-                s = np.float32(0)
+                sa = np.float32(0)
+                sb = np.float32(0)
+                sc = np.float32(0)
+                sd = np.float32(0)
                 for j in range(d):
-                    s += q2[qrow + g, j] * widen(k2[r, j])
-                scores[g, t] = s
-            t += 1
-        for g in range(group):  # score scale (and int8 key scales)
-            for t in range(n):
-                scores[g, t] *= scale * kscale[r0 + t] if scaled else scale
-        for g in range(group):  # softmax numerators, max subtracted; the merge divides later
-            mx = scores[g, 0]
-            for t in range(1, n):
-                mx = max(mx, scores[g, t])
-            for t in range(n):
-                scores[g, t] -= mx
-            exp_nonpositive(scores[g, :n], ebits[:n])
-            total = np.float32(0)
-            for t in range(n):
-                total += scores[g, t]
-            pm[prow + g] = mx
-            pl[prow + g] = total
-            if scaled:
-                for t in range(n):
-                    scores[g, t] *= vscale[r0 + t]
+                    qj = q2[qrow + g, j]
+                    sa += qj * buf[0, j]
+                    sb += qj * buf[1, j]
+                    sc += qj * buf[2, j]
+                    sd += qj * buf[3, j]
+                scores[g, t], scores[g, t + 1], scores[g, t + 2], scores[g, t + 3] = sa, sb, sc, sd
+        else:
+            if prefetching:
+                for a in range(4):
+                    prefetch_row(k2, r + ahead + a, r1)
+            for g in range(group):
+                sa = np.float32(0)
+                sb = np.float32(0)
+                sc = np.float32(0)
+                sd = np.float32(0)
+                for j in range(d):
+                    qj = q2[qrow + g, j]
+                    sa += qj * widen(k2[r, j])
+                    sb += qj * widen(k2[r + 1, j])
+                    sc += qj * widen(k2[r + 2, j])
+                    sd += qj * widen(k2[r + 3, j])
+                scores[g, t], scores[g, t + 1], scores[g, t + 2], scores[g, t + 3] = sa, sb, sc, sd
+        t += 4
+    while t < n:
+        r = r0 + t
+        for g in range(group):
+            s = np.float32(0)
             for j in range(d):
-                po[prow + g, j] = 0
-        t = 0
-        while t + 4 <= n:  # weights x V, four rows per step
-            r = r0 + t
-            if staged:
-                for a in range(4):  # each row's prefetch right before its copy, not all four at once
-                    if prefetching:
-                        prefetch_row(v2, r + ahead + a, r1)
-                    _copy_row(v2, r + a, buf, a)
-                for g in range(group):
-                    pa, pb, pc, pd = scores[g, t], scores[g, t + 1], scores[g, t + 2], scores[g, t + 3]
-                    for j in range(d):
-                        po[prow + g, j] += pa * buf[0, j] + pb * buf[1, j] + pc * buf[2, j] + pd * buf[3, j]
-            else:
+                s += q2[qrow + g, j] * widen(k2[r, j])
+            scores[g, t] = s
+        t += 1
+    for g in range(group):  # score scale (and int8 key scales)
+        for t in range(n):
+            scores[g, t] *= scale * kscale[r0 + t] if scaled else scale
+    for g in range(group):  # softmax numerators, max subtracted; the merge divides later
+        mx = scores[g, 0]
+        for t in range(1, n):
+            mx = max(mx, scores[g, t])
+        for t in range(n):
+            scores[g, t] -= mx
+        exp_nonpositive(scores[g, :n], ebits[:n])
+        total = np.float32(0)
+        for t in range(n):
+            total += scores[g, t]
+        pm[prow + g] = mx
+        pl[prow + g] = total
+        if scaled:
+            for t in range(n):
+                scores[g, t] *= vscale[r0 + t]
+        for j in range(d):
+            po[prow + g, j] = 0
+    t = 0
+    while t + 4 <= n:  # weights x V, four rows per step
+        r = r0 + t
+        if stage:
+            for a in range(4):  # each row's prefetch right before its copy, not all four at once
                 if prefetching:
-                    for a in range(4):
-                        prefetch_row(v2, r + ahead + a, r1)
-                for g in range(group):
-                    pa, pb, pc, pd = scores[g, t], scores[g, t + 1], scores[g, t + 2], scores[g, t + 3]
-                    for j in range(d):
-                        po[prow + g, j] += (pa * widen(v2[r, j]) + pb * widen(v2[r + 1, j])
-                                            + pc * widen(v2[r + 2, j]) + pd * widen(v2[r + 3, j]))
-            t += 4
-        while t < n:
-            r = r0 + t
+                    prefetch_row(v2, r + ahead + a, r1)
+                _copy_row(v2, r + a, buf, a)
             for g in range(group):
-                p = scores[g, t]
+                pa, pb, pc, pd = scores[g, t], scores[g, t + 1], scores[g, t + 2], scores[g, t + 3]
                 for j in range(d):
-                    po[prow + g, j] += p * widen(v2[r, j])
-            t += 1
-
-    @njit(parallel=True, fastmath=True)
-    def kernel(q2, k2, v2, kscale, vscale, batch, heads, kv_heads, seq_len, chunk_len, stage, ahead, out2):
-        d = q2.shape[1]
-        group = heads // kv_heads
-        chunks = (seq_len + chunk_len - 1) // chunk_len
-        tasks = batch * kv_heads * chunks
-        po = aligned_rows(tasks * group, d)
-        pm = np.empty(tasks * group, np.float32)
-        pl = np.empty(tasks * group, np.float32)
-        scale = np.float32(1.0 / np.sqrt(d))
-        for task in prange(tasks):
-            bh = task // chunks
-            s0 = (task % chunks) * chunk_len
-            s1 = min(seq_len, s0 + chunk_len)
-            b, h = bh // kv_heads, bh % kv_heads
-            scores = np.empty((group, s1 - s0), np.float32)
-            buf = aligned_rows(4, d)
-            ebits = np.empty(s1 - s0, np.int32)
-            chunk(q2, b * heads + h * group, group, k2, v2, kscale, vscale, bh * seq_len + s0,
-                  bh * seq_len + s1, scale, scores, po, pm, pl, task * group, buf, ebits, stage, ahead)
-        for row in prange(batch * heads):  # merge the chunks of each query head
-            b, hq = row // heads, row % heads
-            h, g = hq // group, hq % group
-            first = (b * kv_heads + h) * chunks
-            mx = pm[first * group + g]
-            for c in range(1, chunks):
-                mx = max(mx, pm[(first + c) * group + g])
-            total = np.float32(0)
-            for j in range(d):
-                out2[row, j] = 0
-            for c in range(chunks):
-                i = (first + c) * group + g
-                w = np.exp(pm[i] - mx)
-                total += w * pl[i]
+                    po[prow + g, j] += pa * buf[0, j] + pb * buf[1, j] + pc * buf[2, j] + pd * buf[3, j]
+        else:
+            if prefetching:
+                for a in range(4):
+                    prefetch_row(v2, r + ahead + a, r1)
+            for g in range(group):
+                pa, pb, pc, pd = scores[g, t], scores[g, t + 1], scores[g, t + 2], scores[g, t + 3]
                 for j in range(d):
-                    out2[row, j] += w * po[i, j]
-            inv = np.float32(1) / total
+                    po[prow + g, j] += (pa * widen(v2[r, j]) + pb * widen(v2[r + 1, j])
+                                        + pc * widen(v2[r + 2, j]) + pd * widen(v2[r + 3, j]))
+        t += 4
+    while t < n:
+        r = r0 + t
+        for g in range(group):
+            p = scores[g, t]
             for j in range(d):
-                out2[row, j] *= inv
+                po[prow + g, j] += p * widen(v2[r, j])
+        t += 1
 
-    return kernel
+
+@njit(parallel=True, fastmath=True, cache=True)
+def decode_kernel(q2, k2, v2, kscale, vscale, batch, heads, kv_heads, seq_len, chunk_len, stage, ahead, out2):
+    """out2 [B*H, D] = softmax(q k^T / sqrt(D)) v for one decode step, split over (batch, kv head,
+    chunk of chunk_len tokens) tasks in parallel; the cache dtype comes from the arrays' word type
+    (STORAGE), int8 with per-row scales kscale/vscale (unread otherwise)."""
+    d = q2.shape[1]
+    group = heads // kv_heads
+    chunks = (seq_len + chunk_len - 1) // chunk_len
+    tasks = batch * kv_heads * chunks
+    po = aligned_rows(tasks * group, d)
+    pm = np.empty(tasks * group, np.float32)
+    pl = np.empty(tasks * group, np.float32)
+    scale = np.float32(1.0 / np.sqrt(d))
+    for task in prange(tasks):
+        bh = task // chunks
+        s0 = (task % chunks) * chunk_len
+        s1 = min(seq_len, s0 + chunk_len)
+        b, h = bh // kv_heads, bh % kv_heads
+        scores = np.empty((group, s1 - s0), np.float32)
+        buf = aligned_rows(4, d)
+        ebits = np.empty(s1 - s0, np.int32)
+        _chunk(q2, b * heads + h * group, group, k2, v2, kscale, vscale, bh * seq_len + s0,
+           bh * seq_len + s1, scale, scores, po, pm, pl, task * group, buf, ebits, stage, ahead)
+    for row in range(batch * heads):  # merge the chunks of each query head (serial: a few microseconds)
+        b, hq = row // heads, row % heads
+        h, g = hq // group, hq % group
+        first = (b * kv_heads + h) * chunks
+        mx = pm[first * group + g]
+        for c in range(1, chunks):
+            mx = max(mx, pm[(first + c) * group + g])
+        total = np.float32(0)
+        for j in range(d):
+            out2[row, j] = 0
+        for c in range(chunks):
+            i = (first + c) * group + g
+            w = np.exp(pm[i] - mx)
+            total += w * pl[i]
+            for j in range(d):
+                out2[row, j] += w * po[i, j]
+        inv = np.float32(1) / total
+        for j in range(d):
+            out2[row, j] *= inv
 
 
 def chunk_length(batch, kv_heads, seq_len, threads):

@@ -65,7 +65,7 @@ def test_tuning_picks_the_fastest_setting_and_reuses_it(monkeypatch, fake_clock)
     same dtype, group and memory level reuses the choice without timing again."""
     monkeypatch.setattr(cpu_decode, "_TUNED", {})
     shape = shape_of(67, 64, 8, 4, 1, "fp32")
-    real = cpu_decode.decode_kernel("fp32")
+    real = cpu_decode.decode_kernel
     calls = []
 
     def timed_kernel(*args):
@@ -74,7 +74,7 @@ def test_tuning_picks_the_fastest_setting_and_reuses_it(monkeypatch, fake_clock)
         fake_clock.advance_s(0.001 if (stage, ahead) == (False, 8) else 0.002 + 0.0001 * ahead)
         real(*args)
 
-    monkeypatch.setattr(cpu_decode, "decode_kernel", lambda kind: timed_kernel)
+    monkeypatch.setattr(cpu_decode, "decode_kernel", timed_kernel)
     run, _, record = cpu_decode.numba_runner(cpu_decode.DecodeCache(shape, 1), 2, llc_bytes=0, clock=fake_clock)
     assert (record["stage_rows_in_l1"], record["prefetch_rows_ahead"]) == (False, 8)
     settings = kernel_configs("fp32")
@@ -135,7 +135,7 @@ def to_storage(block, dtype):
         u = block.view(np.uint32).astype(np.uint64)
         return ((u + 0x7FFF + ((u >> 16) & 1)) >> 16).astype(np.uint16), None  # round to nearest even
     if dtype == "fp16":
-        return block.astype(np.float16).view(np.uint16), None
+        return block.astype(np.float16).view(np.int16), None  # fp16 bits live in int16 words (STORAGE)
     scale = np.maximum(np.abs(block).max(axis=1), 1e-30).astype(np.float32) / np.float32(127)
     return np.clip(np.rint(block / scale[:, None]), -127, 127).astype(np.int8), scale
 
@@ -171,7 +171,7 @@ def test_storage_round_trips():
     for dtype, bound in (("bf16", 2.0 ** -8), ("fp16", 2.0 ** -11)):
         stored, scale = to_storage(rows, dtype)
         back = from_storage(stored, scale, dtype)
-        assert stored.dtype == np.uint16 and scale is None
+        assert stored.dtype == cpu_decode.STORAGE[dtype] and scale is None
         assert np.max(np.abs(back - rows) / np.maximum(np.abs(rows), 1e-3)) <= bound
     stored, scale = to_storage(rows, "int8")
     back = from_storage(stored, scale, "int8")
