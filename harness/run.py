@@ -11,7 +11,7 @@ from harness.gpus import detect_gpus
 from harness.profile import SCHEMA_VERSION, load_profile, utc_now
 from harness.specs import load_specs, match_spec
 from harness.workload import Context, tiny_sizes
-from probes import PROBES, load_runner, unavailable_reason
+from probes import PROBES, load_runner, reserve_cpu_buffers, unavailable_reason
 
 CPU_PROFILE_PROBES = ("stream", "hierarchy", "peak", "threads", "decode")
 DEVICES = ("cpu", "gpu", "all")
@@ -43,6 +43,14 @@ def run_probe_on_cpu(name, ctx):
     if reason:
         raise HarnessError(f"probe {name} cannot run here: {reason}")
     return load_runner(spec)(ctx)
+
+
+def torch_first():
+    """Import torch (if installed) before any Numba parallel kernel runs (probes/cpu_decode.torch_reason)."""
+    if unavailable_reason(PROBES["decode"], "cpu") is None:
+        from probes.cpu_decode import torch_reason
+
+        torch_reason()
 
 
 def run_single_probe(name, device="cpu", threads=None, quick=False, options=None, progress=lambda m: None,
@@ -78,6 +86,7 @@ def run_single_probe(name, device="cpu", threads=None, quick=False, options=None
             raise HarnessError(f"device {device!r}: valid GPUs are gpu0 to gpu{len(found) - 1}")
         return run_one(name, index, cpu, quick, tiny_sizes(), progress, options)
     if name == "decode":
+        torch_first()
         ctx = make_context(cpu, threads, quick, progress, options=options, counters=counters)
         section = run_probe_on_cpu(name, ctx)
         return derive_from_stored(section, cpu, profile_path)
@@ -135,6 +144,9 @@ def flag_against_theory(section, theory, cpu):
 def cpu_section(ctx, probe_names):
     """devices.cpu: every probe's records, theoretical peaks, flags and balance."""
     section = {"threads": ctx.threads, "quick": ctx.quick}
+    if "decode" in probe_names:
+        torch_first()
+    reserve_cpu_buffers(ctx, probe_names)
     for name in probe_names:
         section.update(run_probe_on_cpu(name, ctx))
     theory = theoretical(ctx.cpu)

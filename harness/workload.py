@@ -65,10 +65,11 @@ class Context:
         """Seconds of samples past which a probe with long calls takes fewer (at least 3)."""
         return None if self.tiny else (1.0 if self.quick else 2.5)
 
-    def measure(self, workload, between=None):
+    def measure(self, workload, between=None, repeats=None):
         """Poison, time, validate: a record with raw samples and derived rates, and its counters
-        (`between`: called right before each sample, untimed)."""
-        rec = time_workload(workload, self.repeats, self.min_sample_s, self.clock, between, self.budget_s)
+        (`between`: called right before each sample, untimed; `repeats`: at most this many samples)."""
+        repeats = min(self.repeats, repeats or self.repeats)
+        rec = time_workload(workload, repeats, self.min_sample_s, self.clock, between, self.budget_s)
         rec["counters"] = self.count(workload, rec)
         return rec
 

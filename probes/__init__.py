@@ -15,6 +15,7 @@ class ProbeSpec:
     description: str
     dtypes: tuple = MEMORY_DTYPES  # valid --dtype values
     options: tuple = ("dtype",)  # valid probe options
+    cpu_buffers: str = ""  # "module:function": {pool buffer: bytes} its CPU run will ask for (cpu_stream.POOL)
 
     @property
     def devices(self):
@@ -24,17 +25,20 @@ class ProbeSpec:
 PROBES = {
     "stream": ProbeSpec("stream", {"cpu": "probes.cpu_stream:run_stream", "gpu": "probes.gpu_stream:run_stream"},
                         "STREAM copy/scale/add/triad and read-only sum, fp64 and fp32, arrays 4x the last-level "
-                        "cache and at least 256 MiB (4x the L2 on GPU)"),
+                        "cache and at least 256 MiB (4x the L2 on GPU)", cpu_buffers="probes.cpu_stream:stream_buffers"),
     "hierarchy": ProbeSpec("hierarchy", {"cpu": "probes.cpu_stream:run_hierarchy",
                                          "gpu": "probes.gpu_stream:run_hierarchy"},
-                           "read bandwidth swept over working sets from L1 to DRAM (L2 to HBM on GPU)"),
+                           "read bandwidth swept over working sets from L1 to DRAM (L2 to HBM on GPU)",
+                           cpu_buffers="probes.cpu_stream:hierarchy_buffers"),
     "peak": ProbeSpec("peak", {"cpu": "probes.cpu_peak:run_peak", "gpu": "probes.gpu_peak:run_peak"},
                       "FMA-chain peak FLOP/s, fp64 and fp32 (and fp16 half2, tensor-core matmul on GPU)"),
     "threads": ProbeSpec("threads", {"cpu": "probes.cpu_threads:run_thread_sweep"},
-                         "thread sweep 1..N of triad bandwidth and fp32 peak", options=()),
+                         "thread sweep 1..N of triad bandwidth and fp32 peak", options=(),
+                         cpu_buffers="probes.cpu_stream:stream_buffers"),
     "decode": ProbeSpec("decode", {"cpu": "probes.cpu_decode:run_decode", "gpu": "probes.gpu_decode:run_decode"},
                         "decode attention (numba-fused or cupy-fused, torch-sdpa, torch-naive) against a KV cache, "
-                        "checked against float64", dtypes=("fp32", "bf16", "fp16", "int8"), options=DECODE_OPTIONS),
+                        "checked against float64", dtypes=("fp32", "bf16", "fp16", "int8"), options=DECODE_OPTIONS,
+                        cpu_buffers="probes.cpu_decode:decode_buffers"),
 }
 
 
@@ -58,9 +62,29 @@ def unavailable_reason(spec, device):
     return cpu_unavailable_reason()
 
 
-def load_runner(spec, device="cpu") -> Callable:
-    """Import the probe's module lazily (backends must not load on `import harness`)."""
+def _load(target):
+    """The function a "module:function" string names, imported now (backends must not load on
+    `import harness`)."""
     import importlib
 
-    module, func = spec.runners[device].split(":")
+    module, func = target.split(":")
     return getattr(importlib.import_module(module), func)
+
+
+def load_runner(spec, device="cpu") -> Callable:
+    """The probe's runner for a device, its module imported lazily."""
+    return _load(spec.runners[device])
+
+
+def reserve_cpu_buffers(ctx, names):
+    """Size the buffers the CPU probes share for the largest requests these probes will make in
+    this run (probes/cpu_stream.reserve_pool: each then pages in once); {buffer: bytes} reserved,
+    nothing where the CPU probes cannot run."""
+    if cpu_unavailable_reason():
+        return {}
+    needs = {}
+    for spec in filter(None, (PROBES.get(name) for name in names)):
+        for buffer, nbytes in (_load(spec.cpu_buffers)(ctx) if spec.cpu_buffers else {}).items():
+            needs[buffer] = max(needs.get(buffer, 0), nbytes)
+    _load("probes.cpu_stream:reserve_pool")(needs)
+    return needs

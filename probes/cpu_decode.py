@@ -4,8 +4,10 @@ per call; predictions and verdicts are derived later (harness/validation.py).
 """
 
 import copy
+import dataclasses
 import functools
 import math
+import sys
 import time
 
 import numpy as np
@@ -19,7 +21,7 @@ from harness.validation import LARGE_CACHE_FACTOR
 from harness.workload import Workload, set_cpu_threads
 from probes.cpu_decode_kernel import (STORAGE, _f32_bits, _f32_to_fp16_bits, chunk_length, decode_kernel, kernel_configs,
                                       quantised, widen)
-from probes.cpu_stream import (READ_OFFSET_ELEMS, STREAM_ARRAYS, aligned_empty, fill_random, pooled_arrays, read_workload,
+from probes.cpu_stream import (READ_OFFSET_ELEMS, POOL, aligned_empty, fill_random, pooled_arrays, read_workload,
                                stream_elements)
 
 IMPLS = ("numba-fused", "torch-sdpa", "torch-naive")
@@ -100,7 +102,8 @@ def stored_value(a2, scales, row, j):
     return x * np.float64(scales[row]) if quantised(a2) else x
 
 
-@njit(parallel=True, cache=True)
+# reassociated sums (vectorised dots: 2x faster at long caches) move the float64 result by ~2e-14
+@njit(parallel=True, cache=True, fastmath={"reassoc", "contract"})
 def reference_kernel(q, k, v, k_scale, v_scale, heads, kv_heads, seq_len, original, k_seed, v_seed, out):
     """float64 softmax(q k^T / sqrt(d)) v for every query row of q (rows [batch, head]), on the
     stored cache (widened or dequantised exactly) or, with `original`, on the values before storage
@@ -136,8 +139,9 @@ def reference_kernel(q, k, v, k_scale, v_scale, heads, kv_heads, seq_len, origin
 
 class DecodeCache:
     """q and a KV cache of one shape filled with fresh random data (seeded), with its reference.
-    With `reuse`, K and V live on buffers the process keeps (only one such cache at a time): the
-    sweep's points run one after another, and paging in GiBs of fresh memory is slow on a VM."""
+    With `reuse`, K and V live on the second and third of the buffers the process keeps (only one
+    such cache at a time): the sweep's points run one after another, and paging in GiBs of fresh
+    memory is slow on a VM."""
 
     def __init__(self, shape, seed, reuse=False):
         s = shape
@@ -149,7 +153,7 @@ class DecodeCache:
         fill_uniform(self.q, seed, 0)
         self.q *= np.float32(Q_AMPLITUDE)
         t = STORAGE[s.dtype]
-        k, v = (pooled_arrays(rows * s.head_dim, t, ("decode k", "decode v")) if reuse
+        k, v = (pooled_arrays(rows * s.head_dim, t, POOL[1:]) if reuse
                 else [aligned_empty(rows * s.head_dim, t) for _ in range(2)])
         self.k, self.v = k.reshape(rows, s.head_dim), v.reshape(rows, s.head_dim)
         scaled = s.dtype == "int8"
@@ -210,12 +214,34 @@ def check_point(impl, shape, cpu):
             raise HarnessError(f"{impl} cannot run here: {torch_unavailable}")
 
 
+_TORCH_IMPORTED = {}  # "after_numba_omp": whether Numba's OpenMP threads had started when torch was imported
+TORCH_AFTER_NUMBA_OMP = ("torch was imported after Numba's OpenMP threading layer had started, which made its SDPA "
+                         "8-15x slower on 2 threads on the Xeon VM: import it first (harness profile and probe do)")
+
+
 def torch_reason():
+    """Import torch: None, or why it cannot be imported. Call it before the process's first Numba
+    parallel kernel where torch will run: once Numba's OpenMP layer has started libgomp, torch's
+    SDPA on 2 threads took 334 ms instead of 23 ms (H=32, d_h=128, S=16384 fp32, Xeon VM; on 1
+    thread 40-45 ms either way; with Numba's workqueue layer 21 ms, but that layer cost Numba's
+    short kernels up to 20%)."""
+    if "torch" not in sys.modules:
+        _TORCH_IMPORTED["after_numba_omp"] = numba_layer() == "omp"
     try:
         import torch  # noqa: F401
     except ImportError as e:
         return f"torch is not importable ({e})"
     return None
+
+
+def numba_layer():
+    """Numba's threading layer, or None before its first parallel kernel has run."""
+    import numba
+
+    try:
+        return numba.threading_layer()
+    except ValueError:
+        return None
 
 
 def torch_views(cache):
@@ -270,24 +296,40 @@ def torch_runner(impl, cache, threads):
 
 
 TUNING_ROUNDS = 3  # interleaved rounds of every kernel setting; the lowest median time wins
+TUNING_CACHE_FACTOR = 2  # a longer cache is tuned on its prefix of at least this many last-level caches
 _TUNED = {}  # (dtype, group, streams from DRAM, threads) -> the kernel_config record chosen in this process
+
+
+def tuning_seq_len(shape, llc_bytes):
+    """The cache length a point's kernel settings are timed on: its seq_len halved while the cache
+    stays >= TUNING_CACHE_FACTOR x the last-level cache (streaming from DRAM either way; the
+    longest caches took 3-4 s to tune on the Xeon VM), else its own."""
+    s = shape.seq_len
+    while llc_bytes > 0 and s % 2 == 0 and model.cache_bytes(dataclasses.replace(shape, seq_len=s // 2)) >= TUNING_CACHE_FACTOR * llc_bytes:
+        s //= 2
+    return s
 
 
 def numba_runner(cache, threads, llc_bytes, config=None, clock=time.perf_counter_ns):
     """run() and output getter for numba-fused, and its kernel_config record. The kernel's row
     staging and prefetch distance are tuned on this machine (or given as (stage, ahead)): the first
-    point of each dtype, GQA group and memory level in a process times every setting and the
-    following ones reuse its choice."""
+    point of each dtype, GQA group and memory level in a process times every setting (on a prefix
+    of a long cache: tuning_seq_len) and the following ones reuse its choice."""
     s = cache.shape
     out = np.empty((s.batch * s.heads, s.head_dim), np.float32)
-    chunk = chunk_length(s.batch, s.kv_heads, s.seq_len, threads)
 
-    def runner(stage, ahead):
+    def runner(stage, ahead, seq_len=s.seq_len):
+        """run(loops) over the first seq_len tokens of every (batch, kv head) cache; only the whole
+        cache's output is checked."""
+        chunk = chunk_length(s.batch, s.kv_heads, seq_len, threads)
+        ks = cache.k[:s.batch * s.kv_heads * seq_len]
+        vs = cache.v[:s.batch * s.kv_heads * seq_len]
+
         def run(loops):
             for _ in range(loops):
                 out.fill(np.nan)  # poisoned before every call
-                decode_kernel(cache.q, cache.k, cache.v, cache.k_scale, cache.v_scale, s.batch, s.heads, s.kv_heads,
-                       s.seq_len, chunk, stage, ahead, out)
+                decode_kernel(cache.q, ks, vs, cache.k_scale, cache.v_scale, s.batch, s.heads, s.kv_heads,
+                              seq_len, chunk, stage, ahead, out)
         return run
 
     streaming = model.cache_bytes(s) > llc_bytes
@@ -297,15 +339,15 @@ def numba_runner(cache, threads, llc_bytes, config=None, clock=time.perf_counter
     elif key in _TUNED:
         record = _TUNED[key]
     else:
-        record = _TUNED[key] = tune(runner, s, streaming, clock)
+        record = _TUNED[key] = tune(runner, s, tuning_seq_len(s, llc_bytes), streaming, clock)
     return runner(record["stage_rows_in_l1"], record["prefetch_rows_ahead"]), (lambda: out), copy.deepcopy(record)
 
 
-def tune(runner, shape, streaming, clock):
-    """Time every kernel setting on this cache in interleaved rounds; the kernel_config record of
-    the fastest (median), with every setting's median seconds per call."""
+def tune(runner, shape, seq_len, streaming, clock):
+    """Time every kernel setting over the first seq_len tokens of this cache in interleaved rounds;
+    the kernel_config record of the fastest (median), with every setting's median seconds per call."""
     configs = kernel_configs(shape.dtype)
-    runs = [runner(*c) for c in configs]
+    runs = [runner(*c, seq_len=seq_len) for c in configs]
     for run in runs:
         run(1)  # compiled and paged in outside the rounds
     samples = [[] for _ in configs]
@@ -315,7 +357,7 @@ def tune(runner, shape, streaming, clock):
     medians = [float(np.median(t)) for t in samples]
     best = int(np.argmin(medians))
     return {"stage_rows_in_l1": configs[best][0], "prefetch_rows_ahead": configs[best][1],
-            "chosen_by": (f"tuned on this machine: fastest median of {TUNING_ROUNDS} interleaved calls at S={shape.seq_len}, "
+            "chosen_by": (f"tuned on this machine: fastest median of {TUNING_ROUNDS} interleaved calls at S={seq_len}, "
                           f"B={shape.batch}, H_kv={shape.kv_heads} ({'streaming from DRAM' if streaming else 'cache-resident'})"),
             "median_s_per_setting": {f"{'staged' if st else 'direct'}, prefetch {ah}": m
                                      for (st, ah), m in zip(configs, medians)}}
@@ -357,6 +399,8 @@ def measure_point(ctx, impl, shape, seed, between=None):
     w = decode_workload(impl, shape, ctx.cpu, ctx.threads, seed, reuse=True)
     rec = ctx.measure(w, between)
     rec.update(w.info)  # filled in by the check
+    if impl.startswith("torch") and _TORCH_IMPORTED.get("after_numba_omp"):
+        rec["warnings"].append(TORCH_AFTER_NUMBA_OMP)
     rec["time_s"] = rec["median_time_s"]
     rec["model"] = model.record_figures(shape)
     return rec
@@ -382,20 +426,23 @@ def sweep(ctx):
         return model.DecodeShape(seq_len=seq_len, heads=h, kv_heads=kv_heads, head_dim=d, dtype=dtype, batch=batch)
 
     # torch runs up to a quarter of the longest cache (still >= 4x the last-level cache in fp32), all of
-    # it with --full: its SDPA read 0.5-2 GB/s on the Xeon VM, 4-10 s a call at the longest cache
+    # it with --full; its SDPA read 0.5-2 GB/s on the Xeon VM (1-1.5 s a call at a quarter), so its
+    # 16-bit and GQA points stop at a sixteenth there
     torch_len = big if ctx.full else big // 4
+    sdpa_len = big if ctx.full else big // 16
     torch_impls = [] if torch_reason() else ["torch-sdpa"] + (["torch-naive"] if not ctx.quick else [])
     points = [("numba-fused", shape(seq_len=s)) for s in lens]
     sdpa_lens = [torch_len] if ctx.quick else [s for s in lens if s <= torch_len]
     points += [("torch-sdpa", shape(seq_len=s)) for s in sdpa_lens if "torch-sdpa" in torch_impls]
     points += [(impl, shape(seq_len=torch_len)) for impl in torch_impls if impl != "torch-sdpa"]
-    # --quick keeps int8 (the quantisation effect) and skips the 16-bit kernels: each costs ~6 s to compile
+    # --quick keeps int8 (the quantisation effect) and skips the 16-bit kernels: each costs ~5 s to compile
     points += [("numba-fused", shape(dt)) for dt in (("int8",) if ctx.quick else ("bf16", "fp16", "int8"))]
     if not ctx.quick:  # torch's 16-bit caches: bf16 (fp16 too with --full: its SDPA took 2.5 s a call at S=65536 there)
-        points += [(impl, shape(dt, seq_len=torch_len)) for impl in torch_impls for dt in (("bf16", "fp16") if ctx.full else ("bf16",))]
+        points += [(impl, shape(dt, seq_len=sdpa_len if impl == "torch-sdpa" else torch_len))
+                   for impl in torch_impls for dt in (("bf16", "fp16") if ctx.full else ("bf16",))]
     groups = (2, 4, 8) if ctx.full else (4,)
     points += [("numba-fused", shape(kv_heads=h // g)) for g in groups]
-    points += [(impl, shape(kv_heads=h // 4, seq_len=torch_len)) for impl in torch_impls[:1]]
+    points += [(impl, shape(kv_heads=h // 4, seq_len=sdpa_len)) for impl in torch_impls[:1]]
     points += [("numba-fused", shape(seq_len=big // 8, batch=8))]
     if ctx.full:
         points += [("numba-fused", shape(dt, kv_heads=h // 4)) for dt in ("bf16", "fp16", "int8")]
@@ -416,7 +463,7 @@ def adjacent_reader(ctx):
     def read_now():
         if "w" not in state:
             n, _ = stream_elements(ctx, "fp64")
-            (a,) = pooled_arrays(n + ctx.threads * READ_OFFSET_ELEMS, np.float64, STREAM_ARRAYS[:1])
+            (a,) = pooled_arrays(n + ctx.threads * READ_OFFSET_ELEMS, np.float64, POOL[:1])
             fill_random(a, 11)
             state["w"] = w = read_workload(a, "fp64", n * 8, ctx.threads, n * 8)
             set_cpu_threads(w.threads)
@@ -429,6 +476,20 @@ def adjacent_reader(ctx):
         return None if w.check() else w.bytes_per_call * loops / elapsed_s
 
     return read_now
+
+
+def array_bytes(shape):
+    """Bytes of the K (or V) array of a shape's cache, as stored."""
+    return shape.batch * shape.kv_heads * shape.seq_len * shape.head_dim * np.dtype(STORAGE[shape.dtype]).itemsize
+
+
+def decode_buffers(ctx):
+    """{pool buffer: bytes} the decode run will ask for: the read beside its points (the first),
+    and the largest point's K and V (the second and third)."""
+    points = points_from_options(ctx) if ctx.options else sweep(ctx)
+    n, _ = stream_elements(ctx, "fp64")
+    kv = max(array_bytes(shape) for _, shape in points)
+    return {POOL[0]: (n + ctx.threads * READ_OFFSET_ELEMS) * 8, POOL[1]: kv, POOL[2]: kv}
 
 
 def run_decode(ctx):

@@ -25,6 +25,7 @@ DRAM_FACTOR = 4
 DRAM_MIN_BYTES = 256 << 20
 RTOL = {"fp64": 1e-12, "fp32": 1e-5}
 STREAM_WEIGHTS = {"copy": 2, "scale": 2, "add": 3, "triad": 3, "read": 1}  # arrays touched per element
+HIERARCHY_REPEATS = 5  # samples per working set: the sweep has ~35, and neighbouring points corroborate each other
 COUNTING = "STREAM: each array counted once per call; write-allocate traffic not counted"
 
 
@@ -38,7 +39,9 @@ def aligned_empty(n, dtype):
 
 _POOL = {}  # name -> a raw 64-byte-aligned buffer, kept for the whole process
 POOL_SLACK_BYTES = 1 << 20  # so a slightly longer request (read offsets) reuses a buffer
-STREAM_ARRAYS = ("stream a", "stream b", "stream c")
+# The pool's buffers: the STREAM kernels use all three; the hierarchy and the decode probe's reads
+# beside its points the first; the decode sweep's K and V the second and third.
+POOL = ("pool a", "pool b", "pool c")
 
 
 def pooled_arrays(n, dtype, names):
@@ -47,11 +50,18 @@ def pooled_arrays(n, dtype, names):
     in fresh memory is slow on a VM (3 x 1.9 GiB took 8.8 s on the Xeon VM, refilling them 0.3 s).
     A name's array is valid until the next request for that name; callers fill it before use."""
     need = n * np.dtype(dtype).itemsize
-    for name in names:
-        if name not in _POOL or _POOL[name].nbytes < need:
-            _POOL.pop(name, None)  # freed before its replacement is paged in
-            _POOL[name] = aligned_empty(need + POOL_SLACK_BYTES, np.uint8)
+    reserve_pool({name: need for name in names})
     return [_POOL[name][:need].view(dtype) for name in names]
+
+
+def reserve_pool(bytes_by_name):
+    """Grow each named buffer to at least its bytes, untouched (pages arrive at first write).
+    Reserving a run's largest requests up front pages each buffer in once: a buffer that grows
+    is replaced by fresh memory, which costs 1.5-2.5 s per GiB on the Xeon VM (refilled: 0.1 s)."""
+    for name, need in bytes_by_name.items():
+        if name not in _POOL or _POOL[name].nbytes < need:
+            _POOL.pop(name, None)  # freed before its replacement is allocated
+            _POOL[name] = aligned_empty(need + POOL_SLACK_BYTES, np.uint8)
 
 
 @njit(parallel=True, cache=True)
@@ -199,10 +209,16 @@ def stream_elements(ctx, dtype):
     return want // itemsize, []
 
 
+def stream_buffers(ctx):
+    """{pool buffer: bytes} the STREAM kernels (and the thread sweep's triad) will ask for."""
+    need = max(stream_elements(ctx, d)[0] * np.dtype(DTYPES[d]).itemsize for d in ctx.dtypes)
+    return {name: need for name in POOL}
+
+
 def stream_workloads(ctx, dtype, n, threads):
     """The five kernels over three arrays, in STREAM's order so each reads valid inputs."""
     t = DTYPES[dtype]
-    a, b, c = pooled_arrays(n, t, STREAM_ARRAYS)
+    a, b, c = pooled_arrays(n, t, POOL)
     for seed, x in enumerate((a, b, c)):
         fill_random(x, seed + 1)
     s = t(SCALAR)
@@ -329,6 +345,12 @@ def summarize_levels(points, capacities):
     return levels
 
 
+def hierarchy_buffers(ctx):
+    """{pool buffer: bytes} the hierarchy sweep will ask for."""
+    itemsize = np.dtype(DTYPES[ctx.dtypes[0]]).itemsize
+    return {POOL[0]: hierarchy_sizes(ctx, itemsize, ctx.threads)[-1] + ctx.threads * READ_OFFSET_ELEMS * itemsize}
+
+
 def run_hierarchy(ctx):
     """devices.cpu.hierarchy (one point per working set) and hierarchy_levels (best per level),
     for the first of ctx.dtypes (fp64 by default)."""
@@ -336,14 +358,14 @@ def run_hierarchy(ctx):
     t = DTYPES[dtype]
     itemsize = np.dtype(t).itemsize
     sizes = hierarchy_sizes(ctx, itemsize, ctx.threads)
-    (a,) = pooled_arrays(sizes[-1] // itemsize + ctx.threads * READ_OFFSET_ELEMS, t, STREAM_ARRAYS[:1])
+    (a,) = pooled_arrays(sizes[-1] // itemsize + ctx.threads * READ_OFFSET_ELEMS, t, POOL[:1])
     fill_random(a, 7)
     capacities = cache_capacities(ctx.cpu, ctx.threads)
     target = (1 << 20) if ctx.tiny else (256 << 20)
     points = []
     for i, ws in enumerate(sizes):
         ctx.progress(f"hierarchy {dtype} read, working set {ws / 1024:.0f} KiB ({i + 1}/{len(sizes)})")
-        rec = ctx.measure(read_workload(a, dtype, ws, ctx.threads, target))
+        rec = ctx.measure(read_workload(a, dtype, ws, ctx.threads, target), repeats=HIERARCHY_REPEATS)
         rec["level"] = level_of(rec["working_set_bytes"], capacities)
         points.append(rec)
     return {"hierarchy": points, "hierarchy_levels": summarize_levels(points, capacities)}

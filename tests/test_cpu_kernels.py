@@ -232,3 +232,36 @@ def test_decode_kernel_widens_16_bit_caches_in_packed_registers(dtype, widening)
     assert len(re.findall(rf"{widening}\s+[^\n]*%[yz]mm", asm)) >= 8
     assert len(re.findall(r"vfmadd\w*ps\s+[^\n]*%[yz]mm", asm)) >= 8
 
+
+
+def test_a_reserved_pool_buffer_serves_smaller_requests_in_place(monkeypatch):
+    monkeypatch.setattr(cpu_stream, "_POOL", {})
+    cpu_stream.reserve_pool({"pool b": 1 << 20})
+    first = cpu_stream._POOL["pool b"]
+    (small,) = cpu_stream.pooled_arrays(1000, np.float32, ("pool b",))
+    (again,) = cpu_stream.pooled_arrays(3000, np.float64, ("pool b",))
+    assert cpu_stream._POOL["pool b"] is first and small.ctypes.data == again.ctypes.data == first.ctypes.data
+    assert small.ctypes.data % cpu_stream.ALIGN_BYTES == 0 and again.shape == (3000,)
+    (grown,) = cpu_stream.pooled_arrays(1 << 20, np.float64, ("pool b",))  # 8 MiB: past the reservation
+    assert cpu_stream._POOL["pool b"] is not first and grown.nbytes == 8 << 20
+
+
+def test_the_profile_reserves_every_probes_largest_buffers_before_the_first_probe(cpu, monkeypatch):
+    from harness import run
+    from probes import cpu_decode
+
+    events = []
+    monkeypatch.setattr(run, "torch_first", lambda: events.append("torch"))
+    monkeypatch.setattr(run, "reserve_cpu_buffers", lambda ctx, names: events.append(("reserve", tuple(names))))
+    monkeypatch.setattr(run, "run_probe_on_cpu", lambda name, ctx: events.append(name) or {})
+    run.cpu_section(Context(cpu=cpu, threads=2, tiny=True), ("stream", "decode"))
+    assert events == ["torch", ("reserve", ("stream", "decode")), "stream", "decode"]
+    from probes import reserve_cpu_buffers
+
+    monkeypatch.setattr(cpu_stream, "_POOL", {})
+    ctx = Context(cpu=cpu, threads=2, tiny=True)
+    need = reserve_cpu_buffers(ctx, ("stream", "hierarchy", "decode"))
+    stream, decode = cpu_stream.stream_buffers(ctx), cpu_decode.decode_buffers(ctx)
+    for name in cpu_stream.POOL:
+        assert need[name] == max(stream[name], decode[name], cpu_stream.hierarchy_buffers(ctx).get(name, 0))
+        assert cpu_stream._POOL[name].nbytes >= need[name]

@@ -296,3 +296,53 @@ def test_a_wrong_read_beside_a_point_is_named_not_used(cpu, monkeypatch):
     assert rec["reads_before_samples_bytes_per_s"] == [50e9, None, 50e9]
     assert rec["adjacent_read_bytes_per_s"] is None
     assert any("summed wrong" in w for w in rec["warnings"])
+
+
+def test_a_long_cache_is_tuned_on_a_prefix_still_twice_the_last_level_cache():
+    llc = 1 << 20
+    for seq_len, want in ((1 << 16, 1 << 9), (1 << 9, 1 << 9), (3 << 12, 3 << 8), (67, 67)):
+        shape = shape_of(seq_len, 64, 8, 8, 1, "fp32")  # 4 KiB per token: >= 2 MiB from S=512
+        got = cpu_decode.tuning_seq_len(shape, llc)
+        assert got == want
+        assert got == seq_len or model.cache_bytes(shape_of(got, 64, 8, 8, 1, "fp32")) >= cpu_decode.TUNING_CACHE_FACTOR * llc
+    assert cpu_decode.tuning_seq_len(shape_of(1 << 16, 64, 8, 8, 1, "fp32"), 0) == 1 << 16  # unknown cache: its own
+
+
+def test_tuning_times_the_prefix_and_the_point_runs_the_whole_cache(monkeypatch, fake_clock):
+    monkeypatch.setattr(cpu_decode, "_TUNED", {})
+    shape = shape_of(256, 64, 8, 8, 1, "fp32")
+    cache = cpu_decode.DecodeCache(shape, 4)
+    lengths = []
+    real = cpu_decode.decode_kernel
+
+    def recording(*args):
+        lengths.append((args[8], args[1].shape[0]))  # seq_len, K rows passed
+        real(*args)
+
+    monkeypatch.setattr(cpu_decode, "decode_kernel", recording)
+    llc = model.cache_bytes(shape) // 8  # the tuning prefix: S=64, the last of the halvings >= 2x this
+    run, output, record = cpu_decode.numba_runner(cache, 2, llc_bytes=llc, clock=fake_clock)
+    assert set(lengths) == {(64, 8 * 64)} and "at S=64" in record["chosen_by"]
+    lengths.clear()
+    run(1)
+    assert lengths == [(256, 8 * 256)]
+    on_stored, on_original = cache.reference()
+    assert cpu_decode.relative_error(output(), on_original) <= cpu_decode.TOLERANCE["fp32"]
+
+
+def test_torch_imported_after_numbas_openmp_threads_is_flagged(cpu, monkeypatch):
+    monkeypatch.setitem(cpu_decode._TORCH_IMPORTED, "after_numba_omp", True)
+    ctx = Context(cpu=cpu, threads=2, tiny=True)
+    shape = shape_of(16, 32, 4, 4, 1, "fp32")
+    assert cpu_decode.TORCH_AFTER_NUMBA_OMP not in cpu_decode.measure_point(ctx, "numba-fused", shape, 1)["warnings"]
+    if HAS_TORCH:
+        assert cpu_decode.TORCH_AFTER_NUMBA_OMP in cpu_decode.measure_point(ctx, "torch-naive", shape, 1)["warnings"]
+
+
+def test_decode_buffers_hold_every_point_of_the_sweep(cpu):
+    ctx = Context(cpu=cpu, threads=2, tiny=True)
+    need = cpu_decode.decode_buffers(ctx)
+    points = cpu_decode.sweep(ctx)
+    assert need["pool b"] == need["pool c"] == max(cpu_decode.array_bytes(s) for _, s in points)
+    for _, s in points:
+        assert s.batch * s.kv_heads * s.seq_len * s.head_dim * np.dtype(cpu_decode.STORAGE[s.dtype]).itemsize <= need["pool b"]

@@ -101,3 +101,16 @@ def test_between_runs_right_before_each_sample_and_is_not_timed(fake_clock):
     first_sample = len(calls) - 3
     assert log == [first_sample, first_sample + 1, first_sample + 2]
     assert m.samples_s == pytest.approx([0.1] * 3, rel=1e-6)
+
+
+def test_a_probe_may_ask_for_fewer_samples_than_the_context_but_never_more(cpu, fake_clock):
+    from harness.workload import Context, Workload
+
+    def run(loops):
+        fake_clock.advance_s(0.01 * loops)
+
+    w = Workload(name="w", run=run, check=lambda: None, poison=lambda: None, threads=1, dtype="fp64", bytes_per_call=8)
+    ctx = Context(cpu=cpu, threads=1, clock=fake_clock, counters="off")
+    assert len(ctx.measure(w)["samples_s"]) == ctx.repeats == 10
+    assert len(ctx.measure(w, repeats=5)["samples_s"]) == 5
+    assert len(ctx.measure(w, repeats=50)["samples_s"]) == 10
