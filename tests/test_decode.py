@@ -7,7 +7,7 @@ from harness import model
 from harness.errors import HarnessError
 from harness.workload import Context, time_workload
 from probes import cpu_decode
-from probes.cpu_decode_kernel import aligned_rows, chunk_length, exp_nonpositive, kernel_configs
+from probes.cpu_decode_kernel import MAX_CHUNK_TOKENS, aligned_rows, chunk_length, exp_nonpositive, kernel_configs
 
 HAS_TORCH = cpu_decode.torch_reason() is None
 
@@ -234,7 +234,8 @@ def test_fp32_and_int8_bounds_grow_like_sqrt_of_long_caches():
 
 def test_chunks_split_long_caches_and_balance_threads():
     assert chunk_length(1, 1, 300, 2) == 64  # 5 chunks for one head on two threads
-    assert chunk_length(1, 32, 16384, 2) == 4096
+    assert chunk_length(1, 32, 16384, 2) == 16384
+    assert chunk_length(1, 32, 65536, 2) == MAX_CHUNK_TOKENS == 16384
     assert chunk_length(8, 32, 2048, 2) == 2048
 
 
