@@ -87,6 +87,9 @@ def test_tuning_picks_the_fastest_setting_and_reuses_it(monkeypatch, fake_clock)
     assert calls == [] and again == record and again is not record
     _, _, resident = cpu_decode.numba_runner(cpu_decode.DecodeCache(shape, 2), 2, llc_bytes=1 << 30, clock=fake_clock)
     assert "cache-resident" in resident["chosen_by"]  # another memory level is tuned apart
+    _, _, past = cpu_decode.numba_runner(cpu_decode.DecodeCache(shape, 2), 2, llc_bytes=model.cache_bytes(shape) // 2,
+                                         clock=fake_clock)
+    assert "just past the last-level cache" in past["chosen_by"] and "at S=67," in past["chosen_by"]
 
 
 @pytest.mark.skipif(not HAS_TORCH, reason="torch is not installed")
