@@ -69,14 +69,20 @@ def timed_s(run, loops, clock=time.perf_counter_ns):
 
 def calibrate_loops(run, min_sample_s, max_loops, clock):
     """Grow loops per sample (at least doubling, pyperf-style) until a sample lasts min_sample_s."""
+    return calibrate(run, min_sample_s, max_loops, clock)[0]
+
+
+def calibrate(run, min_sample_s, max_loops, clock):
+    """(loops per sample, seconds of the last calibration run when it ran those loops and lasted
+    min_sample_s, else None): that run is a sample like the others."""
     loops = 1
     while loops < max_loops:
         elapsed = timed_s(run, loops, clock)
         if elapsed >= min_sample_s:
-            break
+            return loops, elapsed
         factor = 10 if elapsed <= 0 else min(10, max(2, math.ceil(1.2 * min_sample_s / elapsed)))
         loops = min(max_loops, loops * factor)
-    return loops
+    return loops, None
 
 
 def measure(
@@ -92,7 +98,9 @@ def measure(
     budget_s=None,
     min_repeats=3,
 ):
-    """Warm up, calibrate, then take `repeats` samples of `run(loops)`; keep them all.
+    """Warm up, calibrate, then take `repeats` samples of `run(loops)`; keep them all. The
+    calibration's last run, when it ran the chosen loops, is the first sample (one call fewer for
+    the long calls of DRAM-sized work), except where each sample must follow a `between()` call.
 
     `between()`, if given, is called right before each sample, outside its timed region (the
     decode probe measures the DRAM read bandwidth there, one reading per sample). With `budget_s`,
@@ -103,15 +111,21 @@ def measure(
     for _ in range(warmup):
         run(1)  # JIT compilation and first-touch page faults happen here, outside the samples
     resolution = timer_resolution_s(clock)
-    loops = calibrate_loops(run, min_sample_s, max_loops, clock)
     before = cpu_times()
-    samples = []
-    while len(samples) < repeats:
+    loops, calibrated_s = calibrate(run, min_sample_s, max_loops, clock)
+    samples = [calibrated_s / loops] if calibrated_s is not None and between is None else []
+
+    def take():
         if between:
             between()
         samples.append(timed_s(run, loops, clock) / loops)
-        if budget_s and len(samples) == 1:
-            repeats = min(repeats, max(min_repeats, math.floor(budget_s / (samples[0] * loops))))
+
+    if not samples:
+        take()
+    if budget_s:
+        repeats = min(repeats, max(min_repeats, math.floor(budget_s / (samples[0] * loops))))
+    while len(samples) < repeats:
+        take()
     steal = steal_fraction(before, cpu_times())
 
     warnings = stats.spread_warnings(samples)

@@ -3,6 +3,8 @@
 from probes.cpu_peak import iterations, peak_workload
 from probes.cpu_stream import stream_elements, stream_workloads
 
+SWEEP_REPEATS = 5  # samples per point: the sweep shows how rates scale with threads, not a headline figure
+
 
 def thread_counts(max_threads):
     """1, 2, 4, ... up to max_threads, always including max_threads."""
@@ -20,6 +22,6 @@ def run_thread_sweep(ctx):
     for threads in thread_counts(ctx.threads):
         ctx.progress(f"thread sweep: triad and fp32 peak at {threads} of {ctx.threads} threads")
         triad = next(w for w in stream_workloads(ctx, "fp64", n, threads) if w.name == "triad")
-        sweep["triad"].append(ctx.measure(triad))
-        sweep["peak_fp32"].append(ctx.measure(peak_workload(ctx.cpu, "fp32", threads, iterations(ctx))))
+        sweep["triad"].append(ctx.measure(triad, repeats=SWEEP_REPEATS))
+        sweep["peak_fp32"].append(ctx.measure(peak_workload(ctx.cpu, "fp32", threads, iterations(ctx)), repeats=SWEEP_REPEATS))
     return {"thread_sweep": sweep}

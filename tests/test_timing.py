@@ -34,13 +34,28 @@ def test_calibration_grows_loops_until_samples_are_long_enough(fake_clock):
 def test_a_budget_cuts_samples_of_long_calls_to_what_fits(fake_clock):
     run, calls = work_taking(fake_clock, 1.5)
     m = timing.measure(run, repeats=10, min_sample_s=0.05, clock=fake_clock, cpu_times=no_cpu_times, budget_s=4.0)
-    assert len(m.samples_s) == 3 and calls == [1] * 5  # warm-up, calibration, then floor(4 / 1.5) -> at least 3
+    # warm-up, calibration (the first sample), then floor(4 / 1.5) -> at least 3 samples
+    assert len(m.samples_s) == 3 and calls == [1] * 4
     run, _ = work_taking(fake_clock, 0.2)
     m = timing.measure(run, repeats=10, min_sample_s=0.05, clock=fake_clock, cpu_times=no_cpu_times, budget_s=1.1)
     assert len(m.samples_s) == 5  # floor(1.1 / 0.2)
     run, _ = work_taking(fake_clock, 0.01)
     m = timing.measure(run, repeats=10, min_sample_s=0.05, clock=fake_clock, cpu_times=no_cpu_times, budget_s=1.0)
     assert len(m.samples_s) == 10  # short calls: every repeat fits
+
+
+def test_the_calibration_run_is_the_first_sample_unless_each_sample_follows_between(fake_clock):
+    run, calls = work_taking(fake_clock, 0.2)
+    m = timing.measure(run, repeats=3, min_sample_s=0.05, clock=fake_clock, cpu_times=no_cpu_times)
+    assert calls == [1] * 4 and len(m.samples_s) == 3  # warm-up, calibration = sample 1, two more
+    events = []
+    run, calls = work_taking(fake_clock, 0.2)
+    m = timing.measure(lambda n: (events.append("run"), run(n)), repeats=3, min_sample_s=0.05, clock=fake_clock,
+                       cpu_times=no_cpu_times, between=lambda: events.append("between"))
+    assert len(calls) == 5 and events == ["run", "run"] + ["between", "run"] * 3
+    run, calls = work_taking(fake_clock, 1e-5)
+    m = timing.measure(run, repeats=4, min_sample_s=0.01, clock=fake_clock, cpu_times=no_cpu_times)
+    assert calls == [1, 1, 10, 100, 1000, 1000, 1000, 1000] and len(m.samples_s) == 4  # calibrated at 1000 loops
 
 
 def test_long_work_needs_one_loop(fake_clock):
