@@ -61,8 +61,9 @@ def test_numba_fused_matches_float64_in_every_kernel_setting(dtype, config, dims
 
 
 def test_tuning_picks_the_fastest_setting_and_reuses_it(monkeypatch, fake_clock):
-    """With a fake clock the 'direct, prefetch 8' setting is made fastest; a second cache of the
-    same dtype, group and memory level reuses the choice without timing again."""
+    """With a fake clock the 'direct, prefetch 8' setting is made fastest and 'direct, prefetch 0'
+    a close second: after the first rounds only those two are timed. A second cache of the same
+    dtype, group and memory level reuses the choice without timing again."""
     monkeypatch.setattr(cpu_decode, "_TUNED", {})
     shape = shape_of(67, 64, 8, 4, 1, "fp32")
     real = cpu_decode.decode_kernel
@@ -71,15 +72,19 @@ def test_tuning_picks_the_fastest_setting_and_reuses_it(monkeypatch, fake_clock)
     def timed_kernel(*args):
         stage, ahead = args[-3], args[-2]
         calls.append((stage, ahead))
-        fake_clock.advance_s(0.001 if (stage, ahead) == (False, 8) else 0.002 + 0.0001 * ahead)
+        fake_clock.advance_s({(False, 8): 0.001, (False, 0): 0.00105}.get((stage, ahead), 0.002 + 0.0001 * ahead))
         real(*args)
 
     monkeypatch.setattr(cpu_decode, "decode_kernel", timed_kernel)
     run, _, record = cpu_decode.numba_runner(cpu_decode.DecodeCache(shape, 1), 2, llc_bytes=0, clock=fake_clock)
     assert (record["stage_rows_in_l1"], record["prefetch_rows_ahead"]) == (False, 8)
     settings = kernel_configs("fp32")
-    assert len(calls) == (1 + cpu_decode.TUNING_ROUNDS) * len(settings)  # a warm-up, then the rounds
+    first, rounds = cpu_decode.TUNING_FIRST_ROUNDS, cpu_decode.TUNING_ROUNDS
+    assert len(calls) == (1 + first) * len(settings) + (rounds - first) * 2  # a warm-up, every setting, the contenders
     assert calls[len(settings):2 * len(settings)] == settings  # interleaved: each round runs every setting once
+    assert calls[-2:] == [(False, 0), (False, 8)]
+    assert record["calls_per_setting"] == {k: rounds if k in ("direct, prefetch 0", "direct, prefetch 8") else first
+                                           for k in record["median_s_per_setting"]}
     assert record["median_s_per_setting"]["direct, prefetch 8"] == pytest.approx(0.001, abs=1e-8)
     assert "streaming from DRAM" in record["chosen_by"]
     calls.clear()
