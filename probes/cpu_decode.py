@@ -177,8 +177,8 @@ class DecodeCache:
             if original and s.dtype == "fp32":
                 out[:] = outputs[0]  # an fp32 cache stores the original values
             else:
-                reference_kernel(self.q, self.k, self.v, self.k_scale, self.v_scale, s.heads, s.kv_heads, s.seq_len,
-                          original, *self.seeds, out)
+                reference_kernel(self.q, self.k, self.v, self.k_scale, self.v_scale, s.heads, s.kv_heads,
+                                 s.seq_len, original, *self.seeds, out)
             outputs.append(out)
         return tuple(outputs)
 
@@ -317,8 +317,8 @@ def tuning_seq_len(shape, llc_bytes):
     """The cache length a point's kernel settings are timed on: its seq_len halved while the cache
     stays >= TUNING_CACHE_FACTOR x the last-level cache (streaming from DRAM either way; the
     longest caches took 3-4 s to tune on the Xeon VM), else its own."""
-    s = shape.seq_len
-    while llc_bytes > 0 and s % 2 == 0 and model.cache_bytes(dataclasses.replace(shape, seq_len=s // 2)) >= TUNING_CACHE_FACTOR * llc_bytes:
+    s, enough = shape.seq_len, TUNING_CACHE_FACTOR * llc_bytes
+    while llc_bytes > 0 and s % 2 == 0 and model.cache_bytes(dataclasses.replace(shape, seq_len=s // 2)) >= enough:
         s //= 2
     return s
 

@@ -23,5 +23,6 @@ def run_thread_sweep(ctx):
         ctx.progress(f"thread sweep: triad and fp32 peak at {threads} of {ctx.threads} threads")
         triad = next(w for w in stream_workloads(ctx, "fp64", n, threads) if w.name == "triad")
         sweep["triad"].append(ctx.measure(triad, repeats=SWEEP_REPEATS))
-        sweep["peak_fp32"].append(ctx.measure(peak_workload(ctx.cpu, "fp32", threads, iterations(ctx)), repeats=SWEEP_REPEATS))
+        peak = peak_workload(ctx.cpu, "fp32", threads, iterations(ctx))
+        sweep["peak_fp32"].append(ctx.measure(peak, repeats=SWEEP_REPEATS))
     return {"thread_sweep": sweep}
