@@ -129,27 +129,23 @@ def widen(typingctx, x):
     return types.float32(x), codegen
 
 
-@intrinsic
-def quantised(typingctx, a2):
-    """True (a compile-time constant) if the cache array's word is int8: rows carry scales."""
-    flag = a2.dtype == types.int8
+def _word_is(word):
+    """An intrinsic f(a2): True, as a compile-time constant, if the array's word type is `word`."""
 
-    def codegen(context, builder, signature, args):
-        return ir.Constant(ir.IntType(1), flag)
+    @intrinsic
+    def word_is(typingctx, a2):
+        flag = a2.dtype == word
 
-    return types.boolean(a2), codegen
+        def codegen(context, builder, signature, args):
+            return ir.Constant(ir.IntType(1), flag)
+
+        return types.boolean(a2), codegen
+
+    return word_is
 
 
-@intrinsic
-def stageable(typingctx, a2):
-    """True (a compile-time constant) if rows of this cache array may be staged in L1: fp32 only
-    (see kernel_configs)."""
-    flag = a2.dtype == types.float32
-
-    def codegen(context, builder, signature, args):
-        return ir.Constant(ir.IntType(1), flag)
-
-    return types.boolean(a2), codegen
+quantised = _word_is(types.int8)  # int8 cache rows carry scales
+stageable = _word_is(types.float32)  # only fp32 rows may be staged in L1 (see kernel_configs)
 
 
 @intrinsic
