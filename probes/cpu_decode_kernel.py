@@ -202,6 +202,37 @@ def exp_nonpositive(x, bits):
 
 
 @njit(fastmath=True, inline="always")
+def _score_four(q2, qrow, group, rows, first, scores, t):
+    """scores[g, t:t + 4] = q2[qrow + g] . rows[first:first + 4] for every head of the group (rows:
+    the cache itself, or its rows staged in L1)."""
+    for g in range(group):
+        sa = np.float32(0)
+        sb = np.float32(0)
+        sc = np.float32(0)
+        sd = np.float32(0)
+        for j in range(q2.shape[1]):
+            qj = q2[qrow + g, j]
+            sa += qj * widen(rows[first, j])
+            sb += qj * widen(rows[first + 1, j])
+            sc += qj * widen(rows[first + 2, j])
+            sd += qj * widen(rows[first + 3, j])
+        scores[g, t], scores[g, t + 1], scores[g, t + 2], scores[g, t + 3] = sa, sb, sc, sd
+
+
+@njit(fastmath=True, inline="always")
+def _add_eight(rows, first, group, scores, t, acc):
+    """acc[g] += sum of scores[g, t + i] x rows[first + i] for i < 8, every head of the group."""
+    for g in range(group):
+        p0, p1, p2, p3 = scores[g, t], scores[g, t + 1], scores[g, t + 2], scores[g, t + 3]
+        p4, p5, p6, p7 = scores[g, t + 4], scores[g, t + 5], scores[g, t + 6], scores[g, t + 7]
+        for j in range(acc.shape[1]):
+            acc[g, j] += (p0 * widen(rows[first, j]) + p1 * widen(rows[first + 1, j])
+                          + p2 * widen(rows[first + 2, j]) + p3 * widen(rows[first + 3, j])
+                          + p4 * widen(rows[first + 4, j]) + p5 * widen(rows[first + 5, j])
+                          + p6 * widen(rows[first + 6, j]) + p7 * widen(rows[first + 7, j]))
+
+
+@njit(fastmath=True, inline="always")
 def _scores(q2, qrow, group, k2, r0, r1, scores, buf, stage, prefetching, ahead):
     """scores[g, t] = q2[qrow + g] . K row r0 + t for the rows r0..r1, four rows a step, each read
     once for every head of the group. `prefetching` is a constant where it is inlined (_chunk):
@@ -216,34 +247,12 @@ def _scores(q2, qrow, group, k2, r0, r1, scores, buf, stage, prefetching, ahead)
                 if prefetching:
                     prefetch_row(k2, r + ahead + a, r1)
                 _copy_row(k2, r + a, buf, a)
-            for g in range(group):
-                sa = np.float32(0)
-                sb = np.float32(0)
-                sc = np.float32(0)
-                sd = np.float32(0)
-                for j in range(d):
-                    qj = q2[qrow + g, j]
-                    sa += qj * buf[0, j]
-                    sb += qj * buf[1, j]
-                    sc += qj * buf[2, j]
-                    sd += qj * buf[3, j]
-                scores[g, t], scores[g, t + 1], scores[g, t + 2], scores[g, t + 3] = sa, sb, sc, sd
+            _score_four(q2, qrow, group, buf, 0, scores, t)
         else:
             if prefetching:
                 for a in range(4):
                     prefetch_row(k2, r + ahead + a, r1)
-            for g in range(group):
-                sa = np.float32(0)
-                sb = np.float32(0)
-                sc = np.float32(0)
-                sd = np.float32(0)
-                for j in range(d):
-                    qj = q2[qrow + g, j]
-                    sa += qj * widen(k2[r, j])
-                    sb += qj * widen(k2[r + 1, j])
-                    sc += qj * widen(k2[r + 2, j])
-                    sd += qj * widen(k2[r + 3, j])
-                scores[g, t], scores[g, t + 1], scores[g, t + 2], scores[g, t + 3] = sa, sb, sc, sd
+            _score_four(q2, qrow, group, k2, r, scores, t)
         t += 4
     while t < n:
         r = r0 + t
@@ -272,24 +281,12 @@ def _weighted_sum(v2, r0, r1, group, scores, po, prow, buf, stage, prefetching, 
                 if prefetching:
                     prefetch_row(v2, r + ahead + a, r1)
                 _copy_row(v2, r + a, buf, a)
-            for g in range(group):
-                p0, p1, p2, p3 = scores[g, t], scores[g, t + 1], scores[g, t + 2], scores[g, t + 3]
-                p4, p5, p6, p7 = scores[g, t + 4], scores[g, t + 5], scores[g, t + 6], scores[g, t + 7]
-                for j in range(d):
-                    acc[g, j] += (p0 * buf[0, j] + p1 * buf[1, j] + p2 * buf[2, j] + p3 * buf[3, j]
-                                  + p4 * buf[4, j] + p5 * buf[5, j] + p6 * buf[6, j] + p7 * buf[7, j])
+            _add_eight(buf, 0, group, scores, t, acc)
         else:
             if prefetching:
                 for a in range(8):
                     prefetch_row(v2, r + ahead + a, r1)
-            for g in range(group):
-                p0, p1, p2, p3 = scores[g, t], scores[g, t + 1], scores[g, t + 2], scores[g, t + 3]
-                p4, p5, p6, p7 = scores[g, t + 4], scores[g, t + 5], scores[g, t + 6], scores[g, t + 7]
-                for j in range(d):
-                    acc[g, j] += (p0 * widen(v2[r, j]) + p1 * widen(v2[r + 1, j])
-                                  + p2 * widen(v2[r + 2, j]) + p3 * widen(v2[r + 3, j])
-                                  + p4 * widen(v2[r + 4, j]) + p5 * widen(v2[r + 5, j])
-                                  + p6 * widen(v2[r + 6, j]) + p7 * widen(v2[r + 7, j]))
+            _add_eight(v2, r, group, scores, t, acc)
         t += 8
     while t < n:
         r = r0 + t
