@@ -205,6 +205,46 @@ def tensor_rows(sec, spec):
     return rows
 
 
+def record_name(key, name, rec):
+    if rec.get("impl"):
+        return (f"decode {rec['impl']} {rec['dtype']} S={rec.get('seq_len')} B={rec.get('batch')} "
+                f"H={rec.get('heads')}/{rec.get('kv_heads')}")
+    return f"{key} {name}" if name is not None else f"{key} {rec.get('working_set_bytes', 0) >> 20} MiB"
+
+
+def counter_rows(device, sec):
+    """Every record of a section with counted bytes or FLOPs, counted beside declared (the model's)."""
+    rows = []
+    for key, value in sec.items():
+        items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+        for name, rec in items:
+            c = (rec.get("counters") or {}) if isinstance(rec, dict) and "samples_s" in rec else {}
+            if not (c.get("dram_bytes") or c.get("flops")):
+                continue
+            declared_b, declared_f = rec.get("bytes_per_call"), rec.get("flops_per_call")
+            ratio = lambda a, b: num(a / b, "{:.3f}") if a and b else "n/a"  # noqa: E731
+            rows.append([device, record_name(key, None if isinstance(value, list) else name, rec), c["source"],
+                         si(c.get("dram_bytes"), "B"), si(declared_b, "B"), ratio(c.get("dram_bytes"), declared_b),
+                         si(c.get("flops"), "FLOP"), si(declared_f, "FLOP"), ratio(c.get("flops"), declared_f),
+                         num(c.get("intensity")), ratio(declared_f, declared_b),
+                         c.get("dram_bytes_source") or ("DRAM read + write" if c["source"] == "ncu" else "")])
+    return rows
+
+
+def counters_markdown(secs):
+    """The hardware-counter table of every device (per call), or why nothing was counted."""
+    rows = [row for device, sec in secs for row in counter_rows(device, sec)]
+    if rows:
+        return [table(["device", "measurement", "counted by", "counted bytes", "declared bytes", "ratio",
+                       "counted FLOPs", "declared FLOPs", "ratio", "counted FLOP/B", "model FLOP/B", "bytes from"], rows),
+                "", "Per call. Declared bytes and FLOPs are the probe's own count (the analytic model's for decode); "
+                "a bytes ratio below 1 means a cache served part of the traffic. Counted decode points are the "
+                "hollow markers on the rooflines.", ""]
+    reasons = {(r.get("counters") or {}).get("reason") for _, sec in secs
+               for r in sec.get("decode_attention") or []} - {None}
+    return ["No counter measurements in this profile" + (f": {'; '.join(sorted(reasons))}." if reasons else "."), ""]
+
+
 def table(header, rows):
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
@@ -243,13 +283,7 @@ def markdown(data):
     out += ["## GPUs", ""]
     out += [line for g in data["gpus"] for line in gpu_markdown(g)] or [doc["machine"].get("gpus_reason") or "None.", ""]
     out += ["## Hardware counters", ""]
-    decode_records = [r for sec in [cpu] + [g["sec"] for g in data["gpus"]] for r in sec.get("decode_attention") or []]
-    counted = [r for r in decode_records if (r.get("counters") or {}).get("source") not in (None, "unavailable")]
-    if counted:
-        out += [f"{len(counted)} decode points carry counter-measured bytes and FLOPs (hollow markers on the roofline).", ""]
-    else:
-        reasons = {(r.get("counters") or {}).get("reason") for r in decode_records} - {None}
-        out += ["No counter measurements in this profile" + (f": {'; '.join(sorted(reasons))}." if reasons else "."), ""]
+    out += counters_markdown([("cpu", cpu)] + [(g["name"], g["sec"]) for g in data["gpus"]])
     out += ["## Measurement warnings", ""]
     out += [f"- {w}" for w in data["warnings"]] + [f"- {g['name']} {w}" for g in data["gpus"] for w in g["warnings"]] or ["None."]
     out.append("")

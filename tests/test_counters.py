@@ -4,21 +4,23 @@ counters blocks in profiles, and `--counters perf` ending with a stated reason o
 import json
 import os
 import shutil
+import sys
 
 import pytest
 
-from conftest import FIXTURES, run_cli
+from conftest import FIXTURES, ROOT, run_cli
 from harness import counters
 from harness.counters import ncu, perf
 
 HANDMADE_PERF_HW = """# HAND-MADE FIXTURE (no PMU on the dev VM): shaped like perf stat -x, output on a bare-metal Intel CPU
 2000.5,msec,task-clock,2000500000,100.00,1.999,CPUs utilized
 8000000000,,cycles,2000500000,100.00,4.000,GHz
-9000000000,,instructions,2000500000,100.00,1.12,insn per cycle
+9000000000,,instructions,2000500000,50.00,1.12,insn per cycle
 0,,fp_arith_inst_retired.scalar_double,2000500000,100.00,,
 250000000,,fp_arith_inst_retired.512b_packed_double,2000500000,100.00,,
-6000000,,uncore_imc_0/cas_count_read/,2000500000,100.00,,
-2000000,,uncore_imc_0/cas_count_write/,2000500000,100.00,,
+366.21,MiB,uncore_imc_0/cas_count_read/,2000500000,100.00,,
+122.07,MiB,uncore_imc_0/cas_count_write/,2000500000,100.00,,
+Events disabled
 """
 
 
@@ -29,13 +31,19 @@ def read(name):
 
 def test_perf_parser_on_output_recorded_on_this_vm():
     v = perf.parse_perf_csv(read("perf-kvm-software.csv"))
-    assert v["task-clock"] == pytest.approx(119.43) and v["context-switches"] == 89
-    assert v["cycles"] is None and v["instructions"] is None and v["LLC-load-misses"] is None
+    assert v["task-clock"].value == pytest.approx(119.43) and v["task-clock"].unit == "msec"
+    assert v["context-switches"].value == 89
+    assert v["cycles"].value is None and v["instructions"].value is None and v["LLC-load-misses"].value is None
 
 
-def test_perf_parser_on_hardware_events():
+def test_perf_parser_on_hardware_events_keeps_units_and_multiplexing():
     v = perf.parse_perf_csv(HANDMADE_PERF_HW)
-    assert v["fp_arith_inst_retired.512b_packed_double"] == 250e6 and v["uncore_imc_0/cas_count_read/"] == 6e6
+    assert v["fp_arith_inst_retired.512b_packed_double"].value == 250e6
+    assert v["instructions"].enabled_pct == 50.0 and "Events disabled" not in v
+    # perf prints the memory controllers' CAS counts scaled to MiB (their sysfs .scale/.unit)
+    assert perf.bytes_of(v["uncore_imc_0/cas_count_read/"]) == pytest.approx(366.21 * 2 ** 20)
+    assert perf.bytes_of(perf.Reading(1000.0, "", 100.0)) == 64000  # raw CAS commands: 64 bytes each
+    assert perf.bytes_of(perf.Reading(1.0, "furlongs", 100.0)) is None
 
 
 @pytest.mark.parametrize("setup,needle", [
@@ -55,20 +63,140 @@ def test_perf_availability_names_the_cause(tmp_path, monkeypatch, setup, needle)
     assert needle in reason
 
 
-def test_perf_available_on_bare_metal_and_event_plans(tmp_path, monkeypatch):
-    root = tmp_path / "devices"
-    for d in ("cpu", "uncore_imc_0", "uncore_imc_1"):
-        (root / d).mkdir(parents=True)
+def sysfs(root, layout):
+    """A fake /sys/bus/event_source/devices: {pmu: [files under it]}."""
+    for pmu, files in layout.items():
+        (root / pmu).mkdir(parents=True, exist_ok=True)
+        for name in files:
+            (root / pmu / name).parent.mkdir(parents=True, exist_ok=True)
+            (root / pmu / name).write_text("event=0x04,umask=0x03\n")
+    return str(root)
+
+
+CAS = ["events/cas_count_read", "events/cas_count_write"]
+INTEL_SERVER = {"cpu": [], "uncore_imc_0": CAS, "uncore_imc_1": CAS,
+                "uncore_imc_free_running_0": ["events/read", "events/write"]}
+
+
+@pytest.mark.parametrize("layout,events,label", [
+    (INTEL_SERVER, ["uncore_imc_0/cas_count_read/", "uncore_imc_1/cas_count_read/",
+                    "uncore_imc_0/cas_count_write/", "uncore_imc_1/cas_count_write/"], "cas_count_read/cas_count_write"),
+    ({"cpu": [], "uncore_imc": ["events/data_reads", "events/data_writes"]},
+     ["uncore_imc/data_reads/", "uncore_imc/data_writes/"], "data_reads/data_writes"),
+    ({"cpu": [], "uncore_imc_free_running_0": ["events/data_read", "events/data_write"]},
+     ["uncore_imc_free_running_0/data_read/", "uncore_imc_free_running_0/data_write/"], "uncore_imc_free_running"),
+    ({"cpu": [], "amd_umc_0": ["format/event", "format/rdwrmask"], "amd_umc_1": ["format/event", "format/rdwrmask"]},
+     ["amd_umc_0/event=0x0a,rdwrmask=0x1/", "amd_umc_1/event=0x0a,rdwrmask=0x1/",
+      "amd_umc_0/event=0x0a,rdwrmask=0x2/", "amd_umc_1/event=0x0a,rdwrmask=0x2/"], "amd_umc"),
+    ({"cpu": [], "uncore_imc_0": ["events/cas_count_read"]}, [], None),  # a half pair is no pair
+])
+def test_memory_controller_events_are_found_in_sysfs(tmp_path, layout, events, label):
+    found, found_label = perf.memory_controller_events(sysfs(tmp_path / "devices", layout))
+    assert found == events
+    assert (found_label is None) if label is None else label in found_label
+
+
+def test_event_plans_by_vendor_width_and_permission(tmp_path):
+    root = sysfs(tmp_path / "devices", INTEL_SERVER)
+    strict, open_ = tmp_path / "p2", tmp_path / "p0"
+    strict.write_text("2")
+    open_.write_text("0")
+    intel = {"vendor": "GenuineIntel", "simd": ["avx", "avx2", "avx512f"]}
+    plan = perf.event_plan(intel, root=root, paranoid_path=str(open_), euid=1000)
+    assert plan.dram_system_wide and plan.flop["fp_arith_inst_retired.512b_packed_single"] == 16
+    assert "system-wide" in plan.dram_label and plan.notes == []
+    # 2 base + 8 FLOP events in passes of 4; the memory controllers count system-wide in the first
+    passes = plan.passes()
+    assert [len(core) - 1 for core, _ in passes] == [4, 4, 2] and all(core[0] == "task-clock" for core, _ in passes)
+    assert passes[0][1] == plan.dram and passes[1][1] == passes[2][1] == []
+    plan = perf.event_plan(intel, root=root, paranoid_path=str(strict), euid=1000)
+    assert not plan.dram_system_wide and plan.dram == ["LLC-load-misses", "LLC-store-misses"]
+    assert "estimate" in plan.dram_label and "perf_event_paranoid <= 0 or root (it is 2)" in plan.notes[0]
+    assert perf.event_plan(intel, root=root, paranoid_path=str(strict), euid=0).dram_system_wide  # root may
+    avx2 = perf.flop_events({"vendor": "GenuineIntel", "simd": ["avx", "avx2"]})
+    assert len(avx2) == 6 and not any("512b" in e for e in avx2)  # no AVX-512: perf may not know the events
+    amd = perf.event_plan({"vendor": "AuthenticAMD"}, root=str(tmp_path / "none"))
+    assert amd.flop == {"fp_ret_sse_avx_ops.all": 1} and amd.dram[0] == "LLC-load-misses"
+    assert "no memory-controller PMU" in amd.notes[0]
+    assert "no FLOP events known" in perf.event_plan({"vendor": "ARM"}, root=str(tmp_path / "none")).notes[0]
+
+
+@pytest.fixture
+def fake_perf(tmp_path, monkeypatch):
+    """`perf` on the PATH is tests/fake_perf.py, answering from the spec this returns a writer for."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    exe = bin_dir / "perf"
+    exe.write_text(f"#!/bin/sh\nexec {sys.executable} {os.path.join(ROOT, 'tests', 'fake_perf.py')} \"$@\"\n")
+    exe.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    log = tmp_path / "perf.log"
+    perf.accepted.cache_clear()
+
+    def write(**spec):
+        path = tmp_path / "spec.json"
+        path.write_text(json.dumps({"log": str(log), **spec}))
+        monkeypatch.setenv("FAKE_PERF_SPEC", str(path))
+        return lambda: [json.loads(line) for line in log.read_text().splitlines()]
+
+    yield write
+    perf.accepted.cache_clear()
+
+
+def test_perf_count_on_a_bare_metal_intel_server(tmp_path, fake_perf):
+    """Passes of four core events on this process, the memory controllers system-wide alongside
+    the first, each enabled through perf's control pipe; MiB scaled back to bytes, FLOPs weighted."""
+    root = sysfs(tmp_path / "devices", INTEL_SERVER)
+    paranoid = tmp_path / "p0"
+    paranoid.write_text("0")
+    counts = {e: [0, ""] for e in perf.INTEL_FLOP_EVENTS}
+    counts.update({"task-clock": [400.0, "msec"], "cycles": [8e8, ""], "instructions": [1.6e9, ""],
+                   "fp_arith_inst_retired.512b_packed_double": [1e8, ""],  # 8 FLOP each
+                   "fp_arith_inst_retired.scalar_single": [2e6, ""],
+                   "uncore_imc_0/cas_count_read/": [1000.0, "MiB"], "uncore_imc_1/cas_count_read/": [1000.0, "MiB"],
+                   "uncore_imc_0/cas_count_write/": [0.0, "MiB"], "uncore_imc_1/cas_count_write/": [48.0, "MiB"]})
+    calls = fake_perf(counts=counts)
+    cpu = {"vendor": "GenuineIntel", "simd": ["avx", "avx512f"]}
+    runs = []
+    b = perf.count(cpu, runs.append, 4, model_bytes=512 * 2 ** 20, root=root, paranoid_path=str(paranoid))
+    assert runs == [4, 4, 4] and b["passes"] == 3  # the workload re-runs once per pass
+    assert b["reason"] is None and b["source"] == "perf"
+    assert b["flops"] == pytest.approx((8e8 + 2e6) / 4)
+    assert b["dram_bytes"] == pytest.approx(2048 * 2 ** 20 / 4) and b["bytes_ratio"] == pytest.approx(1.0)
+    assert b["intensity"] == pytest.approx(b["flops"] / b["dram_bytes"])
+    assert b["task_clock_s"] == pytest.approx(0.1) and b["cycles"] == 2e8 and "system-wide" in b["dram_bytes_source"]
+    sessions = [a for a in calls() if "--" not in a]
+    system = [a for a in sessions if "-a" in a]
+    assert len(system) == 1 and "uncore_imc_1/cas_count_write/" in system[0][system[0].index("-e") + 1]
+    assert all("-p" in a and "--control" in a and a[a.index("-D") + 1] == "-1" for a in sessions if a not in system)
+
+
+def test_perf_count_names_refused_events_and_multiplexing(tmp_path, fake_perf):
+    root = sysfs(tmp_path / "devices", {"cpu": []})
     paranoid = tmp_path / "p"
     paranoid.write_text("2")
-    monkeypatch.setattr(perf.shutil, "which", lambda name: "/usr/bin/perf")
-    assert perf.unavailable_reason({}, root=str(root), paranoid_path=str(paranoid)) is None
-    flop, dram, label = perf.event_plan({"vendor": "GenuineIntel"}, root=str(root))
-    assert flop["fp_arith_inst_retired.512b_packed_single"] == 16
-    assert dram == ["uncore_imc_0/cas_count_read/", "uncore_imc_1/cas_count_read/",
-                    "uncore_imc_0/cas_count_write/", "uncore_imc_1/cas_count_write/"] and "CAS" in label
-    flop, dram, label = perf.event_plan({"vendor": "AuthenticAMD"}, root=str(tmp_path / "none"))
-    assert flop == {"fp_ret_sse_avx_ops.all": 1} and dram[0] == "LLC-load-misses" and "estimate" in label
+    fake_perf(counts={"task-clock": [10.0, "msec"], "cycles": [1e6, ""], "instructions": [1e6, ""],
+                      "LLC-load-misses": [100.0, ""], "LLC-store-misses": [0.0, ""]},
+              reject=["fp_ret_sse_avx_ops.all"], pct=60.0)
+    b = perf.count({"vendor": "AuthenticAMD"}, lambda loops: None, 1, model_bytes=6400, root=root,
+                   paranoid_path=str(paranoid))
+    assert b["flops"] is None and "fp_ret_sse_avx_ops.all: event syntax error" in b["reason"]
+    assert "no memory-controller PMU" in b["reason"] and "estimate" in b["dram_bytes_source"]
+    assert b["dram_bytes"] == 6400 and b["bytes_ratio"] == 1.0
+    assert b["warnings"] == ["multiplexed: some counts were scaled from 60% of the run"]
+
+
+def test_perf_that_cannot_start_is_a_reason_not_a_crash(tmp_path, monkeypatch):
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "perf").write_text("#!/bin/sh\necho 'perf: unknown option --control' >&2\nexit 129\n")
+    (bin_dir / "perf").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    b = perf.count({"hypervisor": "KVM"}, lambda loops: None, 1, None, root=str(tmp_path / "none"))
+    assert b["source"] == "perf" and "no hardware PMU" in b["reason"]
+    with perf.PerfSession(["task-clock"]) as s:
+        pass
+    assert s.error == "perf: unknown option --control" and s.readings == {}
 
 
 def test_blocks_derive_intensity_and_bytes_ratio():

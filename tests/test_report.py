@@ -84,6 +84,28 @@ def test_a_profile_without_decode_gpu_or_counters_states_the_absences(doc, tmp_p
     assert "No bandwidth or peak measurements" in text and "Not answerable" in text
 
 
+def test_counted_records_are_tabled_beside_declared_and_drawn_on_the_roofline(doc):
+    counted = copy.deepcopy(doc)
+    cpu = counted["devices"]["cpu"]
+    triad = cpu["bandwidth"]["triad"]
+    triad["counters"] = {"source": "perf", "reason": None, "dram_bytes": 0.97 * triad["bytes_per_call"], "flops": None,
+                         "intensity": None, "bytes_ratio": 0.97, "dram_bytes_source": "memory-controller CAS"}
+    data = report.report_data(counted, load_specs())
+    large = max((r for r in cpu["decode_attention"] if r["validated"] and r["impl"] == "numba-fused"),
+                key=lambda r: r["model"]["cache_bytes"])
+    large["counters"] = {"source": "perf", "reason": None, "dram_bytes": 1.05 * large["bytes_per_call"],
+                         "flops": large["flops_per_call"], "intensity": large["flops_per_call"] / (1.05 * large["bytes_per_call"]),
+                         "bytes_ratio": 1.05}
+    data = report.report_data(counted, load_specs())
+    assert any(p["source"] == "counters" and p["impl"] == "numba-fused" for p in data["roofline"]["points"])
+    text = report.markdown(data)
+    rows = [line for line in text.splitlines() if line.startswith("| cpu |")]
+    assert any("bandwidth triad | perf |" in r and "| 0.970 |" in r and "memory-controller CAS" in r for r in rows)
+    decode = next(r for r in rows if "decode numba-fused" in r)
+    assert "| 1.050 |" in decode and "| 1.000 |" in decode  # bytes 5% over the model's; FLOPs as declared
+    assert "No counter measurements" not in text
+
+
 def test_index_lists_machines_and_specs(doc, tmp_path):
     path = report.write_index([doc], load_specs(), str(tmp_path))
     text = open(path).read()

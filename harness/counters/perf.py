@@ -1,23 +1,38 @@
-"""CPU counters through `perf stat`, attached to this process for exactly the counted run.
+"""CPU counters through `perf stat`, enabled exactly around the counted run.
 
-FLOP events by vendor (weights = FLOPs per counted unit): AMD Zen `fp_ret_sse_avx_ops.all`
-already counts FLOPs; Intel `fp_arith_inst_retired.*` counts instructions, weighted by lanes (FMA
-instructions count twice in these events). DRAM bytes from the memory controllers' CAS counts
-(Intel `uncore_imc/cas_count_read|write/`, 64 bytes each) where the PMU is exposed, otherwise an
-estimate from last-level-cache misses x 64 bytes, labelled as such.
+perf starts with its counters disabled (`-D -1`) and is switched on and off through its control
+pipe (`--control fd:`, perf 5.10+), each switch acknowledged, so nothing before or after the run
+is counted. Core events count this process (`-p`, threads included) in passes of at most
+GROUP_SIZE events, each pass re-running the workload, so no count is scaled from a multiplexed
+fraction of the run. FLOPs by vendor (weights = FLOPs per counted unit): AMD Zen
+`fp_ret_sse_avx_ops.all` already counts FLOPs; Intel `fp_arith_inst_retired.*` counts
+instructions, weighted by lanes (FMA instructions count twice in these events).
+
+DRAM bytes come from the memory controllers where the kernel exposes them: Intel
+`uncore_imc*` CAS or data counters (found in sysfs; perf scales them to MiB), AMD Zen 4+
+`amd_umc_*` CAS commands (64 bytes each). Those are system-wide counters (`-a`: every process's
+traffic during the run, which needs perf_event_paranoid <= 0 or root); where they cannot be
+used, last-level-cache misses x 64 bytes stand in, labelled as an estimate, with the reason.
 """
 
 import os
+import re
+import select
 import shutil
 import signal
 import subprocess
 import tempfile
-import time
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from functools import lru_cache
 
 from harness.counters import block
 
 EVENT_SOURCES = "/sys/bus/event_source/devices"
+PARANOID = "/proc/sys/kernel/perf_event_paranoid"
 LINE_BYTES = 64
+CORE_PMUS = {"cpu", "cpu_core", "cpu_atom", "armv8_pmuv3"}
+GROUP_SIZE = 4  # general-purpose counters per logical CPU with SMT on (Intel); AMD Zen has 6
 INTEL_FLOP_EVENTS = {  # event -> FLOPs per count (fp32 lanes; fp64 half as many)
     "fp_arith_inst_retired.scalar_single": 1, "fp_arith_inst_retired.scalar_double": 1,
     "fp_arith_inst_retired.128b_packed_single": 4, "fp_arith_inst_retired.128b_packed_double": 2,
@@ -27,6 +42,15 @@ INTEL_FLOP_EVENTS = {  # event -> FLOPs per count (fp32 lanes; fp64 half as many
 AMD_FLOP_EVENTS = {"fp_ret_sse_avx_ops.all": 1}
 SOFTWARE_EVENTS = ("task-clock",)
 BASE_EVENTS = ("cycles", "instructions")
+LLC_EVENTS = ("LLC-load-misses", "LLC-store-misses")
+# Intel memory-controller PMUs and their (read, write) events, by kernel generation: server CAS
+# counts, client data counters, free-running counters (ICL+); the first family found is used (an
+# Ice Lake server has both CAS and free-running counters of the same traffic)
+IMC_FAMILIES = (("uncore_imc", ("cas_count_read", "cas_count_write")), ("uncore_imc", ("data_reads", "data_writes")),
+                ("uncore_imc_free_running", ("data_read", "data_write")), ("uncore_imc_free_running", ("read", "write")))
+AMD_UMC_EVENTS = ("event=0x0a,rdwrmask=0x1", "event=0x0a,rdwrmask=0x2")  # CAS commands for reads, writes
+UNIT_BYTES = {"": LINE_BYTES, "B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "KB": 1e3, "MB": 1e6, "GB": 1e9}
+CONTROL_TIMEOUT_S = 10
 
 
 def pmus(root=EVENT_SOURCES):
@@ -36,109 +60,253 @@ def pmus(root=EVENT_SOURCES):
         return set()
 
 
-def unavailable_reason(cpu, root=EVENT_SOURCES, paranoid_path="/proc/sys/kernel/perf_event_paranoid"):
+def paranoid_level(path=PARANOID):
+    try:
+        with open(path) as f:
+            return int(f.read())
+    except (OSError, ValueError):
+        return None
+
+
+def unavailable_reason(cpu, root=EVENT_SOURCES, paranoid_path=PARANOID):
     """None if perf can count hardware events for this process, else the cause, named."""
     if not shutil.which("perf"):
         return "perf is not installed (Debian: apt-get install linux-perf)"
     devices = pmus(root)
-    if not devices & {"cpu", "cpu_core", "cpu_atom", "armv8_pmuv3"}:
+    if not devices & CORE_PMUS:
         where = f"under the {cpu.get('hypervisor')} hypervisor" if cpu.get("hypervisor") else "on this kernel"
         return (f"no hardware PMU {where}: {root} holds only {', '.join(sorted(devices)) or 'nothing'}; "
                 "cycles, FLOP and DRAM events are <not supported>")
-    try:
-        with open(paranoid_path) as f:
-            level = int(f.read())
-    except (OSError, ValueError):
-        level = None
+    level = paranoid_level(paranoid_path)
     if level is not None and level > 2:
         return f"perf_event_paranoid is {level}: counting this process needs 2 or less (sysctl kernel.perf_event_paranoid)"
     return None
 
 
-def event_plan(cpu, root=EVENT_SOURCES):
-    """({event: flop weight}, [dram events], dram source label) for this CPU."""
-    flop = AMD_FLOP_EVENTS if cpu.get("vendor") == "AuthenticAMD" else (
-        INTEL_FLOP_EVENTS if cpu.get("vendor") == "GenuineIntel" else {})
-    imcs = sorted(d for d in pmus(root) if d.startswith("uncore_imc"))
-    if imcs:
-        dram = [f"{imc}/cas_count_read/" for imc in imcs] + [f"{imc}/cas_count_write/" for imc in imcs]
-        return flop, dram, "memory-controller CAS counts x 64 bytes"
-    return flop, ["LLC-load-misses", "LLC-store-misses"], "estimate: last-level-cache misses x 64 bytes"
+def memory_controller_events(root=EVENT_SOURCES):
+    """([read and write events of every memory controller], label), or ([], None) where none is exposed."""
+    devices = sorted(pmus(root))
+    for family, pair in IMC_FAMILIES:
+        units = [d for d in devices if re.fullmatch(rf"{family}(_\d+)?", d)]
+        if units and all(os.path.exists(os.path.join(root, u, "events", e)) for u in units for e in pair):
+            return [f"{u}/{e}/" for e in pair for u in units], f"memory-controller {'/'.join(pair)} ({family}*)"
+    units = [d for d in devices if re.fullmatch(r"amd_umc_\d+", d)]
+    if units and all(os.path.exists(os.path.join(root, u, "format", "rdwrmask")) for u in units):
+        return [f"{u}/{e}/" for e in AMD_UMC_EVENTS for u in units], "memory-controller CAS commands (amd_umc_*) x 64 bytes"
+    return [], None
+
+
+def system_wide_reason(paranoid_path=PARANOID, euid=None):
+    """None if this user may count system-wide (uncore) events, else why not."""
+    level = paranoid_level(paranoid_path)
+    if (os.geteuid() if euid is None else euid) == 0 or level is None or level <= 0:
+        return None
+    return (f"memory-controller events count system-wide, which needs perf_event_paranoid <= 0 or root "
+            f"(it is {level})")
+
+
+@dataclass
+class Plan:
+    """What one count measures: core events in passes, DRAM events system-wide or an estimate."""
+
+    flop: dict
+    core: list
+    dram: list
+    dram_label: str
+    dram_system_wide: bool
+    notes: list = field(default_factory=list)  # why the DRAM figure is an estimate (or missing)
+
+    def passes(self):
+        """[(core events, system-wide events)]: the memory controllers ride along the first pass."""
+        core = list(self.core) + ([] if self.dram_system_wide else list(self.dram))
+        groups = [core[i:i + GROUP_SIZE] for i in range(0, len(core), GROUP_SIZE)] or [[]]
+        return [(list(SOFTWARE_EVENTS) + g, list(self.dram) if i == 0 and self.dram_system_wide else [])
+                for i, g in enumerate(groups)]
+
+
+def flop_events(cpu):
+    """{event: FLOPs per count} for this CPU's vendor; Intel's wide events only where the CPU has the width."""
+    if cpu.get("vendor") == "AuthenticAMD":
+        return dict(AMD_FLOP_EVENTS)
+    if cpu.get("vendor") != "GenuineIntel":
+        return {}
+    simd = set(cpu.get("simd") or ())
+    return {e: w for e, w in INTEL_FLOP_EVENTS.items()
+            if not (("512b" in e and "avx512f" not in simd) or ("256b" in e and "avx" not in simd))}
+
+
+def event_plan(cpu, root=EVENT_SOURCES, paranoid_path=PARANOID, euid=None):
+    """The events to count for this CPU, the memory controllers' where this user may read them."""
+    flop = flop_events(cpu)
+    notes = [] if flop else [f"no FLOP events known for CPU vendor {cpu.get('vendor')!r}"]
+    imc, label = memory_controller_events(root)
+    why = "no memory-controller PMU is exposed here" if not imc else system_wide_reason(paranoid_path, euid)
+    if why:
+        notes.append(why)
+        return Plan(flop, list(BASE_EVENTS) + list(flop), list(LLC_EVENTS),
+                    "estimate: last-level-cache misses x 64 bytes (demand misses of this process; prefetches "
+                    "not counted)", False, notes)
+    return Plan(flop, list(BASE_EVENTS) + list(flop), imc,
+                f"{label}, system-wide: every process's DRAM traffic while the run was counted", True, notes)
+
+
+@dataclass
+class Reading:
+    value: float | None  # None: <not supported> / <not counted>
+    unit: str
+    enabled_pct: float | None  # share of the run the event was on a counter (below 100: multiplexed, scaled)
 
 
 def parse_perf_csv(text):
-    """{event: float or None} from `perf stat -x,` output; None for <not supported>/<not counted>."""
-    values = {}
+    """{event: Reading} from `perf stat -x,` output (value, unit, event, run time, enabled %, ...)."""
+    readings = {}
     for line in text.splitlines():
         if not line.strip() or line.startswith("#"):
             continue
         fields = line.split(",")
         if len(fields) < 3:
-            continue
-        raw, event = fields[0].strip(), fields[2].strip()
+            continue  # "Events enabled" and other notes perf writes among the counts
+        raw, unit, event = (f.strip() for f in fields[:3])
         try:
-            values[event] = float(raw)
+            value = float(raw)
         except ValueError:
-            values[event] = None  # <not supported>, <not counted>
-    return values
+            value = None
+        try:
+            pct = float(fields[4]) if len(fields) > 4 else None
+        except ValueError:
+            pct = None
+        readings[event] = Reading(value, unit, pct)
+    return readings
+
+
+def bytes_of(reading):
+    """Bytes a memory-controller reading stands for: perf prints scaled units (MiB) or raw 64-byte counts."""
+    if reading.value is None or reading.unit not in UNIT_BYTES:
+        return None
+    return reading.value * UNIT_BYTES[reading.unit]
 
 
 class PerfSession:
-    """`with PerfSession(events) as s: work()` counts `events` for this process during the block."""
+    """`with PerfSession(events) as s: work()` counts `events` during the block only: for this
+    process (threads included) or, system_wide, on every CPU. s.error says why nothing was counted."""
 
-    ATTACH_WAIT_S = 0.3
+    def __init__(self, events, system_wide=False, pid=None):
+        self.events, self.system_wide, self.pid = list(events), system_wide, pid or os.getpid()
+        self.readings, self.error, self.proc = {}, None, None
 
-    def __init__(self, events, pid=None):
-        self.events, self.pid = list(events), pid or os.getpid()
-        self.values, self.error = {}, None
+    def _command(self, ctl, ack):
+        target = ["-a"] if self.system_wide else ["-p", str(self.pid)]
+        return ["perf", "stat", "-x,", "--no-big-num", "-e", ",".join(self.events), *target, "-D", "-1",
+                "--control", f"fd:{ctl},{ack}", "-o", self.out]
+
+    def _switch(self, command):
+        """Send enable/disable and wait for perf's ack; False (and self.error) if perf does not answer."""
+        try:
+            os.write(self.ctl_w, command.encode() + b"\n")
+        except OSError:
+            pass
+        ready, _, _ = select.select([self.ack_r], [], [], CONTROL_TIMEOUT_S)
+        reply = os.read(self.ack_r, 16) if ready else b""
+        if reply.startswith(b"ack"):
+            return True
+        try:  # an empty reply: perf closed the pipe, it is exiting
+            self.proc.wait(timeout=1 if ready else 0.01)
+        except subprocess.TimeoutExpired:
+            pass
+        err = (self.proc.stderr.read() if self.proc.returncode is not None else "") or ""
+        self.error = (err.strip().splitlines() or [f"perf did not acknowledge '{command}' (perf 5.10+ has --control)"])[0]
+        return False
 
     def __enter__(self):
         fd, self.out = tempfile.mkstemp(prefix="harness-perf-", suffix=".csv")
         os.close(fd)
-        self.proc = subprocess.Popen(["perf", "stat", "-x,", "--no-big-num", "-e", ",".join(self.events),
-                                      "-p", str(self.pid), "-o", self.out],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
-        time.sleep(self.ATTACH_WAIT_S)  # perf needs a moment to open its counters
-        if self.proc.poll() is not None:
-            self.error = (self.proc.stderr.read() or "perf exited at once").strip().splitlines()[0]
+        ctl_r, self.ctl_w = os.pipe()
+        self.ack_r, ack_w = os.pipe()
+        self.proc = subprocess.Popen(self._command(ctl_r, ack_w), pass_fds=(ctl_r, ack_w), stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.PIPE, text=True)
+        os.close(ctl_r)
+        os.close(ack_w)
+        self._switch("enable")
         return self
 
     def __exit__(self, *exc):
+        if self.error is None:
+            self._switch("disable")
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
             try:
-                self.proc.wait(timeout=10)
+                self.proc.wait(timeout=CONTROL_TIMEOUT_S)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
+                self.proc.wait()
+        self.proc.stderr.close()
+        os.close(self.ctl_w)
+        os.close(self.ack_r)
         try:
             with open(self.out) as f:
-                self.values = parse_perf_csv(f.read())
+                self.readings = parse_perf_csv(f.read())
         finally:
             os.unlink(self.out)
         return False
 
 
-def count(cpu, run, loops, model_bytes):
-    """Run `run(loops)` under perf and return the counters block per call."""
-    reason = unavailable_reason(cpu)
-    flop_events, dram_events, dram_label = event_plan(cpu)
-    events = list(SOFTWARE_EVENTS) + ([] if reason else list(BASE_EVENTS) + list(flop_events) + dram_events)
-    with PerfSession(events) as session:
-        run(loops)
-    if session.error:
-        return block("perf", f"perf failed: {session.error}", model_bytes=model_bytes)
-    v = session.values
+@lru_cache(maxsize=None)
+def accepted(event, system_wide=False):
+    """None if perf can open `event` here (system-wide or for this process), else perf's objection."""
+    proc = subprocess.run(["perf", "stat", "-x,", *(["-a"] if system_wide else []), "-e", event, "--", "true"],
+                          capture_output=True, text=True, timeout=CONTROL_TIMEOUT_S)
+    reading = parse_perf_csv(proc.stderr).get(event)
+    if proc.returncode == 0 and reading and reading.value is not None:
+        return None
+    if reading:
+        return reading.unit if reading.value is None else "not counted"
+    return (proc.stderr.strip().splitlines() or [f"perf exited {proc.returncode}"])[0]
+
+
+def count(cpu, run, loops, model_bytes, root=EVENT_SOURCES, paranoid_path=PARANOID):
+    """Run `run(loops)` under perf (once per pass) and return the counters block per call."""
+    reason = unavailable_reason(cpu, root, paranoid_path)
+    # without a PMU the run is still counted in software events, and the hardware figures explained
+    plan = Plan({}, [], [], "", False) if reason else event_plan(cpu, root, paranoid_path)
+    wanted = list(plan.flop) + list(plan.dram)
+    refused = {e: why for e in plan.core + plan.dram
+               if (why := accepted(e, plan.dram_system_wide and e in plan.dram))}
+    plan.core = [e for e in plan.core if e not in refused]
+    plan.dram = [e for e in plan.dram if e not in refused]
+    readings, errors = {}, []
+    for i, (core, system) in enumerate(plan.passes()):
+        with ExitStack() as stack:
+            sessions = [stack.enter_context(PerfSession(core))]
+            if system:
+                sessions.append(stack.enter_context(PerfSession(system, system_wide=True)))
+            run(loops)
+        for s in sessions:
+            errors += [s.error] if s.error else []
+            readings.update({e: r for e, r in s.readings.items() if i == 0 or e not in SOFTWARE_EVENTS})
+    if errors and not reason:
+        reason = f"perf failed: {errors[0]}"
+    return summarize(plan, readings, loops, model_bytes, reason, wanted, refused)
+
+
+def summarize(plan, readings, loops, model_bytes, reason, wanted, refused):
+    """The counters block from the passes' readings (totals over `loops` calls)."""
+    value = lambda e: readings[e].value if e in readings else None  # noqa: E731
     per_call = lambda x: None if x is None else x / loops  # noqa: E731
-    task_clock_s = per_call(v.get("task-clock")) and per_call(v.get("task-clock")) / 1e3
+    task_clock = value("task-clock")
+    task_clock_s = None if task_clock is None else task_clock / loops / 1e3
+    events = {e: r.value for e, r in readings.items()}
     if reason:
-        return block("perf", reason, model_bytes=model_bytes, task_clock_s=task_clock_s, events=v)
+        return block("perf", reason, model_bytes=model_bytes, task_clock_s=task_clock_s, events=events)
     flops = None
-    if flop_events and all(v.get(e) is not None for e in flop_events):
-        flops = per_call(sum(v[e] * w for e, w in flop_events.items()))
+    if plan.flop and all(value(e) is not None for e in plan.flop):
+        flops = per_call(sum(value(e) * w for e, w in plan.flop.items()))
     dram = None
-    if all(v.get(e) is not None for e in dram_events):
-        dram = per_call(sum(v[e] for e in dram_events) * LINE_BYTES)
-    missing = [e for e in list(flop_events) + dram_events if v.get(e) is None]
-    return block("perf", f"not counted here: {', '.join(missing)}" if missing else None, dram_bytes=dram, flops=flops,
-                 model_bytes=model_bytes, dram_bytes_source=dram_label, task_clock_s=task_clock_s,
-                 cycles=per_call(v.get("cycles")), instructions=per_call(v.get("instructions")), events=v)
+    if plan.dram and all(e in readings and bytes_of(readings[e]) is not None for e in plan.dram):
+        dram = per_call(sum(bytes_of(readings[e]) for e in plan.dram))
+    why = [f"{e}: {refused.get(e, 'not counted')}" for e in wanted if value(e) is None] + plan.notes
+    scaled = sorted({f"{r.enabled_pct:g}%" for r in readings.values() if r.enabled_pct is not None and r.enabled_pct < 100})
+    warnings = [f"multiplexed: some counts were scaled from {', '.join(scaled)} of the run"] if scaled else []
+    return block("perf", "; ".join(why) or None, dram_bytes=dram, flops=flops, model_bytes=model_bytes,
+                 dram_bytes_source=plan.dram_label, task_clock_s=task_clock_s, cycles=per_call(value("cycles")),
+                 instructions=per_call(value("instructions")), passes=len(plan.passes()), events=events,
+                 **({"warnings": warnings} if warnings else {}))

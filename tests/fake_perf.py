@@ -1,0 +1,48 @@
+#!/usr/bin/env python3
+"""A stand-in `perf` for the counter tests: `perf stat -x,` with -e, -a/-p, -D -1, --control fd:,
+-o and `-- cmd`, answering from the JSON in $FAKE_PERF_SPEC:
+  {"counts": {event: [total, unit]}, "reject": [event, ...], "pct": percent enabled, "log": path}
+Each invocation's arguments are appended to the log (one JSON list per line)."""
+
+import json
+import os
+import signal
+import sys
+
+spec = json.load(open(os.environ["FAKE_PERF_SPEC"]))
+args = sys.argv[1:]
+with open(spec["log"], "a") as f:
+    f.write(json.dumps(args) + "\n")
+events = args[args.index("-e") + 1].split(",")
+for e in events:
+    if e in spec.get("reject", []):
+        sys.stderr.write(f"event syntax error: '{e}'\n")
+        sys.exit(129)
+
+
+def page():
+    lines = []
+    for e in events:
+        value, unit = spec["counts"].get(e, ["<not supported>", ""])
+        lines.append(f"{value},{unit},{e},1000,{spec.get('pct', 100.0)},,")
+    return "\n".join(lines) + "\n"
+
+
+if "--" in args:  # a probe: count the command, print to stderr
+    sys.stderr.write(page())
+    sys.exit(0)
+out = args[args.index("-o") + 1]
+ctl, ack = (int(x) for x in args[args.index("--control") + 1][3:].split(","))
+
+
+def finish(*_):
+    with open(out, "w") as f:
+        f.write("# started on a fake day\n\n" + page())
+    sys.exit(0)
+
+
+signal.signal(signal.SIGINT, finish)
+with os.fdopen(ctl) as commands:
+    for line in commands:
+        os.write(ack, b"ack\n\x00")
+finish()
