@@ -219,8 +219,10 @@ class _Device:
         return False
 
 
-def fake_cupy():
-    """A module object to put in sys.modules as 'cupy' (and its .cuda as 'cupy.cuda')."""
+def fake_cupy(emulate=False):
+    """A module object to put in sys.modules as 'cupy' (and its .cuda as 'cupy.cuda'). With
+    `emulate`, RawModule runs the CUDA sources themselves on the CPU (tests/cuda_emulator.py) and
+    device arrays start as NaN bytes inside guard zones."""
     cp = types.ModuleType("cupy")
     for name in ("float16", "float32", "float64", "int8", "uint16", "abs", "argmax", "empty", "empty_like"):
         setattr(cp, name, getattr(np, name))
@@ -228,6 +230,13 @@ def fake_cupy():
     cp.asnumpy = np.asarray
     cp.random = types.SimpleNamespace(default_rng=np.random.default_rng)
     cp.RawModule = _RawModule
+    if emulate:
+        import cuda_emulator
+
+        cp.RawModule = cuda_emulator.RawModule
+        cp.empty = cuda_emulator.device_empty
+        cp.empty_like = lambda a: cuda_emulator.device_empty(a.shape, a.dtype)
+        cp.asarray = cuda_emulator.device_copy
     cuda = types.ModuleType("cupy.cuda")
     cuda.Event = _Event
     cuda.Device = _Device

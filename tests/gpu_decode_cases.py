@@ -1,6 +1,6 @@
 """cupy-fused decode cases at odd sizes, shared by the GPU test (tests/test_gpu_code.py, on a real
-GPU) and the plumbing test (tests/test_gpu_plumbing.py, NumPy emulating decode.cu): S=1, S prime and
-S past one chunk, every dtype and head dim, GQA groups 1/2/4/8, batch 1/3."""
+GPU) and tests/test_cuda_on_cpu.py (decode.cu itself run on the CPU): S=1, S prime and S past one
+chunk, every dtype and head dim, GQA groups 1/2/4/8, batch 1/3."""
 
 from probes import gpu_common
 

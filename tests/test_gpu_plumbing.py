@@ -158,12 +158,6 @@ def test_torch_decode_paths_on_the_cpu_with_numpy_standing_in_for_cupy(fake_gpu_
         assert all("torch-sdpa[" in u["impl"] and u["reason"] for u in sec["decode_unsupported"])
 
 
-@pytest.mark.parametrize("case", gpu_decode_cases.FUSED_DECODE_CASES)
-def test_fused_decode_cases_with_numpy_standing_in(fake_gpu_machine, case):
-    # the GPU test's cases and checks, run here on the NumPy emulation of decode.cu
-    gpu_decode_cases.check_fused_decode(*case)
-
-
 def test_fused_decode_poisons_once_before_timing_and_times_only_its_kernels(fake_gpu_machine):
     from harness.model import DecodeShape
     from probes import gpu_decode

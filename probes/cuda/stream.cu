@@ -44,12 +44,14 @@ extern "C" __global__ void read_##SUF(const V* __restrict__ a, double* __restric
     }                                                                                            \
 }
 
-#define SCALE_4(x, s) { float f = (float)(s); x.x *= f; x.y *= f; x.z *= f; x.w *= f; }
-#define ADD_4(x, y) { x.x += y.x; x.y += y.y; x.z += y.z; x.w += y.w; }
-#define SUM_4(x) ((double)x.x + (double)x.y + (double)x.z + (double)x.w)
-#define SCALE_2(x, s) { x.x *= (s); x.y *= (s); }
-#define ADD_2(x, y) { x.x += y.x; x.y += y.y; }
-#define SUM_2(x) (x.x + x.y)
+// Parameters are named p and q: a parameter named x or y would also replace the member names in
+// .x and .y (SCALE_4(y, s) once expanded to y.y *= f; y.y *= f; ..., leaving lane x unscaled)
+#define SCALE_4(p, s) { float f = (float)(s); p.x *= f; p.y *= f; p.z *= f; p.w *= f; }
+#define ADD_4(p, q) { p.x += q.x; p.y += q.y; p.z += q.z; p.w += q.w; }
+#define SUM_4(p) ((double)p.x + (double)p.y + (double)p.z + (double)p.w)
+#define SCALE_2(p, s) { p.x *= (s); p.y *= (s); }
+#define ADD_2(p, q) { p.x += q.x; p.y += q.y; }
+#define SUM_2(p) (p.x + p.y)
 
 STREAM_KERNELS(float4, fp32, 4)
 STREAM_KERNELS(double2, fp64, 2)

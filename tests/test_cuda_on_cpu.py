@@ -1,0 +1,90 @@
+"""The CUDA sources themselves, run on the CPU (tests/cuda_emulator.py): every GPU probe's kernels
+through the probes' own launch code and output checks, the decode kernel at odd sizes, and the
+emulator shown to catch what it is for (a missing barrier, a divergent shuffle, a shared-memory or
+global overrun, an argument of the wrong size). Correctness only: nothing here is timed."""
+
+import sys
+
+import numpy as np
+import pytest
+
+import cuda_emulator
+import fakes
+import gpu_decode_cases
+from harness import gpus, run
+from harness.profile import measurement_records
+from probes import gpu_common
+
+pytestmark = pytest.mark.skipif(cuda_emulator.unavailable_reason() is not None,
+                                reason=str(cuda_emulator.unavailable_reason()))
+
+
+@pytest.fixture
+def emulated_gpu(monkeypatch):
+    cp = fakes.fake_cupy(emulate=True)
+    monkeypatch.setitem(sys.modules, "cupy", cp)
+    monkeypatch.setitem(sys.modules, "cupy.cuda", cp.cuda)
+    monkeypatch.setitem(sys.modules, "pynvml", fakes.FakeNVML())
+    monkeypatch.setitem(sys.modules, "torch", None)
+    monkeypatch.setattr(gpus, "_nvml", lambda: sys.modules["pynvml"])
+    monkeypatch.setenv("HARNESS_TINY", "1")
+
+
+@pytest.mark.parametrize("case", gpu_decode_cases.FUSED_DECODE_CASES)
+def test_fused_decode_cases_run_the_cuda_source(emulated_gpu, case):
+    gpu_decode_cases.check_fused_decode(*case)  # the GPU test's cases and checks
+
+
+@pytest.mark.parametrize("probe", ["stream", "hierarchy", "peak"])
+def test_stream_hierarchy_and_fma_kernels_run_the_cuda_source(emulated_gpu, probe):
+    records = list(measurement_records(run.run_single_probe(probe, device="gpu0")))
+    assert records and all(r["validated"] for r in records), [r.get("error") for r in records]
+    if probe == "stream":  # the triad once scaled lane y twice and lane x never (a macro's parameter)
+        assert len(records) == 10
+
+
+def mutated(monkeypatch, name, old, new):
+    """probes/cuda/<name>.cu with `old` replaced by `new`, for this test."""
+    source = gpu_common.cuda_source
+    assert old in source(name)
+    monkeypatch.setattr(gpu_common, "cuda_source", lambda n: source(n).replace(old, new) if n == name else source(n))
+
+
+CASE = ("fp16", 128, 4, 700, 1)
+
+
+def test_a_missing_barrier_shows_as_a_wrong_result(emulated_gpu, monkeypatch):
+    mutated(monkeypatch, "decode", "    __syncthreads();  // every warp is done with the scores", "    //")
+    with pytest.raises(AssertionError, match="relative error"):
+        gpu_decode_cases.check_fused_decode(*CASE)
+
+
+def test_a_divergent_shuffle_is_a_deadlock_not_a_hang(emulated_gpu, monkeypatch):
+    mutated(monkeypatch, "decode", "if (part == 0 && t < n) {",
+            "if (part == 0 && t < n) {\n if (lane == 0) s[0] += __shfl_xor_sync(FULL_MASK, s[0], 1);")
+    with pytest.raises(cuda_emulator.EmulatedCudaError, match="deadlock: .* wait at a warp shuffle"):
+        gpu_decode_cases.check_fused_decode(*CASE)
+
+
+def test_a_shared_memory_overrun_is_reported(emulated_gpu, monkeypatch):
+    mutated(monkeypatch, "decode", "if (part == 0 && t < n) {", "if (part == 0 && t <= n) {")
+    with pytest.raises(cuda_emulator.EmulatedCudaError, match="shared memory past its dynamic size"):
+        gpu_decode_cases.check_fused_decode(*CASE)
+
+
+def test_global_overruns_and_wrong_argument_sizes_are_reported():
+    mod = cuda_emulator.RawModule(code=gpu_common.cuda_source("stream"))
+    copy = mod.get_function("copy_fp32")
+    a = cuda_emulator.device_copy(np.arange(2048, dtype=np.float32))
+    c = cuda_emulator.device_empty(1024, np.float32)
+    assert np.isnan(c).all()  # fresh device memory reads as NaN until written
+    copy((2,), (256,), (a, c, np.int64(256)))
+    assert (c == a[:1024]).all()
+    with pytest.raises(cuda_emulator.EmulatedCudaError, match="argument 1 written past its end"):
+        copy((2,), (256,), (a, c, np.int64(260)))  # 64 bytes over: inside the guard zone
+    with pytest.raises(cuda_emulator.EmulatedCudaError, match="argument 2 is 4 bytes, the kernel takes 8"):
+        copy((2,), (256,), (a, c, np.int32(256)))
+    with pytest.raises(cuda_emulator.EmulatedCudaError, match="1025 threads"):
+        copy((1,), (1025,), (a, c, np.int64(256)))
+    with pytest.raises(KeyError, match="name_expressions"):
+        cuda_emulator.RawModule(code=gpu_common.cuda_source("decode")).get_function("decode_partial<float, 64, 1>")
