@@ -175,7 +175,7 @@ def test_perf_count_names_refused_events_and_multiplexing(tmp_path, fake_perf):
     root = sysfs(tmp_path / "devices", {"cpu": []})
     paranoid = tmp_path / "p"
     paranoid.write_text("2")
-    fake_perf(counts={"task-clock": [10.0, "msec"], "cycles": [1e6, ""], "instructions": [1e6, ""],
+    fake_perf(counts={"task-clock": [10.0, "msec"], "cycles": [1e6, ""],  # instructions: <not supported>
                       "LLC-load-misses": [100.0, ""], "LLC-store-misses": [0.0, ""]},
               reject=["fp_ret_sse_avx_ops.all"], pct=60.0)
     b = perf.count({"vendor": "AuthenticAMD"}, lambda loops: None, 1, model_bytes=6400, root=root,
@@ -184,6 +184,8 @@ def test_perf_count_names_refused_events_and_multiplexing(tmp_path, fake_perf):
     assert "no memory-controller PMU" in b["reason"] and "estimate" in b["dram_bytes_source"]
     assert b["dram_bytes"] == 6400 and b["bytes_ratio"] == 1.0
     assert b["warnings"] == ["multiplexed: some counts were scaled from 60% of the run"]
+    assert b["cycles"] == 1e6 and b["instructions"] is None and "instructions" not in b["events"]
+    assert perf.accepted("instructions") == "perf cannot count it here (<not supported> or <not counted>)"
 
 
 def test_perf_that_cannot_start_is_a_reason_not_a_crash(tmp_path, monkeypatch):

@@ -259,7 +259,7 @@ def accepted(event, system_wide=False):
     if proc.returncode == 0 and reading and reading.value is not None:
         return None
     if reading:
-        return reading.unit if reading.value is None else "not counted"
+        return "perf cannot count it here (<not supported> or <not counted>)"
     return (proc.stderr.strip().splitlines() or [f"perf exited {proc.returncode}"])[0]
 
 
