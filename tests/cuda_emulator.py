@@ -21,8 +21,8 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 SHIM_DIR = os.path.join(HERE, "cuda_cpu")
 BUILD_DIR = os.path.join(os.path.dirname(HERE), "build", "cuda_cpu")
 CXX = shutil.which("g++")
-FLAGS = ["-std=c++17", "-O1", "-U_FORTIFY_SOURCE", "-shared", "-fPIC", "-Wno-unknown-pragmas", "-I", SHIM_DIR,
-         "-include", os.path.join(SHIM_DIR, "cuda_cpu.h")]
+SHIM = ["-std=c++17", "-I", SHIM_DIR, "-include", os.path.join(SHIM_DIR, "cuda_cpu.h")]
+FLAGS = [*SHIM, "-O1", "-U_FORTIFY_SOURCE", "-shared", "-fPIC", "-Wno-unknown-pragmas"]
 GUARD = 256  # bytes of 0xff either side of a device array
 ALIGN = 256  # as cudaMalloc aligns
 
@@ -70,8 +70,7 @@ def translation_unit(code, names):
     kernels: every extern "C" kernel and the named template instantiations."""
     code = re.sub(r"extern\s+__shared__\s+(\w+)\s+(\w+)\s*\[\s*\]\s*;",
                   r"\1* \2 = reinterpret_cast<\1*>(cuda_cpu::shared_mem.data());", code)
-    expanded = subprocess.run([CXX, "-E", "-x", "c++", *FLAGS[:1], "-I", SHIM_DIR, "-include",
-                               os.path.join(SHIM_DIR, "cuda_cpu.h"), "-"], input=code, capture_output=True, text=True,
+    expanded = subprocess.run([CXX, "-E", "-x", "c++", *SHIM, "-"], input=code, capture_output=True, text=True,
                               check=True).stdout
     kernels = re.findall(r'extern\s+"C"\s+void\s+(\w+)\s*\(', expanded) + list(names)
     rows = ",\n".join(f'    {{"{k}", [](void** a) {{ cuda_cpu::invoke(&{k}, a); }}, cuda_cpu::arity(&{k}), '

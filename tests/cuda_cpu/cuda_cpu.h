@@ -9,15 +9,13 @@
 // size are reported.
 #pragma once
 #include <cmath>
-#include <cstdint>
-#include <cstdio>
+#include <csetjmp>
 #include <cstring>
 #include <functional>
 #include <string>
 #include <type_traits>
 #include <utility>
 #include <vector>
-#include <csetjmp>
 #include <ucontext.h>
 
 #define __global__
@@ -43,7 +41,8 @@ constexpr int WARP = 32;
 constexpr size_t STACK_BYTES = 64 << 10;
 constexpr size_t SHARED_GUARD = 256;
 constexpr unsigned char SHARED_POISON = 0x7f;
-constexpr size_t MAX_SHARED = 48 << 10;  // dynamic + static without an opt-in, as on the GPU
+constexpr size_t MAX_SHARED = 48 << 10;  // a launch's dynamic shared memory without an opt-in (the GPU counts static too)
+constexpr unsigned long long SEED = 0x9E3779B97F4A7C15ull;
 
 struct Fiber {
     ucontext_t start;  // the entry, until the fiber first runs
@@ -62,7 +61,7 @@ inline std::vector<unsigned char> shared_mem;
 inline int current = 0;
 inline jmp_buf scheduler;
 inline std::vector<int> order;  // lanes of the running warp, shuffled
-inline unsigned long long rng = 0x9E3779B97F4A7C15ull;
+inline unsigned long long rng = SEED;  // reset by every launch: a failing schedule repeats
 
 inline unsigned random_below(unsigned n) {  // xorshift64
     rng ^= rng << 13;
@@ -70,6 +69,7 @@ inline unsigned random_below(unsigned n) {  // xorshift64
     rng ^= rng << 17;
     return (unsigned)(rng % n);
 }
+
 inline std::function<void()> body;
 inline std::string error;
 
@@ -213,6 +213,7 @@ inline const char* launch(const Kernel& k, dim3 grid, dim3 block, size_t shared,
                           int nargs) {
     static std::string message;
     error.clear();
+    rng = SEED;
     if (nargs != k.arity) fail(std::string(k.name) + ": launched with " + std::to_string(nargs) + " arguments, takes " +
                                std::to_string(k.arity));
     for (int i = 0; i < nargs && i < k.arity && error.empty(); i++)
