@@ -8,6 +8,7 @@ import json
 import os
 import re
 import sys
+import types
 
 import pytest
 
@@ -156,6 +157,13 @@ def test_torch_decode_paths_on_the_cpu_with_numpy_standing_in_for_cupy(fake_gpu_
         impls = {r["impl"] for r in sec["decode_attention"] if r["validated"] and r["rel_error"] <= r["tolerance"]}
         assert {"cupy-fused", "torch-sdpa[math]", "torch-naive"} <= impls, dtype
         assert all("torch-sdpa[" in u["impl"] and u["reason"] for u in sec["decode_unsupported"])
+
+
+def test_gpu_probes_run_where_cupy_has_no_nvtx(fake_gpu_machine):
+    pushed = []
+    sys.modules["cupy"].cuda.nvtx = types.SimpleNamespace(available=False, RangePush=pushed.append, RangePop=lambda: None)
+    sec = run.run_single_probe("stream", device="gpu0")
+    assert all(r["validated"] for r in sec["bandwidth"].values()) and pushed == []
 
 
 def test_fused_decode_poisons_once_before_timing_and_times_only_its_kernels(fake_gpu_machine):

@@ -85,7 +85,8 @@ def derive(kernels, model_bytes=None):
     split-K partials and the merge), so each kernel name's counts are averaged over
     its launches and the names are summed."""
     if not kernels:
-        return block("ncu", "ncu profiled no kernel in the NVTX range")
+        return block("ncu", "ncu profiled no kernel in the NVTX range (without NVTX in CuPy, "
+                            "cupy.cuda.nvtx.available is False, the probe pushes no range)")
     by_name = {}
     for k in kernels:
         by_name.setdefault(k.get("Kernel Name", ""), []).append(k)
