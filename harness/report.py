@@ -205,7 +205,12 @@ def tensor_rows(sec, spec):
     return rows
 
 
+def ratio(a, b):
+    return num(a / b, "{:.3f}") if a and b else "n/a"
+
+
 def record_name(key, name, rec):
+    """How the counter table names a record: its decode shape, its kernel, or its working set."""
     if rec.get("impl"):
         return (f"decode {rec['impl']} {rec['dtype']} S={rec.get('seq_len')} B={rec.get('batch')} "
                 f"H={rec.get('heads')}/{rec.get('kv_heads')}")
@@ -222,7 +227,6 @@ def counter_rows(device, sec):
             if not (c.get("dram_bytes") or c.get("flops")):
                 continue
             declared_b, declared_f = rec.get("bytes_per_call"), rec.get("flops_per_call")
-            ratio = lambda a, b: num(a / b, "{:.3f}") if a and b else "n/a"  # noqa: E731
             rows.append([device, record_name(key, None if isinstance(value, list) else name, rec), c["source"],
                          si(c.get("dram_bytes"), "B"), si(declared_b, "B"), ratio(c.get("dram_bytes"), declared_b),
                          si(c.get("flops"), "FLOP"), si(declared_f, "FLOP"), ratio(c.get("flops"), declared_f),
