@@ -14,6 +14,7 @@ import os
 import re
 import shutil
 import subprocess
+import weakref
 
 import numpy as np
 
@@ -26,7 +27,7 @@ FLAGS = [*SHIM, "-O1", "-U_FORTIFY_SOURCE", "-shared", "-fPIC", "-Wno-unknown-pr
 GUARD = 256  # bytes of 0xff either side of a device array
 ALIGN = 256  # as cudaMalloc aligns
 
-_arrays = {}  # data pointer -> (buffer, offset, nbytes) of every device array
+_arrays = {}  # data pointer -> (weak reference to its buffer, offset, nbytes): a freed array's buffer goes
 
 
 def unavailable_reason():
@@ -40,7 +41,7 @@ def device_empty(shape, dtype=np.float64):
     buf = np.full(nbytes + 2 * GUARD + ALIGN, 0xFF, np.uint8)
     off = GUARD + (-(buf.ctypes.data + GUARD)) % ALIGN
     arr = buf[off:off + nbytes].view(dtype).reshape(shape)
-    _arrays[arr.ctypes.data] = (buf, off, nbytes)
+    _arrays[arr.ctypes.data] = (weakref.ref(buf), off, nbytes)  # the array keeps buf alive (its base)
     return arr
 
 
@@ -53,10 +54,10 @@ def device_copy(a):
 
 def guard_damage(arr):
     """None, or how the guard zones of a device array were written."""
-    entry = _arrays.get(arr.ctypes.data)
-    if entry is None:
+    ref, off, nbytes = _arrays.get(arr.ctypes.data, (lambda: None, 0, 0))
+    buf = ref()
+    if buf is None:  # not a device array (or one since freed)
         return None
-    buf, off, nbytes = entry
     before, after = buf[off - GUARD:off], buf[off + nbytes:off + nbytes + GUARD]
     if (before != 0xFF).any():
         return f"written before its start (offset {int(np.flatnonzero(before != 0xFF)[0]) - GUARD} bytes)"

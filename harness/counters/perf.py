@@ -292,8 +292,8 @@ def summarize(plan, readings, loops, model_bytes, reason, wanted, refused):
     """The counters block from the passes' readings (totals over `loops` calls)."""
     value = lambda e: readings[e].value if e in readings else None  # noqa: E731
     per_call = lambda x: None if x is None else x / loops  # noqa: E731
-    task_clock = value("task-clock")
-    task_clock_s = None if task_clock is None else task_clock / loops / 1e3
+    task_clock_ms = per_call(value("task-clock"))
+    task_clock_s = None if task_clock_ms is None else task_clock_ms / 1e3
     events = {e: r.value for e, r in readings.items()}
     if reason:
         return block("perf", reason, model_bytes=model_bytes, task_clock_s=task_clock_s, events=events)
