@@ -15,7 +15,7 @@ DECODE_TYPES = {"fp32": "float", "fp16": "__half", "bf16": "__nv_bfloat16", "int
 DECODE_HEAD_DIMS = (64, 128, 256)
 DECODE_GROUPS = (1, 2, 4, 8)
 DECODE_THREADS = 256
-DECODE_STATIC_SHARED_BYTES = 4 * (DECODE_THREADS // 32)  # decode.cu's scratch[WARPS] floats
+DECODE_STATIC_SHARED_BYTES = 4 * (DECODE_THREADS // 32) * max(DECODE_GROUPS)  # decode.cu's scratch[WARPS * 8] floats
 # a block gets 48 KB of shared memory, static and dynamic together, unless the kernel opts in to more
 DECODE_DYNAMIC_SHARED_LIMIT = 48 * 1024 - DECODE_STATIC_SHARED_BYTES
 NVRTC_OPTIONS = ("--std=c++17",)  # CuPy compiles RawModules with NVRTC; tests compile with the same
@@ -118,5 +118,5 @@ def decode_chunking(batch, kv_heads, seq_len, group, sm_count, shared_bytes=DECO
 
 
 def decode_shared_bytes(group, chunk_len, head_dim):
-    """Dynamic shared memory of one decode block: its scores, later reused for its output."""
-    return 4 * group * max(chunk_len, head_dim)
+    """Dynamic shared memory of one decode block: its scores, later reused for half its warps' sums."""
+    return 4 * group * max(chunk_len, DECODE_THREADS // 32 // 2 * head_dim)

@@ -1,7 +1,7 @@
 """The CUDA sources themselves, run on the CPU (tests/cuda_emulator.py): every GPU probe's kernels
 through the probes' own launch code and output checks, the decode kernel at odd sizes, and the
-emulator shown to catch what it is for (a missing barrier, a divergent shuffle, a shared-memory or
-global overrun, an argument of the wrong size). Correctness only: nothing here is timed."""
+emulator shown to catch what it is for (a missing barrier, a wrong halving step, a divergent
+shuffle, a shared-memory or global overrun, an argument of the wrong size). Correctness only: nothing here is timed."""
 
 import sys
 
@@ -59,15 +59,23 @@ def test_a_missing_barrier_shows_as_a_wrong_result(emulated_gpu, monkeypatch):
         gpu_decode_cases.check_fused_decode(*CASE)
 
 
+def test_a_wrong_halving_step_shows_as_a_wrong_result(emulated_gpu, monkeypatch):
+    # both partners send the same half of their sums: the K pass's recursive halving loses the other
+    mutated(monkeypatch, "decode", "const float send = upper ? x[i] : x[i + C / 2];", "const float send = x[i + C / 2];")
+    with pytest.raises(AssertionError, match="relative error"):
+        gpu_decode_cases.check_fused_decode(*CASE)
+
+
 def test_a_divergent_shuffle_is_a_deadlock_not_a_hang(emulated_gpu, monkeypatch):
-    mutated(monkeypatch, "decode", "if (part == 0 && t < n) {",
-            "if (part == 0 && t < n) {\n if (lane == 0) s[0] += __shfl_xor_sync(FULL_MASK, s[0], 1);")
+    mutated(monkeypatch, "decode", "if (part % RUN == 0) {",
+            "if (part % RUN == 0) {\n if (lane == 0) s[0] += __shfl_xor_sync(FULL_MASK, s[0], 1);")
     with pytest.raises(cuda_emulator.EmulatedCudaError, match="deadlock: .* wait at a warp shuffle"):
         gpu_decode_cases.check_fused_decode(*CASE)
 
 
 def test_a_shared_memory_overrun_is_reported(emulated_gpu, monkeypatch):
-    mutated(monkeypatch, "decode", "if (part == 0 && t < n) {", "if (part == 0 && t <= n) {")
+    # every warp given its own G x D of sums in shared memory sized for half of them
+    mutated(monkeypatch, "decode", "smem + (warp % HALF) * G * D;", "smem + warp * G * D;")
     with pytest.raises(cuda_emulator.EmulatedCudaError, match="shared memory past its dynamic size"):
         gpu_decode_cases.check_fused_decode(*CASE)
 

@@ -2,6 +2,7 @@
 geometry and sizing are right, and GPU probes say why they cannot run here."""
 
 import math
+import re
 import shutil
 import subprocess
 
@@ -41,6 +42,23 @@ def test_cuda_sources_compile(tmp_path, name, arch):
     for kernel in EXPECTED_KERNELS[name]:
         assert f".entry {kernel}" in ptx
     assert ptx.count(".entry _Z14decode_partial") == len(names)
+
+
+@pytest.mark.skipif(NVCC is None, reason="nvcc is not installed on this machine")
+def test_decode_kernels_keep_their_values_in_registers_on_sm_90(tmp_path):
+    # ptxas's own report for the H100/H200: a kernel that spills to local memory cannot land
+    names = template_names("decode")
+    src = tmp_path / "decode.cu"
+    src.write_text(gpu_common.cuda_source("decode") + "\nvoid* all_kernels[] = {"
+                   + ", ".join(f"(void*){n}" for n in names) + "};\n")
+    proc = subprocess.run([NVCC, "-arch=sm_90", "-cubin", "-Xptxas", "-v", "-o", str(tmp_path / "out.cubin"), str(src)],
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    entries = re.findall(r"Compiling entry function '(\w+)' for 'sm_90'\n(.*?)(?=ptxas info    : Compiling|\Z)",
+                         proc.stderr, re.S)
+    assert len(entries) == len(names) + 1  # and decode_merge
+    spilling = [name for name, report in entries if not re.search(r"\b0 bytes spill stores, 0 bytes spill loads", report)]
+    assert not spilling, spilling
 
 
 @pytest.mark.skipif(nvrtc.unavailable_reason() is not None, reason=str(nvrtc.unavailable_reason()))

@@ -8,7 +8,8 @@
 // Built for bandwidth: every lane loads 16-byte packets (a warp reads 512 contiguous bytes per
 // load: one fp32 row of 128, two fp16 rows or four int8 rows), UNROLL rows per lane are in flight
 // before the first is used, q and the accumulators stay in registers (compile-time indices only),
-// and the cross-lane sums are warp shuffles.
+// and the cross-lane sums are warp shuffles (the K pass's by recursive halving: one shuffle per
+// sum, not one per sum and lane bit).
 #include <cuda_bf16.h>
 #include <cuda_fp16.h>
 
@@ -74,36 +75,80 @@ template <typename T, int D> __host__ __device__ constexpr int lane_elems() {
     return (D / Packet<T>::N > 32 ? D / Packet<T>::N / 32 : 1) * Packet<T>::N;
 }
 
-// Issue all UNROLL x PER_LANE 16-byte loads of this lane's rows t, t + STEP, ... before any is used
-// (zeros past the chunk's end).
+// Issue the UNROLL x PER_LANE 16-byte loads of this lane's rows (p points at the first: rows STEP
+// apart, PER_ROW packets each) before any is used; a row at or past `left` is not loaded and keeps
+// what it held (the sums it feeds are never stored). Every offset is a compile-time constant.
 template <int PER_ROW, int LANES, int PER_LANE, int STEP>
-__device__ __forceinline__ void load_rows(const uint4* __restrict__ src, long long row0, int t, int n, int part,
-                                          uint4 (&raw)[UNROLL][PER_LANE]) {
+__device__ __forceinline__ void load_rows(const uint4* __restrict__ p, int left, uint4 (&raw)[UNROLL][PER_LANE]) {
 #pragma unroll
-    for (int u = 0; u < UNROLL; u++, t += STEP)
+    for (int u = 0; u < UNROLL; u++)
 #pragma unroll
         for (int i = 0; i < PER_LANE; i++)
-            raw[u][i] = t < n ? __ldg(src + (row0 + t) * PER_ROW + part + i * LANES) : make_uint4(0, 0, 0, 0);
+            if (u * STEP < left) raw[u][i] = __ldg(p + u * STEP * PER_ROW + i * LANES);
 }
 
-__device__ __forceinline__ float block_reduce(float x, float* scratch, bool take_max) {
+// Sums each of x's C values over the lanes whose `part` differs in bit O and every bit below it, by
+// recursive halving: at each offset a lane keeps half its values (the upper half where its bit O
+// is set), sends its partner the other half and adds what comes back, so C values cost C - 1
+// shuffles, not C x log2(2 O). Afterwards x[j] is sum part * (C / 2O) + j (C >= 2O) or, with fewer
+// values than lanes, sum part / (2O / C), held by every lane of that run.
+template <int C, int O, int V>
+__device__ __forceinline__ void halve_sums(float (&x)[V], int part) {
+    if constexpr (O > 0) {
+        if constexpr (C > 1) {
+            const bool upper = part & O;
 #pragma unroll
-    for (int o = 16; o > 0; o >>= 1) {
-        const float y = __shfl_xor_sync(FULL_MASK, x, o);
-        x = take_max ? fmaxf(x, y) : x + y;
+            for (int i = 0; i < C / 2; i++) {
+                const float send = upper ? x[i] : x[i + C / 2];
+                const float keep = upper ? x[i + C / 2] : x[i];
+                x[i] = keep + __shfl_xor_sync(FULL_MASK, send, O);
+            }
+            halve_sums<C / 2, O / 2>(x, part);
+        } else {
+            x[0] += __shfl_xor_sync(FULL_MASK, x[0], O);
+            halve_sums<1, O / 2>(x, part);
+        }
     }
-    __syncthreads();
-    if ((threadIdx.x & 31) == 0) scratch[threadIdx.x >> 5] = x;
-    __syncthreads();
-    float r = scratch[0];
-#pragma unroll
-    for (int w = 1; w < WARPS; w++) r = take_max ? fmaxf(r, scratch[w]) : r + scratch[w];
-    return r;
 }
 
-// Two blocks per SM (registers capped at 128) unless q and the accumulators alone need more.
+// The block's maxima (or sums) of each of x's G values, in every thread: warp shuffles, then the
+// warps' results through scratch [WARPS][G] (G of them reduced together: two barriers in all).
+template <int G>
+__device__ __forceinline__ void block_reduce(float (&x)[G], float* scratch, bool take_max) {
+#pragma unroll
+    for (int g = 0; g < G; g++)
+#pragma unroll
+        for (int o = 16; o > 0; o >>= 1) {
+            const float y = __shfl_xor_sync(FULL_MASK, x[g], o);
+            x[g] = take_max ? fmaxf(x[g], y) : x[g] + y;
+        }
+    __syncthreads();  // every thread has read the scratch's last contents
+    if ((threadIdx.x & 31) == 0)
+#pragma unroll
+        for (int g = 0; g < G; g++) scratch[(threadIdx.x >> 5) * G + g] = x[g];
+    __syncthreads();
+#pragma unroll
+    for (int g = 0; g < G; g++) {
+        x[g] = scratch[g];
+#pragma unroll
+        for (int w = 1; w < WARPS; w++) x[g] = take_max ? fmaxf(x[g], scratch[w * G + g]) : x[g] + scratch[w * G + g];
+    }
+}
+
+// Registers a lane's long-lived values take in the K pass: q (G x E), the step's sums (UNROLL x G)
+// and its loaded packets (UNROLL x PER_LANE x 4).
+template <typename T, int D, int G> __host__ __device__ constexpr int live_registers() {
+    return G * lane_elems<T, D>() + UNROLL * G + 4 * UNROLL * (lane_elems<T, D>() / Packet<T>::N);
+}
+
+// As many blocks per SM as the live values leave room for: three (registers capped at 80), two
+// (128) or one.
+template <typename T, int D, int G> __host__ __device__ constexpr int min_blocks_per_sm() {
+    return live_registers<T, D, G>() <= 64 ? 3 : live_registers<T, D, G>() <= 120 ? 2 : 1;
+}
+
 template <typename T, int D, int G>
-__global__ void __launch_bounds__(THREADS, G * lane_elems<T, D>() > 64 ? 1 : 2)
+__global__ void __launch_bounds__(THREADS, min_blocks_per_sm<T, D, G>())
 decode_partial(const float* __restrict__ q, const T* __restrict__ k, const T* __restrict__ v,
                const float* __restrict__ k_scale, const float* __restrict__ v_scale,
                float* __restrict__ part_out, float* __restrict__ part_max, float* __restrict__ part_sum,
@@ -116,9 +161,10 @@ decode_partial(const float* __restrict__ q, const T* __restrict__ k, const T* __
     constexpr int E = lane_elems<T, D>();                 // elements per lane per row
     constexpr int STEP = WARPS * ROWS;                    // rows the block covers per unrolled slot
     static_assert(PER_ROW % LANES == 0 && 32 % LANES == 0, "D must be 64, 128 or 256");
+    static_assert(G >= 1 && G <= 8, "G must be 1, 2, 4 or 8");
 
-    extern __shared__ float smem[];  // scores [G][chunk_len]; afterwards the block's output [G][D]
-    __shared__ float scratch[WARPS];
+    extern __shared__ float smem[];  // scores [G][chunk_len]; afterwards the warps' sums [WARPS / 2][G][D]
+    __shared__ float scratch[WARPS * 8];  // block_reduce's [WARPS][G] (G at most 8)
     const int chunk = blockIdx.x, bh = blockIdx.y;
     const int b = bh / kv_heads, h = bh % kv_heads;
     const int s0 = chunk * chunk_len, n = min(seq_len - s0, chunk_len);
@@ -138,16 +184,20 @@ decode_partial(const float* __restrict__ q, const T* __restrict__ k, const T* __
             for (int e = 0; e < P::N; e++)
                 qr[g][i * P::N + e] = scale * q[(long long)(b * heads + h * G + g) * D + (part + i * LANES) * P::N + e];
 
-    // scores = q . k for every row of the chunk
-    for (int t0 = warp * ROWS; t0 < n; t0 += STEP * UNROLL) {  // uniform per warp: shuffles see all lanes
-        uint4 raw[UNROLL][PER_LANE];
-        load_rows<PER_ROW, LANES, PER_LANE, STEP>(k4, row0, t0 + slot, n, part, raw);
+    // scores = q . k for every row of the chunk: the UNROLL x G dot products of a step (sum u * G + g:
+    // row slot u, head g), each summed over the LANES lanes of its row and stored by one of them
+    constexpr int SUMS = UNROLL * G;
+    constexpr int HELD = SUMS >= LANES ? SUMS / LANES : 1;  // sums a lane stores per step
+    constexpr int RUN = SUMS >= LANES ? 1 : LANES / SUMS;   // lanes holding the same sum
+    uint4 raw[UNROLL][PER_LANE] = {};
+    const uint4* __restrict__ kp = k4 + (row0 + warp * ROWS + slot) * PER_ROW + part;
+    for (int t0 = warp * ROWS; t0 < n; t0 += STEP * UNROLL, kp += STEP * UNROLL * PER_ROW) {  // uniform per warp
+        load_rows<PER_ROW, LANES, PER_LANE, STEP>(kp, n - t0 - slot, raw);
+        float s[SUMS];
 #pragma unroll
         for (int u = 0; u < UNROLL; u++) {
-            const int t = t0 + u * STEP + slot;
-            float s[G];
 #pragma unroll
-            for (int g = 0; g < G; g++) s[g] = 0.f;
+            for (int g = 0; g < G; g++) s[u * G + g] = 0.f;
 #pragma unroll
             for (int i = 0; i < PER_LANE; i++) {
                 float x[P::N];
@@ -155,40 +205,44 @@ decode_partial(const float* __restrict__ q, const T* __restrict__ k, const T* __
 #pragma unroll
                 for (int g = 0; g < G; g++)
 #pragma unroll
-                    for (int e = 0; e < P::N; e++) s[g] = fmaf(qr[g][i * P::N + e], x[e], s[g]);
+                    for (int e = 0; e < P::N; e++) s[u * G + g] = fmaf(qr[g][i * P::N + e], x[e], s[u * G + g]);
             }
+        }
+        halve_sums<SUMS, LANES / 2>(s, part);
+        if (part % RUN == 0) {
 #pragma unroll
-            for (int g = 0; g < G; g++)
-#pragma unroll
-                for (int o = LANES / 2; o > 0; o >>= 1) s[g] += __shfl_xor_sync(FULL_MASK, s[g], o);
-            if (part == 0 && t < n) {
-                const float ks = P::SCALED ? k_scale[row0 + t] : 1.f;
-#pragma unroll
-                for (int g = 0; g < G; g++) smem[g * chunk_len + t] = s[g] * ks;
+            for (int j = 0; j < HELD; j++) {
+                const int v = part / RUN * HELD + j, u = v / G, g = v % G;
+                const int t = t0 + u * STEP + slot;
+                if (t < n) smem[g * chunk_len + t] = s[j] * (P::SCALED ? k_scale[row0 + t] : 1.f);
             }
         }
     }
     __syncthreads();
 
-    // numerically safe softmax numerators over the chunk (the merge divides)
+    // numerically safe softmax numerators over the chunk (the merge divides), every head at once
+    float m[G], l[G];
 #pragma unroll
-    for (int g = 0; g < G; g++) {
-        float m = NEG_INF;
-        for (int t = threadIdx.x; t < n; t += THREADS) m = fmaxf(m, smem[g * chunk_len + t]);
-        m = block_reduce(m, scratch, true);
-        float l = 0.f;
-        for (int t = threadIdx.x; t < n; t += THREADS) {
-            const float p = __expf(smem[g * chunk_len + t] - m);
+    for (int g = 0; g < G; g++) m[g] = NEG_INF, l[g] = 0.f;
+    for (int t = threadIdx.x; t < n; t += THREADS)
+#pragma unroll
+        for (int g = 0; g < G; g++) m[g] = fmaxf(m[g], smem[g * chunk_len + t]);
+    block_reduce(m, scratch, true);
+    for (int t = threadIdx.x; t < n; t += THREADS)
+#pragma unroll
+        for (int g = 0; g < G; g++) {
+            const float p = __expf(smem[g * chunk_len + t] - m[g]);
             smem[g * chunk_len + t] = p;
-            l += p;
+            l[g] += p;
         }
-        l = block_reduce(l, scratch, false);
-        if (threadIdx.x == 0) {
+    block_reduce(l, scratch, false);
+    if (threadIdx.x == 0)
+#pragma unroll
+        for (int g = 0; g < G; g++) {
             const long long out_slot = ((long long)chunk * gridDim.y + bh) * G + g;
-            part_max[out_slot] = m;
-            part_sum[out_slot] = l;
+            part_max[out_slot] = m[g];
+            part_sum[out_slot] = l[g];
         }
-    }
     __syncthreads();
 
     // weights x V, accumulated in registers
@@ -197,9 +251,9 @@ decode_partial(const float* __restrict__ q, const T* __restrict__ k, const T* __
     for (int g = 0; g < G; g++)
 #pragma unroll
         for (int e = 0; e < E; e++) acc[g][e] = 0.f;
-    for (int t0 = warp * ROWS; t0 < n; t0 += STEP * UNROLL) {
-        uint4 raw[UNROLL][PER_LANE];
-        load_rows<PER_ROW, LANES, PER_LANE, STEP>(v4, row0, t0 + slot, n, part, raw);
+    const uint4* __restrict__ vp = v4 + (row0 + warp * ROWS + slot) * PER_ROW + part;
+    for (int t0 = warp * ROWS; t0 < n; t0 += STEP * UNROLL, vp += STEP * UNROLL * PER_ROW) {
+        load_rows<PER_ROW, LANES, PER_LANE, STEP>(vp, n - t0 - slot, raw);
 #pragma unroll
         for (int u = 0; u < UNROLL; u++) {
             const int t = t0 + u * STEP + slot;
@@ -227,21 +281,32 @@ decode_partial(const float* __restrict__ q, const T* __restrict__ k, const T* __
         for (int e = 0; e < E; e++)
 #pragma unroll
             for (int o = LANES; o < 32; o <<= 1) acc[g][e] += __shfl_xor_sync(FULL_MASK, acc[g][e], o);
-    __syncthreads();  // every warp is done with the scores: reuse smem for the block's output
-    for (int i = threadIdx.x; i < G * D; i += THREADS) smem[i] = 0.f;
-    __syncthreads();
-    if (slot == 0) {
+    // then the warps' sums, in shared memory (the scores are done with): the upper half of the warps
+    // writes its sums, the lower half adds its own (HALF x G x D floats), every thread adds the halves
+    constexpr int HALF = WARPS / 2;
+    float* __restrict__ mine = smem + (warp % HALF) * G * D;
+    __syncthreads();  // every warp is done with the scores
 #pragma unroll
-        for (int g = 0; g < G; g++)
+    for (int upper = 1; upper >= 0; upper--) {
+        if (slot == 0 && (warp >= HALF) == (bool)upper) {
 #pragma unroll
-            for (int i = 0; i < PER_LANE; i++)
+            for (int g = 0; g < G; g++)
 #pragma unroll
-                for (int e = 0; e < P::N; e++)
-                    atomicAdd(&smem[g * D + (part + i * LANES) * P::N + e], acc[g][i * P::N + e]);
+                for (int i = 0; i < PER_LANE; i++)
+#pragma unroll
+                    for (int e = 0; e < P::N; e++) {
+                        float& o = mine[g * D + (part + i * LANES) * P::N + e];
+                        o = upper ? acc[g][i * P::N + e] : o + acc[g][i * P::N + e];
+                    }
+        }
+        __syncthreads();
     }
-    __syncthreads();
-    for (int i = threadIdx.x; i < G * D; i += THREADS)
-        part_out[(((long long)chunk * gridDim.y + bh) * G) * D + i] = smem[i];
+    for (int i = threadIdx.x; i < G * D; i += THREADS) {
+        float r = 0.f;
+#pragma unroll
+        for (int w = 0; w < HALF; w++) r += smem[w * G * D + i];
+        part_out[(((long long)chunk * gridDim.y + bh) * G) * D + i] = r;
+    }
 }
 
 // One block per (batch x kv head, head of the group); threads across dimensions.
