@@ -4,12 +4,16 @@
 #   tests    pytest -m gpu (every GPU probe run and validated at tiny sizes)
 #   bench    benchmarks/gpu_balance.py: the GPU issue's side-by-side ratios, raw rounds as JSON
 #   ncu      raw `ncu --csv --page raw` output of the triad, the fp32 FMA and the cupy-fused decode,
-#            as the counter parser's fixtures (tests/fixtures/ncu-*.csv once checked)
+#            as the counter parser's fixtures (tests/fixtures/ncu-*.csv once checked), and ncu's
+#            sections for the decode kernel (speed of light, occupancy, issue, stalls): where its
+#            time goes (docs/decode-kernel.md says what to look for)
 #   profile  harness profile --device gpu, then its report (the CPU of a GPU machine is profiled
 #            separately: `harness profile --device cpu`)
-# Usage: bash benchmarks/gpu_session.sh OUT [tests|bench|ncu|profile|all]
+#   sanitize compute-sanitizer memcheck and racecheck over the fused decode's odd-size GPU tests
+#            (not in `all`: slow under the sanitizer; for a session with time left)
+# Usage: bash benchmarks/gpu_session.sh OUT [tests|bench|ncu|profile|sanitize|all]
 set -u
-OUT=${1:?usage: bash benchmarks/gpu_session.sh OUT [tests|bench|ncu|profile|all]}
+OUT=${1:?usage: bash benchmarks/gpu_session.sh OUT [tests|bench|ncu|profile|sanitize|all]}
 STEP=${2:-all}
 PY=${PY:-python3}
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
@@ -36,16 +40,34 @@ print(shlex.join(ncu.command(sys.argv[2], "gpu0", sys.argv[3], sys.argv[4:], pyt
     cp "$OUT/ncu-$name.log" "$OUT/ncu-$name.csv"
 }
 
+DECODE_ARGS=(--quick --impl cupy-fused --dtype fp16 --seq-len 32768 --batch 8)  # the GPU issue's decode shape
+
+ncu_sections() {  # the decode kernel's ncu sections, as text: two launches of the split-K kernel
+    run ncu-decode-sections ncu --clock-control none --target-processes all --nvtx \
+        --nvtx-include "harness-cupy-fused/" --kernel-name regex:decode_partial --launch-count 2 \
+        --section SpeedOfLight --section Occupancy --section LaunchStats --section SchedulerStats \
+        --section WarpStateStats --section MemoryWorkloadAnalysis \
+        "$PY" -m harness probe decode --device gpu0 "${DECODE_ARGS[@]}"
+}
+
 case $STEP in tests | all) run pytest-gpu "$PY" -m pytest -q -m gpu tests ;; esac
 case $STEP in bench | all) run gpu-balance "$PY" benchmarks/gpu_balance.py --json "$OUT/gpu-balance.json" ;; esac
 case $STEP in ncu | all)
     ncu_raw triad stream triad --quick --dtype fp32
     ncu_raw fma-fp32 peak fma_fp32 --quick
-    ncu_raw decode decode cupy-fused --quick --impl cupy-fused --dtype fp16 --seq-len 32768 --batch 8
+    ncu_raw decode decode cupy-fused "${DECODE_ARGS[@]}"
+    ncu_sections
     ;;
 esac
 case $STEP in profile | all)
     run profile "$PY" -m harness profile --device gpu --out "$OUT/profile.yaml"
     run report "$PY" -m harness report "$OUT/profile.yaml" --out "$OUT/reports"
+    ;;
+esac
+case $STEP in sanitize)
+    for tool in memcheck racecheck; do
+        run "sanitize-$tool" compute-sanitizer --tool "$tool" --error-exitcode 9 \
+            "$PY" -m pytest -q -m gpu tests/test_gpu_code.py -k fused_decode
+    done
     ;;
 esac

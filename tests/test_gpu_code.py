@@ -1,7 +1,9 @@
 """GPU code that needs no GPU: every CUDA source compiles with nvcc for sm_80 and sm_90, launch
 geometry and sizing are right, and GPU probes say why they cannot run here."""
 
+import importlib.util
 import math
+import os
 import re
 import shutil
 import subprocess
@@ -13,6 +15,10 @@ import nvrtc
 from probes import PROBES, gpu_common, unavailable_reason
 
 NVCC = shutil.which("nvcc")
+_spec = importlib.util.spec_from_file_location(  # a benchmark script, not a package module
+    "decode_sass", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "decode_sass.py"))
+decode_sass = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(decode_sass)
 EXPECTED_KERNELS = {"stream": ["triad_fp32", "read_fp64", "read_reps_fp32"], "fma": ["fma_fp16", "fma_fp64"],
                     "decode": ["decode_merge"]}
 
@@ -59,6 +65,44 @@ def test_decode_kernels_keep_their_values_in_registers_on_sm_90(tmp_path):
     assert len(entries) == len(names) + 1  # and decode_merge
     spilling = [name for name, report in entries if not re.search(r"\b0 bytes spill stores, 0 bytes spill loads", report)]
     assert not spilling, spilling
+
+
+NVDISASM_LISTING = """\
+.text._Z6kernelPf:
+        /*0000*/                   LDC R1, c[0x0][0x28] ;
+.L_x_0:
+        /*0010*/                   LDG.E.128.CONSTANT R4, desc[UR6][R2.64] ;
+.L_x_1:
+        /*0020*/                   FFMA R8, R4, R5, R8 ;
+        /*0030*/              @!P0 BRA `(.L_x_1) ;
+        /*0040*/                   BRA.DIV UR4, `(.L_x_2) ;
+        /*0050*/              @!P1 BRA `(.L_x_0) ;
+.L_x_2:
+        /*0060*/                   EXIT ;
+"""
+
+
+def test_decode_sass_reads_nvdisasm_listings():
+    code = decode_sass.functions(NVDISASM_LISTING)
+    assert list(code) == ["_Z6kernelPf"] and code["_Z6kernelPf"][3] == (0x30, "@!P0 BRA 0x20")
+    # the inner loop only (the outer one holds it); a BRA.DIV is a divergence path, not a loop
+    assert decode_sass.innermost_loops(code["_Z6kernelPf"]) == [["FFMA R8, R4, R5, R8", "@!P0 BRA 0x20"]]
+
+
+@pytest.mark.skipif(NVCC is None or decode_sass.nvdisasm() is None,
+                    reason="needs nvcc and nvdisasm (the dev extra's nvidia-cuda-nvdisasm wheel)")
+def test_decode_passes_load_16_bytes_and_keep_off_local_memory_on_sm_90():
+    results = decode_sass.analyse()
+    for result in results:
+        passes = result["passes"]
+        assert set(passes) == {"K", "V"}, result["kernel"]  # both loops found in the machine code
+        assert result["spill_bytes"] == 0 and not any(p["local_memory"] for p in passes.values()), result
+        dtype, head_dim, _ = result["kernel"]
+        packets_per_lane = max(1, head_dim * {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}[dtype] // 16 // 32)
+        for p in passes.values():  # every row a lane reads comes in 16-byte loads, UNROLL rows in flight
+            assert p["wide_loads"] == decode_sass.unroll() * packets_per_lane, (result["kernel"], p)
+    headline = next(r for r in results if r["kernel"] == ("fp16", 128, 4))
+    assert headline["blocks_per_sm"] == 3  # 24 warps' loads in flight: docs/decode-kernel.md
 
 
 @pytest.mark.skipif(nvrtc.unavailable_reason() is not None, reason=str(nvrtc.unavailable_reason()))
@@ -174,4 +218,6 @@ def test_gpu_session_script_builds_the_ncu_commands(tmp_path):
     for name, range_ in (("triad", "harness-triad/"), ("fma-fp32", "harness-fma_fp32/"), ("decode", "harness-cupy-fused/")):
         assert f"--nvtx-include {range_}" in proc.stdout
         assert "ncu" in (tmp_path / f"ncu-{name}.log").read_text()
-    assert proc.stdout.count("exit 127") == 3  # ncu is not installed here
+    assert "--kernel-name regex:decode_partial --launch-count 2 --section SpeedOfLight" in proc.stdout
+    assert "ncu" in (tmp_path / "ncu-decode-sections.log").read_text()
+    assert proc.stdout.count("exit 127") == 4  # ncu is not installed here: three raw captures, the sections
