@@ -25,22 +25,27 @@ def parse_selection(text, count):
     return chosen
 
 
+SM_LIMIT_ATTRIBUTES = {"registers": "MaxRegistersPerMultiprocessor", "shared_bytes": "MaxSharedMemoryPerMultiprocessor",
+                       "threads": "MaxThreadsPerMultiProcessor", "blocks": "MaxBlocksPerMultiprocessor"}
+
+
 def device_facts(index):
-    """SM count and L2 size from the CUDA runtime (NVML has neither)."""
+    """SM count, L2 size and what one SM holds at once, from the CUDA runtime (NVML has none of them)."""
     import cupy
 
     with cupy.cuda.Device(index) as dev:
         attrs = dev.attributes
-        return {"sm_count": attrs["MultiProcessorCount"], "l2_bytes": attrs["L2CacheSize"]}
+        return {"sm_count": attrs["MultiProcessorCount"], "l2_bytes": attrs["L2CacheSize"],
+                "sm_limits": {key: attrs.get(name) for key, name in SM_LIMIT_ATTRIBUTES.items()}}
 
 
 def identify(index):
-    """NVML identity plus SM count and L2 size of GPU `index` (NVML initialised by the caller)."""
+    """NVML identity plus the CUDA runtime's facts of GPU `index` (NVML initialised by the caller)."""
     import pynvml
 
     facts = device_facts(index)
     info = gpus.identify_gpu(pynvml, index, sm_count=facts["sm_count"])
-    info["l2_bytes"] = facts["l2_bytes"]
+    info["l2_bytes"], info["sm_limits"] = facts["l2_bytes"], facts["sm_limits"]
     return info
 
 

@@ -344,6 +344,7 @@ def gpu_markdown(g):
     if (sec.get("tensor_flops") or {}).get("reason"):
         out += [f"Tensor-core peaks not measured: {sec['tensor_flops']['reason']}.", ""]
     out += decode_markdown(sec, f"decode-{name}.png", "####")
+    out += fused_kernel_markdown(sec)
     skipped = sorted({f"{u['impl']} ({u['reason']})" for u in sec.get("decode_unsupported") or []})
     if skipped:
         out += ["Decode implementations not measured: " + "; ".join(skipped) + ".", ""]
@@ -355,6 +356,20 @@ def gpu_markdown(g):
         out += ["#### Telemetry while measuring", "",
                 table(["probe", "SM clock (median)", "max power W", "max temperature C", "clock-event reasons"], rows), ""]
     return out
+
+
+def fused_kernel_markdown(sec):
+    """One line on each cupy-fused split-K kernel as the driver loaded it (registers, spills, blocks per SM)."""
+    kernels = {}
+    for r in sec.get("decode_attention") or []:
+        if r.get("impl") == "cupy-fused" and r.get("registers") is not None:
+            kernels.setdefault((r["dtype"], r["head_dim"], r["heads"] // r["kv_heads"]), r)
+    if not kernels:
+        return []
+    parts = [f"{dtype} d={d} G={g}: {r['registers']} registers, {r['local_bytes_per_thread']} B local per thread"
+             + (f", {r['blocks_per_sm']} blocks per SM ({r['blocks_per_sm_limit']})" if r.get("blocks_per_sm") else "")
+             for (dtype, d, g), r in sorted(kernels.items())]
+    return ["cupy-fused split-K kernels as loaded: " + "; ".join(parts) + ".", ""]
 
 
 def decode_markdown(sec, image, h):

@@ -120,3 +120,17 @@ def decode_chunking(batch, kv_heads, seq_len, group, sm_count, shared_bytes=DECO
 def decode_shared_bytes(group, chunk_len, head_dim):
     """Dynamic shared memory of one decode block: its scores, later reused for half its warps' sums."""
     return 4 * group * max(chunk_len, DECODE_THREADS // 32 // 2 * head_dim)
+
+
+def resident_blocks(registers, shared_bytes, threads, sm_limits):
+    """(blocks of `threads` threads one SM holds at once, the limit that sets it) for a kernel of
+    `registers` per thread and `shared_bytes` (static + dynamic) per block, under the CUDA
+    runtime's per-SM limits: registers are given to warps in units of 256, and every block
+    reserves 1 KB of shared memory beside its own (compute capability 8.0 and later)."""
+    warps = -(-threads // 32)
+    per_warp = -(-registers * 32 // 256) * 256
+    limits = {"registers": sm_limits["registers"] // (per_warp * warps),
+              "shared memory": sm_limits["shared_bytes"] // (shared_bytes + 1024),
+              "threads": sm_limits["threads"] // (warps * 32), "blocks per SM": sm_limits["blocks"]}
+    limit = min(limits, key=limits.get)
+    return limits[limit], limit

@@ -11,8 +11,8 @@ from harness import model
 from harness.errors import HarnessError
 from harness.workload import Workload
 from probes.cpu_decode import DecodeCache, relative_error, tolerance
-from probes.gpu_common import (DECODE_GROUPS, DECODE_HEAD_DIMS, DECODE_THREADS, decode_chunking,
-                                cuda_path, decode_kernel_name, decode_shared_bytes, load_module, nvtx)
+from probes.gpu_common import (DECODE_GROUPS, DECODE_HEAD_DIMS, DECODE_THREADS, cuda_path, decode_chunking,
+                                decode_kernel_name, decode_shared_bytes, load_module, nvtx, resident_blocks)
 
 IMPLS = ("cupy-fused", "torch-sdpa", "torch-naive")
 SDPA_BACKENDS = ("FLASH_ATTENTION", "EFFICIENT_ATTENTION", "CUDNN_ATTENTION", "MATH")
@@ -71,7 +71,22 @@ def fused_runner(gpu, cache, q, sets):
 
     # poisoned once before the timed calls, not in them: a fill launch per call would add a few
     # microseconds to kernels that take ~10 us at short caches
-    return run, lambda: cp.asnumpy(out), lambda: out.fill(np.nan), {"chunks": chunks, "chunk_len": chunk_len}
+    return run, lambda: cp.asnumpy(out), lambda: out.fill(np.nan), {"chunks": chunks, "chunk_len": chunk_len,
+                                                                     **kernel_resources(kernel, shared, gpu)}
+
+
+def kernel_resources(kernel, dynamic_shared_bytes, gpu):
+    """The split-K kernel as the driver loaded it: registers, local memory (spills) per thread and
+    the blocks one SM holds (the limit that sets them); {} where the kernel object has no attributes."""
+    regs = getattr(kernel, "num_regs", None)
+    if regs is None:
+        return {}
+    out = {"registers": int(regs), "local_bytes_per_thread": int(kernel.local_size_bytes)}
+    limits = gpu.get("sm_limits") or {}
+    if all(limits.get(k) for k in ("registers", "shared_bytes", "threads", "blocks")):
+        shared = int(kernel.shared_size_bytes) + dynamic_shared_bytes
+        out["blocks_per_sm"], out["blocks_per_sm_limit"] = resident_blocks(int(regs), shared, DECODE_THREADS, limits)
+    return out
 
 
 def torch_runner(impl, cache, q, sets, backend=None):
@@ -193,6 +208,9 @@ def run_decode(ctx):
             continue
         rec = ctx.measure(w)
         rec.update(w.info)
+        if rec.get("local_bytes_per_thread"):
+            rec["warnings"].append(f"{impl} spills {rec['local_bytes_per_thread']} bytes per thread to local memory "
+                                   "as compiled here: its loads compete with the cache's")
         rec["time_s"] = rec["median_time_s"]
         rec["model"] = model.record_figures(shape)
         records.append(rec)

@@ -171,6 +171,8 @@ LAUNCHES = []  # (kernel name, argument types) of every fake launch: checked aga
 
 
 class _Kernel:
+    num_regs, local_size_bytes, shared_size_bytes = 80, 0, 256  # the driver's attributes, as CuPy gives them
+
     def __init__(self, name):
         self.name = name
 
@@ -207,7 +209,9 @@ class _Event:
 
 
 class _Device:
-    attributes = {"MultiProcessorCount": 4, "L2CacheSize": 1 << 20}
+    attributes = {"MultiProcessorCount": 4, "L2CacheSize": 1 << 20, "MaxRegistersPerMultiprocessor": 65536,
+                  "MaxSharedMemoryPerMultiprocessor": 233472, "MaxThreadsPerMultiProcessor": 2048,
+                  "MaxBlocksPerMultiprocessor": 32}  # an H100's SM limits
 
     def __init__(self, index=0):
         self.index = index

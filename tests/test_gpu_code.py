@@ -148,6 +148,19 @@ def test_decode_chunking_fills_the_gpu_and_fits_shared_memory(batch, kv_heads, s
     assert chunk_len >= min(256, seq_len) or blocks >= 32 * 132 * 0.9  # not cut finer than needed
 
 
+H100_SM = {"registers": 65536, "shared_bytes": 233472, "threads": 2048, "blocks": 32}
+
+
+@pytest.mark.parametrize("registers,shared,expected", [
+    (80, 8192 + 256, (3, "registers")),  # the headline decode kernel: 2560 registers a warp, 8 warps a block
+    (88, 8192 + 256, (2, "registers")),  # one register unit more a thread costs a block
+    (32, 0, (8, "registers")),           # 1024 a warp: registers and threads both allow 8 (the first named)
+    (45, 48 * 1024, (4, "shared memory")),  # 49 KB a block with its reserved 1 KB
+])
+def test_resident_blocks_per_sm(registers, shared, expected):
+    assert gpu_common.resident_blocks(registers, shared, 256, H100_SM) == expected
+
+
 def test_gpu_probes_say_why_they_cannot_run_here():
     reason = gpu_common.cupy_unavailable_reason()
     if reason is None:

@@ -51,6 +51,7 @@ def test_gpu_profile_section_report_with_numpy_standing_in(fake_gpu_machine, tmp
     doc = run.build_profile(device="gpu", quick=True, counters="auto")
     assert set(doc["devices"]) == {"gpu0"} and doc["machine"]["gpus"][0]["name"] == "NVIDIA H100 80GB HBM3"
     sec = doc["devices"]["gpu0"]
+    assert sec["gpu"]["sm_limits"] == {"registers": 65536, "shared_bytes": 233472, "threads": 2048, "blocks": 32}
     records = list(profile.measurement_records(sec))
     assert records and all(r["validated"] for r in records)
     assert set(sec["bandwidth"]) == {"copy", "scale", "add", "triad", "read"}
@@ -79,7 +80,9 @@ def test_gpu_profile_section_report_with_numpy_standing_in(fake_gpu_machine, tmp
     for needle in ("### gpu0: NVIDIA H100 80GB HBM3", "| datasheet spec | NVIDIA H100 80GB HBM3 (SXM5) |", "![Roofline of gpu0](roofline-gpu0.png)", "| peak fp32 FMA |",
                    "Tensor-core peaks not measured: torch is not installed", "#### Decode attention",
                    "| cupy-fused | int8 |", "Decode implementations not measured: torch-naive (torch is not installed",
-                   "#### Does the model hold here?", "#### Telemetry while measuring"):
+                   "#### Does the model hold here?", "#### Telemetry while measuring",
+                   "cupy-fused split-K kernels as loaded: bf16 d=64 G=4: 80 registers, 0 B local per thread, "
+                   "3 blocks per SM (registers)"):
         assert needle in gpu_part, needle
 
 
@@ -92,6 +95,9 @@ def test_single_gpu_probes_and_options_with_numpy_standing_in(fake_gpu_machine):
                                                                      "heads": 8, "kv_heads": 4, "head_dim": 64, "batch": 3})
     (rec,) = section["decode_attention"]
     assert rec["validated"] and (rec["batch"], rec["heads"], rec["kv_heads"], rec["seq_len"]) == (3, 8, 4, 300)
+    # the kernel as the driver loaded it (the fake's attributes: 80 registers, an H100's SM limits)
+    assert (rec["registers"], rec["local_bytes_per_thread"], rec["blocks_per_sm"], rec["blocks_per_sm_limit"]) == \
+        (80, 0, 3, "registers")
     with pytest.raises(Exception, match="gpu0 to gpu0"):
         run.run_single_probe("stream", device="gpu1")
 
@@ -164,6 +170,14 @@ def test_gpu_probes_run_where_cupy_has_no_nvtx(fake_gpu_machine):
     sys.modules["cupy"].cuda.nvtx = types.SimpleNamespace(available=False, RangePush=pushed.append, RangePop=lambda: None)
     sec = run.run_single_probe("stream", device="gpu0")
     assert all(r["validated"] for r in sec["bandwidth"].values()) and pushed == []
+
+
+def test_a_fused_kernel_that_spills_carries_a_warning(fake_gpu_machine, monkeypatch):
+    monkeypatch.setattr(fakes._Kernel, "local_size_bytes", 64)
+    (rec,) = run.run_single_probe("decode", device="gpu0", options={"seq_len": 300, "heads": 8, "kv_heads": 2,
+                                                                    "head_dim": 64, "batch": 1})["decode_attention"]
+    assert rec["validated"] and rec["local_bytes_per_thread"] == 64
+    assert any("spills 64 bytes per thread to local memory" in w for w in rec["warnings"])
 
 
 def test_fused_decode_poisons_once_before_timing_and_times_only_its_kernels(fake_gpu_machine):
