@@ -174,25 +174,36 @@ decode_partial(const float* __restrict__ q, const T* __restrict__ k, const T* __
     const uint4* __restrict__ k4 = reinterpret_cast<const uint4*>(k);
     const uint4* __restrict__ v4 = reinterpret_cast<const uint4*>(v);
 
-    float qr[G][E];  // this lane's elements of each query head of the group, pre-scaled by 1/sqrt(D)
-    const float scale = rsqrtf((float)D);
+    // Each pass's first rows are in flight before the work that precedes the pass: the first K rows
+    // while q arrives (except at G = 8, where those registers beside q's 64 spill at the 128-register
+    // cap), the first V rows while the softmax runs.
+    uint4 raw[UNROLL][PER_LANE] = {};
+    const uint4* __restrict__ kp = k4 + (row0 + warp * ROWS + slot) * PER_ROW + part;
+    if constexpr (G < 8) load_rows<PER_ROW, LANES, PER_LANE, STEP>(kp, n - warp * ROWS - slot, raw);
+
+    float qr[G][E];  // this lane's elements of each query head of the group
+    // in float4s: this lane's first, then at compile-time offsets (a head is D / 4, a packet N / 4)
+    const float4* __restrict__ q4 = reinterpret_cast<const float4*>(q) + (long long)(b * heads + h * G) * (D / 4) +
+                                    part * (P::N / 4);
 #pragma unroll
     for (int g = 0; g < G; g++)
 #pragma unroll
         for (int i = 0; i < PER_LANE; i++)
 #pragma unroll
-            for (int e = 0; e < P::N; e++)
-                qr[g][i * P::N + e] = scale * q[(long long)(b * heads + h * G + g) * D + (part + i * LANES) * P::N + e];
+            for (int e = 0; e < P::N; e += 4) {
+                const float4 f = q4[g * (D / 4) + i * LANES * (P::N / 4) + e / 4];
+                float* to = &qr[g][i * P::N + e];
+                to[0] = f.x, to[1] = f.y, to[2] = f.z, to[3] = f.w;
+            }
 
     // scores = q . k for every row of the chunk: the UNROLL x G dot products of a step (sum u * G + g:
     // row slot u, head g), each summed over the LANES lanes of its row and stored by one of them
+    constexpr float SCALE = D == 64 ? 0.125f : D == 128 ? 0.08838834764831845f : 0.0625f;  // 1 / sqrt(D)
     constexpr int SUMS = UNROLL * G;
     constexpr int HELD = SUMS >= LANES ? SUMS / LANES : 1;  // sums a lane stores per step
     constexpr int RUN = SUMS >= LANES ? 1 : LANES / SUMS;   // lanes holding the same sum
-    uint4 raw[UNROLL][PER_LANE] = {};
-    const uint4* __restrict__ kp = k4 + (row0 + warp * ROWS + slot) * PER_ROW + part;
-    for (int t0 = warp * ROWS; t0 < n; t0 += STEP * UNROLL, kp += STEP * UNROLL * PER_ROW) {  // uniform per warp
-        load_rows<PER_ROW, LANES, PER_LANE, STEP>(kp, n - t0 - slot, raw);
+    if constexpr (G == 8) load_rows<PER_ROW, LANES, PER_LANE, STEP>(kp, n - warp * ROWS - slot, raw);
+    for (int t0 = warp * ROWS; t0 < n; t0 += STEP * UNROLL) {  // uniform per warp
         float s[SUMS];
 #pragma unroll
         for (int u = 0; u < UNROLL; u++) {
@@ -214,10 +225,14 @@ decode_partial(const float* __restrict__ q, const T* __restrict__ k, const T* __
             for (int j = 0; j < HELD; j++) {
                 const int v = part / RUN * HELD + j, u = v / G, g = v % G;
                 const int t = t0 + u * STEP + slot;
-                if (t < n) smem[g * chunk_len + t] = s[j] * (P::SCALED ? k_scale[row0 + t] : 1.f);
+                if (t < n) smem[g * chunk_len + t] = s[j] * (P::SCALED ? SCALE * k_scale[row0 + t] : SCALE);
             }
         }
+        kp += STEP * UNROLL * PER_ROW;
+        load_rows<PER_ROW, LANES, PER_LANE, STEP>(kp, n - t0 - STEP * UNROLL - slot, raw);
     }
+    const uint4* __restrict__ vp = v4 + (row0 + warp * ROWS + slot) * PER_ROW + part;
+    load_rows<PER_ROW, LANES, PER_LANE, STEP>(vp, n - warp * ROWS - slot, raw);
     __syncthreads();
 
     // numerically safe softmax numerators over the chunk (the merge divides), every head at once
@@ -251,9 +266,7 @@ decode_partial(const float* __restrict__ q, const T* __restrict__ k, const T* __
     for (int g = 0; g < G; g++)
 #pragma unroll
         for (int e = 0; e < E; e++) acc[g][e] = 0.f;
-    const uint4* __restrict__ vp = v4 + (row0 + warp * ROWS + slot) * PER_ROW + part;
-    for (int t0 = warp * ROWS; t0 < n; t0 += STEP * UNROLL, vp += STEP * UNROLL * PER_ROW) {
-        load_rows<PER_ROW, LANES, PER_LANE, STEP>(vp, n - t0 - slot, raw);
+    for (int t0 = warp * ROWS; t0 < n; t0 += STEP * UNROLL) {
 #pragma unroll
         for (int u = 0; u < UNROLL; u++) {
             const int t = t0 + u * STEP + slot;
@@ -273,6 +286,8 @@ decode_partial(const float* __restrict__ q, const T* __restrict__ k, const T* __
                 }
             }
         }
+        vp += STEP * UNROLL * PER_ROW;
+        load_rows<PER_ROW, LANES, PER_LANE, STEP>(vp, n - t0 - STEP * UNROLL - slot, raw);
     }
     // sum the warp's row slots (lanes LANES apart hold the same elements), then the warps
 #pragma unroll
