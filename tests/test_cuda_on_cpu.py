@@ -1,7 +1,8 @@
 """The CUDA sources themselves, run on the CPU (tests/cuda_emulator.py): every GPU probe's kernels
 through the probes' own launch code and output checks, the decode kernel at odd sizes, and the
 emulator shown to catch what it is for (a missing barrier, a wrong halving step, a divergent
-shuffle, a shared-memory or global overrun, an argument of the wrong size). Correctness only: nothing here is timed."""
+shuffle, a shared-memory or global overrun, a misaligned 16-byte load, an argument of the wrong
+size). Correctness only: nothing here is timed."""
 
 import sys
 
@@ -77,6 +78,13 @@ def test_a_shared_memory_overrun_is_reported(emulated_gpu, monkeypatch):
     # every warp given its own G x D of sums in shared memory sized for half of them
     mutated(monkeypatch, "decode", "smem + (warp % HALF) * G * D;", "smem + warp * G * D;")
     with pytest.raises(cuda_emulator.EmulatedCudaError, match="shared memory past its dynamic size"):
+        gpu_decode_cases.check_fused_decode(*CASE)
+
+
+def test_a_misaligned_16_byte_load_is_reported(emulated_gpu, monkeypatch):
+    # q read from one float past its start: every float4 of it straddles two (the GPU faults)
+    mutated(monkeypatch, "decode", "reinterpret_cast<const float4*>(q)", "reinterpret_cast<const float4*>(q + 1)")
+    with pytest.raises(cuda_emulator.EmulatedCudaError, match="misaligned 16-byte load"):
         gpu_decode_cases.check_fused_decode(*CASE)
 
 

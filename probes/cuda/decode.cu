@@ -3,7 +3,8 @@
 // fp32 scale). decode_partial<T, D, G>: one block per (chunk of tokens, batch x kv head); every
 // query head of the GQA group (G of them) uses each K and V row the block reads. Scores live in
 // shared memory (G x chunk floats); the block writes unnormalised partial outputs, maxima and sums,
-// and decode_merge combines the chunks. D is 64, 128 or 256; G is 1, 2, 4 or 8.
+// and decode_merge combines the chunks. D is 64, 128 or 256; G is 1, 2, 4 or 8. q, K and V are read
+// in 16-byte packets: each must start 16-byte aligned (CuPy's allocations are 256-byte aligned).
 //
 // Built for bandwidth: every lane loads 16-byte packets (a warp reads 512 contiguous bytes per
 // load: one fp32 row of 128, two fp16 rows or four int8 rows), UNROLL rows per lane are in flight
@@ -191,7 +192,7 @@ decode_partial(const float* __restrict__ q, const T* __restrict__ k, const T* __
         for (int i = 0; i < PER_LANE; i++)
 #pragma unroll
             for (int e = 0; e < P::N; e += 4) {
-                const float4 f = q4[g * (D / 4) + i * LANES * (P::N / 4) + e / 4];
+                const float4 f = __ldg(q4 + g * (D / 4) + i * LANES * (P::N / 4) + e / 4);
                 float* to = &qr[g][i * P::N + e];
                 to[0] = f.x, to[1] = f.y, to[2] = f.z, to[3] = f.w;
             }

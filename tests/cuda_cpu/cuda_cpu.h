@@ -10,6 +10,7 @@
 #pragma once
 #include <cmath>
 #include <csetjmp>
+#include <cstdint>
 #include <cstring>
 #include <functional>
 #include <string>
@@ -263,7 +264,12 @@ template <class T> T __shfl_down_sync(unsigned mask, T x, unsigned d) {
     const int lane = cuda_cpu::current % cuda_cpu::WARP;
     return cuda_cpu::shuffle_from(mask, x, lane + (int)d < cuda_cpu::WARP ? lane + (int)d : lane);
 }
-template <class T> T __ldg(const T* p) { return *p; }
+template <class T> T __ldg(const T* p) {  // the GPU faults on a load not aligned to its size
+    if (reinterpret_cast<std::uintptr_t>(p) % alignof(T)) cuda_cpu::fail("misaligned " + std::to_string(sizeof(T)) + "-byte load");
+    T x;
+    std::memcpy(&x, p, sizeof(T));
+    return x;
+}
 inline float atomicAdd(float* p, float v) {  // one fiber runs at a time: a plain add is atomic
     const float old = *p;
     *p = old + v;
