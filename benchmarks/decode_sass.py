@@ -7,7 +7,7 @@ then the fraction of the SM's issue rate (4 warp instructions per clock) each pa
 with a given bandwidth. A pass that needs most of the issue rate cannot reach that bandwidth.
 
 Needs nvcc and nvdisasm (on the PATH, or from the nvidia-cuda-nvdisasm wheel the dev extra installs).
-Usage: python benchmarks/decode_sass.py [--kernel fp16,128,4 ...] [--tb-per-s 4.3 --sms 132 --ghz 1.98]
+Usage: python benchmarks/decode_sass.py [--kernel fp16,128,4 ...] [--unroll 8] [--tb-per-s 4.3 --sms 132 --ghz 1.98]
 """
 
 import argparse
@@ -88,13 +88,14 @@ DEFAULT_KERNELS = (("fp16", 128, 4), ("fp16", 128, 1), ("fp16", 128, 8), ("fp32"
 MANGLED_TYPE = {"fp32": "If", "fp16": "I6__half", "bf16": "I13__nv_bfloat16", "int8": "Ia"}
 
 
-def compile_and_disassemble(names, nvcc, tool):
-    """(ptxas's report, instructions) per mangled kernel name of decode.cu built for sm_90."""
+def compile_and_disassemble(names, nvcc, tool, defines=()):
+    """(ptxas's report, instructions) per mangled kernel name of decode.cu built for sm_90 with the
+    -D options in `defines`."""
     with tempfile.TemporaryDirectory() as tmp:
         src, cubin = os.path.join(tmp, "decode.cu"), os.path.join(tmp, "decode.cubin")
         with open(src, "w") as f:
             f.write(gpu_common.cuda_source("decode") + "\nvoid* kernels[] = {" + ", ".join(f"(void*){n}" for n in names) + "};\n")
-        built = subprocess.run([nvcc, "-arch=sm_90", "-cubin", "-Xptxas", "-v", "-o", cubin, src],
+        built = subprocess.run([nvcc, "-arch=sm_90", "-cubin", "-Xptxas", "-v", *defines, "-o", cubin, src],
                                capture_output=True, text=True)
         if built.returncode:
             raise RuntimeError(built.stderr)
@@ -105,17 +106,18 @@ def compile_and_disassemble(names, nvcc, tool):
 
 
 def unroll():
-    """decode.cu's UNROLL: rows a lane has in flight per step."""
+    """decode.cu's default UNROLL: rows a lane has in flight per step."""
     return int(re.search(r"#define UNROLL (\d+)", gpu_common.cuda_source("decode")).group(1))
 
 
-def analyse(kernels=DEFAULT_KERNELS, tb_per_s=4.3, sms=132, ghz=1.98, nvcc=None, tool=None):
+def analyse(kernels=DEFAULT_KERNELS, tb_per_s=4.3, sms=132, ghz=1.98, nvcc=None, tool=None, rows_in_flight=None):
     """Per (dtype, head_dim, group): registers, spills, blocks per SM, and per pass its instructions
-    per warp step, the issue fraction it needs at tb_per_s, its mix and whether it touches local memory."""
+    per warp step, the issue fraction it needs at tb_per_s, its mix and whether it touches local
+    memory; `rows_in_flight` builds decode.cu with that UNROLL instead of its default."""
     nvcc, tool = nvcc or shutil.which("nvcc"), tool or nvdisasm()
     names = [gpu_common.decode_kernel_name(t, int(d), int(g)) for t, d, g in kernels]
-    reports, code = compile_and_disassemble(names, nvcc, tool)
-    step_bytes = unroll() * WARP_LOAD_BYTES
+    reports, code = compile_and_disassemble(names, nvcc, tool, [f"-DUNROLL={rows_in_flight}"] if rows_in_flight else [])
+    step_bytes = (rows_in_flight or unroll()) * WARP_LOAD_BYTES
     per_clock = tb_per_s * 1e12 / sms / (ghz * 1e9)  # bytes per SM per clock
     out = []
     for dtype, d, g in kernels:
@@ -139,11 +141,12 @@ def main():
     p.add_argument("--tb-per-s", type=float, default=4.3, help="bandwidth to keep up with (H200 copy: about 4.3)")
     p.add_argument("--sms", type=int, default=132)
     p.add_argument("--ghz", type=float, default=1.98, help="SM clock")
+    p.add_argument("--unroll", type=int, help="rows per lane in flight (decode.cu's UNROLL; default: the source's)")
     args = p.parse_args()
     if not (nvdisasm() and shutil.which("nvcc")):
         sys.exit("needs nvcc and nvdisasm on the PATH (nvdisasm: pip install nvidia-cuda-nvdisasm)")
     kernels = [tuple(k.split(",")) for k in args.kernel] if args.kernel else DEFAULT_KERNELS
-    results = analyse(kernels, args.tb_per_s, args.sms, args.ghz)
+    results = analyse(kernels, args.tb_per_s, args.sms, args.ghz, rows_in_flight=args.unroll)
     print(f"at {args.tb_per_s} TB/s over {args.sms} SMs at {args.ghz} GHz: {results[0]['bytes_per_clock']:.1f} bytes "
           f"per SM per clock; a warp step loads {results[0]['step_bytes']} bytes")
     for r in results:

@@ -61,11 +61,12 @@ def main():
     read = next(w for w in gpu_stream.stream_workloads(gpu, "fp32", stream_vectors(gpu["l2_bytes"], free)) if w.name == "read")
     fma = gpu_peak.fma_workload(gpu, "fp32", 4096)
     shape = DecodeShape(seq_len=32768, heads=32, kv_heads=8, head_dim=128, dtype="fp16", batch=8)
-    fused = gpu_decode.decode_workload(gpu, "cupy-fused", shape, seed=1)
+    data = gpu_decode.decode_data(gpu, shape, seed=1)  # the same cache (and reference) for every implementation
+    fused = gpu_decode.decode_workload(gpu, "cupy-fused", shape, seed=1, data=data)
     sdpa = {}
     for backend in gpu_decode.SDPA_BACKENDS:
         try:
-            sdpa[backend] = gpu_decode.decode_workload(gpu, "torch-sdpa", shape, seed=1, backend=backend)
+            sdpa[backend] = gpu_decode.decode_workload(gpu, "torch-sdpa", shape, seed=1, backend=backend, data=data)
         except RuntimeError as e:
             print(f"SDPA {backend}: not available for this shape ({str(e).splitlines()[0]})")
     matmul = gpu_peak.matmul_workload("bf16", MATMUL_N)

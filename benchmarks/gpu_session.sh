@@ -3,6 +3,8 @@
 # Runs from the source tree with the machine's own python3 (no install); every output lands in OUT.
 #   tests    pytest -m gpu (every GPU probe run and validated at tiny sizes)
 #   bench    benchmarks/gpu_balance.py: the GPU issue's side-by-side ratios, raw rounds as JSON
+#   variants benchmarks/decode_variants.py: the cupy-fused kernel's build options and splits side by
+#            side (fraction of the HBM read each), to set decode.cu's defaults from
 #   ncu      raw `ncu --csv --page raw` output of the triad, the fp32 FMA and the cupy-fused decode,
 #            as the counter parser's fixtures (tests/fixtures/ncu-*.csv once checked), and ncu's
 #            sections for the decode kernel (speed of light, occupancy, issue, stalls): where its
@@ -11,9 +13,9 @@
 #            separately: `harness profile --device cpu`)
 #   sanitize compute-sanitizer memcheck and racecheck over the fused decode's odd-size GPU tests
 #            (not in `all`: slow under the sanitizer; for a session with time left)
-# Usage: bash benchmarks/gpu_session.sh OUT [tests|bench|ncu|profile|sanitize|all]
+# Usage: bash benchmarks/gpu_session.sh OUT [tests|bench|variants|ncu|profile|sanitize|all]
 set -u
-OUT=${1:?usage: bash benchmarks/gpu_session.sh OUT [tests|bench|ncu|profile|sanitize|all]}
+OUT=${1:?usage: bash benchmarks/gpu_session.sh OUT [tests|bench|variants|ncu|profile|sanitize|all]}
 STEP=${2:-all}
 PY=${PY:-python3}
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
@@ -52,6 +54,10 @@ ncu_sections() {  # the decode kernel's ncu sections, as text: two launches of t
 
 case $STEP in tests | all) run pytest-gpu "$PY" -m pytest -q -m gpu tests ;; esac
 case $STEP in bench | all) run gpu-balance "$PY" benchmarks/gpu_balance.py --json "$OUT/gpu-balance.json" ;; esac
+case $STEP in variants | all)
+    run decode-variants "$PY" benchmarks/decode_variants.py --json "$OUT/decode-variants.json"
+    ;;
+esac
 case $STEP in ncu | all)
     ncu_raw triad stream triad --quick --dtype fp32
     ncu_raw fma-fp32 peak fma_fp32 --quick

@@ -44,12 +44,14 @@ def cuda_source(name):
         return f.read()
 
 
-def load_module(name, templates=()):
+def load_module(name, templates=(), defines=None):
     """The compiled CuPy module of probes/cuda/<name>.cu (NVRTC; cached by CuPy), with the
-    template kernels named in `templates` instantiated (get them by the same names)."""
+    template kernels named in `templates` instantiated (get them by the same names) and the
+    source's build options in `defines` ({"UNROLL": 8} is -DUNROLL=8)."""
     import cupy
 
-    return cupy.RawModule(code=cuda_source(name), options=NVRTC_OPTIONS, name_expressions=list(templates) or None)
+    options = NVRTC_OPTIONS + tuple(f"-D{k}={v}" for k, v in sorted((defines or {}).items()))
+    return cupy.RawModule(code=cuda_source(name), options=options, name_expressions=list(templates) or None)
 
 
 def decode_kernel_name(dtype, head_dim, group):

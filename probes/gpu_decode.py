@@ -44,14 +44,17 @@ def upload(cache, copies):
     return cp.asarray(cache.q), sets
 
 
-def fused_runner(gpu, cache, q, sets):
+def fused_runner(gpu, cache, q, sets, unroll=None, blocks_per_sm=None):
+    """The split-K kernel and its merge over `sets` in turn; `unroll` (decode.cu's UNROLL) and
+    `blocks_per_sm` (decode_chunking's target) tune it, as benchmarks/decode_variants.py does."""
     import cupy as cp
 
     s = cache.shape
     name = decode_kernel_name(s.dtype, s.head_dim, s.group)
-    module = load_module("decode", templates=[name])
+    module = load_module("decode", templates=[name], defines={"UNROLL": unroll} if unroll else None)
     kernel, merge = module.get_function(name), module.get_function("decode_merge")
-    chunks, chunk_len = decode_chunking(s.batch, s.kv_heads, s.seq_len, s.group, gpu["sm_count"])
+    chunks, chunk_len = decode_chunking(s.batch, s.kv_heads, s.seq_len, s.group, gpu["sm_count"],
+                                        **({"blocks_per_sm": blocks_per_sm} if blocks_per_sm else {}))
     shared = decode_shared_bytes(s.group, chunk_len, s.head_dim)
     bkv = s.batch * s.kv_heads
     po = cp.empty((chunks * bkv * s.group, s.head_dim), cp.float32)
@@ -71,7 +74,8 @@ def fused_runner(gpu, cache, q, sets):
 
     # poisoned once before the timed calls, not in them: a fill launch per call would add a few
     # microseconds to kernels that take ~10 us at short caches
-    return run, lambda: cp.asnumpy(out), lambda: out.fill(np.nan), {"chunks": chunks, "chunk_len": chunk_len,
+    tuned = {k: v for k, v in (("unroll", unroll), ("chunk_blocks_per_sm", blocks_per_sm)) if v}
+    return run, lambda: cp.asnumpy(out), lambda: out.fill(np.nan), {"chunks": chunks, "chunk_len": chunk_len, **tuned,
                                                                      **kernel_resources(kernel, shared, gpu)}
 
 
@@ -127,13 +131,21 @@ def torch_runner(impl, cache, q, sets, backend=None):
             lambda: state.pop("out", None), {"backend": backend})
 
 
-def decode_workload(gpu, impl, shape, seed, backend=None):
-    check_shape(impl, shape)
+def decode_data(gpu, shape, seed):
+    """(cache, device q, device copies of the cache) for one shape: fresh random data, enough
+    copies to keep the L2 cold."""
     cache = DecodeCache(shape, seed)
-    copies = copies_for_cold_l2(model.cache_bytes(shape), gpu["l2_bytes"])
-    q, sets = upload(cache, copies)
+    return (cache, *upload(cache, copies_for_cold_l2(model.cache_bytes(shape), gpu["l2_bytes"])))
+
+
+def decode_workload(gpu, impl, shape, seed, backend=None, tuning=None, data=None):
+    """One decode implementation at one shape on fresh random caches (or `data` from decode_data,
+    shared by several workloads); `tuning` goes to fused_runner."""
+    check_shape(impl, shape)
+    cache, q, sets = data or decode_data(gpu, shape, seed)
+    copies = len(sets)
     if impl == "cupy-fused":
-        run, output, poison, extra = fused_runner(gpu, cache, q, sets)
+        run, output, poison, extra = fused_runner(gpu, cache, q, sets, **(tuning or {}))
     else:
         run, output, poison, extra = torch_runner(impl, cache, q, sets, backend)
     run(1)  # an unsupported SDPA backend raises here, before timing

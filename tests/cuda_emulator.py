@@ -66,13 +66,13 @@ def guard_damage(arr):
     return None
 
 
-def translation_unit(code, names):
+def translation_unit(code, names, defines=()):
     """The source made host C++ (dynamic shared memory from the emulator) plus a table of its
     kernels: every extern "C" kernel and the named template instantiations."""
     code = re.sub(r"extern\s+__shared__\s+(\w+)\s+(\w+)\s*\[\s*\]\s*;",
                   r"\1* \2 = reinterpret_cast<\1*>(cuda_cpu::shared_mem.data());", code)
-    expanded = subprocess.run([CXX, "-E", "-x", "c++", *SHIM, "-"], input=code, capture_output=True, text=True,
-                              check=True).stdout
+    expanded = subprocess.run([CXX, "-E", "-x", "c++", *SHIM, *defines, "-"], input=code, capture_output=True,
+                              text=True, check=True).stdout
     kernels = re.findall(r'extern\s+"C"\s+void\s+(\w+)\s*\(', expanded) + list(names)
     rows = ",\n".join(f'    {{"{k}", [](void** a) {{ cuda_cpu::invoke(&{k}, a); }}, cuda_cpu::arity(&{k}), '
                       f"cuda_cpu::argument_sizes(&{k})}}" for k in kernels)
@@ -93,11 +93,12 @@ extern "C" const char* cuda_cpu_launch(int k, unsigned gx, unsigned gy, unsigned
 """
 
 
-def build(code, names):
-    """The compiled library of one source and its instantiations (cached under build/cuda_cpu)."""
-    tu = translation_unit(code, names)
+def build(code, names, defines=()):
+    """The compiled library of one source and its instantiations, built with the -D options in
+    `defines` (cached under build/cuda_cpu)."""
+    tu = translation_unit(code, names, defines)
     with open(os.path.join(SHIM_DIR, "cuda_cpu.h"), encoding="utf-8") as f:
-        digest = hashlib.sha256((tu + f.read() + " ".join(FLAGS)).encode()).hexdigest()[:16]
+        digest = hashlib.sha256((tu + f.read() + " ".join([*FLAGS, *defines])).encode()).hexdigest()[:16]
     lib = os.path.join(BUILD_DIR, f"{digest}.so")
     if not os.path.exists(lib):
         os.makedirs(BUILD_DIR, exist_ok=True)
@@ -105,7 +106,7 @@ def build(code, names):
         with open(src, "w", encoding="utf-8") as f:
             f.write(tu)
         tmp = f"{lib}.{os.getpid()}"
-        subprocess.run([CXX, *FLAGS, "-o", tmp, src], check=True, capture_output=True, text=True)
+        subprocess.run([CXX, *FLAGS, *defines, "-o", tmp, src], check=True, capture_output=True, text=True)
         os.replace(tmp, lib)
     dll = ctypes.CDLL(lib)
     dll.cuda_cpu_find.restype = ctypes.c_int
@@ -156,11 +157,12 @@ class Kernel:
 
 
 class RawModule:
-    """cupy.RawModule(code=..., options=..., name_expressions=[...]) on the CPU."""
+    """cupy.RawModule(code=..., options=..., name_expressions=[...]) on the CPU (of the options,
+    the -D definitions count)."""
 
     def __init__(self, code=None, options=(), name_expressions=None):
         self.names = list(name_expressions or ())
-        self.dll = build(code, self.names)
+        self.dll = build(code, self.names, [o for o in options if o.startswith("-D")])
 
     def get_function(self, name):
         index = self.dll.cuda_cpu_find(name.encode())

@@ -44,6 +44,29 @@ def test_stream_hierarchy_and_fma_kernels_run_the_cuda_source(emulated_gpu, prob
         assert len(records) == 10
 
 
+def test_decode_variants_run_the_cuda_source_with_each_build_option(emulated_gpu, monkeypatch, tmp_path):
+    # benchmarks/decode_variants.py is for a lent GPU: here its variants (UNROLL 2 and 8, two
+    # splits) are built from decode.cu, checked against the float64 reference and tabled
+    import json
+    import os
+
+    from harness.model import DecodeShape
+
+    monkeypatch.syspath_prepend(os.path.join(os.path.dirname(os.path.dirname(__file__)), "benchmarks"))
+    import decode_variants
+
+    monkeypatch.setattr(decode_variants, "DecodeShape",
+                        lambda **k: DecodeShape(**{**k, "heads": 8, "kv_heads": 2, "batch": 1}))
+    out = tmp_path / "variants.json"
+    monkeypatch.setattr(sys, "argv", ["decode_variants.py", "--unroll", "2,8", "--blocks-per-sm", "1,32", "--rounds", "1",
+                                      "--repeats", "1", "--seq-len", "1031", "--json", str(out)])
+    decode_variants.main()
+    table = json.loads(out.read_text())["variants"]
+    assert [(v["unroll"], v["blocks_per_sm_aim"]) for v in table] == [(2, 1), (2, 32), (8, 1), (8, 32)]
+    assert all(v["fraction_of_read"] > 0 for v in table)
+    assert table[0]["chunks"] < table[1]["chunks"]  # one block per SM aimed at: longer chunks
+
+
 def mutated(monkeypatch, name, old, new):
     """probes/cuda/<name>.cu with `old` replaced by `new`, for this test."""
     source = gpu_common.cuda_source

@@ -16,7 +16,9 @@
 
 #define THREADS 256
 #define WARPS (THREADS / 32)
+#ifndef UNROLL  // rows per lane in flight per step: a build option (-DUNROLL=N), 4 unless tuned
 #define UNROLL 4
+#endif
 #define FULL_MASK 0xffffffffu
 // -inf without <math.h>: NVRTC (how CuPy compiles this file) has no INFINITY
 #define NEG_INF __int_as_float(0xff800000)
@@ -163,6 +165,7 @@ decode_partial(const float* __restrict__ q, const T* __restrict__ k, const T* __
     constexpr int STEP = WARPS * ROWS;                    // rows the block covers per unrolled slot
     static_assert(PER_ROW % LANES == 0 && 32 % LANES == 0, "D must be 64, 128 or 256");
     static_assert(G >= 1 && G <= 8, "G must be 1, 2, 4 or 8");
+    static_assert(UNROLL >= 1 && UNROLL <= 8 && (UNROLL & (UNROLL - 1)) == 0, "UNROLL must be 1, 2, 4 or 8");
 
     extern __shared__ float smem[];  // scores [G][chunk_len]; afterwards the warps' sums [WARPS / 2][G][D]
     __shared__ float scratch[WARPS * 8];  // block_reduce's [WARPS][G] (G at most 8)
