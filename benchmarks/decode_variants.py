@@ -19,11 +19,10 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
-from harness.gpu_run import identify  # noqa: E402
+from gpu_setup import gpu0  # noqa: E402
 from harness.model import DecodeShape  # noqa: E402
 from harness.workload import time_workload  # noqa: E402
-from probes import gpu_decode, gpu_stream  # noqa: E402
-from probes.gpu_common import cupy_unavailable_reason, event_clock, stream_vectors  # noqa: E402
+from probes import gpu_decode  # noqa: E402
 
 
 def ints(text):
@@ -39,19 +38,11 @@ def main():
     p.add_argument("--seq-len", type=int, default=32768)
     p.add_argument("--json", default=os.path.join(os.path.dirname(HERE), "build", "decode-variants.json"))
     args = p.parse_args()
-    reason = cupy_unavailable_reason()
-    if reason:
-        sys.exit(f"no GPU benchmark here: {reason}")
-    import cupy as cp
+    gpu, clock, stream = gpu0()
     import pynvml
 
-    pynvml.nvmlInit()
-    gpu = identify(0)
     pynvml.nvmlShutdown()
-    clock = event_clock()
-    free, _ = cp.cuda.runtime.memGetInfo()
-    read = next(w for w in gpu_stream.stream_workloads(gpu, "fp32", stream_vectors(gpu["l2_bytes"], free))
-                if w.name == "read")
+    read = stream["read"]
     shape = DecodeShape(seq_len=args.seq_len, heads=32, kv_heads=8, head_dim=128, dtype="fp16", batch=8)
     data = gpu_decode.decode_data(gpu, shape, seed=1)  # one cache and one reference for every variant
     variants = {(unroll, per_sm): gpu_decode.decode_workload(gpu, "cupy-fused", shape, seed=1, data=data,

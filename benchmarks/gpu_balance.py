@@ -18,13 +18,12 @@ import sys
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
+from gpu_setup import gpu0  # noqa: E402
 from harness import gpus  # noqa: E402
-from harness.gpu_run import identify  # noqa: E402
 from harness.machine import identify_cpu  # noqa: E402
 from harness.model import DecodeShape  # noqa: E402
 from harness.workload import time_workload  # noqa: E402
-from probes import gpu_decode, gpu_peak, gpu_stream  # noqa: E402
-from probes.gpu_common import cupy_unavailable_reason, event_clock, stream_vectors  # noqa: E402
+from probes import gpu_decode, gpu_peak  # noqa: E402
 from summary import finish  # noqa: E402
 
 TARGETS = {"triad_over_copy": (">=", 0.9), "fma_over_theoretical": (">=", 0.9),
@@ -46,19 +45,11 @@ def main():
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--json", default=os.path.join(os.path.dirname(HERE), "build", "bench-gpu.json"))
     args = p.parse_args()
-    reason = cupy_unavailable_reason()
-    if reason:
-        sys.exit(f"no GPU benchmark here: {reason}")
-    import cupy as cp
+    gpu, clock, stream = gpu0()
     import pynvml
     import torch
 
-    pynvml.nvmlInit()
-    gpu = identify(0)
-    clock = event_clock()
-    free, _ = cp.cuda.runtime.memGetInfo()
-    triad = next(w for w in gpu_stream.stream_workloads(gpu, "fp32", stream_vectors(gpu["l2_bytes"], free)) if w.name == "triad")
-    read = next(w for w in gpu_stream.stream_workloads(gpu, "fp32", stream_vectors(gpu["l2_bytes"], free)) if w.name == "read")
+    triad, read = stream["triad"], stream["read"]
     fma = gpu_peak.fma_workload(gpu, "fp32", 4096)
     shape = DecodeShape(seq_len=32768, heads=32, kv_heads=8, head_dim=128, dtype="fp16", batch=8)
     data = gpu_decode.decode_data(gpu, shape, seed=1)  # the same cache (and reference) for every implementation

@@ -13,7 +13,6 @@ import types
 import pytest
 
 import fakes
-import gpu_decode_cases
 import nvrtc
 from harness import gpus, profile, report, run
 from harness.specs import load_specs
