@@ -96,15 +96,21 @@ def _validate_section(sec, source, where):
                  source, f"{where}.hierarchy[{i}] needs a working_set_bytes number")
 
 
-def measurement_records(section):
-    """Every timed record of a device section (or of one probe's output), wherever it sits:
-    {kernel: record} mappings, lists of records, and thread_sweep's {kernel: [records]}."""
-    for value in section.values():
-        groups = value.values() if isinstance(value, dict) else [value] if isinstance(value, list) else []
-        for group in groups:
+def labelled_records(section):
+    """(key, name, record) of every timed record of a device section (or of one probe's output),
+    wherever it sits: {kernel: record} mappings (name: the kernel), lists of records (name: None)
+    and thread_sweep's {kernel: [records]}."""
+    for key, value in section.items():
+        groups = value.items() if isinstance(value, dict) else [(None, value)] if isinstance(value, list) else []
+        for name, group in groups:
             for rec in (group if isinstance(group, list) else [group]):
                 if isinstance(rec, dict) and "samples_s" in rec:
-                    yield rec
+                    yield key, name, rec
+
+
+def measurement_records(section):
+    """Every timed record of a device section (or of one probe's output)."""
+    return (rec for _, _, rec in labelled_records(section))
 
 
 def load_profile(path):

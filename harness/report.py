@@ -8,7 +8,7 @@ import os
 
 from harness import model, plots
 from harness.machine import last_level_cache_bytes
-from harness.profile import atomic_write_text
+from harness.profile import atomic_write_text, labelled_records
 from harness.specs import match_spec, spec_flag
 from harness.summary import si
 from harness.validation import LARGE_CACHE_FACTOR, roofs, swept_shape
@@ -220,18 +220,16 @@ def record_name(key, name, rec):
 def counter_rows(device, sec):
     """Every record of a section with counted bytes or FLOPs, counted beside declared (the model's)."""
     rows = []
-    for key, value in sec.items():
-        items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
-        for name, rec in items:
-            c = (rec.get("counters") or {}) if isinstance(rec, dict) and "samples_s" in rec else {}
-            if not (c.get("dram_bytes") or c.get("flops")):
-                continue
-            declared_b, declared_f = rec.get("bytes_per_call"), rec.get("flops_per_call")
-            rows.append([device, record_name(key, None if isinstance(value, list) else name, rec), c["source"],
-                         si(c.get("dram_bytes"), "B"), si(declared_b, "B"), ratio(c.get("dram_bytes"), declared_b),
-                         si(c.get("flops"), "FLOP"), si(declared_f, "FLOP"), ratio(c.get("flops"), declared_f),
-                         num(c.get("intensity")), ratio(declared_f, declared_b),
-                         c.get("dram_bytes_source") or ("DRAM read + write" if c["source"] == "ncu" else "")])
+    for key, name, rec in labelled_records(sec):
+        c = rec.get("counters") or {}
+        if not (c.get("dram_bytes") or c.get("flops")):
+            continue
+        declared_b, declared_f = rec.get("bytes_per_call"), rec.get("flops_per_call")
+        rows.append([device, record_name(key, name, rec), c["source"],
+                     si(c.get("dram_bytes"), "B"), si(declared_b, "B"), ratio(c.get("dram_bytes"), declared_b),
+                     si(c.get("flops"), "FLOP"), si(declared_f, "FLOP"), ratio(c.get("flops"), declared_f),
+                     num(c.get("intensity")), ratio(declared_f, declared_b),
+                     c.get("dram_bytes_source") or ("DRAM read + write" if c["source"] == "ncu" else "")])
     return rows
 
 

@@ -23,7 +23,7 @@ import signal
 import subprocess
 import tempfile
 from contextlib import ExitStack
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
 from harness.counters import block
@@ -271,8 +271,7 @@ def count(cpu, run, loops, model_bytes, root=EVENT_SOURCES, paranoid_path=PARANO
     wanted = list(plan.flop) + list(plan.dram)
     refused = {e: why for e in plan.core + plan.dram
                if (why := accepted(e, plan.dram_system_wide and e in plan.dram))}
-    plan.core = [e for e in plan.core if e not in refused]
-    plan.dram = [e for e in plan.dram if e not in refused]
+    plan = replace(plan, core=[e for e in plan.core if e not in refused], dram=[e for e in plan.dram if e not in refused])
     readings, errors = {}, []
     for i, (core, system) in enumerate(plan.passes()):
         with ExitStack() as stack:
