@@ -13,6 +13,9 @@
 #            separately: `harness profile --device cpu`)
 #   sanitize compute-sanitizer memcheck and racecheck over the fused decode's odd-size GPU tests
 #            (not in `all`: slow under the sanitizer; for a session with time left)
+# With a 15-minute lease, one step per call, in the order the issues need them: bench (the
+# acceptance ratios), profile (the committed profile and report), ncu (the fixtures), then
+# variants and tests as time allows.
 # Usage: bash benchmarks/gpu_session.sh OUT [tests|bench|variants|ncu|profile|sanitize|all]
 set -u
 OUT=${1:?usage: bash benchmarks/gpu_session.sh OUT [tests|bench|variants|ncu|profile|sanitize|all]}
