@@ -30,7 +30,11 @@ def cmd_profile(args):
     save_profile(doc, out)
     print("\n".join(profile_lines(doc)))
     print(f"profile written to {out}")
-    return 0
+    failed = [f"{device}: {name}: {message}" for device, sec in doc["devices"].items()
+              for name, message in (sec.get("probe_errors") or {}).items()]
+    for line in failed:
+        print(f"harness: probe failed, its measurements are missing from the profile: {line}", file=sys.stderr)
+    return 1 if failed else 0
 
 
 def cmd_list(args):

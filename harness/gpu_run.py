@@ -4,6 +4,7 @@ telemetry around every probe, balance and the decode verdict (same shapes as dev
 from harness import gpus, validation
 from harness.errors import HarnessError
 from harness.profile import measurement_records
+from harness.run import run_guarded
 from harness.workload import Context
 from probes import PROBES, load_runner, unavailable_reason
 
@@ -92,7 +93,7 @@ def gpu_section(index, cpu, quick, tiny, progress):
             ctx = Context(cpu=cpu, threads=1, quick=quick, tiny=tiny, progress=progress, gpu=info, clock=event_clock())
             for name in GPU_PROFILE_PROBES:
                 with gpus.Telemetry(pynvml, index) as tele:
-                    section.update(load_runner(PROBES[name], "gpu")(ctx))
+                    run_guarded(name, lambda name=name: load_runner(PROBES[name], "gpu")(ctx), section, progress)
                 section["telemetry"][name] = tele.summary()
                 mark_throttled(section, section["telemetry"][name])
         clock = (section["telemetry"].get("peak") or {}).get("sm_clock_hz") or {}

@@ -34,15 +34,31 @@ def make_context(cpu, threads, quick, progress, dtypes=DTYPES, full=False, optio
                    counters=counters)
 
 
-def run_probe_on_cpu(name, ctx):
-    """One probe's section of devices.cpu."""
+def cpu_probe(name):
+    """The probe's spec, or one clear error: unknown, or unable to run on this CPU."""
     spec = PROBES.get(name)
     if spec is None:
         raise HarnessError(f"unknown probe {name!r}: valid probes are {', '.join(PROBES)}")
     reason = unavailable_reason(spec, "cpu")
     if reason:
         raise HarnessError(f"probe {name} cannot run here: {reason}")
-    return load_runner(spec)(ctx)
+    return spec
+
+
+def run_probe_on_cpu(name, ctx):
+    """One probe's section of devices.cpu."""
+    return load_runner(cpu_probe(name))(ctx)
+
+
+def run_guarded(name, runner, section, progress):
+    """section.update(runner()); if the probe raises, its error goes to section['probe_errors'][name]
+    and the profile goes on: one probe's failure must not lose the others' measurements."""
+    try:
+        section.update(runner())
+    except Exception as e:  # noqa: BLE001  (recorded, reported, and `harness profile` exits 1)
+        message = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}"
+        section.setdefault("probe_errors", {})[name] = message
+        progress(f"probe {name} FAILED: {message}")
 
 
 def torch_first():
@@ -144,11 +160,13 @@ def flag_against_theory(section, theory, cpu):
 def cpu_section(ctx, probe_names):
     """devices.cpu: every probe's records, theoretical peaks, flags and balance."""
     section = {"threads": ctx.threads, "quick": ctx.quick}
+    for name in probe_names:  # each can run here, or one clear error before minutes of probing
+        cpu_probe(name)
     if "decode" in probe_names:
         torch_first()
     reserve_cpu_buffers(ctx, probe_names)
     for name in probe_names:
-        section.update(run_probe_on_cpu(name, ctx))
+        run_guarded(name, lambda name=name: run_probe_on_cpu(name, ctx), section, ctx.progress)
     theory = theoretical(ctx.cpu)
     flag_against_theory(section, theory, ctx.cpu)
     section["theoretical"] = theory

@@ -236,6 +236,27 @@ def test_a_throttled_gpu_marks_its_records_and_the_report(fake_gpu_machine, monk
     assert section["telemetry"]["peak"]["warnings"] and "sw power cap" in section["peak_flops"]["fp32"]["warnings"][-1]
 
 
+def test_a_failing_gpu_probe_keeps_the_others_and_the_profile(fake_gpu_machine, monkeypatch, tmp_path, capsys):
+    from harness import cli
+    from probes import gpu_decode
+
+    def crash(ctx):
+        raise RuntimeError("cudaErrorIllegalAddress: an illegal memory access was encountered\nmore detail")
+
+    monkeypatch.setattr(gpu_decode, "run_decode", crash)
+    out = tmp_path / "gpu.yaml"
+    assert cli.main(["profile", "--device", "gpu", "--quick", "--counters", "off", "--out", str(out)]) == 1
+    assert "probe failed, its measurements are missing from the profile: gpu0: decode: RuntimeError: " \
+           "cudaErrorIllegalAddress" in capsys.readouterr().err
+    sec = profile.load_profile(str(out))["devices"]["gpu0"]  # written, and loads
+    assert sec["probe_errors"] == {"decode": "RuntimeError: cudaErrorIllegalAddress: an illegal memory access "
+                                             "was encountered"}
+    assert all(r["validated"] for r in profile.measurement_records(sec)) and sec["bandwidth"] and sec["peak_flops"]
+    assert "decode_attention" not in sec and sec["balance"]["fp32"] > 0
+    text = open(report.write_report(profile.load_profile(str(out)), str(tmp_path / "r"), load_specs())[-1]).read()
+    assert "gpu0 probe decode failed, its measurements are missing: RuntimeError" in text
+
+
 def test_cli_probe_on_a_gpu_prints_its_records(fake_gpu_machine, capsys):
     from harness import cli
 

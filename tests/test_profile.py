@@ -131,3 +131,31 @@ def test_missing_and_unwritable_paths(tmp_path):
     blocker.write_text("")
     with pytest.raises(HarnessError, match="cannot write"):
         profile.check_writable(blocker / "sub" / "p.yaml")
+
+
+def test_a_failing_cpu_probe_is_recorded_and_the_rest_kept(monkeypatch, tmp_path):
+    from harness import run
+    from probes import cpu_peak
+
+    def crash(ctx):
+        raise MemoryError("cannot allocate the peak probe's buffers")
+
+    monkeypatch.setenv("HARNESS_TINY", "1")
+    monkeypatch.setattr(cpu_peak, "run_peak", crash)
+    doc = run.build_profile(device="cpu", quick=True, probe_names=("stream", "peak"), counters="off")
+    sec = doc["devices"]["cpu"]
+    assert sec["probe_errors"] == {"peak": "MemoryError: cannot allocate the peak probe's buffers"}
+    assert sec["bandwidth"] and all(r["validated"] for r in profile.measurement_records(sec))
+    assert "peak_flops" not in sec and "balance" not in sec
+    path = tmp_path / "p.yaml"
+    profile.save_profile(doc, str(path))
+    assert profile.load_profile(str(path))["devices"]["cpu"]["probe_errors"] == sec["probe_errors"]
+
+
+def test_probe_errors_must_name_probes_and_messages(tmp_path):
+    path = tmp_path / "bad.yaml"
+    doc = make_doc()
+    doc["devices"]["cpu"]["probe_errors"] = {"peak": 3}
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(HarnessError, match="devices.cpu.probe_errors must map probe names to messages"):
+        profile.load_profile(str(path))

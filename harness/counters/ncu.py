@@ -110,8 +110,11 @@ def count(probe, device, nvtx_range, extra_args=(), model_bytes=None, timeout_s=
         return block("unavailable", reason)
     metrics, dropped = list(METRICS), []
     while True:
-        proc = subprocess.run(command(probe, device, nvtx_range, extra_args, metrics=metrics), capture_output=True,
-                              text=True, timeout=timeout_s)
+        try:
+            proc = subprocess.run(command(probe, device, nvtx_range, extra_args, metrics=metrics), capture_output=True,
+                                  text=True, timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            return block("unavailable", f"ncu ran past {timeout_s} s re-running {probe} {nvtx_range}: stopped")
         output = proc.stdout + proc.stderr
         if permission_error(output):
             return block("unavailable", "ERR_NVGPUCTRPERM: this user may not read GPU performance counters "
