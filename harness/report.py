@@ -342,6 +342,9 @@ def gpu_markdown(g):
     out += measurements_markdown(sec, g["peaks"], "####")
     if (sec.get("tensor_flops") or {}).get("reason"):
         out += [f"Tensor-core peaks not measured: {sec['tensor_flops']['reason']}.", ""]
+    refused = [f"{u['dtype']} ({u['reason']})" for u in sec.get("tensor_flops_unsupported") or []]
+    if refused:
+        out += ["Tensor-core matmuls torch refused here: " + "; ".join(refused) + ".", ""]
     out += decode_markdown(sec, f"decode-{name}.png", "####")
     out += fused_kernel_markdown(sec)
     skipped = sorted({f"{u['impl']} ({u['reason']})" for u in sec.get("decode_unsupported") or []})

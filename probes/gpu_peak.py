@@ -94,5 +94,9 @@ def run_peak(ctx):
         return out
     for dtype in ("fp16", "bf16", "tf32", "int8"):
         ctx.progress(f"gpu{ctx.gpu['index']} tensor-core matmul {dtype}")
-        out["tensor_flops"][dtype] = ctx.measure(matmul_workload(dtype, 256 if ctx.tiny else 8192))
+        try:
+            out["tensor_flops"][dtype] = ctx.measure(matmul_workload(dtype, 256 if ctx.tiny else 8192))
+        except RuntimeError as e:  # torch: this build or GPU has no such product (torch._int_mm's limits)
+            out.setdefault("tensor_flops_unsupported", []).append(
+                {"dtype": dtype, "reason": (str(e).strip().splitlines() or [""])[0]})
     return out

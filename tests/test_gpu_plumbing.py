@@ -207,6 +207,24 @@ def test_gpu_profile_with_torch_tensor_cores_and_sdpa(fake_gpu_with_cpu_torch, t
     assert "| torch-sdpa[math] |" in text
 
 
+def test_a_tensor_core_matmul_torch_refuses_is_named_and_the_rest_measured(fake_gpu_with_cpu_torch, monkeypatch,
+                                                                           tmp_path):
+    import torch
+
+    def refuse(a, b):
+        raise RuntimeError("_int_mm_out_cuda not compiled for this platform\ndetail")
+
+    monkeypatch.setattr(torch, "_int_mm", refuse)
+    sec = run.run_single_probe("peak", device="gpu0")
+    assert set(sec["tensor_flops"]) == {"fp16", "bf16", "tf32"} and set(sec["peak_flops"]) == {"fp64", "fp32", "fp16"}
+    assert sec["tensor_flops_unsupported"] == [{"dtype": "int8", "reason": "_int_mm_out_cuda not compiled for this platform"}]
+    doc = run.build_profile(device="gpu", quick=True, counters="off")
+    path = tmp_path / "gpu.yaml"
+    profile.save_profile(doc, str(path))
+    text = open(report.write_report(profile.load_profile(str(path)), str(tmp_path / "r"), load_specs())[-1]).read()
+    assert "Tensor-core matmuls torch refused here: int8 (_int_mm_out_cuda not compiled for this platform)." in text
+
+
 def test_gpu_benchmark_runs_end_to_end_with_stand_ins(fake_gpu_with_cpu_torch, monkeypatch, tmp_path):
     # benchmarks/gpu_balance.py only runs on a lent GPU: run it here at small sizes so a broken
     # script cannot waste that session
