@@ -218,6 +218,19 @@ def test_gpu_fused_decode_at_odd_sizes(monkeypatch, case):
     gpu_decode_cases.check_fused_decode(*case)
 
 
+@pytest.mark.gpu
+@pytest.mark.skipif(gpu_common.cupy_unavailable_reason() is not None,
+                    reason=f"no usable GPU here: {gpu_common.cupy_unavailable_reason()}")
+def test_gpu_decode_kernels_as_cupy_builds_them_keep_off_local_memory():
+    # NVRTC and the driver on the GPU machine, not this machine's nvcc: the same no-spill guard
+    names = template_names("decode")
+    module = gpu_common.load_module("decode", templates=names)
+    spilling = {n: k.local_size_bytes for n in names if (k := module.get_function(n)).local_size_bytes}
+    assert not spilling, spilling
+    headline = module.get_function(gpu_common.decode_kernel_name("fp16", 128, 4))
+    assert headline.num_regs <= 80  # three blocks of 256 threads per SM (docs/decode-kernel.md)
+
+
 def test_gpu_session_script_builds_the_ncu_commands(tmp_path):
     """benchmarks/gpu_session.sh is for a lent GPU machine; here its ncu step must still run to the
     end, each capture naming the harness's own ncu command and why it did not count."""
