@@ -4,7 +4,8 @@ and warp shuffles released only when the whole block or warp reaches them) and l
 kernels through ctypes, passing arguments as cudaLaunchKernel does (sizes checked).
 
 Device arrays (`device_empty`, `device_copy`) start as 0xff bytes (NaN as floats) between 0xff
-guard zones; a launch that writes past an argument array is an error. This shows that the kernels
+guard zones; a launch that writes past an argument array is an error, and so is an `__ldg` read
+outside every array argument. This shows that the kernels
 compute the right thing at the sizes tested; it shows nothing about their speed.
 """
 
@@ -87,8 +88,9 @@ extern "C" int cuda_cpu_find(const char* name) {{
 }}
 extern "C" const char* cuda_cpu_launch(int k, unsigned gx, unsigned gy, unsigned gz, unsigned bx, unsigned by,
                                        unsigned bz, unsigned long long shared, void** args, const long long* sizes,
-                                       int nargs) {{
-    return cuda_cpu::launch(cuda_cpu_kernels[k], {{gx, gy, gz}}, {{bx, by, bz}}, shared, args, sizes, nargs);
+                                       int nargs, const unsigned long long* bounds, int narrays) {{
+    return cuda_cpu::launch(cuda_cpu_kernels[k], {{gx, gy, gz}}, {{bx, by, bz}}, shared, args, sizes, nargs, bounds,
+                            narrays);
 }}
 """
 
@@ -113,7 +115,8 @@ def build(code, names, defines=()):
     dll.cuda_cpu_find.argtypes = [ctypes.c_char_p]
     dll.cuda_cpu_launch.restype = ctypes.c_char_p
     dll.cuda_cpu_launch.argtypes = [ctypes.c_int] + [ctypes.c_uint] * 6 + [
-        ctypes.c_ulonglong, ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_longlong), ctypes.c_int]
+        ctypes.c_ulonglong, ctypes.POINTER(ctypes.c_void_p), ctypes.POINTER(ctypes.c_longlong), ctypes.c_int,
+        ctypes.POINTER(ctypes.c_ulonglong), ctypes.c_int]
     return dll
 
 
@@ -147,7 +150,10 @@ class Kernel:
         values = [marshal(a) for a in args]
         ptrs = (ctypes.c_void_p * len(values))(*[ctypes.cast(ctypes.pointer(v), ctypes.c_void_p) for v, _ in values])
         sizes = (ctypes.c_longlong * len(values))(*[s for _, s in values])
-        err = self.dll.cuda_cpu_launch(self.index, *dims(grid), *dims(block), shared_mem, ptrs, sizes, len(values))
+        spans = [(a.ctypes.data, a.ctypes.data + a.nbytes) for a in args if isinstance(a, np.ndarray)]
+        bounds = (ctypes.c_ulonglong * (2 * len(spans)))(*[x for span in spans for x in span])
+        err = self.dll.cuda_cpu_launch(self.index, *dims(grid), *dims(block), shared_mem, ptrs, sizes, len(values),
+                                       bounds, len(spans))
         if err:
             raise EmulatedCudaError(f"{self.name}: {err.decode()}")
         for i, a in enumerate(args):

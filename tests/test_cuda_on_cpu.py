@@ -1,8 +1,8 @@
 """The CUDA sources themselves, run on the CPU (tests/cuda_emulator.py): every GPU probe's kernels
 through the probes' own launch code and output checks, the decode kernel at odd sizes, and the
 emulator shown to catch what it is for (a missing barrier, a wrong halving step, a divergent
-shuffle, a shared-memory or global overrun, a misaligned 16-byte load, an argument of the wrong
-size). Correctness only: nothing here is timed."""
+shuffle, a shared-memory or global overrun, a read past an array, a misaligned 16-byte load, an
+argument of the wrong size). Correctness only: nothing here is timed."""
 
 import sys
 
@@ -108,6 +108,13 @@ def test_a_misaligned_16_byte_load_is_reported(emulated_gpu, monkeypatch):
     # q read from one float past its start: every float4 of it straddles two (the GPU faults)
     mutated(monkeypatch, "decode", "reinterpret_cast<const float4*>(q)", "reinterpret_cast<const float4*>(q + 1)")
     with pytest.raises(cuda_emulator.EmulatedCudaError, match="misaligned 16-byte load"):
+        gpu_decode_cases.check_fused_decode(*CASE)
+
+
+def test_a_read_past_the_cache_is_reported(emulated_gpu, monkeypatch):
+    # rows past a chunk loaded anyway: at the cache's last chunk they lie past the array's end
+    mutated(monkeypatch, "decode", "if (u * STEP < left) raw[u][i] = __ldg(", "raw[u][i] = __ldg(")
+    with pytest.raises(cuda_emulator.EmulatedCudaError, match="16-byte load outside every array argument"):
         gpu_decode_cases.check_fused_decode(*CASE)
 
 

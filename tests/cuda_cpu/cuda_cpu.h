@@ -6,7 +6,7 @@
 // reached them, so a divergent barrier or shuffle is reported, not hung. Warps and lanes run in
 // pseudo-random orders, so a missing barrier shows as a wrong result. Dynamic shared memory
 // starts as 0x7f bytes (3.4e38 as floats: unlike NaN, no fmaxf skips it) and writes past its launch
-// size are reported.
+// size are reported; an __ldg read must be aligned to its size and lie inside an array argument.
 #pragma once
 #include <cmath>
 #include <csetjmp>
@@ -73,6 +73,7 @@ inline unsigned random_below(unsigned n) {  // xorshift64
 
 inline std::function<void()> body;
 inline std::string error;
+inline std::vector<std::pair<std::uintptr_t, std::uintptr_t>> arrays;  // this launch's array arguments [begin, end)
 
 inline void fail(const std::string& what) {
     if (error.empty()) error = what;
@@ -211,9 +212,11 @@ struct Kernel {
 
 // A launch of `k` as cudaLaunchKernel would make it; "" or the first thing that went wrong.
 inline const char* launch(const Kernel& k, dim3 grid, dim3 block, size_t shared, void** args, const long long* sizes,
-                          int nargs) {
+                          int nargs, const unsigned long long* bounds, int narrays) {
     static std::string message;
     error.clear();
+    arrays.clear();
+    for (int i = 0; i < narrays; i++) arrays.emplace_back(bounds[2 * i], bounds[2 * i + 1]);
     rng = SEED;
     if (nargs != k.arity) fail(std::string(k.name) + ": launched with " + std::to_string(nargs) + " arguments, takes " +
                                std::to_string(k.arity));
@@ -264,10 +267,21 @@ template <class T> T __shfl_down_sync(unsigned mask, T x, unsigned d) {
     const int lane = cuda_cpu::current % cuda_cpu::WARP;
     return cuda_cpu::shuffle_from(mask, x, lane + (int)d < cuda_cpu::WARP ? lane + (int)d : lane);
 }
-template <class T> T __ldg(const T* p) {  // the GPU faults on a load not aligned to its size
-    if (reinterpret_cast<std::uintptr_t>(p) % alignof(T)) cuda_cpu::fail("misaligned " + std::to_string(sizeof(T)) + "-byte load");
-    T x;
-    std::memcpy(&x, p, sizeof(T));
+// A read through the read-only cache: aligned to its size (the GPU faults otherwise) and inside one
+// of the launch's array arguments (a read past an array is reported, not read).
+template <class T> T __ldg(const T* p) {
+    const std::uintptr_t at = reinterpret_cast<std::uintptr_t>(p);
+    T x{};
+    if (at % alignof(T)) {
+        cuda_cpu::fail("misaligned " + std::to_string(sizeof(T)) + "-byte load");
+        return x;
+    }
+    for (const auto& [begin, end] : cuda_cpu::arrays)
+        if (begin <= at && at + sizeof(T) <= end) {
+            std::memcpy(&x, p, sizeof(T));
+            return x;
+        }
+    cuda_cpu::fail(std::to_string(sizeof(T)) + "-byte load outside every array argument");
     return x;
 }
 inline float atomicAdd(float* p, float v) {  // one fiber runs at a time: a plain add is atomic
