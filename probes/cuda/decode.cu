@@ -229,7 +229,7 @@ decode_partial(const float* __restrict__ q, const T* __restrict__ k, const T* __
             for (int j = 0; j < HELD; j++) {
                 const int v = part / RUN * HELD + j, u = v / G, g = v % G;
                 const int t = t0 + u * STEP + slot;
-                if (t < n) smem[g * chunk_len + t] = s[j] * (P::SCALED ? SCALE * k_scale[row0 + t] : SCALE);
+                if (t < n) smem[g * chunk_len + t] = s[j] * (P::SCALED ? SCALE * __ldg(k_scale + row0 + t) : SCALE);
             }
         }
         kp += STEP * UNROLL * PER_ROW;
@@ -275,7 +275,7 @@ decode_partial(const float* __restrict__ q, const T* __restrict__ k, const T* __
         for (int u = 0; u < UNROLL; u++) {
             const int t = t0 + u * STEP + slot;
             if (t < n) {
-                const float vs = P::SCALED ? v_scale[row0 + t] : 1.f;
+                const float vs = P::SCALED ? __ldg(v_scale + row0 + t) : 1.f;
                 float p[G];
 #pragma unroll
                 for (int g = 0; g < G; g++) p[g] = smem[g * chunk_len + t] * vs;
