@@ -77,44 +77,34 @@ def mutated(monkeypatch, name, old, new):
 CASE = ("fp16", 128, 4, 700, 1)
 
 
-def test_a_missing_barrier_shows_as_a_wrong_result(emulated_gpu, monkeypatch):
-    mutated(monkeypatch, "decode", "    __syncthreads();  // every warp is done with the scores", "    //")
-    with pytest.raises(AssertionError, match="relative error"):
-        gpu_decode_cases.check_fused_decode(*CASE)
-
-
-def test_a_wrong_halving_step_shows_as_a_wrong_result(emulated_gpu, monkeypatch):
+DECODE_MUTATIONS = {  # what a broken decode.cu looks like to the emulator: (old, new, error, message)
+    # no barrier between the last K-pass score and shared memory's reuse for the warps' sums
+    "missing barrier": ("    __syncthreads();  // every warp is done with the scores", "    //",
+                        AssertionError, "relative error"),
     # both partners send the same half of their sums: the K pass's recursive halving loses the other
-    mutated(monkeypatch, "decode", "const float send = upper ? x[i] : x[i + C / 2];", "const float send = x[i + C / 2];")
-    with pytest.raises(AssertionError, match="relative error"):
-        gpu_decode_cases.check_fused_decode(*CASE)
-
-
-def test_a_divergent_shuffle_is_a_deadlock_not_a_hang(emulated_gpu, monkeypatch):
-    mutated(monkeypatch, "decode", "if (part % RUN == 0) {",
-            "if (part % RUN == 0) {\n if (lane == 0) s[0] += __shfl_xor_sync(FULL_MASK, s[0], 1);")
-    with pytest.raises(cuda_emulator.EmulatedCudaError, match="deadlock: .* wait at a warp shuffle"):
-        gpu_decode_cases.check_fused_decode(*CASE)
-
-
-def test_a_shared_memory_overrun_is_reported(emulated_gpu, monkeypatch):
+    "wrong halving step": ("const float send = upper ? x[i] : x[i + C / 2];", "const float send = x[i + C / 2];",
+                           AssertionError, "relative error"),
+    # a shuffle one lane of the warp takes alone
+    "divergent shuffle": ("if (part % RUN == 0) {",
+                          "if (part % RUN == 0) {\n if (lane == 0) s[0] += __shfl_xor_sync(FULL_MASK, s[0], 1);",
+                          cuda_emulator.EmulatedCudaError, "deadlock: .* wait at a warp shuffle"),
     # every warp given its own G x D of sums in shared memory sized for half of them
-    mutated(monkeypatch, "decode", "smem + (warp % HALF) * G * D;", "smem + warp * G * D;")
-    with pytest.raises(cuda_emulator.EmulatedCudaError, match="shared memory past its dynamic size"):
-        gpu_decode_cases.check_fused_decode(*CASE)
-
-
-def test_a_misaligned_16_byte_load_is_reported(emulated_gpu, monkeypatch):
+    "shared overrun": ("smem + (warp % HALF) * G * D;", "smem + warp * G * D;",
+                       cuda_emulator.EmulatedCudaError, "shared memory past its dynamic size"),
     # q read from one float past its start: every float4 of it straddles two (the GPU faults)
-    mutated(monkeypatch, "decode", "reinterpret_cast<const float4*>(q)", "reinterpret_cast<const float4*>(q + 1)")
-    with pytest.raises(cuda_emulator.EmulatedCudaError, match="misaligned 16-byte load"):
-        gpu_decode_cases.check_fused_decode(*CASE)
-
-
-def test_a_read_past_the_cache_is_reported(emulated_gpu, monkeypatch):
+    "misaligned load": ("reinterpret_cast<const float4*>(q)", "reinterpret_cast<const float4*>(q + 1)",
+                        cuda_emulator.EmulatedCudaError, "misaligned 16-byte load"),
     # rows past a chunk loaded anyway: at the cache's last chunk they lie past the array's end
-    mutated(monkeypatch, "decode", "if (u * STEP < left) raw[u][i] = __ldg(", "raw[u][i] = __ldg(")
-    with pytest.raises(cuda_emulator.EmulatedCudaError, match="16-byte load outside every array argument"):
+    "read past the cache": ("if (u * STEP < left) raw[u][i] = __ldg(", "raw[u][i] = __ldg(",
+                            cuda_emulator.EmulatedCudaError, "16-byte load outside every array argument"),
+}
+
+
+@pytest.mark.parametrize("mutation", list(DECODE_MUTATIONS))
+def test_the_emulator_catches_a_broken_decode_kernel(emulated_gpu, monkeypatch, mutation):
+    old, new, error, message = DECODE_MUTATIONS[mutation]
+    mutated(monkeypatch, "decode", old, new)
+    with pytest.raises(error, match=message):
         gpu_decode_cases.check_fused_decode(*CASE)
 
 
