@@ -20,6 +20,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 from gpu_setup import gpu0  # noqa: E402
 from harness import gpus  # noqa: E402
+from harness.errors import first_line  # noqa: E402
 from harness.machine import identify_cpu  # noqa: E402
 from harness.model import DecodeShape  # noqa: E402
 from harness.workload import time_workload  # noqa: E402
@@ -59,7 +60,7 @@ def main():
         try:
             sdpa[backend] = gpu_decode.decode_workload(gpu, "torch-sdpa", shape, seed=1, backend=backend, data=data)
         except RuntimeError as e:
-            print(f"SDPA {backend}: not available for this shape ({str(e).splitlines()[0]})")
+            print(f"SDPA {backend}: not available for this shape ({first_line(e)})")
     matmul = gpu_peak.matmul_workload("bf16", MATMUL_N)
     n = triad.bytes_per_call // 12
     src, dst = torch.rand(n * 2, device="cuda"), torch.empty(n * 2, device="cuda")

@@ -3,3 +3,8 @@
 
 class HarnessError(Exception):
     """Bad input or an unusable environment, with a message naming the input and what is valid."""
+
+
+def first_line(error):
+    """An exception's message up to its first line break ('' where it has none)."""
+    return (str(error).strip().splitlines() or [""])[0]

@@ -5,7 +5,7 @@ import socket
 import sys
 
 from harness import cpu_peaks, machine, validation
-from harness.errors import HarnessError
+from harness.errors import HarnessError, first_line
 from harness.counters import check_mode
 from harness.gpus import detect_gpus
 from harness.profile import SCHEMA_VERSION, load_profile, utc_now
@@ -56,7 +56,7 @@ def run_guarded(name, runner, section, progress):
     try:
         section.update(runner())
     except Exception as e:  # noqa: BLE001  (recorded, reported, and `harness profile` exits 1)
-        message = f"{type(e).__name__}: {(str(e).strip().splitlines() or [''])[0]}"
+        message = f"{type(e).__name__}: {first_line(e)}"
         section.setdefault("probe_errors", {})[name] = message
         progress(f"probe {name} FAILED: {message}")
 

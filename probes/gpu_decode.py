@@ -8,7 +8,7 @@ import math
 import numpy as np
 
 from harness import model
-from harness.errors import HarnessError
+from harness.errors import HarnessError, first_line
 from harness.workload import Workload
 from probes.cpu_decode import DecodeCache, relative_error, tolerance
 from probes.gpu_common import (DECODE_GROUPS, DECODE_HEAD_DIMS, DECODE_THREADS, cuda_path, decode_chunking,
@@ -216,7 +216,7 @@ def run_decode(ctx):
         except RuntimeError as e:  # torch: this SDPA backend does not take this shape or dtype
             if backend is None:  # our kernel failing (CuPy's CUDARuntimeError) is an error, not "unsupported"
                 raise
-            skipped.append({"impl": f"{impl}[{backend.lower()}]", "dtype": shape.dtype, "reason": str(e).splitlines()[0]})
+            skipped.append({"impl": f"{impl}[{backend.lower()}]", "dtype": shape.dtype, "reason": first_line(e)})
             continue
         rec = ctx.measure(w)
         rec.update(w.info)

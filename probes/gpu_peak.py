@@ -3,6 +3,7 @@ closed form, and tensor-core matmul through torch for fp16, bf16, tf32 and int8.
 
 import numpy as np
 
+from harness.errors import first_line
 from harness.workload import Workload
 from probes.gpu_common import cuda_path, load_module, nvtx
 
@@ -98,5 +99,5 @@ def run_peak(ctx):
             out["tensor_flops"][dtype] = ctx.measure(matmul_workload(dtype, 256 if ctx.tiny else 8192))
         except RuntimeError as e:  # torch: this build or GPU has no such product (torch._int_mm's limits)
             out.setdefault("tensor_flops_unsupported", []).append(
-                {"dtype": dtype, "reason": (str(e).strip().splitlines() or [""])[0]})
+                {"dtype": dtype, "reason": first_line(e)})
     return out
