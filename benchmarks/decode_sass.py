@@ -28,6 +28,7 @@ from probes import gpu_common  # noqa: E402
 ISSUE_PER_CLOCK = 4  # warp instructions per SM per clock: four schedulers (Volta to Hopper)
 REGISTERS_PER_SM = 65536
 WARP_LOAD_BYTES = 512  # 32 lanes x 16 bytes
+ITEM_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}
 
 
 def nvdisasm():
@@ -78,6 +79,11 @@ def innermost_loops(ins):
     return [[t for _, t in ins[lo:hi + 1]] for lo, hi in sorted(inner)]
 
 
+def packets_per_lane(dtype, head_dim):
+    """16-byte loads one lane makes per row (decode.cu's PER_LANE): a row is spread over at most 32 lanes."""
+    return max(1, head_dim * ITEM_BYTES[dtype] // 16 // 32)
+
+
 def mix(body, top=6):
     ops = collections.Counter(re.sub(r"^@!?U?P\w+\s+", "", t).split()[0].split(".")[0] for t in body)
     return ", ".join(f"{op} {n}" for op, n in ops.most_common(top))
@@ -123,10 +129,16 @@ def analyse(kernels=DEFAULT_KERNELS, tb_per_s=4.3, sms=132, ghz=1.98, nvcc=None,
     for dtype, d, g in kernels:
         mangled = next(m for m in code if re.search(rf"decode_partial{MANGLED_TYPE[dtype]}Li{d}ELi{g}E", m))
         regs = int(re.search(r"Used (\d+) registers", reports[mangled]).group(1))
-        passes = [{"instructions": len(body), "issue_fraction": per_clock / step_bytes * len(body) / ISSUE_PER_CLOCK,
-                   "mix": mix(body), "local_memory": any(re.search(r"\b(LDL|STL)\b", t) for t in body),
-                   "wide_loads": sum("LDG.E.128" in t for t in body)}
-                  for body in innermost_loops(code[mangled]) if any("LDG.E.128" in t for t in body)]
+        loads_per_step = (rows_in_flight or unroll()) * packets_per_lane(dtype, int(d))
+        passes = []
+        for body in innermost_loops(code[mangled]):
+            wide = sum("LDG.E.128" in t for t in body)
+            if not wide:
+                continue
+            steps = max(1, wide // loads_per_step)  # nvcc may unroll the step loop itself
+            passes.append({"instructions": len(body) / steps, "steps_per_loop": steps, "wide_loads": wide,
+                           "issue_fraction": per_clock / step_bytes * len(body) / steps / ISSUE_PER_CLOCK,
+                           "mix": mix(body), "local_memory": any(re.search(r"\b(LDL|STL)\b", t) for t in body)})
         out.append({"kernel": (dtype, int(d), int(g)), "registers": regs,
                     "spill_bytes": int(re.search(r"(\d+) bytes spill stores", reports[mangled]).group(1)),
                     "blocks_per_sm": REGISTERS_PER_SM // (-(-regs // 8) * 8 * gpu_common.DECODE_THREADS),
@@ -154,8 +166,9 @@ def main():
         print(f"\n{dtype} d={d} G={g}: {r['registers']} registers, {r['spill_bytes']} bytes spilled, "
               f"{r['blocks_per_sm']} blocks ({r['blocks_per_sm'] * gpu_common.DECODE_THREADS // 32} warps) per SM by registers")
         for name, ps in r["passes"].items():
-            print(f"  {name} pass: {ps['instructions']} instructions per step, {ps['issue_fraction']:.0%} of the issue rate"
-                  f"{', LOCAL MEMORY' if ps['local_memory'] else ''} ({ps['mix']})")
+            print(f"  {name} pass: {ps['instructions']:.0f} instructions per step, {ps['issue_fraction']:.0%} of the issue rate"
+                  f"{', LOCAL MEMORY' if ps['local_memory'] else ''} "
+                  f"({'the loop of ' + str(ps['steps_per_loop']) + ' steps: ' if ps['steps_per_loop'] > 1 else ''}{ps['mix']})")
 
 
 if __name__ == "__main__":

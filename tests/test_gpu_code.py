@@ -92,15 +92,16 @@ def test_decode_sass_reads_nvdisasm_listings():
 @pytest.mark.skipif(NVCC is None or decode_sass.nvdisasm() is None,
                     reason="needs nvcc and nvdisasm (the dev extra's nvidia-cuda-nvdisasm wheel)")
 def test_decode_passes_load_16_bytes_and_keep_off_local_memory_on_sm_90():
-    results = decode_sass.analyse()
+    results = decode_sass.analyse([(t, d, g) for t in gpu_common.DECODE_TYPES for d in gpu_common.DECODE_HEAD_DIMS
+                                   for g in gpu_common.DECODE_GROUPS])  # all 48
     for result in results:
         passes = result["passes"]
         assert set(passes) == {"K", "V"}, result["kernel"]  # both loops found in the machine code
         assert result["spill_bytes"] == 0 and not any(p["local_memory"] for p in passes.values()), result
         dtype, head_dim, _ = result["kernel"]
-        packets_per_lane = max(1, head_dim * {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}[dtype] // 16 // 32)
-        for p in passes.values():  # every row a lane reads comes in 16-byte loads, UNROLL rows in flight
-            assert p["wide_loads"] == decode_sass.unroll() * packets_per_lane, (result["kernel"], p)
+        for p in passes.values():  # every row a lane reads comes in 16-byte loads, UNROLL rows a step
+            assert p["wide_loads"] == p["steps_per_loop"] * decode_sass.unroll() * decode_sass.packets_per_lane(
+                dtype, head_dim), (result["kernel"], p)
     headline = next(r for r in results if r["kernel"] == ("fp16", 128, 4))
     assert headline["blocks_per_sm"] == 3  # 24 warps' loads in flight: docs/decode-kernel.md
 
