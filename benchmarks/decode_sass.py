@@ -12,6 +12,7 @@ Usage: python benchmarks/decode_sass.py [--kernel fp16,128,4 ...] [--unroll 8] [
 
 import argparse
 import collections
+import functools
 import glob
 import os
 import re
@@ -23,12 +24,12 @@ import tempfile
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
 
+from harness.model import BYTES_PER_ELEMENT  # noqa: E402
 from probes import gpu_common  # noqa: E402
 
 ISSUE_PER_CLOCK = 4  # warp instructions per SM per clock: four schedulers (Volta to Hopper)
-REGISTERS_PER_SM = 65536
+SM_90_LIMITS = {"registers": 65536, "shared_bytes": 233472, "threads": 2048, "blocks": 32}  # what an H100/H200 SM holds
 WARP_LOAD_BYTES = 512  # 32 lanes x 16 bytes
-ITEM_BYTES = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1}
 
 
 def nvdisasm():
@@ -81,7 +82,7 @@ def innermost_loops(ins):
 
 def packets_per_lane(dtype, head_dim):
     """16-byte loads one lane makes per row (decode.cu's PER_LANE): a row is spread over at most 32 lanes."""
-    return max(1, head_dim * ITEM_BYTES[dtype] // 16 // 32)
+    return max(1, head_dim * BYTES_PER_ELEMENT[dtype] // 16 // 32)
 
 
 def mix(body, top=6):
@@ -94,9 +95,14 @@ DEFAULT_KERNELS = (("fp16", 128, 4), ("fp16", 128, 1), ("fp16", 128, 8), ("fp32"
 MANGLED_TYPE = {"fp32": "If", "fp16": "I6__half", "bf16": "I13__nv_bfloat16", "int8": "Ia"}
 
 
-def compile_and_disassemble(names, nvcc, tool, defines=()):
-    """(ptxas's report, instructions) per mangled kernel name of decode.cu built for sm_90 with the
-    -D options in `defines`."""
+def build(names, nvcc, defines=()):
+    """(ptxas's report per mangled kernel name, the cubin's bytes) of decode.cu with the `names`
+    instantiated, built for sm_90 with the -D options in `defines` (kept: the tests read it twice)."""
+    return _build(tuple(names), nvcc, tuple(defines))
+
+
+@functools.lru_cache(maxsize=4)
+def _build(names, nvcc, defines):
     with tempfile.TemporaryDirectory() as tmp:
         src, cubin = os.path.join(tmp, "decode.cu"), os.path.join(tmp, "decode.cubin")
         with open(src, "w") as f:
@@ -105,10 +111,19 @@ def compile_and_disassemble(names, nvcc, tool, defines=()):
                                capture_output=True, text=True)
         if built.returncode:
             raise RuntimeError(built.stderr)
-        listing = subprocess.run([tool, "-c", cubin], capture_output=True, text=True, check=True).stdout
+        with open(cubin, "rb") as f:
+            binary = f.read()
     reports = dict(re.findall(r"Compiling entry function '(\w+)' for 'sm_90'\n(.*?)(?=ptxas info    : Compiling|\Z)",
                               built.stderr, re.S))
-    return reports, functions(listing)
+    return reports, binary
+
+
+def disassemble(binary, tool):
+    """{mangled name: [(address, instruction)]} of a cubin, through nvdisasm."""
+    with tempfile.NamedTemporaryFile(suffix=".cubin") as f:
+        f.write(binary)
+        f.flush()
+        return functions(subprocess.run([tool, "-c", f.name], capture_output=True, text=True, check=True).stdout)
 
 
 def unroll():
@@ -121,8 +136,9 @@ def analyse(kernels=DEFAULT_KERNELS, tb_per_s=4.3, sms=132, ghz=1.98, nvcc=None,
     per warp step, the issue fraction it needs at tb_per_s, its mix and whether it touches local
     memory; `rows_in_flight` builds decode.cu with that UNROLL instead of its default."""
     nvcc, tool = nvcc or shutil.which("nvcc"), tool or nvdisasm()
-    names = [gpu_common.decode_kernel_name(t, int(d), int(g)) for t, d, g in kernels]
-    reports, code = compile_and_disassemble(names, nvcc, tool, [f"-DUNROLL={rows_in_flight}"] if rows_in_flight else [])
+    names = tuple(gpu_common.decode_kernel_name(t, int(d), int(g)) for t, d, g in kernels)
+    reports, binary = build(names, nvcc, (f"-DUNROLL={rows_in_flight}",) if rows_in_flight else ())
+    code = disassemble(binary, tool)
     step_bytes = (rows_in_flight or unroll()) * WARP_LOAD_BYTES
     per_clock = tb_per_s * 1e12 / sms / (ghz * 1e9)  # bytes per SM per clock
     out = []
@@ -141,7 +157,7 @@ def analyse(kernels=DEFAULT_KERNELS, tb_per_s=4.3, sms=132, ghz=1.98, nvcc=None,
                            "mix": mix(body), "local_memory": any(re.search(r"\b(LDL|STL)\b", t) for t in body)})
         out.append({"kernel": (dtype, int(d), int(g)), "registers": regs,
                     "spill_bytes": int(re.search(r"(\d+) bytes spill stores", reports[mangled]).group(1)),
-                    "blocks_per_sm": REGISTERS_PER_SM // (-(-regs // 8) * 8 * gpu_common.DECODE_THREADS),
+                    "blocks_per_sm": gpu_common.resident_blocks(regs, 0, gpu_common.DECODE_THREADS, SM_90_LIMITS)[0],
                     "passes": dict(zip(("K", "V"), passes)), "step_bytes": step_bytes, "bytes_per_clock": per_clock})
     return out
 

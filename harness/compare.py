@@ -16,7 +16,7 @@ import fnmatch
 import numpy as np
 import yaml
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, first_line
 
 DEFAULT_THRESHOLD = 0.05
 BOOTSTRAP_RESAMPLES = 2000
@@ -122,7 +122,7 @@ def load_config(path):
         with open(path, encoding="utf-8") as f:
             cfg = yaml.safe_load(f) or {}
     except (OSError, yaml.YAMLError) as e:
-        raise HarnessError(f"compare config {path} cannot be read: {str(e).splitlines()[0]}") from None
+        raise HarnessError(f"compare config {path} cannot be read: {first_line(e)}") from None
     if not isinstance(cfg, dict) or not isinstance(cfg.get("metrics", {}), dict):
         raise HarnessError(f"compare config {path} is malformed: expected threshold_pct and a metrics mapping "
                            "of glob pattern to percent")

@@ -15,7 +15,7 @@ import traceback
 
 import yaml
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, first_line
 from harness.profile import LOADER, atomic_write_text, dump, load_profile, save_profile, utc_now
 
 ENV_LAUNCHERS = (  # (rank, size, local rank) variables of common launchers
@@ -162,7 +162,7 @@ def load_fleet(folder):
             with open(spath, encoding="utf-8") as f:
                 summary = yaml.load(f, Loader=LOADER)
         except yaml.YAMLError as e:
-            raise HarnessError(f"fleet summary {spath} is not valid YAML: {str(e).splitlines()[0]}") from None
+            raise HarnessError(f"fleet summary {spath} is not valid YAML: {first_line(e)}") from None
     if not nodes and not (summary or {}).get("failed"):
         raise HarnessError(f"fleet folder {folder} holds no profiles")
     return nodes, summary

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import yaml
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, first_line
 
 BYTES_PER_ELEMENT = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1, "int4": 0.5}
 # int8/int4 caches carry one fp32 scale per token and kv head, for K and for V (per-token quantisation)
@@ -187,7 +187,7 @@ def load_preset(name_or_path):
         with open(path, encoding="utf-8") as f:
             doc = yaml.safe_load(f)
     except (OSError, yaml.YAMLError) as e:
-        raise HarnessError(f"model preset {path} cannot be read: {str(e).splitlines()[0]}") from None
+        raise HarnessError(f"model preset {path} cannot be read: {first_line(e)}") from None
     if not isinstance(doc, dict):
         raise HarnessError(f"model preset {path} is malformed: expected a mapping")
     missing = [k for k in ("name", "layers", "d_model", "heads", "source") if k not in doc]

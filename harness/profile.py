@@ -12,7 +12,7 @@ import tempfile
 
 import yaml
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, first_line
 
 SCHEMA_VERSION = 1
 # libyaml's C loader and dumper where PyYAML has them (10x faster on large profiles); both safe
@@ -130,7 +130,7 @@ def load_profile(path):
         doc = yaml.load(text, Loader=LOADER)
     except yaml.YAMLError as e:
         raise HarnessError(f"profile {path} is not valid YAML (truncated or corrupted?): "
-                           f"{str(e).splitlines()[0]}") from None
+                           f"{first_line(e)}") from None
     return validate(doc, path)
 
 

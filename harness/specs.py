@@ -4,7 +4,7 @@ import os
 
 import yaml
 
-from harness.errors import HarnessError
+from harness.errors import HarnessError, first_line
 
 SPEC_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "profiles", "specs")
 SPEC_TOO_LOW = 0.5  # a measurement under half its spec is flagged, as is one above it
@@ -23,7 +23,7 @@ def load_spec(path):
         with open(path, encoding="utf-8") as f:
             doc = yaml.safe_load(f)
     except (OSError, yaml.YAMLError) as e:
-        raise HarnessError(f"spec {path} cannot be read: {str(e).splitlines()[0]}") from None
+        raise HarnessError(f"spec {path} cannot be read: {first_line(e)}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("name"), str) or doc.get("kind") not in ("cpu", "gpu"):
         raise HarnessError(f"spec {path} is malformed: needs name and kind (cpu or gpu)")
     if not isinstance(doc.get("match"), list) or not doc["match"]:

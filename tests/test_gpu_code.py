@@ -23,12 +23,15 @@ EXPECTED_KERNELS = {"stream": ["triad_fp32", "read_fp64", "read_reps_fp32"], "fm
                     "decode": ["decode_merge"]}
 
 
+ALL_DECODE_KERNELS = [(t, d, g) for t in gpu_common.DECODE_TYPES for d in gpu_common.DECODE_HEAD_DIMS
+                      for g in gpu_common.DECODE_GROUPS]
+
+
 def template_names(name):
     """Every template instantiation the probes can ask a source for (as CuPy name expressions)."""
     if name != "decode":
         return []
-    return [gpu_common.decode_kernel_name(t, d, g) for t in gpu_common.DECODE_TYPES
-            for d in gpu_common.DECODE_HEAD_DIMS for g in gpu_common.DECODE_GROUPS]
+    return [gpu_common.decode_kernel_name(*k) for k in ALL_DECODE_KERNELS]
 
 
 @pytest.mark.skipif(NVCC is None, reason="nvcc is not installed on this machine")
@@ -51,19 +54,13 @@ def test_cuda_sources_compile(tmp_path, name, arch):
 
 
 @pytest.mark.skipif(NVCC is None, reason="nvcc is not installed on this machine")
-def test_decode_kernels_keep_their_values_in_registers_on_sm_90(tmp_path):
+def test_decode_kernels_keep_their_values_in_registers_on_sm_90():
     # ptxas's own report for the H100/H200: a kernel that spills to local memory cannot land
-    names = template_names("decode")
-    src = tmp_path / "decode.cu"
-    src.write_text(gpu_common.cuda_source("decode") + "\nvoid* all_kernels[] = {"
-                   + ", ".join(f"(void*){n}" for n in names) + "};\n")
-    proc = subprocess.run([NVCC, "-arch=sm_90", "-cubin", "-Xptxas", "-v", "-o", str(tmp_path / "out.cubin"), str(src)],
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr
-    entries = re.findall(r"Compiling entry function '(\w+)' for 'sm_90'\n(.*?)(?=ptxas info    : Compiling|\Z)",
-                         proc.stderr, re.S)
-    assert len(entries) == len(names) + 1  # and decode_merge
-    spilling = [name for name, report in entries if not re.search(r"\b0 bytes spill stores, 0 bytes spill loads", report)]
+    names = ALL_DECODE_KERNELS
+    reports, _ = decode_sass.build(template_names("decode"), NVCC)
+    assert len(reports) == len(names) + 1  # and decode_merge
+    spilling = [name for name, report in reports.items()
+                if not re.search(r"\b0 bytes spill stores, 0 bytes spill loads", report)]
     assert not spilling, spilling
 
 
@@ -92,8 +89,7 @@ def test_decode_sass_reads_nvdisasm_listings():
 @pytest.mark.skipif(NVCC is None or decode_sass.nvdisasm() is None,
                     reason="needs nvcc and nvdisasm (the dev extra's nvidia-cuda-nvdisasm wheel)")
 def test_decode_passes_load_16_bytes_and_keep_off_local_memory_on_sm_90():
-    results = decode_sass.analyse([(t, d, g) for t in gpu_common.DECODE_TYPES for d in gpu_common.DECODE_HEAD_DIMS
-                                   for g in gpu_common.DECODE_GROUPS])  # all 48
+    results = decode_sass.analyse(ALL_DECODE_KERNELS, nvcc=NVCC)  # the spill test's build, read again
     for result in results:
         passes = result["passes"]
         assert set(passes) == {"K", "V"}, result["kernel"]  # both loops found in the machine code
