@@ -20,12 +20,12 @@ FMA_PER_CLOCK_PER_SM = {
 FMA_SOURCE = "NVIDIA CUDA C++ Programming Guide, Arithmetic Instructions: results per clock cycle per multiprocessor"
 BANDWIDTH_FORMULA = ("2 x max memory clock x bus width / 8: NVML reports the memory clock at half the data rate for "
                      "HBM2e/HBM3/HBM3e and GDDR6/GDDR6X alike (DDR signalling); ECC overheads not subtracted")
-THROTTLE_NAMES = {  # NVML clocks-event reasons; idle and application/user clock settings are not throttling
+THROTTLE_NAMES = {  # NVML clocks-event reasons (nvml.h's nvmlClocksEventReason*/nvmlClocksThrottleReason* bits)
     0x1: "gpu idle", 0x2: "applications clocks setting", 0x4: "sw power cap", 0x8: "hw slowdown",
     0x10: "sync boost", 0x20: "sw thermal slowdown", 0x40: "hw thermal slowdown", 0x80: "hw power brake slowdown",
-    0x100: "display clock setting",
+    0x100: "display clock setting", 0x200: "board limit", 0x400: "reliability",
 }
-BENIGN = 0x1 | 0x2 | 0x10 | 0x100
+BENIGN = 0x1 | 0x2 | 0x10 | 0x100  # idle and clock settings someone chose are not throttling
 
 
 def _text(x):
@@ -114,8 +114,11 @@ def theoretical(gpu, clock_hz=None):
 
 
 def decode_reasons(mask):
-    """Names of the set bits of an NVML clocks-event reasons mask."""
-    return [name for bit, name in THROTTLE_NAMES.items() if mask & bit]
+    """Names of the set bits of an NVML clocks-event reasons mask; a bit this table does not know
+    (a newer driver's) is named by its value, so it is reported rather than dropped."""
+    unknown = mask & ~sum(THROTTLE_NAMES)
+    return [name for bit, name in THROTTLE_NAMES.items() if mask & bit] + [
+        f"unknown reason 0x{1 << b:x}" for b in range(unknown.bit_length()) if unknown >> b & 1]
 
 
 class Telemetry:

@@ -51,3 +51,22 @@ def test_no_gpu_here_is_a_reason_not_a_crash():
     if found:
         pytest.skip("this machine has a GPU")
     assert reason and ("NVML" in reason or "pynvml" in reason)
+
+
+def test_every_clocks_event_reason_nvml_defines_is_named():
+    pynvml = pytest.importorskip("pynvml", reason="nvidia-ml-py is not installed")
+    words = {}  # bit -> the words of pynvml's names for it (two generations of names: Throttle, Event)
+    for n in dir(pynvml):
+        if n.startswith(("nvmlClocksEventReason", "nvmlClocksThrottleReason")) and not n.endswith(("All", "None")):
+            words.setdefault(getattr(pynvml, n), set()).add(n.split("Reason", 1)[1].lower())
+    assert set(words) <= set(gpus.THROTTLE_NAMES), {hex(b): w for b, w in words.items() if b not in gpus.THROTTLE_NAMES}
+    for bit, name in gpus.THROTTLE_NAMES.items():  # each name says what pynvml's constant says
+        assert name.replace(" ", "") in words[bit], (name, words[bit])
+
+
+def test_a_throttle_reason_this_table_does_not_know_is_reported():
+    assert gpus.decode_reasons(0x200 | 0x1000) == ["board limit", "unknown reason 0x1000"]
+    newer = gpus.Telemetry(FakeNVML(reasons=0x1 | 0x4000), 0, interval_s=0.001)
+    with newer:
+        pass
+    assert newer.summary()["warnings"] == ["throttled while measuring: unknown reason 0x4000"]
