@@ -226,9 +226,24 @@ def test_ncu_parser_skips_logs_and_applies_units():
     assert "no kernel" in ncu.derive([])["reason"]
 
 
+def test_ncu_units_scale_by_their_prefix_and_an_unknown_one_is_named_not_guessed():
+    assert [ncu.unit_scale(u) for u in ("byte", "Gbyte", "nsecond", "usecond", "Kinst", "Minst", "Msector", "%", "")] \
+        == [1, 1e9, 1e-9, 1e-6, 1e3, 1e6, 1e6, 1, 1]
+    assert ncu.unit_scale("Xbyte") is None and ncu.unit_scale("furlong") is None
+    page = ('"ID","Kernel Name","dram__bytes_read.sum","dram__bytes_write.sum","sm__sass_thread_inst_executed_op_ffma_pred_on.sum"\n'
+            '"","","Gbyte","byte","Minst"\n"0","fma_fp32","0.5","1,024","16.78"\n')
+    (k,) = ncu.parse_ncu_csv(page)
+    assert k["dram__bytes_read.sum"] == 0.5e9 and k["dram__bytes_write.sum"] == 1024
+    assert ncu.derive([k])["flops"] == pytest.approx(2 * 16.78e6)  # FFMA counted in millions: scaled, not taken as 16.78
+    (odd,) = ncu.parse_ncu_csv(page.replace('"Minst"', '"Xinst"'))
+    b = ncu.derive([odd])
+    assert odd["sm__sass_thread_inst_executed_op_ffma_pred_on.sum"] == "16.78 Xinst"
+    assert b["flops"] is None and b["dram_bytes"] is None and "16.78 Xinst" in b["reason"]
+
+
 def test_ncu_command_and_unavailability(monkeypatch):
     cmd = ncu.command("decode", "gpu0", "cupy-fused", ["--quick"], python="python3")
-    assert cmd[:6] == ["ncu", "--csv", "--page", "raw", "--clock-control", "none"]
+    assert cmd[:8] == ["ncu", "--csv", "--page", "raw", "--print-units", "base", "--clock-control", "none"]
     assert "harness-cupy-fused/" in cmd  # "/" ends a push/pop range name for ncu
     assert cmd[-8:] == ["python3", "-m", "harness", "probe", "decode", "--device", "gpu0", "--quick"]
     assert ncu.permission_error("==ERROR== ERR_NVGPUCTRPERM - The user does not have permission")

@@ -23,8 +23,10 @@ METRICS = (
     "sm__sass_thread_inst_executed_op_hadd_pred_on.sum", "sm__sass_thread_inst_executed_op_hmul_pred_on.sum",
     "sm__sass_thread_inst_executed_op_hfma_pred_on.sum", "sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active",
 )
-UNIT_SCALE = {"byte": 1, "Kbyte": 1e3, "Mbyte": 1e6, "Gbyte": 1e9, "Tbyte": 1e12, "KB": 1e3, "MB": 1e6, "GB": 1e9,
-              "nsecond": 1e-9, "usecond": 1e-6, "msecond": 1e-3, "second": 1, "inst": 1, "%": 1, "": 1}
+# ncu prints a metric's unit as an SI prefix on a base unit ("Mbyte", "usecond", "Kinst"): with
+# --print-units base (our command) in the base unit, but a page captured without it is scaled
+BASE_UNITS = ("byte", "second", "inst", "cycle", "sector", "request", "warp", "thread", "block")
+UNIT_PREFIXES = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "m": 1e-3, "u": 1e-6, "n": 1e-9}
 FLOP_WEIGHTS = {"dadd": 1, "dmul": 1, "dfma": 2, "fadd": 1, "fmul": 1, "ffma": 2, "hadd": 2, "hmul": 2, "hfma": 4}
 # the NVTX push/pop range around each timed GPU workload is NVTX_PREFIX + its name; no "/" in it:
 # ncu's --nvtx-include reads "/" as the separator of nested push/pop ranges
@@ -40,7 +42,7 @@ def unavailable_reason():
 
 def command(probe, device, nvtx_range, extra_args=(), python=sys.executable, metrics=METRICS):
     """The ncu command line that re-runs `harness probe` and counts only `nvtx_range`'s kernels."""
-    return ["ncu", "--csv", "--page", "raw", "--clock-control", "none", "--target-processes", "all",
+    return ["ncu", "--csv", "--page", "raw", "--print-units", "base", "--clock-control", "none", "--target-processes", "all",
             "--nvtx", "--nvtx-include", f"{NVTX_PREFIX}{nvtx_range}/", "--launch-count", str(LAUNCH_COUNT),
             "--metrics", ",".join(metrics),
             python, "-m", "harness", "probe", probe, "--device", device, *extra_args]
@@ -56,11 +58,24 @@ def permission_error(text):
     return "ERR_NVGPUCTRPERM" in text
 
 
+def unit_scale(unit):
+    """The factor from `unit` to its base unit (1e6 for "Mbyte"; 1 for "%" and no unit), or None
+    for a unit this parser does not know."""
+    if unit in ("", "%"):
+        return 1
+    for base in BASE_UNITS:
+        if unit.endswith(base) and unit[: -len(base)] in UNIT_PREFIXES:
+            return UNIT_PREFIXES[unit[: -len(base)]]
+    return None
+
+
 def parse_ncu_csv(text):
     """[{column: value}] per profiled kernel from ncu's raw CSV page; values converted to SI units.
 
     Lines before the header (==PROF== logs, the program's own output) are skipped, the units row
-    under the header is read and applied, and numbers with thousands separators are accepted."""
+    under the header is read and applied, and numbers with thousands separators are accepted. A
+    number in a unit this parser does not know stays text with its unit ("1.5 Xbyte"), so it is
+    never taken at the wrong scale (derive names it)."""
     lines = text.splitlines()
     start = next((i for i, line in enumerate(lines) if line.startswith('"ID"')), None)
     if start is None:
@@ -73,9 +88,12 @@ def parse_ncu_csv(text):
         rec = {}
         for name, unit, raw in zip(header, units, row):
             try:
-                rec[name] = float(raw.replace(",", "")) * UNIT_SCALE.get(unit, 1)
+                value = float(raw.replace(",", ""))
             except ValueError:
                 rec[name] = raw
+                continue
+            scale = unit_scale(unit)
+            rec[name] = value * scale if scale is not None else f"{raw} {unit}"
         kernels.append(rec)
     return kernels
 
@@ -87,6 +105,10 @@ def derive(kernels, model_bytes=None):
     if not kernels:
         return block("ncu", "ncu profiled no kernel in the NVTX range (without NVTX in CuPy, "
                             "cupy.cuda.nvtx.available is False, the probe pushes no range)")
+    unreadable = sorted({f"{m} = {k[m]!r}" for k in kernels for m in METRICS if isinstance(k.get(m), str)})
+    if unreadable:
+        return block("ncu", f"ncu printed {unreadable[0]}: a unit this parser does not know, so nothing is "
+                            "derived from the page (run ncu with --print-units base)")
     by_name = {}
     for k in kernels:
         by_name.setdefault(k.get("Kernel Name", ""), []).append(k)
