@@ -38,7 +38,7 @@ def main():
     p.add_argument("--seq-len", type=int, default=32768)
     p.add_argument("--json", default=os.path.join(os.path.dirname(HERE), "build", "decode-variants.json"))
     args = p.parse_args()
-    gpu, clock, stream = gpu0()
+    gpu, _, clock, stream = gpu0()
     import pynvml
 
     pynvml.nvmlShutdown()

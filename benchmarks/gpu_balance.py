@@ -46,7 +46,7 @@ def main():
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--json", default=os.path.join(os.path.dirname(HERE), "build", "bench-gpu.json"))
     args = p.parse_args()
-    gpu, clock, stream = gpu0()
+    gpu, handle, clock, stream = gpu0()
     import pynvml
     import torch
 
@@ -84,7 +84,7 @@ def main():
         rec = {"copy_bytes_per_s": 2 * dst.nbytes / torch_best_s(lambda: dst.copy_(src))}  # read + written
         rec["triad_bytes_per_s"] = timed(triad, clock)["bytes_per_s"]
         rec["read_median_bytes_per_s"] = timed(read, clock)["median_bytes_per_s"]  # beside the decode median
-        with gpus.Telemetry(pynvml, 0) as tele:
+        with gpus.Telemetry(pynvml, handle) as tele:
             rec["fma_fp32_flops_per_s"] = timed(fma, clock)["flops_per_s"]
         sm_clock = tele.summary()["sm_clock_hz"]["median"]
         rec["theoretical_fp32_at_clock"] = gpus.theoretical(gpu, clock_hz=sm_clock)["flops_per_s"]["fp32"]

@@ -12,8 +12,8 @@ from probes.gpu_common import cupy_unavailable_reason, event_clock, stream_vecto
 
 
 def gpu0():
-    """(identity, clock, {kernel name: fp32 STREAM workload}) of GPU 0, NVML left initialised for
-    telemetry (the caller shuts it down); exits with the reason where no GPU can run."""
+    """(identity, NVML handle, clock, {kernel name: fp32 STREAM workload}) of GPU 0, NVML left
+    initialised for telemetry (the caller shuts it down); exits with the reason where no GPU can run."""
     reason = cupy_unavailable_reason()
     if reason:
         sys.exit(f"no GPU benchmark here: {reason}")
@@ -21,8 +21,8 @@ def gpu0():
     import pynvml
 
     pynvml.nvmlInit()
-    gpu = identify(0)
+    gpu, handle = identify(0)
     clock = event_clock()
     free, _ = cp.cuda.runtime.memGetInfo()
     stream = {w.name: w for w in gpu_stream.stream_workloads(gpu, "fp32", stream_vectors(gpu["l2_bytes"], free))}
-    return gpu, clock, stream
+    return gpu, handle, clock, stream

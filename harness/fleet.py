@@ -47,6 +47,16 @@ def rank_info(environ=os.environ, use_mpi=True):
     return {"rank": 0, "size": 1, "local_rank": 0, "via": "single process", "comm": None}
 
 
+def rank_gpu(local_rank, gpus, host):
+    """The GPU a rank profiles, of those CUDA shows it: the only one, where the launcher gave each
+    rank its own (srun --gpus-per-task=1 sets CUDA_VISIBLE_DEVICES per task), else its local rank's."""
+    if len(gpus) == 1:
+        return gpus[0]
+    if local_rank >= len(gpus):
+        raise HarnessError(f"local rank {local_rank} has no GPU of its own ({len(gpus)} on {host})")
+    return gpus[local_rank]
+
+
 def profile_this_rank(info, quick, threads, progress):
     """This rank's result: {'rank', 'host', 'name', 'doc'} or {'rank', 'host', 'error'}."""
     from harness.gpus import detect_gpus
@@ -57,10 +67,9 @@ def profile_this_rank(info, quick, threads, progress):
     try:
         gpus, _ = detect_gpus()
         if gpus:
-            if info["local_rank"] >= len(gpus):
-                raise HarnessError(f"local rank {info['local_rank']} has no GPU of its own ({len(gpus)} on {host})")
-            doc = build_profile(device="gpu", quick=quick, progress=progress, gpu_selection=str(info["local_rank"]))
-            result["name"] = f"{host}-gpu{info['local_rank']}"
+            gpu = rank_gpu(info["local_rank"], gpus, host)
+            doc = build_profile(device="gpu", quick=quick, progress=progress, gpu_selection=str(gpu["index"]))
+            result["name"] = f"{host}-gpu{gpu['nvml_index']}"
         else:
             doc = build_profile(device="cpu", threads=threads, quick=quick, progress=progress)
             result["name"] = f"{host}-r{info['rank']}" if info["size"] > 1 else host
@@ -85,8 +94,12 @@ def fleet_run(name, out_dir, quick=False, threads=None, progress=lambda m: None,
                            "results cannot be gathered: pip install mpi4py")
     folder = os.path.join(out_dir, name)
     os.makedirs(folder, exist_ok=True)
-    nodes, failed = [], []
+    nodes, failed, owner = [], [], {}
     for r in sorted(results, key=lambda r: r["rank"]):
+        if "doc" in r and owner.setdefault(r["name"], r["rank"]) != r["rank"]:
+            r = {**r, "error": f"profiled the same device as rank {owner[r['name']]} ({r['name']}): give each rank "
+                              "its own GPU or cores"}
+            r.pop("doc")
         if "doc" in r:
             path = os.path.join(folder, f"{r['name']}.yaml")
             save_profile(r["doc"], path)

@@ -31,23 +31,27 @@ SM_LIMIT_ATTRIBUTES = {"registers": "MaxRegistersPerMultiprocessor", "shared_byt
 
 
 def device_facts(index):
-    """SM count, L2 size and what one SM holds at once, from the CUDA runtime (NVML has none of them)."""
+    """SM count, L2 size, PCI bus id and what one SM holds at once, from the CUDA runtime (NVML has
+    none of the first and last)."""
     import cupy
 
     with cupy.cuda.Device(index) as dev:
         attrs = dev.attributes
-        return {"sm_count": attrs["MultiProcessorCount"], "l2_bytes": attrs["L2CacheSize"],
+        return {"sm_count": attrs["MultiProcessorCount"], "l2_bytes": attrs["L2CacheSize"], "pci_bus_id": dev.pci_bus_id,
                 "sm_limits": {key: attrs.get(name) for key, name in SM_LIMIT_ATTRIBUTES.items()}}
 
 
 def identify(index):
-    """NVML identity plus the CUDA runtime's facts of GPU `index` (NVML initialised by the caller)."""
+    """(identity, NVML handle) of CUDA device `index`: NVML's fields for the GPU at its PCI bus id
+    (NVML numbers GPUs by bus, ignoring CUDA_VISIBLE_DEVICES), plus the CUDA runtime's facts.
+    NVML initialised by the caller."""
     import pynvml
 
     facts = device_facts(index)
-    info = gpus.identify_gpu(pynvml, index, sm_count=facts["sm_count"])
-    info["l2_bytes"], info["sm_limits"] = facts["l2_bytes"], facts["sm_limits"]
-    return info
+    handle = pynvml.nvmlDeviceGetHandleByPciBusId(facts["pci_bus_id"])
+    info = gpus.identify_gpu(pynvml, handle, index, sm_count=facts["sm_count"])
+    info.update(pci_bus_id=facts["pci_bus_id"], l2_bytes=facts["l2_bytes"], sm_limits=facts["sm_limits"])
+    return info, handle
 
 
 def run_one(name, index, cpu, quick, tiny, progress, options=None):
@@ -59,11 +63,11 @@ def run_one(name, index, cpu, quick, tiny, progress, options=None):
 
     pynvml.nvmlInit()
     try:
-        info = identify(index)
+        info, handle = identify(index)
         with cupy.cuda.Device(index):
             ctx = Context(cpu=cpu, threads=1, quick=quick, tiny=tiny, progress=progress, gpu=info, clock=event_clock(),
                           options=dict(options or {}))
-            with gpus.Telemetry(pynvml, index) as tele:
+            with gpus.Telemetry(pynvml, handle) as tele:
                 section = load_runner(PROBES[name], "gpu")(ctx)
     finally:
         pynvml.nvmlShutdown()
@@ -85,14 +89,14 @@ def gpu_section(index, cpu, quick, tiny, progress):
 
     pynvml.nvmlInit()
     try:
-        info = identify(index)
+        info, handle = identify(index)
         section = {"gpu": info, "telemetry": {}}
         with cupy.cuda.Device(index):
             from probes.gpu_common import event_clock
 
             ctx = Context(cpu=cpu, threads=1, quick=quick, tiny=tiny, progress=progress, gpu=info, clock=event_clock())
             for name in GPU_PROFILE_PROBES:
-                with gpus.Telemetry(pynvml, index) as tele:
+                with gpus.Telemetry(pynvml, handle) as tele:
                     run_guarded(name, lambda name=name: load_runner(PROBES[name], "gpu")(ctx), section, progress)
                 section["telemetry"][name] = tele.summary()
                 mark_throttled(section, section["telemetry"][name])

@@ -1,6 +1,7 @@
 """NVIDIA GPUs through NVML: which there are (or why none can be seen), what each is, its
 theoretical peaks, and a background telemetry sampler for clocks, power and throttle reasons."""
 
+import os
 import statistics
 import threading
 import time
@@ -38,8 +39,12 @@ def _nvml():
     return pynvml
 
 
-def detect_gpus():
-    """([{'index', 'name', 'uuid'}], reason): the reason is None when NVML answered with GPUs."""
+def detect_gpus(visible=None):
+    """([{'index', 'nvml_index', 'name', 'uuid'}], reason): the GPUs NVML lists, as the CUDA runtime
+    numbers them under CUDA_VISIBLE_DEVICES (`visible`, default the environment's). The reason is
+    None when GPUs are there."""
+    if visible is None:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     try:
         nvml = _nvml()
     except ImportError:
@@ -49,13 +54,35 @@ def detect_gpus():
     except nvml.NVMLError as e:
         return [], f"NVML cannot start ({e}): no NVIDIA driver here"
     try:
-        gpus = []
+        listed = []
         for i in range(nvml.nvmlDeviceGetCount()):
             h = nvml.nvmlDeviceGetHandleByIndex(i)
-            gpus.append({"index": i, "name": _text(nvml.nvmlDeviceGetName(h)), "uuid": _text(nvml.nvmlDeviceGetUUID(h))})
-        return gpus, None if gpus else "NVML found no GPU"
+            listed.append({"index": i, "name": _text(nvml.nvmlDeviceGetName(h)), "uuid": _text(nvml.nvmlDeviceGetUUID(h))})
     finally:
         nvml.nvmlShutdown()
+    if not listed:
+        return [], "NVML found no GPU"
+    found = visible_to_cuda(listed, visible)
+    return found, None if found else (f"CUDA_VISIBLE_DEVICES={visible!r} leaves none of the {len(listed)} GPUs NVML "
+                                      "lists visible to CUDA (whole GPUs are profiled, not MIG instances)")
+
+
+def visible_to_cuda(listed, visible):
+    """NVML's GPUs in the order the CUDA runtime numbers them: all of them where `visible` (the
+    value of CUDA_VISIBLE_DEVICES) is None, else those it names by index or UUID prefix, in its
+    order, up to the first entry that names none (as CUDA reads it). Each keeps its 'nvml_index';
+    'index' becomes its CUDA ordinal. Indices are taken in NVML's (PCI bus) order, which is CUDA's
+    on a machine of one GPU model; identify() matches each CUDA device to NVML by its PCI bus id."""
+    if visible is None:
+        return [{**g, "nvml_index": g["index"]} for g in listed]
+    chosen = []
+    for entry in (e.strip() for e in visible.split(",")):
+        named = ([g for g in listed if g["index"] == int(entry)] if entry.isdigit() else
+                 [g for g in listed if entry.startswith("GPU-") and g["uuid"].startswith(entry)])
+        if len(named) != 1 or named[0] in chosen:
+            break
+        chosen.append(named[0])
+    return [{**g, "index": i, "nvml_index": g["index"]} for i, g in enumerate(chosen)]
 
 
 def _try(fn, *args, default=None):
@@ -65,9 +92,9 @@ def _try(fn, *args, default=None):
         return default
 
 
-def identify_gpu(nvml, index, sm_count=None):
-    """Everything the profile records about GPU `index` (NVML initialised by the caller)."""
-    h = nvml.nvmlDeviceGetHandleByIndex(index)
+def identify_gpu(nvml, h, index, sm_count=None):
+    """Everything the profile records about the GPU of NVML handle `h`, CUDA device `index` (NVML
+    initialised by the caller)."""
     cc = _try(nvml.nvmlDeviceGetCudaComputeCapability, h)
     mem = _try(nvml.nvmlDeviceGetMemoryInfo, h)
     ecc = _try(nvml.nvmlDeviceGetEccMode, h)
@@ -127,8 +154,8 @@ class Telemetry:
     Use as a context manager around a probe; `summary()` gives medians, ranges and a warning
     when the GPU was throttled (power, thermal or hardware slowdown) while it ran."""
 
-    def __init__(self, nvml, index, interval_s=0.05, clock=time.monotonic):
-        self.nvml, self.handle = nvml, nvml.nvmlDeviceGetHandleByIndex(index)
+    def __init__(self, nvml, handle, interval_s=0.05, clock=time.monotonic):
+        self.nvml, self.handle = nvml, handle
         self.interval_s, self.clock = interval_s, clock
         self.samples, self._stop = [], threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)

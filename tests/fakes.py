@@ -7,7 +7,9 @@ sections, profile, report) is exercised here. It proves nothing about the CUDA c
 the test suite only compiles.
 """
 
+import os
 import re
+import sys
 import time
 import types
 
@@ -41,7 +43,18 @@ class FakeNVML:
         return b"NVIDIA H100 80GB HBM3"
 
     def nvmlDeviceGetUUID(self, h):
-        return "GPU-1234"
+        return f"GPU-{h:08x}-5a5a"
+
+    @staticmethod
+    def pci_bus_id(i):
+        """GPU i's PCI bus id as the CUDA runtime prints it (NVML's own has an 8-digit domain)."""
+        return f"0000:{0x18 + i:02x}:00.0"
+
+    def nvmlDeviceGetHandleByPciBusId(self, bus_id):
+        i = int(bus_id.split(":")[1], 16) - 0x18
+        if not 0 <= i < self.count:
+            raise self.NVMLError("Not Found")
+        return i
 
     def nvmlDeviceGetCudaComputeCapability(self, h):
         return (9, 0)
@@ -216,6 +229,12 @@ class _Device:
     def __init__(self, index=0):
         self.index = index
 
+    @property
+    def pci_bus_id(self):
+        """The bus id of the GPU this CUDA ordinal is, under CUDA_VISIBLE_DEVICES (indices only) as CUDA reads it."""
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        return FakeNVML.pci_bus_id(int(visible.split(",")[self.index]) if visible else self.index)
+
     def __enter__(self):
         return self
 
@@ -249,6 +268,20 @@ def fake_cupy(emulate=False):
     cuda.nvtx = types.SimpleNamespace(RangePush=lambda name: None, RangePop=lambda: None)
     cp.cuda = cuda
     return cp
+
+
+def install_fake_gpu(monkeypatch, emulate=False):
+    """Make this process look like a one-H100 machine: fake CuPy (`emulate`: the CUDA sources run
+    on the CPU) and NVML, tiny sizes, and no CUDA_VISIBLE_DEVICES from the caller's environment."""
+    from harness import gpus
+
+    cp = fake_cupy(emulate=emulate)
+    monkeypatch.setitem(sys.modules, "cupy", cp)
+    monkeypatch.setitem(sys.modules, "cupy.cuda", cp.cuda)
+    monkeypatch.setitem(sys.modules, "pynvml", FakeNVML())
+    monkeypatch.setattr(gpus, "_nvml", lambda: sys.modules["pynvml"])
+    monkeypatch.setenv("HARNESS_TINY", "1")
+    monkeypatch.delenv("CUDA_VISIBLE_DEVICES", raising=False)
 
 
 class CpuEvent:

@@ -12,7 +12,7 @@ import pytest
 import cuda_emulator
 import fakes
 import gpu_decode_cases
-from harness import gpus, run
+from harness import run
 from harness.profile import measurement_records
 from probes import gpu_common
 
@@ -22,13 +22,8 @@ pytestmark = pytest.mark.skipif(cuda_emulator.unavailable_reason() is not None,
 
 @pytest.fixture
 def emulated_gpu(monkeypatch):
-    cp = fakes.fake_cupy(emulate=True)
-    monkeypatch.setitem(sys.modules, "cupy", cp)
-    monkeypatch.setitem(sys.modules, "cupy.cuda", cp.cuda)
-    monkeypatch.setitem(sys.modules, "pynvml", fakes.FakeNVML())
+    fakes.install_fake_gpu(monkeypatch, emulate=True)
     monkeypatch.setitem(sys.modules, "torch", None)
-    monkeypatch.setattr(gpus, "_nvml", lambda: sys.modules["pynvml"])
-    monkeypatch.setenv("HARNESS_TINY", "1")
 
 
 @pytest.mark.parametrize("case", gpu_decode_cases.FUSED_DECODE_CASES)

@@ -134,3 +134,22 @@ def test_mpirun_two_ranks_each_pinned_to_a_core(tmp_path):
         assert docs[0]["fleet"]["cpus"] != docs[1]["fleet"]["cpus"]
     summary = yaml.safe_load(open(folder / "summary.yaml"))
     assert summary["ranks"] == 2 and summary["launched_via"] == "mpi4py" and summary["failed"] == []
+
+
+def test_a_rank_profiles_the_gpu_its_launcher_gave_it_or_its_local_ranks():
+    node_gpus = [{"index": i, "nvml_index": i} for i in range(4)]
+    assert fleet.rank_gpu(2, node_gpus, "n1")["nvml_index"] == 2
+    given = [{"index": 0, "nvml_index": 3}]  # srun --gpus-per-task=1: each task sees its own GPU as gpu0
+    assert fleet.rank_gpu(3, given, "n1")["nvml_index"] == 3
+    with pytest.raises(Exception, match="local rank 4 has no GPU of its own"):
+        fleet.rank_gpu(4, node_gpus, "n1")
+
+
+def test_two_ranks_on_one_device_keep_the_first_and_name_the_second(tmp_path, monkeypatch):
+    results = [{"rank": r, "host": "n1", "local_rank": r, "name": "n1-gpu0", "doc": node(50e9)} for r in (0, 1)]
+    monkeypatch.setattr(fleet, "rank_info", lambda environ: {"rank": 0, "size": 2, "local_rank": 0, "via": "test",
+                                                             "comm": type("C", (), {"gather": lambda self, x, root: results})()})
+    monkeypatch.setattr(fleet, "profile_this_rank", lambda *a: results[0])
+    summary = fleet.fleet_run("dup", str(tmp_path))
+    assert [n["rank"] for n in summary["nodes"]] == [0]
+    assert summary["failed"][0]["rank"] == 1 and "same device as rank 0 (n1-gpu0)" in summary["failed"][0]["error"]

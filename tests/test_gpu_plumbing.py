@@ -14,23 +14,14 @@ import pytest
 
 import fakes
 import nvrtc
-from harness import gpus, profile, report, run
+from harness import profile, report, run
 from harness.specs import load_specs
 from probes import gpu_common
 
 
-def install_fake_gpu(monkeypatch):
-    cp = fakes.fake_cupy()
-    monkeypatch.setitem(sys.modules, "cupy", cp)
-    monkeypatch.setitem(sys.modules, "cupy.cuda", cp.cuda)
-    monkeypatch.setitem(sys.modules, "pynvml", fakes.FakeNVML())
-    monkeypatch.setattr(gpus, "_nvml", lambda: sys.modules["pynvml"])
-    monkeypatch.setenv("HARNESS_TINY", "1")
-
-
 @pytest.fixture
 def fake_gpu_machine(monkeypatch):
-    install_fake_gpu(monkeypatch)
+    fakes.install_fake_gpu(monkeypatch)
     monkeypatch.setitem(sys.modules, "torch", None)  # torch's CUDA paths cannot run here: say so
 
 
@@ -38,7 +29,7 @@ def fake_gpu_machine(monkeypatch):
 def fake_gpu_with_cpu_torch(monkeypatch):
     """The fake GPU, with CPU torch standing in for CUDA torch (device="cuda" dropped, CPU-clock events)."""
     torch = pytest.importorskip("torch", reason="torch is not installed")
-    install_fake_gpu(monkeypatch)
+    fakes.install_fake_gpu(monkeypatch)
     monkeypatch.setattr(torch.cuda, "Event", fakes.CpuEvent)
     for name in ("rand", "empty", "randint"):
         make = getattr(torch, name)
@@ -367,3 +358,14 @@ def test_two_gpus_each_a_device_and_gpus_selects(fake_gpu_machine, monkeypatch):
     assert [g["index"] for g in doc["machine"]["gpus"]] == [0, 1]
     with pytest.raises(Exception, match="valid indices are 0 to 1"):
         run.build_profile(device="gpu", quick=True, gpu_selection="2")
+
+
+def test_a_gpu_hidden_behind_cuda_visible_devices_is_identified_by_its_bus_not_its_ordinal(fake_gpu_machine, monkeypatch):
+    # NVML numbers GPUs by PCI bus and ignores CUDA_VISIBLE_DEVICES: CUDA's gpu0 here is NVML's GPU 1
+    monkeypatch.setitem(sys.modules, "pynvml", fakes.FakeNVML(count=2))
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    doc = run.build_profile(device="gpu", quick=True, counters="off")
+    gpu = doc["devices"]["gpu0"]["gpu"]
+    assert set(doc["devices"]) == {"gpu0"} and gpu["index"] == 0
+    assert gpu["uuid"] == "GPU-00000001-5a5a" and gpu["pci_bus_id"] == fakes.FakeNVML.pci_bus_id(1)
+    assert [(g["index"], g["nvml_index"]) for g in doc["machine"]["gpus"]] == [(0, 1)]

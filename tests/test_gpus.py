@@ -7,7 +7,7 @@ from harness import gpus
 
 
 def h100(sm_count=132):
-    return gpus.identify_gpu(FakeNVML(), 0, sm_count=sm_count)
+    return gpus.identify_gpu(FakeNVML(), 0, 0, sm_count=sm_count)
 
 
 def test_identification_records_nvml_fields_and_survives_unsupported_ones():
@@ -70,3 +70,23 @@ def test_a_throttle_reason_this_table_does_not_know_is_reported():
     with newer:
         pass
     assert newer.summary()["warnings"] == ["throttled while measuring: unknown reason 0x4000"]
+
+
+def test_cuda_visible_devices_renumbers_and_selects_gpus_as_cuda_does():
+    listed = [{"index": i, "name": "H100", "uuid": f"GPU-{i:08x}-5a5a"} for i in range(4)]
+    pairs = lambda visible: [(g["index"], g["nvml_index"]) for g in gpus.visible_to_cuda(listed, visible)]  # noqa: E731
+    assert pairs(None) == [(0, 0), (1, 1), (2, 2), (3, 3)]
+    assert pairs("2,0") == [(0, 2), (1, 0)]  # CUDA ordinal 0 is the third GPU NVML lists
+    assert pairs("GPU-00000003") == [(0, 3)]  # a UUID prefix
+    assert pairs("1,7,0") == [(0, 1)]  # CUDA stops at the first entry that names no GPU
+    assert pairs("GPU-0000000") == []  # a prefix that names four GPUs names none
+    assert pairs("") == pairs("-1") == pairs("MIG-1234") == [] and pairs("1,1") == [(0, 1)]
+
+
+def test_a_cuda_visible_devices_that_hides_every_gpu_is_the_reason(monkeypatch):
+    monkeypatch.setattr(gpus, "_nvml", lambda: FakeNVML(count=2))
+    found, reason = gpus.detect_gpus(visible="")
+    assert found == [] and "CUDA_VISIBLE_DEVICES=''" in reason and "2 GPUs" in reason
+    monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
+    found, reason = gpus.detect_gpus()
+    assert reason is None and [(g["index"], g["nvml_index"], g["uuid"]) for g in found] == [(0, 1, "GPU-00000001-5a5a")]
