@@ -30,7 +30,10 @@ def cupy_unavailable_reason():
     try:
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as e:  # CUDARuntimeError: cudaErrorInsufficientDriver / NoDevice
-        return f"CUDA runtime cannot see a GPU ({e})"
+        import ctypes.util
+
+        driver = "" if ctypes.util.find_library("cuda") else "no NVIDIA driver here (no libcuda): "
+        return f"{driver}CUDA runtime cannot see a GPU ({e})"
     return None if count else "the CUDA runtime reports no GPU"
 
 

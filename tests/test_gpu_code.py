@@ -164,6 +164,11 @@ def test_gpu_probes_say_why_they_cannot_run_here():
         pytest.skip("this machine has a usable GPU")
     for name in ("stream", "peak", "decode"):
         assert unavailable_reason(PROBES[name], "gpu")
+    import ctypes.util
+
+    if "CuPy is not installed" not in reason and not ctypes.util.find_library("cuda"):
+        # CUDA calls a missing driver "insufficient": the reason says there is none
+        assert reason.startswith("no NVIDIA driver here (no libcuda): CUDA runtime cannot see a GPU"), reason
 
 
 def test_gpu_decode_points_and_cold_l2_copies():
