@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # What only a GPU machine can show, in steps that each fit a short session on a lent H100/H200.
-# Runs from the source tree with the machine's own python3 (no install); every output lands in OUT.
+# Runs from the source tree with the machine's own python3 (no install); every output lands in OUT (packed).
 #   tests    pytest -m gpu (every GPU probe run and validated at tiny sizes)
 #   bench    benchmarks/gpu_balance.py: the GPU issue's side-by-side ratios, raw rounds as JSON
 #   variants benchmarks/decode_variants.py: the cupy-fused kernel's build options and splits side by
@@ -16,6 +16,9 @@
 # With a 15-minute lease, one step per call, in the order the issues need them: bench (the
 # acceptance ratios), profile (the committed profile and report), ncu (the fixtures), then
 # variants and tests as time allows.
+# Everything a step writes lands in one archive, OUT/gpu-session-STEP.tar.gz, rewritten after each
+# command, so a call killed at its time limit still brings back what finished (the lent machine
+# returns at most 8 files): tar -xzf it here.
 # Usage: bash benchmarks/gpu_session.sh OUT [tests|bench|variants|ncu|profile|sanitize|all]
 set -u
 OUT=${1:?usage: bash benchmarks/gpu_session.sh OUT [tests|bench|variants|ncu|profile|sanitize|all]}
@@ -23,15 +26,24 @@ STEP=${2:-all}
 PY=${PY:-python3}
 export PYTHONPATH=$PWD${PYTHONPATH:+:$PYTHONPATH} PYTHONUNBUFFERED=1
 mkdir -p "$OUT"
-nvidia-smi >"$OUT/nvidia-smi.txt" 2>&1
+OUT=$(cd "$OUT" && pwd)
+ARCHIVE=$OUT/gpu-session-$STEP.tar.gz
+WORK=$(mktemp -d)  # the step's files, packed into ARCHIVE
+trap 'rm -rf "$WORK"' EXIT
+nvidia-smi >"$WORK/nvidia-smi.txt" 2>&1
 
-run() {  # run NAME CMD...: output to OUT/NAME.log, exit status reported, later steps still run
+pack() {  # the step's files so far, as one archive in OUT (replaced whole: never half-written)
+    tar -czf "$ARCHIVE.part" -C "$WORK" . && mv "$ARCHIVE.part" "$ARCHIVE"
+}
+
+run() {  # run NAME CMD...: output to NAME.log, exit status reported, later steps still run
     local name=$1
     shift
     echo "== $name: $*"
-    "$@" >"$OUT/$name.log" 2>&1
+    "$@" >"$WORK/$name.log" 2>&1
     echo "== $name exit $?"
-    tail -n 5 "$OUT/$name.log"
+    tail -n 5 "$WORK/$name.log"
+    pack
 }
 
 ncu_raw() {  # ncu_raw NAME PROBE RANGE ARGS...: the harness's own ncu command line, raw CSV kept
@@ -42,7 +54,7 @@ ncu_raw() {  # ncu_raw NAME PROBE RANGE ARGS...: the harness's own ncu command l
 print(shlex.join(ncu.command(sys.argv[2], "gpu0", sys.argv[3], sys.argv[4:], python=sys.argv[1])))' \
         "$PY" "$probe" "$range" "$@") || return
     run "ncu-$name" bash -c "$cmd"
-    cp "$OUT/ncu-$name.log" "$OUT/ncu-$name.csv"
+    cp "$WORK/ncu-$name.log" "$WORK/ncu-$name.csv"
 }
 
 DECODE_ARGS=(--quick --impl cupy-fused --dtype fp16 --seq-len 32768 --batch 8)  # the GPU issue's decode shape
@@ -56,9 +68,9 @@ ncu_sections() {  # the decode kernel's ncu sections, as text: two launches of t
 }
 
 case $STEP in tests | all) run pytest-gpu "$PY" -m pytest -q -m gpu tests ;; esac
-case $STEP in bench | all) run gpu-balance "$PY" benchmarks/gpu_balance.py --json "$OUT/gpu-balance.json" ;; esac
+case $STEP in bench | all) run gpu-balance "$PY" benchmarks/gpu_balance.py --json "$WORK/gpu-balance.json" ;; esac
 case $STEP in variants | all)
-    run decode-variants "$PY" benchmarks/decode_variants.py --json "$OUT/decode-variants.json"
+    run decode-variants "$PY" benchmarks/decode_variants.py --json "$WORK/decode-variants.json"
     ;;
 esac
 case $STEP in ncu | all)
@@ -69,8 +81,8 @@ case $STEP in ncu | all)
     ;;
 esac
 case $STEP in profile | all)
-    run profile "$PY" -m harness profile --device gpu --out "$OUT/profile.yaml"
-    run report "$PY" -m harness report "$OUT/profile.yaml" --out "$OUT/reports"
+    run profile "$PY" -m harness profile --device gpu --out "$WORK/profile.yaml"
+    run report "$PY" -m harness report "$WORK/profile.yaml" --out "$WORK/reports"
     ;;
 esac
 case $STEP in sanitize)
@@ -80,3 +92,4 @@ case $STEP in sanitize)
     done
     ;;
 esac
+pack

@@ -235,17 +235,22 @@ def test_gpu_decode_kernels_as_cupy_builds_them_keep_off_local_memory():
 
 def test_gpu_session_script_builds_the_ncu_commands(tmp_path):
     """benchmarks/gpu_session.sh is for a lent GPU machine; here its ncu step must still run to the
-    end, each capture naming the harness's own ncu command and why it did not count."""
+    end, each capture naming the harness's own ncu command and why it did not count, and bring
+    everything back as one archive (the lent machine returns at most 8 files)."""
     import os
     import sys
+    import tarfile
 
     env = {**os.environ, "PY": sys.executable, "PATH": "/usr/bin:/bin"}  # no ncu, no nvidia-smi
-    proc = subprocess.run(["bash", "benchmarks/gpu_session.sh", str(tmp_path), "ncu"], capture_output=True,
+    proc = subprocess.run(["bash", "benchmarks/gpu_session.sh", str(tmp_path / "out"), "ncu"], capture_output=True,
                           text=True, timeout=120, env=env)
     assert proc.returncode == 0, proc.stderr
+    assert os.listdir(tmp_path / "out") == ["gpu-session-ncu.tar.gz"]
+    with tarfile.open(tmp_path / "out" / "gpu-session-ncu.tar.gz") as tar:
+        tar.extractall(tmp_path / "got", filter="data")
     for name, range_ in (("triad", "harness-triad/"), ("fma-fp32", "harness-fma_fp32/"), ("decode", "harness-cupy-fused/")):
         assert f"--nvtx-include {range_}" in proc.stdout
-        assert "ncu" in (tmp_path / f"ncu-{name}.log").read_text()
+        assert "ncu" in (tmp_path / "got" / f"ncu-{name}.csv").read_text()
     assert "--kernel-name regex:decode_partial --launch-count 2 --section SpeedOfLight" in proc.stdout
-    assert "ncu" in (tmp_path / "ncu-decode-sections.log").read_text()
+    assert "ncu" in (tmp_path / "got" / "ncu-decode-sections.log").read_text()
     assert proc.stdout.count("exit 127") == 4  # ncu is not installed here: three raw captures, the sections
