@@ -214,6 +214,29 @@ def test_gpu_probes_run_and_validate_at_tiny_sizes(monkeypatch):
 @pytest.mark.gpu
 @pytest.mark.skipif(gpu_common.cupy_unavailable_reason() is not None,
                     reason=f"no usable GPU here: {gpu_common.cupy_unavailable_reason()}")
+def test_each_cuda_device_is_identified_as_the_gpu_it_is():
+    # NVML is matched to each CUDA ordinal by PCI bus id: the UUIDs of both sides must agree
+    import cupy
+    import pynvml
+
+    from harness import gpu_run
+
+    pynvml.nvmlInit()
+    try:
+        for i in range(cupy.cuda.runtime.getDeviceCount()):
+            raw = cupy.cuda.runtime.getDeviceProperties(i).get("uuid")
+            if not raw:
+                pytest.skip("this CuPy gives no device UUID")
+            h = (raw if isinstance(raw, (bytes, bytearray)) else bytes(raw)).hex()[:32]
+            info, _ = gpu_run.identify(i)
+            assert info["uuid"] == f"GPU-{h[:8]}-{h[8:12]}-{h[12:16]}-{h[16:20]}-{h[20:]}", (i, info["pci_bus_id"])
+    finally:
+        pynvml.nvmlShutdown()
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(gpu_common.cupy_unavailable_reason() is not None,
+                    reason=f"no usable GPU here: {gpu_common.cupy_unavailable_reason()}")
 @pytest.mark.parametrize("case", gpu_decode_cases.FUSED_DECODE_CASES)
 def test_gpu_fused_decode_at_odd_sizes(monkeypatch, case):
     monkeypatch.setenv("HARNESS_TINY", "1")
