@@ -330,6 +330,7 @@ def gpu_markdown(g):
         out += [f"Reads HBM at {si(bw, 'B/s')} and computes {si(peak, 'FLOP/s')} in fp32 (FMA), a balance of "
                 f"{peak / bw:.1f} FLOP/byte.", ""]
     out += [table(["", ""], [
+        ["UUID / PCI bus id", f"{info.get('uuid')} / {info.get('pci_bus_id') or 'n/a'}"],
         ["compute capability / SMs", f"{'.'.join(map(str, info.get('compute_capability') or []))} / {info.get('sm_count')}"],
         ["memory / bus", f"{si(info.get('memory_bytes'), 'B')} / {info.get('memory_bus_width_bits')} bits"],
         ["max clocks (SM / memory)", f"{si(info.get('max_sm_clock_hz'), 'Hz')} / {si(info.get('max_memory_clock_hz'), 'Hz')}"],

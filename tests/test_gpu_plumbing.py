@@ -67,7 +67,7 @@ def test_gpu_profile_section_report_with_numpy_standing_in(fake_gpu_machine, tmp
     assert [r[1] for r in report.index_rows([back], [])] == ["measured (gpu0: NVIDIA H100 80GB HBM3)"]
     assert {p.rsplit("/", 1)[-1] for p in paths} == {"roofline-gpu0.png", "decode-gpu0.png", "report.md"}
     gpu_part = text.split("## GPUs")[1].split("## Hardware counters")[0]
-    for needle in ("### gpu0: NVIDIA H100 80GB HBM3", "| datasheet spec | NVIDIA H100 80GB HBM3 (SXM5) |", "![Roofline of gpu0](roofline-gpu0.png)", "| peak fp32 FMA |",
+    for needle in ("### gpu0: NVIDIA H100 80GB HBM3", "| UUID / PCI bus id | GPU-00000000-5a5a / 0000:18:00.0 |", "| datasheet spec | NVIDIA H100 80GB HBM3 (SXM5) |", "![Roofline of gpu0](roofline-gpu0.png)", "| peak fp32 FMA |",
                    "Tensor-core peaks not measured: torch is not installed", "#### Decode attention",
                    "| cupy-fused | int8 |", "Decode implementations not measured: torch-naive (torch is not installed",
                    "#### Does the model hold here?", "#### Telemetry while measuring",
