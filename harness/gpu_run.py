@@ -1,6 +1,8 @@
 """Profile each selected NVIDIA GPU: identity and theory from NVML, probes with CuPy and torch,
 telemetry around every probe, balance and the decode verdict (same shapes as devices.cpu)."""
 
+import time
+
 from harness import gpus, validation
 from harness.errors import HarnessError
 from harness.profile import measurement_records
@@ -9,6 +11,8 @@ from harness.workload import Context
 from probes import PROBES, load_runner, unavailable_reason
 
 GPU_PROFILE_PROBES = ("stream", "hierarchy", "peak", "decode")
+NCU_BUDGET_S = 300  # every ncu re-run of one GPU's profile together
+NCU_MIN_RUN_S = 30  # an ncu run given less would time out before the probe started counting
 
 
 def parse_selection(text, count):
@@ -124,9 +128,11 @@ def flag_against_theory(section, theory):
     validation.flag_bandwidth(section, theory.get("bytes_per_s"), "HBM")
 
 
-def count_with_ncu(section, index, progress):
-    """Re-run the headline GPU workloads under ncu and put the counts in their records."""
-    from harness.counters import ncu
+def count_with_ncu(section, index, progress, budget_s=NCU_BUDGET_S, clock=time.monotonic):
+    """Re-run the headline GPU workloads under ncu and put the counts in their records, within
+    `budget_s` for them all: a run that would start with too little of it left is not started,
+    and says so (a stalled ncu must not cost the whole profile)."""
+    from harness.counters import block, ncu
 
     device = f"gpu{index}"
     targets = [(section.get("bandwidth_fp32", {}).get("triad"), "stream", "triad", ["--dtype", "fp32"]),
@@ -139,10 +145,18 @@ def count_with_ncu(section, index, progress):
                                                           "--seq-len", str(rec["seq_len"]), "--heads", str(rec["heads"]),
                                                           "--kv-heads", str(rec["kv_heads"]), "--head-dim",
                                                           str(rec["head_dim"]), "--batch", str(rec["batch"])]))
+    deadline = clock() + budget_s
     for rec, probe, nvtx_range, args in targets:
-        if rec:
-            progress(f"{device} counting {probe} {nvtx_range} under ncu")
-            rec["counters"] = ncu.count(probe, device, nvtx_range, ["--quick", *args], rec.get("bytes_per_call"))
+        if not rec:
+            continue
+        left = deadline - clock()
+        if left < NCU_MIN_RUN_S:
+            rec["counters"] = block("unavailable", f"not counted: the {budget_s:.0f} s this profile gives ncu were "
+                                                   "spent on the workloads before it")
+            continue
+        progress(f"{device} counting {probe} {nvtx_range} under ncu")
+        rec["counters"] = ncu.count(probe, device, nvtx_range, ["--quick", *args], rec.get("bytes_per_call"),
+                                    timeout_s=left)
 
 
 def gpu_probe_reason():

@@ -369,3 +369,23 @@ def test_a_gpu_hidden_behind_cuda_visible_devices_is_identified_by_its_bus_not_i
     assert set(doc["devices"]) == {"gpu0"} and gpu["index"] == 0
     assert gpu["uuid"] == "GPU-00000001-5a5a" and gpu["pci_bus_id"] == fakes.FakeNVML.pci_bus_id(1)
     assert [(g["index"], g["nvml_index"]) for g in doc["machine"]["gpus"]] == [(0, 1)]
+
+
+def test_ncu_runs_share_one_time_budget(fake_gpu_machine, monkeypatch):
+    from harness import gpu_run
+    from harness.counters import ncu
+
+    section = run.build_profile(device="gpu", quick=True, counters="off")["devices"]["gpu0"]
+    now, given = [0.0], []
+
+    def fake_count(probe, device, nvtx_range, args, model_bytes, timeout_s):
+        given.append((nvtx_range, timeout_s))
+        now[0] += 60  # each ncu run takes a minute
+        return {"source": "ncu", "reason": None}
+
+    monkeypatch.setattr(ncu, "count", fake_count)
+    gpu_run.count_with_ncu(section, 0, lambda m: None, budget_s=100, clock=lambda: now[0])
+    assert given == [("triad", 100), ("fma_fp32", 40)]  # the third would start with the budget spent
+    longest = max(r["seq_len"] for r in section["decode_attention"] if r["impl"] == "cupy-fused")
+    (decode,) = [r for r in section["decode_attention"] if r["impl"] == "cupy-fused" and r["seq_len"] == longest]
+    assert "the 100 s this profile gives ncu were spent" in decode["counters"]["reason"]

@@ -12,6 +12,7 @@ import io
 import shutil
 import subprocess
 import sys
+import time
 
 from harness.counters import block
 
@@ -126,17 +127,19 @@ def derive(kernels, model_bytes=None):
 
 
 def count(probe, device, nvtx_range, extra_args=(), model_bytes=None, timeout_s=600):
-    """Run the probe under ncu and return the counters block (or the reason there is none)."""
+    """Run the probe under ncu and return the counters block (or the reason there is none), in
+    `timeout_s` for every run together (a rejected metric costs a second run)."""
     reason = unavailable_reason()
     if reason:
         return block("unavailable", reason)
     metrics, dropped = list(METRICS), []
+    deadline = time.monotonic() + timeout_s
     while True:
         try:
             proc = subprocess.run(command(probe, device, nvtx_range, extra_args, metrics=metrics), capture_output=True,
-                                  text=True, timeout=timeout_s)
+                                  text=True, timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            return block("unavailable", f"ncu ran past {timeout_s} s re-running {probe} {nvtx_range}: stopped")
+            return block("unavailable", f"ncu ran past {timeout_s:.0f} s re-running {probe} {nvtx_range}: stopped")
         output = proc.stdout + proc.stderr
         if permission_error(output):
             return block("unavailable", "ERR_NVGPUCTRPERM: this user may not read GPU performance counters "
