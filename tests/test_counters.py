@@ -239,6 +239,8 @@ def test_ncu_units_scale_by_their_prefix_and_an_unknown_one_is_named_not_guessed
     b = ncu.derive([odd])
     assert odd["sm__sass_thread_inst_executed_op_ffma_pred_on.sum"] == "16.78 Xinst"
     assert b["flops"] is None and b["dram_bytes"] is None and "16.78 Xinst" in b["reason"]
+    (missing,) = ncu.parse_ncu_csv(page.replace('"1,024"', '"n/a"'))  # a metric ncu could not collect
+    assert "dram__bytes_write.sum = 'n/a', not a number" in ncu.derive([missing])["reason"]
 
 
 def test_ncu_command_and_unavailability(monkeypatch):

@@ -108,8 +108,8 @@ def derive(kernels, model_bytes=None):
                             "cupy.cuda.nvtx.available is False, the probe pushes no range)")
     unreadable = sorted({f"{m} = {k[m]!r}" for k in kernels for m in METRICS if isinstance(k.get(m), str)})
     if unreadable:
-        return block("ncu", f"ncu printed {unreadable[0]}: a unit this parser does not know, so nothing is "
-                            "derived from the page (run ncu with --print-units base)")
+        return block("ncu", f"ncu printed {unreadable[0]}, not a number in a unit this parser knows, so nothing "
+                            "is derived from the page")
     by_name = {}
     for k in kernels:
         by_name.setdefault(k.get("Kernel Name", ""), []).append(k)
