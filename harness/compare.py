@@ -27,7 +27,8 @@ IDENTITY_FIELDS = [  # (label, path into the profile); compared and listed when 
     ("hypervisor", ("machine", "cpu", "hypervisor")), ("memory bytes", ("machine", "cpu", "memory_bytes")),
     ("kernel", ("software", "kernel")), ("python", ("software", "python")),
     ("numba threading layer", ("software", "numba", "layer")), ("threads used", ("devices", "cpu", "threads")),
-    ("GPU 0", ("devices", "gpu0", "gpu", "name")), ("GPU driver", ("devices", "gpu0", "gpu", "driver_version")),
+    ("GPU 0", ("devices", "gpu0", "gpu", "name")), ("GPU 0 UUID", ("devices", "gpu0", "gpu", "uuid")),
+    ("GPU driver", ("devices", "gpu0", "gpu", "driver_version")),
 ]
 
 

@@ -293,7 +293,10 @@ def test_regression_report_covers_gpu_metrics(fake_gpu_machine):
                  "gpu0.decode.cupy-fused.int8.B8.H8.KV2.D64.S256.time"):
         assert rows[name]["verdict"] != "not comparable", name
     new["devices"]["gpu0"]["gpu"]["driver_version"] = "590.1"
-    assert ["GPU driver", "580.82.07", "590.1"] in [list(d) for d in compare.identity_differences(base, new)]
+    new["devices"]["gpu0"]["gpu"]["uuid"] = "GPU-00000003-5a5a"  # another GPU of the node (CUDA_VISIBLE_DEVICES)
+    differences = [list(d) for d in compare.identity_differences(base, new)]
+    assert ["GPU driver", "580.82.07", "590.1"] in differences
+    assert ["GPU 0 UUID", "GPU-00000000-5a5a", "GPU-00000003-5a5a"] in differences
 
 
 def test_export_for_llm_analysis_takes_the_gpu(fake_gpu_machine):
