@@ -128,31 +128,46 @@ def flag_against_theory(section, theory):
     validation.flag_bandwidth(section, theory.get("bytes_per_s"), "HBM")
 
 
-def count_with_ncu(section, index, progress, budget_s=NCU_BUDGET_S, clock=time.monotonic):
-    """Re-run the headline GPU workloads under ncu and put the counts in their records, within
-    `budget_s` for them all: a run that would start with too little of it left is not started,
-    and says so (a stalled ncu must not cost the whole profile)."""
-    from harness.counters import block, ncu
-
-    device = f"gpu{index}"
+def ncu_targets(section):
+    """[(record, probe, NVTX range, probe arguments)] that ncu re-runs in a GPU section: the fp32
+    triad, the fp32 FMA and the longest cupy-fused caches (each run re-runs the probe and replays
+    its kernels once per metric pass)."""
     targets = [(section.get("bandwidth_fp32", {}).get("triad"), "stream", "triad", ["--dtype", "fp32"]),
                (section.get("peak_flops", {}).get("fp32"), "peak", "fma_fp32", [])]
     fused = [r for r in section.get("decode_attention", []) if r["impl"] == "cupy-fused"]
     longest = max((r["seq_len"] for r in fused), default=None)
-    for rec in fused:  # each ncu run re-runs the probe and replays its kernels: the longest caches only
-        if rec["seq_len"] == longest:
-            targets.append((rec, "decode", "cupy-fused", ["--impl", "cupy-fused", "--dtype", rec["dtype"],
-                                                          "--seq-len", str(rec["seq_len"]), "--heads", str(rec["heads"]),
-                                                          "--kv-heads", str(rec["kv_heads"]), "--head-dim",
-                                                          str(rec["head_dim"]), "--batch", str(rec["batch"])]))
+    targets += [(rec, "decode", "cupy-fused", ["--impl", "cupy-fused", "--dtype", rec["dtype"], "--seq-len",
+                                               str(rec["seq_len"]), "--heads", str(rec["heads"]), "--kv-heads",
+                                               str(rec["kv_heads"]), "--head-dim", str(rec["head_dim"]), "--batch",
+                                               str(rec["batch"])])
+                for rec in fused if rec["seq_len"] == longest]
+    return [t for t in targets if t[0]]
+
+
+def mark_pending(sections):
+    """Say on each record ncu will count that it has not yet (what a profile written before the
+    counting shows, if the run ends during it)."""
+    from harness.counters import unavailable
+
+    for section in sections.values():
+        for rec, *_ in ncu_targets(section):
+            rec["counters"] = unavailable("pending: the profile was written before ncu counted this record, "
+                                          "and the run ended before it did")
+
+
+def count_with_ncu(section, index, progress, budget_s=NCU_BUDGET_S, clock=time.monotonic):
+    """Re-run the headline GPU workloads under ncu and put the counts in their records, within
+    `budget_s` for them all: a run that would start with too little of it left is not started,
+    and says so (a stalled ncu must not cost the whole profile)."""
+    from harness.counters import ncu, unavailable
+
+    device = f"gpu{index}"
     deadline = clock() + budget_s
-    for rec, probe, nvtx_range, args in targets:
-        if not rec:
-            continue
+    for rec, probe, nvtx_range, args in ncu_targets(section):
         left = deadline - clock()
         if left < NCU_MIN_RUN_S:
-            rec["counters"] = block("unavailable", f"not counted: the {budget_s:.0f} s this profile gives ncu were "
-                                                   "spent on the workloads before it")
+            rec["counters"] = unavailable(f"not counted: the {budget_s:.0f} s this profile gives ncu were spent on "
+                                          "the workloads before it")
             continue
         progress(f"{device} counting {probe} {nvtx_range} under ncu")
         rec["counters"] = ncu.count(probe, device, nvtx_range, ["--quick", *args], rec.get("bytes_per_call"),
@@ -164,14 +179,15 @@ def gpu_probe_reason():
     return next(filter(None, (unavailable_reason(PROBES[n], "gpu") for n in GPU_PROFILE_PROBES)), None)
 
 
-def gpu_sections(found, selection, cpu, quick, tiny, progress, counters="auto"):
-    """({'gpu0': section, ...}, reason or None)."""
+def gpu_sections(found, selection, cpu, quick, tiny, progress):
+    """({'gpu0': section, ...}, reason or None): each selected GPU measured; count_gpus adds ncu's counts."""
     reason = gpu_probe_reason()
     if not found or reason:
         return {}, reason or "no GPU found"
-    sections = {}
-    for i in parse_selection(selection, len(found)):
-        sections[f"gpu{i}"] = gpu_section(i, cpu, quick, tiny, progress)
-        if counters in ("auto", "ncu"):
-            count_with_ncu(sections[f"gpu{i}"], i, progress)
-    return sections, None
+    return {f"gpu{i}": gpu_section(i, cpu, quick, tiny, progress) for i in parse_selection(selection, len(found))}, None
+
+
+def count_gpus(sections, progress):
+    """ncu's counts into the headline records of every GPU section ({'gpu0': section, ...})."""
+    for name, section in sections.items():
+        count_with_ncu(section, int(name[3:]), progress)

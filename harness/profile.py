@@ -189,12 +189,14 @@ def check_writable(path):
 
 
 def save_profile(doc, path):
-    """Validate, keep the profile it replaces in history/, then write atomically."""
+    """Validate, keep the profile it replaces in history/ (not an earlier save of the same run:
+    the same created_utc), then write atomically."""
     path = os.fspath(path)
     validate(doc, path)
     if os.path.exists(path):
         previous = load_profile(path)  # a malformed file raises here and is left as it is
-        with open(path, encoding="utf-8") as f:
-            atomic_write_text(history_path(path, previous), f.read())
+        if (previous["created_utc"], previous["machine"]["id"]) != (doc["created_utc"], doc["machine"]["id"]):
+            with open(path, encoding="utf-8") as f:
+                atomic_write_text(history_path(path, previous), f.read())
     atomic_write_text(path, dump(doc))
     return path

@@ -178,8 +178,10 @@ def cpu_section(ctx, probe_names):
 
 
 def build_profile(device="all", threads=None, quick=False, progress=lambda m: None,
-                  probe_names=CPU_PROFILE_PROBES, full=False, gpu_selection=None, counters="auto"):
-    """A complete profile of this machine (plain data, ready for profile.save_profile)."""
+                  probe_names=CPU_PROFILE_PROBES, full=False, gpu_selection=None, counters="auto", checkpoint=None):
+    """A complete profile of this machine (plain data, ready for profile.save_profile).
+    `checkpoint(doc)` is handed the measured profile before ncu re-runs the GPU workloads (minutes,
+    and a stalled ncu or a run cut short must not lose the measurements)."""
     if device not in DEVICES:
         raise HarnessError(f"unknown device {device!r}: valid devices are {', '.join(DEVICES)}")
     check_mode(counters)
@@ -201,11 +203,11 @@ def build_profile(device="all", threads=None, quick=False, progress=lambda m: No
     if device in ("gpu", "all") and not gpu_reason:
         from harness.gpu_run import gpu_sections
 
-        found, gpu_reason = gpu_sections(gpus, gpu_selection, cpu, quick, tiny_sizes(), progress, counters)
+        found, gpu_reason = gpu_sections(gpus, gpu_selection, cpu, quick, tiny_sizes(), progress)
         devices.update(found)
     software = machine.identify_software()
     software["numba"] = machine.numba_threading()
-    return {
+    doc = {
         "schema_version": SCHEMA_VERSION,
         "created_utc": created,
         "command": " ".join(["harness"] + sys.argv[1:]),
@@ -215,3 +217,12 @@ def build_profile(device="all", threads=None, quick=False, progress=lambda m: No
         "software": software,
         "devices": devices,
     }
+    counted = {name: sec for name, sec in devices.items() if name != "cpu"}
+    if counted and counters in ("auto", "ncu"):
+        from harness.gpu_run import count_gpus, mark_pending
+
+        if checkpoint:
+            mark_pending(counted)
+            checkpoint(doc)
+        count_gpus(counted, progress)
+    return doc

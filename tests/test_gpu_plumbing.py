@@ -392,3 +392,24 @@ def test_ncu_runs_share_one_time_budget(fake_gpu_machine, monkeypatch):
     longest = max(r["seq_len"] for r in section["decode_attention"] if r["impl"] == "cupy-fused")
     (decode,) = [r for r in section["decode_attention"] if r["impl"] == "cupy-fused" and r["seq_len"] == longest]
     assert "the 100 s this profile gives ncu were spent" in decode["counters"]["reason"]
+
+
+def test_measurements_are_written_before_ncu_counts_and_survive_it_being_cut_short(fake_gpu_machine, monkeypatch, tmp_path):
+    from harness.cli import main
+    from harness.counters import ncu
+
+    out = tmp_path / "gpu.yaml"
+    monkeypatch.setattr(ncu, "count", lambda *a, **k: {"source": "ncu", "reason": None, "dram_bytes": 1.0,
+                                                      "flops": None, "intensity": None, "bytes_ratio": None})
+    assert main(["profile", "--device", "gpu", "--quick", "--out", str(out)]) == 0
+    assert profile.load_profile(str(out))["devices"]["gpu0"]["bandwidth_fp32"]["triad"]["counters"]["source"] == "ncu"
+    assert not (tmp_path / "history").exists()  # the run's own first write is not history
+
+    def stalled(*a, **k):
+        raise KeyboardInterrupt  # ncu hangs and the run is stopped
+    monkeypatch.setattr(ncu, "count", stalled)
+    assert main(["profile", "--device", "gpu", "--quick", "--out", str(out)]) == 130
+    doc = profile.load_profile(str(out))  # this run's measurements, without their counts
+    triad = doc["devices"]["gpu0"]["bandwidth_fp32"]["triad"]
+    assert triad["validated"] and triad["counters"]["reason"].startswith("pending: the profile was written before ncu")
+    assert len(os.listdir(tmp_path / "history" / doc["machine"]["id"])) == 1  # the first run's profile, kept
