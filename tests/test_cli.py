@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -76,7 +77,8 @@ def test_probe_json_prints_validated_records():
 def test_probe_text_output():
     proc = run_cli("probe", "peak", "--dtype", "fp64")
     assert proc.returncode == 0, proc.stderr
-    assert "peak_flops.fp64" in proc.stdout and "GFLOP/s" in proc.stdout
+    # the rate's prefix depends on how busy the machine is at tiny sizes (MFLOP/s under load): any
+    assert re.search(r"peak_flops\.fp64 +best +[\d.]+ [kMGT]?FLOP/s +median +[\d.]+ [kMGT]?FLOP/s", proc.stdout), proc.stdout
 
 
 def test_show_summarises_a_profile(quick_profile):

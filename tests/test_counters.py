@@ -4,7 +4,9 @@ counters blocks in profiles, and `--counters perf` ending with a stated reason o
 import json
 import os
 import shutil
+import subprocess
 import sys
+import tempfile
 
 import pytest
 
@@ -296,3 +298,53 @@ def test_ncu_count_runs_the_tool_and_reads_its_output(tmp_path, monkeypatch):
     assert b["source"] == "ncu" and b["metrics_rejected"] == [tensor] and b["dram_bytes"] > 0
     fake.write_text("#!/bin/sh\necho '==ERROR== Failed to find metric dram__bytes_read' >&2\nexit 1\n")
     assert "Failed to find metric" in ncu.count("stream", "gpu0", "triad")["reason"]
+
+
+def test_ncu_details_page_is_read_as_well_as_the_raw_page():
+    """ncu's default page (a row per metric) as public captures show it: abbreviated units, n/a for
+    a metric the kernel did not report, a row with a trailing comma."""
+    from probes import gpu_peak
+
+    kernels = ncu.parse_ncu_csv(read("ncu-details-handmade.csv"))
+    assert len(kernels) == 2 and kernels[1]["Kernel Name"] == "fma_fp32"
+    assert kernels[1]["gpu__time_duration.sum"] == pytest.approx(532.45e-6)  # "us", on the trailing-comma row
+    b = ncu.derive(kernels)
+    declared = 2 * gpu_peak.ACC * 4096 * (132 * 16) * 256  # the probe's flops_per_call on an H100: 2 x chains x steps x threads
+    assert b["flops"] == pytest.approx(declared, rel=0.01) and b["flops"] > declared  # + the chains' final sums
+    assert b["dram_bytes"] == pytest.approx(1.54e3 + 2163.71e3) and "tensor_pipe_active_pct" not in b
+
+
+def test_ncu_tensor_pipe_share_is_weighted_by_kernel_time():
+    k = lambda name, pct, t: {"Kernel Name": name, ncu.TENSOR_PIPE: pct, "gpu__time_duration.sum": t}  # noqa: E731
+    assert ncu.derive([k("gemm", 90.0, 3e-3), k("epilogue", 0.0, 1e-3)])["tensor_pipe_active_pct"] == pytest.approx(67.5)
+
+
+def test_real_ncu_without_a_driver_is_a_reason(tmp_path, monkeypatch):
+    """Recorded from ncu 2022.3 (Debian's nsight-compute-target) running this command on the
+    development VM, which has no GPU driver."""
+    fake = tmp_path / "ncu"
+    fake.write_text(f"#!/bin/sh\ncat {FIXTURES}/ncu-2022.3-no-driver.stdout\ncat {FIXTURES}/ncu-2022.3-no-driver.stderr >&2\n"
+                    "exit 1\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    b = ncu.count("stream", "gpu0", "triad", ["--quick", "--dtype", "fp32"], model_bytes=1e9)
+    assert b["source"] == "unavailable" and b["reason"] == (
+        "ncu failed (exit 1): ==ERROR== Nsight Compute failed to connect to the CUDA driver (stub libcuda.so[.1] on path?).")
+    assert ncu.parse_ncu_csv(read("ncu-2022.3-no-driver.stdout")) == []
+
+
+def test_every_metric_we_ask_ncu_for_is_one_ncu_lists_for_hopper_and_ampere():
+    listed = {line for line in read("ncu-metrics-gh100-ga100.txt").splitlines() if not line.startswith("#")}
+    missing = set(ncu.METRICS) - listed
+    assert not missing, f"{missing}: not in ncu's recorded list; check and re-record it (the fixture's header has the command)"
+
+
+@pytest.mark.skipif(shutil.which("ncu") is None, reason="Nsight Compute (ncu) is not installed here")
+@pytest.mark.parametrize("chip", ["gh100", "ga100"])
+def test_every_metric_we_ask_ncu_for_exists_on_hopper_and_ampere(chip):
+    # ncu lists a chip's metrics without a GPU (Debian's nsight-compute-target has ncu)
+    bases = ",".join(sorted({m.split(".")[0] for m in ncu.METRICS}))
+    proc = subprocess.run(["ncu", "--query-metrics-mode", "suffix", "--metrics", bases, "--chips", chip],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "HOME": tempfile.mkdtemp()})
+    listed = {line.split()[0] for line in proc.stdout.splitlines() if line.strip()}
+    assert not set(ncu.METRICS) - listed, set(ncu.METRICS) - listed

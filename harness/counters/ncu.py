@@ -16,18 +16,22 @@ import time
 
 from harness.counters import block
 
-METRICS = (
+SUMMED = (  # counts per kernel launch, summed into a call's bytes, FLOPs and time
     "dram__bytes_read.sum", "dram__bytes_write.sum", "lts__t_bytes.sum", "gpu__time_duration.sum",
     "sm__sass_thread_inst_executed_op_dadd_pred_on.sum", "sm__sass_thread_inst_executed_op_dmul_pred_on.sum",
     "sm__sass_thread_inst_executed_op_dfma_pred_on.sum", "sm__sass_thread_inst_executed_op_fadd_pred_on.sum",
     "sm__sass_thread_inst_executed_op_fmul_pred_on.sum", "sm__sass_thread_inst_executed_op_ffma_pred_on.sum",
     "sm__sass_thread_inst_executed_op_hadd_pred_on.sum", "sm__sass_thread_inst_executed_op_hmul_pred_on.sum",
-    "sm__sass_thread_inst_executed_op_hfma_pred_on.sum", "sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active",
+    "sm__sass_thread_inst_executed_op_hfma_pred_on.sum",
 )
+TENSOR_PIPE = "sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active"  # a share, not a count
+METRICS = SUMMED + (TENSOR_PIPE,)
+# every name above was checked against `ncu --query-metrics-mode all --chips gh100,ga100` (ncu 2022.3)
 # ncu prints a metric's unit as an SI prefix on a base unit ("Mbyte", "usecond", "Kinst"): with
 # --print-units base (our command) in the base unit, but a page captured without it is scaled
-BASE_UNITS = ("byte", "second", "inst", "cycle", "sector", "request", "warp", "thread", "block")
-UNIT_PREFIXES = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "m": 1e-3, "u": 1e-6, "n": 1e-9}
+# (newer ncu versions abbreviate some: "ns", "us", "B")
+BASE_UNITS = ("byte", "second", "inst", "cycle", "sector", "request", "warp", "thread", "block", "s", "B")
+UNIT_PREFIXES = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "m": 1e-3, "u": 1e-6, "\u00b5": 1e-6, "n": 1e-9}
 FLOP_WEIGHTS = {"dadd": 1, "dmul": 1, "dfma": 2, "fadd": 1, "fmul": 1, "ffma": 2, "hadd": 2, "hmul": 2, "hfma": 4}
 # the NVTX push/pop range around each timed GPU workload is NVTX_PREFIX + its name; no "/" in it:
 # ncu's --nvtx-include reads "/" as the separator of nested push/pop ranges
@@ -71,32 +75,51 @@ def unit_scale(unit):
 
 
 def parse_ncu_csv(text):
-    """[{column: value}] per profiled kernel from ncu's raw CSV page; values converted to SI units.
+    """[{column: value}] per profiled kernel from ncu's CSV; values converted to SI base units.
 
-    Lines before the header (==PROF== logs, the program's own output) are skipped, the units row
-    under the header is read and applied, and numbers with thousands separators are accepted. A
-    number in a unit this parser does not know stays text with its unit ("1.5 Xbyte"), so it is
-    never taken at the wrong scale (derive names it)."""
+    The raw page (`--page raw`, our command) has a row per kernel, a column per metric and a units
+    row under the header; the details page (ncu's default) has a row per metric ("Metric Name",
+    "Metric Unit", "Metric Value"), a kernel's rows sharing its ID: both are read. Lines before the
+    header (==PROF== logs, the program's own output) are skipped and numbers with thousands
+    separators are accepted. A value that is no number in a unit this parser knows ("n/a", "1.5
+    Xbyte") stays text, so it is never taken at the wrong scale (derive names it)."""
     lines = text.splitlines()
     start = next((i for i, line in enumerate(lines) if line.startswith('"ID"')), None)
     if start is None:
         return []
     rows = list(csv.reader(io.StringIO("\n".join(l for l in lines[start:] if l.startswith('"')))))
-    header, units, kernels = rows[0], rows[1], []
+    header = rows[0]
+    if "Metric Name" in header and "Metric Value" in header:
+        return _details_page(header, rows[1:])
+    units, kernels = rows[1], []
     for row in rows[2:]:
-        if len(row) != len(header):
-            continue
-        rec = {}
-        for name, unit, raw in zip(header, units, row):
-            try:
-                value = float(raw.replace(",", ""))
-            except ValueError:
-                rec[name] = raw
-                continue
-            scale = unit_scale(unit)
-            rec[name] = value * scale if scale is not None else f"{raw} {unit}"
-        kernels.append(rec)
+        if len(row) == len(header):
+            kernels.append({name: _value(raw, unit) for name, unit, raw in zip(header, units, row)})
     return kernels
+
+
+def _details_page(header, rows):
+    """Kernels of the details page: its identity columns (those before the section or metric
+    name), then each of its metric rows as metric: value."""
+    identity = header[:header.index("Section Name" if "Section Name" in header else "Metric Name")]
+    kernels = {}
+    for row in rows:
+        r = dict(zip(header, row))
+        if "Metric Value" not in r:
+            continue  # a cut-off row
+        rec = kernels.setdefault(r.get("ID"), {k: r.get(k) for k in identity})
+        rec[r["Metric Name"]] = _value(r["Metric Value"], r.get("Metric Unit", ""))
+    return list(kernels.values())
+
+
+def _value(raw, unit):
+    """One of ncu's values in its base unit, or the text where it is no number in a known unit."""
+    try:
+        value = float(raw.replace(",", ""))
+    except ValueError:
+        return raw
+    scale = unit_scale(unit)
+    return value * scale if scale is not None else f"{raw} {unit}"
 
 
 def derive(kernels, model_bytes=None):
@@ -106,7 +129,7 @@ def derive(kernels, model_bytes=None):
     if not kernels:
         return block("ncu", "ncu profiled no kernel in the NVTX range (without NVTX in CuPy, "
                             "cupy.cuda.nvtx.available is False, the probe pushes no range)")
-    unreadable = sorted({f"{m} = {k[m]!r}" for k in kernels for m in METRICS if isinstance(k.get(m), str)})
+    unreadable = sorted({f"{m} = {k[m]!r}" for k in kernels for m in SUMMED if isinstance(k.get(m), str)})
     if unreadable:
         return block("ncu", f"ncu printed {unreadable[0]}, not a number in a unit this parser knows, so nothing "
                             "is derived from the page")
@@ -120,10 +143,13 @@ def derive(kernels, model_bytes=None):
     dram = per_call(lambda k: k.get("dram__bytes_read.sum", 0) + k.get("dram__bytes_write.sum", 0))
     flops = per_call(lambda k: sum(w * k.get(f"sm__sass_thread_inst_executed_op_{op}_pred_on.sum", 0)
                                    for op, w in FLOP_WEIGHTS.items()))
+    timed = [k for k in kernels if isinstance(k.get(TENSOR_PIPE), float) and k.get("gpu__time_duration.sum")]
+    tensor = ({"tensor_pipe_active_pct": sum(k[TENSOR_PIPE] * k["gpu__time_duration.sum"] for k in timed)
+               / sum(k["gpu__time_duration.sum"] for k in timed)} if timed else {})  # over the kernels' time
     return block("ncu", None, dram_bytes=dram, flops=flops or None, model_bytes=model_bytes,
                  l2_bytes=per_call(lambda k: k.get("lts__t_bytes.sum", 0)),
                  kernel_time_s=per_call(lambda k: k.get("gpu__time_duration.sum", 0)),
-                 launches=len(kernels), kernels_per_call=len(by_name))
+                 launches=len(kernels), kernels_per_call=len(by_name), **tensor)
 
 
 def count(probe, device, nvtx_range, extra_args=(), model_bytes=None, timeout_s=600):
