@@ -25,15 +25,15 @@ def cmd_profile(args):
 
     out = args.out or default_profile_path(machine.identify_cpu()["id"])
     check_writable(out)  # before minutes of probing, not after
-    progress = stderr_progress()
+    progress, written = stderr_progress(), []
 
     def checkpoint(doc):  # the measurements, written before ncu's re-runs (rewritten with their counts)
-        save_profile(doc, out)
+        written.append(save_profile(doc, out))
         progress(f"measurements written to {out}; counting GPU workloads under ncu")
 
     doc = build_profile(device=args.device, threads=args.threads, quick=args.quick, full=args.full,
                         progress=progress, gpu_selection=args.gpus, counters=args.counters, checkpoint=checkpoint)
-    save_profile(doc, out)
+    save_profile(doc, out, keep_history=not written)  # the checkpoint is this run's, not history
     print("\n".join(profile_lines(doc)))
     print(f"profile written to {out}")
     failed = [f"{device}: {name}: {message}" for device, sec in doc["devices"].items()

@@ -52,7 +52,7 @@ def identify(index):
     import pynvml
 
     facts = device_facts(index)
-    handle = pynvml.nvmlDeviceGetHandleByPciBusId(facts["pci_bus_id"])
+    handle = gpus.nvml_handle(pynvml, facts["pci_bus_id"])
     info = gpus.identify_gpu(pynvml, handle, index, sm_count=facts["sm_count"])
     info.update(pci_bus_id=facts["pci_bus_id"], l2_bytes=facts["l2_bytes"], sm_limits=facts["sm_limits"])
     return info, handle

@@ -6,6 +6,8 @@ import statistics
 import threading
 import time
 
+from harness.errors import HarnessError
+
 # FMA results per clock per SM by compute capability: NVIDIA CUDA C++ Programming Guide,
 # "Arithmetic Instructions" throughput table (32-bit and 64-bit floating-point multiply-add, and
 # 16-bit half2 multiply-add counted per half). One FMA is 2 FLOP.
@@ -83,6 +85,28 @@ def visible_to_cuda(listed, visible):
             break
         chosen.append(named[0])
     return [{**g, "index": i, "nvml_index": g["index"]} for i, g in enumerate(chosen)]
+
+
+def pci_key(bus_id):
+    """(domain, bus, device, function) of a PCI bus id, however its fields are padded or cased
+    (CUDA prints 0000:19:00.0, NVML 00000000:19:00.0)."""
+    domain, bus, rest = bus_id.strip().split(":")
+    device, function = rest.split(".")
+    return tuple(int(x, 16) for x in (domain, bus, device, function))
+
+
+def nvml_handle(nvml, pci_bus_id):
+    """NVML's handle of the GPU at `pci_bus_id` (as the CUDA runtime gives it): NVML's own lookup,
+    else a search of its GPUs' PCI ids."""
+    try:
+        return nvml.nvmlDeviceGetHandleByPciBusId(pci_bus_id)
+    except nvml.NVMLError:
+        pass
+    for i in range(nvml.nvmlDeviceGetCount()):
+        h = nvml.nvmlDeviceGetHandleByIndex(i)
+        if pci_key(_text(nvml.nvmlDeviceGetPciInfo(h).busId)) == pci_key(pci_bus_id):
+            return h
+    raise HarnessError(f"NVML lists no GPU at PCI bus id {pci_bus_id}, where the CUDA runtime has one")
 
 
 def _try(fn, *args, default=None):

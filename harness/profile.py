@@ -188,14 +188,14 @@ def check_writable(path):
             raise HarnessError(f"{e}; refusing to overwrite it: move it aside or choose another --out") from None
 
 
-def save_profile(doc, path):
-    """Validate, keep the profile it replaces in history/ (not an earlier save of the same run:
-    the same created_utc), then write atomically."""
+def save_profile(doc, path, keep_history=True):
+    """Validate, keep the profile it replaces in history/ (unless `keep_history` is False: it is
+    this run's own earlier write), then write atomically."""
     path = os.fspath(path)
     validate(doc, path)
     if os.path.exists(path):
         previous = load_profile(path)  # a malformed file raises here and is left as it is
-        if (previous["created_utc"], previous["machine"]["id"]) != (doc["created_utc"], doc["machine"]["id"]):
+        if keep_history:
             with open(path, encoding="utf-8") as f:
                 atomic_write_text(history_path(path, previous), f.read())
     atomic_write_text(path, dump(doc))

@@ -56,6 +56,9 @@ class FakeNVML:
             raise self.NVMLError("Not Found")
         return i
 
+    def nvmlDeviceGetPciInfo(self, h):
+        return types.SimpleNamespace(busId=f"00000000:{0x18 + h:02X}:00.0")  # NVML's padding and case
+
     def nvmlDeviceGetCudaComputeCapability(self, h):
         return (9, 0)
 

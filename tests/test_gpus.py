@@ -90,3 +90,16 @@ def test_a_cuda_visible_devices_that_hides_every_gpu_is_the_reason(monkeypatch):
     monkeypatch.setenv("CUDA_VISIBLE_DEVICES", "1")
     found, reason = gpus.detect_gpus()
     assert reason is None and [(g["index"], g["nvml_index"], g["uuid"]) for g in found] == [(0, 1, "GPU-00000001-5a5a")]
+
+
+def test_a_cuda_pci_bus_id_finds_its_nvml_gpu_even_where_nvml_s_lookup_refuses_it():
+    nvml = FakeNVML(count=3)
+    assert gpus.pci_key("0000:1a:00.0") == gpus.pci_key("00000000:1A:00.0") == (0, 0x1A, 0, 0)
+    assert gpus.nvml_handle(nvml, FakeNVML.pci_bus_id(2)) == 2
+
+    def refuses(bus_id):
+        raise nvml.NVMLError("Invalid Argument")  # a driver that wants its own padding
+    nvml.nvmlDeviceGetHandleByPciBusId = refuses
+    assert gpus.nvml_handle(nvml, FakeNVML.pci_bus_id(1)) == 1  # found among NVML's GPUs by their PCI ids
+    with pytest.raises(Exception, match="NVML lists no GPU at PCI bus id 0000:30:00.0"):
+        gpus.nvml_handle(nvml, "0000:30:00.0")
