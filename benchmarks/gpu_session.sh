@@ -5,7 +5,8 @@
 #   bench    benchmarks/gpu_balance.py: the GPU issue's side-by-side ratios, raw rounds as JSON
 #   variants benchmarks/decode_variants.py: the cupy-fused kernel's build options and splits side by
 #            side (fraction of the HBM read each), to set decode.cu's defaults from
-#   ncu      raw `ncu --csv --page raw` output of the triad, the fp32 FMA and the cupy-fused decode,
+#   ncu      the metric names checked against the machine's ncu; raw `ncu --csv --page raw` output
+#            of the triad, the fp32 FMA and the cupy-fused decode,
 #            as the counter parser's fixtures (tests/fixtures/ncu-*.csv once checked), and ncu's
 #            sections for the decode kernel (speed of light, occupancy, issue, stalls): where its
 #            time goes (docs/decode-kernel.md says what to look for)
@@ -74,6 +75,8 @@ case $STEP in variants | all)
     ;;
 esac
 case $STEP in ncu | all)
+    # the metric names against this machine's own ncu (the recorded list is ncu 2022.3's)
+    run ncu-metric-names "$PY" -m pytest -q tests/test_counters.py -k "metric_we_ask_ncu_for"
     ncu_raw triad stream triad --quick --dtype fp32
     ncu_raw fma-fp32 peak fma_fp32 --quick
     ncu_raw decode decode cupy-fused "${DECODE_ARGS[@]}"
