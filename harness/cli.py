@@ -289,7 +289,8 @@ def parser():
     sp.add_argument("--dtype", help="stream/hierarchy/peak: fp64 or fp32; decode: fp32, bf16, fp16 or int8")
     sp.add_argument("--quick", action="store_true")
     sp.add_argument("--json", action="store_true", help="print the records as JSON")
-    sp.add_argument("--counters", default="off", choices=["auto", "off", "perf", "ncu"], help="count with perf (CPU)")
+    sp.add_argument("--counters", default="off", choices=["auto", "off", "perf", "ncu"],
+                    help="count with perf (CPU) or ncu (GPU: the fp32 triad, the fp32 FMA, the longest cupy-fused cache)")
     decode = sp.add_argument_group("decode options (one shape; defaults: numba-fused fp32, S=16384, "
                                    "H=32, H_kv=H, d_h=128, B=1)")
     decode.add_argument("--impl", help="numba-fused, torch-sdpa, torch-naive, or all")

@@ -94,13 +94,18 @@ def run_single_probe(name, device="cpu", threads=None, quick=False, options=None
         reason = unavailable_reason(spec, "gpu") or gpu_absence()
         if reason:
             raise HarnessError(f"device {device!r} is not valid for `probe {name}` here: valid devices are cpu ({reason})")
-        from harness.gpu_run import run_one
+        from harness.gpu_run import count_with_ncu, run_one
 
+        if counters == "perf":
+            raise HarnessError(f"--counters perf counts CPU probes; {device} is counted by ncu (--counters ncu)")
         found, _ = detect_gpus()
         index = int(device[3:])
         if index >= len(found):
             raise HarnessError(f"device {device!r}: valid GPUs are gpu0 to gpu{len(found) - 1}")
-        return run_one(name, index, cpu, quick, tiny_sizes(), progress, options)
+        section = run_one(name, index, cpu, quick, tiny_sizes(), progress, options)
+        if counters in ("auto", "ncu"):  # the records ncu counts in a profile, where this probe made them
+            count_with_ncu(section, index, progress)
+        return section
     if name == "decode":
         torch_first()
         ctx = make_context(cpu, threads, quick, progress, options=options, counters=counters)

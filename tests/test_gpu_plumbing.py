@@ -413,3 +413,16 @@ def test_measurements_are_written_before_ncu_counts_and_survive_it_being_cut_sho
     triad = doc["devices"]["gpu0"]["bandwidth_fp32"]["triad"]
     assert triad["validated"] and triad["counters"]["reason"].startswith("pending: the profile was written before ncu")
     assert len(os.listdir(tmp_path / "history" / doc["machine"]["id"])) == 1  # the first run's profile, kept
+
+
+def test_a_gpu_probe_is_counted_by_ncu_when_asked_and_perf_is_refused(fake_gpu_machine, monkeypatch, capsys):
+    import shutil as sh
+
+    from harness import cli
+
+    monkeypatch.setattr(sh, "which", lambda name: None)  # no ncu here (nor anywhere on this PATH)
+    section = run.run_single_probe("stream", device="gpu0", quick=True, options={"dtype": "fp32", "counters": "ncu"})
+    assert section["bandwidth_fp32"]["triad"]["counters"]["reason"] == "Nsight Compute (ncu) is not on the PATH"
+    assert "not counted: ncu re-runs only" in section["bandwidth_fp32"]["copy"]["counters"]["reason"]
+    assert cli.main(["probe", "peak", "--device", "gpu0", "--counters", "perf"]) == 2
+    assert "--counters perf counts CPU probes; gpu0 is counted by ncu" in capsys.readouterr().err
