@@ -35,8 +35,8 @@ SM_LIMIT_ATTRIBUTES = {"registers": "MaxRegistersPerMultiprocessor", "shared_byt
 
 
 def device_facts(index):
-    """SM count, L2 size, PCI bus id and what one SM holds at once, from the CUDA runtime (NVML has
-    none of the first and last)."""
+    """SM count, L2 size, PCI bus id and what one SM holds at once, from the CUDA runtime (NVML
+    gives no SM count, L2 size or per-SM limits)."""
     import cupy
 
     with cupy.cuda.Device(index) as dev:
@@ -189,5 +189,5 @@ def gpu_sections(found, selection, cpu, quick, tiny, progress):
 
 def count_gpus(sections, progress):
     """ncu's counts into the headline records of every GPU section ({'gpu0': section, ...})."""
-    for name, section in sections.items():
-        count_with_ncu(section, int(name[3:]), progress)
+    for section in sections.values():
+        count_with_ncu(section, section["gpu"]["index"], progress)

@@ -6,7 +6,6 @@ import os
 import shutil
 import subprocess
 import sys
-import tempfile
 
 import pytest
 
@@ -341,10 +340,10 @@ def test_every_metric_we_ask_ncu_for_is_one_ncu_lists_for_hopper_and_ampere():
 
 @pytest.mark.skipif(shutil.which("ncu") is None, reason="Nsight Compute (ncu) is not installed here")
 @pytest.mark.parametrize("chip", ["gh100", "ga100"])
-def test_every_metric_we_ask_ncu_for_exists_on_hopper_and_ampere(chip):
+def test_every_metric_we_ask_ncu_for_exists_on_hopper_and_ampere(chip, tmp_path):
     # ncu lists a chip's metrics without a GPU (Debian's nsight-compute-target has ncu)
     bases = ",".join(sorted({m.split(".")[0] for m in ncu.METRICS}))
     proc = subprocess.run(["ncu", "--query-metrics-mode", "suffix", "--metrics", bases, "--chips", chip],
-                          capture_output=True, text=True, timeout=120, env={**os.environ, "HOME": tempfile.mkdtemp()})
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "HOME": str(tmp_path)})
     listed = {line.split()[0] for line in proc.stdout.splitlines() if line.strip()}
     assert not set(ncu.METRICS) - listed, set(ncu.METRICS) - listed

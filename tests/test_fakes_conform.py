@@ -71,4 +71,4 @@ def test_cpu_event_stands_in_for_torch_cuda_event():
     for method in public(fakes.CpuEvent):
         assert hasattr(torch.cuda.Event, method), method
     assert "enable_timing" in inspect.signature(fakes.CpuEvent).parameters
-    assert "enable_timing" in (torch.cuda.Event.__new__.__doc__ or "") + inspect.getsource(torch.cuda.Event)
+    assert "enable_timing" in inspect.signature(torch.cuda.Event).parameters

@@ -37,7 +37,10 @@ def fake_gpu_with_cpu_torch(monkeypatch):
     return torch
 
 
-def test_gpu_profile_section_report_with_numpy_standing_in(fake_gpu_machine, tmp_path):
+def test_gpu_profile_section_report_with_numpy_standing_in(fake_gpu_machine, tmp_path, monkeypatch):
+    from harness.counters import ncu
+
+    monkeypatch.setattr(ncu, "unavailable_reason", lambda: "Nsight Compute (ncu) is not on the PATH")  # wherever ncu is
     doc = run.build_profile(device="gpu", quick=True, counters="auto")
     assert set(doc["devices"]) == {"gpu0"} and doc["machine"]["gpus"][0]["name"] == "NVIDIA H100 80GB HBM3"
     sec = doc["devices"]["gpu0"]

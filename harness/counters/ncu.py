@@ -26,7 +26,7 @@ SUMMED = (  # counts per kernel launch, summed into a call's bytes, FLOPs and ti
 )
 TENSOR_PIPE = "sm__pipe_tensor_op_hmma_cycles_active.avg.pct_of_peak_sustained_active"  # a share, not a count
 METRICS = SUMMED + (TENSOR_PIPE,)
-# every name above was checked against `ncu --query-metrics-mode all --chips gh100,ga100` (ncu 2022.3)
+# every name above is one ncu lists for gh100 and ga100: tests/fixtures/ncu-metrics-gh100-ga100.txt
 # ncu prints a metric's unit as an SI prefix on a base unit ("Mbyte", "usecond", "Kinst"): with
 # --print-units base (our command) in the base unit, but a page captured without it is scaled
 # (newer ncu versions abbreviate some: "ns", "us", "B")
