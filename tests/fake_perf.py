@@ -1,8 +1,10 @@
 #!/usr/bin/env python3
 """A stand-in `perf` for the counter tests: `perf stat -x,` with -e, -a/-p, -D -1, --control fd:,
 -o and `-- cmd`, answering from the JSON in $FAKE_PERF_SPEC:
-  {"counts": {event: [total, unit]}, "reject": [event, ...], "pct": percent enabled, "log": path}
-Each invocation's arguments are appended to the log (one JSON list per line)."""
+  {"counts": {event: [total, unit]}, "reject": [event, ...], "pct": percent enabled, "log": path,
+   "per_pmu": {event: {pmu: [total, percent enabled]}}}
+An event in per_pmu is printed as a hybrid CPU's perf prints it: a row per core PMU (cpu_core/cycles/),
+no bare row. Each invocation's arguments are appended to the log (one JSON list per line)."""
 
 import json
 import os
@@ -23,6 +25,9 @@ for e in events:
 def page():
     lines = []
     for e in events:
+        if e in spec.get("per_pmu", {}):
+            lines += [f"{value},,{pmu}/{e}/,1000,{pct},," for pmu, (value, pct) in spec["per_pmu"][e].items()]
+            continue
         value, unit = spec["counts"].get(e, ["<not supported>", ""])
         lines.append(f"{value},{unit},{e},1000,{spec.get('pct', 100.0)},,")
     return "\n".join(lines) + "\n"

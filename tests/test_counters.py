@@ -47,6 +47,47 @@ def test_perf_parser_on_hardware_events_keeps_units_and_multiplexing():
     assert perf.bytes_of(perf.Reading(1.0, "furlongs", 100.0)) is None
 
 
+HANDMADE_PERF_HYBRID = """# HAND-MADE FIXTURE (no hybrid CPU here): shaped like perf 6.x's stat -x, on a hybrid Intel CPU,
+# a row per core PMU, each scaled by perf as if multiplexed (the atom rows ran 1% of the run)
+1500.0,msec,task-clock,1500000000,100.00,1.000,CPUs utilized
+1100000000,,cpu_atom/cycles/,11000000,1.00,,
+1600000000,,cpu_core/cycles/,1470000000,98.00,,
+<not counted>,,cpu_atom/instructions/,0,0.00,,
+3000000000,,cpu_core/instructions/,1500000000,100.00,,
+800000000,,cpu_core/fp_arith_inst_retired.256b_packed_single/,1470000000,98.00,,
+"""
+
+
+def test_perf_rows_of_a_hybrid_cpu_are_unscaled_and_folded_per_event():
+    v = perf.parse_perf_csv(HANDMADE_PERF_HYBRID)
+    cycles = perf.reading_of(v, "cycles")  # 1.1e9 was scaled up from 1% of the run: 1.1e7 counted
+    assert cycles.value == pytest.approx((1.1e7 + 1.6e9 * 0.98) / 0.99) and cycles.enabled_pct == pytest.approx(99)
+    assert cycles.pmus == ("cpu_atom", "cpu_core")
+    instructions = perf.reading_of(v, "instructions")  # never scheduled on an atom core: the core row is all
+    assert instructions.value == 3e9 and instructions.enabled_pct == 100 and instructions.pmus == ("cpu_core",)
+    flops = perf.reading_of(v, "fp_arith_inst_retired.256b_packed_single")
+    assert flops.value == pytest.approx(8e8) and flops.enabled_pct == 98  # perf's own scaling, kept
+    assert perf.reading_of(v, "task-clock").value == 1500.0 and perf.reading_of(v, "task-clock").pmus == ()
+    assert perf.reading_of(v, "branches") is None and perf.reading_of(v, "cles") is None
+    assert perf.reading_of({"cpu_atom/cycles/": perf.Reading(None, "", 0.0)}, "cycles").value is None
+
+
+@pytest.mark.parametrize("layout,available", [
+    ({"cpu": []}, True),  # x86
+    ({"cpu_core": ["cpus"], "cpu_atom": ["cpus"]}, True),  # hybrid Intel
+    ({"armv8_pmuv3_0": ["cpus"], "arm_cmn_0": ["cpumask"]}, True),  # an Arm server (Grace, Graviton, Ampere)
+    ({"armv8_cortex_a53": ["cpus"], "armv8_cortex_a72": ["cpus"]}, True),  # big.LITTLE
+    ({"arm_cmn_0": ["cpumask"], "software": []}, False),  # uncore only: no core events for a process
+])
+def test_core_pmus_are_found_by_name_or_their_cpus_file(tmp_path, monkeypatch, layout, available):
+    root = sysfs(tmp_path / "devices", layout)
+    monkeypatch.setattr(perf.shutil, "which", lambda name: "/usr/bin/perf")
+    paranoid = tmp_path / "paranoid"
+    paranoid.write_text("2\n")
+    reason = perf.unavailable_reason({}, root=root, paranoid_path=str(paranoid))
+    assert (reason is None) == available and (available or "no hardware PMU on this kernel" in reason)
+
+
 @pytest.mark.parametrize("setup,needle", [
     ("no_perf", "perf is not installed"),
     ("no_pmu", "no hardware PMU under the KVM hypervisor"),
@@ -187,6 +228,27 @@ def test_perf_count_names_refused_events_and_multiplexing(tmp_path, fake_perf):
     assert b["warnings"] == ["multiplexed: some counts were scaled from 60% of the run"]
     assert b["cycles"] == 1e6 and b["instructions"] is None and "instructions" not in b["events"]
     assert perf.accepted("instructions") == "perf cannot count it here (<not supported> or <not counted>)"
+
+
+def test_perf_count_on_a_hybrid_intel_cpu_folds_its_core_pmus(tmp_path, fake_perf):
+    """perf prints cpu_core/ and cpu_atom/ rows for one event: they are counted, not refused as
+    missing, unscaled and summed; a FLOP event only the P-cores count is scaled and says so."""
+    root = sysfs(tmp_path / "devices", {"cpu_core": ["cpus"], "cpu_atom": ["cpus"]})
+    paranoid = tmp_path / "p"
+    paranoid.write_text("2")
+    cpu = {"vendor": "GenuineIntel", "simd": ["avx", "avx2"]}
+    fake_perf(counts={"task-clock": [100.0, "msec"]},
+              per_pmu={"cycles": {"cpu_core": [4e8, 100.0]}, "instructions": {"cpu_core": [8e8, 100.0]},
+                       "LLC-load-misses": {"cpu_core": [1000, 100.0]}, "LLC-store-misses": {"cpu_core": [24, 100.0]},
+                       **{e: {"cpu_core": [0, 95.0]} for e in perf.flop_events(cpu)},
+                       "fp_arith_inst_retired.256b_packed_single": {"cpu_core": [1e8, 95.0]}})
+    b = perf.count(cpu, lambda loops: None, 2, model_bytes=32768, root=root, paranoid_path=str(paranoid))
+    assert b["cycles"] == 2e8 and b["instructions"] == 4e8 and b["flops"] == pytest.approx(8e8 / 2)
+    assert b["dram_bytes"] == 1024 * 64 / 2 and "estimate" in b["dram_bytes_source"]
+    assert "not counted" not in (b["reason"] or "")
+    assert len(b["warnings"]) == 1 and "fp_arith_inst_retired.scalar_single" in b["warnings"][0]
+    assert "counted on cpu_core during 95% of the run" in b["warnings"][0] and "taskset" in b["warnings"][0]
+    assert b["events"]["cpu_core/cycles/"] == 4e8  # the raw rows are kept as perf printed them
 
 
 def test_perf_that_cannot_start_is_a_reason_not_a_crash(tmp_path, monkeypatch):

@@ -4,7 +4,8 @@ perf starts with its counters disabled (`-D -1`) and is switched on and off thro
 pipe (`--control fd:`, perf 5.10+), each switch acknowledged, so nothing before or after the run
 is counted. Core events count this process (`-p`, threads included) in passes of at most
 GROUP_SIZE events, each pass re-running the workload, so no count is scaled from a multiplexed
-fraction of the run. FLOPs by vendor (weights = FLOPs per counted unit): AMD Zen
+fraction of the run. On a hybrid CPU perf prints a row per core PMU (cpu_core/, cpu_atom/); they
+are folded into one count per event (reading_of). FLOPs by vendor (weights = FLOPs per counted unit): AMD Zen
 `fp_ret_sse_avx_ops.all` already counts FLOPs; Intel `fp_arith_inst_retired.*` counts
 instructions, weighted by lanes (FMA instructions count twice in these events).
 
@@ -31,7 +32,7 @@ from harness.counters import block
 EVENT_SOURCES = "/sys/bus/event_source/devices"
 PARANOID = "/proc/sys/kernel/perf_event_paranoid"
 LINE_BYTES = 64
-CORE_PMUS = {"cpu", "cpu_core", "cpu_atom", "armv8_pmuv3"}
+CORE_PMUS = {"cpu", "cpu_core", "cpu_atom", "armv8_pmuv3"}  # by name; others by their `cpus` file (core_pmus)
 GROUP_SIZE = 4  # general-purpose counters per logical CPU with SMT on (Intel); AMD Zen has 6
 INTEL_FLOP_EVENTS = {  # event -> FLOPs per count (fp32 lanes; fp64 half as many)
     "fp_arith_inst_retired.scalar_single": 1, "fp_arith_inst_retired.scalar_double": 1,
@@ -60,6 +61,13 @@ def pmus(root=EVENT_SOURCES):
         return set()
 
 
+def core_pmus(root=EVENT_SOURCES):
+    """The PMUs that count a process's core events: perf's own test, a PMU named `cpu` (x86) or one
+    with a `cpus` file (hybrid Intel's cpu_core and cpu_atom, Arm's armv8_pmuv3_0, armv8_cortex_a72,
+    ...); uncore PMUs have a `cpumask` instead."""
+    return {d for d in pmus(root) if d in CORE_PMUS or os.path.isfile(os.path.join(root, d, "cpus"))}
+
+
 def paranoid_level(path=PARANOID):
     try:
         with open(path) as f:
@@ -73,7 +81,7 @@ def unavailable_reason(cpu, root=EVENT_SOURCES, paranoid_path=PARANOID):
     if not shutil.which("perf"):
         return "perf is not installed (Debian: apt-get install linux-perf)"
     devices = pmus(root)
-    if not devices & CORE_PMUS:
+    if not core_pmus(root):
         where = f"under the {cpu.get('hypervisor')} hypervisor" if cpu.get("hypervisor") else "on this kernel"
         return (f"no hardware PMU {where}: {root} holds only {', '.join(sorted(devices)) or 'nothing'}; "
                 "cycles, FLOP and DRAM events are <not supported>")
@@ -155,6 +163,7 @@ class Reading:
     value: float | None  # None: <not supported> / <not counted>
     unit: str
     enabled_pct: float | None  # share of the run the event was on a counter (below 100: multiplexed, scaled)
+    pmus: tuple = ()  # on a hybrid CPU, the core PMUs whose rows were folded into this one (reading_of)
 
 
 def parse_perf_csv(text):
@@ -179,9 +188,29 @@ def parse_perf_csv(text):
     return readings
 
 
+def reading_of(readings, event):
+    """The Reading of `event`, or None if perf printed none: perf's own row, or on a hybrid CPU the
+    rows it prints per core PMU (cpu_core/cycles/, cpu_atom/cycles/) folded into one. perf scales
+    each of those by enabled over running time as if multiplexed, though the process's event can
+    only run on its PMU while the process is on that core type: each row is unscaled (times its
+    running share), the rows summed, and the sum scaled once by the share of the run some PMU
+    counted (below 100% when multiplexed, or where one core type cannot count the event)."""
+    if event in readings:
+        return readings[event]
+    rows = {m.group(1): r for k, r in readings.items() if (m := re.fullmatch(r"([\w.-]+)/" + re.escape(event) + "/", k))}
+    counted = {pmu: r for pmu, r in rows.items() if r.value is not None}
+    if not counted:
+        return Reading(None, next(iter(rows.values())).unit, None, tuple(rows)) if rows else None
+    shares = [(100.0 if r.enabled_pct is None else r.enabled_pct) / 100 for r in counted.values()]
+    share = sum(shares)
+    raw = sum(r.value * f for r, f in zip(counted.values(), shares))
+    return Reading(raw / share if share else 0.0, next(iter(counted.values())).unit, min(100.0, 100 * share),
+                   tuple(counted))
+
+
 def bytes_of(reading):
     """Bytes a memory-controller reading stands for: perf prints scaled units (MiB) or raw 64-byte counts."""
-    if reading.value is None or reading.unit not in UNIT_BYTES:
+    if reading is None or reading.value is None or reading.unit not in UNIT_BYTES:
         return None
     return reading.value * UNIT_BYTES[reading.unit]
 
@@ -255,7 +284,7 @@ def accepted(event, system_wide=False):
     """None if perf can open `event` here (system-wide or for this process), else perf's objection."""
     proc = subprocess.run(["perf", "stat", "-x,", *(["-a"] if system_wide else []), "-e", event, "--", "true"],
                           capture_output=True, text=True, timeout=CONTROL_TIMEOUT_S)
-    reading = parse_perf_csv(proc.stderr).get(event)
+    reading = reading_of(parse_perf_csv(proc.stderr), event)
     if proc.returncode == 0 and reading and reading.value is not None:
         return None
     if reading:
@@ -289,7 +318,9 @@ def count(cpu, run, loops, model_bytes, root=EVENT_SOURCES, paranoid_path=PARANO
 
 def summarize(plan, readings, loops, model_bytes, reason, wanted, refused):
     """The counters block from the passes' readings (totals over `loops` calls)."""
-    value = lambda e: readings[e].value if e in readings else None  # noqa: E731
+    merged = {e: r for e in [*SOFTWARE_EVENTS, *BASE_EVENTS, *plan.flop, *plan.dram]
+              if (r := reading_of(readings, e)) is not None}
+    value = lambda e: merged[e].value if e in merged else None  # noqa: E731
     per_call = lambda x: None if x is None else x / loops  # noqa: E731
     task_clock_ms = per_call(value("task-clock"))
     task_clock_s = None if task_clock_ms is None else task_clock_ms / 1e3
@@ -300,11 +331,19 @@ def summarize(plan, readings, loops, model_bytes, reason, wanted, refused):
     if plan.flop and all(value(e) is not None for e in plan.flop):
         flops = per_call(sum(value(e) * w for e, w in plan.flop.items()))
     dram = None
-    if plan.dram and all(e in readings and bytes_of(readings[e]) is not None for e in plan.dram):
-        dram = per_call(sum(bytes_of(readings[e]) for e in plan.dram))
+    if plan.dram and all(bytes_of(merged.get(e)) is not None for e in plan.dram):
+        dram = per_call(sum(bytes_of(merged[e]) for e in plan.dram))
     why = [f"{e}: {refused.get(e, 'not counted')}" for e in wanted if value(e) is None] + plan.notes
-    scaled = sorted({f"{r.enabled_pct:g}%" for r in readings.values() if r.enabled_pct is not None and r.enabled_pct < 100})
+    short = {e: r for e, r in merged.items() if r.enabled_pct is not None and r.enabled_pct < 100}
+    scaled = sorted({f"{r.enabled_pct:g}%" for r in short.values() if not r.pmus})
     warnings = [f"multiplexed: some counts were scaled from {', '.join(scaled)} of the run"] if scaled else []
+    folded = {}
+    for e, r in short.items():
+        if r.pmus:
+            folded.setdefault((r.pmus, r.enabled_pct), []).append(e)
+    warnings += [f"{', '.join(es)} counted on {' and '.join(pmus)} during {pct:g}% of the run, scaled to the whole: "
+                 "the process also ran on cores whose PMU does not count them (pin it to one core type with "
+                 "taskset), or they were multiplexed" for (pmus, pct), es in folded.items()]
     return block("perf", "; ".join(why) or None, dram_bytes=dram, flops=flops, model_bytes=model_bytes,
                  dram_bytes_source=plan.dram_label, task_clock_s=task_clock_s, cycles=per_call(value("cycles")),
                  instructions=per_call(value("instructions")), passes=len(plan.passes()), events=events,
