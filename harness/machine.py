@@ -10,6 +10,12 @@ import sys
 
 SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_bf16",
               "avx512_fp16", "avx_vnni", "amx_tile", "amx_bf16", "asimd", "sve")
+# Arm CPUs name no model in /proc/cpuinfo, only their implementer and part numbers (the Arm ARM's
+# MIDR_EL1 fields; the names as Linux's arch/arm64/include/asm/cputype.h and lscpu give them)
+ARM_IMPLEMENTERS = {0x41: "ARM", 0x48: "HiSilicon", 0x4E: "NVIDIA", 0x51: "Qualcomm", 0x61: "Apple", 0xC0: "Ampere"}
+ARM_PARTS = {(0x41, 0xD0C): "Neoverse-N1", (0x41, 0xD40): "Neoverse-V1", (0x41, 0xD49): "Neoverse-N2",
+             (0x41, 0xD4F): "Neoverse-V2", (0x41, 0xD84): "Neoverse-V3", (0x41, 0xD8E): "Neoverse-N3",
+             (0xC0, 0xAC3): "AmpereOne"}
 PACKAGES = ("numpy", "numba", "llvmlite", "torch", "pyyaml", "nvidia-ml-py", "cupy-cuda12x",
             "cupy-cuda13x", "matplotlib")
 
@@ -33,6 +39,17 @@ def parse_cpuinfo(text):
         "sockets": max(1, len(sockets)),
         "flags": set((first.get("flags") or first.get("Features") or "").split()),
     }
+
+
+def arm_identity(fields):
+    """(vendor, part number, model name) of an Arm CPU from its cpuinfo fields, or None if the
+    fields name no implementer (x86). An unknown part is named by its numbers."""
+    try:
+        implementer, part = int(fields["CPU implementer"], 16), int(fields["CPU part"], 16)
+    except (KeyError, ValueError):
+        return None
+    vendor = ARM_IMPLEMENTERS.get(implementer, f"implementer 0x{implementer:02x}")
+    return vendor, part, ARM_PARTS.get((implementer, part), f"{vendor} part 0x{part:03x}")
 
 
 def machine_slug(model_name, cores):
@@ -189,14 +206,15 @@ def identify_cpu(cpuinfo_path="/proc/cpuinfo"):
     threads = info["processors"] or (os.cpu_count() or 1)
     cores_per_socket = int(fields.get("cpu cores", 0)) or max(1, threads // info["sockets"])
     cores = cores_per_socket * info["sockets"]
-    model = fields.get("model name") or platform.processor() or platform.machine()
+    arm = arm_identity(fields)
+    model = fields.get("model name") or (arm and arm[2]) or platform.processor() or platform.machine()
     total, available = read_meminfo()
     return {
         "id": machine_slug(model, cores),
         "model": model,
-        "vendor": fields.get("vendor_id", "unknown"),
+        "vendor": arm[0] if arm else fields.get("vendor_id", "unknown"),
         "family": int(fields["cpu family"]) if "cpu family" in fields else None,
-        "model_number": int(fields["model"]) if fields.get("model", "").isdigit() else None,
+        "model_number": arm[1] if arm else int(fields["model"]) if fields.get("model", "").isdigit() else None,
         "arch": platform.machine(),
         "sockets": info["sockets"],
         "cores": cores,

@@ -92,9 +92,26 @@ def test_theoretical_flops_zen5_and_unknown(cpu):
     assert t["flops_per_cycle_per_core"] == {"fp64": 32, "fp32": 64}
     assert t["flops_per_s"]["fp32"] == pytest.approx(2 * 64 * 2.5e9)
     assert "hypervisor" in t["source"]
-    arm = dict(cpu, vendor="ARM", family=None, simd=["asimd"])
+    arm = dict(cpu, vendor="ARM", family=None, model_number=None, simd=["asimd"])
     t = cpu_peaks.theoretical_flops(arm)
     assert t["flops_per_s"] == {"fp64": None, "fp32": None} and t["source"].startswith("not derivable")
+
+
+def test_an_arm_server_is_named_by_its_part_and_its_peak_derived(tmp_path):
+    """Arm's /proc/cpuinfo has no model name or vendor, only implementer and part numbers (the
+    fixture is hand-made: two of a GH200 Grace's 72 processors, fields as Grace reports them)."""
+    cpu = machine.identify_cpu(os.path.join(FIXTURES, "cpuinfo-arm-grace-handmade.txt"))
+    assert (cpu["model"], cpu["vendor"], cpu["model_number"], cpu["family"]) == ("Neoverse-V2", "ARM", 0xD4F, None)
+    assert cpu["id"] == "neoverse-v2-2c" and {"asimd", "sve"} <= set(cpu["simd"])
+    grace = dict(cpu, cores=72, frequency={"nominal_hz": 3.0e9, "source": "test"}, hypervisor=None)
+    t = cpu_peaks.theoretical_flops(grace)
+    # 4 x 128-bit FMA pipes: 4 x 4 fp32 lanes x 2 = 32 FLOP per cycle per core
+    assert t["flops_per_cycle_per_core"] == {"fp64": 16, "fp32": 32} and "Neoverse V2" in t["source"]
+    assert t["flops_per_s"]["fp32"] == pytest.approx(72 * 32 * 3.0e9)
+    assert machine.arm_identity({"CPU implementer": "0x41", "CPU part": "0xfff"}) == ("ARM", 0xFFF, "ARM part 0xfff")
+    assert machine.arm_identity({"vendor_id": "GenuineIntel"}) is None
+    unknown = dict(grace, vendor="Apple", model_number=0x22)
+    assert "Arm vendor 'Apple' part 0x022" in cpu_peaks.theoretical_flops(unknown)["source"]
 
 
 def test_dmidecode_parsing_and_bandwidth(monkeypatch):

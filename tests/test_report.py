@@ -84,6 +84,14 @@ def test_a_profile_without_decode_gpu_or_counters_states_the_absences(doc, tmp_p
     assert "No bandwidth or peak measurements" in text and "Not answerable" in text
 
 
+def test_the_machine_row_names_an_arm_cpu_by_its_part(doc):
+    text = report.markdown(report.report_data(doc))
+    assert "(AuthenticAMD, family 26, model 2)" in text
+    arm = copy.deepcopy(doc)
+    arm["machine"]["cpu"].update(model="Neoverse-V2", vendor="ARM", family=None, model_number=0xD4F)
+    assert "| CPU | Neoverse-V2 (ARM, part 0xd4f) |" in report.markdown(report.report_data(arm))
+
+
 def test_counted_records_are_tabled_beside_declared_and_drawn_on_the_roofline(doc):
     counted = copy.deepcopy(doc)
     cpu = counted["devices"]["cpu"]
