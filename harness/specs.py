@@ -1,6 +1,7 @@
 """Datasheet specs (profiles/specs/*.yaml): every number with its source, dense and sparse apart."""
 
 import os
+import re
 
 import yaml
 
@@ -48,12 +49,16 @@ def load_specs(folder=SPEC_DIR):
 
 
 def match_spec(device_name, specs):
-    """The spec one of whose match patterns occurs in the device's name, or None."""
+    """The spec whose match pattern occurs in the device's name as whole words (not "NVIDIA L4"
+    in "NVIDIA L40S", nor "H200" in "NVIDIA GH200 480GB"), the longest such pattern where several
+    do ("H200 NVL" over "H200"), or None."""
     name = (device_name or "").lower()
+    best, length = None, 0
     for spec in specs:
-        if any(p.lower() in name for p in spec["match"]):
-            return spec
-    return None
+        for p in spec["match"]:
+            if len(p) > length and re.search(rf"(?<![a-z0-9]){re.escape(p.lower())}(?![a-z0-9])", name):
+                best, length = spec, len(p)
+    return best
 
 
 def spec_flag(measured, spec_value):

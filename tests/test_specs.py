@@ -25,6 +25,22 @@ def test_sparse_rates_are_kept_apart_and_double_the_dense_ones():
             assert sparse["value"] == pytest.approx(2 * spec["flops_per_s"][dtype]["value"], rel=0.01), (spec["name"], dtype)
 
 
+@pytest.mark.parametrize("nvml_name,spec_name", [
+    ("NVIDIA L40S", "NVIDIA L40S"),  # not the L4: "NVIDIA L4" is in its name, not as a word
+    ("NVIDIA L4", "NVIDIA L4"),
+    ("NVIDIA GH200 480GB", "NVIDIA GH200 (96 GB HBM3)"),  # not the H200: 4.0 TB/s, not 4.8
+    ("NVIDIA GH200 144G HBM3e", "NVIDIA GH200 (144 GB HBM3e)"),
+    ("NVIDIA H200", "NVIDIA H200 (SXM)"),
+    ("NVIDIA H200 NVL", "NVIDIA H200 NVL"),  # the longer pattern wins: 60 TFLOP/s fp32, not 67
+    ("NVIDIA H100 80GB HBM3", "NVIDIA H100 80GB HBM3 (SXM5)"),
+    ("NVIDIA H100 NVL", None),  # no spec for it: none, rather than another H100's
+    ("NVIDIA A100-SXM4-80GB", "NVIDIA A100-SXM4-80GB"),
+])
+def test_gpus_match_their_own_spec_and_no_other(nvml_name, spec_name):
+    spec = specs.match_spec(nvml_name, [s for s in specs.load_specs() if s["kind"] == "gpu"])
+    assert (spec and spec["name"]) == spec_name
+
+
 def test_h100_dense_bf16_is_not_the_sparse_figure():
     h100 = specs.match_spec("NVIDIA H100 80GB HBM3", specs.load_specs())
     assert h100["flops_per_s"]["bf16_tensor"]["value"] == pytest.approx(989.4e12)
