@@ -207,6 +207,7 @@ def test_perf_count_on_a_bare_metal_intel_server(tmp_path, fake_perf):
     assert b["dram_bytes"] == pytest.approx(2048 * 2 ** 20 / 4) and b["bytes_ratio"] == pytest.approx(1.0)
     assert b["intensity"] == pytest.approx(b["flops"] / b["dram_bytes"])
     assert b["task_clock_s"] == pytest.approx(0.1) and b["cycles"] == 2e8 and "system-wide" in b["dram_bytes_source"]
+    assert b["flops_source"].startswith("Intel fp_arith_inst_retired")
     sessions = [a for a in calls() if "--" not in a]
     system = [a for a in sessions if "-a" in a]
     assert len(system) == 1 and "uncore_imc_1/cas_count_write/" in system[0][system[0].index("-e") + 1]
@@ -249,6 +250,24 @@ def test_perf_count_on_a_hybrid_intel_cpu_folds_its_core_pmus(tmp_path, fake_per
     assert len(b["warnings"]) == 1 and "fp_arith_inst_retired.scalar_single" in b["warnings"][0]
     assert "counted on cpu_core during 95% of the run" in b["warnings"][0] and "taskset" in b["warnings"][0]
     assert b["events"]["cpu_core/cycles/"] == 4e8  # the raw rows are kept as perf printed them
+
+
+def test_perf_count_on_an_arm_neoverse_weights_sve_operations_by_the_vector_length(tmp_path, fake_perf, monkeypatch):
+    """FP_FIXED_OPS_SPEC counts FLOPs; FP_SCALE_OPS_SPEC counts them per 128 bits of SVE vector
+    (a Neoverse V1's 256-bit SVE: x 2). A part without those events is named in the reason."""
+    root = sysfs(tmp_path / "devices", {"armv8_pmuv3_0": ["cpus"]})
+    paranoid, vl = tmp_path / "p", tmp_path / "sve_default_vector_length"
+    paranoid.write_text("2")
+    vl.write_text("32\n")
+    monkeypatch.setattr(perf, "SVE_VECTOR_LENGTH", str(vl))
+    v1 = {"vendor": "ARM", "model_number": 0xD40}
+    assert perf.flop_events(v1) == {"r80c1": 1, "r80c0": 2.0}
+    fake_perf(counts={"task-clock": [10.0, "msec"], "cycles": [3e7, ""], "instructions": [6e7, ""],
+                      "r80c1": [1e6, ""], "r80c0": [5e5, ""]})
+    b = perf.count(v1, lambda loops: None, 1, model_bytes=None, root=root, paranoid_path=str(paranoid))
+    assert b["flops"] == 2e6 and "speculatively executed" in b["flops_source"] and "x 256/128" in b["flops_source"]
+    n1 = perf.event_plan({"vendor": "ARM", "model_number": 0xD0C}, root=root)
+    assert n1.flop == {} and "part 0xd0c" in n1.notes[0] and "Neoverse V1, N2, V2" in n1.notes[0]
 
 
 def test_perf_that_cannot_start_is_a_reason_not_a_crash(tmp_path, monkeypatch):

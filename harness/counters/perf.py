@@ -7,7 +7,8 @@ GROUP_SIZE events, each pass re-running the workload, so no count is scaled from
 fraction of the run. On a hybrid CPU perf prints a row per core PMU (cpu_core/, cpu_atom/); they
 are folded into one count per event (reading_of). FLOPs by vendor (weights = FLOPs per counted unit): AMD Zen
 `fp_ret_sse_avx_ops.all` already counts FLOPs; Intel `fp_arith_inst_retired.*` counts
-instructions, weighted by lanes (FMA instructions count twice in these events).
+instructions, weighted by lanes (FMA instructions count twice in these events); Arm Neoverse
+V1/N2/V2/V3/N3 `FP_FIXED_OPS_SPEC` + `FP_SCALE_OPS_SPEC` x VL/128 (speculative operations).
 
 DRAM bytes come from the memory controllers where the kernel exposes them: Intel
 `uncore_imc*` CAS or data counters (found in sysfs; perf scales them to MiB), AMD Zen 4+
@@ -41,6 +42,13 @@ INTEL_FLOP_EVENTS = {  # event -> FLOPs per count (fp32 lanes; fp64 half as many
     "fp_arith_inst_retired.512b_packed_single": 16, "fp_arith_inst_retired.512b_packed_double": 8,
 }
 AMD_FLOP_EVENTS = {"fp_ret_sse_avx_ops.all": 1}
+# Arm cores with the PMU's floating-point operation events (Neoverse V1, N2, V2, V3, N3 by part
+# number): FP_FIXED_OPS_SPEC counts Advanced SIMD and scalar FLOPs, FP_SCALE_OPS_SPEC SVE FLOPs in
+# units of 128 bits of vector (so x VL/128), FMA counting 2 in both. Asked for as raw events, which
+# every perf knows (the names need a perf whose tables list the core).
+ARM_FP_OPS_PARTS = {0xD40, 0xD49, 0xD4F, 0xD84, 0xD8E}
+ARM_FIXED_OPS, ARM_SCALE_OPS = "r80c1", "r80c0"
+SVE_VECTOR_LENGTH = "/proc/sys/abi/sve_default_vector_length"  # bytes, for new processes
 SOFTWARE_EVENTS = ("task-clock",)
 BASE_EVENTS = ("cycles", "instructions")
 LLC_EVENTS = ("LLC-load-misses", "LLC-store-misses")
@@ -123,6 +131,7 @@ class Plan:
     dram_label: str
     dram_system_wide: bool
     notes: list = field(default_factory=list)  # why the DRAM figure is an estimate (or missing)
+    flop_label: str | None = None  # what the FLOP events count (flop_label())
 
     def passes(self):
         """[(core events, system-wide events)]: the memory controllers ride along the first pass."""
@@ -132,10 +141,22 @@ class Plan:
                 for i, g in enumerate(groups)]
 
 
-def flop_events(cpu):
+def sve_vector_bits(path=None):
+    """This system's SVE vector length for new processes in bits (128 where it has no SVE)."""
+    try:
+        with open(path or SVE_VECTOR_LENGTH) as f:
+            return int(f.read()) * 8
+    except (OSError, ValueError):
+        return 128
+
+
+def flop_events(cpu, sve_path=None):
     """{event: FLOPs per count} for this CPU's vendor; Intel's wide events only where the CPU has the width."""
     if cpu.get("vendor") == "AuthenticAMD":
         return dict(AMD_FLOP_EVENTS)
+    if cpu.get("vendor") == "ARM":
+        return {ARM_FIXED_OPS: 1, ARM_SCALE_OPS: sve_vector_bits(sve_path) / 128} \
+            if cpu.get("model_number") in ARM_FP_OPS_PARTS else {}
     if cpu.get("vendor") != "GenuineIntel":
         return {}
     simd = set(cpu.get("simd") or ())
@@ -143,19 +164,33 @@ def flop_events(cpu):
             if not (("512b" in e and "avx512f" not in simd) or ("256b" in e and "avx" not in simd))}
 
 
+def flop_label(flop):
+    """What the FLOP events count, for the counters block's flops_source."""
+    if ARM_FIXED_OPS in flop:
+        return (f"Arm FP_FIXED_OPS_SPEC + FP_SCALE_OPS_SPEC x {flop[ARM_SCALE_OPS] * 128:g}/128 (raw {ARM_FIXED_OPS}, "
+                f"{ARM_SCALE_OPS}): speculatively executed operations, FMA counting 2 (misspeculated work included)")
+    if set(flop) & set(AMD_FLOP_EVENTS):
+        return "AMD fp_ret_sse_avx_ops.all: retired FLOPs, FMA counting 2"
+    return "Intel fp_arith_inst_retired.*: retired instructions x lanes, FMA counting 2" if flop else None
+
+
 def event_plan(cpu, root=EVENT_SOURCES, paranoid_path=PARANOID, euid=None):
     """The events to count for this CPU, the memory controllers' where this user may read them."""
     flop = flop_events(cpu)
-    notes = [] if flop else [f"no FLOP events known for CPU vendor {cpu.get('vendor')!r}"]
+    part = cpu.get("model_number")
+    notes = [] if flop else [f"no FLOP events known for CPU vendor {cpu.get('vendor')!r}" + (
+        f" part 0x{part:03x} (Arm's FP_*_OPS_SPEC events: Neoverse V1, N2, V2, V3, N3)"
+        if cpu.get("vendor") == "ARM" and isinstance(part, int) else "")]
     imc, label = memory_controller_events(root)
     why = "no memory-controller PMU is exposed here" if not imc else system_wide_reason(paranoid_path, euid)
     if why:
         notes.append(why)
         return Plan(flop, list(BASE_EVENTS) + list(flop), list(LLC_EVENTS),
                     "estimate: last-level-cache misses x 64 bytes (demand misses of this process; prefetches "
-                    "not counted)", False, notes)
+                    "not counted)", False, notes, flop_label(flop))
     return Plan(flop, list(BASE_EVENTS) + list(flop), imc,
-                f"{label}, system-wide: every process's DRAM traffic while the run was counted", True, notes)
+                f"{label}, system-wide: every process's DRAM traffic while the run was counted", True, notes,
+                flop_label(flop))
 
 
 @dataclass
@@ -345,6 +380,6 @@ def summarize(plan, readings, loops, model_bytes, reason, wanted, refused):
                  "the process also ran on cores whose PMU does not count them (pin it to one core type with "
                  "taskset), or they were multiplexed" for (pmus, pct), es in folded.items()]
     return block("perf", "; ".join(why) or None, dram_bytes=dram, flops=flops, model_bytes=model_bytes,
-                 dram_bytes_source=plan.dram_label, task_clock_s=task_clock_s, cycles=per_call(value("cycles")),
+                 dram_bytes_source=plan.dram_label, flops_source=plan.flop_label, task_clock_s=task_clock_s, cycles=per_call(value("cycles")),
                  instructions=per_call(value("instructions")), passes=len(plan.passes()), events=events,
                  **({"warnings": warnings} if warnings else {}))
