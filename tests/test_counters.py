@@ -70,6 +70,11 @@ def test_perf_rows_of_a_hybrid_cpu_are_unscaled_and_folded_per_event():
     assert perf.reading_of(v, "task-clock").value == 1500.0 and perf.reading_of(v, "task-clock").pmus == ()
     assert perf.reading_of(v, "branches") is None and perf.reading_of(v, "cles") is None
     assert perf.reading_of({"cpu_atom/cycles/": perf.Reading(None, "", 0.0)}, "cycles").value is None
+    # <not counted> (opened, never scheduled: the process ran on the other core type) is supported;
+    # <not supported> on every PMU is not
+    assert perf.reading_of(v, "instructions").supported and not v["cpu_atom/instructions/"].value
+    unsupported = perf.parse_perf_csv("<not supported>,,cpu_atom/x/,0,0.00,,\n<not supported>,,cpu_core/x/,0,0.00,,\n")
+    assert not perf.reading_of(unsupported, "x").supported
 
 
 @pytest.mark.parametrize("layout,available", [
@@ -228,7 +233,7 @@ def test_perf_count_names_refused_events_and_multiplexing(tmp_path, fake_perf):
     assert b["dram_bytes"] == 6400 and b["bytes_ratio"] == 1.0
     assert b["warnings"] == ["multiplexed: some counts were scaled from 60% of the run"]
     assert b["cycles"] == 1e6 and b["instructions"] is None and "instructions" not in b["events"]
-    assert perf.accepted("instructions") == "perf cannot count it here (<not supported> or <not counted>)"
+    assert perf.accepted("instructions") == "perf cannot count it here (<not supported>)"
 
 
 def test_perf_count_on_a_hybrid_intel_cpu_folds_its_core_pmus(tmp_path, fake_perf):
@@ -250,6 +255,12 @@ def test_perf_count_on_a_hybrid_intel_cpu_folds_its_core_pmus(tmp_path, fake_per
     assert len(b["warnings"]) == 1 and "fp_arith_inst_retired.scalar_single" in b["warnings"][0]
     assert "counted on cpu_core during 95% of the run" in b["warnings"][0] and "taskset" in b["warnings"][0]
     assert b["events"]["cpu_core/cycles/"] == 4e8  # the raw rows are kept as perf printed them
+    # the acceptance probe (`perf stat -e E -- true`) may run `true` on an E-core only: <not counted>
+    # on cpu_core is an event perf opened, not a refusal
+    perf.accepted.cache_clear()
+    fake_perf(counts={}, per_pmu={"cycles": {"cpu_core": ["<not counted>", 0.0], "cpu_atom": [1e5, 100.0]},
+                                  "fp_arith_inst_retired.scalar_single": {"cpu_core": ["<not counted>", 0.0]}})
+    assert perf.accepted("cycles") is None and perf.accepted("fp_arith_inst_retired.scalar_single") is None
 
 
 def test_perf_count_on_an_arm_neoverse_weights_sve_operations_by_the_vector_length(tmp_path, fake_perf, monkeypatch):

@@ -199,6 +199,7 @@ class Reading:
     unit: str
     enabled_pct: float | None  # share of the run the event was on a counter (below 100: multiplexed, scaled)
     pmus: tuple = ()  # on a hybrid CPU, the core PMUs whose rows were folded into this one (reading_of)
+    supported: bool = True  # False for <not supported>; <not counted> is an event perf opened that never ran
 
 
 def parse_perf_csv(text):
@@ -219,7 +220,7 @@ def parse_perf_csv(text):
             pct = float(fields[4]) if len(fields) > 4 else None
         except ValueError:
             pct = None
-        readings[event] = Reading(value, unit, pct)
+        readings[event] = Reading(value, unit, pct, supported=raw != "<not supported>")
     return readings
 
 
@@ -235,7 +236,8 @@ def reading_of(readings, event):
     rows = {m.group(1): r for k, r in readings.items() if (m := re.fullmatch(r"([\w.-]+)/" + re.escape(event) + "/", k))}
     counted = {pmu: r for pmu, r in rows.items() if r.value is not None}
     if not counted:
-        return Reading(None, next(iter(rows.values())).unit, None, tuple(rows)) if rows else None
+        return Reading(None, next(iter(rows.values())).unit, None, tuple(rows),
+                       any(r.supported for r in rows.values())) if rows else None
     shares = [(100.0 if r.enabled_pct is None else r.enabled_pct) / 100 for r in counted.values()]
     share = sum(shares)
     raw = sum(r.value * f for r, f in zip(counted.values(), shares))
@@ -320,10 +322,10 @@ def accepted(event, system_wide=False):
     proc = subprocess.run(["perf", "stat", "-x,", *(["-a"] if system_wide else []), "-e", event, "--", "true"],
                           capture_output=True, text=True, timeout=CONTROL_TIMEOUT_S)
     reading = reading_of(parse_perf_csv(proc.stderr), event)
-    if proc.returncode == 0 and reading and reading.value is not None:
-        return None
+    if proc.returncode == 0 and reading and reading.supported:
+        return None  # counted, or <not counted>: opened, but `true` never ran where it counts (a hybrid CPU's other cores)
     if reading:
-        return "perf cannot count it here (<not supported> or <not counted>)"
+        return "perf cannot count it here (<not supported>)"
     return (proc.stderr.strip().splitlines() or [f"perf exited {proc.returncode}"])[0]
 
 
