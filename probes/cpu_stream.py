@@ -335,14 +335,18 @@ def summarize_levels(points, capacities):
     if capacities:
         bounds.append(("DRAM", 0.99 * dram_bytes(capacities[-1][1]), math.inf))
     for name, lo, hi in bounds:
-        rates = sorted(p["bytes_per_s"] for p in points
-                       if lo <= p["working_set_bytes"] <= hi and p.get("bytes_per_s"))
-        if rates:
-            levels[name] = {"bytes_per_s": float(np.median(rates)), "max_bytes_per_s": rates[-1],
-                            "points": len(rates), "working_set_bytes_range": [lo, None if math.isinf(hi) else hi]}
-        else:
-            levels[name] = {"bytes_per_s": None, "reason": "no sweep point lies well inside this level"}
+        levels[name] = level_entry([p for p in points if lo <= p["working_set_bytes"] <= hi],
+                                   working_set_bytes_range=[lo, None if math.isinf(hi) else hi])
     return levels
+
+
+def level_entry(points, **where):
+    """One level of hierarchy_levels from the sweep points inside it: the median of their best
+    samples and the best, with `where` (the working sets it covers), or the reason there is none."""
+    rates = sorted(p["bytes_per_s"] for p in points if p.get("bytes_per_s"))
+    if not rates:
+        return {"bytes_per_s": None, "reason": "no sweep point lies well inside this level"}
+    return {"bytes_per_s": float(np.median(rates)), "max_bytes_per_s": rates[-1], "points": len(rates), **where}
 
 
 def hierarchy_buffers(ctx):

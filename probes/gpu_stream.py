@@ -81,17 +81,26 @@ def run_stream(ctx):
     return section
 
 
-def read_workload(gpu, n_vectors, buf, bytes_per_launch=64 << 20):
-    """read_reps_fp32 over the first n_vectors float4 of `buf`, repeated in-kernel so each launch
-    reads about bytes_per_launch (n_vectors even)."""
+L1_SLICES_BYTES = (8 << 10, 16 << 10, 32 << 10, 64 << 10)  # per SM: deep inside any L1 (96 to 256 KiB)
+READ_KERNELS = {"L2": "read_reps_fp32", "L1": "read_reps_l1_fp32"}  # L2 only (__ldcg), or through L1
+
+
+def read_workload(gpu, n_vectors, buf, bytes_per_launch=64 << 20, through="L2"):
+    """A read over the first n_vectors float4 of `buf`, repeated in-kernel so each launch reads about
+    bytes_per_launch (n_vectors even): through L2 only (read_reps_fp32) or through L1
+    (read_reps_l1_fp32, whose fp32 lane sums are checked to their rounding bound)."""
     import cupy as cp
 
-    kernel = load_module("stream").get_function("read_reps_fp32")
+    kernel = load_module("stream").get_function(READ_KERNELS[through])
     blocks = grid_blocks(n_vectors, gpu["sm_count"])
     partial = cp.empty(blocks, cp.float64)
     a = buf[: n_vectors * 4]
     reps = max(1, bytes_per_launch // a.nbytes)
     args = (a, partial, np.int64(n_vectors), np.int32(reps))
+    # an fp32 lane adds reps x ceil(n / grid threads) values in [0.5, 1.5): each add is off by half
+    # an ulp of a sum at most 1.5 x that count, so the total is within that count x 2^-23 of it
+    terms = reps * -(-n_vectors // (blocks * THREADS))
+    rtol = 1e-9 if through == "L2" else max(1e-9, 1.5 * terms * 2.0 ** -23)
 
     def run(loops):
         for _ in range(loops):
@@ -100,32 +109,43 @@ def read_workload(gpu, n_vectors, buf, bytes_per_launch=64 << 20):
     def check():
         want = reps * float(a.astype(cp.float64).sum())  # the swapped passes read the same elements
         got = float(partial.sum())
-        return None if abs(got / want - 1) <= 1e-9 else f"read sum {got!r} != {want!r}"
+        return None if abs(got / want - 1) <= rtol else f"read sum {got!r} != {want!r} (rtol {rtol:.1e})"
 
     return Workload(name="read", run=nvtx("read", run), check=check, poison=lambda: partial.fill(np.nan),
                     threads=THREADS * blocks, dtype="fp32", device="gpu", bytes_per_call=a.nbytes * reps,
-                    working_set_bytes=a.nbytes, info={"blocks": int(blocks), "reps_per_call": int(reps)})
+                    working_set_bytes=a.nbytes, info={"blocks": int(blocks), "reps_per_call": int(reps),
+                                                      "kernel": READ_KERNELS[through]})
 
 
 def run_hierarchy(ctx):
-    """devices.gpuN.hierarchy: read bandwidth from 1 MiB to dram_bytes of the L2 (L2 against HBM)."""
+    """devices.gpuN.hierarchy and hierarchy_levels: L1 from reads whose slice per SM sits deep in L1
+    (8 to 64 KiB per SM, through L1); L2 and HBM from reads that bypass L1, 1 MiB to dram_bytes of
+    the L2 (without the bypass every block would re-read its own slice from its SM's L1, and the L2
+    points would measure L1 up to about SMs x 256 KiB)."""
     import cupy as cp
 
-    from probes.cpu_stream import dram_bytes, summarize_levels
+    from probes.cpu_stream import dram_bytes, level_entry, summarize_levels
 
-    l2 = ctx.gpu["l2_bytes"]
+    l2, sms = ctx.gpu["l2_bytes"], ctx.gpu["sm_count"]
     top = (4 << 20) if ctx.tiny else dram_bytes(l2)
     sizes, ws = [], 1 << 20
     while ws <= top:
         sizes.append(ws)
         ws *= 2
-    buf = cp.random.default_rng(3).random(top // 4, dtype=cp.float32) + cp.float32(0.5)
-    points = []
+    l1_sizes = [sms * per_sm for per_sm in L1_SLICES_BYTES]
+    buf = cp.random.default_rng(3).random(max(top, *l1_sizes) // 4, dtype=cp.float32) + cp.float32(0.5)
+    l1_points, points = [], []
+    for per_sm, ws in zip(L1_SLICES_BYTES, l1_sizes):
+        ctx.progress(f"gpu{ctx.gpu['index']} hierarchy read through L1, {per_sm >> 10} KiB per SM")
+        rec = ctx.measure(read_workload(ctx.gpu, ws // 16, buf, through="L1"))
+        rec.update(level="L1", bytes_per_sm=per_sm)
+        l1_points.append(rec)
     for ws in sizes:
         ctx.progress(f"gpu{ctx.gpu['index']} hierarchy read, working set {ws >> 20} MiB")
         rec = ctx.measure(read_workload(ctx.gpu, ws // 16, buf))
         rec["level"] = "L2" if ws <= l2 else "HBM"
         points.append(rec)
-    levels = summarize_levels(points, [("L2", l2)])
+    levels = {"L1": level_entry(l1_points, bytes_per_sm_range=[L1_SLICES_BYTES[0], L1_SLICES_BYTES[-1]]),
+              **summarize_levels(points, [("L2", l2)])}
     levels["HBM"] = levels.pop("DRAM")
-    return {"hierarchy": points, "hierarchy_levels": levels}
+    return {"hierarchy": l1_points + points, "hierarchy_levels": levels}

@@ -201,7 +201,7 @@ class _Kernel:
             _decode_merge(grid, args)
         elif n.startswith("fma_"):
             _fma(n, grid, block, args)
-        elif n == "read_reps_fp32":
+        elif n in ("read_reps_fp32", "read_reps_l1_fp32"):
             _read_reps(args)
         else:
             _stream(n, args)

@@ -19,7 +19,7 @@ _spec = importlib.util.spec_from_file_location(  # a benchmark script, not a pac
     "decode_sass", os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "benchmarks", "decode_sass.py"))
 decode_sass = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(decode_sass)
-EXPECTED_KERNELS = {"stream": ["triad_fp32", "read_fp64", "read_reps_fp32"], "fma": ["fma_fp16", "fma_fp64"],
+EXPECTED_KERNELS = {"stream": ["triad_fp32", "read_fp64", "read_reps_fp32", "read_reps_l1_fp32"], "fma": ["fma_fp16", "fma_fp64"],
                     "decode": ["decode_merge"]}
 
 
@@ -62,6 +62,18 @@ def test_decode_kernels_keep_their_values_in_registers_on_sm_90():
     spilling = [name for name, report in reports.items()
                 if not re.search(r"\b0 bytes spill stores, 0 bytes spill loads", report)]
     assert not spilling, spilling
+
+
+@pytest.mark.skipif(NVCC is None, reason="nvcc is not installed on this machine")
+def test_the_l2_read_bypasses_l1_and_the_l1_read_does_not(tmp_path):
+    # every block re-reads its own slice: loads cached in L1 would make the sweep's L2 points L1's
+    src = tmp_path / "stream.cu"
+    src.write_text(gpu_common.cuda_source("stream"))
+    subprocess.run([NVCC, "-arch=sm_90", "--ptx", "-o", str(tmp_path / "s.ptx"), str(src)], check=True, timeout=300)
+    entries = dict(re.findall(r"\.entry (\w+)\((.*?)\n}", (tmp_path / "s.ptx").read_text(), re.S))
+    l2, l1 = entries["read_reps_fp32"], entries["read_reps_l1_fp32"]
+    assert "ld.global.cg.v4.f32" in l2 and "ld.global.nc" not in l2
+    assert "ld.global.cg" not in l1 and "ld.global.nc.v4.f32" in l1
 
 
 NVDISASM_LISTING = """\

@@ -36,15 +36,21 @@ extern "C" __global__ void read_##SUF(const V* __restrict__ a, double* __restric
     double acc = 0.0;                                                                            \
     for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;                  \
          i += (long long)gridDim.x * blockDim.x) { V x = a[i]; acc += SUM_##LANES(x); }          \
-    for (int o = 16; o > 0; o >>= 1) acc += __shfl_down_sync(0xffffffffu, acc, o);               \
-    if ((threadIdx.x & 31) == 0) warp_sums[threadIdx.x >> 5] = acc;                              \
-    __syncthreads();                                                                             \
-    if (threadIdx.x == 0) {                                                                      \
-        double total = 0.0;                                                                      \
-        for (int w = 0; w < (blockDim.x + 31) / 32; w++) total += warp_sums[w];                  \
-        partial[blockIdx.x] = total;                                                             \
-    }                                                                                            \
+    BLOCK_PARTIAL(acc, warp_sums, partial);                                                      \
 }
+
+// A block's sum of every thread's `acc` into partial[blockIdx.x]: warp shuffles, then one double per warp.
+#define BLOCK_PARTIAL(acc, warp_sums, partial)                                                     \
+    {                                                                                              \
+        for (int o = 16; o > 0; o >>= 1) acc += __shfl_down_sync(0xffffffffu, acc, o);            \
+        if ((threadIdx.x & 31) == 0) warp_sums[threadIdx.x >> 5] = acc;                           \
+        __syncthreads();                                                                           \
+        if (threadIdx.x == 0) {                                                                    \
+            double total = 0.0;                                                                    \
+            for (int w = 0; w < (blockDim.x + 31) / 32; w++) total += warp_sums[w];               \
+            partial[blockIdx.x] = total;                                                           \
+        }                                                                                          \
+    }
 
 // Parameters are named p and q: a parameter named x or y would also replace the member names in
 // .x and .y (SCALE_4(y, s) once expanded to y.y *= f; y.y *= f; ..., leaving lane x unscaled)
@@ -58,9 +64,16 @@ extern "C" __global__ void read_##SUF(const V* __restrict__ a, double* __restric
 STREAM_KERNELS(float4, fp32, 4)
 STREAM_KERNELS(double2, fp64, 2)
 
-// The hierarchy sweep's read: `reps` passes over a working set in one launch, so small (L2-sized)
-// sets are timed by their bandwidth, not by launch overhead. Odd passes read each neighbouring pair
-// swapped (i ^ 1), so no pass can reuse the previous one's registers. n must be even.
+// The hierarchy sweep's reads: `reps` passes over a working set in one launch, so small sets are
+// timed by their bandwidth, not by launch overhead. Odd passes read each neighbouring pair swapped
+// (i ^ 1), so no pass can reuse the previous one's registers. n must be even. Every block reads the
+// same slice in every pass, on the same SM:
+// - read_reps_fp32 loads through L2 only (__ldcg: ld.global.cg), so its L2-sized sets measure L2;
+//   plain loads would be served from the SM's L1 once its slice fits there (up to 256 KiB per SM
+//   on an H100: a 30 MiB set over 132 SMs), and the sweep's "L2" would be L1.
+// - read_reps_l1_fp32 loads through L1 (plain const loads) for sets whose slice per SM sits deep in
+//   L1, and sums in fp32 lanes: widening each element to fp64 (F2F.F64.F32, 16 per clock per SM on
+//   sm_80/sm_90) would cap it at 64 bytes per clock per SM, half of what L1 delivers.
 extern "C" __global__ void read_reps_fp32(const float4* __restrict__ a, double* __restrict__ partial,
                                           long long n, int reps) {
     __shared__ double warp_sums[32];
@@ -68,16 +81,24 @@ extern "C" __global__ void read_reps_fp32(const float4* __restrict__ a, double* 
     for (int r = 0; r < reps; r++) {
         for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
              i += (long long)gridDim.x * blockDim.x) {
-            float4 x = a[i ^ (long long)(r & 1)];
+            float4 x = __ldcg(a + (i ^ (long long)(r & 1)));
             acc += SUM_4(x);
         }
     }
-    for (int o = 16; o > 0; o >>= 1) acc += __shfl_down_sync(0xffffffffu, acc, o);
-    if ((threadIdx.x & 31) == 0) warp_sums[threadIdx.x >> 5] = acc;
-    __syncthreads();
-    if (threadIdx.x == 0) {
-        double total = 0.0;
-        for (int w = 0; w < (blockDim.x + 31) / 32; w++) total += warp_sums[w];
-        partial[blockIdx.x] = total;
+    BLOCK_PARTIAL(acc, warp_sums, partial);
+}
+
+extern "C" __global__ void read_reps_l1_fp32(const float4* __restrict__ a, double* __restrict__ partial,
+                                             long long n, int reps) {
+    __shared__ double warp_sums[32];
+    float4 lanes = make_float4(0.f, 0.f, 0.f, 0.f);
+    for (int r = 0; r < reps; r++) {
+        for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
+             i += (long long)gridDim.x * blockDim.x) {
+            float4 x = a[i ^ (long long)(r & 1)];
+            ADD_4(lanes, x);
+        }
     }
+    double acc = SUM_4(lanes);
+    BLOCK_PARTIAL(acc, warp_sums, partial);
 }

@@ -284,6 +284,8 @@ template <class T> T __ldg(const T* p) {
     cuda_cpu::fail(std::to_string(sizeof(T)) + "-byte load outside every array argument");
     return x;
 }
+template <class T> T __ldcg(const T* p) { return __ldg(p); }  // through L2 only: the same checks
+inline float4 make_float4(float x, float y, float z, float w) { return {x, y, z, w}; }
 inline float atomicAdd(float* p, float v) {  // one fiber runs at a time: a plain add is atomic
     const float old = *p;
     *p = old + v;
