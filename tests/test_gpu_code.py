@@ -226,6 +226,20 @@ def test_gpu_probes_run_and_validate_at_tiny_sizes(monkeypatch):
 @pytest.mark.gpu
 @pytest.mark.skipif(gpu_common.cupy_unavailable_reason() is not None,
                     reason=f"no usable GPU here: {gpu_common.cupy_unavailable_reason()}")
+def test_gpu_hierarchy_levels_are_each_their_own(monkeypatch):
+    # full sizes (a few seconds): L1 well above L2 (with the L2 read cached in L1 the L2 level came
+    # out at L1's rate), L2 above HBM (an H200's HBM3e reads at about 4.3 TB/s, its L2 not far above)
+    from harness import run
+
+    monkeypatch.delenv("HARNESS_TINY", raising=False)
+    levels = run.run_single_probe("hierarchy", device="gpu0", quick=True)["hierarchy_levels"]
+    l1, l2, hbm = (levels[k]["bytes_per_s"] for k in ("L1", "L2", "HBM"))
+    assert l1 > 1.3 * l2 and l2 > 1.05 * hbm, levels
+
+
+@pytest.mark.gpu
+@pytest.mark.skipif(gpu_common.cupy_unavailable_reason() is not None,
+                    reason=f"no usable GPU here: {gpu_common.cupy_unavailable_reason()}")
 def test_each_cuda_device_is_identified_as_the_gpu_it_is():
     # NVML is matched to each CUDA ordinal by PCI bus id: the UUIDs of both sides must agree
     import cupy
