@@ -83,23 +83,27 @@ def run_stream(ctx):
 
 L1_SLICES_BYTES = (8 << 10, 16 << 10, 32 << 10, 64 << 10)  # per SM: deep inside any L1 (96 to 256 KiB)
 READ_KERNELS = {"L2": "read_reps_fp32", "L1": "read_reps_l1_fp32"}  # L2 only (__ldcg), or through L1
+# bytes one launch reads: about 80 us at an H100's L2 or L1 rate, so the microsecond or so between
+# back-to-back kernels costs about 1% (64 MiB cost 10% at L2 and a third at L1); tests: 8 MiB
+LAUNCH_BYTES = {"L2": 512 << 20, "L1": 2 << 30}
+L1_FLUSH_REPS = 64  # stream.cu's: passes an fp32 lane sums before it joins the fp64 total
 
 
-def read_workload(gpu, n_vectors, buf, bytes_per_launch=64 << 20, through="L2"):
+def read_workload(gpu, n_vectors, buf, bytes_per_launch=None, through="L2"):
     """A read over the first n_vectors float4 of `buf`, repeated in-kernel so each launch reads about
-    bytes_per_launch (n_vectors even): through L2 only (read_reps_fp32) or through L1
-    (read_reps_l1_fp32, whose fp32 lane sums are checked to their rounding bound)."""
+    bytes_per_launch (default LAUNCH_BYTES; n_vectors even): through L2 only (read_reps_fp32) or
+    through L1 (read_reps_l1_fp32, whose fp32 lane sums are checked to their rounding bound)."""
     import cupy as cp
 
     kernel = load_module("stream").get_function(READ_KERNELS[through])
     blocks = grid_blocks(n_vectors, gpu["sm_count"])
     partial = cp.empty(blocks, cp.float64)
     a = buf[: n_vectors * 4]
-    reps = max(1, bytes_per_launch // a.nbytes)
+    reps = max(1, (bytes_per_launch or LAUNCH_BYTES[through]) // a.nbytes)
     args = (a, partial, np.int64(n_vectors), np.int32(reps))
-    # an fp32 lane adds reps x ceil(n / grid threads) values in [0.5, 1.5): each add is off by half
-    # an ulp of a sum at most 1.5 x that count, so the total is within that count x 2^-23 of it
-    terms = reps * -(-n_vectors // (blocks * THREADS))
+    # an fp32 lane adds up to L1_FLUSH_REPS x ceil(n / grid threads) values in [0.5, 1.5) before it
+    # is flushed: each add is off by at most half an ulp of a sum below 1.5 x that count
+    terms = min(reps, L1_FLUSH_REPS) * -(-n_vectors // (blocks * THREADS))
     rtol = 1e-9 if through == "L2" else max(1e-9, 1.5 * terms * 2.0 ** -23)
 
     def run(loops):
@@ -134,15 +138,16 @@ def run_hierarchy(ctx):
         ws *= 2
     l1_sizes = [sms * per_sm for per_sm in L1_SLICES_BYTES]
     buf = cp.random.default_rng(3).random(max(top, *l1_sizes) // 4, dtype=cp.float32) + cp.float32(0.5)
+    launch = (8 << 20) if ctx.tiny else None
     l1_points, points = [], []
     for per_sm, ws in zip(L1_SLICES_BYTES, l1_sizes):
         ctx.progress(f"gpu{ctx.gpu['index']} hierarchy read through L1, {per_sm >> 10} KiB per SM")
-        rec = ctx.measure(read_workload(ctx.gpu, ws // 16, buf, through="L1"))
+        rec = ctx.measure(read_workload(ctx.gpu, ws // 16, buf, launch, through="L1"))
         rec.update(level="L1", bytes_per_sm=per_sm)
         l1_points.append(rec)
     for ws in sizes:
         ctx.progress(f"gpu{ctx.gpu['index']} hierarchy read, working set {ws >> 20} MiB")
-        rec = ctx.measure(read_workload(ctx.gpu, ws // 16, buf))
+        rec = ctx.measure(read_workload(ctx.gpu, ws // 16, buf, launch))
         rec["level"] = "L2" if ws <= l2 else "HBM"
         points.append(rec)
     levels = {"L1": level_entry(l1_points, bytes_per_sm_range=[L1_SLICES_BYTES[0], L1_SLICES_BYTES[-1]]),

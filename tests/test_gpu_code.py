@@ -76,6 +76,13 @@ def test_the_l2_read_bypasses_l1_and_the_l1_read_does_not(tmp_path):
     assert "ld.global.cg" not in l1 and "ld.global.nc.v4.f32" in l1
 
 
+def test_the_l1_read_check_knows_how_long_the_kernel_sums_in_fp32():
+    from probes import gpu_stream
+
+    flush = re.search(r"#define L1_FLUSH_REPS (\d+)", gpu_common.cuda_source("stream"))
+    assert flush and int(flush.group(1)) == gpu_stream.L1_FLUSH_REPS
+
+
 NVDISASM_LISTING = """\
 .text._Z6kernelPf:
         /*0000*/                   LDC R1, c[0x0][0x28] ;

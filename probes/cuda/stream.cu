@@ -88,9 +88,11 @@ extern "C" __global__ void read_reps_fp32(const float4* __restrict__ a, double* 
     BLOCK_PARTIAL(acc, warp_sums, partial);
 }
 
+#define L1_FLUSH_REPS 64  // passes an fp32 lane sums before it is added to the fp64 total
 extern "C" __global__ void read_reps_l1_fp32(const float4* __restrict__ a, double* __restrict__ partial,
                                              long long n, int reps) {
     __shared__ double warp_sums[32];
+    double acc = 0.0;
     float4 lanes = make_float4(0.f, 0.f, 0.f, 0.f);
     for (int r = 0; r < reps; r++) {
         for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
@@ -98,7 +100,10 @@ extern "C" __global__ void read_reps_l1_fp32(const float4* __restrict__ a, doubl
             float4 x = a[i ^ (long long)(r & 1)];
             ADD_4(lanes, x);
         }
+        if (r % L1_FLUSH_REPS == L1_FLUSH_REPS - 1 || r == reps - 1) {
+            acc += SUM_4(lanes);
+            lanes = make_float4(0.f, 0.f, 0.f, 0.f);
+        }
     }
-    double acc = SUM_4(lanes);
     BLOCK_PARTIAL(acc, warp_sums, partial);
 }
