@@ -8,6 +8,8 @@ import shutil
 import subprocess
 import sys
 
+from harness import AFFINITY_VARIABLES
+
 SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_bf16",
               "avx512_fp16", "avx_vnni", "amx_tile", "amx_bf16", "asimd", "sve")
 # Arm CPUs name no model in /proc/cpuinfo, only their implementer and part numbers (the Arm ARM's
@@ -184,6 +186,7 @@ def numba_threading():
         layer = "not yet initialised"
     return {"layer": layer, "max_threads": numba.config.NUMBA_NUM_THREADS,
             "threads": numba.get_num_threads(),
+            "openmp_affinity": {k: os.environ[k] for k in AFFINITY_VARIABLES if os.environ.get(k)} or None,
             "llvm_tuning": "-prefer-256-bit" if (numba.config.CPU_FEATURES or "").endswith(",-prefer-256-bit") else None}
 
 

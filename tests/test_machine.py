@@ -151,3 +151,17 @@ def test_numba_gets_full_vector_width_on_avx512_unless_the_user_chose():
         assert features == ""  # nothing to lift: Numba detects the host as usual
     chosen = _numba_features({"PYTHONPATH": os.path.dirname(os.path.dirname(FIXTURES)), "NUMBA_CPU_FEATURES": "+avx2"})
     assert chosen == "+avx2"
+
+
+def _affinity(env_extra):
+    code = "import harness, os; print(os.environ.get('OMP_PROC_BIND'), os.environ.get('OMP_PLACES'))"
+    env = {k: v for k, v in os.environ.items() if k not in ("OMP_PROC_BIND", "OMP_PLACES", "GOMP_CPU_AFFINITY",
+                                                             "KMP_AFFINITY")}
+    env.update(PYTHONPATH=os.path.dirname(os.path.dirname(FIXTURES)), **env_extra)
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout.split()
+
+
+def test_openmp_threads_are_pinned_spread_over_cores_unless_the_user_chose():
+    assert _affinity({}) == ["spread", "cores"]
+    assert _affinity({"GOMP_CPU_AFFINITY": "0-3"}) == ["None", "None"]  # the user's choice stands
+    assert _affinity({"OMP_PROC_BIND": "close"}) == ["close", "None"]
