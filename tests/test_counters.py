@@ -143,6 +143,18 @@ def test_memory_controller_events_are_found_in_sysfs(tmp_path, layout, events, l
     assert (found_label is None) if label is None else label in found_label
 
 
+@pytest.mark.parametrize("family,model,zen", [(0x17, 0x31, "Zen 2"), (0x19, 0x01, "Zen 3"), (0x19, 0x21, "Zen 3"),
+                                              (0x19, 0x11, None), (0x19, 0x61, None), (0x1A, 0x02, None)])
+def test_zen_1_to_3_count_dram_through_the_data_fabric(tmp_path, family, model, zen):
+    # Zen 1-3 have no UMC PMU: the data fabric's DRAM channel counters (amd_df); Zen 4+ use amd_umc
+    root = sysfs(tmp_path / "devices", {"cpu": [], "amd_df": ["format/event", "format/umask"]})
+    found, label = perf.memory_controller_events(root, {"vendor": "AuthenticAMD", "family": family, "model_number": model})
+    if zen:
+        assert found == [f"dram_channel_data_controller_{i}" for i in range(8)] and "approximate" in label
+    else:
+        assert (found, label) == ([], None)
+
+
 def test_event_plans_by_vendor_width_and_permission(tmp_path):
     root = sysfs(tmp_path / "devices", INTEL_SERVER)
     strict, open_ = tmp_path / "p2", tmp_path / "p0"

@@ -12,7 +12,7 @@ V1/N2/V2/V3/N3 `FP_FIXED_OPS_SPEC` + `FP_SCALE_OPS_SPEC` x VL/128 (speculative o
 
 DRAM bytes come from the memory controllers where the kernel exposes them: Intel
 `uncore_imc*` CAS or data counters (found in sysfs; perf scales them to MiB), AMD Zen 4+
-`amd_umc_*` CAS commands (64 bytes each). Those are system-wide counters (`-a`: every process's
+`amd_umc_*` CAS commands (64 bytes each), AMD Zen 1-3 the data fabric's DRAM channel counters. Those are system-wide counters (`-a`: every process's
 traffic during the run, which needs perf_event_paranoid <= 0 or root); where they cannot be
 used, last-level-cache misses x 64 bytes stand in, labelled as an estimate, with the reason.
 """
@@ -58,6 +58,10 @@ LLC_EVENTS = ("LLC-load-misses", "LLC-store-misses")
 IMC_FAMILIES = (("uncore_imc", ("cas_count_read", "cas_count_write")), ("uncore_imc", ("data_reads", "data_writes")),
                 ("uncore_imc_free_running", ("data_read", "data_write")), ("uncore_imc_free_running", ("read", "write")))
 AMD_UMC_EVENTS = ("event=0x0a,rdwrmask=0x1", "event=0x0a,rdwrmask=0x2")  # CAS commands for reads, writes
+# Zen 1 to 3 (family 17h, and 19h before Zen 4's models): no UMC PMU, but the data fabric's eight DRAM
+# channel counters (perf's names for them; 64 bytes a count, reads and writes together, "approximate"
+# in AMD's words, per die in NPS1), as perf's nps1_die_to_dram metric sums them
+AMD_DF_DRAM_EVENTS = tuple(f"dram_channel_data_controller_{i}" for i in range(8))
 UNIT_BYTES = {"": LINE_BYTES, "B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30, "KB": 1e3, "MB": 1e6, "GB": 1e9}
 CONTROL_TIMEOUT_S = 10
 
@@ -99,7 +103,15 @@ def unavailable_reason(cpu, root=EVENT_SOURCES, paranoid_path=PARANOID):
     return None
 
 
-def memory_controller_events(root=EVENT_SOURCES):
+def zen_before_4(cpu):
+    """An AMD Zen 1, 2 or 3 (family 17h, or 19h outside Zen 4's model ranges 10h-1Fh and 60h-7Fh and
+    beyond)."""
+    model = cpu.get("model_number") or 0
+    return cpu.get("vendor") == "AuthenticAMD" and (
+        cpu.get("family") == 0x17 or (cpu.get("family") == 0x19 and (model < 0x10 or 0x20 <= model < 0x60)))
+
+
+def memory_controller_events(root=EVENT_SOURCES, cpu=None):
     """([read and write events of every memory controller], label), or ([], None) where none is exposed."""
     devices = sorted(pmus(root))
     for family, pair in IMC_FAMILIES:
@@ -109,6 +121,9 @@ def memory_controller_events(root=EVENT_SOURCES):
     units = [d for d in devices if re.fullmatch(r"amd_umc_\d+", d)]
     if units and all(os.path.exists(os.path.join(root, u, "format", "rdwrmask")) for u in units):
         return [f"{u}/{e}/" for e in AMD_UMC_EVENTS for u in units], "memory-controller CAS commands (amd_umc_*) x 64 bytes"
+    if "amd_df" in devices and zen_before_4(cpu or {}):
+        return list(AMD_DF_DRAM_EVENTS), ("data-fabric DRAM channel counts (amd_df, Zen 1-3) x 64 bytes, reads and "
+                                          "writes together (AMD: approximate)")
     return [], None
 
 
@@ -181,7 +196,7 @@ def event_plan(cpu, root=EVENT_SOURCES, paranoid_path=PARANOID, euid=None):
     notes = [] if flop else [f"no FLOP events known for CPU vendor {cpu.get('vendor')!r}" + (
         f" part 0x{part:03x} (Arm's FP_*_OPS_SPEC events: Neoverse V1, N2, V2, V3, N3)"
         if cpu.get("vendor") == "ARM" and isinstance(part, int) else "")]
-    imc, label = memory_controller_events(root)
+    imc, label = memory_controller_events(root, cpu)
     why = "no memory-controller PMU is exposed here" if not imc else system_wide_reason(paranoid_path, euid)
     if why:
         notes.append(why)
