@@ -5,14 +5,15 @@ pipe (`--control fd:`, perf 5.10+), each switch acknowledged, so nothing before 
 is counted. Core events count this process (`-p`, threads included) in passes of at most
 GROUP_SIZE events, each pass re-running the workload, so no count is scaled from a multiplexed
 fraction of the run. On a hybrid CPU perf prints a row per core PMU (cpu_core/, cpu_atom/); they
-are folded into one count per event (reading_of). FLOPs by vendor (weights = FLOPs per counted unit): AMD Zen
-`fp_ret_sse_avx_ops.all` already counts FLOPs; Intel `fp_arith_inst_retired.*` counts
+are folded into one count per event (reading_of). FLOPs by vendor (weights = FLOPs per counted
+unit): AMD Zen `fp_ret_sse_avx_ops.all` already counts FLOPs; Intel `fp_arith_inst_retired.*` counts
 instructions, weighted by lanes (FMA instructions count twice in these events); Arm Neoverse
 V1/N2/V2/V3/N3 `FP_FIXED_OPS_SPEC` + `FP_SCALE_OPS_SPEC` x VL/128 (speculative operations).
 
 DRAM bytes come from the memory controllers where the kernel exposes them: Intel
 `uncore_imc*` CAS or data counters (found in sysfs; perf scales them to MiB), AMD Zen 4+
-`amd_umc_*` CAS commands (64 bytes each), AMD Zen 1-3 the data fabric's DRAM channel counters. Those are system-wide counters (`-a`: every process's
+`amd_umc_*` CAS commands (64 bytes each), AMD Zen 1-3 the data fabric's DRAM channel counters.
+Those are system-wide counters (`-a`: every process's
 traffic during the run, which needs perf_event_paranoid <= 0 or root); where they cannot be
 used, last-level-cache misses x 64 bytes stand in, labelled as an estimate, with the reason.
 """
