@@ -83,8 +83,9 @@ def run_stream(ctx):
 
 L1_SLICES_BYTES = (8 << 10, 16 << 10, 32 << 10, 64 << 10)  # per SM: deep inside any L1 (96 to 256 KiB)
 READ_KERNELS = {"L2": "read_reps_fp32", "L1": "read_reps_l1_fp32"}  # L2 only (__ldcg), or through L1
-# bytes one launch reads: about 80 us at an H100's L2 or L1 rate, so the microsecond or so between
-# back-to-back kernels costs about 1% (64 MiB cost 10% at L2 and a third at L1); tests: 8 MiB
+# bytes one launch reads. An estimate, not yet measured on a GPU: with about a microsecond between
+# back-to-back kernels, 64 MiB would lose about 10% at an H100's L2 rate (~7 TB/s) and a third at
+# its L1 rate (~30 TB/s); these sizes take about 80 us a launch there, about 1%. Tests: 8 MiB
 LAUNCH_BYTES = {"L2": 512 << 20, "L1": 2 << 30}
 L1_FLUSH_REPS = 64  # stream.cu's: passes an fp32 lane sums before it joins the fp64 total
 

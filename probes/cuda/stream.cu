@@ -72,8 +72,9 @@ STREAM_KERNELS(double2, fp64, 2)
 //   plain loads would be served from the SM's L1 once its slice fits there (up to 256 KiB per SM
 //   on an H100: a 30 MiB set over 132 SMs), and the sweep's "L2" would be L1.
 // - read_reps_l1_fp32 loads through L1 (plain const loads) for sets whose slice per SM sits deep in
-//   L1, and sums in fp32 lanes: widening each element to fp64 (F2F.F64.F32, 16 per clock per SM on
-//   sm_80/sm_90) would cap it at 64 bytes per clock per SM, half of what L1 delivers.
+//   L1, and sums in fp32 lanes: widening each element to fp64 (F2F.F64.F32: 16 per clock per SM on
+//   sm_80/sm_90 in the CUDA Programming Guide's throughput table) would cap it at 64 bytes per clock
+//   per SM, half of the 128 NVIDIA gives for L1 (neither figure measured here).
 extern "C" __global__ void read_reps_fp32(const float4* __restrict__ a, double* __restrict__ partial,
                                           long long n, int reps) {
     __shared__ double warp_sums[32];
