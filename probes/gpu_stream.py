@@ -81,8 +81,11 @@ def run_stream(ctx):
     return section
 
 
-L1_SLICES_BYTES = (8 << 10, 16 << 10, 32 << 10, 64 << 10)  # per SM: deep inside any L1 (96 to 256 KiB)
+L1_SLICES_BYTES = (16 << 10, 32 << 10, 48 << 10, 64 << 10)  # per SM: deep inside any L1 (96 to 256 KiB)
 READ_KERNELS = {"L2": "read_reps_fp32", "L1": "read_reps_l1_fp32"}  # L2 only (__ldcg), or through L1
+# blocks of 256 threads per SM: through L1, two (16 warps, each thread 2 to 8 vectors a pass, so the
+# unrolled loop runs rather than one load and the pass's overhead per thread)
+READ_BLOCKS_PER_SM = {"L2": 8, "L1": 2}
 # bytes one launch reads. An estimate, not yet measured on a GPU: with about a microsecond between
 # back-to-back kernels, 64 MiB would lose about 10% at an H100's L2 rate (~7 TB/s) and a third at
 # its L1 rate (~30 TB/s); these sizes take about 80 us a launch there, about 1%. Tests: 8 MiB
@@ -97,7 +100,7 @@ def read_workload(gpu, n_vectors, buf, bytes_per_launch=None, through="L2"):
     import cupy as cp
 
     kernel = load_module("stream").get_function(READ_KERNELS[through])
-    blocks = grid_blocks(n_vectors, gpu["sm_count"])
+    blocks = grid_blocks(n_vectors, gpu["sm_count"], blocks_per_sm=READ_BLOCKS_PER_SM[through])
     partial = cp.empty(blocks, cp.float64)
     a = buf[: n_vectors * 4]
     reps = max(1, (bytes_per_launch or LAUNCH_BYTES[through]) // a.nbytes)
@@ -124,7 +127,7 @@ def read_workload(gpu, n_vectors, buf, bytes_per_launch=None, through="L2"):
 
 def run_hierarchy(ctx):
     """devices.gpuN.hierarchy and hierarchy_levels: L1 from reads whose slice per SM sits deep in L1
-    (8 to 64 KiB per SM, through L1); L2 and HBM from reads that bypass L1, 1 MiB to dram_bytes of
+    (16 to 64 KiB per SM, through L1); L2 and HBM from reads that bypass L1, 1 MiB to dram_bytes of
     the L2 (without the bypass every block would re-read its own slice from its SM's L1, and the L2
     points would measure L1 up to about SMs x 256 KiB)."""
     import cupy as cp

@@ -58,8 +58,8 @@ def test_gpu_profile_section_report_with_numpy_standing_in(fake_gpu_machine, tmp
     assert any("torch" in u["reason"] for u in sec["decode_unsupported"])
     assert sec["theoretical"]["bytes_per_s"] == pytest.approx(3.352e12, rel=1e-3)
     assert set(sec["hierarchy_levels"]) == {"L1", "L2", "HBM"} and sec["telemetry"]["stream"]
-    l1 = [p for p in sec["hierarchy"] if p["level"] == "L1"]  # 8 to 64 KiB per SM, read through L1
-    assert [p["bytes_per_sm"] for p in l1] == [8 << 10, 16 << 10, 32 << 10, 64 << 10]
+    l1 = [p for p in sec["hierarchy"] if p["level"] == "L1"]  # 16 to 64 KiB per SM, read through L1
+    assert [p["bytes_per_sm"] for p in l1] == [16 << 10, 32 << 10, 48 << 10, 64 << 10]
     assert {p["kernel"] for p in sec["hierarchy"]} == {"read_reps_l1_fp32", "read_reps_fp32"}
     assert sec["hierarchy_levels"]["L1"]["points"] == 4
     assert all(0 < r["fraction_of_theoretical"] for r in sec["peak_flops"].values())
