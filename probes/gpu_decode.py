@@ -151,7 +151,8 @@ def decode_workload(gpu, impl, shape, seed, backend=None, tuning=None, data=None
     run(1)  # an unsupported SDPA backend raises here, before timing
     info = {"impl": impl if not backend else f"{impl}[{backend.lower()}]", "batch": shape.batch, "heads": shape.heads,
             "kv_heads": shape.kv_heads, "head_dim": shape.head_dim, "seq_len": shape.seq_len, "seed": seed,
-            "l2_copies": copies, **{k: v for k, v in extra.items() if v is not None}}
+            "l2_copies": copies, "l2_cold": copies * model.cache_bytes(shape) >= 2 * gpu["l2_bytes"],
+            **{k: v for k, v in extra.items() if v is not None}}
 
     def check():
         on_stored, on_original = cache.reference()
@@ -220,6 +221,9 @@ def run_decode(ctx):
             continue
         rec = ctx.measure(w)
         rec.update(w.info)
+        if not rec["l2_cold"]:
+            rec["warnings"].append(f"the L2 ({ctx.gpu['l2_bytes'] >> 20} MiB) holds all {rec['l2_copies']} rotated copies "
+                                   "of this cache: it was timed warm, from L2, not from HBM")
         if rec.get("local_bytes_per_thread"):
             rec["warnings"].append(f"{impl} spills {rec['local_bytes_per_thread']} bytes per thread to local memory "
                                    "as compiled here: its loads compete with the cache's")

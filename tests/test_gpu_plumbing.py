@@ -177,6 +177,16 @@ def test_a_fused_kernel_that_spills_carries_a_warning(fake_gpu_machine, monkeypa
     assert any("spills 64 bytes per thread to local memory" in w for w in rec["warnings"])
 
 
+def test_a_cache_too_small_to_rotate_out_of_the_l2_is_said_to_be_timed_warm(fake_gpu_machine):
+    # the fake H100's L2 is 1 MiB: a 4 KiB cache would need 512 copies to exceed twice it; 64 are made
+    options = {"seq_len": 16, "heads": 2, "kv_heads": 1, "head_dim": 64, "batch": 1}
+    (rec,) = run.run_single_probe("decode", device="gpu0", options=options)["decode_attention"]
+    assert rec["validated"] and rec["l2_copies"] == 64 and not rec["l2_cold"]
+    assert any("holds all 64 rotated copies" in w and "timed warm" in w for w in rec["warnings"])
+    (rec,) = run.run_single_probe("decode", device="gpu0", options={**options, "seq_len": 4096})["decode_attention"]
+    assert rec["l2_cold"] and not any("timed warm" in w for w in rec["warnings"])
+
+
 def test_fused_decode_poisons_once_before_timing_and_times_only_its_kernels(fake_gpu_machine):
     from harness.model import DecodeShape
     from probes import gpu_decode
