@@ -75,9 +75,13 @@ def run_stream(ctx):
         n_vec = 1 << 16 if ctx.tiny else stream_vectors(ctx.gpu["l2_bytes"], free)
         key = "bandwidth" if dtype == "fp64" else f"bandwidth_{dtype}"
         section[key] = {}
+        short = not ctx.tiny and n_vec * 16 < 4 * ctx.gpu["l2_bytes"]
         for w in stream_workloads(ctx.gpu, dtype, n_vec):
             ctx.progress(f"gpu{ctx.gpu['index']} stream {dtype} {w.name}")
-            section[key][w.name] = ctx.measure(w)
+            rec = section[key][w.name] = ctx.measure(w)
+            if short:  # free memory could not hold three arrays of 4x the L2
+                rec["warnings"].append(f"arrays of {n_vec * 16 >> 20} MiB, under 4x the L2 ({ctx.gpu['l2_bytes'] >> 20} MiB): "
+                                       f"only {free >> 20} MiB was free, so the L2 serves part of each pass")
     return section
 
 

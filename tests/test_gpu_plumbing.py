@@ -177,6 +177,17 @@ def test_a_fused_kernel_that_spills_carries_a_warning(fake_gpu_machine, monkeypa
     assert any("spills 64 bytes per thread to local memory" in w for w in rec["warnings"])
 
 
+def test_stream_arrays_that_free_memory_keeps_under_4x_the_l2_are_flagged(fake_gpu_machine, monkeypatch):
+    import cupy
+
+    monkeypatch.delenv("HARNESS_TINY")  # full sizing, which free memory (6 MiB here) cuts to 1 MiB arrays
+    monkeypatch.setattr(cupy.cuda.runtime, "memGetInfo", lambda: (6 << 20, 80 << 30))
+    section = run.run_single_probe("stream", device="gpu0", quick=True)
+    triad = section["bandwidth_fp32"]["triad"]
+    assert triad["validated"] and triad["elements"] == 1 << 18
+    assert any("under 4x the L2 (1 MiB)" in w and "only 6 MiB was free" in w for w in triad["warnings"])
+
+
 def test_a_cache_too_small_to_rotate_out_of_the_l2_is_said_to_be_timed_warm(fake_gpu_machine):
     # the fake H100's L2 is 1 MiB: a 4 KiB cache would need 512 copies to exceed twice it; 64 are made
     options = {"seq_len": 16, "heads": 2, "kv_heads": 1, "head_dim": 64, "batch": 1}
