@@ -142,6 +142,14 @@ def test_peak_kernel_matches_closed_form(cpu, dtype):
     assert rec["flops_per_s"] > 0
 
 
+def test_peak_accumulators_cover_fma_latency_on_every_pipe():
+    # vectors x lanes: AVX-512 16 zmm, AVX2 12 ymm, Arm Advanced SIMD 24 of 32 q registers (a
+    # Neoverse V2 has four 128-bit FMA pipes of 4-cycle latency: 16 chains in flight)
+    assert cpu_peak.accumulators({"simd": ["avx2", "avx512f"]}, "fp32") == 16 * 16
+    assert cpu_peak.accumulators({"simd": ["avx", "avx2"]}, "fp64") == 12 * 4
+    assert cpu_peak.accumulators({"simd": ["asimd", "sve"]}, "fp32") == 24 * 4
+
+
 def test_peak_check_catches_a_skipped_accumulator(cpu, monkeypatch):
     real = cpu_peak.fma_kernel
 
