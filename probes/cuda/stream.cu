@@ -79,10 +79,19 @@ extern "C" __global__ void read_reps_fp32(const float4* __restrict__ a, double* 
                                           long long n, int reps) {
     __shared__ double warp_sums[32];
     double acc = 0.0;
+    const long long stride = (long long)gridDim.x * blockDim.x;
     for (int r = 0; r < reps; r++) {
-        for (long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x; i < n;
-             i += (long long)gridDim.x * blockDim.x) {
-            float4 x = __ldcg(a + (i ^ (long long)(r & 1)));
+        const long long f = r & 1;
+        long long i = blockIdx.x * (long long)blockDim.x + threadIdx.x;
+        // four loads in flight per thread (nvcc issues each __ldcg of its own unrolled loop only
+        // after the previous one's sum), so a small set with few warps per SM still fills the L2
+        for (; i + 3 * stride < n; i += 4 * stride) {
+            const float4 x0 = __ldcg(a + (i ^ f)), x1 = __ldcg(a + ((i + stride) ^ f));
+            const float4 x2 = __ldcg(a + ((i + 2 * stride) ^ f)), x3 = __ldcg(a + ((i + 3 * stride) ^ f));
+            acc += (SUM_4(x0) + SUM_4(x1)) + (SUM_4(x2) + SUM_4(x3));
+        }
+        for (; i < n; i += stride) {
+            const float4 x = __ldcg(a + (i ^ f));
             acc += SUM_4(x);
         }
     }
