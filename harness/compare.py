@@ -26,7 +26,8 @@ IDENTITY_FIELDS = [  # (label, path into the profile); compared and listed when 
     ("CPU model", ("machine", "cpu", "model")), ("cores", ("machine", "cpu", "cores")),
     ("hypervisor", ("machine", "cpu", "hypervisor")), ("memory bytes", ("machine", "cpu", "memory_bytes")),
     ("kernel", ("software", "kernel")), ("python", ("software", "python")),
-    ("numba threading layer", ("software", "numba", "layer")), ("threads used", ("devices", "cpu", "threads")),
+    ("numba threading layer", ("software", "numba", "layer")),
+    ("OpenMP affinity", ("software", "numba", "openmp_affinity")), ("threads used", ("devices", "cpu", "threads")),
     ("GPU 0", ("devices", "gpu0", "gpu", "name")), ("GPU 0 UUID", ("devices", "gpu0", "gpu", "uuid")),
     ("GPU driver", ("devices", "gpu0", "gpu", "driver_version")),
 ]
