@@ -39,6 +39,21 @@ def test_stream_hierarchy_and_fma_kernels_run_the_cuda_source(emulated_gpu, prob
         assert len(records) == 10
 
 
+@pytest.mark.parametrize("through", ["L2", "L1"])
+def test_the_hierarchy_reads_sum_every_vector_whatever_each_thread_gets(emulated_gpu, through):
+    # grid of 8 blocks (L1) or 32 (L2) x 256 threads on the fake's 4 SMs: fewer vectors than threads,
+    # whole rounds of the L2 read's four loads in flight, and rounds with a tail of one to three
+    import cupy as cp
+
+    from probes import gpu_stream
+
+    buf = cp.random.default_rng(5).random(4 * 41000, dtype=cp.float32) + cp.float32(0.5)
+    for n in (2, 8192 * 4, 8192 * 4 + 2, 8192 * 5 + 6):
+        w = gpu_stream.read_workload({"sm_count": 4}, n, buf, bytes_per_launch=3 << 20, through=through)
+        w.run(1)
+        assert w.check() is None, (n, w.check())
+
+
 def test_decode_variants_run_the_cuda_source_with_each_build_option(emulated_gpu, monkeypatch, tmp_path):
     # benchmarks/decode_variants.py is for a lent GPU: here its variants (UNROLL 2 and 8, two
     # splits) are built from decode.cu, checked against the float64 reference and tabled
