@@ -230,7 +230,7 @@ def counter_rows(device, sec):
                      si(c.get("dram_bytes"), "B"), si(declared_b, "B"), ratio(c.get("dram_bytes"), declared_b),
                      si(c.get("flops"), "FLOP"), si(declared_f, "FLOP"), ratio(c.get("flops"), declared_f),
                      num(c.get("intensity")), ratio(declared_f, declared_b),
-                     c.get("dram_bytes_source") or ("DRAM read + write" if c["source"] == "ncu" else "")])
+                     c.get("dram_bytes_source") or "", c.get("flops_source") or ""])
     return rows
 
 
@@ -239,7 +239,8 @@ def counters_markdown(secs):
     rows = [row for device, sec in secs for row in counter_rows(device, sec)]
     if rows:
         return [table(["device", "measurement", "counted by", "counted bytes", "declared bytes", "ratio",
-                       "counted FLOPs", "declared FLOPs", "ratio", "counted FLOP/B", "model FLOP/B", "bytes from"], rows),
+                       "counted FLOPs", "declared FLOPs", "ratio", "counted FLOP/B", "model FLOP/B", "bytes from",
+                       "FLOPs from"], rows),
                 "", "Per call. Declared bytes and FLOPs are the probe's own count (the analytic model's for decode); "
                 "a bytes ratio below 1 means a cache served part of the traffic. Counted decode points are the "
                 "hollow markers on the rooflines.", ""]

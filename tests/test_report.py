@@ -103,7 +103,7 @@ def test_counted_records_are_tabled_beside_declared_and_drawn_on_the_roofline(do
                 key=lambda r: r["model"]["cache_bytes"])
     large["counters"] = {"source": "perf", "reason": None, "dram_bytes": 1.05 * large["bytes_per_call"],
                          "flops": large["flops_per_call"], "intensity": large["flops_per_call"] / (1.05 * large["bytes_per_call"]),
-                         "bytes_ratio": 1.05}
+                         "bytes_ratio": 1.05, "flops_source": "AMD fp_ret_sse_avx_ops.all: retired FLOPs, FMA counting 2"}
     data = report.report_data(counted, load_specs())
     assert any(p["source"] == "counters" and p["impl"] == "numba-fused" for p in data["roofline"]["points"])
     text = report.markdown(data)
@@ -111,6 +111,7 @@ def test_counted_records_are_tabled_beside_declared_and_drawn_on_the_roofline(do
     assert any("bandwidth triad | perf |" in r and "| 0.970 |" in r and "memory-controller CAS" in r for r in rows)
     decode = next(r for r in rows if "decode numba-fused" in r)
     assert "| 1.050 |" in decode and "| 1.000 |" in decode  # bytes 5% over the model's; FLOPs as declared
+    assert decode.endswith("| AMD fp_ret_sse_avx_ops.all: retired FLOPs, FMA counting 2 |")  # what counted them
     assert "No counter measurements" not in text
 
 

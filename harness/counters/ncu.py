@@ -33,6 +33,9 @@ METRICS = SUMMED + (TENSOR_PIPE,)
 BASE_UNITS = ("byte", "second", "inst", "cycle", "sector", "request", "warp", "thread", "block", "s", "B")
 UNIT_PREFIXES = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "m": 1e-3, "u": 1e-6, "\u00b5": 1e-6, "n": 1e-9}
 FLOP_WEIGHTS = {"dadd": 1, "dmul": 1, "dfma": 2, "fadd": 1, "fmul": 1, "ffma": 2, "hadd": 2, "hmul": 2, "hfma": 4}
+FLOPS_SOURCE = ("executed FP add, mul and fma instructions per thread (sass_thread_inst_executed), FMA counting 2, "
+                "half instructions as half2 (x2); tensor-core work not counted")
+BYTES_SOURCE = "DRAM read + write (dram__bytes_read.sum + dram__bytes_write.sum)"
 # the NVTX push/pop range around each timed GPU workload is NVTX_PREFIX + its name; no "/" in it:
 # ncu's --nvtx-include reads "/" as the separator of nested push/pop ranges
 NVTX_PREFIX = "harness-"
@@ -147,6 +150,7 @@ def derive(kernels, model_bytes=None):
     tensor = ({"tensor_pipe_active_pct": sum(k[TENSOR_PIPE] * k["gpu__time_duration.sum"] for k in timed)
                / sum(k["gpu__time_duration.sum"] for k in timed)} if timed else {})  # over the kernels' time
     return block("ncu", None, dram_bytes=dram, flops=flops or None, model_bytes=model_bytes,
+                 dram_bytes_source=BYTES_SOURCE, flops_source=FLOPS_SOURCE,
                  l2_bytes=per_call(lambda k: k.get("lts__t_bytes.sum", 0)),
                  kernel_time_s=per_call(lambda k: k.get("gpu__time_duration.sum", 0)),
                  launches=len(kernels), kernels_per_call=len(by_name), **tensor)
