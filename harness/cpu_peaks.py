@@ -47,11 +47,14 @@ def theoretical_flops(cpu):
     flags = set(cpu.get("simd", []))
     units, bits, arch = fma_datapath(cpu.get("vendor"), cpu.get("family"), cpu.get("model_number"), flags)
     freq = cpu.get("frequency", {}).get("nominal_hz")
-    if units is None or not freq:
-        reason = arch if units is None else "the core clock is unknown"
+    if units is None:
         return {"flops_per_s": {d: None for d in DTYPE_BYTES}, "flops_per_cycle_per_core": None,
-                "source": f"not derivable: {reason}"}
+                "source": f"not derivable: {arch}"}
     per_cycle = {d: units * (bits // (8 * b)) * 2 for d, b in DTYPE_BYTES.items()}
+    if not freq:  # a cloud Arm VM has neither cpufreq nor "cpu MHz": FLOPs per cycle still give the clock implied
+        return {"flops_per_s": {d: None for d in DTYPE_BYTES}, "flops_per_cycle_per_core": per_cycle,
+                "source": f"not derivable: the core clock is unknown ({arch}: {per_cycle['fp32']} fp32 FLOP per "
+                          f"cycle per core; the peak probe gives the clock it implies); {TABLE_SOURCE}"}
     cores = cpu["cores"]
     source = (f"{cores} cores x {units} FMA units x ({bits}-bit lanes) x 2 FLOP x {freq / 1e9:.3f} GHz; "
               f"{arch}; clock from {cpu['frequency']['source']}; {TABLE_SOURCE}")

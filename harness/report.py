@@ -140,6 +140,8 @@ def peak_rows(sec, spec):
         if t and rec.get("flops_per_s") and rec["flops_per_s"] > t:
             flag = "above the theoretical peak" + (f" at the nominal clock: implies {rec['implied_clock_hz'] / 1e9:.2f} GHz"
                                                    if rec.get("implied_clock_hz") else "")
+        elif not t and rec.get("implied_clock_hz"):
+            flag = f"no clock reported: the measurement implies {rec['implied_clock_hz'] / 1e9:.2f} GHz"
         rows.append({"metric": f"peak {dtype} FMA", "best": si(rec.get("flops_per_s"), "FLOP/s"),
                      "median": si(rec.get("median_flops_per_s"), "FLOP/s"), "theoretical": si(t, "FLOP/s") if t else "n/a",
                      "fraction": pct(rec.get("fraction_of_theoretical")), "flag": flag})

@@ -150,10 +150,12 @@ def flag_against_theory(section, theory, cpu):
     per_cycle = theory.get("flops_per_cycle_per_core") or {}
     for dtype, rec in section.get("peak_flops", {}).items():
         peak = theory["flops_per_s"].get(dtype)
-        if rec.get("flops_per_s") is None or not peak:
+        if rec.get("flops_per_s") is None or dtype not in per_cycle:
+            continue
+        rec["implied_clock_hz"] = rec["flops_per_s"] / (rec["threads"] * per_cycle[dtype])
+        if not peak:  # the clock is unknown: the implied one is all there is
             continue
         rec["fraction_of_theoretical"] = rec["flops_per_s"] / peak
-        rec["implied_clock_hz"] = rec["flops_per_s"] / (rec["threads"] * per_cycle[dtype])
         if rec["flops_per_s"] > peak:
             rec["warnings"].append(
                 f"exceeds the theoretical peak ({peak / 1e9:.1f} GFLOP/s at the nominal "

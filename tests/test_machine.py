@@ -112,6 +112,19 @@ def test_an_arm_server_is_named_by_its_part_and_its_peak_derived(tmp_path):
     assert machine.arm_identity({"vendor_id": "GenuineIntel"}) is None
     unknown = dict(grace, vendor="Apple", model_number=0x22)
     assert "Arm vendor 'Apple' part 0x022" in cpu_peaks.theoretical_flops(unknown)["source"]
+    # a cloud Arm VM (Graviton) reports no clock at all: no peak, but FLOPs per cycle, so the peak
+    # probe's measurement gives the clock it implies (and the report says so)
+    from harness import run
+
+    clockless = dict(grace, frequency={"nominal_hz": None, "source": "unknown"})
+    t = cpu_peaks.theoretical_flops(clockless)
+    assert t["flops_per_s"] == {"fp64": None, "fp32": None} and t["flops_per_cycle_per_core"]["fp32"] == 32
+    assert "the core clock is unknown" in t["source"]
+    section = {"peak_flops": {"fp32": {"flops_per_s": 2 * 32 * 2.6e9, "threads": 2, "warnings": []}}}
+    run.flag_against_theory(section, {"flops_per_s": t["flops_per_s"], "flops_per_cycle_per_core": t["flops_per_cycle_per_core"]},
+                            clockless)
+    rec = section["peak_flops"]["fp32"]
+    assert rec["implied_clock_hz"] == pytest.approx(2.6e9) and "fraction_of_theoretical" not in rec
 
 
 def test_dmidecode_parsing_and_bandwidth(monkeypatch):

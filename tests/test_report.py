@@ -90,6 +90,10 @@ def test_the_machine_row_names_an_arm_cpu_by_its_part(doc):
     arm = copy.deepcopy(doc)
     arm["machine"]["cpu"].update(model="Neoverse-V2", vendor="ARM", family=None, model_number=0xD4F)
     assert "| CPU | Neoverse-V2 (ARM, part 0xd4f) |" in report.markdown(report.report_data(arm))
+    cpu = arm["devices"]["cpu"]  # and no clock reported (a cloud Arm VM): the peak row gives the implied one
+    cpu["theoretical"]["flops_per_s"] = {"fp64": None, "fp32": None}
+    cpu["peak_flops"]["fp32"]["implied_clock_hz"] = 2.6e9
+    assert "no clock reported: the measurement implies 2.60 GHz" in report.markdown(report.report_data(arm))
 
 
 def test_counted_records_are_tabled_beside_declared_and_drawn_on_the_roofline(doc):
