@@ -54,6 +54,21 @@ def arm_identity(fields):
     return vendor, part, ARM_PARTS.get((implementer, part), f"{vendor} part 0x{part:03x}")
 
 
+def sysfs_sockets(cpu_root="/sys/devices/system/cpu"):
+    """Sockets as the kernel's topology counts them (distinct physical_package_id), or None: Arm's
+    /proc/cpuinfo has no "physical id", so a two-socket Ampere would otherwise count as one."""
+    try:
+        ids = set()
+        for entry in os.listdir(cpu_root):
+            path = os.path.join(cpu_root, entry, "topology", "physical_package_id")
+            if re.fullmatch(r"cpu\d+", entry) and os.path.exists(path):
+                with open(path) as f:
+                    ids.add(f.read().strip())
+        return len(ids) or None
+    except OSError:
+        return None
+
+
 def machine_slug(model_name, cores):
     """A stable, readable id such as 'amd-epyc-2c' or 'intel-core-i5-8250u-4c'."""
     name = re.sub(r"\((R|TM|tm|r)\)", " ", model_name)
@@ -206,6 +221,8 @@ def identify_cpu(cpuinfo_path="/proc/cpuinfo"):
     except OSError:
         info = parse_cpuinfo("")
     fields, flags = info["fields"], info["flags"]
+    if "physical id" not in fields:
+        info["sockets"] = sysfs_sockets() or info["sockets"]
     threads = info["processors"] or (os.cpu_count() or 1)
     cores_per_socket = int(fields.get("cpu cores", 0)) or max(1, threads // info["sockets"])
     cores = cores_per_socket * info["sockets"]

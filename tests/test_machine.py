@@ -55,6 +55,16 @@ def test_read_caches_from_a_sysfs_tree(tmp_path):
     assert machine.last_level_cache_bytes({"caches": caches}) == 32 << 20
 
 
+def test_sockets_from_the_kernel_topology_where_cpuinfo_names_none(tmp_path):
+    # Arm's /proc/cpuinfo has no "physical id": a two-socket Ampere Altra counts its packages in sysfs
+    for cpu, package in ((0, 0), (1, 0), (2, 1), (3, 1)):
+        (tmp_path / f"cpu{cpu}" / "topology").mkdir(parents=True)
+        (tmp_path / f"cpu{cpu}" / "topology" / "physical_package_id").write_text(f"{package}\n")
+    (tmp_path / "cpufreq").mkdir()  # not a CPU
+    assert machine.sysfs_sockets(str(tmp_path)) == 2
+    assert machine.sysfs_sockets(str(tmp_path / "none")) is None
+
+
 def test_frequency_sources(tmp_path):
     f = machine.read_frequency({"cpu MHz": "2596.124"}, cpufreq_dir=str(tmp_path / "none"))
     assert f["nominal_hz"] == pytest.approx(2.596124e9) and "hypervisor" in f["source"]
