@@ -4,20 +4,22 @@ import re
 import shutil
 import subprocess
 
+from harness.machine import ARM, ARM_PARTS
+
 DTYPE_BYTES = {"fp64": 8, "fp32": 4}
 TABLE_SOURCE = ("FMA units and datapath width per core from the vendors' optimisation guides (AMD "
                 "Software Optimization Guides for family 17h/19h/1Ah; Intel 64 and IA-32 Architectures "
                 "Optimization Reference Manual; Arm Neoverse Software Optimization Guides)")
 # Arm Neoverse cores by part number (model_number): FP/ASIMD pipes that each take a 128-bit FMLA.
 # V1's SVE is 256 bits wide on two of its four pipes: the same FLOPs per cycle either way.
-NEOVERSE_FMA = {0xD0C: (2, "Neoverse N1"), 0xD40: (4, "Neoverse V1"), 0xD49: (2, "Neoverse N2"),
-                0xD4F: (4, "Neoverse V2"), 0xD84: (4, "Neoverse V3"), 0xD8E: (2, "Neoverse N3")}
+NEOVERSE_FMA = {0xD0C: 2, 0xD40: 4, 0xD49: 2, 0xD4F: 4, 0xD84: 4, 0xD8E: 2}  # N1, V1, N2, V2, V3, N3
 
 
 def fma_datapath(vendor, family, model, flags):
     """(FMA units per core, datapath bits, microarchitecture name) or (None, None, reason)."""
     if vendor == "ARM" and model in NEOVERSE_FMA:  # every AArch64 core has FMA in Advanced SIMD
-        units, name = NEOVERSE_FMA[model]
+        units = NEOVERSE_FMA[model]
+        name = ARM_PARTS[(ARM, model)].replace("-", " ")  # "Neoverse V2", as Arm's guides write it
         return units, 128, f"{name} ({units} x 128-bit FP/ASIMD pipes)"
     if "asimd" in flags:
         part = f"0x{model:03x}" if isinstance(model, int) else repr(model)

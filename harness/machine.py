@@ -14,9 +14,10 @@ SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl",
               "avx512_fp16", "avx_vnni", "amx_tile", "amx_bf16", "asimd", "sve")
 # Arm CPUs name no model in /proc/cpuinfo, only their implementer and part numbers (the Arm ARM's
 # MIDR_EL1 fields; the names as Linux's arch/arm64/include/asm/cputype.h and lscpu give them)
-ARM_IMPLEMENTERS = {0x41: "ARM", 0x48: "HiSilicon", 0x4E: "NVIDIA", 0x51: "Qualcomm", 0x61: "Apple", 0xC0: "Ampere"}
-ARM_PARTS = {(0x41, 0xD0C): "Neoverse-N1", (0x41, 0xD40): "Neoverse-V1", (0x41, 0xD49): "Neoverse-N2",
-             (0x41, 0xD4F): "Neoverse-V2", (0x41, 0xD84): "Neoverse-V3", (0x41, 0xD8E): "Neoverse-N3",
+ARM = 0x41  # Arm Ltd's own cores (Neoverse)
+ARM_IMPLEMENTERS = {ARM: "ARM", 0x48: "HiSilicon", 0x4E: "NVIDIA", 0x51: "Qualcomm", 0x61: "Apple", 0xC0: "Ampere"}
+ARM_PARTS = {(ARM, 0xD0C): "Neoverse-N1", (ARM, 0xD40): "Neoverse-V1", (ARM, 0xD49): "Neoverse-N2",
+             (ARM, 0xD4F): "Neoverse-V2", (ARM, 0xD84): "Neoverse-V3", (ARM, 0xD8E): "Neoverse-N3",
              (0xC0, 0xAC3): "AmpereOne"}
 PACKAGES = ("numpy", "numba", "llvmlite", "torch", "pyyaml", "nvidia-ml-py", "cupy-cuda12x",
             "cupy-cuda13x", "matplotlib")

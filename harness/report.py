@@ -251,6 +251,13 @@ def counters_markdown(secs):
     return ["No counter measurements in this profile" + (f": {'; '.join(sorted(reasons))}." if reasons else "."), ""]
 
 
+def cpu_numbers(info):
+    """x86's family and model, or an Arm CPU's part number (it has no family)."""
+    if info.get("family") is not None:
+        return f"family {info['family']}, model {info.get('model_number')}"
+    return f"part 0x{info['model_number']:03x}" if isinstance(info.get("model_number"), int) else "no model number"
+
+
 def table(header, rows):
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
@@ -271,9 +278,7 @@ def markdown(data):
                 f"{si(peak, 'FLOP/s')} in fp32, a balance of {peak / bw:.1f} FLOP/byte; decode attention "
                 "(0.5 to 2 FLOP/byte) sits far left of that ridge, so it is memory-bound here.", ""]
     out += ["## Machine and software", "", table(["", ""], [
-        ["CPU", f"{info.get('model')} ({info.get('vendor')}, " + (
-            f"family {info.get('family')}, model {info.get('model_number')})" if info.get("family") is not None
-            else f"part 0x{info['model_number']:03x})" if isinstance(info.get("model_number"), int) else "no model number)")],
+        ["CPU", f"{info.get('model')} ({info.get('vendor')}, {cpu_numbers(info)})"],
         ["cores / threads / sockets", f"{info.get('cores')} / {info.get('threads')} / {info.get('sockets')}"],
         ["SIMD", ", ".join(info.get("simd", []))],
         ["clock", f"{num((info.get('frequency') or {}).get('nominal_hz'), '{:.3g}')} Hz nominal ({(info.get('frequency') or {}).get('source')})"],

@@ -34,7 +34,7 @@ from harness.counters import block
 EVENT_SOURCES = "/sys/bus/event_source/devices"
 PARANOID = "/proc/sys/kernel/perf_event_paranoid"
 LINE_BYTES = 64
-CORE_PMUS = {"cpu", "cpu_core", "cpu_atom", "armv8_pmuv3"}  # by name; others by their `cpus` file (core_pmus)
+CORE_PMUS = {"cpu", "armv8_pmuv3"}  # core PMUs without a `cpus` file (x86, older Arm kernels); see core_pmus
 GROUP_SIZE = 4  # general-purpose counters per logical CPU with SMT on (Intel); AMD Zen has 6
 INTEL_FLOP_EVENTS = {  # event -> FLOPs per count (fp32 lanes; fp64 half as many)
     "fp_arith_inst_retired.scalar_single": 1, "fp_arith_inst_retired.scalar_double": 1,
