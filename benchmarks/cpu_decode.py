@@ -5,7 +5,7 @@ whose fp32 cache is >= 4x the last-level cache: 16384 on the Zen 5 VM, 65536 on 
 480 MiB of L3), medians of per-round ratios.
 Each round: read, fused fp32, read (the fraction uses the mean of the two reads), then torch SDPA,
 torch naive, fused fp32 again, int8, bf16 and GQA; time ratios use the mean of the two fp32 runs.
-torch is imported before Numba's threads start (probes/cpu_decode.torch_reason: after them, SDPA
+torch is imported before Numba's threads start (harness.run.torch_first: after them, SDPA
 ran 8-15x slower here, which is what an earlier version of this benchmark measured).
   numba-fused fp32 bandwidth / the harness's own DRAM read bandwidth      (target >= 0.8)
   torch-sdpa fp32 time / numba-fused fp32 time                           (target >= 2)
@@ -26,9 +26,10 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 from harness.machine import identify_cpu, last_level_cache_bytes  # noqa: E402
 from harness.model import DecodeShape, cache_bytes  # noqa: E402
+from harness.run import torch_first  # noqa: E402
 from harness.validation import LARGE_CACHE_FACTOR  # noqa: E402
 from harness.workload import Context, time_workload  # noqa: E402
-from probes.cpu_decode import decode_workload, torch_reason  # noqa: E402
+from probes.cpu_decode import decode_workload  # noqa: E402
 from probes.cpu_stream import stream_elements, stream_workloads  # noqa: E402
 from summary import finish  # noqa: E402
 
@@ -44,7 +45,7 @@ def main():
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--json", default=os.path.join(os.path.dirname(HERE), "build", "bench-decode.json"))
     args = p.parse_args()
-    unavailable = torch_reason()  # before any Numba parallel kernel
+    unavailable = torch_first()  # before any Numba parallel kernel
     if unavailable:
         sys.exit(f"this benchmark compares with torch: {unavailable}")
     cpu = identify_cpu()

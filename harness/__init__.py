@@ -36,25 +36,6 @@ def _full_vector_width():
 
 _full_vector_width()
 
-AFFINITY_VARIABLES = ("OMP_PROC_BIND", "OMP_PLACES", "GOMP_CPU_AFFINITY", "KMP_AFFINITY")
-
-
-def _bind_openmp_threads():
-    """Pin Numba's (and torch's) OpenMP threads, spread over the cores, as STREAM runs are pinned.
-
-    Unpinned threads can move between sockets after first-touching their pages, and then read the
-    other socket's memory: on a multi-socket machine the bandwidth falls and varies from run to run.
-    Read when the OpenMP runtime starts: set before anything imports Numba, and left alone if the
-    user chose any affinity setting. Numba's tbb and workqueue layers ignore it (the profile's
-    software.numba says which layer ran and what binding it had)."""
-    if "numba" in sys.modules or any(os.environ.get(k) for k in AFFINITY_VARIABLES):
-        return
-    os.environ["OMP_PROC_BIND"] = "spread"
-    os.environ["OMP_PLACES"] = "cores"
-
-
-_bind_openmp_threads()
-
 from harness.errors import HarnessError  # noqa: E402
 from harness.profile import load_profile  # noqa: E402
 

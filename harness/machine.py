@@ -8,8 +8,9 @@ import shutil
 import subprocess
 import sys
 
-from harness import AFFINITY_VARIABLES
 
+# the OpenMP settings that bind threads to CPUs: recorded, never set by the harness
+AFFINITY_VARIABLES = ("OMP_PROC_BIND", "OMP_PLACES", "GOMP_CPU_AFFINITY", "KMP_AFFINITY")
 SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_bf16",
               "avx512_fp16", "avx_vnni", "amx_tile", "amx_bf16", "asimd", "sve")
 # Arm CPUs name no model in /proc/cpuinfo, only their implementer and part numbers (the Arm ARM's

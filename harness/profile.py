@@ -80,6 +80,9 @@ def _validate_section(sec, source, where):
     for kernel, recs in (sec.get("thread_sweep") or {}).items():
         _require(isinstance(recs, list) and all(isinstance(r, dict) for r in recs), source,
                  f"{where}.thread_sweep.{kernel} must be a list of records")
+    warnings = sec.get("warnings", [])
+    _require(isinstance(warnings, list) and all(isinstance(w, str) for w in warnings), source,
+             f"{where}.warnings must be a list of messages")
     errors = sec.get("probe_errors", {})
     _require(isinstance(errors, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in errors.items()),
              source, f"{where}.probe_errors must map probe names to messages")

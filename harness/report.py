@@ -150,7 +150,7 @@ def peak_rows(sec, spec):
 
 def collect_warnings(sec):
     out = [f"probe {name} failed, its measurements are missing: {message}"
-           for name, message in (sec.get("probe_errors") or {}).items()]
+           for name, message in (sec.get("probe_errors") or {}).items()] + list(sec.get("warnings") or [])
     for key in ("bandwidth", "bandwidth_fp32", "peak_flops"):
         for name, rec in (sec.get(key) or {}).items():
             out += [f"{key}.{name}: {w}" for w in rec.get("warnings", [])]

@@ -62,11 +62,23 @@ def run_guarded(name, runner, section, progress):
 
 
 def torch_first():
-    """Import torch (if installed) before any Numba parallel kernel runs (probes/cpu_decode.torch_reason)."""
-    if unavailable_reason(PROBES["decode"], "cpu") is None:
-        from probes.cpu_decode import torch_reason
+    """Import torch before any Numba parallel kernel runs (probes/cpu_decode.torch_reason): None, or
+    why torch cannot run here.
 
-        torch_reason()
+    Loading torch starts its own OpenMP runtime, which, where OMP_PROC_BIND is set, binds this
+    thread to its first place; the thread's CPUs are given back after it, or Numba's runtime (a
+    second libgomp) would put all its threads on that one CPU (on the 2-vCPU Zen 5 VM, the fp32
+    FMA peak at two threads measured 228 GFLOP/s, at one 217)."""
+    reason = unavailable_reason(PROBES["decode"], "cpu")
+    if reason:
+        return reason
+    from probes.cpu_decode import torch_reason
+
+    cpus = os.sched_getaffinity(0)
+    try:
+        return torch_reason()
+    finally:
+        os.sched_setaffinity(0, cpus)
 
 
 def run_single_probe(name, device="cpu", threads=None, quick=False, options=None, progress=lambda m: None,
@@ -112,7 +124,9 @@ def run_single_probe(name, device="cpu", threads=None, quick=False, options=None
         section = run_probe_on_cpu(name, ctx)
         return derive_from_stored(section, cpu, profile_path)
     ctx = make_context(cpu, threads, quick, progress, dtypes=[dtype] if dtype else DTYPES, counters=counters)
-    return run_probe_on_cpu(name, ctx)
+    section = run_probe_on_cpu(name, ctx)
+    validation.flag_thread_scaling(section, cpu)
+    return section
 
 
 def derive_from_stored(section, cpu, profile_path=None):
@@ -176,6 +190,7 @@ def cpu_section(ctx, probe_names):
         run_guarded(name, lambda name=name: run_probe_on_cpu(name, ctx), section, ctx.progress)
     theory = theoretical(ctx.cpu)
     flag_against_theory(section, theory, ctx.cpu)
+    validation.flag_thread_scaling(section, ctx.cpu)
     section["theoretical"] = theory
     if "peak_flops" in section and "bandwidth" in section:
         section["balance"] = validation.balance(section)

@@ -48,6 +48,8 @@ def section_lines(section):
             lines.append(f"model validation: {value['finding']}")
         elif key == "note":
             lines.append(f"note: {value}")
+        elif key == "warnings":
+            lines.extend(f"WARNING: {w}" for w in value)
         elif key == "balance":
             for dtype, b in value.items():
                 lines.append(f"{'balance ' + dtype:<28} {b:.1f} FLOP/byte" if b else f"balance {dtype}: n/a")

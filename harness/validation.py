@@ -9,6 +9,7 @@ MODEL_HOLDS_WITHIN = 0.25  # |measured / predicted - 1| for the best implementat
 # bandwidth measured beside the point where there is one: the profile's may be minutes and 2x away)
 LARGE_CACHE_FACTOR = 4  # points whose cache is at least 4x the last-level cache
 FASTER_THAN_ADJACENT_READ = 1.1  # a point this much faster than the read beside it gets a warning
+SCALING_FLOOR = 0.5  # an FMA peak that gains less than this share of the cores' speedup: threads shared cores
 
 
 def roofs(section):
@@ -36,6 +37,23 @@ def flag_bandwidth(section, theoretical_bytes_per_s, memory):
             rec["fraction_of_theoretical"] = rec["bytes_per_s"] / bw
             if rec["bytes_per_s"] > bw:
                 rec["warnings"].append(f"exceeds the theoretical {memory} bandwidth {bw / 1e9:.1f} GB/s")
+
+
+def flag_thread_scaling(section, cpu):
+    """A warning where the thread sweep's fp32 FMA peak, which scales with cores, gained less than
+    half of what the cores its threads had should give: the threads shared cores (an OpenMP
+    affinity setting that bound them to one place, a CPU quota), and every parallel figure is low."""
+    rates = {r["threads"]: r.get("median_flops_per_s") for r in (section.get("thread_sweep") or {}).get("peak_fp32", [])}
+    top = max(rates, default=1)
+    cores = min(top, cpu["cores"] * cpu["usable_cpus"] // cpu["threads"])  # the usable CPUs' share of the cores
+    if cores < 2 or not rates.get(1) or not rates[top]:
+        return
+    speedup = rates[top] / rates[1]
+    if speedup < SCALING_FLOOR * cores:
+        section.setdefault("warnings", []).append(
+            f"the fp32 FMA peak at {top} threads is {speedup:.2f}x one thread's where {cores} cores should give "
+            f"about {cores}x: the threads shared cores (an OpenMP affinity setting, software.numba.openmp_affinity, "
+            "or a CPU quota), so every parallel figure here is too low")
 
 
 def swept_shape(records):

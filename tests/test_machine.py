@@ -184,7 +184,19 @@ def _affinity(env_extra):
     return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout.split()
 
 
-def test_openmp_threads_are_pinned_spread_over_cores_unless_the_user_chose():
-    assert _affinity({}) == ["spread", "cores"]
-    assert _affinity({"GOMP_CPU_AFFINITY": "0-3"}) == ["None", "None"]  # the user's choice stands
+def test_importing_the_harness_binds_no_threads_and_keeps_the_users_binding():
+    # two OpenMP runtimes share the process (torch's own libgomp, the system's for Numba): a binding
+    # set for both put Numba's threads on the one CPU torch's runtime had bound this thread to
+    assert _affinity({}) == ["None", "None"]
     assert _affinity({"OMP_PROC_BIND": "close"}) == ["close", "None"]
+
+
+@pytest.mark.skipif(not hasattr(os, "sched_getaffinity"), reason="no CPU affinity on this OS")
+def test_torch_first_gives_this_thread_its_cpus_back_after_torchs_openmp_binds_it():
+    code = ("import os, harness.run; before = os.sched_getaffinity(0); reason = harness.run.torch_first(); "
+            "print(reason is None or 'torch' in reason, os.sched_getaffinity(0) == before)")
+    env = dict(os.environ, PYTHONPATH=os.path.dirname(os.path.dirname(FIXTURES)), OMP_PROC_BIND="spread",
+               OMP_PLACES="cores")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
+    assert out.split() == ["True", "True"]
+

@@ -159,3 +159,12 @@ def test_probe_errors_must_name_probes_and_messages(tmp_path):
     path.write_text(yaml.safe_dump(doc))
     with pytest.raises(HarnessError, match="devices.cpu.probe_errors must map probe names to messages"):
         profile.load_profile(str(path))
+
+
+def test_section_warnings_must_be_messages(tmp_path):
+    path = tmp_path / "bad.yaml"
+    doc = make_doc()
+    doc["devices"]["cpu"]["warnings"] = "threads shared cores"
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(HarnessError, match="devices.cpu.warnings must be a list of messages"):
+        profile.load_profile(str(path))

@@ -14,7 +14,7 @@ from harness.export import export
 from harness.errors import HarnessError
 from harness.profile import load_profile, save_profile
 from harness.specs import load_specs
-from harness.summary import si
+from harness.summary import section_lines, si
 
 FIXTURE = os.path.join(FIXTURES, "profile-amd-epyc-2c.yaml")
 
@@ -94,6 +94,13 @@ def test_the_machine_row_names_an_arm_cpu_by_its_part(doc):
     cpu["theoretical"]["flops_per_s"] = {"fp64": None, "fp32": None}
     cpu["peak_flops"]["fp32"]["implied_clock_hz"] = 2.6e9
     assert "no clock reported: the measurement implies 2.60 GHz" in report.markdown(report.report_data(arm))
+
+
+def test_a_sections_own_warnings_are_reported_and_summarised(doc):
+    warned = copy.deepcopy(doc)
+    warned["devices"]["cpu"]["warnings"] = ["the threads shared cores"]
+    assert "- the threads shared cores" in report.markdown(report.report_data(warned))
+    assert "WARNING: the threads shared cores" in section_lines(warned["devices"]["cpu"])
 
 
 def test_counted_records_are_tabled_beside_declared_and_drawn_on_the_roofline(doc):

@@ -135,3 +135,23 @@ def test_samples_paired_with_the_read_before_each_give_the_fraction():
     rec["reads_before_samples_bytes_per_s"] = [BW, None, BW, BW, BW]  # a wrong read output: not paired
     validation.derive_point(rec, BW, PEAK)
     assert rec["achieved"]["fraction_of_adjacent_read"] == pytest.approx(0.4)
+
+
+def _sweep(one, top, threads=2):
+    recs = [{"threads": 1, "median_flops_per_s": one}, {"threads": threads, "median_flops_per_s": top}]
+    return {"thread_sweep": {"peak_fp32": recs}}
+
+
+def test_an_fma_peak_that_does_not_scale_with_the_cores_is_flagged(cpu):
+    confined = _sweep(221e9, 218e9)  # measured: OMP_PLACES={0} on the 2-vCPU Zen 5 VM
+    validation.flag_thread_scaling(confined, cpu)
+    assert len(confined["warnings"]) == 1 and "0.99x one thread's where 2 cores" in confined["warnings"][0]
+    scaled = _sweep(222e9, 443e9)
+    validation.flag_thread_scaling(scaled, cpu)
+    assert "warnings" not in scaled
+    smt = _sweep(222e9, 240e9)  # two threads on the two siblings of one core: no more FMA units
+    validation.flag_thread_scaling(smt, {**cpu, "cores": 1, "threads": 2})
+    assert "warnings" not in smt
+    nothing = {}
+    validation.flag_thread_scaling(nothing, cpu)
+    assert nothing == {}
