@@ -131,7 +131,8 @@ def cmd_report(args):
     from harness.report import write_index, write_report
     from harness.specs import load_specs
 
-    paths = args.profiles or sorted(glob.glob(os.path.join("profiles", "*.yaml")))
+    stored = sorted(glob.glob(os.path.join("profiles", "*.yaml")))
+    paths = args.profiles or stored
     if not paths:
         raise HarnessError("no profiles given and none in profiles/: run `harness profile` first")
     docs = [load_profile(p) for p in paths]  # every file validated before anything is written
@@ -139,8 +140,29 @@ def cmd_report(args):
     for doc in docs:
         for path in write_report(doc, args.out, specs):
             print(f"wrote {path}")
-    print(f"wrote {write_index(docs, specs, args.out)}")
+    print(f"wrote {write_index(docs + reported_earlier(stored, docs, args.out), specs, args.out)}")
     return 0
+
+
+def reported_earlier(stored, docs, out_dir):
+    """The stored profiles, other than `docs`' machines, whose report is already in `out_dir`: the
+    index keeps listing them when a report is made for one machine. A malformed one is named on
+    stderr and left out."""
+    from harness.profile import load_profile
+
+    named, earlier = {d["machine"]["id"] for d in docs}, []
+    for path in stored:
+        machine_id = os.path.splitext(os.path.basename(path))[0]  # profiles/<machine id>.yaml
+        if machine_id in named or not os.path.exists(os.path.join(out_dir, machine_id, "report.md")):
+            continue
+        try:
+            doc = load_profile(path)
+        except HarnessError as e:
+            print(f"left out of the index: {e}", file=sys.stderr)
+            continue
+        if doc["machine"]["id"] not in named:
+            earlier.append(doc)
+    return earlier
 
 
 def cmd_export(args):

@@ -158,6 +158,29 @@ def test_cli_report_and_export(tmp_path):
     assert proc.returncode == 0 and json.loads(proc.stdout)["peak_fp16_TFLOPS"] > 0
 
 
+def test_a_report_for_one_machine_keeps_the_others_reported_earlier_in_the_index(doc, tmp_path):
+    other = copy.deepcopy(doc)
+    other["machine"]["id"] = "other-cpu-4c"
+    stored = tmp_path / "profiles"
+    stored.mkdir()
+    save_profile(doc, stored / f"{doc['machine']['id']}.yaml")
+    save_profile(other, stored / "other-cpu-4c.yaml")
+    (stored / "broken-2c.yaml").write_text("schema_version: 1\nmachine: [")
+    assert run_cli("report", cwd=str(tmp_path)).returncode == 2  # a malformed named (all stored) profile: nothing
+    (stored / "broken-2c.yaml").unlink()
+    assert run_cli("report", cwd=str(tmp_path)).returncode == 0
+    (stored / "broken-2c.yaml").write_text("schema_version: 1\nmachine: [")
+    (tmp_path / "reports" / "broken-2c").mkdir()
+    (tmp_path / "reports" / "broken-2c" / "report.md").write_text("an earlier report")
+    proc = run_cli("report", str(stored / "other-cpu-4c.yaml"), cwd=str(tmp_path))
+    assert proc.returncode == 0 and "left out of the index" in proc.stderr and "broken-2c" in proc.stderr
+    index = (tmp_path / "reports" / "README.md").read_text()
+    assert f"[{doc['machine']['id']}]" in index and "[other-cpu-4c]" in index and "broken-2c" not in index
+    elsewhere = run_cli("report", str(stored / "other-cpu-4c.yaml"), "--out", str(tmp_path / "x"), cwd=str(tmp_path))
+    assert elsewhere.returncode == 0  # a new folder: only what was reported there
+    assert f"[{doc['machine']['id']}]" not in (tmp_path / "x" / "README.md").read_text()
+
+
 def test_cli_report_rejects_a_malformed_profile_and_writes_nothing(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("schema_version: 1\nmachine: [")
