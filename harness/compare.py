@@ -25,6 +25,8 @@ IDENTITY_FIELDS = [  # (label, path into the profile); compared and listed when 
     ("machine id", ("machine", "id")), ("hostname", ("machine", "hostname")),
     ("CPU model", ("machine", "cpu", "model")), ("cores", ("machine", "cpu", "cores")),
     ("hypervisor", ("machine", "cpu", "hypervisor")), ("memory bytes", ("machine", "cpu", "memory_bytes")),
+    ("cgroup CPU quota", ("machine", "cpu", "cgroup", "cpu_quota")),
+    ("cgroup memory limit", ("machine", "cpu", "cgroup", "memory_limit_bytes")),
     ("kernel", ("software", "kernel")), ("python", ("software", "python")),
     ("numba threading layer", ("software", "numba", "layer")),
     ("OpenMP affinity", ("software", "numba", "openmp_affinity")), ("threads used", ("devices", "cpu", "threads")),

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 import sys
 
+from harness import cgroups
 
 # the OpenMP settings that bind threads to CPUs: recorded, never set by the harness
 AFFINITY_VARIABLES = ("OMP_PROC_BIND", "OMP_PLACES", "GOMP_CPU_AFFINITY", "KMP_AFFINITY")
@@ -207,12 +208,14 @@ def numba_threading():
             "llvm_tuning": "-prefer-256-bit" if (numba.config.CPU_FEATURES or "").endswith(",-prefer-256-bit") else None}
 
 
-def usable_cpus():
-    """CPUs this process may run on (affinity), which bounds --threads."""
+def usable_cpus(quota=None):
+    """CPUs this process may run on, which bounds --threads: those its affinity allows, no more
+    than whole CPUs of its cgroup's CPU quota (threads beyond it would be throttled)."""
     try:
-        return len(os.sched_getaffinity(0))
+        cpus = len(os.sched_getaffinity(0))
     except AttributeError:
-        return os.cpu_count() or 1
+        cpus = os.cpu_count() or 1
+    return cgroups.cpus_within(quota, cpus)
 
 
 def identify_cpu(cpuinfo_path="/proc/cpuinfo"):
@@ -231,6 +234,10 @@ def identify_cpu(cpuinfo_path="/proc/cpuinfo"):
     arm = arm_identity(fields)
     model = fields.get("model name") or (arm and arm[2]) or platform.processor() or platform.machine()
     total, available = read_meminfo()
+    limits = cgroups.limits()
+    if limits["memory_limit_bytes"]:  # a container's memory: /proc/meminfo shows the host's
+        room = limits["memory_limit_bytes"] - (limits["memory_used_bytes"] or 0)
+        available = min(available, room) if available else room
     return {
         "id": machine_slug(model, cores),
         "model": model,
@@ -241,12 +248,13 @@ def identify_cpu(cpuinfo_path="/proc/cpuinfo"):
         "sockets": info["sockets"],
         "cores": cores,
         "threads": threads,
-        "usable_cpus": usable_cpus(),
+        "usable_cpus": usable_cpus(limits["cpu_quota"]),
         "simd": sorted(f for f in SIMD_FLAGS if f in flags),
         "frequency": read_frequency(fields),
         "caches": read_caches(online_cpus=threads),
         "memory_bytes": total,
         "memory_available_bytes": available,
+        "cgroup": limits,
         "hypervisor": hypervisor_vendor(flags),
     }
 

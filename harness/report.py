@@ -148,6 +148,15 @@ def peak_rows(sec, spec):
     return rows
 
 
+def cgroup_limits(limits):
+    """The container's CPU quota and memory limit, as the profile recorded them."""
+    if limits is None:
+        return "not recorded"
+    parts = ([f"CPU quota {limits['cpu_quota']:g} CPUs"] if limits.get("cpu_quota") is not None else []) + (
+        [f"memory {si(limits['memory_limit_bytes'], 'B')}"] if limits.get("memory_limit_bytes") else [])
+    return ", ".join(parts) or "none"
+
+
 def collect_warnings(sec):
     out = [f"probe {name} failed, its measurements are missing: {message}"
            for name, message in (sec.get("probe_errors") or {}).items()] + list(sec.get("warnings") or [])
@@ -285,6 +294,7 @@ def markdown(data):
         ["caches", ", ".join(f"L{c['level']} {c['size_bytes'] // 1024} KiB x{c['instances']}" for c in info.get("caches", []))],
         ["memory", si(info.get("memory_bytes"), "B")],
         ["hypervisor", info.get("hypervisor") or "none (bare metal)"],
+        ["cgroup limits", cgroup_limits(info.get("cgroup"))],
         ["OS / Python", f"{doc['software'].get('os')} {doc['software'].get('kernel')} / Python {doc['software'].get('python')}"],
         ["packages", ", ".join(f"{k} {v}" for k, v in (doc["software"].get("packages") or {}).items() if v)],
         ["threads used", cpu.get("threads")],

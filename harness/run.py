@@ -24,7 +24,9 @@ def check_threads(threads, cpu):
     if threads is None:
         return usable
     if not 1 <= threads <= usable:
-        raise HarnessError(f"--threads {threads} is invalid: choose 1 to {usable} (CPUs usable here)")
+        quota = (cpu.get("cgroup") or {}).get("cpu_quota")
+        why = f"; the cgroup's CPU quota is {quota:g} CPUs" if quota is not None else ""
+        raise HarnessError(f"--threads {threads} is invalid: choose 1 to {usable} (CPUs usable here{why})")
     return threads
 
 

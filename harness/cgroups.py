@@ -1,0 +1,99 @@
+"""The CPU and memory limits of this process's control group (a container's --cpus and --memory,
+a Kubernetes pod's limits, a systemd slice's CPUQuota), cgroup v1 or v2: /proc/meminfo and the
+CPU affinity show the host's, and threads beyond the CPU quota, or buffers beyond the memory
+limit, would be throttled or killed."""
+
+import math
+import os
+
+UNLIMITED_V1 = 1 << 62  # cgroup v1 writes "no limit" as a page-rounded 2**63 - 1
+
+
+def _read(path):
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def _mounts(root):
+    """(fstype, mount root, mount point, super options) of every cgroup mount (mountinfo(5))."""
+    out = []
+    for line in (_read(f"{root}/proc/self/mountinfo") or "").splitlines():
+        fields = line.split()
+        if "-" not in fields:
+            continue
+        sep = fields.index("-")
+        if fields[sep + 1] in ("cgroup", "cgroup2") and len(fields) > sep + 3:
+            out.append((fields[sep + 1], fields[3], fields[4], set(fields[sep + 3].split(","))))
+    return out
+
+
+def cgroup_dirs(controller, root=""):
+    """(version, [directories]) of this process's cgroup for `controller` ('cpu' or 'memory'), the
+    process's own first and then each ancestor up to the hierarchy's mount (every one of them may
+    hold a limit); (None, []) where no hierarchy has the controller."""
+    lines = (_read(f"{root}/proc/self/cgroup") or "").splitlines()
+    entries = [line.split(":", 2) for line in lines if line.count(":") >= 2]  # hierarchy id, controllers, path
+    for fstype, mount_root, mount_point, options in _mounts(root):
+        if fstype == "cgroup" and controller in options:
+            path = next((p for _, names, p in entries if controller in names.split(",")), None)
+            version = 1
+        elif fstype == "cgroup2" and controller in (_read(f"{root}{mount_point}/cgroup.controllers") or "").split():
+            path = next((p for hid, names, p in entries if hid == "0" and not names), None)
+            version = 2
+        else:
+            continue
+        if path is None:
+            continue
+        relative = path[len(mount_root):] if mount_root != "/" and path.startswith(mount_root) else path
+        top = f"{root}{mount_point}"
+        leaf = os.path.normpath(top + "/" + relative)
+        if os.path.commonpath([leaf, top]) != top or not os.path.isdir(leaf):
+            leaf = top  # a path outside this mount's view (another namespace's): the mount's own limits
+        dirs = [leaf]
+        while dirs[-1] != top:
+            dirs.append(os.path.dirname(dirs[-1]))
+        return version, dirs
+    return None, []
+
+
+def cpu_quota(root=""):
+    """CPUs' worth of time per period the cgroup may use (1.5 for --cpus=1.5), or None."""
+    version, dirs = cgroup_dirs("cpu", root)
+    quotas = []
+    for d in dirs:
+        if version == 2:
+            fields = (_read(f"{d}/cpu.max") or "max").split()
+            if fields[0] != "max" and len(fields) == 2:
+                quotas.append(int(fields[0]) / int(fields[1]))
+        else:
+            quota, period = _read(f"{d}/cpu.cfs_quota_us"), _read(f"{d}/cpu.cfs_period_us")
+            if quota and period and int(quota) > 0:
+                quotas.append(int(quota) / int(period))
+    return min(quotas, default=None)
+
+
+def memory_limit(root=""):
+    """(limit, used) bytes of the cgroup's memory, or (None, None) where it has no limit."""
+    version, dirs = cgroup_dirs("memory", root)
+    limit_file, used_file = ("memory.max", "memory.current") if version == 2 else ("memory.limit_in_bytes",
+                                                                                   "memory.usage_in_bytes")
+    limits = [int(v) for v in (_read(f"{d}/{limit_file}") for d in dirs) if v and v.isdigit() and int(v) < UNLIMITED_V1]
+    if not limits:
+        return None, None
+    used = _read(f"{dirs[0]}/{used_file}")
+    return min(limits), int(used) if used and used.isdigit() else None
+
+
+def limits(root=""):
+    """What the profile records: the cgroup's CPU quota and memory limit (None where unlimited)."""
+    quota = cpu_quota(root)
+    limit, used = memory_limit(root)
+    return {"cpu_quota": quota, "memory_limit_bytes": limit, "memory_used_bytes": used}
+
+
+def cpus_within(quota, cpus):
+    """The threads `cpus` CPUs can run without the quota throttling them: whole CPUs of it, at least 1."""
+    return cpus if quota is None else max(1, min(cpus, math.floor(quota)))
