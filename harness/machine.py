@@ -168,19 +168,32 @@ def read_frequency(fields, cpufreq_dir="/sys/devices/system/cpu/cpu0/cpufreq"):
     return {"nominal_hz": None, "current_hz": None, "source": "unknown: no cpufreq and no cpu MHz"}
 
 
-def hypervisor_vendor(flags):
-    """'KVM', 'VMware', ... where the CPU flags say a hypervisor runs this guest, else None."""
-    if "hypervisor" not in flags:
+# systemd-detect-virt's names where lscpu spells the same hypervisor otherwise; others ('amazon', ...) as it says
+VIRT_NAMES = {"kvm": "KVM", "microsoft": "Microsoft", "vmware": "VMware", "xen": "Xen"}
+
+
+def _output(command):
+    """A command's standard output, or None where it is missing or fails."""
+    if not shutil.which(command[0]):
         return None
-    if shutil.which("lscpu"):
-        try:
-            out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-            m = re.search(r"Hypervisor vendor:\s*(\S+)", out)
-            if m:
-                return m.group(1)
-        except (OSError, subprocess.SubprocessError):
-            pass
-    return "unknown"
+    try:
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return proc.stdout if proc.returncode == 0 else None
+
+
+def hypervisor_vendor(flags, arch=None):
+    """'KVM', 'VMware', ... where this machine is a guest, else None. An x86 CPU flags it and lscpu
+    names the vendor; an Arm CPU has no such flag (a Graviton or Azure Arm VM looked like bare
+    metal), so systemd-detect-virt decides there, from DMI and the device tree."""
+    if "hypervisor" in flags:
+        m = re.search(r"Hypervisor vendor:\s*(\S+)", _output(["lscpu"]) or "")
+        return m.group(1) if m else "unknown"
+    if (arch or platform.machine()) in ("x86_64", "i386", "i686"):
+        return None
+    virt = (_output(["systemd-detect-virt", "--vm"]) or "").strip()
+    return VIRT_NAMES.get(virt, virt) or None
 
 
 def package_versions():

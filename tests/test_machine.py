@@ -200,3 +200,18 @@ def test_torch_first_gives_this_thread_its_cpus_back_after_torchs_openmp_binds_i
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
     assert out.split() == ["True", "True"]
 
+
+
+def test_a_guest_is_named_by_lscpu_on_x86_and_by_systemd_detect_virt_on_arm(monkeypatch):
+    said = {"lscpu": "Architecture: x86_64\nHypervisor vendor:   KVM\n", "systemd-detect-virt": "amazon\n"}
+    asked = []
+    monkeypatch.setattr(machine, "_output", lambda command: asked.append(command[0]) or said.get(command[0]))
+    assert machine.hypervisor_vendor({"hypervisor", "avx2"}, arch="x86_64") == "KVM"
+    assert machine.hypervisor_vendor({"avx2"}, arch="x86_64") is None and asked == ["lscpu"]  # x86 bare metal: no flag
+    assert machine.hypervisor_vendor({"asimd"}, arch="aarch64") == "amazon"  # a Graviton VM flags nothing
+    said["systemd-detect-virt"] = "kvm\n"
+    assert machine.hypervisor_vendor({"asimd"}, arch="aarch64") == "KVM"
+    said["systemd-detect-virt"] = None  # 'none' exits 1, or the tool is missing: bare metal as far as can be told
+    assert machine.hypervisor_vendor({"asimd"}, arch="aarch64") is None
+    said["lscpu"] = "Architecture: x86_64\n"
+    assert machine.hypervisor_vendor({"hypervisor"}, arch="x86_64") == "unknown"
