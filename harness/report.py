@@ -32,6 +32,12 @@ def large_decode_points(sec, llc):
             if r.get("validated") and r["model"]["cache_bytes"] >= LARGE_CACHE_FACTOR * llc]
 
 
+def theoretical_peak(rec, theory, dtype):
+    """The theoretical FLOP/s of the cores a peak record's threads had (the machine's, in profiles
+    made before records carried their own)."""
+    return rec.get("theoretical_flops_per_s") or (theory.get("flops_per_s") or {}).get(dtype)
+
+
 def roofline_series(who, sec, llc, memory="DRAM", clock="nominal clock"):
     """Slopes per memory level, ceilings per dtype (measured and theoretical), ridges, decode points."""
     levels = sec.get("hierarchy_levels") or {}
@@ -44,7 +50,7 @@ def roofline_series(who, sec, llc, memory="DRAM", clock="nominal clock"):
     for dtype, rec in (sec.get("peak_flops") or {}).items():
         if rec.get("flops_per_s"):
             ceilings.append({"dtype": dtype, "label": f"{dtype} FMA peak (measured)", "flops_per_s": rec["flops_per_s"], "measured": True})
-        t = (theory.get("flops_per_s") or {}).get(dtype)
+        t = theoretical_peak(rec, theory, dtype)
         if t:
             ceilings.append({"dtype": dtype, "label": f"{dtype} peak (theoretical, {clock})", "flops_per_s": t, "measured": False})
     bw, _ = roofs(sec)
@@ -134,7 +140,7 @@ def peak_rows(sec, spec):
                      "fraction": pct(rec["bytes_per_s"] / t) if t and rec.get("bytes_per_s") else "n/a",
                      "flag": spec_flag(rec.get("bytes_per_s"), s) or ("; ".join(w for w in rec.get("warnings", []) if "exceeds" in w)) or ""})
     for dtype, rec in (sec.get("peak_flops") or {}).items():
-        t = (theory.get("flops_per_s") or {}).get(dtype)
+        t = theoretical_peak(rec, theory, dtype)
         s = ((spec or {}).get("flops_per_s") or {}).get(dtype, {}).get("value")
         flag = spec_flag(rec.get("flops_per_s"), s) or ""
         if t and rec.get("flops_per_s") and rec["flops_per_s"] > t:

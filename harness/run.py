@@ -162,19 +162,24 @@ def theoretical(cpu):
 
 
 def flag_against_theory(section, theory, cpu):
-    """Fraction of the theoretical peak on each peak record; a figure above it carries a warning."""
+    """Fraction of the theoretical peak of the cores the threads ran on (fewer than the machine's
+    with --threads or a CPU quota; SMT siblings share a core's FMA units) on each peak record; a
+    figure above it carries a warning."""
     per_cycle = theory.get("flops_per_cycle_per_core") or {}
     for dtype, rec in section.get("peak_flops", {}).items():
-        peak = theory["flops_per_s"].get(dtype)
         if rec.get("flops_per_s") is None or dtype not in per_cycle:
             continue
-        rec["implied_clock_hz"] = rec["flops_per_s"] / (rec["threads"] * per_cycle[dtype])
+        cores = min(rec["threads"], cpu["cores"])
+        rec["implied_clock_hz"] = rec["flops_per_s"] / (cores * per_cycle[dtype])
+        peak = theory["flops_per_s"].get(dtype)
         if not peak:  # the clock is unknown: the implied one is all there is
             continue
+        peak *= cores / cpu["cores"]
+        rec["theoretical_flops_per_s"] = peak
         rec["fraction_of_theoretical"] = rec["flops_per_s"] / peak
         if rec["flops_per_s"] > peak:
             rec["warnings"].append(
-                f"exceeds the theoretical peak ({peak / 1e9:.1f} GFLOP/s at the nominal "
+                f"exceeds the theoretical peak of {cores} core{'s' * (cores > 1)} ({peak / 1e9:.1f} GFLOP/s at the nominal "
                 f"{cpu['frequency']['nominal_hz'] / 1e9:.2f} GHz): the cores ran at about "
                 f"{rec['implied_clock_hz'] / 1e9:.2f} GHz, above the clock this machine reports")
     validation.flag_bandwidth(section, theory.get("bytes_per_s"), "DRAM")

@@ -215,3 +215,19 @@ def test_a_guest_is_named_by_lscpu_on_x86_and_by_systemd_detect_virt_on_arm(monk
     assert machine.hypervisor_vendor({"asimd"}, arch="aarch64") is None
     said["lscpu"] = "Architecture: x86_64\n"
     assert machine.hypervisor_vendor({"hypervisor"}, arch="x86_64") == "unknown"
+
+
+def test_a_peak_on_fewer_cores_than_the_machine_is_held_to_those_cores(cpu):
+    from harness import run
+
+    theory = {"flops_per_s": {"fp32": 332.3e9}, "flops_per_cycle_per_core": {"fp32": 64}}  # 2 cores at 2.6 GHz
+    one = {"peak_flops": {"fp32": {"flops_per_s": 233.9e9, "threads": 1, "warnings": []}}}  # --threads 1, or a quota
+    run.flag_against_theory(one, theory, cpu)
+    rec = one["peak_flops"]["fp32"]
+    assert rec["theoretical_flops_per_s"] == pytest.approx(166.15e9)
+    assert rec["fraction_of_theoretical"] == pytest.approx(233.9 / 166.15)  # not 0.70 of two cores' peak
+    assert rec["implied_clock_hz"] == pytest.approx(233.9e9 / 64) and "theoretical peak of 1 core (166.2 GFLOP/s" in rec["warnings"][0]
+    smt = {"peak_flops": {"fp32": {"flops_per_s": 300e9, "threads": 4, "warnings": []}}}  # 4 threads, 2 cores
+    run.flag_against_theory(smt, theory, cpu)
+    assert smt["peak_flops"]["fp32"]["theoretical_flops_per_s"] == pytest.approx(332.3e9)
+    assert smt["peak_flops"]["fp32"]["implied_clock_hz"] == pytest.approx(300e9 / 128)
