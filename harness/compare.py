@@ -87,6 +87,12 @@ def section_metrics(sec):
             pred = (rec.get("model") or {}).get("predicted_time_s")
             if pred:
                 out[f"{name}.abs_model_error"] = ([abs(s / pred - 1) for s in samples], False, "", rec.get("probe_hash"))
+            reads = rec.get("reads_before_samples_bytes_per_s")
+            if reads and len(reads) == len(samples) and all(reads):
+                # each sample's bytes/s over the read measured right before it: the host's memory
+                # drifting between runs moves both, so this moves only with the kernel's efficiency
+                out[f"{name}.fraction_of_adjacent_read"] = (
+                    [rec["model"]["bytes"] / t / r for t, r in zip(samples, reads)], True, "", rec.get("probe_hash"))
     read, peaks = out.get("bandwidth.read"), {k: v for k, v in out.items() if k.startswith("peak_flops.")}
     if read and read[0]:
         for name, (samples, _, _, digest) in peaks.items():

@@ -69,6 +69,24 @@ def test_time_metrics_regress_upward():
     assert verdict_of(compare.compare(slower, base), name) == "improved"
 
 
+def test_memory_drift_between_runs_moves_decode_time_but_not_its_fraction_of_the_adjacent_read():
+    def paired(time_s, efficiency):  # each sample moved `efficiency` of the read taken right before it
+        rec = decode_record(time_s, 0.01)
+        rec["reads_before_samples_bytes_per_s"] = [5.4e8 / t / efficiency for t in rec["samples_s"]]
+        return rec
+
+    base = profile({}, decode=[paired(10e-3, 0.85)])
+    drifted = profile({}, decode=[paired(13e-3, 0.85)])  # the host's memory 30% slower, same kernel
+    name = "decode.numba-fused.fp32.B1.H32.KV32.D128.S16384"
+    result = compare.compare(base, drifted)
+    assert verdict_of(result, f"{name}.time") == "regressed"
+    assert verdict_of(result, f"{name}.fraction_of_adjacent_read") == "unchanged"
+    worse = compare.compare(base, profile({}, decode=[paired(13e-3, 0.65)]))  # the kernel itself slower
+    assert verdict_of(worse, f"{name}.fraction_of_adjacent_read") == "regressed"
+    unpaired = profile({}, decode=[decode_record(10e-3, 0.01)])  # a profile from before reads were paired
+    assert f"{name}.fraction_of_adjacent_read" not in compare.metric_samples(unpaired)
+
+
 def test_a_changed_probe_is_not_comparable_and_missing_metrics_are_said():
     result = compare.compare(profile({"copy": rate_record(50e9, 0.01, probe_hash="old"), "add": rate_record(1e9, 0.01)}),
                              profile({"copy": rate_record(40e9, 0.01, probe_hash="new"), "scale": rate_record(1e9, 0.01)}))
