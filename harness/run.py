@@ -185,6 +185,16 @@ def flag_against_theory(section, theory, cpu):
     validation.flag_bandwidth(section, theory.get("bytes_per_s"), "DRAM")
 
 
+def flag_unpinned_sockets(section, ctx):
+    """A warning where threads spanned sockets unpinned (the harness pins none: see README): a
+    thread can move to the other socket after first-touching its pages, then read them remotely."""
+    if ctx.cpu["sockets"] > 1 and ctx.threads > 1 and not any(os.environ.get(v) for v in machine.AFFINITY_VARIABLES):
+        section.setdefault("warnings", []).append(
+            f"{ctx.threads} threads over {ctx.cpu['sockets']} sockets ran unpinned: bandwidth can vary from run to "
+            "run as threads move away from the memory they first touched; pin them (OMP_PROC_BIND=spread "
+            "OMP_PLACES=cores) to measure each socket's memory as STREAM does")
+
+
 def cpu_section(ctx, probe_names):
     """devices.cpu: every probe's records, theoretical peaks, flags and balance."""
     section = {"threads": ctx.threads, "quick": ctx.quick}
@@ -198,6 +208,7 @@ def cpu_section(ctx, probe_names):
     theory = theoretical(ctx.cpu)
     flag_against_theory(section, theory, ctx.cpu)
     validation.flag_thread_scaling(section, ctx.cpu)
+    flag_unpinned_sockets(section, ctx)
     section["theoretical"] = theory
     if "peak_flops" in section and "bandwidth" in section:
         section["balance"] = validation.balance(section)

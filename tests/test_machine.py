@@ -231,3 +231,18 @@ def test_a_peak_on_fewer_cores_than_the_machine_is_held_to_those_cores(cpu):
     run.flag_against_theory(smt, theory, cpu)
     assert smt["peak_flops"]["fp32"]["theoretical_flops_per_s"] == pytest.approx(332.3e9)
     assert smt["peak_flops"]["fp32"]["implied_clock_hz"] == pytest.approx(300e9 / 128)
+
+
+def test_threads_spanning_sockets_unpinned_are_warned(cpu, monkeypatch):
+    from harness import run
+    from harness.workload import Context
+
+    for name in machine.AFFINITY_VARIABLES:
+        monkeypatch.delenv(name, raising=False)
+    warned, single, pinned = {}, {}, {}
+    run.flag_unpinned_sockets(warned, Context(cpu={**cpu, "sockets": 2}, threads=4))
+    assert "4 threads over 2 sockets ran unpinned" in warned["warnings"][0]
+    run.flag_unpinned_sockets(single, Context(cpu=cpu, threads=2))
+    monkeypatch.setenv("OMP_PROC_BIND", "spread")
+    run.flag_unpinned_sockets(pinned, Context(cpu={**cpu, "sockets": 2}, threads=4))
+    assert single == {} and pinned == {}
