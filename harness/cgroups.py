@@ -76,15 +76,20 @@ def cpu_quota(root=""):
 
 
 def memory_limit(root=""):
-    """(limit, used) bytes of the cgroup's memory, or (None, None) where it has no limit."""
+    """(limit, used) bytes of the cgroup's memory, or (None, None) where it has no limit. Used is
+    the working set, as docker stats counts it: the usage less the inactive page cache, which the
+    kernel reclaims before it kills anything (a container that installed torch holds GBs of it)."""
     version, dirs = cgroup_dirs("memory", root)
-    limit_file, used_file = ("memory.max", "memory.current") if version == 2 else ("memory.limit_in_bytes",
-                                                                                   "memory.usage_in_bytes")
+    limit_file, used_file, inactive = (("memory.max", "memory.current", "inactive_file") if version == 2 else
+                                       ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file"))
     limits = [int(v) for v in (_read(f"{d}/{limit_file}") for d in dirs) if v and v.isdigit() and int(v) < UNLIMITED_V1]
     if not limits:
         return None, None
     used = _read(f"{dirs[0]}/{used_file}")
-    return min(limits), int(used) if used and used.isdigit() else None
+    if not (used and used.isdigit()):
+        return min(limits), None
+    stat = dict(line.split() for line in (_read(f"{dirs[0]}/memory.stat") or "").splitlines() if len(line.split()) == 2)
+    return min(limits), max(0, int(used) - int(stat.get(inactive, 0)))
 
 
 def limits(root=""):

@@ -52,6 +52,11 @@ def test_v1_limits_of_the_process_cgroup_as_measured_on_this_vm(tmp_path):
     write(root, "/sys/fs/cgroup/memory/hx/memory.limit_in_bytes", str(3 << 30))
     write(root, "/sys/fs/cgroup/memory/hx/memory.usage_in_bytes", "17113088")
     assert cgroups.limits(root) == {"cpu_quota": 1.5, "memory_limit_bytes": 3 << 30, "memory_used_bytes": 17113088}
+    # page cache the kernel would reclaim is not counted as used (this VM's memory.stat, recorded)
+    write(root, "/sys/fs/cgroup/memory/hx/memory.usage_in_bytes", "1600712704")
+    write(root, "/sys/fs/cgroup/memory/hx/memory.stat", "cache 1531281408\ninactive_file 860311552\n"
+                                                           "total_inactive_file 860311552\n")
+    assert cgroups.memory_limit(root) == (3 << 30, 1600712704 - 860311552)
 
 
 def v2_pod(tmp_path, controllers="cpuset cpu io memory pids"):
@@ -64,7 +69,8 @@ def v2_pod(tmp_path, controllers="cpuset cpu io memory pids"):
     write(root, "/sys/fs/cgroup/kubepods/pod1/cpu.max", "250000 100000\n")  # the pod's limit binds its container
     write(root, "/sys/fs/cgroup/kubepods/pod1/ctr/memory.max", str(8 << 30))
     write(root, "/sys/fs/cgroup/kubepods/pod1/memory.max", "max\n")
-    write(root, "/sys/fs/cgroup/kubepods/pod1/ctr/memory.current", str(1 << 30))
+    write(root, "/sys/fs/cgroup/kubepods/pod1/ctr/memory.current", str(3 << 30))
+    write(root, "/sys/fs/cgroup/kubepods/pod1/ctr/memory.stat", f"anon {1 << 30}\nfile {2 << 30}\ninactive_file {2 << 30}\n")
     return root
 
 
