@@ -6,21 +6,15 @@ limit, would be throttled or killed."""
 import math
 import os
 
+from harness.sysfs import read_text
+
 UNLIMITED_V1 = 1 << 62  # cgroup v1 writes "no limit" as a page-rounded 2**63 - 1
-
-
-def _read(path):
-    try:
-        with open(path) as f:
-            return f.read().strip()
-    except OSError:
-        return None
 
 
 def _mounts(root):
     """(fstype, mount root, mount point, super options) of every cgroup mount (mountinfo(5))."""
     out = []
-    for line in (_read(f"{root}/proc/self/mountinfo") or "").splitlines():
+    for line in (read_text(f"{root}/proc/self/mountinfo") or "").splitlines():
         fields = line.split()
         if "-" not in fields:
             continue
@@ -34,13 +28,13 @@ def cgroup_dirs(controller, root=""):
     """(version, [directories]) of this process's cgroup for `controller` ('cpu' or 'memory'), the
     process's own first and then each ancestor up to the hierarchy's mount (every one of them may
     hold a limit); (None, []) where no hierarchy has the controller."""
-    lines = (_read(f"{root}/proc/self/cgroup") or "").splitlines()
+    lines = (read_text(f"{root}/proc/self/cgroup") or "").splitlines()
     entries = [line.split(":", 2) for line in lines if line.count(":") >= 2]  # hierarchy id, controllers, path
     for fstype, mount_root, mount_point, options in _mounts(root):
         if fstype == "cgroup" and controller in options:
             path = next((p for _, names, p in entries if controller in names.split(",")), None)
             version = 1
-        elif fstype == "cgroup2" and controller in (_read(f"{root}{mount_point}/cgroup.controllers") or "").split():
+        elif fstype == "cgroup2" and controller in (read_text(f"{root}{mount_point}/cgroup.controllers") or "").split():
             path = next((p for hid, names, p in entries if hid == "0" and not names), None)
             version = 2
         else:
@@ -65,11 +59,11 @@ def cpu_quota(root=""):
     quotas = []
     for d in dirs:
         if version == 2:
-            fields = (_read(f"{d}/cpu.max") or "max").split()
+            fields = (read_text(f"{d}/cpu.max") or "max").split()
             if fields[0] != "max" and len(fields) == 2:
                 quotas.append(int(fields[0]) / int(fields[1]))
         else:
-            quota, period = _read(f"{d}/cpu.cfs_quota_us"), _read(f"{d}/cpu.cfs_period_us")
+            quota, period = read_text(f"{d}/cpu.cfs_quota_us"), read_text(f"{d}/cpu.cfs_period_us")
             if quota and period and int(quota) > 0:
                 quotas.append(int(quota) / int(period))
     return min(quotas, default=None)
@@ -82,13 +76,13 @@ def memory_limit(root=""):
     version, dirs = cgroup_dirs("memory", root)
     limit_file, used_file, inactive = (("memory.max", "memory.current", "inactive_file") if version == 2 else
                                        ("memory.limit_in_bytes", "memory.usage_in_bytes", "total_inactive_file"))
-    limits = [int(v) for v in (_read(f"{d}/{limit_file}") for d in dirs) if v and v.isdigit() and int(v) < UNLIMITED_V1]
+    limits = [int(v) for v in (read_text(f"{d}/{limit_file}") for d in dirs) if v and v.isdigit() and int(v) < UNLIMITED_V1]
     if not limits:
         return None, None
-    used = _read(f"{dirs[0]}/{used_file}")
+    used = read_text(f"{dirs[0]}/{used_file}")
     if not (used and used.isdigit()):
         return min(limits), None
-    stat = dict(line.split() for line in (_read(f"{dirs[0]}/memory.stat") or "").splitlines() if len(line.split()) == 2)
+    stat = dict(line.split() for line in (read_text(f"{dirs[0]}/memory.stat") or "").splitlines() if len(line.split()) == 2)
     return min(limits), max(0, int(used) - int(stat.get(inactive, 0)))
 
 

@@ -9,6 +9,7 @@ import subprocess
 import sys
 
 from harness import cgroups
+from harness.sysfs import read_text
 
 # the OpenMP settings that bind threads to CPUs: recorded, never set by the harness
 AFFINITY_VARIABLES = ("OMP_PROC_BIND", "OMP_PLACES", "GOMP_CPU_AFFINITY", "KMP_AFFINITY")
@@ -231,6 +232,20 @@ def usable_cpus(quota=None):
     return cgroups.cpus_within(quota, cpus)
 
 
+def memory_settings(root=""):
+    """Kernel settings that move memory bandwidth: transparent huge pages (numpy asks for them on
+    large arrays, so 'madvise' gives the STREAM arrays 2 MiB pages and 'never' does not), the NUMA
+    nodes and automatic NUMA balancing (which migrates pages while a probe reads them)."""
+    thp = re.search(r"\[(\w+)\]", read_text(f"{root}/sys/kernel/mm/transparent_hugepage/enabled") or "")
+    try:
+        nodes = sum(1 for n in os.listdir(f"{root}/sys/devices/system/node") if re.fullmatch(r"node\d+", n))
+    except OSError:
+        nodes = 0
+    balancing = read_text(f"{root}/proc/sys/kernel/numa_balancing") or ""
+    return {"transparent_hugepages": thp.group(1) if thp else None, "numa_nodes": nodes or None,
+            "numa_balancing": int(balancing) if balancing.isdigit() else None}
+
+
 def identify_cpu(cpuinfo_path="/proc/cpuinfo"):
     """Everything the profile records about the CPU and its memory."""
     try:
@@ -268,6 +283,7 @@ def identify_cpu(cpuinfo_path="/proc/cpuinfo"):
         "memory_bytes": total,
         "memory_available_bytes": available,
         "cgroup": limits,
+        "memory_settings": memory_settings(),
         "hypervisor": hypervisor_vendor(flags),
     }
 

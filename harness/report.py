@@ -163,6 +163,15 @@ def cgroup_limits(limits):
     return ", ".join(parts) or "none"
 
 
+def memory_settings(settings):
+    """Transparent huge pages, NUMA nodes and NUMA balancing, as the profile recorded them."""
+    if settings is None:
+        return "not recorded"
+    balancing = {0: "off", 1: "on"}.get(settings.get("numa_balancing"), settings.get("numa_balancing"))
+    return (f"transparent huge pages {settings.get('transparent_hugepages') or 'unknown'}, "
+            f"{settings.get('numa_nodes') or 'unknown'} NUMA node(s), NUMA balancing {balancing or 'unknown'}")
+
+
 def collect_warnings(sec):
     out = [f"probe {name} failed, its measurements are missing: {message}"
            for name, message in (sec.get("probe_errors") or {}).items()] + list(sec.get("warnings") or [])
@@ -301,6 +310,7 @@ def markdown(data):
         ["memory", si(info.get("memory_bytes"), "B")],
         ["hypervisor", info.get("hypervisor") or "none (bare metal)"],
         ["cgroup limits", cgroup_limits(info.get("cgroup"))],
+        ["memory settings", memory_settings(info.get("memory_settings"))],
         ["OS / Python", f"{doc['software'].get('os')} {doc['software'].get('kernel')} / Python {doc['software'].get('python')}"],
         ["packages", ", ".join(f"{k} {v}" for k, v in (doc["software"].get("packages") or {}).items() if v)],
         ["threads used", cpu.get("threads")],

@@ -246,3 +246,19 @@ def test_threads_spanning_sockets_unpinned_are_warned(cpu, monkeypatch):
     monkeypatch.setenv("OMP_PROC_BIND", "spread")
     run.flag_unpinned_sockets(pinned, Context(cpu={**cpu, "sockets": 2}, threads=4))
     assert single == {} and pinned == {}
+
+
+def test_memory_settings_that_move_bandwidth_are_read(tmp_path):
+    from harness import report
+
+    for path, text in (("sys/kernel/mm/transparent_hugepage/enabled", "always [madvise] never\n"),  # this VM's
+                       ("proc/sys/kernel/numa_balancing", "1\n"), ("sys/devices/system/node/node0/cpulist", "0-1\n"),
+                       ("sys/devices/system/node/node1/cpulist", "2-3\n"), ("sys/devices/system/node/online", "0-1\n")):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(text)
+    settings = machine.memory_settings(str(tmp_path))
+    assert settings == {"transparent_hugepages": "madvise", "numa_nodes": 2, "numa_balancing": 1}
+    assert report.memory_settings(settings) == "transparent huge pages madvise, 2 NUMA node(s), NUMA balancing on"
+    assert machine.memory_settings(str(tmp_path / "none")) == {"transparent_hugepages": None, "numa_nodes": None,
+                                                                "numa_balancing": None}
+    assert report.memory_settings(None) == "not recorded"
