@@ -1,5 +1,6 @@
 """Regression verdicts on synthetic profiles built from known distributions."""
 
+import pathlib
 
 import numpy as np
 import pytest
@@ -145,7 +146,7 @@ def test_cli_exit_codes(tmp_path):
 def test_cli_bad_input_changes_no_file(tmp_path):
     base = write(tmp_path, "base.yaml", profile({"triad": rate_record(50e9, 0.01)}))
     truncated = tmp_path / "t.yaml"
-    truncated.write_text(open(base).read()[:200])
+    truncated.write_text(pathlib.Path(base).read_text()[:200])
     before = truncated.read_text()
     out = tmp_path / "report.md"
     proc = run_cli("compare", base, str(truncated), "--out", str(out))

@@ -6,6 +6,7 @@ round trip and the report. What it cannot show: that the CUDA kernels are right 
 import inspect
 import json
 import os
+import pathlib
 import re
 import sys
 import types
@@ -70,7 +71,7 @@ def test_gpu_profile_section_report_with_numpy_standing_in(fake_gpu_machine, tmp
     profile.save_profile(doc, str(path))
     back = profile.load_profile(str(path))
     paths = report.write_report(back, str(tmp_path / "reports"), load_specs())
-    text = open(paths[-1]).read()
+    text = pathlib.Path(paths[-1]).read_text()
     assert [r[1] for r in report.index_rows([back], [])] == ["measured (gpu0: NVIDIA H100 80GB HBM3)"]
     assert {p.rsplit("/", 1)[-1] for p in paths} == {"roofline-gpu0.png", "decode-gpu0.png", "report.md"}
     gpu_part = text.split("## GPUs")[1].split("## Hardware counters")[0]
@@ -221,7 +222,7 @@ def test_gpu_profile_with_torch_tensor_cores_and_sdpa(fake_gpu_with_cpu_torch, t
     assert {"cupy-fused", "torch-sdpa[math]", "torch-naive"} <= impls
     path = tmp_path / "gpu.yaml"
     profile.save_profile(doc, str(path))
-    text = open(report.write_report(profile.load_profile(str(path)), str(tmp_path / "r"), load_specs())[-1]).read()
+    text = pathlib.Path(report.write_report(profile.load_profile(str(path)), str(tmp_path / "r"), load_specs())[-1]).read_text()
     assert "| tensor-core matmul bf16 |" in text and "(datasheet, dense)" in text
     assert "| torch-sdpa[math] |" in text
 
@@ -240,7 +241,7 @@ def test_a_tensor_core_matmul_torch_refuses_is_named_and_the_rest_measured(fake_
     doc = run.build_profile(device="gpu", quick=True, counters="off")
     path = tmp_path / "gpu.yaml"
     profile.save_profile(doc, str(path))
-    text = open(report.write_report(profile.load_profile(str(path)), str(tmp_path / "r"), load_specs())[-1]).read()
+    text = pathlib.Path(report.write_report(profile.load_profile(str(path)), str(tmp_path / "r"), load_specs())[-1]).read_text()
     assert "Tensor-core matmuls torch refused here: int8 (_int_mm_out_cuda not compiled for this platform)." in text
 
 
@@ -268,7 +269,7 @@ def test_a_throttled_gpu_marks_its_records_and_the_report(fake_gpu_machine, monk
     sec = doc["devices"]["gpu0"]
     assert sec["telemetry"]["peak"]["warnings"] == ["throttled while measuring: sw power cap"]
     assert "throttled while measuring: sw power cap" in sec["peak_flops"]["fp32"]["warnings"]
-    text = open(report.write_report(doc, str(tmp_path))[-1]).read()
+    text = pathlib.Path(report.write_report(doc, str(tmp_path))[-1]).read_text()
     assert "- gpu0 peak_flops.fp32: throttled while measuring: sw power cap" in text
     assert section["telemetry"]["peak"]["warnings"] and "sw power cap" in section["peak_flops"]["fp32"]["warnings"][-1]
 
@@ -290,7 +291,7 @@ def test_a_failing_gpu_probe_keeps_the_others_and_the_profile(fake_gpu_machine, 
                                              "was encountered"}
     assert all(r["validated"] for r in profile.measurement_records(sec)) and sec["bandwidth"] and sec["peak_flops"]
     assert "decode_attention" not in sec and sec["balance"]["fp32"] > 0
-    text = open(report.write_report(profile.load_profile(str(out)), str(tmp_path / "r"), load_specs())[-1]).read()
+    text = pathlib.Path(report.write_report(profile.load_profile(str(out)), str(tmp_path / "r"), load_specs())[-1]).read_text()
     assert "gpu0 probe decode failed, its measurements are missing: RuntimeError" in text
 
 

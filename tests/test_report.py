@@ -4,6 +4,7 @@ numbers, stated absences, the index, the export, and bad input."""
 import copy
 import json
 import os
+import pathlib
 
 import matplotlib.image
 import pytest
@@ -58,7 +59,7 @@ def test_report_files_are_written_and_valid(doc, tmp_path):
             with open(p, "rb") as f:
                 assert f.read(8) == b"\x89PNG\r\n\x1a\n"
             assert matplotlib.image.imread(p).shape[0] > 300
-    text = open(os.path.join(tmp_path, doc["machine"]["id"], "report.md")).read()
+    text = pathlib.Path(os.path.join(tmp_path, doc["machine"]["id"], "report.md")).read_text()
     cpu = doc["devices"]["cpu"]
     assert si(cpu["bandwidth"]["read"]["bytes_per_s"], "B/s") in text
     assert si(cpu["peak_flops"]["fp32"]["flops_per_s"], "FLOP/s") in text
@@ -74,7 +75,7 @@ def test_a_profile_without_decode_gpu_or_counters_states_the_absences(doc, tmp_p
         bare["devices"]["cpu"].pop(key)
     paths = report.write_report(bare, str(tmp_path))
     assert sorted(os.path.basename(p) for p in paths) == ["report.md", "roofline.png"]
-    text = open(paths[-1]).read()
+    text = pathlib.Path(paths[-1]).read_text()
     assert "No decode attention measurements in this profile." in text
     assert "No hierarchy sweep in this profile." in text
     assert "NVML" in text or "GPU" in text
@@ -128,7 +129,7 @@ def test_counted_records_are_tabled_beside_declared_and_drawn_on_the_roofline(do
 
 def test_index_lists_machines_and_specs(doc, tmp_path):
     path = report.write_index([doc], load_specs(), str(tmp_path))
-    text = open(path).read()
+    text = pathlib.Path(path).read_text()
     assert f"[{doc['machine']['id']}]" in text
     for name in ("A100-SXM4-80GB", "H100 PCIe", "H200", "L4", "RTX 4090", "i5-8250U"):
         assert name in text
