@@ -113,7 +113,7 @@ def test_without_mpi_a_single_process_is_a_fleet_of_one(tmp_path):
                           capture_output=True, text=True, env=env, cwd=ROOT, timeout=600)
     assert proc.returncode == 0, proc.stderr
     assert "a fleet of one" in proc.stdout and "mpirun -np N" in proc.stdout
-    summary = yaml.safe_load(open(tmp_path / "one" / "summary.yaml"))
+    summary = yaml.safe_load((tmp_path / "one" / "summary.yaml").read_text())
     assert summary["launched_via"] == "single process" and len(summary["nodes"]) == 1
 
 
@@ -132,7 +132,7 @@ def test_mpirun_two_ranks_each_pinned_to_a_core(tmp_path):
     if os.cpu_count() >= 2:
         assert all(len(d["fleet"]["cpus"]) == 1 for d in docs)  # bound to one core each
         assert docs[0]["fleet"]["cpus"] != docs[1]["fleet"]["cpus"]
-    summary = yaml.safe_load(open(folder / "summary.yaml"))
+    summary = yaml.safe_load((folder / "summary.yaml").read_text())
     assert summary["ranks"] == 2 and summary["launched_via"] == "mpi4py" and summary["failed"] == []
 
 
