@@ -115,7 +115,8 @@ def cmd_model(args):
         compute = "fp32 FMA peak"
         tensor = (devices[device].get("tensor_flops") or {}).get(args.dtype)
         if isinstance(tensor, dict) and tensor.get("validated") and tensor.get("flops_per_s"):
-            peak, compute = tensor["flops_per_s"], f"tensor-core {args.dtype} matmul peak"
+            kind = "torch" if device == "cpu" else "tensor-core"
+            peak, compute = tensor["flops_per_s"], f"{kind} {args.dtype} matmul peak"
         where = f"{doc['machine']['id']} {device} ({path}: measured read bandwidth and {compute})"
     step = model.decode_step(preset, args.dtype, args.batch, args.seq_len, bw, peak)
     step["machine"] = where

@@ -37,26 +37,36 @@ def llm_analysis(doc, device=None):
     }
     notes = [f"hbm_bandwidth_in_GB_per_sec: measured read bandwidth (bandwidth.read, best sample) of "
              f"{doc['machine']['id']} {device}", "intra/inter-node bandwidth and latency: not measured (null)"]
+    tensor = sec.get("tensor_flops") or {}
     if device == "cpu":
         mem = (doc["machine"].get("cpu") or {}).get("memory_bytes")
         config["mem_per_GPU_in_GB"] = round(mem / 1e9, 1) if mem else None
-        for key in ("peak_fp16_TFLOPS", "peak_i8_TFLOPS", "peak_i4_TFLOPS"):
-            config[key] = round(peak / 1e12, 4)
-        notes += ["peak_fp16/i8/i4_TFLOPS: the measured fp32 FMA peak; this CPU computes 16-bit and 8-bit "
-                  "caches in fp32 (no faster fp16/int8 path was measured)", "mem_per_GPU_in_GB: the machine's RAM"]
+        for key, dtypes in (("peak_fp16_TFLOPS", ("bf16", "fp16")), ("peak_i8_TFLOPS", ("int8",)),
+                            ("peak_i4_TFLOPS", ())):
+            # the fastest measured way to compute it: a validated torch matmul, or fp32 FMAs
+            rate, how = max([(matmul_rate(tensor, d) or 0, f"measured torch {d} matmul") for d in dtypes]
+                            + [(peak, "the measured fp32 FMA peak (no faster validated matmul in the profile)")])
+            config[key] = round(rate / 1e12, 4)
+            notes.append(f"{key}: {how}")
+        notes.append("mem_per_GPU_in_GB: the machine's RAM")
         return config, notes
     mem = (sec.get("gpu") or {}).get("memory_bytes")
     config["mem_per_GPU_in_GB"] = round(mem / 1e9, 1) if mem else None
-    tensor = sec.get("tensor_flops") or {}
     for key, dtype in (("peak_fp16_TFLOPS", "fp16"), ("peak_i8_TFLOPS", "int8")):
-        rec = tensor.get(dtype) if isinstance(tensor.get(dtype), dict) else {}
-        if rec.get("validated") and rec.get("flops_per_s"):
-            config[key] = round(rec["flops_per_s"] / 1e12, 4)
+        rate = matmul_rate(tensor, dtype)
+        if rate:
+            config[key] = round(rate / 1e12, 4)
             notes.append(f"{key}: measured tensor-core matmul ({dtype}, torch.matmul)")
         else:
             notes.append(f"{key}: not measured (null): {tensor.get('reason') or 'no validated tensor-core ' + dtype + ' matmul'}")
     notes += ["peak_i4_TFLOPS: not measured (null)", "mem_per_GPU_in_GB: NVML's memory size"]
     return config, notes
+
+
+def matmul_rate(tensor, dtype):
+    """The validated matmul FLOP/s of `dtype` in a tensor_flops section, or None."""
+    rec = tensor.get(dtype)
+    return rec["flops_per_s"] if isinstance(rec, dict) and rec.get("validated") and rec.get("flops_per_s") else None
 
 
 def export(doc, fmt, device=None):

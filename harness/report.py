@@ -197,7 +197,8 @@ def report_data(doc, specs=()):
         "id": doc["machine"]["id"], "doc": doc, "cpu_info": cpu_info, "cpu": cpu, "spec": spec,
         "roofline": roofline_series(doc["machine"]["id"], cpu, llc) if cpu.get("peak_flops") else None,
         "decode": decode_series(doc["machine"]["id"], cpu, llc) if cpu.get("decode_attention") else None,
-        "peaks": peak_rows(cpu, spec), "drills": drills(cpu), "warnings": collect_warnings(cpu),
+        "peaks": peak_rows(cpu, spec) + tensor_rows(cpu, spec, "matmul (torch)"), "drills": drills(cpu),
+        "warnings": collect_warnings(cpu),
         "gpus": [gpu_data(doc, name, sec, specs) for name, sec in sorted((doc.get("devices") or {}).items())
                  if name.startswith("gpu")],
     }
@@ -216,20 +217,29 @@ def gpu_data(doc, name, sec, specs=()):
             "peaks": peak_rows(sec, spec) + tensor_rows(sec, spec), "warnings": collect_warnings(sec)}
 
 
-def tensor_rows(sec, spec):
-    """Tensor-core matmul peaks against the datasheet's dense rate (NVML gives no tensor figures)."""
+def tensor_rows(sec, spec, what="tensor-core matmul"):
+    """Matmul peaks (a GPU's tensor cores, a CPU's through torch) against the datasheet's dense rate
+    (NVML gives no tensor figures)."""
     rows = []
     for dtype, rec in (sec.get("tensor_flops") or {}).items():
         if not isinstance(rec, dict):
             continue
         sheet = (((spec or {}).get("flops_per_s") or {}).get(f"{dtype}_tensor") or {}).get("value")
         measured = rec.get("flops_per_s")
-        rows.append({"metric": f"tensor-core matmul {dtype}", "best": si(measured, "FLOP/s"),
+        rows.append({"metric": f"{what} {dtype}", "best": si(measured, "FLOP/s"),
                      "median": si(rec.get("median_flops_per_s"), "FLOP/s"),
                      "theoretical": f"{si(sheet, 'FLOP/s')} (datasheet, dense)" if sheet else "n/a",
                      "fraction": pct(measured / sheet) if sheet and measured else "n/a",
                      "flag": (spec_flag(measured, sheet) or "") if rec.get("validated") else f"WRONG: {rec.get('error')}"})
     return rows
+
+
+def matmul_notes(sec, gpu):
+    """Lines saying why matmul peaks are missing: no torch, or products torch refused here."""
+    peaks, products = ("Tensor-core peaks", "Tensor-core matmuls") if gpu else ("Matmul peaks", "Matmuls")
+    out = [f"{peaks} not measured: {sec['tensor_flops']['reason']}.", ""] if (sec.get("tensor_flops") or {}).get("reason") else []
+    refused = [f"{u['dtype']} ({u['reason']})" for u in sec.get("tensor_flops_unsupported") or []]
+    return out + ([f"{products} torch refused here: {'; '.join(refused)}.", ""] if refused else [])
 
 
 def ratio(a, b):
@@ -317,6 +327,7 @@ def markdown(data):
         ["datasheet spec", data["spec"]["name"] if data["spec"] else "none matches this CPU in profiles/specs/"],
     ]), ""]
     out += measurements_markdown(cpu, data["peaks"], "##")
+    out += matmul_notes(cpu, gpu=False)
     out += decode_markdown(cpu, "decode.png", "##")
     out += drills_markdown(data["drills"])
     out += ["## GPUs", ""]
@@ -377,11 +388,7 @@ def gpu_markdown(g):
         ["datasheet spec", g["spec"]["name"] if g["spec"] else "none matches this GPU in profiles/specs/"],
     ]), ""]
     out += measurements_markdown(sec, g["peaks"], "####")
-    if (sec.get("tensor_flops") or {}).get("reason"):
-        out += [f"Tensor-core peaks not measured: {sec['tensor_flops']['reason']}.", ""]
-    refused = [f"{u['dtype']} ({u['reason']})" for u in sec.get("tensor_flops_unsupported") or []]
-    if refused:
-        out += ["Tensor-core matmuls torch refused here: " + "; ".join(refused) + ".", ""]
+    out += matmul_notes(sec, gpu=True)
     out += decode_markdown(sec, f"decode-{name}.png", "####")
     out += fused_kernel_markdown(sec)
     skipped = sorted({f"{u['impl']} ({u['reason']})" for u in sec.get("decode_unsupported") or []})

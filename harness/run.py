@@ -13,7 +13,8 @@ from harness.specs import load_specs, match_spec
 from harness.workload import Context, tiny_sizes
 from probes import PROBES, load_runner, reserve_cpu_buffers, unavailable_reason
 
-CPU_PROFILE_PROBES = ("stream", "hierarchy", "peak", "threads", "decode")
+CPU_PROFILE_PROBES = ("stream", "hierarchy", "peak", "matmul", "threads", "decode")
+TORCH_PROBES = ("matmul", "decode")  # they run torch: it is imported before Numba's threads (torch_first)
 DEVICES = ("cpu", "gpu", "all")
 DTYPES = ("fp64", "fp32")
 
@@ -120,8 +121,9 @@ def run_single_probe(name, device="cpu", threads=None, quick=False, options=None
         if counters in ("auto", "ncu"):  # the records ncu counts in a profile, where this probe made them
             count_with_ncu(section, index, progress)
         return section
-    if name == "decode":
+    if name in TORCH_PROBES:
         torch_first()
+    if name == "decode":
         ctx = make_context(cpu, threads, quick, progress, options=options, counters=counters)
         section = run_probe_on_cpu(name, ctx)
         return derive_from_stored(section, cpu, profile_path)
@@ -200,7 +202,7 @@ def cpu_section(ctx, probe_names):
     section = {"threads": ctx.threads, "quick": ctx.quick}
     for name in probe_names:  # each can run here, or one clear error before minutes of probing
         cpu_probe(name)
-    if "decode" in probe_names:
+    if set(TORCH_PROBES) & set(probe_names):
         torch_first()
     reserve_cpu_buffers(ctx, probe_names)
     for name in probe_names:

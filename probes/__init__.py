@@ -32,6 +32,10 @@ PROBES = {
                            cpu_buffers="probes.cpu_stream:hierarchy_buffers"),
     "peak": ProbeSpec("peak", {"cpu": "probes.cpu_peak:run_peak", "gpu": "probes.gpu_peak:run_peak"},
                       "FMA-chain peak FLOP/s, fp64 and fp32 (and fp16 half2, tensor-core matmul on GPU)"),
+    "matmul": ProbeSpec("matmul", {"cpu": "probes.cpu_matmul:run_matmul"},
+                        "matmul peaks through torch (oneDNN: AVX-512 BF16, VNNI, AMX), fp32, bf16, fp16 and int8, "
+                        "checked against float64 (a GPU's tensor-core matmuls are in its peak probe)", dtypes=(),
+                        options=()),
     "threads": ProbeSpec("threads", {"cpu": "probes.cpu_threads:run_thread_sweep"},
                          "thread sweep 1..N of triad bandwidth and fp32 peak", options=(),
                          cpu_buffers="probes.cpu_stream:stream_buffers"),

@@ -1,0 +1,87 @@
+"""CPU matmul peaks through torch (oneDNN/MKL): fp32, bf16, fp16 and int8, the rates the CPU's
+matrix units give LLM layers (AVX-512 BF16 and VNNI, AMX where the CPU has it), which the fp32 FMA
+chains of probes/cpu_peak.py cannot show. Each product is checked on a few rows against float64.
+
+On the 2-vCPU Zen 5 VM (`harness probe matmul`, best samples): fp32 177 GFLOP/s (the FMA chains
+reach 450), bf16 770, int8 1.3 TOP/s, fp16 2.3 (torch has no fast fp16 path there): a dtype whose
+trial product projects past SLOW_CALL_S at the full size is timed at the trial size, and says so.
+"""
+
+from harness.errors import first_line
+from harness.workload import Workload
+
+DTYPES = ("fp32", "bf16", "fp16", "int8")
+SIZE, TRIAL_SIZE, TINY_SIZE = 2048, 256, 64
+SLOW_CALL_S = 1.0  # a full-size product slower than this is timed at TRIAL_SIZE
+TOLERANCE = {"int8": 0, "fp32": 1e-5, "fp16": 1e-2, "bf16": 2e-2}  # max error / max |reference|
+
+
+def operands(dtype, n):
+    """(a, b, product) for an n x n x n matmul of `dtype` in torch on the CPU."""
+    import torch
+
+    gen = torch.Generator().manual_seed(n)
+    if dtype == "int8":
+        a = torch.randint(-8, 8, (n, n), dtype=torch.int8, generator=gen)
+        b = torch.randint(-8, 8, (n, n), dtype=torch.int8, generator=gen)
+        return a, b, lambda: torch._int_mm(a, b)
+    t = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+    a, b = torch.rand(n, n, generator=gen).to(t), torch.rand(n, n, generator=gen).to(t)
+    return a, b, lambda: torch.matmul(a, b)
+
+
+def matmul_workload(dtype, n, threads):
+    """torch's n x n x n product on `threads` threads, 2 n^3 operations a call."""
+    import torch
+
+    a, b, op = operands(dtype, n)
+    state = {}
+
+    def run(loops):
+        torch.set_num_threads(threads)
+        for _ in range(loops):
+            state["out"] = op()
+
+    def check():
+        ref = a[:8].double() @ b.double()
+        err = float((state["out"][:8].double() - ref).abs().max() / ref.abs().max())
+        return None if err <= TOLERANCE[dtype] else f"matmul {dtype}: relative error {err:.3g} against float64"
+
+    return Workload(name=f"matmul_{dtype}", run=run, check=check, poison=state.clear, threads=threads, dtype=dtype,
+                    device="cpu", flops_per_call=2 * n ** 3, info={"n": n, "via": "torch._int_mm" if dtype == "int8"
+                                                                   else "torch.matmul"})
+
+
+def size_for(dtype, threads, clock):
+    """SIZE, or TRIAL_SIZE where one trial product says a full-size one would take over SLOW_CALL_S."""
+    import torch
+
+    torch.set_num_threads(threads)
+    _, _, op = operands(dtype, TRIAL_SIZE)
+    op()  # the first call sets oneDNN up
+    start = clock()
+    op()
+    seconds = (clock() - start) / 1e9
+    return TRIAL_SIZE if seconds * (SIZE / TRIAL_SIZE) ** 3 > SLOW_CALL_S else SIZE
+
+
+def run_matmul(ctx):
+    """devices.cpu.tensor_flops.<dtype> (the matmul peaks, as a GPU's are named) and the dtypes torch
+    refused, with its reason."""
+    try:
+        import torch  # noqa: F401
+    except ImportError as e:
+        return {"tensor_flops": {"reason": f"torch is not installed ({e})"}}
+    out, refused = {}, []
+    for dtype in DTYPES:
+        ctx.progress(f"matmul {dtype} (torch), {ctx.threads} threads")
+        try:
+            n = TINY_SIZE if ctx.tiny else size_for(dtype, ctx.threads, ctx.clock)
+            rec = out[dtype] = ctx.measure(matmul_workload(dtype, n, ctx.threads))
+        except RuntimeError as e:  # this torch build has no such product on this CPU
+            refused.append({"dtype": dtype, "reason": first_line(e)})
+            continue
+        if n == TRIAL_SIZE:
+            rec["warnings"].append(f"timed at n={n}: a {SIZE}-wide product would take over {SLOW_CALL_S:g} s "
+                                   "(torch has no fast path for it on this CPU)")
+    return {"tensor_flops": out, **({"tensor_flops_unsupported": refused} if refused else {})}

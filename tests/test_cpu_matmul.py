@@ -1,0 +1,62 @@
+"""The CPU matmul probe (torch): every product validated against float64 at tiny sizes, a wrong
+product caught, the size chosen by a trial product's time, and no torch said, not crashed."""
+
+import sys
+
+import pytest
+
+from conftest import run_cli
+from harness.workload import Context, time_workload
+from probes import cpu_matmul
+
+torch = pytest.importorskip("torch", reason="torch is not installed (make setup installs the CPU build)")
+
+
+@pytest.fixture
+def tiny_ctx(cpu):
+    return Context(cpu=cpu, threads=2, tiny=True)
+
+
+def test_every_product_is_timed_and_validated_or_refused_with_torchs_reason(tiny_ctx):
+    section = cpu_matmul.run_matmul(tiny_ctx)
+    refused = {u["dtype"]: u["reason"] for u in section.get("tensor_flops_unsupported", [])}
+    assert set(section["tensor_flops"]) | set(refused) == set(cpu_matmul.DTYPES)
+    assert "fp32" in section["tensor_flops"] and "bf16" in section["tensor_flops"]
+    for dtype, rec in section["tensor_flops"].items():
+        assert rec["validated"], rec.get("error")
+        assert rec["flops_per_call"] == 2 * cpu_matmul.TINY_SIZE ** 3 and rec["flops_per_s"] > 0
+        assert rec["threads"] == 2 and rec["n"] == cpu_matmul.TINY_SIZE
+
+
+def test_a_wrong_product_is_caught(monkeypatch):
+    w = cpu_matmul.matmul_workload("fp32", 16, threads=1)
+    rec = time_workload(w, repeats=2, min_sample_s=1e-4)
+    assert rec["validated"]
+    real = cpu_matmul.operands
+    monkeypatch.setattr(cpu_matmul, "operands", lambda d, n: (*real(d, n)[:2], lambda: torch.zeros(n, n)))
+    rec = time_workload(cpu_matmul.matmul_workload("fp32", 16, threads=1), repeats=2, min_sample_s=1e-4)
+    assert not rec["validated"] and "relative error 1 against float64" in rec["error"]
+
+
+def test_a_dtype_without_a_fast_path_is_timed_at_the_trial_size(fake_clock, monkeypatch):
+    def timed(seconds):
+        def operands(dtype, n):
+            return None, None, lambda: fake_clock.advance_s(seconds)
+        return operands
+
+    monkeypatch.setattr(cpu_matmul, "operands", timed(0.015))  # fp16 on the Zen 5 VM: 2.3 GFLOP/s at n=256
+    assert cpu_matmul.size_for("fp16", 2, fake_clock) == cpu_matmul.TRIAL_SIZE
+    monkeypatch.setattr(cpu_matmul, "operands", timed(1e-4))  # bf16 there: 2048 takes ~25 ms
+    assert cpu_matmul.size_for("bf16", 2, fake_clock) == cpu_matmul.SIZE
+
+
+def test_without_torch_the_section_says_why(tiny_ctx, monkeypatch):
+    monkeypatch.setitem(sys.modules, "torch", None)
+    assert "torch is not installed" in cpu_matmul.run_matmul(tiny_ctx)["tensor_flops"]["reason"]
+
+
+def test_cli_probe_matmul():
+    proc = run_cli("probe", "matmul")
+    assert proc.returncode == 0, proc.stderr
+    assert "tensor_flops.bf16" in proc.stdout and "ok" in proc.stdout
+    assert run_cli("probe", "matmul", "--dtype", "fp32").returncode == 2  # it takes no options
