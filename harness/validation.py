@@ -9,7 +9,7 @@ MODEL_HOLDS_WITHIN = 0.25  # |measured / predicted - 1| for the best implementat
 # bandwidth measured beside the point where there is one: the profile's may be minutes and 2x away)
 LARGE_CACHE_FACTOR = 4  # points whose cache is at least 4x the last-level cache
 FASTER_THAN_ADJACENT_READ = 1.1  # a point this much faster than the read beside it gets a warning
-SCALING_FLOOR = 0.5  # an FMA peak that gains less than this share of the cores' speedup: threads shared cores
+SCALING_FLOOR = 0.5  # an FMA peak that gains less than this share of what its cores add: threads shared cores
 
 
 def roofs(section):
@@ -49,7 +49,7 @@ def flag_thread_scaling(section, cpu):
     if cores < 2 or not rates.get(1) or not rates[top]:
         return
     speedup = rates[top] / rates[1]
-    if speedup < SCALING_FLOOR * cores:
+    if speedup - 1 < SCALING_FLOOR * (cores - 1):  # the gain over one thread, against what the cores add
         section.setdefault("warnings", []).append(
             f"the fp32 FMA peak at {top} threads is {speedup:.2f}x one thread's where {cores} cores should give "
             f"about {cores}x: the threads shared cores (an OpenMP affinity setting, software.numba.openmp_affinity, "
