@@ -7,6 +7,9 @@ WIDE_SPREAD_CV = 0.10  # pyperf warns when stdev >= 10% of the mean
 WIDE_SPREAD_IQR = 0.10  # torch.utils.benchmark warns on a wide IQR relative to the median
 MIN_SAMPLE_RESOLUTIONS = 1000  # a sample shorter than 1000 timer ticks is dominated by the timer
 BUSY_STEAL_FRACTION = 0.02
+# other work's share of all CPUs' time while measuring: 0.5% on the idle 2-vCPU dev VM, 37% with one
+# `yes` running beside a 2-thread FMA peak (which then measured 235 GFLOP/s instead of 424)
+BUSY_OTHER_FRACTION = 0.1
 
 
 def quartiles(samples):
@@ -65,4 +68,12 @@ def steal_warning(steal_fraction):
     """A warning when the hypervisor took CPU time from this guest during a measurement."""
     if steal_fraction is not None and steal_fraction >= BUSY_STEAL_FRACTION:
         return f"machine busy: CPU steal time was {steal_fraction:.1%} of CPU time during the measurement"
+    return None
+
+
+def other_load_warning(fraction):
+    """A warning when other work took a share of the CPUs while a measurement ran."""
+    if fraction is not None and fraction >= BUSY_OTHER_FRACTION:
+        return (f"machine busy: other work (processes, or the kernel) took {fraction:.0%} of the CPUs' time "
+                "during the measurement")
     return None

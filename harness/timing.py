@@ -5,7 +5,9 @@ unit of work. The clock and the CPU-time reader are parameters so tests can pass
 """
 
 import math
+import os
 import time
+from collections import namedtuple
 from dataclasses import dataclass, field
 
 from harness import stats
@@ -21,6 +23,7 @@ class Measurement:
     loops_per_sample: int
     timer_resolution_s: float
     steal_fraction: float | None  # share of CPU time the hypervisor stole during the samples
+    other_load_fraction: float | None = None  # share of the CPUs' time other work took meanwhile
     warnings: list = field(default_factory=list)
 
 
@@ -36,8 +39,14 @@ def timer_resolution_s(clock=time.perf_counter_ns, reads=200):
     return best / NS_PER_S
 
 
+# jiffies over all CPUs from /proc/stat (steal, idle incl. iowait, total) and this process's own
+# CPU time (all its threads) in jiffies, read together
+CpuTimes = namedtuple("CpuTimes", "steal idle total own")
+MIN_JIFFIES = 50  # fewer CPU ticks than this between two readings: too coarse to say who used them
+
+
 def read_cpu_times(path="/proc/stat"):
-    """(steal, total) jiffies over all CPUs from /proc/stat, or None where it is unreadable."""
+    """CpuTimes now, or None where /proc/stat is unreadable."""
     try:
         with open(path) as f:
             fields = f.readline().split()
@@ -47,17 +56,29 @@ def read_cpu_times(path="/proc/stat"):
         return None
     values = [int(v) for v in fields[1:9]]  # user nice system idle iowait irq softirq steal
     steal = values[7] if len(values) > 7 else 0
-    return steal, sum(values)
+    own = os.times()
+    return CpuTimes(steal, values[3] + values[4], sum(values), (own.user + own.system) * os.sysconf("SC_CLK_TCK"))
 
 
 def steal_fraction(before, after):
     """Share of CPU time stolen between two read_cpu_times() readings; None if unknown."""
     if before is None or after is None:
         return None
-    total = after[1] - before[1]
+    total = after.total - before.total
     if total <= 0:
         return 0.0
-    return max(0, after[0] - before[0]) / total
+    return max(0, after.steal - before.steal) / total
+
+
+def other_load_fraction(before, after):
+    """Share of all CPUs' time between two readings that neither this process nor the hypervisor
+    took, and no CPU idled: other processes, or the kernel (writing back pages, say). None where
+    unknown or too few ticks passed to tell."""
+    if before is None or after is None or after.total - before.total < MIN_JIFFIES:
+        return None
+    total = after.total - before.total
+    busy = total - (after.idle - before.idle) - (after.steal - before.steal)
+    return max(0.0, busy - (after.own - before.own)) / total
 
 
 def timed_s(run, loops, clock=time.perf_counter_ns):
@@ -126,10 +147,12 @@ def measure(
         repeats = min(repeats, max(min_repeats, math.floor(budget_s / (samples[0] * loops))))
     while len(samples) < repeats:
         take()
-    steal = steal_fraction(before, cpu_times())
+    after = cpu_times()
+    steal, others = steal_fraction(before, after), other_load_fraction(before, after)
 
     warnings = stats.spread_warnings(samples)
-    for w in (stats.resolution_warning(min(samples) * loops, resolution), stats.steal_warning(steal)):
+    for w in (stats.resolution_warning(min(samples) * loops, resolution), stats.steal_warning(steal),
+              stats.other_load_warning(others)):
         if w:
             warnings.append(w)
-    return Measurement(samples, loops, resolution, steal, warnings)
+    return Measurement(samples, loops, resolution, steal, others, warnings)

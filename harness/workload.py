@@ -116,6 +116,7 @@ def time_workload(w, repeats, min_sample_s, clock=time.perf_counter_ns, between=
         "loops_per_sample": m.loops_per_sample,
         "timer_resolution_s": m.timer_resolution_s,
         "steal_fraction": m.steal_fraction,
+        "other_load_fraction": m.other_load_fraction,
         "validated": error is None,
         "warnings": list(m.warnings),
     })
