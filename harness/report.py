@@ -175,9 +175,9 @@ def memory_settings(settings):
 def collect_warnings(sec):
     out = [f"probe {name} failed, its measurements are missing: {message}"
            for name, message in (sec.get("probe_errors") or {}).items()] + list(sec.get("warnings") or [])
-    for key in ("bandwidth", "bandwidth_fp32", "peak_flops"):
+    for key in ("bandwidth", "bandwidth_fp32", "peak_flops", "tensor_flops"):
         for name, rec in (sec.get(key) or {}).items():
-            out += [f"{key}.{name}: {w}" for w in rec.get("warnings", [])]
+            out += [f"{key}.{name}: {w}" for w in rec.get("warnings", [])] if isinstance(rec, dict) else []
     for rec in sec.get("hierarchy") or []:
         out += [f"hierarchy {rec['working_set_bytes'] / 1024:.0f} KiB: {w}" for w in rec.get("warnings", [])]
     for rec in sec.get("decode_attention") or []:

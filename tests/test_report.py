@@ -153,10 +153,11 @@ def test_a_cpus_torch_matmuls_are_tabled_and_exported(doc):
     cpu_doc = copy.deepcopy(doc)
     fp32_fma = cpu_doc["devices"]["cpu"]["peak_flops"]["fp32"]["flops_per_s"]
     rec = dict(cpu_doc["devices"]["cpu"]["peak_flops"]["fp32"], flops_per_s=2 * fp32_fma, median_flops_per_s=2 * fp32_fma)
-    cpu_doc["devices"]["cpu"]["tensor_flops"] = {"bf16": rec, "fp16": dict(rec, flops_per_s=2.3e9)}
+    cpu_doc["devices"]["cpu"]["tensor_flops"] = {"bf16": rec, "fp16": dict(rec, flops_per_s=2.3e9, warnings=["timed at n=256"])}
     cpu_doc["devices"]["cpu"]["tensor_flops_unsupported"] = [{"dtype": "int8", "reason": "no _int_mm here"}]
     text = report.markdown(report.report_data(cpu_doc))
     assert "| matmul (torch) bf16 |" in text and "Matmuls torch refused here: int8 (no _int_mm here)." in text
+    assert "- tensor_flops.fp16: timed at n=256" in text
     config, notes = export(cpu_doc, "llm-analysis", "cpu")
     assert config["peak_fp16_TFLOPS"] == pytest.approx(2 * fp32_fma / 1e12, rel=1e-3)  # bf16, not the slow fp16
     assert config["peak_i8_TFLOPS"] == pytest.approx(fp32_fma / 1e12, rel=1e-3)  # int8 refused: the FMA peak
