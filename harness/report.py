@@ -53,6 +53,11 @@ def roofline_series(who, sec, llc, memory="DRAM", clock="nominal clock"):
         t = theoretical_peak(rec, theory, dtype)
         if t:
             ceilings.append({"dtype": dtype, "label": f"{dtype} peak (theoretical, {clock})", "flops_per_s": t, "measured": False})
+    fma = max([c["flops_per_s"] for c in ceilings if c["measured"]], default=0)
+    for dtype, rec in (sec.get("tensor_flops") or {}).items():  # matmuls that raise the roof (bf16, int8)
+        if isinstance(rec, dict) and rec.get("validated") and (rec.get("flops_per_s") or 0) > fma:
+            ceilings.append({"dtype": dtype, "label": f"{dtype} matmul (measured)", "flops_per_s": rec["flops_per_s"],
+                             "measured": True})
     bw, _ = roofs(sec)
     ridges = [{"dtype": c["dtype"], "intensity": c["flops_per_s"] / bw, "flops_per_s": c["flops_per_s"]}
               for c in ceilings if c["measured"]] if bw else []

@@ -155,7 +155,11 @@ def test_a_cpus_torch_matmuls_are_tabled_and_exported(doc):
     rec = dict(cpu_doc["devices"]["cpu"]["peak_flops"]["fp32"], flops_per_s=2 * fp32_fma, median_flops_per_s=2 * fp32_fma)
     cpu_doc["devices"]["cpu"]["tensor_flops"] = {"bf16": rec, "fp16": dict(rec, flops_per_s=2.3e9, warnings=["timed at n=256"])}
     cpu_doc["devices"]["cpu"]["tensor_flops_unsupported"] = [{"dtype": "int8", "reason": "no _int_mm here"}]
-    text = report.markdown(report.report_data(cpu_doc))
+    data = report.report_data(cpu_doc)
+    measured = {c["label"] for c in data["roofline"]["ceilings"] if c["measured"]}
+    assert "bf16 matmul (measured)" in measured and "fp16 matmul (measured)" not in measured  # 2.3 GFLOP/s: no roof
+    assert any(r["dtype"] == "bf16" for r in data["roofline"]["ridges"])
+    text = report.markdown(data)
     assert "| matmul (torch) bf16 |" in text and "Matmuls torch refused here: int8 (no _int_mm here)." in text
     assert "- tensor_flops.fp16: timed at n=256" in text
     config, notes = export(cpu_doc, "llm-analysis", "cpu")
