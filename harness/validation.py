@@ -9,7 +9,9 @@ MODEL_HOLDS_WITHIN = 0.25  # |measured / predicted - 1| for the best implementat
 # bandwidth measured beside the point where there is one: the profile's may be minutes and 2x away)
 LARGE_CACHE_FACTOR = 4  # points whose cache is at least 4x the last-level cache
 FASTER_THAN_ADJACENT_READ = 1.1  # a point this much faster than the read beside it gets a warning
-SCALING_FLOOR = 0.5  # an FMA peak that gains less than this share of what its cores add: threads shared cores
+# an FMA peak that gains less than this share of what its cores add: threads shared cores (a
+# many-core server's all-core AVX-512 clock sits well below one core's turbo: a half could flag it)
+SCALING_FLOOR = 1 / 3
 
 
 def roofs(section):
@@ -41,7 +43,7 @@ def flag_bandwidth(section, theoretical_bytes_per_s, memory):
 
 def flag_thread_scaling(section, cpu):
     """A warning where the thread sweep's fp32 FMA peak, which scales with cores, gained less than
-    half of what the cores its threads had should give: the threads shared cores (an OpenMP
+    a third of what the cores its threads had should give: the threads shared cores (an OpenMP
     affinity setting that bound them to one place, a CPU quota), and every parallel figure is low."""
     rates = {r["threads"]: r.get("median_flops_per_s") for r in (section.get("thread_sweep") or {}).get("peak_fp32", [])}
     top = max(rates, default=1)

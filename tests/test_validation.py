@@ -155,6 +155,11 @@ def test_an_fma_peak_that_does_not_scale_with_the_cores_is_flagged(cpu):
     smt = _sweep(222e9, 240e9)  # two threads on the two siblings of one core: no more FMA units
     validation.flag_thread_scaling(smt, {**cpu, "cores": 1, "threads": 2})
     assert "warnings" not in smt
+    server = {**cpu, "cores": 64, "threads": 128, "usable_cpus": 128}
+    honest, shared = _sweep(50e9, 0.6 * 64 * 50e9, threads=128), _sweep(50e9, 16 * 50e9, threads=128)
+    validation.flag_thread_scaling(honest, server)  # all-core clock at 0.6 of one core's: no warning
+    validation.flag_thread_scaling(shared, server)
+    assert "warnings" not in honest and "16.00x one thread's where 64 cores" in shared["warnings"][0]
     nothing = {}
     validation.flag_thread_scaling(nothing, cpu)
     assert nothing == {}
