@@ -9,11 +9,11 @@ trial product projects past SLOW_CALL_S at the full size is timed at the trial s
 
 from harness.errors import first_line
 from harness.workload import Workload
+from probes.torch_matmul import product_error
 
 DTYPES = ("fp32", "bf16", "fp16", "int8")
 SIZE, TRIAL_SIZE, TINY_SIZE = 2048, 256, 64
 SLOW_CALL_S = 1.0  # a full-size product slower than this is timed at TRIAL_SIZE
-TOLERANCE = {"int8": 0, "fp32": 1e-5, "fp16": 1e-2, "bf16": 2e-2}  # max error / max |reference|
 
 
 def operands(dtype, n):
@@ -36,16 +36,14 @@ def matmul_workload(dtype, n, threads):
 
     a, b, op = operands(dtype, n)
     state = {}
+    torch.set_num_threads(threads)  # here, not in the timed calls
 
     def run(loops):
-        torch.set_num_threads(threads)
         for _ in range(loops):
             state["out"] = op()
 
     def check():
-        ref = a[:8].double() @ b.double()
-        err = float((state["out"][:8].double() - ref).abs().max() / ref.abs().max())
-        return None if err <= TOLERANCE[dtype] else f"matmul {dtype}: relative error {err:.3g} against float64"
+        return product_error(dtype, a, b, state["out"])
 
     return Workload(name=f"matmul_{dtype}", run=run, check=check, poison=state.clear, threads=threads, dtype=dtype,
                     device="cpu", flops_per_call=2 * n ** 3, info={"n": n, "via": "torch._int_mm" if dtype == "int8"

@@ -6,6 +6,7 @@ import numpy as np
 from harness.errors import first_line
 from harness.workload import Workload
 from probes.gpu_common import cuda_path, load_module, nvtx
+from probes.torch_matmul import product_error
 
 ACC = 8  # chains per thread, as in probes/cuda/fma.cu
 # x = 1/2, y = 1/4: every step is exact in fp16, fp32 and fp64 alike, so the chains reach the fixed
@@ -72,11 +73,7 @@ def matmul_workload(dtype, n):
             torch.backends.cuda.matmul.allow_tf32 = prev
 
     def check():
-        ref = a[:8].double() @ b.double()
-        got = state["out"][:8].double()
-        err = float((got - ref).abs().max() / ref.abs().max())
-        tol = {"int8": 0, "fp16": 1e-2, "bf16": 2e-2, "tf32": 1e-2}[dtype]
-        return None if err <= tol else f"matmul {dtype}: relative error {err:.3g}"
+        return product_error(dtype, a, b, state["out"])
 
     return Workload(name=f"matmul_{dtype}", run=run, check=check, poison=lambda: state.clear(), threads=1,
                     dtype=dtype, device="gpu", flops_per_call=2 * n ** 3, info={"n": n, "via": "torch.matmul"})
