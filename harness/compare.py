@@ -17,6 +17,7 @@ import numpy as np
 import yaml
 
 from harness.errors import HarnessError, first_line
+from harness.summary import rate_unit, si
 
 DEFAULT_THRESHOLD = 0.05
 BOOTSTRAP_RESAMPLES = 2000
@@ -71,7 +72,7 @@ def section_metrics(sec):
     for group in ("peak_flops", "tensor_flops"):
         for dtype, rec in (sec.get(group) or {}).items():
             if isinstance(rec, dict) and rec.get("validated"):
-                out[f"{group}.{dtype}"] = (rates(rec, "flops_per_call"), True, "FLOP/s", rec.get("probe_hash"))
+                out[f"{group}.{dtype}"] = (rates(rec, "flops_per_call"), True, rate_unit(dtype), rec.get("probe_hash"))
     for rec in sec.get("hierarchy") or []:
         if rec.get("validated"):
             out[f"hierarchy.{rec['working_set_bytes']}"] = (rates(rec, "bytes_per_call"), True, "B/s", rec.get("probe_hash"))
@@ -200,9 +201,7 @@ def _iqr(samples):
 def _fmt(value, unit):
     if value is None:
         return "n/a"
-    if unit in ("B/s", "FLOP/s"):
-        from harness.summary import si
-
+    if unit in ("B/s", "FLOP/s", "OP/s"):
         return si(value, unit)
     if unit == "s":
         return f"{value * 1e3:.3f} ms"

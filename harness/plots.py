@@ -8,6 +8,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from harness.summary import operation  # noqa: E402
+
 LEVEL_COLOURS = {"DRAM": "tab:blue", "HBM": "tab:blue", "L3": "tab:green", "L2": "tab:orange", "L1": "tab:red"}
 DTYPE_COLOURS = {"fp64": "black", "fp32": "tab:purple", "bf16": "tab:brown", "fp16": "tab:olive", "int8": "tab:cyan"}
 IMPL_MARKERS = {"numba-fused": "o", "torch-sdpa": "s", "torch-naive": "^", "cupy-fused": "D"}
@@ -43,7 +45,7 @@ def roofline(series, path):
     for c in series["ceilings"]:
         ax.plot([lo, hi], [c["flops_per_s"]] * 2, color=DTYPE_COLOURS.get(c["dtype"], "grey"),
                 linestyle="-" if c["measured"] else "--", linewidth=1.6 if c["measured"] else 1.0,
-                label=f"{c['label']}: {c['flops_per_s'] / 1e9:,.0f} GFLOP/s")
+                label=f"{c['label']}: {c['flops_per_s'] / 1e9:,.0f} G{operation(c['dtype'])}/s")
     for s in series["slopes"]:  # each level's roof: min(I x bandwidth, the highest measured ceiling)
         ax.plot(xs, np.minimum(xs * s["bytes_per_s"], top), color=LEVEL_COLOURS.get(s["level"], "grey"),
                 linestyle="-" if s["measured"] else "--", linewidth=1.6 if s["measured"] else 1.0,
@@ -51,7 +53,7 @@ def roofline(series, path):
     for r in series["ridges"]:
         ax.plot([r["intensity"]], [r["flops_per_s"]], marker="*", markersize=14, color=DTYPE_COLOURS.get(r["dtype"], "grey"),
                 linestyle="none")
-        ax.annotate(f"ridge {r['dtype']}: {r['intensity']:.1f} FLOP/B", (r["intensity"], r["flops_per_s"]),
+        ax.annotate(f"ridge {r['dtype']}: {r['intensity']:.1f} {operation(r['dtype'])}/B", (r["intensity"], r["flops_per_s"]),
                     textcoords="offset points", xytext=(8, -14), fontsize=8)
     for p in series["points"]:
         colour = DTYPE_COLOURS.get(p["dtype"], "grey")
@@ -63,7 +65,7 @@ def roofline(series, path):
     ax.set_xlim(lo, hi)
     ax.set_ylim(top / 3000, top * 4)
     ax.set_xlabel("arithmetic intensity (FLOP/byte)")
-    ax.set_ylabel("FLOP/s")
+    ax.set_ylabel("FLOP/s" + (" (int8 matmul: OP/s)" if any(c["dtype"] == "int8" for c in series["ceilings"]) else ""))
     ax.set_title(series["title"])
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))

@@ -10,7 +10,7 @@ from harness import model, plots
 from harness.machine import last_level_cache_bytes
 from harness.profile import atomic_write_text, labelled_records
 from harness.specs import match_spec, spec_flag
-from harness.summary import si
+from harness.summary import rate_unit, si
 from harness.validation import LARGE_CACHE_FACTOR, roofs, swept_shape
 
 DECODE_DTYPE_INTENSITY = {"fp32": 0.5, "fp16": 1.0, "bf16": 1.0, "int8": 2.0}
@@ -230,10 +230,10 @@ def tensor_rows(sec, spec, what="tensor-core matmul"):
         if not isinstance(rec, dict):
             continue
         sheet = (((spec or {}).get("flops_per_s") or {}).get(f"{dtype}_tensor") or {}).get("value")
-        measured = rec.get("flops_per_s")
-        rows.append({"metric": f"{what} {dtype}", "best": si(measured, "FLOP/s"),
-                     "median": si(rec.get("median_flops_per_s"), "FLOP/s"),
-                     "theoretical": f"{si(sheet, 'FLOP/s')} (datasheet, dense)" if sheet else "n/a",
+        measured, unit = rec.get("flops_per_s"), rate_unit(dtype)
+        rows.append({"metric": f"{what} {dtype}", "best": si(measured, unit),
+                     "median": si(rec.get("median_flops_per_s"), unit),
+                     "theoretical": f"{si(sheet, unit)} (datasheet, dense)" if sheet else "n/a",
                      "fraction": pct(measured / sheet) if sheet and measured else "n/a",
                      "flag": (spec_flag(measured, sheet) or "") if rec.get("validated") else f"WRONG: {rec.get('error')}"})
     return rows

@@ -11,12 +11,22 @@ def si(value, unit):
     return f"{value:.3g} {unit}"
 
 
+def operation(dtype):
+    """What a compute rate in `dtype` counts: integer products count operations (OP), not FLOPs."""
+    return "OP" if dtype == "int8" else "FLOP"
+
+
+def rate_unit(dtype):
+    """'OP/s' for int8, 'FLOP/s' for the others."""
+    return f"{operation(dtype)}/s"
+
+
 def record_line(label, rec):
     """One line: label, best and median rate, size, threads, validation and warning count."""
     if "bytes_per_s" in rec:
         best, median, unit = rec["bytes_per_s"], rec["median_bytes_per_s"], "B/s"
     else:
-        best, median, unit = rec.get("flops_per_s"), rec.get("median_flops_per_s"), "FLOP/s"
+        best, median, unit = rec.get("flops_per_s"), rec.get("median_flops_per_s"), rate_unit(rec.get("dtype"))
     status = "ok" if rec.get("validated") else f"WRONG OUTPUT: {rec.get('error')}"
     warn = f"  [{len(rec['warnings'])} warning(s)]" if rec.get("warnings") else ""
     ws = f"  ws {si(rec['working_set_bytes'], 'B')}" if rec.get("working_set_bytes") else ""
@@ -56,7 +66,7 @@ def section_lines(section):
         elif key == "theoretical":
             lines.append(f"{'theoretical DRAM':<28} {si(value['bytes_per_s'], 'B/s')}")
             for dtype, f in value["flops_per_s"].items():
-                lines.append(f"{'theoretical ' + dtype:<28} {si(f, 'FLOP/s')}")
+                lines.append(f"{'theoretical ' + dtype:<28} {si(f, rate_unit(dtype))}")
     return lines
 
 

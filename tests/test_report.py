@@ -10,7 +10,7 @@ import matplotlib.image
 import pytest
 
 from conftest import FIXTURES, run_cli
-from harness import report
+from harness import compare, report
 from harness.export import export
 from harness.errors import HarnessError
 from harness.profile import load_profile, save_profile
@@ -168,6 +168,16 @@ def test_a_cpus_torch_matmuls_are_tabled_and_exported(doc):
     assert "peak_fp16_TFLOPS: measured torch bf16 matmul" in notes
     cpu_doc["devices"]["cpu"]["tensor_flops"] = {"reason": "torch is not installed (no module)"}
     assert "Matmul peaks not measured: torch is not installed" in report.markdown(report.report_data(cpu_doc))
+
+
+def test_integer_matmuls_are_rated_in_operations_not_flops(doc):
+    cpu_doc = copy.deepcopy(doc)
+    rec = dict(cpu_doc["devices"]["cpu"]["peak_flops"]["fp32"], dtype="int8", flops_per_s=1.7e12, median_flops_per_s=1.6e12)
+    cpu_doc["devices"]["cpu"]["tensor_flops"] = {"int8": rec}
+    assert "| matmul (torch) int8 | 1.7 TOP/s | 1.6 TOP/s |" in report.markdown(report.report_data(cpu_doc))
+    assert any("tensor_flops.int8" in line and "1.7 TOP/s" in line for line in section_lines(cpu_doc["devices"]["cpu"]))
+    assert compare.section_metrics(cpu_doc["devices"]["cpu"])["tensor_flops.int8"][2] == "OP/s"
+    assert compare.section_metrics(cpu_doc["devices"]["cpu"])["peak_flops.fp32"][2] == "FLOP/s"
 
 
 def test_cli_report_and_export(tmp_path):
