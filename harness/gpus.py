@@ -19,6 +19,8 @@ FMA_PER_CLOCK_PER_SM = {
     (8, 7): {"fp64": 2, "fp32": 128, "fp16": 128},
     (8, 9): {"fp64": 2, "fp32": 128, "fp16": 128},
     (9, 0): {"fp64": 64, "fp32": 128, "fp16": 256},
+    (10, 0): {"fp64": 64, "fp32": 128, "fp16": 256},  # B200/GB200 (B300's sm_103 cut FP64: not listed)
+    (12, 0): {"fp64": 2, "fp32": 128, "fp16": 128},  # RTX 50 / RTX PRO Blackwell: the 8.9 SM's rates
 }
 FMA_SOURCE = "NVIDIA CUDA C++ Programming Guide, Arithmetic Instructions: results per clock cycle per multiprocessor"
 BANDWIDTH_FORMULA = ("2 x max memory clock x bus width / 8: NVML reports the memory clock at half the data rate for "

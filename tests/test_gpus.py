@@ -28,6 +28,15 @@ def test_theoretical_peaks_of_an_h100_sxm():
     assert "Programming Guide" in t["source"] and "bus width" in t["source"]
 
 
+def test_blackwell_parts_have_theoretical_fma_rates_and_unknown_ones_say_why():
+    rtx5090 = {"compute_capability": [12, 0], "sm_count": 170, "max_sm_clock_hz": 2.407e9}
+    assert gpus.theoretical(rtx5090)["flops_per_s"]["fp32"] == pytest.approx(104.8e12, rel=0.01)  # its spec sheet
+    b200 = gpus.theoretical({"compute_capability": [10, 0], "sm_count": 148, "max_sm_clock_hz": 1.965e9})
+    assert b200["flops_per_s"]["fp64"] == pytest.approx(b200["flops_per_s"]["fp32"] / 2)  # a full-rate FP64 part
+    unknown = gpus.theoretical({"compute_capability": [10, 3], "sm_count": 148, "max_sm_clock_hz": 2e9})
+    assert unknown["flops_per_s"]["fp32"] is None and "(10, 3) not in the table" in unknown["source"]
+
+
 def test_theoretical_without_sm_count_says_why():
     t = gpus.theoretical(h100(sm_count=None))
     assert t["flops_per_s"]["fp32"] is None and "not derivable" in t["source"]
