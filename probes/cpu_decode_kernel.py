@@ -21,6 +21,12 @@ setting, tuned per machine by the probe (probes/cpu_decode.py `tune`): the best 
   0.76 of read vs 0.85 for bf16 (10 rounds, memory mostly fast; 0.95 vs 0.96 in a slow spell)
   and 0.87 vs 0.93 for fp16 (8 rounds); it also needs no 2**112 rescaling trick for fp16;
 - exp is a vectorisable polynomial (libm's is a scalar call that dominated the int8 cache);
+- int8 is bound by widening its elements, not by memory: in L2 (S=512, one thread) fp16, bf16 and
+  int8 all ran at 34.5-35.0 G elements/s (fp32 28.6), so an int8 byte costs twice the work of a
+  16-bit one and the int8 ceiling of two vCPUs (~69 GB/s) is close to the DRAM read (38-61 GB/s
+  the same hour); from DRAM int8 reached 0.48-0.62 of the read, and prefetching 16-256 rows ahead
+  did not help (0.56-0.60 against 0.62 without). An int16 q against int8 rows summed in int32
+  was 0.6x as fast as the float loop (LLVM emitted no vpmaddwd for it);
 - K rows are scored four at a time and V rows consumed eight at a time (each output row loaded
   and stored once per eight);
 - caches and scratch rows start on 64-byte boundaries (callers allocate the caches so): a vector
