@@ -1,6 +1,6 @@
 """Probe registry: every probe, the devices it runs on, and whether it can run here."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable
 
 
@@ -16,6 +16,7 @@ class ProbeSpec:
     dtypes: tuple = MEMORY_DTYPES  # valid --dtype values
     options: tuple = ("dtype",)  # valid probe options
     cpu_buffers: str = ""  # "module:function": {pool buffer: bytes} its CPU run will ask for (cpu_stream.POOL)
+    elsewhere: dict = field(default_factory=dict)  # device kind it has no runner for -> why, or what runs there
 
     @property
     def devices(self):
@@ -35,10 +36,12 @@ PROBES = {
     "matmul": ProbeSpec("matmul", {"cpu": "probes.cpu_matmul:run_matmul"},
                         "matmul peaks through torch (oneDNN: AVX-512 BF16, VNNI, AMX), fp32, bf16, fp16 and int8, "
                         "checked against float64 (a GPU's tensor-core matmuls are in its peak probe)", dtypes=(),
-                        options=()),
+                        options=(), elsewhere={"gpu": "a GPU's tensor-core matmuls are timed by its peak probe "
+                                                      "(harness probe peak --device gpu0)"}),
     "threads": ProbeSpec("threads", {"cpu": "probes.cpu_threads:run_thread_sweep"},
                          "thread sweep 1..N of triad bandwidth and fp32 peak", options=(),
-                         cpu_buffers="probes.cpu_stream:stream_buffers"),
+                         cpu_buffers="probes.cpu_stream:stream_buffers",
+                         elsewhere={"gpu": "it sweeps CPU threads; a GPU's probes size their own launches"}),
     "decode": ProbeSpec("decode", {"cpu": "probes.cpu_decode:run_decode", "gpu": "probes.gpu_decode:run_decode"},
                         "decode attention (numba-fused or cupy-fused, torch-sdpa, torch-naive) against a KV cache, "
                         "checked against float64", dtypes=("fp32", "bf16", "fp16", "int8"), options=DECODE_OPTIONS,
@@ -58,7 +61,8 @@ def cpu_unavailable_reason():
 def unavailable_reason(spec, device):
     """None if `spec` can run on `device` ("cpu" or "gpu") here, else the reason."""
     if device not in spec.devices:
-        return f"probe {spec.name} has no {device} implementation yet (devices: {', '.join(spec.devices)})"
+        return (f"probe {spec.name} does not run on {device}: "
+                + spec.elsewhere.get(device, f"it has no {device} implementation (devices: {', '.join(spec.devices)})"))
     if device == "gpu":
         from probes.gpu_common import cupy_unavailable_reason
 

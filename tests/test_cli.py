@@ -64,6 +64,9 @@ def test_list_says_what_runs_here():
     assert {"stream", "hierarchy", "peak"} <= names
     assert all(r["runs_here"] for r in rows if r["device"] == "cpu")
     assert all(r["reason"] for r in rows if not r["runs_here"])
+    gpu_reason = {r["probe"]: r["reason"] for r in rows if r["device"] == "gpu"}
+    assert "timed by its peak probe (harness probe peak --device gpu0)" in gpu_reason["matmul"]
+    assert gpu_reason["threads"].startswith("probe threads does not run on gpu: it sweeps CPU threads")
 
 
 def test_probe_json_prints_validated_records():
