@@ -62,15 +62,12 @@ def sysfs_sockets(cpu_root="/sys/devices/system/cpu"):
     """Sockets as the kernel's topology counts them (distinct physical_package_id), or None: Arm's
     /proc/cpuinfo has no "physical id", so a two-socket Ampere would otherwise count as one."""
     try:
-        ids = set()
-        for entry in os.listdir(cpu_root):
-            path = os.path.join(cpu_root, entry, "topology", "physical_package_id")
-            if re.fullmatch(r"cpu\d+", entry) and os.path.exists(path):
-                with open(path) as f:
-                    ids.add(f.read().strip())
-        return len(ids) or None
+        entries = os.listdir(cpu_root)
     except OSError:
         return None
+    ids = {read_text(os.path.join(cpu_root, e, "topology", "physical_package_id"))
+           for e in entries if re.fullmatch(r"cpu\d+", e)} - {None}
+    return len(ids) or None
 
 
 def machine_slug(model_name, cores):
@@ -109,27 +106,17 @@ def read_caches(cpu_dir="/sys/devices/system/cpu/cpu0/cache", online_cpus=None):
     if not os.path.isdir(cpu_dir):
         return caches
     for entry in sorted(os.listdir(cpu_dir)):
-        path = os.path.join(cpu_dir, entry)
         if not entry.startswith("index"):
             continue
-
-        def read(name):
-            with open(os.path.join(path, name)) as f:
-                return f.read().strip()
-
+        ctype, shared_list, level, size = (read_text(os.path.join(cpu_dir, entry, name))
+                                           for name in ("type", "shared_cpu_list", "level", "size"))
+        if ctype == "Instruction" or None in (ctype, shared_list, level, size):
+            continue
         try:
-            ctype = read("type")
-            if ctype == "Instruction":
-                continue
-            shared = count_cpu_list(read("shared_cpu_list"))
-            caches.append({
-                "level": int(read("level")),
-                "type": ctype,
-                "size_bytes": parse_size_bytes(read("size")),
-                "shared_by_cpus": shared,
-                "instances": max(1, online_cpus // max(1, shared)),
-            })
-        except (OSError, ValueError):
+            shared = count_cpu_list(shared_list)
+            caches.append({"level": int(level), "type": ctype, "size_bytes": parse_size_bytes(size),
+                           "shared_by_cpus": shared, "instances": max(1, online_cpus // max(1, shared))})
+        except ValueError:
             continue
     return sorted(caches, key=lambda c: c["level"])
 
@@ -137,27 +124,21 @@ def read_caches(cpu_dir="/sys/devices/system/cpu/cpu0/cache", online_cpus=None):
 def read_meminfo(path="/proc/meminfo"):
     """(total, available) bytes of RAM."""
     values = {}
-    try:
-        with open(path) as f:
-            for line in f:
-                key, _, rest = line.partition(":")
-                parts = rest.split()
-                if parts:
-                    values[key] = int(parts[0]) * 1024
-    except OSError:
-        pass
+    for line in (read_text(path) or "").splitlines():
+        key, _, rest = line.partition(":")
+        parts = rest.split()
+        if parts:
+            values[key] = int(parts[0]) * 1024
     return values.get("MemTotal"), values.get("MemAvailable", values.get("MemFree"))
 
 
 def read_frequency(fields, cpufreq_dir="/sys/devices/system/cpu/cpu0/cpufreq"):
     """Nominal and current core clock in Hz, with where the nominal figure came from."""
     current = float(fields["cpu MHz"]) * 1e6 if "cpu MHz" in fields else None
-    try:
-        with open(os.path.join(cpufreq_dir, "cpuinfo_max_freq")) as f:
-            return {"nominal_hz": int(f.read()) * 1e3, "current_hz": current,
-                    "source": "cpufreq cpuinfo_max_freq (maximum boost the OS may request)"}
-    except OSError:
-        pass
+    max_khz = read_text(os.path.join(cpufreq_dir, "cpuinfo_max_freq"))
+    if max_khz:
+        return {"nominal_hz": int(max_khz) * 1e3, "current_hz": current,
+                "source": "cpufreq cpuinfo_max_freq (maximum boost the OS may request)"}
     m = re.search(r"@\s*([\d.]+)\s*GHz", fields.get("model name", ""))
     if m:
         return {"nominal_hz": float(m.group(1)) * 1e9, "current_hz": current,
@@ -248,11 +229,7 @@ def memory_settings(root=""):
 
 def identify_cpu(cpuinfo_path="/proc/cpuinfo"):
     """Everything the profile records about the CPU and its memory."""
-    try:
-        with open(cpuinfo_path) as f:
-            info = parse_cpuinfo(f.read())
-    except OSError:
-        info = parse_cpuinfo("")
+    info = parse_cpuinfo(read_text(cpuinfo_path) or "")
     fields, flags = info["fields"], info["flags"]
     if "physical id" not in fields:
         info["sockets"] = sysfs_sockets() or info["sockets"]
