@@ -227,7 +227,11 @@ def markdown(result, base_path, new_path):
     order = {"regressed": 0, "noisy": 1, "improved": 2, "changed": 3, "unchanged": 4, "not comparable": 5}
     out += ["## Metrics", "", "| verdict | metric | base (median) | new (median) | change | 95% CI of change | "
             "IQR base / new | threshold |", "|---|---|---|---|---|---|---|---|"]
+    one_sided = {side: [r["metric"] for r in rows if r.get("reason") == f"only in the {side} profile"]
+                 for side in ("base", "new")}
     for r in sorted(rows, key=lambda r: (order[r["verdict"]], r["metric"])):
+        if r.get("reason", "").startswith("only in the"):
+            continue  # listed below the table, one line per side
         if "change" in r:
             out.append(f"| {r['verdict']} | {r['metric']} | {_fmt(r['base'], r['unit'])} | {_fmt(r['new'], r['unit'])} | "
                        f"{r['change']:+.1%} | [{r['ci'][0]:+.1%}, {r['ci'][1]:+.1%}] | "
@@ -235,6 +239,9 @@ def markdown(result, base_path, new_path):
         else:
             out.append(f"| {r['verdict']} | {r['metric']} | {_fmt(r.get('base'), r.get('unit'))} | "
                        f"{_fmt(r.get('new'), r.get('unit'))} | | | | {r.get('reason', '')} |")
+    for side, names in one_sided.items():
+        if names:
+            out += ["", f"Not comparable, only in the {side} profile ({len(names)}): " + ", ".join(f"`{n}`" for n in names)]
     out += ["", "Verdicts need both a bootstrap 95% interval of the median ratio that excludes no change and a change "
             "at least the threshold; time metrics regress upward, rates downward.", ""]
     return "\n".join(out)

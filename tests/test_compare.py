@@ -95,6 +95,10 @@ def test_a_changed_probe_is_not_comparable_and_missing_metrics_are_said():
     assert rows["bandwidth.copy"]["verdict"] == "not comparable" and "probe hash" in rows["bandwidth.copy"]["reason"]
     assert rows["bandwidth.add"]["reason"] == "only in the base profile"
     assert rows["bandwidth.scale"]["reason"] == "only in the new profile"
+    text = compare.markdown(result, "a.yaml", "b.yaml")  # one line per side, not a row per metric
+    assert "Not comparable, only in the base profile (1): `bandwidth.add`" in text and "| bandwidth.add |" not in text
+    assert "Not comparable, only in the new profile (1): `bandwidth.scale`" in text
+    assert "| not comparable | bandwidth.copy |" in text and "probe hash" in text
 
 
 def test_machine_and_software_differences_are_listed():
