@@ -89,7 +89,7 @@ def cmd_model(args):
     from harness import machine, model
     from harness.profile import load_profile
     from harness.summary import model_lines
-    from harness.validation import roofs
+    from harness.validation import compute_roof, roofs
 
     preset = model.load_preset(args.name)
     model.check_dtype(args.dtype)
@@ -109,14 +109,10 @@ def cmd_model(args):
         device = args.device or ("cpu" if "cpu" in devices else next(iter(sorted(devices)), "cpu"))
         if device not in devices:
             raise HarnessError(f"profile {path} has no device {device!r}: it has {', '.join(sorted(devices)) or 'none'}")
-        bw, peak = roofs(devices[device])
-        if not (bw and peak):
+        bw, fma = roofs(devices[device])
+        if not (bw and fma):
             raise HarnessError(f"profile {path} has no measured read bandwidth and fp32 peak for {device} to predict with")
-        compute = "fp32 FMA peak"
-        tensor = (devices[device].get("tensor_flops") or {}).get(args.dtype)
-        if isinstance(tensor, dict) and tensor.get("validated") and tensor.get("flops_per_s"):
-            kind = "torch" if device == "cpu" else "tensor-core"
-            peak, compute = tensor["flops_per_s"], f"{kind} {args.dtype} matmul peak"
+        peak, compute = compute_roof(devices[device], (args.dtype,), "torch" if device == "cpu" else "tensor-core")
         where = f"{doc['machine']['id']} {device} ({path}: measured read bandwidth and {compute})"
     step = model.decode_step(preset, args.dtype, args.batch, args.seq_len, bw, peak)
     step["machine"] = where

@@ -8,7 +8,7 @@ substitution is listed in the notes printed beside the JSON.
 """
 
 from harness.errors import HarnessError
-from harness.validation import roofs
+from harness.validation import compute_roof, matmul_rate, roofs
 
 FORMATS = ("llm-analysis",)
 
@@ -43,11 +43,10 @@ def llm_analysis(doc, device=None):
         config["mem_per_GPU_in_GB"] = round(mem / 1e9, 1) if mem else None
         for key, dtypes in (("peak_fp16_TFLOPS", ("bf16", "fp16")), ("peak_i8_TFLOPS", ("int8",)),
                             ("peak_i4_TFLOPS", ())):
-            # the fastest measured way to compute it: a validated torch matmul, or fp32 FMAs
-            rate, how = max([(matmul_rate(tensor, d) or 0, f"measured torch {d} matmul") for d in dtypes]
-                            + [(peak, "the measured fp32 FMA peak (no faster validated matmul in the profile)")])
+            rate, how = compute_roof(sec, dtypes)
             config[key] = round(rate / 1e12, 4)
-            notes.append(f"{key}: {how}")
+            notes.append(f"{key}: the measured {how}" + (" (no faster validated matmul in the profile)"
+                                                         if how == "fp32 FMA peak" else ""))
         notes.append("mem_per_GPU_in_GB: the machine's RAM")
         return config, notes
     mem = (sec.get("gpu") or {}).get("memory_bytes")
@@ -61,12 +60,6 @@ def llm_analysis(doc, device=None):
             notes.append(f"{key}: not measured (null): {tensor.get('reason') or 'no validated tensor-core ' + dtype + ' matmul'}")
     notes += ["peak_i4_TFLOPS: not measured (null)", "mem_per_GPU_in_GB: NVML's memory size"]
     return config, notes
-
-
-def matmul_rate(tensor, dtype):
-    """The validated matmul FLOP/s of `dtype` in a tensor_flops section, or None."""
-    rec = tensor.get(dtype)
-    return rec["flops_per_s"] if isinstance(rec, dict) and rec.get("validated") and rec.get("flops_per_s") else None
 
 
 def export(doc, fmt, device=None):

@@ -10,7 +10,7 @@ from harness import model, plots
 from harness.machine import last_level_cache_bytes
 from harness.profile import atomic_write_text, labelled_records
 from harness.specs import match_spec, spec_flag
-from harness.summary import rate_unit, si
+from harness.summary import crossover_phrase, rate_unit, si
 from harness.validation import LARGE_CACHE_FACTOR, roofs, swept_shape
 
 DECODE_DTYPE_INTENSITY = {"fp32": 0.5, "fp16": 1.0, "bf16": 1.0, "int8": 2.0}
@@ -479,7 +479,7 @@ def drills_markdown(d):
             f"- Quantising weights and cache to int8 halves both: {l8['predicted_time_s'] * 1e3:.0f} ms per token. "
             f"GQA as in Llama-3-8B (8 KV heads) cuts the cache read 4x: {si(l3['cache_bytes'], 'B')}, "
             f"{l3['cache_time_s'] * 1e3:.0f} ms instead of {l2['cache_time_s'] * 1e3:.0f} ms.",
-            f"- The FFN's weight read turns compute-bound at batch >= {l2['crossover_batch']:.0f} (fp16).", ""]
+            f"- The FFN's weight read {crossover_phrase(l2['crossover_batch'])} (fp16).", ""]
 
 
 def write_report(doc, out_dir, specs=()):

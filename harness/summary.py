@@ -1,5 +1,7 @@
 """Plain-text summaries of profile sections for the terminal (no probe runs here)."""
 
+import math
+
 
 def si(value, unit):
     """12.3e9, 'B/s' -> '12.3 GB/s'; None -> 'n/a'."""
@@ -9,6 +11,13 @@ def si(value, unit):
         if abs(value) >= factor:
             return f"{value / factor:.1f} {prefix}{unit}"
     return f"{value:.3g} {unit}"
+
+
+def crossover_phrase(batch):
+    """How the FFN's weight read meets the balance: from the first whole batch at or past the
+    crossover `batch` (at 11.2, batch 11 is still memory-bound)."""
+    first = math.ceil(batch - 1e-9)
+    return "is compute-bound at every batch" if first <= 1 else f"turns compute-bound at batch >= {first}"
 
 
 def operation(dtype):
@@ -106,5 +115,5 @@ def model_lines(step):
         f"  predicted per-token latency {step['predicted_time_s'] * 1e3:.2f} ms, {step['regime']} "
         f"(arithmetic alone: {step['compute_time_s'] * 1e3:.2f} ms)",
         f"  intensity: attention {step['attention_intensity']:.2f}, weights {step['weight_intensity']:.2f} FLOP/byte; "
-        f"the FFN turns compute-bound at batch >= {step['crossover_batch']:.0f}",
+        f"the FFN {crossover_phrase(step['crossover_batch'])}",
     ]

@@ -24,6 +24,24 @@ def roofs(section):
     return bw, peak
 
 
+def matmul_rate(tensor, dtype):
+    """The validated matmul FLOP/s of `dtype` in a tensor_flops section, or None."""
+    rec = tensor.get(dtype)
+    return rec["flops_per_s"] if isinstance(rec, dict) and rec.get("validated") and rec.get("flops_per_s") else None
+
+
+def compute_roof(section, dtypes, kind="torch"):
+    """(FLOP/s, what it is) of the fastest measured way to compute on data of `dtypes`: a validated
+    `kind` matmul of one of them, or the fp32 FMA peak (the data widened to fp32, as the CPU decode
+    kernels do): torch's fp16 matmul on a CPU without fp16 arithmetic is a slow fallback, not a roof.
+    (None, why) without an fp32 peak or matmul."""
+    _, fma = roofs(section)
+    tensor = section.get("tensor_flops") or {}
+    rate, how = max([(matmul_rate(tensor, d) or 0, f"{kind} {d} matmul peak") for d in dtypes]
+                    + [(fma or 0, "fp32 FMA peak")])
+    return (rate, how) if rate else (None, "no measured fp32 peak or matmul")
+
+
 def balance(section):
     """FLOP per byte: measured peak per dtype over measured read bandwidth (the fp64 sum)."""
     read, _ = roofs(section)

@@ -11,7 +11,7 @@ import time
 import pytest
 
 from conftest import ROOT, run_cli
-from harness.profile import BANDWIDTH_KERNELS, load_profile
+from harness.profile import BANDWIDTH_KERNELS, load_profile, save_profile
 
 
 @pytest.fixture(scope="module")
@@ -186,6 +186,14 @@ def test_model_against_a_profile(quick_profile):
     proc = run_cli("model", "mistral-7b", "--profile", str(out), "--seq-len", "32768", "--batch", "4")
     assert proc.returncode == 0, proc.stderr
     assert "predicted per-token latency" in proc.stdout and "window 4096" in proc.stdout
+    doc = load_profile(out)  # a CPU whose torch fp16 matmul is a slow fallback: fp16 weights run at the FMA peak
+    fma = doc["devices"]["cpu"]["peak_flops"]["fp32"]
+    doc["devices"]["cpu"]["tensor_flops"] = {"fp16": dict(fma, dtype="fp16", flops_per_s=fma["flops_per_s"] / 100)}
+    slow_fp16 = out.parent / "slow-fp16.yaml"
+    save_profile(doc, slow_fp16)
+    proc = run_cli("model", "llama-2-7b", "--profile", str(slow_fp16), "--json")
+    step = json.loads(proc.stdout)
+    assert step["peak_flops_per_s"] == fma["flops_per_s"] and "fp32 FMA peak" in step["machine"]
 
 
 @pytest.mark.parametrize("args,needle", [

@@ -120,3 +120,27 @@ def test_bad_presets(tmp_path):
     bad.write_text("name: [x\n")
     with pytest.raises(HarnessError, match="cannot be read"):
         model.load_preset(str(bad))
+
+
+def test_the_compute_roof_is_the_fastest_measured_way_to_compute_on_the_data():
+    from harness.validation import compute_roof
+
+    def matmul(rate, validated=True):
+        return {"flops_per_s": rate, "validated": validated}
+
+    sec = {"peak_flops": {"fp32": {"flops_per_s": 480e9}}, "bandwidth": {"read": {"bytes_per_s": 43e9}},
+           "tensor_flops": {"fp16": matmul(2.5e9), "bf16": matmul(800e9), "int8": matmul(9e12, validated=False)}}
+    # torch's fp16 fallback on a CPU without fp16 arithmetic is no roof: widened to fp32 it runs at the FMA peak
+    assert compute_roof(sec, ("fp16",)) == (480e9, "fp32 FMA peak")
+    assert compute_roof(sec, ("bf16",)) == (800e9, "torch bf16 matmul peak")
+    assert compute_roof(sec, ("int8",)) == (480e9, "fp32 FMA peak")  # a wrong product is no roof either
+    assert compute_roof(sec, ("bf16", "fp16"), "tensor-core") == (800e9, "tensor-core bf16 matmul peak")
+    assert compute_roof({}, ("fp16",))[0] is None
+
+
+def test_the_ffn_crossover_is_the_first_whole_batch_past_the_balance():
+    from harness.summary import crossover_phrase
+
+    assert crossover_phrase(11.2) == "turns compute-bound at batch >= 12"  # batch 11: 2 x 11 / 2 < 11.2
+    assert crossover_phrase(156.0) == "turns compute-bound at batch >= 156"
+    assert crossover_phrase(0.1) == "is compute-bound at every batch"

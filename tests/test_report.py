@@ -165,7 +165,7 @@ def test_a_cpus_torch_matmuls_are_tabled_and_exported(doc):
     config, notes = export(cpu_doc, "llm-analysis", "cpu")
     assert config["peak_fp16_TFLOPS"] == pytest.approx(2 * fp32_fma / 1e12, rel=1e-3)  # bf16, not the slow fp16
     assert config["peak_i8_TFLOPS"] == pytest.approx(fp32_fma / 1e12, rel=1e-3)  # int8 refused: the FMA peak
-    assert "peak_fp16_TFLOPS: measured torch bf16 matmul" in notes
+    assert "peak_fp16_TFLOPS: the measured torch bf16 matmul peak" in notes
     cpu_doc["devices"]["cpu"]["tensor_flops"] = {"reason": "torch is not installed (no module)"}
     assert "Matmul peaks not measured: torch is not installed" in report.markdown(report.report_data(cpu_doc))
 
