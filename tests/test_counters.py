@@ -348,6 +348,21 @@ def test_ncu_units_scale_by_their_prefix_and_an_unknown_one_is_named_not_guessed
     assert "dram__bytes_write.sum = 'n/a', not a number" in ncu.derive([missing])["reason"]
 
 
+def test_a_metric_ncu_did_not_give_is_unknown_never_zero():
+    ffma, hfma = (f"sm__sass_thread_inst_executed_op_{op}_pred_on.sum" for op in ("ffma", "hfma"))
+    names = [m for m in ncu.SUMMED if m not in ("dram__bytes_write.sum", hfma)]  # as if ncu had rejected these two
+    b = ncu.derive([{"Kernel Name": "fma_fp32", **{m: 0.0 for m in names}, ffma: 1e6, "dram__bytes_read.sum": 4e3}])
+    assert b["dram_bytes"] is None and b["intensity"] is None  # the read alone is not the DRAM traffic
+    assert "dram_bytes not counted: ncu gave no dram__bytes_write.sum" in b["reason"]
+    assert b["flops"] == 2e6 and f"flops without ncu gave no {hfma}" in b["reason"]  # fp32 still counted, the gap named
+    assert b["l2_bytes"] == 0.0 and b["kernel_time_s"] == 0.0
+    (only_bytes,) = ncu.parse_ncu_csv('"ID","Kernel Name","dram__bytes_read.sum","dram__bytes_write.sum"\n"","","byte","byte"\n'
+                                      '"0","k","1,024","0"\n')
+    b = ncu.derive([only_bytes])
+    assert b["dram_bytes"] == 1024 and b["flops"] is None and b["kernel_time_s"] is None
+    assert "flops not counted" in b["reason"] and "kernel_time_s not counted" in b["reason"]
+
+
 def test_ncu_command_and_unavailability(monkeypatch):
     cmd = ncu.command("decode", "gpu0", "cupy-fused", ["--quick"], python="python3")
     assert cmd[:8] == ["ncu", "--csv", "--page", "raw", "--print-units", "base", "--clock-control", "none"]

@@ -139,21 +139,32 @@ def derive(kernels, model_bytes=None):
     by_name = {}
     for k in kernels:
         by_name.setdefault(k.get("Kernel Name", ""), []).append(k)
+    missing = []
 
-    def per_call(value_of):
-        return sum(sum(value_of(k) for k in ks) / len(ks) for ks in by_name.values())
+    def per_call(what, weights, partial=False):
+        """Sum of weight x metric per call. A metric ncu rejected or left out is unknown, never 0:
+        the figure is None, or with `partial` the sum of the metrics there are (None if none is),
+        and either way the absent ones are named in `missing`."""
+        absent = sorted({m for k in kernels for m in weights if m not in k})
+        if absent:
+            missing.append(f"{what} {'without' if partial and len(absent) < len(weights) else 'not counted:'} "
+                           f"ncu gave no {', '.join(absent)}")
+            if not partial or len(absent) == len(weights):
+                return None
+        present = {m: w for m, w in weights.items() if m not in absent}
+        return sum(sum(sum(w * k[m] for m, w in present.items()) for k in ks) / len(ks) for ks in by_name.values())
 
-    dram = per_call(lambda k: k.get("dram__bytes_read.sum", 0) + k.get("dram__bytes_write.sum", 0))
-    flops = per_call(lambda k: sum(w * k.get(f"sm__sass_thread_inst_executed_op_{op}_pred_on.sum", 0)
-                                   for op, w in FLOP_WEIGHTS.items()))
+    dram = per_call("dram_bytes", {"dram__bytes_read.sum": 1, "dram__bytes_write.sum": 1})
+    flops = per_call("flops", {f"sm__sass_thread_inst_executed_op_{op}_pred_on.sum": w for op, w in FLOP_WEIGHTS.items()},
+                     partial=True)  # a precision ncu cannot count here must not lose the others
+    l2 = per_call("l2_bytes", {"lts__t_bytes.sum": 1})
+    kernel_time = per_call("kernel_time_s", {"gpu__time_duration.sum": 1})
     timed = [k for k in kernels if isinstance(k.get(TENSOR_PIPE), float) and k.get("gpu__time_duration.sum")]
     tensor = ({"tensor_pipe_active_pct": sum(k[TENSOR_PIPE] * k["gpu__time_duration.sum"] for k in timed)
                / sum(k["gpu__time_duration.sum"] for k in timed)} if timed else {})  # over the kernels' time
-    return block("ncu", None, dram_bytes=dram, flops=flops or None, model_bytes=model_bytes,
-                 dram_bytes_source=BYTES_SOURCE, flops_source=FLOPS_SOURCE,
-                 l2_bytes=per_call(lambda k: k.get("lts__t_bytes.sum", 0)),
-                 kernel_time_s=per_call(lambda k: k.get("gpu__time_duration.sum", 0)),
-                 launches=len(kernels), kernels_per_call=len(by_name), **tensor)
+    return block("ncu", "; ".join(missing) or None, dram_bytes=dram, flops=flops or None,
+                 model_bytes=model_bytes, dram_bytes_source=BYTES_SOURCE, flops_source=FLOPS_SOURCE, l2_bytes=l2,
+                 kernel_time_s=kernel_time, launches=len(kernels), kernels_per_call=len(by_name), **tensor)
 
 
 def count(probe, device, nvtx_range, extra_args=(), model_bytes=None, timeout_s=600):
