@@ -320,7 +320,7 @@ def markdown(data):
         ["CPU", f"{info.get('model')} ({info.get('vendor')}, {cpu_numbers(info)})"],
         ["cores / threads / sockets", f"{info.get('cores')} / {info.get('threads')} / {info.get('sockets')}"],
         ["SIMD", ", ".join(info.get("simd", []))],
-        ["clock", f"{num((info.get('frequency') or {}).get('nominal_hz'), '{:.3g}')} Hz nominal ({(info.get('frequency') or {}).get('source')})"],
+        ["clock", f"{si((info.get('frequency') or {}).get('nominal_hz'), 'Hz')} nominal ({(info.get('frequency') or {}).get('source')})"],
         ["caches", ", ".join(f"L{c['level']} {c['size_bytes'] // 1024} KiB x{c['instances']}" for c in info.get("caches", []))],
         ["memory", si(info.get("memory_bytes"), "B")],
         ["hypervisor", info.get("hypervisor") or "none (bare metal)"],
