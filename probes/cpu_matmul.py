@@ -9,25 +9,11 @@ trial product projects past SLOW_CALL_S at the full size is timed at the trial s
 
 from harness.errors import first_line
 from harness.workload import Workload
-from probes.torch_matmul import product_error
+from probes.torch_matmul import operands, product_error, via
 
 DTYPES = ("fp32", "bf16", "fp16", "int8")
 SIZE, TRIAL_SIZE, TINY_SIZE = 2048, 256, 64
 SLOW_CALL_S = 1.0  # a full-size product slower than this is timed at TRIAL_SIZE
-
-
-def operands(dtype, n):
-    """(a, b, product) for an n x n x n matmul of `dtype` in torch on the CPU."""
-    import torch
-
-    gen = torch.Generator().manual_seed(n)
-    if dtype == "int8":
-        a = torch.randint(-8, 8, (n, n), dtype=torch.int8, generator=gen)
-        b = torch.randint(-8, 8, (n, n), dtype=torch.int8, generator=gen)
-        return a, b, lambda: torch._int_mm(a, b)
-    t = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
-    a, b = torch.rand(n, n, generator=gen).to(t), torch.rand(n, n, generator=gen).to(t)
-    return a, b, lambda: torch.matmul(a, b)
 
 
 def matmul_workload(dtype, n, threads):
@@ -46,8 +32,7 @@ def matmul_workload(dtype, n, threads):
         return product_error(dtype, a, b, state["out"])
 
     return Workload(name=f"matmul_{dtype}", run=run, check=check, poison=state.clear, threads=threads, dtype=dtype,
-                    device="cpu", flops_per_call=2 * n ** 3, info={"n": n, "via": "torch._int_mm" if dtype == "int8"
-                                                                   else "torch.matmul"})
+                    device="cpu", flops_per_call=2 * n ** 3, info={"n": n, "via": via(dtype)})
 
 
 def size_for(dtype, threads, clock):

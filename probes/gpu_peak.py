@@ -6,7 +6,7 @@ import numpy as np
 from harness.errors import first_line
 from harness.workload import Workload
 from probes.gpu_common import cuda_path, load_module, nvtx
-from probes.torch_matmul import product_error
+from probes.torch_matmul import operands, product_error, via
 
 ACC = 8  # chains per thread, as in probes/cuda/fma.cu
 # x = 1/2, y = 1/4: every step is exact in fp16, fp32 and fp64 alike, so the chains reach the fixed
@@ -49,18 +49,10 @@ def fma_workload(gpu, dtype, iters):
 
 
 def matmul_workload(dtype, n):
-    """torch.matmul on tensor cores: n x n x n, checked on a few rows against float64."""
+    """torch's product on tensor cores: n x n x n, checked on a few rows against float64."""
     import torch
 
-    dev = "cuda"
-    if dtype == "int8":
-        a = torch.randint(-8, 8, (n, n), dtype=torch.int8, device=dev)
-        b = torch.randint(-8, 8, (n, n), dtype=torch.int8, device=dev)
-        op = lambda: torch._int_mm(a, b)  # noqa: E731
-    else:
-        t = {"fp16": torch.float16, "bf16": torch.bfloat16, "tf32": torch.float32}[dtype]
-        a, b = torch.rand(n, n, dtype=t, device=dev), torch.rand(n, n, dtype=t, device=dev)
-        op = lambda: torch.matmul(a, b)  # noqa: E731
+    a, b, op = operands(dtype, n, "cuda")
     state = {}
 
     def run(loops):
@@ -76,7 +68,7 @@ def matmul_workload(dtype, n):
         return product_error(dtype, a, b, state["out"])
 
     return Workload(name=f"matmul_{dtype}", run=run, check=check, poison=lambda: state.clear(), threads=1,
-                    dtype=dtype, device="gpu", flops_per_call=2 * n ** 3, info={"n": n, "via": "torch.matmul"})
+                    dtype=dtype, device="gpu", flops_per_call=2 * n ** 3, info={"n": n, "via": via(dtype)})
 
 
 def run_peak(ctx):

@@ -1,4 +1,5 @@
-"""What the CPU and GPU matmul probes share: the check of a torch product against float64."""
+"""What the CPU and GPU matmul probes share: seeded operands and the check of a torch product
+against float64."""
 
 TOLERANCE = {"int8": 0, "fp32": 1e-5, "tf32": 1e-2, "fp16": 1e-2, "bf16": 2e-2}  # max error / max |reference|
 CHECKED_ROWS = 8
@@ -10,3 +11,23 @@ def product_error(dtype, a, b, out):
     ref = a[:CHECKED_ROWS].double() @ b.double()
     err = float((out[:CHECKED_ROWS].double() - ref).abs().max() / ref.abs().max())
     return None if err <= TOLERANCE[dtype] else f"matmul {dtype}: relative error {err:.3g} against float64"
+
+
+def operands(dtype, n, device="cpu"):
+    """(a, b, product) for an n x n x n matmul of `dtype` with torch on `device`: operands drawn on
+    the device from a generator seeded with n (int8 in [-8, 8): every int32 sum exact; floats in
+    [0, 1) drawn in fp32 and rounded to the dtype; tf32 is fp32 data), and the call multiplying them."""
+    import torch
+
+    gen = torch.Generator(device=device).manual_seed(n)
+    if dtype == "int8":
+        a, b = (torch.randint(-8, 8, (n, n), dtype=torch.int8, generator=gen, device=device) for _ in range(2))
+        return a, b, lambda: torch._int_mm(a, b)
+    t = {"fp32": torch.float32, "tf32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[dtype]
+    a, b = (torch.rand(n, n, generator=gen, device=device).to(t) for _ in range(2))
+    return a, b, lambda: torch.matmul(a, b)
+
+
+def via(dtype):
+    """The torch call that multiplies `dtype` operands (as operands() makes them)."""
+    return "torch._int_mm" if dtype == "int8" else "torch.matmul"

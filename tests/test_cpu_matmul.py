@@ -28,6 +28,17 @@ def test_every_product_is_timed_and_validated_or_refused_with_torchs_reason(tiny
         assert rec["threads"] == 2 and rec["n"] == cpu_matmul.TINY_SIZE
 
 
+def test_operands_are_seeded_by_size_and_int8_sums_stay_exact():
+    from probes.torch_matmul import operands
+
+    a, b, _ = operands("bf16", 8)
+    again, _, _ = operands("bf16", 8)
+    assert a.dtype == torch.bfloat16 and torch.equal(a, again) and not torch.equal(a, b)
+    a8, _, product = operands("int8", 32)
+    assert a8.dtype == torch.int8 and -8 <= int(a8.min()) and int(a8.max()) < 8
+    assert product().dtype == torch.int32
+
+
 def test_a_wrong_product_is_caught(monkeypatch):
     w = cpu_matmul.matmul_workload("fp32", 16, threads=1)
     rec = time_workload(w, repeats=2, min_sample_s=1e-4)

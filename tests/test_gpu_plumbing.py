@@ -32,7 +32,7 @@ def fake_gpu_with_cpu_torch(monkeypatch):
     torch = pytest.importorskip("torch", reason="torch is not installed")
     fakes.install_fake_gpu(monkeypatch)
     monkeypatch.setattr(torch.cuda, "Event", fakes.CpuEvent)
-    for name in ("rand", "empty", "randint"):
+    for name in ("rand", "empty", "randint", "Generator"):
         make = getattr(torch, name)
         monkeypatch.setattr(torch, name, lambda *a, device=None, make=make, **k: make(*a, **k))
     return torch
@@ -218,6 +218,7 @@ def test_gpu_profile_with_torch_tensor_cores_and_sdpa(fake_gpu_with_cpu_torch, t
     sec = doc["devices"]["gpu0"]
     assert set(sec["tensor_flops"]) == {"fp16", "bf16", "tf32", "int8"}
     assert all(r["validated"] and r["flops_per_s"] > 0 for r in sec["tensor_flops"].values())
+    assert sec["tensor_flops"]["int8"]["via"] == "torch._int_mm" and sec["tensor_flops"]["bf16"]["via"] == "torch.matmul"
     impls = {r["impl"] for r in sec["decode_attention"] if r["validated"]}
     assert {"cupy-fused", "torch-sdpa[math]", "torch-naive"} <= impls
     path = tmp_path / "gpu.yaml"
