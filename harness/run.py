@@ -210,6 +210,7 @@ def cpu_section(ctx, probe_names):
     theory = theoretical(ctx.cpu)
     flag_against_theory(section, theory, ctx.cpu)
     validation.flag_thread_scaling(section, ctx.cpu)
+    validation.flag_disagreeing_repeats(section)
     flag_unpinned_sockets(section, ctx)
     section["theoretical"] = theory
     if "peak_flops" in section and "bandwidth" in section:

@@ -4,6 +4,7 @@ from a profile's decode records and its measured roofs (no probe runs here)."""
 import statistics
 
 from harness import model
+from harness.summary import si
 
 MODEL_HOLDS_WITHIN = 0.25  # |measured / predicted - 1| for the best implementation (against the read
 # bandwidth measured beside the point where there is one: the profile's may be minutes and 2x away)
@@ -12,6 +13,9 @@ FASTER_THAN_ADJACENT_READ = 1.1  # a point this much faster than the read beside
 # an FMA peak that gains less than this share of what its cores add: threads shared cores (a
 # many-core server's all-core AVX-512 clock sits well below one core's turbo: a half could flag it)
 SCALING_FLOOR = 1 / 3
+# one workload timed twice in a profile (a peak or STREAM record and the thread sweep's point at the
+# same threads): medians further apart than this mean the machine changed between them
+REPEAT_AGREEMENT = 1.25
 
 
 def roofs(section):
@@ -57,6 +61,26 @@ def flag_bandwidth(section, theoretical_bytes_per_s, memory):
             rec["fraction_of_theoretical"] = rec["bytes_per_s"] / bw
             if rec["bytes_per_s"] > bw:
                 rec["warnings"].append(f"exceeds the theoretical {memory} bandwidth {bw / 1e9:.1f} GB/s")
+
+
+def flag_disagreeing_repeats(section):
+    """A warning where a workload timed twice in one profile gave medians more than
+    REPEAT_AGREEMENT apart: peak_flops.fp32 and bandwidth.triad are the same workloads (the same
+    probe hash) as the thread sweep's points at the profile's threads. The machine's throughput
+    changed between them (on the 2-vCPU Zen 5 VM: two threads' fp32 FMA peak at 234 GFLOP/s, one
+    core's worth, then 447 in the sweep a minute later), so the roofs taken from them are suspect."""
+    sweep = {r["probe_hash"]: (kernel, r) for kernel, recs in (section.get("thread_sweep") or {}).items()
+             for r in recs if r.get("probe_hash")}
+    for group, key, unit in (("peak_flops", "median_flops_per_s", "FLOP/s"), ("bandwidth", "median_bytes_per_s", "B/s")):
+        for name, rec in (section.get(group) or {}).items():
+            kernel, twin = sweep.get(rec.get("probe_hash"), (None, {}))
+            a, b = rec.get(key), twin.get(key)
+            if a and b and max(a, b) / min(a, b) > REPEAT_AGREEMENT:
+                section.setdefault("warnings", []).append(
+                    f"{group}.{name} (median {si(a, unit)}) and the thread sweep's {kernel} at {twin['threads']} threads "
+                    f"(median {si(b, unit)}), the same workload, differ {max(a, b) / min(a, b):.2f}x: the machine's "
+                    "throughput changed between them (a shared host co-scheduling the vCPUs, or its memory "
+                    "bandwidth drifting), so the roofs taken from them are suspect: run again")
 
 
 def flag_thread_scaling(section, cpu):

@@ -163,3 +163,22 @@ def test_an_fma_peak_that_does_not_scale_with_the_cores_is_flagged(cpu):
     nothing = {}
     validation.flag_thread_scaling(nothing, cpu)
     assert nothing == {}
+
+
+def test_one_workload_timed_twice_with_disagreeing_medians_is_flagged():
+    def rec(median, probe_hash, threads=2, key="median_flops_per_s"):
+        return {key: median, "probe_hash": probe_hash, "threads": threads}
+
+    # measured in one profile on the 2-vCPU Zen 5 VM: the FMA peak at one core's rate, the sweep at two
+    section = {"peak_flops": {"fp32": rec(230.4e9, "c5c8"), "fp64": rec(222.7e9, "ab12")},
+               "bandwidth": {"triad": rec(40.1e9, "e817", key="median_bytes_per_s")},
+               "thread_sweep": {"peak_fp32": [rec(224.6e9, "1ada", threads=1), rec(447.2e9, "c5c8")],
+                                "triad": [rec(38.0e9, "7ac6", 1, "median_bytes_per_s"),
+                                          rec(39.2e9, "e817", key="median_bytes_per_s")]}}
+    validation.flag_disagreeing_repeats(section)
+    (warning,) = section["warnings"]  # the triad's 2% and the unpaired fp64 peak say nothing
+    assert warning.startswith("peak_flops.fp32 (median 230.4 GFLOP/s) and the thread sweep's peak_fp32 at 2 threads "
+                              "(median 447.2 GFLOP/s), the same workload, differ 1.94x")
+    old = {"peak_flops": {"fp32": {"median_flops_per_s": 1e9}}, "thread_sweep": {"peak_fp32": [{"threads": 2}]}}
+    validation.flag_disagreeing_repeats(old)  # a profile from before probe hashes: nothing to pair
+    assert "warnings" not in old
