@@ -67,7 +67,7 @@ def flag_disagreeing_repeats(section):
     """A warning where a workload timed twice in one profile gave medians more than
     REPEAT_AGREEMENT apart: peak_flops.fp32 and bandwidth.triad are the same workloads (the same
     probe hash) as the thread sweep's points at the profile's threads. The machine's throughput
-    changed between them (on the 2-vCPU Zen 5 VM: two threads' fp32 FMA peak at 234 GFLOP/s, one
+    changed between them (on the 2-vCPU Zen 5 VM: two threads' fp32 FMA peak at 230 GFLOP/s, one
     core's worth, then 447 in the sweep a minute later), so the roofs taken from them are suspect."""
     sweep = {r["probe_hash"]: (kernel, r) for kernel, recs in (section.get("thread_sweep") or {}).items()
              for r in recs if r.get("probe_hash")}
