@@ -5,6 +5,7 @@ import json
 import os
 import sys
 
+from harness import interrupt
 from harness.errors import HarnessError
 
 EXIT_BAD_INPUT = 2
@@ -382,6 +383,7 @@ def parser():
 
 def main(argv=None):
     args = parser().parse_args(argv)
+    interrupt.install()
     try:
         return args.func(args)
     except HarnessError as e:

@@ -10,7 +10,7 @@ import time
 from collections import namedtuple
 from dataclasses import dataclass, field
 
-from harness import stats
+from harness import interrupt, stats
 
 NS_PER_S = 1e9
 
@@ -82,10 +82,13 @@ def other_load_fraction(before, after):
 
 
 def timed_s(run, loops, clock=time.perf_counter_ns):
-    """Seconds that run(loops) takes on `clock` (nanoseconds)."""
+    """Seconds that run(loops) takes on `clock` (nanoseconds); a Ctrl-C that compiled code
+    swallowed is raised here (harness.interrupt)."""
     t0 = clock()
     run(loops)
-    return (clock() - t0) / NS_PER_S
+    elapsed = (clock() - t0) / NS_PER_S
+    interrupt.check()
+    return elapsed
 
 
 def calibrate_loops(run, min_sample_s, max_loops, clock):

@@ -144,3 +144,32 @@ def test_a_probe_may_ask_for_fewer_samples_than_the_context_but_never_more(cpu, 
     assert len(ctx.measure(w)["samples_s"]) == ctx.repeats == 10
     assert len(ctx.measure(w, repeats=5)["samples_s"]) == 5
     assert len(ctx.measure(w, repeats=50)["samples_s"]) == 10
+
+
+def test_a_ctrl_c_swallowed_by_a_ctypes_callback_is_raised_at_the_next_sample(monkeypatch, fake_clock):
+    """llvmlite reports Numba's compiled objects through a ctypes callback, where Python drops
+    exceptions: a Ctrl-C landing there was lost. The harness's handler remembers it."""
+    import ctypes
+    import os
+    import signal
+    import sys
+
+    from harness import interrupt
+
+    monkeypatch.setattr(interrupt, "_received", False)
+    dropped = []
+    monkeypatch.setattr(sys, "unraisablehook", lambda u: dropped.append(u.exc_type))
+    previous = signal.getsignal(signal.SIGINT)
+    interrupt.install()
+    try:
+        def compile_callback():
+            os.kill(os.getpid(), signal.SIGINT)
+            for _ in range(100000):  # the handler runs here, inside the callback
+                pass
+
+        ctypes.CFUNCTYPE(None)(compile_callback)()
+        assert dropped == [KeyboardInterrupt]  # what happened to Ctrl-C before
+        with pytest.raises(KeyboardInterrupt):
+            timing.timed_s(lambda loops: None, 1, fake_clock)
+    finally:
+        signal.signal(signal.SIGINT, previous)
