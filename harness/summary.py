@@ -76,6 +76,29 @@ def section_lines(section):
             lines.append(f"{'theoretical DRAM':<28} {si(value['bytes_per_s'], 'B/s')}")
             for dtype, f in value["flops_per_s"].items():
                 lines.append(f"{'theoretical ' + dtype:<28} {si(f, rate_unit(dtype))}")
+    return lines + counter_lines(section)
+
+
+def counter_lines(section):
+    """What hardware counters counted in a section's records (per call, beside the probe's own
+    count), and once each, why they counted nothing where they did not; nothing where counting
+    was not asked for."""
+    from harness.profile import labelled_records
+
+    lines, reasons = [], {}
+    for key, name, rec in labelled_records(section):
+        c = rec.get("counters") or {}
+        if c.get("dram_bytes") or c.get("flops"):
+            label = f"{key}.{name}" if name is not None else key
+            lines.append(f"counted {label} ({c['source']}): {si(c.get('dram_bytes'), 'B')} "
+                         f"(declared {si(rec.get('bytes_per_call'), 'B')}), {si(c.get('flops'), 'FLOP')} "
+                         f"(declared {si(rec.get('flops_per_call'), 'FLOP')}) a call"
+                         + (f"; {c['reason']}" if c.get("reason") else ""))
+        elif c.get("reason") and "--counters off" not in c["reason"]:
+            reasons.setdefault((c["source"], c["reason"]), rec)
+    for (source, reason), rec in reasons.items():
+        clock = (rec.get("counters") or {}).get("task_clock_s")
+        lines.append(f"counters ({source}): {reason}" + (f" (task-clock counted: {clock * 1e3:.3g} ms a call)" if clock else ""))
     return lines
 
 

@@ -363,6 +363,23 @@ def test_a_metric_ncu_did_not_give_is_unknown_never_zero():
     assert "flops not counted" in b["reason"] and "kernel_time_s not counted" in b["reason"]
 
 
+def test_the_terminal_summary_says_what_was_counted_and_once_why_not():
+    from harness.summary import section_lines
+
+    def rec(counters, **declared):
+        return {"samples_s": [1e-3], "threads": 2, "validated": True, "flops_per_s": 1e12, "median_flops_per_s": 1e12,
+                "dtype": "fp32", "counters": counters, **declared}
+
+    no_pmu = counters.block("perf", "no hardware PMU under the KVM hypervisor", task_clock_s=8.5e-5)
+    section = {"peak_flops": {"fp32": rec(counters.block("ncu", None, dram_bytes=2.0e3, flops=2.1e9), flops_per_call=2.0e9),
+                              "fp64": rec(no_pmu), "fp16": rec(no_pmu)},
+               "bandwidth": {"read": rec(counters.unavailable("counting was not asked for (--counters off)"))}}
+    lines = section_lines(section)
+    assert "counted peak_flops.fp32 (ncu): 2.0 kB (declared n/a), 2.1 GFLOP (declared 2.0 GFLOP) a call" in lines
+    assert lines.count("counters (perf): no hardware PMU under the KVM hypervisor (task-clock counted: 0.085 ms a call)") == 1
+    assert not any("--counters off" in line for line in lines)
+
+
 def test_ncu_command_and_unavailability(monkeypatch):
     cmd = ncu.command("decode", "gpu0", "cupy-fused", ["--quick"], python="python3")
     assert cmd[:8] == ["ncu", "--csv", "--page", "raw", "--print-units", "base", "--clock-control", "none"]
