@@ -2,6 +2,8 @@
 
 import math
 
+from harness.profile import labelled_records
+
 
 def si(value, unit):
     """12.3e9, 'B/s' -> '12.3 GB/s'; None -> 'n/a'."""
@@ -83,8 +85,6 @@ def counter_lines(section):
     """What hardware counters counted in a section's records (per call, beside the probe's own
     count), and once each, why they counted nothing where they did not; nothing where counting
     was not asked for."""
-    from harness.profile import labelled_records
-
     lines, reasons = [], {}
     for key, name, rec in labelled_records(section):
         c = rec.get("counters") or {}
