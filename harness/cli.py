@@ -383,9 +383,9 @@ def parser():
 
 def main(argv=None):
     args = parser().parse_args(argv)
-    interrupt.install()
     try:
-        return args.func(args)
+        with interrupt.handled():
+            return args.func(args)
     except HarnessError as e:
         print(f"harness: error: {e}", file=sys.stderr)
         return EXIT_BAD_INPUT

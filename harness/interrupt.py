@@ -8,20 +8,30 @@ installed here also remembers the signal, and check(), called between timed samp
 again.
 """
 
+import contextlib
 import signal
 
 _received = False
 
 
-def install():
-    """Handle SIGINT (from the main thread): KeyboardInterrupt now, and again at every check()."""
+@contextlib.contextmanager
+def handled():
+    """Within the block, SIGINT raises KeyboardInterrupt now and again at every check(); the
+    previous handler is restored after it (from the main thread only, as signal handlers are)."""
+    global _received
 
     def on_sigint(signum, frame):
         global _received
         _received = True
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGINT, on_sigint)
+    _received = False
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        _received = False  # nothing pending outside the block
 
 
 def check():
