@@ -10,7 +10,7 @@ from harness import model, plots
 from harness.machine import last_level_cache_bytes
 from harness.profile import atomic_write_text, labelled_records
 from harness.specs import match_spec, spec_flag
-from harness.summary import crossover_phrase, rate_unit, si
+from harness.summary import crossover_phrase, rate_unit, record_name, si
 from harness.validation import LARGE_CACHE_FACTOR, roofs, swept_shape
 
 DECODE_DTYPE_INTENSITY = {"fp32": 0.5, "fp16": 1.0, "bf16": 1.0, "int8": 2.0}
@@ -249,14 +249,6 @@ def matmul_notes(sec, gpu):
 
 def ratio(a, b):
     return num(a / b, "{:.3f}") if a and b else "n/a"
-
-
-def record_name(key, name, rec):
-    """How the counter table names a record: its decode shape, its kernel, or its working set."""
-    if rec.get("impl"):
-        return (f"decode {rec['impl']} {rec['dtype']} S={rec.get('seq_len')} B={rec.get('batch')} "
-                f"H={rec.get('heads')}/{rec.get('kv_heads')}")
-    return f"{key} {name}" if name is not None else f"{key} {rec.get('working_set_bytes', 0) >> 20} MiB"
 
 
 def counter_rows(device, sec):

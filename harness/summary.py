@@ -81,6 +81,14 @@ def section_lines(section):
     return lines + counter_lines(section)
 
 
+def record_name(key, name, rec):
+    """How counter tables and lines name a record: its decode shape, its kernel, or its working set."""
+    if rec.get("impl"):
+        return (f"decode {rec['impl']} {rec['dtype']} S={rec.get('seq_len')} B={rec.get('batch')} "
+                f"H={rec.get('heads')}/{rec.get('kv_heads')}")
+    return f"{key} {name}" if name is not None else f"{key} {rec.get('working_set_bytes', 0) >> 20} MiB"
+
+
 def counter_lines(section):
     """What hardware counters counted in a section's records (per call, beside the probe's own
     count), and once each, why they counted nothing where they did not; nothing where counting
@@ -89,8 +97,7 @@ def counter_lines(section):
     for key, name, rec in labelled_records(section):
         c = rec.get("counters") or {}
         if c.get("dram_bytes") or c.get("flops"):
-            label = f"{key}.{name}" if name is not None else key
-            lines.append(f"counted {label} ({c['source']}): {si(c.get('dram_bytes'), 'B')} "
+            lines.append(f"counted {record_name(key, name, rec)} ({c['source']}): {si(c.get('dram_bytes'), 'B')} "
                          f"(declared {si(rec.get('bytes_per_call'), 'B')}), {si(c.get('flops'), 'FLOP')} "
                          f"(declared {si(rec.get('flops_per_call'), 'FLOP')}) a call"
                          + (f"; {c['reason']}" if c.get("reason") else ""))
