@@ -11,6 +11,7 @@ from collections import namedtuple
 from dataclasses import dataclass, field
 
 from harness import interrupt, stats
+from harness.sysfs import read_text
 
 NS_PER_S = 1e9
 
@@ -47,11 +48,7 @@ MIN_JIFFIES = 50  # fewer CPU ticks than this between two readings: too coarse t
 
 def read_cpu_times(path="/proc/stat"):
     """CpuTimes now, or None where /proc/stat is unreadable."""
-    try:
-        with open(path) as f:
-            fields = f.readline().split()
-    except OSError:
-        return None
+    fields = (read_text(path) or "").split("\n", 1)[0].split()
     if not fields or fields[0] != "cpu":
         return None
     values = [int(v) for v in fields[1:9]]  # user nice system idle iowait irq softirq steal
