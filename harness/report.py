@@ -10,7 +10,7 @@ from harness import model, plots
 from harness.machine import last_level_cache_bytes
 from harness.profile import atomic_write_text, labelled_records
 from harness.specs import match_spec, spec_flag
-from harness.summary import crossover_phrase, rate_unit, record_name, si
+from harness.summary import crossover_phrase, rate_unit, record_name, short_of_roofs_phrase, si
 from harness.validation import LARGE_CACHE_FACTOR, roofs, swept_shape
 
 DECODE_DTYPE_INTENSITY = {"fp32": 0.5, "fp16": 1.0, "bf16": 1.0, "int8": 2.0}
@@ -451,6 +451,9 @@ def decode_markdown(sec, image, h):
         if drift:
             out += ["At equal read bandwidth: each time scaled by the DRAM reads paired with its samples, which takes "
                     "out the memory's drift between the two points.", ""]
+        short = short_of_roofs_phrase(v.get("short_of_roofs"))
+        if short:
+            out += [short[0].upper() + short[1:] + ".", ""]
     return out
 
 

@@ -67,6 +67,9 @@ def section_lines(section):
             lines.extend(decode_line(rec) for rec in value)
         elif key == "model_validation":
             lines.append(f"model validation: {value['finding']}")
+            short = short_of_roofs_phrase(value.get("short_of_roofs"))
+            if short:
+                lines.append(f"  {short}")
         elif key == "note":
             lines.append(f"note: {value}")
         elif key == "warnings":
@@ -79,6 +82,16 @@ def section_lines(section):
             for dtype, f in value["flops_per_s"].items():
                 lines.append(f"{'theoretical ' + dtype:<28} {si(f, rate_unit(dtype))}")
     return lines + counter_lines(section)
+
+
+def short_of_roofs_phrase(points):
+    """One sentence on the points below both roofs, or None."""
+    if not points:
+        return None
+    return ("below both roofs (the roofline leaves out what sets their time: the kernel's loads, conversions, "
+            "reductions or latency): " + "; ".join(
+                f"{p['point']} at {p['fraction_of_roof']:.2f} of its {p['roof'].split('-')[0]} roof, "
+                f"{p['fraction_of_peak_flops']:.1%} of the compute peak" for p in points))
 
 
 def record_name(key, name, rec):

@@ -4,7 +4,7 @@ from a profile's decode records and its measured roofs (no probe runs here)."""
 import statistics
 
 from harness import model
-from harness.summary import si
+from harness.summary import record_name, si
 
 MODEL_HOLDS_WITHIN = 0.25  # |measured / predicted - 1| for the best implementation (against the read
 # bandwidth measured beside the point where there is one: the profile's may be minutes and 2x away)
@@ -16,6 +16,9 @@ SCALING_FLOOR = 1 / 3
 # one workload timed twice in a profile (a peak or STREAM record and the thread sweep's point at the
 # same threads): medians further apart than this mean the machine changed between them
 REPEAT_AGREEMENT = 1.25
+# a point from DRAM that reaches less than this share of its binding roof (the model's predicted time
+# over its own) is below both roofs: something the roofline leaves out sets its time
+ROOF_ATTAINED = 0.75
 
 
 def roofs(section):
@@ -167,6 +170,20 @@ def _ratio_check(num, den, what):
     return out
 
 
+def short_of_roofs(large):
+    """The validated points among `large` below ROOF_ATTAINED of their binding roof (against the read
+    measured beside them where there is one), least attained first: name, share of the roof,
+    which roof, and share of the compute peak."""
+    found = []
+    for r in large:
+        error = r.get("model_error_adjacent") if r.get("model_error_adjacent") is not None else r.get("model_error")
+        if r.get("validated") and error is not None and 1 / (1 + error) < ROOF_ATTAINED:
+            found.append({"point": record_name("decode", None, r), "fraction_of_roof": 1 / (1 + error),
+                          "roof": r["model"].get("regime"), "fraction_of_peak_flops": r["achieved"]["fraction_of_peak_flops"],
+                          "against_adjacent_read": r.get("model_error_adjacent") is not None})
+    return sorted(found, key=lambda f: f["fraction_of_roof"])
+
+
 def model_validation(records, llc_bytes, bw, fused_impl="numba-fused", memory="DRAM"):
     """devices.<name>.model_validation: per-dtype error, dtype/GQA/batch effects, a finding, at the
     shape the sweep varied (batch 1, H_kv = H on the CPU; the GPU sweep's batch and GQA group)."""
@@ -238,6 +255,7 @@ def model_validation(records, llc_bytes, bw, fused_impl="numba-fused", memory="D
         finding = f"no point of the swept shape (batch {shape[0]}, H {shape[1]}, H_kv {shape[2]}) to validate"
     return {"model_holds": holds, "holds_within": MODEL_HOLDS_WITHIN, "per_dtype": per_dtype,
             "dtype_ratios": dtype_ratios, "gqa": gqa, "batch": batch, "finding": finding,
+            "short_of_roofs": short_of_roofs(large),
             "large_cache_bytes": LARGE_CACHE_FACTOR * llc_bytes}
 
 

@@ -29,6 +29,15 @@ setting, tuned per machine by the probe (probes/cpu_decode.py `tune`): the best 
   was 0.6x as fast as the float loop (LLVM emitted no vpmaddwd for it);
 - K rows are scored four at a time and V rows consumed eight at a time (each output row loaded
   and stored once per eight);
+- a GQA group multiplies the FMAs per cache byte (each row, read once, feeds every head of the
+  group from L1), and the loops issue them slowly: on the Xeon VM both the score and the weighted
+  sum ran at 35-55 GFLOP/s per thread with the rows in L1 or L2 (a plain Numba dot product 30-39,
+  its FMA chains 170-205: the loops are load-bound), so fp32 at group 4 reached 0.69 of the read
+  and 16-bit caches less (a profile names such points "below both roofs"). Tried there against
+  this code from DRAM (interleaved, 9 rounds, medians; the same code twice differed by up to 7%):
+  scoring two heads per pass, every row element loaded and widened once for both (1.3-1.4x on the
+  score alone in L2; whole kernel fp16 1.07x, int8 1.00x, fp32 0.97x), and widening 16-bit and
+  int8 rows into L1 once for the group (fp16 and int8 1.08x; with both, fp16 1.11x, int8 0.92x);
 - caches and scratch rows start on 64-byte boundaries (callers allocate the caches so): a vector
   load straddling two lines made the kernel 1.2-1.5x slower in L2.
 Tried on Zen 5 and slower from DRAM: online softmax interleaving K and V blocks; prefetch into L2

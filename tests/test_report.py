@@ -69,6 +69,19 @@ def test_report_files_are_written_and_valid(doc, tmp_path):
     assert "No counter measurements in this profile" in text
 
 
+def test_points_below_both_roofs_are_named_in_the_report_and_the_summary(doc, tmp_path):
+    slow = copy.deepcopy(doc)
+    cpu = slow["devices"]["cpu"]
+    cpu["model_validation"]["short_of_roofs"] = [{"point": "decode numba-fused int8 S=65536 B=1 H=32/32",
+                                                  "fraction_of_roof": 0.61, "roof": "memory-bound",
+                                                  "fraction_of_peak_flops": 0.092, "against_adjacent_read": True}]
+    paths = report.write_report(slow, str(tmp_path))
+    text = pathlib.Path(next(p for p in paths if p.endswith(".md"))).read_text()
+    line = "int8 S=65536 B=1 H=32/32 at 0.61 of its memory roof, 9.2% of the compute peak"
+    assert "Below both roofs (the roofline leaves out" in text and line in text
+    assert any(line in s for s in section_lines(cpu))
+
+
 def test_a_profile_without_decode_gpu_or_counters_states_the_absences(doc, tmp_path):
     bare = copy.deepcopy(doc)
     for key in ("decode_attention", "model_validation", "hierarchy", "hierarchy_levels"):

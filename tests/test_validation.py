@@ -3,6 +3,7 @@
 import pytest
 
 from harness import model, validation
+from harness.summary import short_of_roofs_phrase
 
 BW, PEAK, LLC = 50e9, 500e9, 32 << 20
 
@@ -50,6 +51,30 @@ def test_model_validation_verdict_and_effects():
     assert v["batch"]["model_bytes_ratio"] == pytest.approx(1.0, rel=0.01)
     assert v["finding"].startswith("memory-bound: numba-fused fp32 at 0.85 of DRAM read bandwidth; model error +18%")
     assert "int8 0.37x fp32's time (model 0.26)" in v["finding"]
+
+
+def test_points_below_both_roofs_are_named_least_attained_first():
+    recs = [record(efficiency=0.85), record(dtype="int8", efficiency=0.6), record(kv_heads=8, efficiency=0.5),
+            record("torch-sdpa", kv_heads=8, efficiency=0.2, validated=False),  # wrong output: not named
+            record(seq_len=256, efficiency=0.1)]  # cache-resident: not from DRAM, not named
+    for r in recs:
+        validation.derive_point(r, BW, PEAK)
+    short = validation.model_validation(recs, LLC, BW)["short_of_roofs"]
+    assert [p["point"] for p in short] == ["decode numba-fused fp32 S=16384 B=1 H=32/8",
+                                           "decode numba-fused int8 S=16384 B=1 H=32/32"]
+    assert [p["fraction_of_roof"] for p in short] == pytest.approx([0.5, 0.6])
+    assert short[0]["roof"] == "memory-bound" and short[0]["against_adjacent_read"] is False
+    assert short[0]["fraction_of_peak_flops"] == pytest.approx(recs[2]["achieved"]["fraction_of_peak_flops"])
+    phrase = short_of_roofs_phrase(short)
+    assert phrase.startswith("below both roofs") and "H=32/8 at 0.50 of its memory roof" in phrase
+    assert short_of_roofs_phrase([]) is None
+
+
+def test_below_both_roofs_is_judged_against_the_read_measured_beside_the_point():
+    rec = record(efficiency=0.5)  # half the profile's read bandwidth, but the memory was slow then
+    rec["adjacent_read_bytes_per_s"] = BW * 0.55
+    v = validation.model_validation([validation.derive_point(rec, BW, PEAK)], LLC, BW)
+    assert v["short_of_roofs"] == []
 
 
 def test_model_validation_flags_a_model_that_does_not_hold():
