@@ -22,6 +22,10 @@ ARM_IMPLEMENTERS = {ARM: "ARM", 0x48: "HiSilicon", 0x4E: "NVIDIA", 0x51: "Qualco
 ARM_PARTS = {(ARM, 0xD0C): "Neoverse-N1", (ARM, 0xD40): "Neoverse-V1", (ARM, 0xD49): "Neoverse-N2",
              (ARM, 0xD4F): "Neoverse-V2", (ARM, 0xD84): "Neoverse-V3", (ARM, 0xD8E): "Neoverse-N3",
              (0xC0, 0xAC3): "AmpereOne"}
+# (family, first model, last model, generation) of AMD's Zen cores
+AMD_ZEN_MODELS = ((0x17, 0x00, 0x2F, "Zen 1"), (0x17, 0x30, 0xFF, "Zen 2"), (0x19, 0x00, 0x0F, "Zen 3"),
+                  (0x19, 0x10, 0x1F, "Zen 4"), (0x19, 0x20, 0x5F, "Zen 3"), (0x19, 0x60, 0xAF, "Zen 4"),
+                  (0x1A, 0x00, 0xFF, "Zen 5"))
 PACKAGES = ("numpy", "numba", "llvmlite", "torch", "pyyaml", "nvidia-ml-py", "cupy-cuda12x",
             "cupy-cuda13x", "matplotlib")
 
@@ -70,12 +74,28 @@ def sysfs_sockets(cpu_root="/sys/devices/system/cpu"):
     return len(ids) or None
 
 
-def machine_slug(model_name, cores):
-    """A stable, readable id such as 'amd-epyc-2c' or 'intel-core-i5-8250u-4c'."""
+def amd_zen_generation(family, model):
+    """'Zen 4' for an AMD family 19h model 11h, or None: AMD's families 17h, 19h and 1Ah hold
+    several generations each, told apart by model ranges (AMD's revision guides; Linux's
+    arch/x86 Zen checks and lscpu name the same ranges)."""
+    for fam, low, high, name in AMD_ZEN_MODELS:
+        if family == fam and model is not None and low <= model <= high:
+            return name
+    return None
+
+
+def machine_slug(model_name, cores, family=None, model=None, vendor=None):
+    """A stable, readable id such as 'amd-epyc-9654-96c' or 'intel-core-i5-8250u-4c'. A model
+    name that names no model ('AMD EPYC', 'Intel(R) Xeon(R) Processor': what a hypervisor shows)
+    gets the CPU's generation, so two kinds of guest do not share one id: 'amd-epyc-zen4-2c', or
+    the family and model numbers where no generation is known ('intel-xeon-family6-model167-2c')."""
     name = re.sub(r"\((R|TM|tm|r)\)", " ", model_name)
     name = re.sub(r"@.*$", " ", name)  # nominal frequency
     name = re.sub(r"\b(CPU|Processor|\d+-Core|with .*)\b", " ", name, flags=re.IGNORECASE)
     slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "cpu"
+    if not re.search(r"\d", slug) and family is not None and model is not None:
+        zen = amd_zen_generation(family, model) if vendor == "AuthenticAMD" else None
+        slug += "-" + (zen.lower().replace(" ", "") if zen else f"family{family}-model{model}")
     return f"{slug}-{cores}c"
 
 
@@ -238,17 +258,20 @@ def identify_cpu(cpuinfo_path="/proc/cpuinfo"):
     cores = cores_per_socket * info["sockets"]
     arm = arm_identity(fields)
     model = fields.get("model name") or (arm and arm[2]) or platform.processor() or platform.machine()
+    vendor = arm[0] if arm else fields.get("vendor_id", "unknown")
+    family = int(fields["cpu family"]) if "cpu family" in fields else None
+    model_number = arm[1] if arm else int(fields["model"]) if fields.get("model", "").isdigit() else None
     total, available = read_meminfo()
     limits = cgroups.limits()
     if limits["memory_limit_bytes"]:  # a container's memory: /proc/meminfo shows the host's
         room = limits["memory_limit_bytes"] - (limits["memory_used_bytes"] or 0)
         available = min(available, room) if available else room
     return {
-        "id": machine_slug(model, cores),
+        "id": machine_slug(model, cores, family, model_number, vendor),
         "model": model,
-        "vendor": arm[0] if arm else fields.get("vendor_id", "unknown"),
-        "family": int(fields["cpu family"]) if "cpu family" in fields else None,
-        "model_number": arm[1] if arm else int(fields["model"]) if fields.get("model", "").isdigit() else None,
+        "vendor": vendor,
+        "family": family,
+        "model_number": model_number,
         "arch": platform.machine(),
         "sockets": info["sockets"],
         "cores": cores,

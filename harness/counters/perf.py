@@ -29,6 +29,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 
+from harness import machine
 from harness.counters import block
 
 EVENT_SOURCES = "/sys/bus/event_source/devices"
@@ -105,11 +106,9 @@ def unavailable_reason(cpu, root=EVENT_SOURCES, paranoid_path=PARANOID):
 
 
 def zen_before_4(cpu):
-    """An AMD Zen 1, 2 or 3 (family 17h, or 19h outside Zen 4's model ranges 10h-1Fh and 60h-7Fh and
-    beyond)."""
-    model = cpu.get("model_number") or 0
-    return cpu.get("vendor") == "AuthenticAMD" and (
-        cpu.get("family") == 0x17 or (cpu.get("family") == 0x19 and (model < 0x10 or 0x20 <= model < 0x60)))
+    """An AMD Zen 1, 2 or 3 (machine.AMD_ZEN_MODELS' ranges of families 17h and 19h)."""
+    return cpu.get("vendor") == "AuthenticAMD" and machine.amd_zen_generation(
+        cpu.get("family"), cpu.get("model_number") or 0) in ("Zen 1", "Zen 2", "Zen 3")
 
 
 def memory_controller_events(root=EVENT_SOURCES, cpu=None):
