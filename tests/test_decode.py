@@ -11,12 +11,13 @@ from probes.cpu_decode_kernel import MAX_CHUNK_TOKENS, aligned_rows, chunk_lengt
 
 HAS_TORCH = cpu_decode.torch_reason() is None
 
-SHAPES = [  # (seq_len, head_dim, heads, kv_heads, batch): S=1, S prime, d_h 64/80/128, groups 1/2/4/8, batch 1/3
+SHAPES = [  # (seq_len, head_dim, heads, kv_heads, batch): S=1, S prime, d_h 64/80/128, groups 1/2/4/6/8, batch 1/2/3
     (1, 64, 8, 8, 1),
     (67, 80, 8, 4, 3),
     (131, 128, 8, 1, 1),
     (300, 64, 8, 2, 3),
     (7, 128, 4, 1, 1),
+    (45, 64, 12, 2, 2),  # group 6: one tile of four heads, then two heads alone
 ]
 
 
