@@ -24,7 +24,9 @@ BOOTSTRAP_RESAMPLES = 2000
 CONFIDENCE = 0.95
 IDENTITY_FIELDS = [  # (label, path into the profile); compared and listed when they differ
     ("machine id", ("machine", "id")), ("hostname", ("machine", "hostname")),
-    ("CPU model", ("machine", "cpu", "model")), ("cores", ("machine", "cpu", "cores")),
+    ("CPU model", ("machine", "cpu", "model")), ("CPU family", ("machine", "cpu", "family")),
+    ("CPU model number", ("machine", "cpu", "model_number")), ("SIMD", ("machine", "cpu", "simd")),
+    ("cores", ("machine", "cpu", "cores")),
     ("hypervisor", ("machine", "cpu", "hypervisor")), ("memory bytes", ("machine", "cpu", "memory_bytes")),
     ("cgroup CPU quota", ("machine", "cpu", "cgroup", "cpu_quota")),
     ("cgroup memory limit", ("machine", "cpu", "cgroup", "memory_limit_bytes")),

@@ -1,14 +1,15 @@
 """Regression verdicts on synthetic profiles built from known distributions."""
 
+import os
 import pathlib
 
 import numpy as np
 import pytest
 
-from conftest import run_cli
+from conftest import ROOT, run_cli
 from harness import compare
 from harness.errors import HarnessError
-from harness.profile import save_profile
+from harness.profile import load_profile, save_profile
 
 RNG = np.random.default_rng(42)
 
@@ -109,6 +110,16 @@ def test_machine_and_software_differences_are_listed():
     assert result["same_machine"] is False
     text = compare.markdown(result, "a.yaml", "b.yaml")
     assert "two different machines" in text and "package numba" in text
+
+
+def test_two_guests_of_one_name_are_told_apart_by_family_and_model():
+    """The committed Zen 5 and Zen 4 VM profiles both say 'AMD EPYC', 2 cores: their family, model
+    number and SIMD features are what a reader needs to see differ."""
+    zen5, zen4 = (load_profile(os.path.join(ROOT, "profiles", f"amd-epyc-{z}-2c.yaml")) for z in ("zen5", "zen4"))
+    diffs = {label: (b, n) for label, b, n in compare.compare(zen5, zen4)["differences"]}
+    assert diffs["CPU family"] == (26, 25) and diffs["CPU model number"] == (2, 17)
+    assert "avx_vnni" in diffs["SIMD"][0] and "avx_vnni" not in diffs["SIMD"][1]
+    assert "CPU model" not in diffs and "cores" not in diffs
 
 
 def test_per_metric_thresholds_from_a_config(tmp_path):
