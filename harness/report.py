@@ -440,8 +440,12 @@ def decode_markdown(sec, image, h):
                       [[d, p["impl"], p["seq_len"], f"{p['model_error']:+.0%}", num(p["fraction_of_bandwidth"]),
                         f"{p['model_error_adjacent']:+.0%}" if p.get("model_error_adjacent") is not None else "n/a"]
                        for d, p in v["per_dtype"].items()]), ""]
-        named = list(v.get("dtype_ratios", {}).items()) + [("GQA group 4 vs 1", v.get("gqa") or {}),
-                                                           ("batch 8 vs batch 1, same bytes", v.get("batch") or {})]
+        widened = v.get("gqa_widened") or {}
+        named = list(v.get("dtype_ratios", {}).items()) + [("GQA group 4 vs 1", v.get("gqa") or {})]
+        if widened.get("dtype"):
+            same = abs(widened["model_bytes_ratio"] - 1) < 0.01
+            named.append((f"GQA group 4 vs 1, {widened['dtype']}" + (", same bytes" if same else ""), widened))
+        named += [("batch 8 vs batch 1, same bytes", v.get("batch") or {})]
         drift = any(e.get("time_ratio_at_equal_read") for _, e in named)  # points with reads measured beside them
         effects = [[k.replace("_", " "), num(e.get("measured_time_ratio"))]
                    + ([num(e.get("time_ratio_at_equal_read"))] if drift else []) + [num(e.get("model_bytes_ratio"))]

@@ -224,6 +224,14 @@ def model_validation(records, llc_bytes, bw, fused_impl="numba-fused", memory="D
 
     group1 = fused(shape[0], 1)
     gqa = _ratio_check(fused(shape[0], 4, group1) if group1 else None, group1, "GQA group 4 / group 1")
+    gqa_widened = {"available": False, "reason": "the sweep has no 16-bit or int8 GQA group 4 / group 1 pair"}
+    for dtype in ("bf16", "fp16", "int8"):  # a widened cache's kernel shares each row among the group's heads
+        longest = {g: [r for r in large if r["impl"] == fused_impl and r["dtype"] == dtype and r["batch"] == shape[0]
+                       and r["heads"] == shape[1] == g * r["kv_heads"]] for g in (1, 4)}
+        if longest[1] and longest[4]:  # each at its longest cache (the CPU sweep's: the same bytes)
+            four, one = (_best(found, seq_len=max(r["seq_len"] for r in found)) for found in (longest[4], longest[1]))
+            gqa_widened = dict(_ratio_check(four, one, f"{dtype} GQA group 4 / group 1"), dtype=dtype)
+            break
     batched = [r for r in large if r["impl"] == fused_impl and r["batch"] > 1 and r["kv_heads"] == r["heads"]]
     batch = _ratio_check(batched[0] if batched else None, fused(1, 1), "batch > 1 / batch 1")
     headline = per_dtype.get("fp32") or next(iter(per_dtype.values()), None)
@@ -254,7 +262,7 @@ def model_validation(records, llc_bytes, bw, fused_impl="numba-fused", memory="D
         holds = False
         finding = f"no point of the swept shape (batch {shape[0]}, H {shape[1]}, H_kv {shape[2]}) to validate"
     return {"model_holds": holds, "holds_within": MODEL_HOLDS_WITHIN, "per_dtype": per_dtype,
-            "dtype_ratios": dtype_ratios, "gqa": gqa, "batch": batch, "finding": finding,
+            "dtype_ratios": dtype_ratios, "gqa": gqa, "gqa_widened": gqa_widened, "batch": batch, "finding": finding,
             "short_of_roofs": short_of_roofs(large),
             "large_cache_bytes": LARGE_CACHE_FACTOR * llc_bytes}
 

@@ -472,9 +472,10 @@ def sweep(ctx):
     points += [(impl, shape(kv_heads=h // 4, seq_len=sdpa_len)) for impl in torch_impls[:1]]
     points += [("numba-fused", shape(seq_len=big // 8, batch=8))]
     # a 16-bit cache at group 4 is the common LLM's decode (Llama 3 8B: H=32, H_kv=8, bf16), and its
-    # kernel differs from fp32's (four heads share each widened row)
+    # kernel differs from fp32's (four heads share each widened row): at 4x the tokens, the bytes of
+    # the group-1 point, so it is read from DRAM too
     gqa_dtypes = ("bf16", "fp16", "int8") if ctx.full else () if ctx.quick else ("bf16",)
-    points += [("numba-fused", shape(dt, kv_heads=h // 4)) for dt in gqa_dtypes]
+    points += [("numba-fused", shape(dt, kv_heads=h // 4, seq_len=4 * big)) for dt in gqa_dtypes]
     return points
 
 

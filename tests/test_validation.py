@@ -34,7 +34,8 @@ def test_derive_point_without_roofs_says_none():
 def test_model_validation_verdict_and_effects():
     recs = [record(efficiency=0.85), record("torch-sdpa", efficiency=0.4),
             record(dtype="bf16", efficiency=0.8), record(dtype="int8", efficiency=0.6),
-            record(kv_heads=8, efficiency=0.8), record(seq_len=2048, batch=8, efficiency=0.8),
+            record(kv_heads=8, efficiency=0.8), record(dtype="bf16", kv_heads=8, seq_len=65536, efficiency=0.4),
+            record(seq_len=2048, batch=8, efficiency=0.8),
             record(seq_len=256, efficiency=3.0),  # cache-resident: not used for the verdict
             record(dtype="fp16", efficiency=5.0, validated=False)]  # wrong output: ignored
     for r in recs:
@@ -48,6 +49,9 @@ def test_model_validation_verdict_and_effects():
     assert bf16["model_bytes_ratio"] == pytest.approx(0.5, rel=0.01)
     assert bf16["measured_time_ratio"] == pytest.approx(0.5 * 0.85 / 0.8, rel=0.01)
     assert v["gqa"]["model_bytes_ratio"] == pytest.approx(0.25, rel=0.01)
+    widened = v["gqa_widened"]  # bf16 at group 4 and 4x the tokens against bf16 at group 1: the same bytes
+    assert widened["dtype"] == "bf16" and widened["model_bytes_ratio"] == pytest.approx(1.0, rel=0.01)
+    assert widened["measured_time_ratio"] == pytest.approx(0.8 / 0.4, rel=0.01)
     assert v["batch"]["model_bytes_ratio"] == pytest.approx(1.0, rel=0.01)
     assert v["finding"].startswith("memory-bound: numba-fused fp32 at 0.85 of DRAM read bandwidth; model error +18%")
     assert "int8 0.37x fp32's time (model 0.26)" in v["finding"]
@@ -81,7 +85,7 @@ def test_model_validation_flags_a_model_that_does_not_hold():
     recs = [validation.derive_point(record(efficiency=0.3), BW, PEAK)]
     v = validation.model_validation(recs, LLC, BW)
     assert v["model_holds"] is False and "+233%" in v["finding"]
-    assert v["gqa"]["available"] is False
+    assert v["gqa"]["available"] is False and v["gqa_widened"]["available"] is False
 
 
 def test_model_validation_without_large_caches():
