@@ -10,13 +10,14 @@ DTYPE_BYTES = {"fp64": 8, "fp32": 4}
 TABLE_SOURCE = ("FMA units and datapath width per core from the vendors' optimisation guides (AMD "
                 "Software Optimization Guides for family 17h/19h/1Ah; Intel 64 and IA-32 Architectures "
                 "Optimization Reference Manual; Arm Neoverse Software Optimization Guides)")
-# Arm Neoverse cores by part number (model_number): FP/ASIMD pipes that each take a 128-bit FMLA.
-# V1's SVE is 256 bits wide on two of its four pipes: the same FLOPs per cycle either way.
+# AMD Zen generations (machine.amd_zen_generation): FMA pipes per core and their width
 ZEN_FMA = {"Zen 1": (2, 128, "Zen/Zen+ (family 17h)"), "Zen 2": (2, 256, "Zen 2 (family 17h)"),
            "Zen 3": (2, 256, "Zen 3 (family 19h)"),
            "Zen 4": (2, 256, "Zen 4 (family 19h: AVX-512 executed on 256-bit datapaths)"),
            "Zen 5": (2, 512, "Zen 5 (family 1Ah: full 512-bit FMA datapaths on EPYC and desktop parts; "
                              "mobile parts have 256-bit ones)")}
+# Arm Neoverse cores by part number (model_number): FP/ASIMD pipes that each take a 128-bit FMLA.
+# V1's SVE is 256 bits wide on two of its four pipes: the same FLOPs per cycle either way.
 NEOVERSE_FMA = {0xD0C: 2, 0xD40: 4, 0xD49: 2, 0xD4F: 4, 0xD84: 4, 0xD8E: 2}  # N1, V1, N2, V2, V3, N3
 
 
@@ -31,8 +32,9 @@ def fma_datapath(vendor, family, model, flags):
         return None, None, f"no FMA table entry for Arm vendor {vendor!r} part {part} (Neoverse N1 to V3 are known)"
     if "fma" not in flags:
         return None, None, "no FMA instructions: this harness has no peak table for non-FMA CPUs"
-    if vendor == "AuthenticAMD" and amd_zen_generation(family, model) in ZEN_FMA:
-        return ZEN_FMA[amd_zen_generation(family, model)]
+    zen = amd_zen_generation(family, model) if vendor == "AuthenticAMD" else None
+    if zen:
+        return ZEN_FMA[zen]
     if vendor == "GenuineIntel" and family == 6:
         if "avx512f" in flags:
             return 2, 512, ("Intel with AVX-512 (two 512-bit FMA units assumed, as on Xeon Gold/Platinum; "
