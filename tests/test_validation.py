@@ -211,3 +211,20 @@ def test_one_workload_timed_twice_with_disagreeing_medians_is_flagged():
     old = {"peak_flops": {"fp32": {"median_flops_per_s": 1e9}}, "thread_sweep": {"peak_fp32": [{"threads": 2}]}}
     validation.flag_disagreeing_repeats(old)  # a profile from before probe hashes: nothing to pair
     assert "warnings" not in old
+
+
+def test_fp32_and_fp64_peaks_off_their_lane_ratio_are_flagged():
+    theory = {"flops_per_cycle_per_core": {"fp64": 16, "fp32": 32}}  # Zen 4
+    # measured in one profile on the 2-vCPU Zen 4 VM: fp64 at one core's rate, fp32 at two
+    halved = {"peak_flops": {"fp64": {"median_flops_per_s": 58.6e9}, "fp32": {"median_flops_per_s": 229.7e9}}}
+    validation.flag_disagreeing_precisions(halved, theory)
+    (warning,) = halved["warnings"]
+    assert warning.startswith("the fp32 FMA peak (median 229.7 GFLOP/s) is 3.92x the fp64 one (median 58.6 GFLOP/s) "
+                              "where their SIMD lanes give 2x")
+    honest = {"peak_flops": {"fp64": {"median_flops_per_s": 114.9e9}, "fp32": {"median_flops_per_s": 229.3e9}}}
+    validation.flag_disagreeing_precisions(honest, theory)
+    fp32_halved = {"peak_flops": {"fp64": {"median_flops_per_s": 114.9e9}, "fp32": {"median_flops_per_s": 115e9}}}
+    validation.flag_disagreeing_precisions(fp32_halved, theory)
+    unknown = {"peak_flops": dict(halved["peak_flops"])}  # no table entry: no ratio to hold them to
+    validation.flag_disagreeing_precisions(unknown, {"flops_per_cycle_per_core": None})
+    assert "warnings" not in honest and "1.00x the fp64 one" in fp32_halved["warnings"][0] and "warnings" not in unknown
