@@ -105,17 +105,28 @@ def flag_disagreeing_precisions(section, theory):
             "on fewer cores (a shared host co-scheduling the vCPUs), so the roofs taken from them are suspect: run again")
 
 
+def cores_of(threads, cpu):
+    """The cores `threads` threads can run on: at most the usable CPUs' share of the cores."""
+    return min(threads, cpu["cores"] * cpu["usable_cpus"] // cpu["threads"])
+
+
+def scales_too_little(speedup, cores):
+    """True where a rate `speedup` x one thread's on `cores` cores (2 or more) gained less than
+    SCALING_FLOOR of what the cores add: the threads shared cores."""
+    return cores >= 2 and speedup - 1 < SCALING_FLOOR * (cores - 1)
+
+
 def flag_thread_scaling(section, cpu):
     """A warning where the thread sweep's fp32 FMA peak, which scales with cores, gained less than
     a third of what the cores its threads had should give: the threads shared cores (an OpenMP
     affinity setting that bound them to one place, a CPU quota), and every parallel figure is low."""
     rates = {r["threads"]: r.get("median_flops_per_s") for r in (section.get("thread_sweep") or {}).get("peak_fp32", [])}
     top = max(rates, default=1)
-    cores = min(top, cpu["cores"] * cpu["usable_cpus"] // cpu["threads"])  # the usable CPUs' share of the cores
+    cores = cores_of(top, cpu)
     if cores < 2 or not rates.get(1) or not rates[top]:
         return
     speedup = rates[top] / rates[1]
-    if speedup - 1 < SCALING_FLOOR * (cores - 1):  # the gain over one thread, against what the cores add
+    if scales_too_little(speedup, cores):
         section.setdefault("warnings", []).append(
             f"the fp32 FMA peak at {top} threads is {speedup:.2f}x one thread's where {cores} cores should give "
             f"about {cores}x: the threads shared cores (an OpenMP affinity setting, software.numba.openmp_affinity, "

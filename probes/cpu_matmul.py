@@ -8,7 +8,9 @@ trial product projects past SLOW_CALL_S at the full size is timed at the trial s
 """
 
 from harness.errors import first_line
+from harness.summary import rate_unit, si
 from harness.timing import timed_s
+from harness.validation import cores_of, scales_too_little
 from harness.workload import Workload
 from probes.torch_matmul import operands, product_error, via
 
@@ -16,6 +18,7 @@ DTYPES = ("fp32", "bf16", "fp16", "int8")
 SIZE, TRIAL_SIZE, TINY_SIZE = 2048, 256, 64
 SLOW_CALL_S = 1.0  # a full-size product slower than this is timed at TRIAL_SIZE
 TRIAL_CALLS = 5  # trial products timed: the fastest decides
+ONE_THREAD_CALLS = 2  # products timed on one thread, after an untimed one: the reference a parallel rate is held to
 
 
 def matmul_workload(dtype, n, threads):
@@ -51,6 +54,36 @@ def size_for(dtype, threads, clock):
     return TRIAL_SIZE if seconds * (SIZE / TRIAL_SIZE) ** 3 > SLOW_CALL_S else SIZE
 
 
+def one_thread_flops(dtype, n, threads, clock):
+    """Operations per second of the fastest of ONE_THREAD_CALLS n-wide products on one thread
+    (torch's threads set back to `threads` after)."""
+    import torch
+
+    _, _, op = operands(dtype, n)
+    torch.set_num_threads(1)
+    try:
+        op()
+        seconds = min(timed_s(lambda loops: op(), 1, clock) for _ in range(ONE_THREAD_CALLS))
+    finally:
+        torch.set_num_threads(threads)
+    return 2 * n ** 3 / seconds
+
+
+def flag_scaling(rec, dtype, n, ctx):
+    """Hold a parallel product's rate to one thread's (recorded as one_thread_flops_per_s): on the
+    2-vCPU Zen 4 VM three of ten profiles had int8 at 451-453 GOP/s, one thread's rate (426-438
+    here; two threads 715-890), with no spread or other load to show it."""
+    cores = cores_of(ctx.threads, ctx.cpu)
+    if not rec.get("flops_per_s") or cores < 2:
+        return
+    one = rec["one_thread_flops_per_s"] = one_thread_flops(dtype, n, ctx.threads, ctx.clock)
+    speedup = rec["flops_per_s"] / one
+    if scales_too_little(speedup, cores):
+        rec["warnings"].append(f"{speedup:.2f}x the rate of one thread ({si(one, rate_unit(dtype))}) where {cores} cores "
+                               f"should give about {cores}x: it ran on fewer cores (torch's kernel for it does not use "
+                               "them, or the host put the vCPUs on one core: a second run tells which)")
+
+
 def run_matmul(ctx):
     """devices.cpu.tensor_flops.<dtype> (the matmul peaks, as a GPU's are named) and the dtypes torch
     refused, with its reason."""
@@ -70,4 +103,5 @@ def run_matmul(ctx):
         if n == TRIAL_SIZE:
             rec["warnings"].append(f"timed at n={n}: a {SIZE}-wide product would take over {SLOW_CALL_S:g} s "
                                    "(torch has no fast path for it on this CPU)")
+        flag_scaling(rec, dtype, n, ctx)
     return {"tensor_flops": out, **({"tensor_flops_unsupported": refused} if refused else {})}

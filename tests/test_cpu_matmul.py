@@ -2,6 +2,7 @@
 product caught, the size chosen by a trial product's time, and no torch said, not crashed."""
 
 import sys
+import time
 
 import pytest
 
@@ -71,6 +72,30 @@ def test_one_slow_trial_call_does_not_make_a_fast_path_slow(fake_clock, monkeypa
 
     monkeypatch.setattr(cpu_matmul, "operands", operands)
     assert cpu_matmul.size_for("bf16", 2, fake_clock) == cpu_matmul.SIZE
+
+
+def test_a_parallel_product_at_one_threads_rate_is_flagged(cpu, fake_clock, monkeypatch):
+    """Three of ten profiles on the Zen 4 VM had int8 at 451-453 GOP/s, one thread's rate (two
+    threads: 715-890): the rate is held to one thread's, timed on the same operands."""
+    monkeypatch.setattr(cpu_matmul, "operands", lambda dtype, n: (None, None, lambda: fake_clock.advance_s(2 * n ** 3 / 430e9)))
+    ctx = Context(cpu=cpu, threads=2, clock=fake_clock)
+    halved = {"flops_per_s": 451e9, "warnings": []}
+    cpu_matmul.flag_scaling(halved, "int8", 2048, ctx)
+    assert halved["one_thread_flops_per_s"] == pytest.approx(430e9)
+    (warning,) = halved["warnings"]
+    assert warning.startswith("1.05x the rate of one thread (430.0 GOP/s) where 2 cores should give about 2x")
+    scaled = {"flops_per_s": 860e9, "warnings": []}
+    cpu_matmul.flag_scaling(scaled, "int8", 2048, ctx)
+    assert scaled["warnings"] == []
+    alone = {"flops_per_s": 451e9, "warnings": []}  # one core: nothing to hold it to, nothing timed
+    cpu_matmul.flag_scaling(alone, "int8", 2048, Context(cpu={**cpu, "usable_cpus": 1}, threads=1, clock=fake_clock))
+    assert alone == {"flops_per_s": 451e9, "warnings": []}
+
+
+def test_the_one_thread_reference_sets_torchs_threads_back():
+    torch.set_num_threads(2)
+    assert cpu_matmul.one_thread_flops("fp32", 32, 2, time.perf_counter_ns) > 0
+    assert torch.get_num_threads() == 2
 
 
 def test_without_torch_the_section_says_why(tiny_ctx, monkeypatch):
