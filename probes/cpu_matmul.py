@@ -44,7 +44,7 @@ def size_for(dtype, threads, clock):
     """SIZE, or TRIAL_SIZE where the fastest of TRIAL_CALLS trial products says a full-size one would
     take over SLOW_CALL_S (one call is not enough: on the Zen 4 VM a single trial call of bf16, after
     the warm-up, projected past 1 s, and bf16 was timed at n=256 as having no fast path, at 357
-    GFLOP/s against the 412 it reaches at n=2048)."""
+    GFLOP/s against the 409-422 it reaches at n=2048)."""
     import torch
 
     torch.set_num_threads(threads)
