@@ -22,6 +22,7 @@ from harness.summary import rate_unit, si
 DEFAULT_THRESHOLD = 0.05
 BOOTSTRAP_RESAMPLES = 2000
 CONFIDENCE = 0.95
+MEMORY_TOLERANCE = 0.01  # of the memory size: less is the same memory
 IDENTITY_FIELDS = [  # (label, path into the profile); compared and listed when they differ
     ("machine id", ("machine", "id")), ("hostname", ("machine", "hostname")),
     ("CPU model", ("machine", "cpu", "model")), ("CPU family", ("machine", "cpu", "family")),
@@ -155,10 +156,18 @@ def threshold_for(name, default, overrides):
     return default
 
 
+def _differ(label, a, b):
+    """Whether two values of an identity field differ: the memory size only beyond
+    MEMORY_TOLERANCE (MemTotal moves by a few hundred KiB between boots of the same VM)."""
+    if label == "memory bytes" and isinstance(a, int) and isinstance(b, int) and max(a, b) > 0:
+        return abs(a - b) > MEMORY_TOLERANCE * max(a, b)
+    return a != b
+
+
 def identity_differences(base, new):
     """[(label, base value, new value)] for identity fields and package versions that differ."""
     diffs = [(label, _get(base, path), _get(new, path)) for label, path in IDENTITY_FIELDS
-             if _get(base, path) != _get(new, path)]
+             if _differ(label, _get(base, path), _get(new, path))]
     bp, np_ = _get(base, ("software", "packages")) or {}, _get(new, ("software", "packages")) or {}
     diffs += [(f"package {k}", bp.get(k), np_.get(k)) for k in sorted(set(bp) | set(np_)) if bp.get(k) != np_.get(k)]
     return diffs

@@ -120,6 +120,10 @@ def test_two_guests_of_one_name_are_told_apart_by_family_and_model():
     assert diffs["CPU family"] == (26, 25) and diffs["CPU model number"] == (2, 17)
     assert "avx_vnni" in diffs["SIMD"][0] and "avx_vnni" not in diffs["SIMD"][1]
     assert "CPU model" not in diffs and "cores" not in diffs
+    # their MemTotal differs by 224 KiB (25275973632 and 25276203008 bytes): the same memory, not listed
+    assert "memory bytes" not in diffs
+    zen4["machine"]["cpu"]["memory_bytes"] //= 2
+    assert "memory bytes" in {d[0] for d in compare.identity_differences(zen5, zen4)}
 
 
 def test_per_metric_thresholds_from_a_config(tmp_path):
