@@ -130,6 +130,7 @@ def run_single_probe(name, device="cpu", threads=None, quick=False, options=None
     ctx = make_context(cpu, threads, quick, progress, dtypes=[dtype] if dtype else DTYPES, counters=counters)
     section = run_probe_on_cpu(name, ctx)
     validation.flag_thread_scaling(section, cpu)
+    validation.flag_matmul_scaling(section, cpu)
     validation.flag_disagreeing_precisions(section, cpu_peaks.theoretical_flops(cpu))
     return section
 
@@ -211,6 +212,7 @@ def cpu_section(ctx, probe_names):
     theory = theoretical(ctx.cpu)
     flag_against_theory(section, theory, ctx.cpu)
     validation.flag_thread_scaling(section, ctx.cpu)
+    validation.flag_matmul_scaling(section, ctx.cpu)
     validation.flag_disagreeing_repeats(section)
     validation.flag_disagreeing_precisions(section, theory)
     flag_unpinned_sockets(section, ctx)

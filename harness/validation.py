@@ -4,7 +4,7 @@ from a profile's decode records and its measured roofs (no probe runs here)."""
 import statistics
 
 from harness import model
-from harness.summary import record_name, si
+from harness.summary import rate_unit, record_name, si
 
 MODEL_HOLDS_WITHIN = 0.25  # |measured / predicted - 1| for the best implementation (against the read
 # bandwidth measured beside the point where there is one: the profile's may be minutes and 2x away)
@@ -114,6 +114,21 @@ def scales_too_little(speedup, cores):
     """True where a rate `speedup` x one thread's on `cores` cores (2 or more) gained less than
     SCALING_FLOOR of what the cores add: the threads shared cores."""
     return cores >= 2 and speedup - 1 < SCALING_FLOOR * (cores - 1)
+
+
+def flag_matmul_scaling(section, cpu):
+    """A warning on each matmul record whose rate gained less than SCALING_FLOOR of what its cores
+    add over one thread's on the same operands (one_thread_flops_per_s, timed by the probe): on the
+    2-vCPU Zen 4 VM three of ten profiles had int8 at 451-453 GOP/s, one thread's rate (426-438
+    there; two threads 715-890), with no spread or other load to show it."""
+    for dtype, rec in (section.get("tensor_flops") or {}).items():
+        one = rec.get("one_thread_flops_per_s") if isinstance(rec, dict) else None
+        cores = cores_of(rec["threads"], cpu) if one else 1
+        if one and rec.get("flops_per_s") and scales_too_little(rec["flops_per_s"] / one, cores):
+            rec["warnings"].append(
+                f"{rec['flops_per_s'] / one:.2f}x the rate of one thread ({si(one, rate_unit(dtype))}) where {cores} "
+                f"cores should give about {cores}x: it ran on fewer cores (torch's kernel for it does not use "
+                "them, or the host put the vCPUs on one core: a second run tells which)")
 
 
 def flag_thread_scaling(section, cpu):

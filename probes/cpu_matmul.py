@@ -8,9 +8,7 @@ trial product projects past SLOW_CALL_S at the full size is timed at the trial s
 """
 
 from harness.errors import first_line
-from harness.summary import rate_unit, si
 from harness.timing import timed_s
-from harness.validation import cores_of, scales_too_little
 from harness.workload import Workload
 from probes.torch_matmul import operands, product_error, via
 
@@ -40,6 +38,13 @@ def matmul_workload(dtype, n, threads):
                     device="cpu", flops_per_call=2 * n ** 3, info={"n": n, "via": via(dtype)})
 
 
+def fastest_call_s(op, calls, clock):
+    """Seconds of the fastest of `calls` calls of op(), after one untimed call (the first sets
+    oneDNN up)."""
+    op()
+    return min(timed_s(lambda loops: op(), 1, clock) for _ in range(calls))
+
+
 def size_for(dtype, threads, clock):
     """SIZE, or TRIAL_SIZE where the fastest of TRIAL_CALLS trial products says a full-size one would
     take over SLOW_CALL_S (one call is not enough: on the Zen 4 VM a single trial call of bf16, after
@@ -49,39 +54,23 @@ def size_for(dtype, threads, clock):
 
     torch.set_num_threads(threads)
     _, _, op = operands(dtype, TRIAL_SIZE)
-    op()  # the first call sets oneDNN up
-    seconds = min(timed_s(lambda loops: op(), 1, clock) for _ in range(TRIAL_CALLS))
+    seconds = fastest_call_s(op, TRIAL_CALLS, clock)
     return TRIAL_SIZE if seconds * (SIZE / TRIAL_SIZE) ** 3 > SLOW_CALL_S else SIZE
 
 
 def one_thread_flops(dtype, n, threads, clock):
     """Operations per second of the fastest of ONE_THREAD_CALLS n-wide products on one thread
-    (torch's threads set back to `threads` after)."""
+    (torch's threads set back to `threads` after): the rate a parallel product is held to
+    (validation.flag_matmul_scaling)."""
     import torch
 
     _, _, op = operands(dtype, n)
     torch.set_num_threads(1)
     try:
-        op()
-        seconds = min(timed_s(lambda loops: op(), 1, clock) for _ in range(ONE_THREAD_CALLS))
+        seconds = fastest_call_s(op, ONE_THREAD_CALLS, clock)
     finally:
         torch.set_num_threads(threads)
     return 2 * n ** 3 / seconds
-
-
-def flag_scaling(rec, dtype, n, ctx):
-    """Hold a parallel product's rate to one thread's (recorded as one_thread_flops_per_s): on the
-    2-vCPU Zen 4 VM three of ten profiles had int8 at 451-453 GOP/s, one thread's rate (426-438
-    here; two threads 715-890), with no spread or other load to show it."""
-    cores = cores_of(ctx.threads, ctx.cpu)
-    if not rec.get("flops_per_s") or cores < 2:
-        return
-    one = rec["one_thread_flops_per_s"] = one_thread_flops(dtype, n, ctx.threads, ctx.clock)
-    speedup = rec["flops_per_s"] / one
-    if scales_too_little(speedup, cores):
-        rec["warnings"].append(f"{speedup:.2f}x the rate of one thread ({si(one, rate_unit(dtype))}) where {cores} cores "
-                               f"should give about {cores}x: it ran on fewer cores (torch's kernel for it does not use "
-                               "them, or the host put the vCPUs on one core: a second run tells which)")
 
 
 def run_matmul(ctx):
@@ -103,5 +92,6 @@ def run_matmul(ctx):
         if n == TRIAL_SIZE:
             rec["warnings"].append(f"timed at n={n}: a {SIZE}-wide product would take over {SLOW_CALL_S:g} s "
                                    "(torch has no fast path for it on this CPU)")
-        flag_scaling(rec, dtype, n, ctx)
+        if ctx.threads > 1 and rec.get("flops_per_s"):
+            rec["one_thread_flops_per_s"] = one_thread_flops(dtype, n, ctx.threads, ctx.clock)
     return {"tensor_flops": out, **({"tensor_flops_unsupported": refused} if refused else {})}

@@ -7,6 +7,7 @@ import time
 import pytest
 
 from conftest import run_cli
+from harness import validation
 from harness.workload import Context, time_workload
 from probes import cpu_matmul
 
@@ -27,6 +28,7 @@ def test_every_product_is_timed_and_validated_or_refused_with_torchs_reason(tiny
         assert rec["validated"], rec.get("error")
         assert rec["flops_per_call"] == 2 * cpu_matmul.TINY_SIZE ** 3 and rec["flops_per_s"] > 0
         assert rec["threads"] == 2 and rec["n"] == cpu_matmul.TINY_SIZE
+        assert rec["one_thread_flops_per_s"] > 0  # the rate two threads are held to
 
 
 def test_operands_are_seeded_by_size_and_int8_sums_stay_exact():
@@ -78,18 +80,20 @@ def test_a_parallel_product_at_one_threads_rate_is_flagged(cpu, fake_clock, monk
     """Three of ten profiles on the Zen 4 VM had int8 at 451-453 GOP/s, one thread's rate (two
     threads: 715-890): the rate is held to one thread's, timed on the same operands."""
     monkeypatch.setattr(cpu_matmul, "operands", lambda dtype, n: (None, None, lambda: fake_clock.advance_s(2 * n ** 3 / 430e9)))
-    ctx = Context(cpu=cpu, threads=2, clock=fake_clock)
-    halved = {"flops_per_s": 451e9, "warnings": []}
-    cpu_matmul.flag_scaling(halved, "int8", 2048, ctx)
+    one = cpu_matmul.one_thread_flops("int8", 2048, 2, fake_clock)
+    halved = {"threads": 2, "flops_per_s": 451e9, "one_thread_flops_per_s": one, "warnings": []}
+    scaled = {"threads": 2, "flops_per_s": 860e9, "one_thread_flops_per_s": one, "warnings": []}
+    validation.flag_matmul_scaling({"tensor_flops": {"int8": halved, "bf16": scaled}}, cpu)
     assert halved["one_thread_flops_per_s"] == pytest.approx(430e9)
     (warning,) = halved["warnings"]
     assert warning.startswith("1.05x the rate of one thread (430.0 GOP/s) where 2 cores should give about 2x")
-    scaled = {"flops_per_s": 860e9, "warnings": []}
-    cpu_matmul.flag_scaling(scaled, "int8", 2048, ctx)
     assert scaled["warnings"] == []
-    alone = {"flops_per_s": 451e9, "warnings": []}  # one core: nothing to hold it to, nothing timed
-    cpu_matmul.flag_scaling(alone, "int8", 2048, Context(cpu={**cpu, "usable_cpus": 1}, threads=1, clock=fake_clock))
-    assert alone == {"flops_per_s": 451e9, "warnings": []}
+    alone = {"threads": 2, "flops_per_s": 451e9, "one_thread_flops_per_s": one, "warnings": []}  # one core
+    validation.flag_matmul_scaling({"tensor_flops": {"int8": alone}}, {**cpu, "usable_cpus": 1})
+    assert alone["warnings"] == []
+    unset = {"threads": 1, "flops_per_s": 451e9, "warnings": []}  # one thread: the probe timed no reference
+    validation.flag_matmul_scaling({"tensor_flops": {"int8": unset, "reason": "n/a"}}, cpu)
+    assert unset == {"threads": 1, "flops_per_s": 451e9, "warnings": []}
 
 
 def test_the_one_thread_reference_sets_torchs_threads_back():
