@@ -271,10 +271,10 @@ def model_validation(records, llc_bytes, bw, fused_impl="numba-fused", memory="D
     gqa = _ratio_check(fused(shape[0], 4, group1) if group1 else None, group1, "GQA group 4 / group 1")
     gqa_widened = {"available": False, "reason": "the sweep has no 16-bit or int8 GQA group 4 / group 1 pair"}
     for dtype in ("bf16", "fp16", "int8"):  # a widened cache's kernel shares each row among the group's heads
-        longest = {g: [r for r in large if r["impl"] == fused_impl and r["dtype"] == dtype and r["batch"] == shape[0]
-                       and r["heads"] == shape[1] == g * r["kv_heads"]] for g in (1, 4)}
-        if longest[1] and longest[4]:  # each at its longest cache (the CPU sweep's: the same bytes)
-            four, one = (_best(found, seq_len=max(r["seq_len"] for r in found)) for found in (longest[4], longest[1]))
+        by_group = {g: [r for r in large if r["impl"] == fused_impl and r["dtype"] == dtype and r["batch"] == shape[0]
+                        and r["heads"] == shape[1] == g * r["kv_heads"]] for g in (1, 4)}
+        if by_group[1] and by_group[4]:  # each at its longest cache (the CPU sweep's: the same bytes)
+            four, one = (_best(found, seq_len=max(r["seq_len"] for r in found)) for found in (by_group[4], by_group[1]))
             gqa_widened = dict(_ratio_check(four, one, f"{dtype} GQA group 4 / group 1"), dtype=dtype)
             break
     batched = [r for r in large if r["impl"] == fused_impl and r["batch"] > 1 and r["kv_heads"] == r["heads"]]
