@@ -135,15 +135,17 @@ def profile_lines(doc):
 
 
 def decode_line(rec):
-    """One decode point: shape, median time, achieved bandwidth and fraction, model error."""
+    """One decode point: shape, median time, achieved bandwidth and fractions, model error, warning count."""
     a = rec.get("achieved") or {}
-    frac = a.get("fraction_of_bandwidth")
+    frac, adjacent = a.get("fraction_of_bandwidth"), a.get("fraction_of_adjacent_read")
     err = rec.get("model_error")
     status = "ok" if rec.get("validated") else f"WRONG OUTPUT: {rec.get('error')}"
+    warn = f"  [{len(rec['warnings'])} warning(s)]" if rec.get("warnings") else ""
     return (f"decode {rec['impl']:<11} {rec['dtype']:<4} B={rec['batch']} H={rec['heads']}/{rec['kv_heads']} "
             f"S={rec['seq_len']:<6} {rec['time_s'] * 1e3:9.3f} ms  {si(a.get('bytes_per_s'), 'B/s'):>11}"
             + (f"  {frac:.2f} of read bw" if frac is not None else "")
-            + (f"  model error {err:+.0%}" if err is not None else "") + f"  {status}")
+            + (f" ({adjacent:.2f} of the read beside it)" if adjacent is not None else "")
+            + (f"  model error {err:+.0%}" if err is not None else "") + f"  {status}{warn}")
 
 
 def model_lines(step):

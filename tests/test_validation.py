@@ -117,6 +117,41 @@ def test_a_point_faster_than_the_read_beside_it_is_flagged_once():
     assert not validation.derive_point(ok, BW, PEAK).get("warnings")
 
 
+def section_of(*recs):
+    return {"bandwidth": {"read": {"bytes_per_s": BW}}, "peak_flops": {"fp32": {"flops_per_s": PEAK}},
+            "decode_attention": list(recs)}
+
+
+def test_a_point_from_dram_faster_than_the_profiled_read_is_flagged_once_with_the_read_beside_it():
+    fast = record(efficiency=1.32)  # the cache is 16x the LLC: no cache serves it
+    fast["adjacent_read_bytes_per_s"] = BW * 1.7  # the memory ran at 85 GB/s while it ran
+    section = section_of(fast, record(seq_len=256, efficiency=3.0), record(efficiency=0.9))
+    validation.validate_section(section, LLC)
+    validation.validate_section(section, LLC)  # derived again (a reloaded profile): still one warning
+    assert fast["warnings"] == [
+        "moved its bytes 1.32x as fast as the profile's DRAM read (50.0 GB/s) from a cache 16x the last-level "
+        "cache, which no cache serves: the read beside it ran at 85.0 GB/s, so the memory was faster while it ran; "
+        f"take its fraction and model error against that read (0.78, {1 / (1.32 / 1.7) - 1:+.0%}), not the profile's"]
+    cached, slower = section["decode_attention"][1:]
+    assert not cached.get("warnings") and not slower.get("warnings")  # the cache serves S=256; 0.9 is below the read
+
+
+def test_a_point_faster_than_the_profiled_read_without_a_read_beside_it_is_flagged():
+    fast = record(efficiency=1.2)
+    validation.validate_section(section_of(fast), LLC, memory="HBM")
+    assert fast["warnings"] == [
+        "moved its bytes 1.20x as fast as the profile's HBM read (50.0 GB/s) from a cache 16x the last-level cache, "
+        "which no cache serves: the memory ran faster than when its read was profiled, or the point's byte count "
+        "is wrong"]
+
+
+def test_a_point_faster_than_both_reads_carries_only_the_warning_about_the_read_beside_it():
+    fast = record(efficiency=1.5)
+    fast["adjacent_read_bytes_per_s"] = BW
+    validation.validate_section(section_of(fast), LLC)
+    assert len(fast["warnings"]) == 1 and "1.50x as fast as the read measured beside it" in fast["warnings"][0]
+
+
 def test_the_verdict_uses_the_longest_cache():
     recs = [validation.derive_point(r, BW, PEAK) for r in (record(seq_len=4096, efficiency=0.9),
                                                            record(seq_len=16384, efficiency=0.7))]
