@@ -214,6 +214,7 @@ def cpu_section(ctx, probe_names):
     validation.flag_thread_scaling(section, ctx.cpu)
     validation.flag_matmul_scaling(section, ctx.cpu)
     validation.flag_disagreeing_repeats(section)
+    validation.flag_disagreeing_memory_reads(section, "DRAM")
     validation.flag_disagreeing_precisions(section, theory)
     flag_unpinned_sockets(section, ctx)
     section["theoretical"] = theory

@@ -15,7 +15,7 @@ import pytest
 
 import fakes
 import nvrtc
-from harness import profile, report, run
+from harness import profile, report, run, validation
 from harness.specs import load_specs
 from probes import gpu_common
 
@@ -42,6 +42,9 @@ def test_gpu_profile_section_report_with_numpy_standing_in(fake_gpu_machine, tmp
     from harness.counters import ncu
 
     monkeypatch.setattr(ncu, "unavailable_reason", lambda: "Nsight Compute (ncu) is not on the PATH")  # wherever ncu is
+    judged, flag = [], validation.flag_disagreeing_memory_reads
+    monkeypatch.setattr(validation, "flag_disagreeing_memory_reads",
+                        lambda sec, memory: (judged.append((f"gpu{sec['gpu']['index']}", memory)), flag(sec, memory)))
     doc = run.build_profile(device="gpu", quick=True, counters="auto")
     assert set(doc["devices"]) == {"gpu0"} and doc["machine"]["gpus"][0]["name"] == "NVIDIA H100 80GB HBM3"
     sec = doc["devices"]["gpu0"]
@@ -65,6 +68,7 @@ def test_gpu_profile_section_report_with_numpy_standing_in(fake_gpu_machine, tmp
     assert sec["hierarchy_levels"]["L1"]["points"] == 4
     assert all(0 < r["fraction_of_theoretical"] for r in sec["peak_flops"].values())
     assert sec["balance"]["fp32"] > 0 and "HBM" in sec["balance_basis"]
+    assert judged == [("gpu0", "HBM")]  # the sweep's HBM level held against bandwidth.read
     assert "cupy-fused" in sec["model_validation"]["finding"] and "HBM" in sec["model_validation"]["finding"]
 
     path = tmp_path / "gpu.yaml"

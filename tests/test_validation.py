@@ -248,6 +248,22 @@ def test_one_workload_timed_twice_with_disagreeing_medians_is_flagged():
     assert "warnings" not in old
 
 
+def test_a_memory_level_and_read_bandwidth_that_disagree_are_flagged():
+    # measured in one profile on the 2-vCPU Zen 4 VM, seconds apart
+    drifted = {"hierarchy_levels": {"L3": {"bytes_per_s": 194.1e9}, "DRAM": {"bytes_per_s": 59.6e9}},
+               "bandwidth": {"read": {"bytes_per_s": 34.7e9}}}
+    validation.flag_disagreeing_memory_reads(drifted, "DRAM")
+    (warning,) = drifted["warnings"]
+    assert warning.startswith("the hierarchy sweep's DRAM level (59.6 GB/s) and bandwidth.read (34.7 GB/s), the same "
+                              "reads beyond the caches, differ 1.72x")
+    steady = {"hierarchy_levels": {"HBM": {"bytes_per_s": 4.1e12}}, "bandwidth": {"read": {"bytes_per_s": 4.3e12}}}
+    no_level = {"hierarchy_levels": {"HBM": {"bytes_per_s": None, "reason": "no sweep point"}},
+                "bandwidth": {"read": {"bytes_per_s": 4.3e12}}}
+    for section in (steady, no_level, {}):
+        validation.flag_disagreeing_memory_reads(section, "HBM")
+        assert "warnings" not in section
+
+
 def test_fp32_and_fp64_peaks_off_their_lane_ratio_are_flagged():
     theory = {"flops_per_cycle_per_core": {"fp64": 16, "fp32": 32}}  # Zen 4
     # measured in one profile on the 2-vCPU Zen 4 VM: fp64 at one core's rate, fp32 at two
