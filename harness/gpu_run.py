@@ -110,6 +110,7 @@ def gpu_section(index, cpu, quick, tiny, progress):
         pynvml.nvmlShutdown()
     flag_against_theory(section, section["theoretical"])
     validation.flag_disagreeing_memory_reads(section, "HBM")
+    validation.flag_cache_beyond_reported(section, info["l2_bytes"], "HBM")
     section["balance"] = validation.balance(section)
     section["balance_basis"] = "measured peak_flops (FMA) / measured bandwidth.read (HBM, fp64 sum)"
     validation.validate_section(section, info["l2_bytes"], fused_impl="cupy-fused", memory="HBM")

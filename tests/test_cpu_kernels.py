@@ -254,15 +254,19 @@ def test_a_reserved_pool_buffer_serves_smaller_requests_in_place(monkeypatch):
     assert cpu_stream._POOL["pool b"] is not first and grown.nbytes == 8 << 20
 
 
-def test_the_profile_holds_the_sweeps_dram_level_against_the_read_bandwidth(cpu, monkeypatch):
+def test_the_profile_holds_the_sweeps_dram_level_against_the_read_bandwidth_and_the_cache(cpu, monkeypatch):
     from harness import run
+    from harness.machine import last_level_cache_bytes
 
     measured = {"stream": {"bandwidth": {"read": {"bytes_per_s": 34.7e9, "warnings": []}}},
-                "hierarchy": {"hierarchy_levels": {"DRAM": {"bytes_per_s": 59.6e9}}}}  # the Zen 4 VM, seconds apart
+                "hierarchy": {"hierarchy_levels": {"DRAM": {"bytes_per_s": 59.6e9}},  # the Zen 4 VM, seconds apart
+                              "hierarchy": [{"working_set_bytes": 4 * last_level_cache_bytes(cpu), "bytes_per_s": 107e9,
+                                             "level": "DRAM", "warnings": []}]}}
     monkeypatch.setattr(run, "reserve_cpu_buffers", lambda ctx, names: None)
     monkeypatch.setattr(run, "run_probe_on_cpu", lambda name, ctx: measured[name])
     section = run.cpu_section(Context(cpu=cpu, threads=2, tiny=True), ("stream", "hierarchy"))
     assert [w for w in section["warnings"] if w.startswith("the hierarchy sweep's DRAM level (59.6 GB/s)")]
+    assert [w for w in section["warnings"] if w.startswith("the hierarchy sweep read ") and "a larger cache served it" in w]
 
 
 def test_the_profile_reserves_every_probes_largest_buffers_before_the_first_probe(cpu, monkeypatch):

@@ -42,9 +42,11 @@ def test_gpu_profile_section_report_with_numpy_standing_in(fake_gpu_machine, tmp
     from harness.counters import ncu
 
     monkeypatch.setattr(ncu, "unavailable_reason", lambda: "Nsight Compute (ncu) is not on the PATH")  # wherever ncu is
-    judged, flag = [], validation.flag_disagreeing_memory_reads
+    judged, reads, beyond = [], validation.flag_disagreeing_memory_reads, validation.flag_cache_beyond_reported
     monkeypatch.setattr(validation, "flag_disagreeing_memory_reads",
-                        lambda sec, memory: (judged.append((f"gpu{sec['gpu']['index']}", memory)), flag(sec, memory)))
+                        lambda sec, memory: (judged.append((f"gpu{sec['gpu']['index']}", memory)), reads(sec, memory)))
+    monkeypatch.setattr(validation, "flag_cache_beyond_reported", lambda sec, l2_bytes, memory: (
+        judged.append((l2_bytes, memory)), beyond(sec, l2_bytes, memory)))
     doc = run.build_profile(device="gpu", quick=True, counters="auto")
     assert set(doc["devices"]) == {"gpu0"} and doc["machine"]["gpus"][0]["name"] == "NVIDIA H100 80GB HBM3"
     sec = doc["devices"]["gpu0"]
@@ -68,7 +70,8 @@ def test_gpu_profile_section_report_with_numpy_standing_in(fake_gpu_machine, tmp
     assert sec["hierarchy_levels"]["L1"]["points"] == 4
     assert all(0 < r["fraction_of_theoretical"] for r in sec["peak_flops"].values())
     assert sec["balance"]["fp32"] > 0 and "HBM" in sec["balance_basis"]
-    assert judged == [("gpu0", "HBM")]  # the sweep's HBM level held against bandwidth.read
+    # the sweep's HBM level held against bandwidth.read, its points beyond the L2 against that level
+    assert judged == [("gpu0", "HBM"), (sec["gpu"]["l2_bytes"], "HBM")]
     assert "cupy-fused" in sec["model_validation"]["finding"] and "HBM" in sec["model_validation"]["finding"]
 
     path = tmp_path / "gpu.yaml"

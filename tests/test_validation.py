@@ -264,6 +264,31 @@ def test_a_memory_level_and_read_bandwidth_that_disagree_are_flagged():
         assert "warnings" not in section
 
 
+def sweep(levels, points_mib_gbps, memory="DRAM"):
+    return {"hierarchy_levels": levels,
+            "hierarchy": [{"working_set_bytes": mib << 20, "bytes_per_s": gbps * 1e9,
+                           "level": memory if mib > 32 else "L3"} for mib, gbps in points_mib_gbps]}
+
+
+def test_a_cache_serving_sweep_points_beyond_the_reported_one_is_flagged():
+    # two profiles of the 2-vCPU Zen 4 VM (32 MiB L3 reported): vCPUs on separate L3s, then on one
+    split = sweep({"DRAM": {"bytes_per_s": 59.6e9}},
+                  [(16, 194), (32, 160), (45, 128), (64, 107), (90, 63), (128, 58), (256, 60)])
+    shared = sweep({"DRAM": {"bytes_per_s": 34.6e9}},
+                   [(16, 166), (32, 102), (45, 60), (64, 48), (90, 37), (128, 33), (256, 35)])
+    validation.flag_cache_beyond_reported(split, 32 << 20, "DRAM")
+    validation.flag_cache_beyond_reported(shared, 32 << 20, "DRAM")  # 45 MiB at 1.73x: not 2x the cache out
+    (warning,) = split["warnings"]
+    assert warning.startswith("the hierarchy sweep read 64 MiB at 107.0 GB/s, 1.80x its DRAM level (59.6 GB/s), "
+                              "though that is 2.0x the 32 MiB last-level cache this machine reports: a larger cache "
+                              "served it")
+    assert "warnings" not in shared
+    no_level = sweep({"HBM": {"bytes_per_s": None, "reason": "no sweep point"}}, [(256, 4000)], "HBM")
+    for section in (no_level, {}):
+        validation.flag_cache_beyond_reported(section, 50 << 20, "HBM")
+        assert "warnings" not in section
+
+
 def test_fp32_and_fp64_peaks_off_their_lane_ratio_are_flagged():
     theory = {"flops_per_cycle_per_core": {"fp64": 16, "fp32": 32}}  # Zen 4
     # measured in one profile on the 2-vCPU Zen 4 VM: fp64 at one core's rate, fp32 at two
