@@ -110,8 +110,8 @@ def flag_cache_beyond_reported(section, llc_bytes, memory):
     """A warning where the hierarchy sweep read a working set BEYOND_CACHE_FACTOR x the reported
     last-level cache at CACHE_SPEEDUP x its memory level or faster: a larger cache served it. On the
     2-vCPU Zen 4 VM, some profiles read 64 MiB at 107 GB/s beside a DRAM level of 60 GB/s (and 32 MiB
-    at 155-160 GB/s), others 64 MiB at 43-48 GB/s beside 34-35 GB/s: the host places the two vCPUs on
-    separate L3s (each reaching its own) or on one, which the guest's topology does not show."""
+    at 155-160 GB/s), others 64 MiB at 43-48 GB/s beside 34-35 GB/s: as if the host placed the two
+    vCPUs on separate L3s (each reaching its own) or on one, which the guest's topology does not show."""
     level = ((section.get("hierarchy_levels") or {}).get(memory) or {}).get("bytes_per_s")
     beyond = [p for p in section.get("hierarchy") or [] if level and p.get("bytes_per_s")
               and p.get("working_set_bytes", 0) >= BEYOND_CACHE_FACTOR * llc_bytes
@@ -123,8 +123,8 @@ def flag_cache_beyond_reported(section, llc_bytes, memory):
         f"the hierarchy sweep read {far['working_set_bytes'] / 2**20:.0f} MiB at {si(far['bytes_per_s'], 'B/s')}, "
         f"{far['bytes_per_s'] / level:.2f}x its {memory} level ({si(level, 'B/s')}), though that is "
         f"{far['working_set_bytes'] / llc_bytes:.1f}x the {llc_bytes / 2**20:.0f} MiB last-level cache this machine "
-        "reports: a larger cache served it (under a hypervisor, vCPUs the host placed on separate L3s each reach "
-        f"their own), so the working sets sized from the reported cache (the STREAM kernels', the decode points "
+        "reports: a larger cache served it (under a hypervisor, the host's caches the guest does not see: vCPUs on "
+        f"separate L3s of the host each reach their own), so the working sets sized from the reported cache (the STREAM kernels', the decode points "
         f"counted as from {memory}) may be partly served by it")
 
 
