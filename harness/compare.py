@@ -199,7 +199,16 @@ def compare(base, new, threshold=DEFAULT_THRESHOLD, overrides=None, seed=0):
         rows.append(row)
     return {"same_machine": _get(base, ("machine", "id")) == _get(new, ("machine", "id")),
             "differences": identity_differences(base, new), "rows": rows,
+            "run_warnings": {"base": run_warnings(base), "new": run_warnings(new)},
             "base_created": base.get("created_utc"), "new_created": new.get("created_utc")}
+
+
+def run_warnings(doc):
+    """[(device, warning)]: each device section's warnings about its run as a whole (the machine's
+    throughput or memory speed changed between records, threads shared cores), which make the
+    verdicts on the figures they name suspect."""
+    return [(device, w) for device, sec in sorted((_get(doc, ("devices",)) or {}).items())
+            for w in (sec.get("warnings") or [])]
 
 
 def _iqr(samples):
@@ -235,6 +244,12 @@ def markdown(result, base_path, new_path):
         out.append("")
     else:
         out += ["Machine identity, software versions and thread count are the same in both runs.", ""]
+    warned = result.get("run_warnings") or {}
+    if any(warned.values()):
+        out += ["## Warnings about the runs", "",
+                "Each profile's own warnings about its run as a whole: verdicts on the figures they name are suspect.", ""]
+        out += [f"- {side} ({device}): {w}" for side in ("base", "new") for device, w in warned.get(side, [])]
+        out.append("")
     order = {"regressed": 0, "noisy": 1, "improved": 2, "changed": 3, "unchanged": 4, "not comparable": 5}
     out += ["## Metrics", "", "| verdict | metric | base (median) | new (median) | change | 95% CI of change | "
             "IQR base / new | threshold |", "|---|---|---|---|---|---|---|---|"]

@@ -112,6 +112,19 @@ def test_machine_and_software_differences_are_listed():
     assert "two different machines" in text and "package numba" in text
 
 
+def test_each_runs_own_warnings_head_the_report():
+    drifted = profile({"read": rate_record(35e9, 0.01)})
+    drifted["devices"]["cpu"]["warnings"] = ["the hierarchy sweep's DRAM level (59.6 GB/s) and bandwidth.read (34.7 "
+                                             "GB/s), the same reads beyond the caches, differ 1.72x"]
+    result = compare.compare(profile({"read": rate_record(35e9, 0.01)}), drifted)
+    assert result["run_warnings"] == {"base": [], "new": [("cpu", drifted["devices"]["cpu"]["warnings"][0])]}
+    text = compare.markdown(result, "a.yaml", "b.yaml")
+    assert "## Warnings about the runs" in text
+    assert "- new (cpu): the hierarchy sweep's DRAM level (59.6 GB/s) and bandwidth.read (34.7 GB/s)" in text
+    quiet = compare.compare(profile({"read": rate_record(35e9, 0.01)}), profile({"read": rate_record(35e9, 0.01)}))
+    assert "Warnings about the runs" not in compare.markdown(quiet, "a.yaml", "b.yaml")
+
+
 def test_two_guests_of_one_name_are_told_apart_by_family_and_model():
     """The committed Zen 5 and Zen 4 VM profiles both say 'AMD EPYC', 2 cores: their family, model
     number and SIMD features are what a reader needs to see differ."""
