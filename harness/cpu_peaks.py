@@ -43,6 +43,43 @@ def fma_datapath(vendor, family, model, flags):
     return None, None, f"no FMA table entry for vendor {vendor!r} family {family!r}"
 
 
+# Matrix units beyond the FMA units, by the cpuinfo flag that names them (machine.MATRIX_FLAGS):
+# dtype, operations per cycle per core (a multiply-add counts 2; None: twice the fp32 FMA rate), unit.
+# AMX's tile unit multiplies a 16 x 16 tile over 32 bf16 or fp16 pairs, or 64 int8 ones, every 16
+# cycles; AVX512-FP16 FMAs hold 32 halves in 512 bits, twice fp32's lanes, on the same FMA units.
+MATRIX_UNITS = {"amx_bf16": ("bf16", 1024, "AMX-BF16 tiles (TDPBF16PS)"),
+                "amx_fp16": ("fp16", 1024, "AMX-FP16 tiles (TDPFP16PS)"),
+                "amx_int8": ("int8", 2048, "AMX-INT8 tiles (TDPBSSD)"),
+                "avx512_fp16": ("fp16", None, "AVX512-FP16 FMAs")}
+MATRIX_SOURCE = ("Intel 64 and IA-32 Architectures Optimization Reference Manual (AMX: one 16x16 tile product "
+                 "every 16 cycles, 1024 bf16/fp16 or 2048 int8 operations per cycle per core; AVX512-FP16)")
+MATMUL_DTYPES = ("fp32", "bf16", "fp16", "int8")
+
+
+def theoretical_matmul_flops(cpu, fma):
+    """{'flops_per_s': {dtype: rate or None}, 'ops_per_cycle_per_core': {...}, 'source': {dtype: how},
+    'table_source': where the table's rates come from}
+    for the matmul peaks (probes/cpu_matmul.py): fp32 on the FMA units (`fma`: theoretical_flops'
+    result), bf16, fp16 and int8 on the matrix units the CPU names (MATRIX_UNITS), at the nominal
+    clock. A dtype with no such unit says so: torch then runs it on dot-product instructions or
+    widens it to fp32, rates this table does not hold."""
+    units = set(cpu.get("matrix_units") or [])
+    fp32 = (fma.get("flops_per_cycle_per_core") or {}).get("fp32")
+    per_cycle, how = {"fp32": fp32}, {"fp32": "the FMA units (the fp32 FMA peak)" if fp32 else fma["source"]}
+    for flag, (dtype, ops, unit) in MATRIX_UNITS.items():
+        rate = ops or (2 * fp32 if fp32 else None)
+        if flag in units and rate and (per_cycle.get(dtype) or 0) < rate:
+            per_cycle[dtype], how[dtype] = rate, f"{unit}, {rate} per cycle per core"
+    for dtype in MATMUL_DTYPES:
+        if dtype not in per_cycle:
+            per_cycle[dtype] = None
+            how[dtype] = (f"not derivable: no {dtype} matrix unit in this harness's table (AMX, AVX512-FP16) among "
+                          f"the CPU's flags")
+    freq = (cpu.get("frequency") or {}).get("nominal_hz")
+    flops = {d: cpu["cores"] * n * freq if n and freq else None for d, n in per_cycle.items()}
+    return {"flops_per_s": flops, "ops_per_cycle_per_core": per_cycle, "source": how, "table_source": MATRIX_SOURCE}
+
+
 def theoretical_flops(cpu):
     """{'flops_per_s': {fp64, fp32}, 'flops_per_cycle_per_core': {...}, 'source': str}."""
     flags = set(cpu.get("simd", []))

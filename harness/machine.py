@@ -15,6 +15,9 @@ from harness.sysfs import read_text
 AFFINITY_VARIABLES = ("OMP_PROC_BIND", "OMP_PLACES", "GOMP_CPU_AFFINITY", "KMP_AFFINITY")
 SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_bf16",
               "avx512_fp16", "avx_vnni", "amx_tile", "amx_bf16", "asimd", "sve")
+# the units beyond the FMA units that multiply matrices (cpu_peaks.MATRIX_UNITS): recorded apart
+# from `simd`, whose list profiles made before them hold without these names
+MATRIX_FLAGS = ("amx_bf16", "amx_fp16", "amx_int8", "avx512_fp16")
 # Arm CPUs name no model in /proc/cpuinfo, only their implementer and part numbers (the Arm ARM's
 # MIDR_EL1 fields; the names as Linux's arch/arm64/include/asm/cputype.h and lscpu give them)
 ARM = 0x41  # Arm Ltd's own cores (Neoverse)
@@ -278,6 +281,7 @@ def identify_cpu(cpuinfo_path="/proc/cpuinfo"):
         "threads": threads,
         "usable_cpus": usable_cpus(limits["cpu_quota"]),
         "simd": sorted(f for f in SIMD_FLAGS if f in flags),
+        "matrix_units": sorted(f for f in MATRIX_FLAGS if f in flags),
         "frequency": read_frequency(fields),
         "caches": read_caches(online_cpus=threads),
         "memory_bytes": total,

@@ -63,7 +63,7 @@ def roofline(series, path):
     ax.set_xscale("log")
     ax.set_yscale("log")
     ax.set_xlim(lo, hi)
-    ax.set_ylim(top / 3000, top * 4)
+    ax.set_ylim(top / 3000, max([top * 4] + [2 * c["flops_per_s"] for c in series["ceilings"]]))  # theory can be far above
     ax.set_xlabel("arithmetic intensity (FLOP/byte)")
     ax.set_ylabel("FLOP/s" + (" (int8 matmul: OP/s)" if any(c["dtype"] == "int8" for c in series["ceilings"]) else ""))
     ax.set_title(series["title"])

@@ -58,6 +58,9 @@ def roofline_series(who, sec, llc, memory="DRAM", clock="nominal clock"):
         if isinstance(rec, dict) and rec.get("validated") and (rec.get("flops_per_s") or 0) > fma:
             ceilings.append({"dtype": dtype, "label": f"{dtype} matmul (measured)", "flops_per_s": rec["flops_per_s"],
                              "measured": True})
+            if rec.get("theoretical_flops_per_s"):  # a CPU's matrix units (AMX) at the nominal clock
+                ceilings.append({"dtype": dtype, "label": f"{dtype} matmul (theoretical, {clock})",
+                                 "flops_per_s": rec["theoretical_flops_per_s"], "measured": False})
     bw, _ = roofs(sec)
     ridges = [{"dtype": c["dtype"], "intensity": c["flops_per_s"] / bw, "flops_per_s": c["flops_per_s"]}
               for c in ceilings if c["measured"]] if bw else []
@@ -224,19 +227,32 @@ def gpu_data(doc, name, sec, specs=()):
 
 def tensor_rows(sec, spec, what="tensor-core matmul"):
     """Matmul peaks (a GPU's tensor cores, a CPU's through torch) against the datasheet's dense rate
-    (NVML gives no tensor figures)."""
+    (NVML gives no tensor figures), or a CPU's against its units' rate at the nominal clock."""
     rows = []
     for dtype, rec in (sec.get("tensor_flops") or {}).items():
         if not isinstance(rec, dict):
             continue
         sheet = (((spec or {}).get("flops_per_s") or {}).get(f"{dtype}_tensor") or {}).get("value")
+        theory = None if sheet else rec.get("theoretical_flops_per_s")
         measured, unit = rec.get("flops_per_s"), rate_unit(dtype)
+        flag = spec_flag(measured, sheet) or ""
+        if theory and measured and measured > theory:
+            flag = f"above the theoretical peak at the nominal clock: implies {rec['implied_clock_hz'] / 1e9:.2f} GHz"
+        theoretical = (f"{si(sheet, unit)} (datasheet, dense)" if sheet
+                       else f"{si(theory, unit)} (nominal clock)" if theory else "n/a")
         rows.append({"metric": f"{what} {dtype}", "best": si(measured, unit),
-                     "median": si(rec.get("median_flops_per_s"), unit),
-                     "theoretical": f"{si(sheet, unit)} (datasheet, dense)" if sheet else "n/a",
-                     "fraction": pct(measured / sheet) if sheet and measured else "n/a",
-                     "flag": (spec_flag(measured, sheet) or "") if rec.get("validated") else f"WRONG: {rec.get('error')}"})
+                     "median": si(rec.get("median_flops_per_s"), unit), "theoretical": theoretical,
+                     "fraction": pct(measured / (sheet or theory)) if (sheet or theory) and measured else "n/a",
+                     "flag": flag if rec.get("validated") else f"WRONG: {rec.get('error')}"})
     return rows
+
+
+def matmul_theory_lines(sec):
+    """How each theoretical matmul figure of a CPU was derived (its matrix units), where the
+    profile has them."""
+    matmul = (sec.get("theoretical") or {}).get("matmul") or {}
+    how = "; ".join(f"{dtype}: {text}" for dtype, text in (matmul.get("source") or {}).items())
+    return [f"Theoretical matmul figures, at the nominal clock: {how} ({matmul.get('table_source')}).", ""] if how else []
 
 
 def matmul_notes(sec, gpu):
@@ -344,6 +360,7 @@ def measurements_markdown(sec, peaks, h):
         out += [table(["metric", "best", "median", "theoretical", "fraction", "flag"],
                       [[r["metric"], r["best"], r["median"], r["theoretical"], r["fraction"], r["flag"]] for r in peaks]), ""]
         out += [f"Theoretical figures: {(sec.get('theoretical') or {}).get('source', 'n/a')}", ""]
+        out += matmul_theory_lines(sec)
     else:
         out += ["No bandwidth or peak measurements in this profile.", ""]
     out += [f"{h} Balance", ""]

@@ -10,6 +10,7 @@ from harness.counters import check_mode
 from harness.gpus import detect_gpus
 from harness.profile import SCHEMA_VERSION, load_profile, utc_now
 from harness.specs import load_specs, match_spec
+from harness.summary import rate_unit, si
 from harness.workload import Context, tiny_sizes
 from probes import PROBES, load_runner, reserve_cpu_buffers, unavailable_reason
 
@@ -162,30 +163,36 @@ def theoretical(cpu):
     dram = cpu_peaks.theoretical_dram_bandwidth()
     return {"bytes_per_s": dram["bytes_per_s"], "flops_per_s": flops["flops_per_s"],
             "flops_per_cycle_per_core": flops["flops_per_cycle_per_core"],
-            "source": f"FLOP/s: {flops['source']}. Bytes/s: {dram['source']}"}
+            "source": f"FLOP/s: {flops['source']}. Bytes/s: {dram['source']}",
+            "matmul": cpu_peaks.theoretical_matmul_flops(cpu, flops)}
 
 
 def flag_against_theory(section, theory, cpu):
     """Fraction of the theoretical peak of the cores the threads ran on (fewer than the machine's
-    with --threads or a CPU quota; SMT siblings share a core's FMA units) on each peak record; a
-    figure above it carries a warning."""
-    per_cycle = theory.get("flops_per_cycle_per_core") or {}
-    for dtype, rec in section.get("peak_flops", {}).items():
-        if rec.get("flops_per_s") is None or dtype not in per_cycle:
-            continue
-        cores = min(rec["threads"], cpu["cores"])
-        rec["implied_clock_hz"] = rec["flops_per_s"] / (cores * per_cycle[dtype])
-        peak = theory["flops_per_s"].get(dtype)
-        if not peak:  # the clock is unknown: the implied one is all there is
-            continue
-        peak *= cores / cpu["cores"]
-        rec["theoretical_flops_per_s"] = peak
-        rec["fraction_of_theoretical"] = rec["flops_per_s"] / peak
-        if rec["flops_per_s"] > peak:
-            rec["warnings"].append(
-                f"exceeds the theoretical peak of {cores} core{'s' * (cores > 1)} ({peak / 1e9:.1f} GFLOP/s at the nominal "
-                f"{cpu['frequency']['nominal_hz'] / 1e9:.2f} GHz): the cores ran at about "
-                f"{rec['implied_clock_hz'] / 1e9:.2f} GHz, above the clock this machine reports")
+    with --threads or a CPU quota; SMT siblings share a core's FMA units) on each FMA peak and
+    matmul record; a figure above it carries a warning."""
+    matmul = theory.get("matmul") or {}
+    for key, per_cycle, peaks in (("peak_flops", theory.get("flops_per_cycle_per_core"), theory.get("flops_per_s")),
+                                  ("tensor_flops", matmul.get("ops_per_cycle_per_core"), matmul.get("flops_per_s"))):
+        for dtype, rec in (section.get(key) or {}).items():
+            if not isinstance(rec, dict) or rec.get("flops_per_s") is None or not (per_cycle or {}).get(dtype):
+                continue
+            cores = min(rec["threads"], cpu["cores"])
+            clock_hz = rec["flops_per_s"] / (cores * per_cycle[dtype])
+            if key == "peak_flops":  # FMA chains run the units flat out: their rate gives the clock
+                rec["implied_clock_hz"] = clock_hz
+            peak = (peaks or {}).get(dtype)
+            if not peak:  # the clock is unknown: the implied one is all there is
+                continue
+            peak *= cores / cpu["cores"]
+            rec["theoretical_flops_per_s"] = peak
+            rec["fraction_of_theoretical"] = rec["flops_per_s"] / peak
+            if rec["flops_per_s"] > peak:
+                rec["implied_clock_hz"] = clock_hz
+                rec["warnings"].append(
+                    f"exceeds the theoretical peak of {cores} core{'s' * (cores > 1)} ({si(peak, rate_unit(dtype))} at "
+                    f"the nominal {cpu['frequency']['nominal_hz'] / 1e9:.2f} GHz): the cores ran at about "
+                    f"{rec['implied_clock_hz'] / 1e9:.2f} GHz, above the clock this machine reports")
     validation.flag_bandwidth(section, theory.get("bytes_per_s"), "DRAM")
 
 

@@ -81,6 +81,9 @@ def section_lines(section):
             lines.append(f"{'theoretical DRAM':<28} {si(value['bytes_per_s'], 'B/s')}")
             for dtype, f in value["flops_per_s"].items():
                 lines.append(f"{'theoretical ' + dtype:<28} {si(f, rate_unit(dtype))}")
+            for dtype, f in ((value.get("matmul") or {}).get("flops_per_s") or {}).items():
+                if f:  # a CPU's matrix units (AMX, AVX512-FP16), where it has them
+                    lines.append(f"{'theoretical matmul ' + dtype:<28} {si(f, rate_unit(dtype))}")
     return lines + counter_lines(section)
 
 

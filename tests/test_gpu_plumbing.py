@@ -321,6 +321,19 @@ def test_tensor_core_rows_against_the_datasheet():
     assert report.tensor_rows(sec, None)[0]["theoretical"] == "n/a"
 
 
+def test_a_cpus_matmul_rows_against_its_matrix_units():
+    sec = {"tensor_flops": {"bf16": {"flops_per_s": 8.792e11, "median_flops_per_s": 8.3e11, "validated": True,
+                                     "theoretical_flops_per_s": 4.3008e12},
+                            "int8": {"flops_per_s": 9e12, "median_flops_per_s": 8.9e12, "validated": True,
+                                     "theoretical_flops_per_s": 8.6016e12, "implied_clock_hz": 2.197e9}}}
+    bf16, int8 = report.tensor_rows(sec, None, "matmul (torch)")
+    assert bf16["theoretical"] == "4.3 TFLOP/s (nominal clock)" and bf16["fraction"] == "20%" and bf16["flag"] == ""
+    assert int8["theoretical"] == "8.6 TOP/s (nominal clock)" and int8["flag"].endswith("implies 2.20 GHz")
+    series = report.roofline_series("m", {**sec, "peak_flops": {"fp32": {"flops_per_s": 3.3e11}}}, 32 << 20)
+    assert {c["label"] for c in series["ceilings"] if not c["measured"]} == {
+        "bf16 matmul (theoretical, nominal clock)", "int8 matmul (theoretical, nominal clock)"}
+
+
 def test_regression_report_covers_gpu_metrics(fake_gpu_machine):
     from harness import compare
 

@@ -32,6 +32,8 @@ def test_machine_slug_is_stable_and_readable(model, cores, expected):
 
 @pytest.mark.parametrize("fixture,expected", [("cpuinfo-amd-epyc-zen4-kvm.txt", "amd-epyc-zen4-2c"),
                                               ("cpuinfo-amd-epyc-zen5-kvm.txt", "amd-epyc-zen5-2c"),
+                                              ("cpuinfo-intel-xeon-family6-model207-kvm.txt",
+                                               "intel-xeon-family6-model207-2c"),
                                               ("cpuinfo-intel-i5-8250u.txt", "intel-core-i5-8250u-4c")])
 def test_kvm_guests_that_hide_the_model_are_told_apart_by_generation(fixture, expected):
     """Both dev VMs call themselves 'AMD EPYC' with 2 cores (recorded /proc/cpuinfo: family 25
@@ -175,6 +177,57 @@ def test_an_arm_server_is_named_by_its_part_and_its_peak_derived(tmp_path):
                             clockless)
     rec = section["peak_flops"]["fp32"]
     assert rec["implied_clock_hz"] == pytest.approx(2.6e9) and "fraction_of_theoretical" not in rec
+
+
+def test_theoretical_matmul_rates_of_this_amx_xeon_vm():
+    """The Xeon VM of 2026-12-06 (recorded /proc/cpuinfo: family 6 model 207, 2 vCPUs at 2.1 GHz)
+    has AMX tiles and AVX512-FP16: its matmul peaks are held to those units, not left n/a (torch
+    reached 879 GFLOP/s bf16 there, 0.20 of the tiles' 4.3 TFLOP/s, and 202 GFLOP/s fp16, 0.38 of
+    AVX512-FP16's 538)."""
+    cpu = machine.identify_cpu(os.path.join(FIXTURES, "cpuinfo-intel-xeon-family6-model207-kvm.txt"))
+    assert cpu["matrix_units"] == ["amx_bf16", "amx_int8", "avx512_fp16"]
+    fma = cpu_peaks.theoretical_flops(cpu)
+    t = cpu_peaks.theoretical_matmul_flops(cpu, fma)
+    assert t["ops_per_cycle_per_core"] == {"fp32": 64, "bf16": 1024, "fp16": 128, "int8": 2048}
+    assert t["flops_per_s"]["bf16"] == pytest.approx(2 * 1024 * 2.1e9)
+    assert t["flops_per_s"]["int8"] == pytest.approx(2 * 2048 * 2.1e9)
+    assert t["flops_per_s"]["fp32"] == fma["flops_per_s"]["fp32"]
+    assert "AMX-BF16" in t["source"]["bf16"] and "AVX512-FP16" in t["source"]["fp16"] and "Optimization" in t["table_source"]
+    granite = dict(cpu, matrix_units=["amx_bf16", "amx_fp16", "amx_int8", "avx512_fp16"])
+    assert cpu_peaks.theoretical_matmul_flops(granite, fma)["ops_per_cycle_per_core"]["fp16"] == 1024  # tiles win
+
+
+def test_a_cpu_without_matrix_units_says_so_per_dtype():
+    cpu = machine.identify_cpu(os.path.join(FIXTURES, "cpuinfo-amd-epyc-zen4-kvm.txt"))
+    assert cpu["matrix_units"] == []  # avx512_bf16 dot products are not in the table
+    t = cpu_peaks.theoretical_matmul_flops(cpu, cpu_peaks.theoretical_flops(cpu))
+    assert t["flops_per_s"]["fp32"] == pytest.approx(cpu["cores"] * 32 * cpu["frequency"]["nominal_hz"])
+    for dtype in ("bf16", "fp16", "int8"):
+        assert t["flops_per_s"][dtype] is None and t["source"][dtype].startswith(f"not derivable: no {dtype} matrix unit")
+    old = {k: v for k, v in cpu.items() if k != "matrix_units"}  # a profile made before the field
+    assert cpu_peaks.theoretical_matmul_flops(old, cpu_peaks.theoretical_flops(old))["flops_per_s"]["bf16"] is None
+
+
+def test_matmul_records_get_their_fraction_of_the_units_and_a_warning_above_them(cpu):
+    from harness import run
+
+    theory = {"flops_per_s": {"fp32": 332.3e9}, "flops_per_cycle_per_core": {"fp32": 64},
+              "matmul": {"flops_per_s": {"fp32": 332.3e9, "bf16": 4.3e12, "int8": 8.6e12, "fp16": None},
+                         "ops_per_cycle_per_core": {"fp32": 64, "bf16": 1024, "int8": 2048, "fp16": None}}}
+    section = {"tensor_flops": {"bf16": {"flops_per_s": 879e9, "threads": 2, "warnings": []},
+                                "int8": {"flops_per_s": 5.0e12, "threads": 1, "warnings": []},  # 1 of 2 cores
+                                "fp16": {"flops_per_s": 2e11, "threads": 2, "warnings": []}}}
+    run.flag_against_theory(section, theory, cpu)
+    bf16, int8, fp16 = (section["tensor_flops"][d] for d in ("bf16", "int8", "fp16"))
+    assert bf16["fraction_of_theoretical"] == pytest.approx(879e9 / 4.3e12) and not bf16["warnings"]
+    assert "implied_clock_hz" not in bf16  # torch's product is no clock meter below its units' peak
+    assert int8["theoretical_flops_per_s"] == pytest.approx(4.3e12)
+    assert int8["implied_clock_hz"] == pytest.approx(5.0e12 / 2048)
+    assert "theoretical peak of 1 core (4.3 TOP/s" in int8["warnings"][0] and "2.44 GHz" in int8["warnings"][0]
+    assert "theoretical_flops_per_s" not in fp16 and not fp16["warnings"]  # no unit in the table: n/a
+    without_torch = {"tensor_flops": {"reason": "torch is not installed"}}
+    run.flag_against_theory(without_torch, theory, cpu)
+    assert without_torch == {"tensor_flops": {"reason": "torch is not installed"}}
 
 
 def test_dmidecode_parsing_and_bandwidth(monkeypatch):
