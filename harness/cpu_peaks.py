@@ -57,12 +57,11 @@ MATMUL_DTYPES = ("fp32", "bf16", "fp16", "int8")
 
 
 def theoretical_matmul_flops(cpu, fma):
-    """{'flops_per_s': {dtype: rate or None}, 'ops_per_cycle_per_core': {...}, 'source': {dtype: how},
-    'table_source': where the table's rates come from}
-    for the matmul peaks (probes/cpu_matmul.py): fp32 on the FMA units (`fma`: theoretical_flops'
-    result), bf16, fp16 and int8 on the matrix units the CPU names (MATRIX_UNITS), at the nominal
-    clock. A dtype with no such unit says so: torch then runs it on dot-product instructions or
-    widens it to fp32, rates this table does not hold."""
+    """The matmul peaks' theory (probes/cpu_matmul.py), at the nominal clock: fp32 on the FMA units
+    (`fma`: theoretical_flops' result), bf16, fp16 and int8 on the matrix units the CPU names
+    (MATRIX_UNITS). A dtype with no such unit says so: torch then runs it on dot-product
+    instructions or widens it to fp32, rates this table does not hold.
+    {'flops_per_s': {dtype: rate or None}, 'ops_per_cycle_per_core', 'source': {dtype: how}, 'table_source'}."""
     units = set(cpu.get("matrix_units") or [])
     fp32 = (fma.get("flops_per_cycle_per_core") or {}).get("fp32")
     per_cycle, how = {"fp32": fp32}, {"fp32": "the FMA units (the fp32 FMA peak)" if fp32 else fma["source"]}

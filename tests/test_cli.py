@@ -11,6 +11,8 @@ import time
 import pytest
 
 from conftest import ROOT, run_cli
+from harness import cpu_peaks
+from harness.machine import identify_cpu
 from harness.profile import BANDWIDTH_KERNELS, load_profile, save_profile
 
 
@@ -75,6 +77,16 @@ def test_probe_json_prints_validated_records():
     result = json.loads(proc.stdout)
     assert set(result) == {"bandwidth_fp32"}
     assert all(r["validated"] and r["threads"] == 1 for r in result["bandwidth_fp32"].values())
+
+
+def test_probe_holds_its_records_to_the_theory_as_a_profile_does():
+    proc = run_cli("probe", "peak", "--dtype", "fp32", "--json")
+    assert proc.returncode == 0, proc.stderr
+    rec = json.loads(proc.stdout)["peak_flops"]["fp32"]
+    theory = cpu_peaks.theoretical_flops(identify_cpu())  # `harness probe` took no fraction or flag before
+    assert ("implied_clock_hz" in rec) == bool(theory["flops_per_cycle_per_core"])
+    assert ("fraction_of_theoretical" in rec) == bool(theory["flops_per_s"]["fp32"])
+    assert any("exceeds the theoretical peak" in w for w in rec["warnings"]) == (rec.get("fraction_of_theoretical", 0) > 1)
 
 
 def test_probe_text_output():
