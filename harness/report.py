@@ -252,7 +252,7 @@ def matmul_theory_lines(sec):
     profile has them."""
     matmul = (sec.get("theoretical") or {}).get("matmul") or {}
     how = "; ".join(f"{dtype}: {text}" for dtype, text in (matmul.get("source") or {}).items())
-    return [f"Theoretical matmul figures, at the nominal clock: {how} ({matmul.get('table_source')}).", ""] if how else []
+    return [f"Theoretical matmul figures, at the nominal clock: {how}; rates from {matmul.get('table_source')}.", ""] if how else []
 
 
 def matmul_notes(sec, gpu):

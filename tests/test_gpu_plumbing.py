@@ -329,6 +329,12 @@ def test_a_cpus_matmul_rows_against_its_matrix_units():
     bf16, int8 = report.tensor_rows(sec, None, "matmul (torch)")
     assert bf16["theoretical"] == "4.3 TFLOP/s (nominal clock)" and bf16["fraction"] == "20%" and bf16["flag"] == ""
     assert int8["theoretical"] == "8.6 TOP/s (nominal clock)" and int8["flag"].endswith("implies 2.20 GHz")
+    theory = {"matmul": {"source": {"bf16": "AMX-BF16 tiles (TDPBF16PS), 1024 per cycle per core",
+                                    "int8": "not derivable: no int8 matrix unit"}, "table_source": "the manual"}}
+    assert report.matmul_theory_lines({"theoretical": theory})[0] == (
+        "Theoretical matmul figures, at the nominal clock: bf16: AMX-BF16 tiles (TDPBF16PS), 1024 per cycle per core; "
+        "int8: not derivable: no int8 matrix unit; rates from the manual.")
+    assert report.matmul_theory_lines({"theoretical": {"source": "a profile made before matmul theory"}}) == []
     series = report.roofline_series("m", {**sec, "peak_flops": {"fp32": {"flops_per_s": 3.3e11}}}, 32 << 20)
     assert {c["label"] for c in series["ceilings"] if not c["measured"]} == {
         "bf16 matmul (theoretical, nominal clock)", "int8 matmul (theoretical, nominal clock)"}
