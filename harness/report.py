@@ -10,7 +10,7 @@ from harness import model, plots
 from harness.machine import last_level_cache_bytes
 from harness.profile import atomic_write_text, labelled_records
 from harness.specs import match_spec, spec_flag
-from harness.summary import crossover_phrase, rate_unit, record_name, short_of_roofs_phrase, si
+from harness.summary import crossover_phrase, rate_unit, record_name, short_of_roofs_phrase, si, unmeasured_name
 from harness.validation import LARGE_CACHE_FACTOR, roofs, swept_shape
 
 DECODE_DTYPE_INTENSITY = {"fp32": 0.5, "fp16": 1.0, "bf16": 1.0, "int8": 2.0}
@@ -342,6 +342,7 @@ def markdown(data):
     out += measurements_markdown(cpu, data["peaks"], "##")
     out += matmul_notes(cpu, gpu=False)
     out += decode_markdown(cpu, "decode.png", "##")
+    out += unmeasured_markdown(cpu)
     out += drills_markdown(data["drills"])
     out += ["## GPUs", ""]
     out += [line for g in data["gpus"] for line in gpu_markdown(g)] or [doc["machine"].get("gpus_reason") or "None.", ""]
@@ -405,9 +406,7 @@ def gpu_markdown(g):
     out += matmul_notes(sec, gpu=True)
     out += decode_markdown(sec, f"decode-{name}.png", "####")
     out += fused_kernel_markdown(sec)
-    skipped = sorted({f"{u['impl']} ({u['reason']})" for u in sec.get("decode_unsupported") or []})
-    if skipped:
-        out += ["Decode implementations not measured: " + "; ".join(skipped) + ".", ""]
+    out += unmeasured_markdown(sec)
     tele = sec.get("telemetry") or {}
     if tele:
         rows = [[probe, si((t.get("sm_clock_hz") or {}).get("median"), "Hz"), num((t.get("power_w") or {}).get("max"), "{:.0f}"),
@@ -430,6 +429,13 @@ def fused_kernel_markdown(sec):
              + (f", {r['blocks_per_sm']} blocks per SM ({r['blocks_per_sm_limit']})" if r.get("blocks_per_sm") else "")
              for (dtype, d, g), r in sorted(kernels.items())]
     return ["cupy-fused split-K kernels as loaded: " + "; ".join(parts) + ".", ""]
+
+
+def unmeasured_markdown(sec):
+    """The decode points a section left out, with the reason (a GPU's SDPA backends torch refused,
+    a CPU's caches beyond memory)."""
+    skipped = sorted({f"{unmeasured_name(u)} ({u['reason']})" for u in sec.get("decode_unsupported") or []})
+    return ["Decode points not measured: " + "; ".join(skipped) + ".", ""] if skipped else []
 
 
 def decode_markdown(sec, image, h):

@@ -65,6 +65,8 @@ def section_lines(section):
                     lines.append(record_line(f"threads {kernel} x{rec['threads']}", rec))
         elif key == "decode_attention":
             lines.extend(decode_line(rec) for rec in value)
+        elif key == "decode_unsupported":
+            lines.extend(f"decode not measured: {unmeasured_name(u)} ({u['reason']})" for u in value)
         elif key == "model_validation":
             lines.append(f"model validation: {value['finding']}")
             short = short_of_roofs_phrase(value.get("short_of_roofs"))
@@ -135,6 +137,14 @@ def profile_lines(doc):
     if m.get("gpus_reason"):
         lines.append(f"GPUs: {m['gpus_reason']}")
     return lines
+
+
+def unmeasured_name(point):
+    """A decode point left out (decode_unsupported): its impl, and its shape where it has one (the
+    CPU's points beyond memory; a GPU's unsupported SDPA backend names the impl alone)."""
+    shape = (f" {point['dtype']} B={point['batch']} H={point['heads']}/{point['kv_heads']} S={point['seq_len']}"
+             if "seq_len" in point else "")
+    return point["impl"] + shape
 
 
 def decode_line(rec):

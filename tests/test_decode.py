@@ -281,6 +281,53 @@ def test_sweeps_cover_lengths_dtypes_gqa_and_batch(cpu):
         assert {s.dtype for impl, s in full if impl == "torch-sdpa"} == {"fp32", "bf16", "fp16"}
 
 
+def amx_xeon_vm(cpu, available_gib):
+    """The AMX Xeon VM of 2026-12-06 as the sweep sees it: 300 MiB of L3, the given memory free."""
+    l3 = {"level": 3, "type": "Unified", "size_bytes": 300 << 20, "shared_by_cpus": 2, "instances": 1}
+    return dict(cpu, caches=cpu["caches"][:2] + [l3], memory_available_bytes=int(available_gib * 2**30))
+
+
+def test_sweep_points_beyond_memory_are_left_out_with_the_reason(cpu):
+    """--full on that VM (23.1 GiB free) asked for an fp32 cache of S=1048576, 36 GiB: check_point
+    refused it and the whole decode probe failed, the four points before it lost."""
+    vm = amx_xeon_vm(cpu, 23.1)
+    points, left_out = cpu_decode.planned_points(Context(cpu=vm, threads=2, full=True))
+    assert [(u["impl"], u["dtype"], u["seq_len"], u["kv_heads"]) for u in left_out] == [("numba-fused", "fp32", 1048576, 32)]
+    assert "needs about 36.1 GiB, more than 70% of the 23.1 GiB available" in left_out[0]["reason"]
+    assert all(cpu_decode.memory_refusal(s, vm) is None for _, s in points) and len(points) > 17
+    assert cpu_decode.planned_points(Context(cpu=vm, threads=2))[1] == []  # the default sweep fits there
+
+
+def test_the_longest_cache_is_shortened_to_fit_a_small_memory(cpu):
+    """Where a large reported LLC meets little memory the sweep's longest fp32 cache is halved until
+    it fits, rather than every point at it being left out: 300 MiB of L3 asks for S=262144 (8.6 GB
+    in fp32); with 8 GiB free the longest is S=131072 (4.3 GB)."""
+    default = cpu_decode.sweep(Context(cpu=amx_xeon_vm(cpu, 23.1), threads=2))
+    small = cpu_decode.sweep(Context(cpu=amx_xeon_vm(cpu, 8), threads=2))
+    longest = lambda points: max(s.seq_len for _, s in points if s.kv_heads == s.heads and s.batch == 1)  # noqa: E731
+    assert (longest(default), longest(small)) == (262144, 131072)
+    assert cpu_decode.planned_points(Context(cpu=amx_xeon_vm(cpu, 8), threads=2))[1] == []
+    with pytest.raises(HarnessError, match="more than 70% of the 8.0 GiB available"):  # asked for by name: an error
+        cpu_decode.check_point("numba-fused", model.DecodeShape(seq_len=262144, heads=32, kv_heads=32, head_dim=128,
+                                                                dtype="fp32"), amx_xeon_vm(cpu, 8))
+
+
+def test_a_left_out_point_is_recorded_and_reported_and_the_others_measured(cpu, monkeypatch):
+    from harness import report
+    from harness.summary import section_lines
+
+    tiny = model.DecodeShape(seq_len=67, heads=4, kv_heads=4, head_dim=32, dtype="fp32")
+    huge = model.DecodeShape(seq_len=1 << 24, heads=32, kv_heads=32, head_dim=128, dtype="fp32")
+    monkeypatch.setattr(cpu_decode, "sweep", lambda ctx: [("numba-fused", tiny), ("numba-fused", huge)])
+    section = cpu_decode.run_decode(Context(cpu=cpu, threads=2, tiny=True))
+    assert [r["seq_len"] for r in section["decode_attention"]] == [67] and section["decode_attention"][0]["validated"]
+    (left,) = section["decode_unsupported"]
+    assert left["seq_len"] == 1 << 24 and "GiB available" in left["reason"]
+    line = "numba-fused fp32 B=1 H=32/32 S=16777216 (seq-len 16777216 x batch 1 x kv-heads 32 needs about"
+    assert any(f"decode not measured: {line}" in s for s in section_lines(section))
+    assert report.unmeasured_markdown(section)[0].startswith(f"Decode points not measured: {line}")
+
+
 def test_probe_options_pick_one_shape(cpu):
     ctx = Context(cpu=cpu, threads=2, options={"impl": "all", "dtype": "bf16", "seq_len": 64, "heads": 4,
                                                 "head_dim": 32})
