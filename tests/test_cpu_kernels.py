@@ -220,8 +220,6 @@ def test_read_kernel_assembly_is_vectorised():
 @pytest.mark.parametrize("dtype,widening", [("fp16", r"vcvtph2psx?"), ("bf16", r"vpslld")])  # x: AVX512-FP16 form
 def test_decode_kernel_widens_16_bit_caches_in_packed_registers(dtype, widening):
     # 16-bit K and V rows are converted inside the dot and the update, a vector at a time
-    import types
-
     from harness.model import DecodeShape
     from probes import cpu_decode_kernel
     from probes.cpu_decode import DecodeCache
@@ -229,13 +227,15 @@ def test_decode_kernel_widens_16_bit_caches_in_packed_registers(dtype, widening)
     if dtype == "fp16" and not has_cpu_flag("f16c"):
         pytest.skip("this CPU has no F16C: half to float is a library call there")
     shape = DecodeShape(seq_len=64, heads=4, kv_heads=2, head_dim=64, dtype=dtype)
-    cache, out = DecodeCache(shape, 1), np.empty((4, 64), np.float32)
-    # the cached kernel cannot be inspected: compile its task function (where rows are widened) anew
+    cache = DecodeCache(shape, 1)
+    # the cached kernel cannot be inspected: compile its task function (where rows are widened)
+    # anew, alone (through the parallel decode_kernel, LLVM would optimise it twice: 7 s more here),
+    # and run it on the first (batch, kv head)'s 64 tokens
     chunk = numba.njit(fastmath=True)(cpu_decode_kernel._chunk.py_func)
-    source = cpu_decode_kernel.decode_kernel.py_func
-    kernel = numba.njit(parallel=True, fastmath=True)(
-        types.FunctionType(source.__code__, {**source.__globals__, "_chunk": chunk}, source.__name__))
-    kernel(cache.q, cache.k, cache.v, cache.k_scale, cache.v_scale, 1, 4, 2, 64, 64, False, 4, out)
+    group, f32 = 2, np.float32
+    chunk(cache.q, 0, group, cache.k, cache.v, cache.k_scale, cache.v_scale, 0, 64, f32(0.125),
+          np.empty((group, 64), f32), np.empty((group, 64), f32), np.empty(group, f32), np.empty(group, f32), 0,
+          np.empty((8, 64), f32), np.empty(64, np.int32), False, 4)
     asm = _asm(chunk)
     assert len(re.findall(rf"{widening}\s+[^\n]*%[yz]mm", asm)) >= 8
     assert len(re.findall(r"vfmadd\w*ps\s+[^\n]*%[yz]mm", asm)) >= 8
