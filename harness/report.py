@@ -13,7 +13,6 @@ from harness.specs import match_spec, spec_flag
 from harness.summary import crossover_phrase, rate_unit, record_name, short_of_roofs_phrase, si, unmeasured_name
 from harness.validation import LARGE_CACHE_FACTOR, roofs, swept_shape
 
-DECODE_DTYPE_INTENSITY = {"fp32": 0.5, "fp16": 1.0, "bf16": 1.0, "int8": 2.0}
 LEVELS = ("L1", "L2", "L3", "DRAM", "HBM")
 HOLDS = {True: "yes", False: "no", None: "undecided (the memory's speed changed while the point ran: profile again)"}
 

@@ -61,7 +61,6 @@ from numba import njit, prange, types
 from numba.core import cgutils
 from numba.extending import intrinsic
 
-KINDS = ("fp32", "bf16", "fp16", "int8")
 # the word each cache dtype is stored in; its numba type is what tells `widen` how to convert it
 STORAGE = {"fp32": np.float32, "bf16": np.uint16, "fp16": np.int16, "int8": np.int8}
 LOG2E = np.float32(1.4426950408889634)
