@@ -130,10 +130,11 @@ def run_single_probe(name, device="cpu", threads=None, quick=False, options=None
         return derive_from_stored(section, cpu, profile_path)
     ctx = make_context(cpu, threads, quick, progress, dtypes=[dtype] if dtype else DTYPES, counters=counters)
     section = run_probe_on_cpu(name, ctx)
-    flag_against_theory(section, theoretical(cpu), cpu)
+    theory = theoretical(cpu)
+    flag_against_theory(section, theory, cpu)
     validation.flag_thread_scaling(section, cpu)
     validation.flag_matmul_scaling(section, cpu)
-    validation.flag_disagreeing_precisions(section, cpu_peaks.theoretical_flops(cpu))
+    validation.flag_disagreeing_precisions(section, theory)
     return section
 
 
