@@ -1,5 +1,6 @@
 """The analytic model of the seed page: decode-attention FLOPs and bytes, intensity, roofline,
-predicted time and regime, and the weight-read companion (per-token latency lower bound).
+predicted time and regime, and the weight-read companion (per-token latency lower bound), with
+weights counted from a preset's architecture where it gives one, else the page's 12*L*d^2.
 
 Units are in the names: *_bytes, *_flops, *_per_s, *_s. Per layer and step, for batch B:
 attention FLOPs 4*B*S*d (d = H*d_h), cache bytes 2*B*S*H_kv*d_h*s, where a sliding window W
@@ -134,14 +135,19 @@ def regime(flops, nbytes, peak_flops_per_s, bandwidth_bytes_per_s):
     return "memory-bound" if memory_s >= compute_s else "compute-bound"
 
 
-def weight_bytes(layers, d_model, dtype):
-    """12*L*d^2*s: QKV (3d^2), FFN (8d^2) and output projection (d^2) read once per step."""
-    return 12 * layers * d_model ** 2 * BYTES_PER_ELEMENT[check_dtype(dtype)]
+def seed_weight_params(layers, d_model):
+    """The seed page's 12*L*d^2: QKV (3d^2), FFN (8d^2) and output projection (d^2) per layer."""
+    return 12 * layers * d_model ** 2
 
 
-def ffn_flops(layers, d_model, batch):
-    """24*L*B*d^2: two FLOPs per weight per sequence in the batch."""
-    return 24 * layers * batch * d_model ** 2
+def weight_bytes(params, dtype):
+    """Weight bytes read once per step: every matrix a decode step multiplies by, at s bytes each."""
+    return params * BYTES_PER_ELEMENT[check_dtype(dtype)]
+
+
+def weight_flops(params, batch):
+    """2*B FLOPs per weight read (a multiply and an add per sequence): 24*L*B*d^2 on the seed's count."""
+    return 2 * batch * params
 
 
 def weight_intensity(batch, dtype):
@@ -163,10 +169,24 @@ class ModelPreset:
     kv_heads: int
     window: int | None
     source: str
+    ffn_dim: int | None = None
+    ffn_matrices: int = 2
+    vocab: int | None = None
 
     @property
     def head_dim(self):
         return self.d_model // self.heads
+
+    @property
+    def weight_params(self):
+        """Weights one decode step reads: per layer the q, k, v, o projections (k and v shrunk by GQA)
+        and the FFN's matrices (three for a gated FFN such as SwiGLU), then the LM head; norm vectors
+        (<0.01%) and the embedding rows looked up are left out. Without ffn_dim: the seed's 12*L*d^2."""
+        if self.ffn_dim is None:
+            return seed_weight_params(self.layers, self.d_model)
+        d, inner, kv = self.d_model, self.heads * self.head_dim, self.kv_heads * self.head_dim
+        per_layer = 2 * d * inner + 2 * d * kv + self.ffn_matrices * d * self.ffn_dim
+        return self.layers * per_layer + (self.vocab or 0) * d
 
     def shape(self, seq_len, dtype, batch=1):
         return DecodeShape(seq_len=seq_len, heads=self.heads, kv_heads=self.kv_heads, head_dim=self.head_dim,
@@ -191,34 +211,46 @@ def load_preset(name_or_path):
     if not isinstance(doc, dict):
         raise HarnessError(f"model preset {path} is malformed: expected a mapping")
     missing = [k for k in ("name", "layers", "d_model", "heads", "source") if k not in doc]
+    if "ffn_dim" not in doc and ("ffn_matrices" in doc or "vocab" in doc):
+        missing.append("ffn_dim (ffn_matrices and vocab describe the architecture only beside it)")
     if missing:
         raise HarnessError(f"model preset {path} is malformed: missing {', '.join(missing)}")
     try:
         preset = ModelPreset(name=str(doc["name"]), layers=int(doc["layers"]), d_model=int(doc["d_model"]),
                              heads=int(doc["heads"]), kv_heads=int(doc.get("kv_heads", doc["heads"])),
-                             window=int(doc["window"]) if doc.get("window") else None, source=str(doc["source"]))
+                             window=int(doc["window"]) if doc.get("window") else None, source=str(doc["source"]),
+                             ffn_dim=int(doc["ffn_dim"]) if "ffn_dim" in doc else None,
+                             ffn_matrices=int(doc.get("ffn_matrices", 2)),
+                             vocab=int(doc["vocab"]) if doc.get("vocab") else None)
     except (TypeError, ValueError) as e:
         raise HarnessError(f"model preset {path} is malformed: {e}") from None
     if preset.d_model % preset.heads:
         raise HarnessError(f"model preset {path} is malformed: d_model {preset.d_model} is not a multiple of heads")
     preset.shape(1, "fp16")  # validates heads, kv_heads, layers, window
+    for key in ("ffn_dim", "vocab"):
+        if getattr(preset, key) is not None and getattr(preset, key) < 1:
+            raise HarnessError(f"model preset {path} is malformed: {key} must be a positive whole number")
+    if preset.ffn_matrices not in (2, 3):
+        raise HarnessError(f"model preset {path} is malformed: ffn_matrices must be 2 (up, down) or 3 (gated: gate, up, down)")
     return preset
 
 
 def decode_step(preset, dtype, batch, seq_len, bandwidth_bytes_per_s, peak_flops_per_s):
     """Predicted per-token decode on a machine: weights and cache, time, regime, crossover."""
     shape = preset.shape(seq_len, dtype, batch)
-    w_bytes = weight_bytes(preset.layers, preset.d_model, dtype)
+    w_bytes = weight_bytes(preset.weight_params, dtype)
     c_bytes = cache_bytes(shape)
     attn_flops = attention_flops(shape)
-    flops = attn_flops + ffn_flops(preset.layers, preset.d_model, batch)
+    flops = attn_flops + weight_flops(preset.weight_params, batch)
     total_bytes = w_bytes + c_bytes
     balance = machine_balance(peak_flops_per_s, bandwidth_bytes_per_s)
     return {
         "model": preset.name, "dtype": dtype, "batch": batch, "seq_len": seq_len,
         "layers": preset.layers, "d_model": preset.d_model, "heads": preset.heads, "kv_heads": preset.kv_heads,
         "window": preset.window,
-        "weight_bytes": w_bytes, "cache_bytes": c_bytes, "bytes": total_bytes,
+        "weight_bytes": w_bytes, "weights_counted": "architecture" if preset.ffn_dim else "seed 12*L*d^2",
+        "seed_weight_bytes": weight_bytes(seed_weight_params(preset.layers, preset.d_model), dtype),
+        "cache_bytes": c_bytes, "bytes": total_bytes,
         "flops": flops, "attention_flops": attn_flops, "intensity": intensity(flops, total_bytes),
         "attention_intensity": intensity(attn_flops, c_bytes),
         "weight_intensity": weight_intensity(batch, dtype),

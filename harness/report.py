@@ -496,7 +496,11 @@ def drills_markdown(d):
             f"({d['fraction_fp16_decode']:.1%} of peak).",
             f"- Llama-2-7B, fp16, batch 1, 4096 tokens of context: predicted **{l2['predicted_time_s'] * 1e3:.0f} ms per token** "
             f"({si(l2['weight_bytes'], 'B')} of weights: {l2['weights_time_s'] * 1e3:.0f} ms; {si(l2['cache_bytes'], 'B')} of KV "
-            f"cache: {l2['cache_time_s'] * 1e3:.0f} ms), {l2['regime']}.",
+            f"cache: {l2['cache_time_s'] * 1e3:.0f} ms), {l2['regime']}. Weights are counted from each model's "
+            f"architecture; the page's 12·L·d² gives {si(l2['seed_weight_bytes'], 'B')} "
+            f"({l2['seed_weight_bytes'] / l2['weight_bytes'] - 1:+.0%}), and for Llama-3-8B "
+            f"{si(l3['seed_weight_bytes'], 'B')} of {si(l3['weight_bytes'], 'B')} "
+            f"({l3['seed_weight_bytes'] / l3['weight_bytes'] - 1:+.0%}).",
             f"- Quantising weights and cache to int8 halves both: {l8['predicted_time_s'] * 1e3:.0f} ms per token. "
             f"GQA as in Llama-3-8B (8 KV heads) cuts the cache read 4x: {si(l3['cache_bytes'], 'B')}, "
             f"{l3['cache_time_s'] * 1e3:.0f} ms instead of {l2['cache_time_s'] * 1e3:.0f} ms.",

@@ -161,13 +161,22 @@ def decode_line(rec):
             + (f"  model error {err:+.0%}" if err is not None else "") + f"  {status}{warn}")
 
 
+def seed_weights_note(step):
+    """How the architecture's weight count differs from the seed page's 12*L*d^2, where it does."""
+    if step["weights_counted"] != "architecture":
+        return "the seed page's 12*L*d^2: the preset gives no ffn_dim"
+    diff = step["seed_weight_bytes"] / step["weight_bytes"] - 1
+    return f"the seed page's 12*L*d^2 counts {si(step['seed_weight_bytes'], 'B')}, {diff:+.0%}"
+
+
 def model_lines(step):
     """`harness model` as text."""
     return [
         f"{step['model']} {step['dtype']}, batch {step['batch']}, seq_len {step['seq_len']} on {step['machine']}",
         f"  roofs: {si(step['bandwidth_bytes_per_s'], 'B/s')} and {si(step['peak_flops_per_s'], 'FLOP/s')}: "
         f"balance {step['balance']:.1f} FLOP/byte",
-        f"  weights  {si(step['weight_bytes'], 'B'):>10}  {step['weights_time_s'] * 1e3:10.2f} ms",
+        f"  weights  {si(step['weight_bytes'], 'B'):>10}  {step['weights_time_s'] * 1e3:10.2f} ms"
+        + f"  ({seed_weights_note(step)})",
         f"  KV cache {si(step['cache_bytes'], 'B'):>10}  {step['cache_time_s'] * 1e3:10.2f} ms"
         + (f"  (window {step['window']})" if step['window'] else ""),
         f"  predicted per-token latency {step['predicted_time_s'] * 1e3:.2f} ms, {step['regime']} "

@@ -188,8 +188,9 @@ def test_model_with_explicit_rates_reproduces_the_seed_figures():
     for key in ("model", "dtype", "batch", "seq_len", "weight_bytes", "cache_bytes", "flops", "intensity",
                 "bandwidth_bytes_per_s", "peak_flops_per_s", "predicted_time_s", "regime"):
         assert key in step
-    assert step["weight_bytes"] == pytest.approx(12.9e9, rel=0.01)
-    assert step["predicted_time_s"] == pytest.approx(6.44e-3, rel=0.01)
+    assert step["seed_weight_bytes"] == pytest.approx(12.9e9, rel=0.01)  # the page's 12*L*d^2*s
+    assert step["weight_bytes"] == 2 * 6_607_077_376  # the architecture's: gated FFN 11008 wide, LM head
+    assert step["predicted_time_s"] == pytest.approx(6.61e-3, rel=0.01)
     assert step["regime"] == "memory-bound" and step["crossover_batch"] == pytest.approx(156)
 
 
@@ -198,6 +199,7 @@ def test_model_against_a_profile(quick_profile):
     proc = run_cli("model", "mistral-7b", "--profile", str(out), "--seq-len", "32768", "--batch", "4")
     assert proc.returncode == 0, proc.stderr
     assert "predicted per-token latency" in proc.stdout and "window 4096" in proc.stdout
+    assert "(the seed page's 12*L*d^2 counts 12.9 GB, -9%)" in proc.stdout  # mistral's weights: 14.2 GB
     doc = load_profile(out)  # a CPU whose torch fp16 matmul is a slow fallback: fp16 weights run at the FMA peak
     fma = doc["devices"]["cpu"]["peak_flops"]["fp32"]
     doc["devices"]["cpu"]["tensor_flops"] = {"fp16": dict(fma, dtype="fp16", flops_per_s=fma["flops_per_s"] / 100)}

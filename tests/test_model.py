@@ -44,9 +44,39 @@ def test_gqa_window_batch_and_scales():
 
 
 def test_llama2_7b_weight_read_and_a100_latency():
-    w = model.weight_bytes(32, 4096, "fp16")
+    w = model.weight_bytes(model.seed_weight_params(32, 4096), "fp16")
     assert w == 12 * 32 * 4096 ** 2 * 2 and w == pytest.approx(12.9e9, rel=0.01)
     assert w / A100["bw"] == pytest.approx(6.5e-3, rel=0.01)
+    assert model.weight_flops(model.seed_weight_params(32, 4096), 8) == 24 * 32 * 8 * 4096 ** 2  # the page's 24*L*B*d^2
+
+
+# parameter counts as published (Hugging Face config.json models); the decode step reads all but the
+# embedding table (one row per token) and the norm vectors (2 per layer and a final one)
+PUBLISHED_PARAMS = {"llama-2-7b": 6_738_415_616, "llama-3-8b": 8_030_261_248, "mistral-7b": 7_241_732_096}
+
+
+@pytest.mark.parametrize("name", sorted(PUBLISHED_PARAMS))
+def test_preset_weights_add_up_to_the_published_parameter_count(name):
+    p = model.load_preset(name)
+    embedding, norms = p.vocab * p.d_model, (2 * p.layers + 1) * p.d_model
+    assert p.weight_params + embedding + norms == PUBLISHED_PARAMS[name]
+
+
+def test_weights_fall_back_to_the_seed_count_without_an_ffn_dim(tmp_path):
+    f = tmp_path / "m.yaml"
+    f.write_text("name: m\nlayers: 2\nd_model: 64\nheads: 4\nkv_heads: 2\nsource: s\n")
+    p = model.load_preset(str(f))
+    assert p.weight_params == 12 * 2 * 64 ** 2
+    step = model.decode_step(p, "fp16", 1, 8, 1e9, 1e12)
+    assert step["weights_counted"] == "seed 12*L*d^2" and step["weight_bytes"] == step["seed_weight_bytes"]
+    # with the architecture: q and o 64x64, k and v 64x32 (GQA), a 2-matrix FFN 64x256, a 100-word head
+    f.write_text("name: m\nlayers: 2\nd_model: 64\nheads: 4\nkv_heads: 2\nffn_dim: 256\nffn_matrices: 2\n"
+                 "vocab: 100\nsource: s\n")
+    p = model.load_preset(str(f))
+    assert p.weight_params == 2 * (2 * 64 * 64 + 2 * 64 * 32 + 2 * 64 * 256) + 100 * 64
+    step = model.decode_step(p, "int8", 3, 8, 1e9, 1e12)
+    assert step["weights_counted"] == "architecture" and step["weight_bytes"] == p.weight_params
+    assert step["flops"] == 2 * 3 * p.weight_params + step["attention_flops"]
 
 
 def test_machine_balances():
@@ -117,6 +147,12 @@ def test_bad_presets(tmp_path):
     bad.write_text("name: x\nlayers: 2\nd_model: 100\nheads: 3\nsource: s\n")
     with pytest.raises(HarnessError, match="not a multiple"):
         model.load_preset(str(bad))
+    for extra, needle in (("ffn_dim: 256\nffn_matrices: 4\n", "ffn_matrices must be 2"),
+                          ("ffn_dim: 0\n", "ffn_dim must be a positive"), ("vocab: 100\n", "missing ffn_dim"),
+                          ("ffn_dim: wide\n", "malformed")):
+        bad.write_text("name: x\nlayers: 2\nd_model: 64\nheads: 4\nsource: s\n" + extra)
+        with pytest.raises(HarnessError, match=needle):
+            model.load_preset(str(bad))
     bad.write_text("name: [x\n")
     with pytest.raises(HarnessError, match="cannot be read"):
         model.load_preset(str(bad))

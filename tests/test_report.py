@@ -66,6 +66,8 @@ def test_report_files_are_written_and_valid(doc, tmp_path):
     assert cpu["model_validation"]["finding"] in text
     assert "| effect | measured time ratio | at equal read bandwidth | model byte ratio |" in text  # reads paired
     assert "Llama-2-7B" in text and "drill problems" in text
+    assert "(13.2 GB of weights:" in text and "the page's 12·L·d² gives 12.9 GB (-2%)" in text
+    assert "for Llama-3-8B 12.9 GB of 15.0 GB (-14%)" in text
     assert "No counter measurements in this profile" in text
 
 
