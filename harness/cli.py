@@ -322,7 +322,8 @@ def parser():
     sp.set_defaults(func=cmd_probe)
 
     sp = sub.add_parser("model", help="predicted per-token decode latency of a model on a profiled machine")
-    sp.add_argument("name", help="model preset (profiles/models/NAME.yaml) or a preset YAML path")
+    sp.add_argument("name", help="model preset (profiles/models/NAME.yaml), a preset YAML path, or a Hugging "
+                    "Face config.json (Llama, Mistral, Qwen2, Qwen3)")
     sp.add_argument("--profile", help="profile to take the measured roofs from (default: this machine's)")
     sp.add_argument("--bandwidth", type=float, help="bytes/s, instead of a profile (with --flops)")
     sp.add_argument("--flops", type=float, help="FLOP/s, instead of a profile (with --bandwidth)")

@@ -167,6 +167,7 @@ class ModelPreset:
     d_model: int
     heads: int
     kv_heads: int
+    head_dim: int
     window: int | None
     source: str
     ffn_dim: int | None = None
@@ -174,14 +175,11 @@ class ModelPreset:
     vocab: int | None = None
 
     @property
-    def head_dim(self):
-        return self.d_model // self.heads
-
-    @property
     def weight_params(self):
         """Weights one decode step reads: per layer the q, k, v, o projections (k and v shrunk by GQA)
         and the FFN's matrices (three for a gated FFN such as SwiGLU), then the LM head; norm vectors
-        (<0.01%) and the embedding rows looked up are left out. Without ffn_dim: the seed's 12*L*d^2."""
+        (<0.01%), biases and the embedding rows looked up are left out. Without ffn_dim: the seed's
+        12*L*d^2."""
         if self.ffn_dim is None:
             return seed_weight_params(self.layers, self.d_model)
         d, inner, kv = self.d_model, self.heads * self.head_dim, self.kv_heads * self.head_dim
@@ -193,40 +191,72 @@ class ModelPreset:
                            dtype=dtype, batch=batch, layers=self.layers, window=self.window)
 
 
+# Hugging Face architectures whose config.json keys map onto a preset: decoder-only, dense, a gated
+# FFN (gate, up and down projections) of intermediate_size, one LM head of vocab_size rows
+HF_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM")
+HF_KEYS = ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size", "vocab_size")
+
+
 def preset_names():
     return sorted(f[:-5] for f in os.listdir(PRESET_DIR) if f.endswith(".yaml")) if os.path.isdir(PRESET_DIR) else []
 
 
+def hf_config_preset_doc(doc, path):
+    """A Hugging Face config.json (one of HF_ARCHITECTURES) as a preset mapping."""
+    archs = doc.get("architectures") or []
+    if not set(archs) & set(HF_ARCHITECTURES):
+        raise HarnessError(f"model config {path}: architecture {', '.join(archs) or '(none named)'} is not modelled: "
+                           f"valid are {', '.join(HF_ARCHITECTURES)} (or write a preset YAML: see profiles/models/)")
+    missing = [k for k in HF_KEYS if doc.get(k) is None]
+    if missing:
+        raise HarnessError(f"model config {path} is malformed: missing {', '.join(missing)}")
+    stem = os.path.splitext(os.path.basename(path))[0]
+    name = doc.get("_name_or_path") or (os.path.basename(os.path.dirname(os.path.abspath(path))) if stem == "config" else stem)
+    # Qwen's configs name a window they do not use (use_sliding_window: false)
+    window = doc.get("sliding_window") if doc.get("use_sliding_window", True) else None
+    return {"name": name, "layers": doc["num_hidden_layers"], "d_model": doc["hidden_size"],
+            "heads": doc["num_attention_heads"], "kv_heads": doc.get("num_key_value_heads") or doc["num_attention_heads"],
+            "head_dim": doc.get("head_dim"), "ffn_dim": doc["intermediate_size"], "ffn_matrices": 3,
+            "vocab": doc["vocab_size"], "window": window, "source": f"Hugging Face config {path} ({archs[0]})"}
+
+
 def load_preset(name_or_path):
-    """A model preset by name (profiles/models/NAME.yaml) or by path; clear error if bad."""
-    path = name_or_path if name_or_path.endswith((".yaml", ".yml")) else os.path.join(PRESET_DIR, f"{name_or_path}.yaml")
+    """A model preset by name (profiles/models/NAME.yaml), by path to a preset YAML, or a Hugging Face
+    config.json (see HF_ARCHITECTURES); clear error if bad."""
+    path = (name_or_path if name_or_path.endswith((".yaml", ".yml", ".json"))
+            else os.path.join(PRESET_DIR, f"{name_or_path}.yaml"))
     if not os.path.exists(path):
         raise HarnessError(f"unknown model preset {name_or_path!r}: valid presets are {', '.join(preset_names())} "
-                           "(or a path to a preset YAML)")
+                           "(or a path to a preset YAML or a Hugging Face config.json)")
     try:
         with open(path, encoding="utf-8") as f:
-            doc = yaml.safe_load(f)
+            doc = yaml.safe_load(f)  # JSON is YAML too
     except (OSError, yaml.YAMLError) as e:
         raise HarnessError(f"model preset {path} cannot be read: {first_line(e)}") from None
     if not isinstance(doc, dict):
         raise HarnessError(f"model preset {path} is malformed: expected a mapping")
+    if path.endswith(".json"):
+        doc = hf_config_preset_doc(doc, path)
     missing = [k for k in ("name", "layers", "d_model", "heads", "source") if k not in doc]
     if "ffn_dim" not in doc and ("ffn_matrices" in doc or "vocab" in doc):
         missing.append("ffn_dim (ffn_matrices and vocab describe the architecture only beside it)")
     if missing:
         raise HarnessError(f"model preset {path} is malformed: missing {', '.join(missing)}")
     try:
-        preset = ModelPreset(name=str(doc["name"]), layers=int(doc["layers"]), d_model=int(doc["d_model"]),
-                             heads=int(doc["heads"]), kv_heads=int(doc.get("kv_heads", doc["heads"])),
+        heads, d_model = int(doc["heads"]), int(doc["d_model"])
+        if doc.get("head_dim") is None and d_model % heads:
+            raise HarnessError(f"model preset {path} is malformed: d_model {d_model} is not a multiple of heads "
+                               "(give head_dim)")
+        preset = ModelPreset(name=str(doc["name"]), layers=int(doc["layers"]), d_model=d_model, heads=heads,
+                             kv_heads=int(doc.get("kv_heads", heads)),
+                             head_dim=int(doc["head_dim"]) if doc.get("head_dim") is not None else d_model // heads,
                              window=int(doc["window"]) if doc.get("window") else None, source=str(doc["source"]),
                              ffn_dim=int(doc["ffn_dim"]) if "ffn_dim" in doc else None,
                              ffn_matrices=int(doc.get("ffn_matrices", 2)),
                              vocab=int(doc["vocab"]) if doc.get("vocab") else None)
-    except (TypeError, ValueError) as e:
+    except (TypeError, ValueError, ZeroDivisionError) as e:
         raise HarnessError(f"model preset {path} is malformed: {e}") from None
-    if preset.d_model % preset.heads:
-        raise HarnessError(f"model preset {path} is malformed: d_model {preset.d_model} is not a multiple of heads")
-    preset.shape(1, "fp16")  # validates heads, kv_heads, layers, window
+    preset.shape(1, "fp16")  # validates heads, kv_heads, head_dim, layers, window
     for key in ("ffn_dim", "vocab"):
         if getattr(preset, key) is not None and getattr(preset, key) < 1:
             raise HarnessError(f"model preset {path} is malformed: {key} must be a positive whole number")

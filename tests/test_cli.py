@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, run_cli
+from conftest import FIXTURES, ROOT, run_cli
 from harness import cpu_peaks
 from harness.machine import identify_cpu
 from harness.profile import BANDWIDTH_KERNELS, load_profile, save_profile
@@ -192,6 +192,21 @@ def test_model_with_explicit_rates_reproduces_the_seed_figures():
     assert step["weight_bytes"] == 2 * 6_607_077_376  # the architecture's: gated FFN 11008 wide, LM head
     assert step["predicted_time_s"] == pytest.approx(6.61e-3, rel=0.01)
     assert step["regime"] == "memory-bound" and step["crossover_batch"] == pytest.approx(156)
+
+
+def test_model_reads_a_hugging_face_config(tmp_path):
+    qwen3 = json.loads(open(os.path.join(FIXTURES, "hf-config-qwen3-0.6b.json"), encoding="utf-8").read())
+    config = tmp_path / "Qwen3-0.6B" / "config.json"
+    config.parent.mkdir()
+    config.write_text(json.dumps(qwen3))
+    proc = run_cli("model", str(config), "--bandwidth", "1e11", "--flops", "1e12", "--json")
+    assert proc.returncode == 0, proc.stderr
+    step = json.loads(proc.stdout)
+    assert step["model"] == "Qwen3-0.6B" and step["weights_counted"] == "architecture" and step["window"] is None
+    assert step["cache_bytes"] == 2 * 28 * 4096 * 8 * 128 * 2  # head_dim 128 from the config, not 1024 / 16
+    config.write_text(json.dumps({**qwen3, "architectures": ["GPT2LMHeadModel"]}))
+    proc = run_cli("model", str(config), "--bandwidth", "1e11", "--flops", "1e12")
+    assert proc.returncode == 2 and "GPT2LMHeadModel is not modelled" in proc.stderr
 
 
 def test_model_against_a_profile(quick_profile):

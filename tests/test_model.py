@@ -1,7 +1,11 @@
 """The analytic model reproduces the seed page's figures and drill problems."""
 
+import json
+import os
+
 import pytest
 
+from conftest import FIXTURES
 from harness import model
 from harness.errors import HarnessError
 
@@ -122,6 +126,48 @@ def test_decode_step_on_a100_for_llama2():
     assert step["cache_bytes"] == 2 * 32 * 4096 * 4096 * 2
     assert step["predicted_time_s"] == pytest.approx((step["weight_bytes"] + step["cache_bytes"]) / A100["bw"])
     assert step["crossover_batch"] == pytest.approx(156)
+
+
+def hf_config(name):
+    """The keys a preset needs, as the published config.json of meta-llama/Meta-Llama-3-8B and
+    Qwen/Qwen3-0.6B give them (tests/fixtures/hf-config-*.json); the Qwen one also names a window
+    with use_sliding_window false, as Qwen2.5's configs do: named, unused."""
+    with open(os.path.join(FIXTURES, f"hf-config-{name}.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def test_a_hugging_face_config_reads_as_its_preset(tmp_path):
+    folder = tmp_path / "Meta-Llama-3-8B"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps(hf_config("llama-3-8b")))
+    p = model.load_preset(str(folder / "config.json"))
+    ref = model.load_preset("llama-3-8b")
+    assert p.name == "Meta-Llama-3-8B" and "LlamaForCausalLM" in p.source
+    assert (p.layers, p.d_model, p.heads, p.kv_heads, p.head_dim, p.window, p.weight_params) == \
+        (ref.layers, ref.d_model, ref.heads, ref.kv_heads, ref.head_dim, ref.window, ref.weight_params)
+
+
+def test_a_config_head_dim_and_unused_window_are_honoured(tmp_path):
+    f = tmp_path / "qwen3.json"
+    f.write_text(json.dumps(hf_config("qwen3-0.6b")))
+    p = model.load_preset(str(f))
+    assert p.head_dim == 128 and p.head_dim != p.d_model // p.heads and p.window is None
+    non_embedding = p.weight_params - p.vocab * p.d_model  # the tied LM head is read each step all the same
+    assert non_embedding == pytest.approx(0.44e9, rel=0.01)  # Qwen3-0.6B's published non-embedding count
+    assert model.cache_bytes(p.shape(1000, "fp16")) == 2 * 28 * 1000 * 8 * 128 * 2
+
+
+@pytest.mark.parametrize("change,needle", [
+    ({"architectures": ["MixtralForCausalLM"]}, "MixtralForCausalLM is not modelled: valid are LlamaForCausalLM"),
+    ({"architectures": []}, r"\(none named\) is not modelled"),
+    ({"intermediate_size": None}, "missing intermediate_size"),
+    ({"num_attention_heads": 0}, "malformed"),
+])
+def test_bad_hugging_face_configs(tmp_path, change, needle):
+    f = tmp_path / "config.json"
+    f.write_text(json.dumps({**hf_config("llama-3-8b"), **change}))
+    with pytest.raises(HarnessError, match=needle):
+        model.load_preset(str(f))
 
 
 @pytest.mark.parametrize("kwargs,needle", [
