@@ -289,6 +289,7 @@ def decode_step(preset, dtype, batch, seq_len, bandwidth_bytes_per_s, peak_flops
         "weights_time_s": w_bytes / bandwidth_bytes_per_s, "cache_time_s": c_bytes / bandwidth_bytes_per_s,
         "compute_time_s": flops / peak_flops_per_s,
         "predicted_time_s": predicted_time_s(flops, total_bytes, peak_flops_per_s, bandwidth_bytes_per_s),
+        "tokens_per_s": batch / predicted_time_s(flops, total_bytes, peak_flops_per_s, bandwidth_bytes_per_s),
         "regime": regime(flops, total_bytes, peak_flops_per_s, bandwidth_bytes_per_s),
         "crossover_batch": crossover_batch(balance, dtype),
         "source": preset.source,

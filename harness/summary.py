@@ -180,7 +180,8 @@ def model_lines(step):
         f"  KV cache {si(step['cache_bytes'], 'B'):>10}  {step['cache_time_s'] * 1e3:10.2f} ms"
         + (f"  (window {step['window']})" if step['window'] else ""),
         f"  predicted per-token latency {step['predicted_time_s'] * 1e3:.2f} ms, {step['regime']} "
-        f"(arithmetic alone: {step['compute_time_s'] * 1e3:.2f} ms)",
+        f"(arithmetic alone: {step['compute_time_s'] * 1e3:.2f} ms): at most {step['tokens_per_s']:.3g} tokens/s "
+        f"over the batch of {step['batch']}",
         f"  intensity: attention {step['attention_intensity']:.2f}, weights {step['weight_intensity']:.2f} FLOP/byte; "
         f"the FFN {crossover_phrase(step['crossover_batch'])}",
     ]

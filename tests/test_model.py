@@ -126,6 +126,9 @@ def test_decode_step_on_a100_for_llama2():
     assert step["cache_bytes"] == 2 * 32 * 4096 * 4096 * 2
     assert step["predicted_time_s"] == pytest.approx((step["weight_bytes"] + step["cache_bytes"]) / A100["bw"])
     assert step["crossover_batch"] == pytest.approx(156)
+    assert step["tokens_per_s"] == pytest.approx(1 / step["predicted_time_s"])
+    batch8 = model.decode_step(model.load_preset("llama-2-7b"), "fp16", 8, 4096, A100["bw"], A100["peak"])
+    assert batch8["tokens_per_s"] == pytest.approx(8 / batch8["predicted_time_s"])
 
 
 def hf_config(name):
