@@ -85,13 +85,13 @@ def profile_this_rank(info, quick, threads, progress):
 def fleet_run(name, out_dir, quick=False, threads=None, progress=lambda m: None, environ=os.environ):
     """Run on every rank; rank 0 writes the profiles and the summary. Returns rank 0's summary or None."""
     info = rank_info(environ)
+    if info["comm"] is None and info["size"] > 1:  # every rank stops before profiling for nothing
+        raise HarnessError(f"launched as rank {info['rank']} of {info['size']} ({info['via']}) but mpi4py is not "
+                           "installed, so results cannot be gathered: pip install mpi4py")
     mine = profile_this_rank(info, quick, threads, progress)
     results = info["comm"].gather(mine, root=0) if info["comm"] is not None else [mine]
     if info["rank"] != 0:
         return None
-    if info["comm"] is None and info["size"] > 1:
-        raise HarnessError(f"launched as rank 0 of {info['size']} ({info['via']}) but mpi4py is not installed, so "
-                           "results cannot be gathered: pip install mpi4py")
     folder = os.path.join(out_dir, name)
     os.makedirs(folder, exist_ok=True)
     nodes, failed, owner = [], [], {}

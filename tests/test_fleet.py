@@ -11,6 +11,7 @@ import yaml
 
 from conftest import ROOT, run_cli
 from harness import fleet
+from harness.errors import HarnessError
 from harness.profile import dump, load_profile, save_profile
 
 try:
@@ -143,6 +144,16 @@ def test_a_rank_profiles_the_gpu_its_launcher_gave_it_or_its_local_ranks():
     assert fleet.rank_gpu(3, given, "n1")["nvml_index"] == 3
     with pytest.raises(Exception, match="local rank 4 has no GPU of its own"):
         fleet.rank_gpu(4, node_gpus, "n1")
+
+
+@pytest.mark.parametrize("rank", ["0", "1"])
+def test_ranks_without_mpi4py_stop_before_profiling(tmp_path, monkeypatch, rank):
+    monkeypatch.setattr(fleet, "profile_this_rank", lambda *a: pytest.fail("profiled a result it could not gather"))
+    env = {"OMPI_COMM_WORLD_RANK": rank, "OMPI_COMM_WORLD_SIZE": "2"}
+    real = fleet.rank_info
+    monkeypatch.setattr(fleet, "rank_info", lambda environ: real(environ, use_mpi=False))
+    with pytest.raises(HarnessError, match=f"rank {rank} of 2 \\(ompi\\) but mpi4py is not installed"):
+        fleet.fleet_run("x", str(tmp_path), environ=env)
 
 
 def test_two_ranks_on_one_device_keep_the_first_and_name_the_second(tmp_path, monkeypatch):
