@@ -218,6 +218,18 @@ def outliers(result):
     return sorted({n for r in result["rows"] for n, x in r["nodes"].items() if x["outlier"]})
 
 
+def metric_unit(metric):
+    """The unit of one of node_metrics' names (device.group.key), '' for a fraction."""
+    from harness.summary import rate_unit
+
+    group, key = metric.split(".")[1], metric.split(".")[-1]
+    if group in ("bandwidth", "hierarchy"):
+        return "B/s"
+    if group in ("peak_flops", "tensor_flops"):
+        return rate_unit(key)
+    return "Hz" if group == "sm_clock_hz" else ""
+
+
 def markdown(result, summary, folder, threshold):
     from harness.summary import si
 
@@ -238,8 +250,7 @@ def markdown(result, summary, folder, threshold):
         out.append("")
     out += ["## Metrics", "", "| metric | fleet median | MAD | node: ratio to median |", "|---|---|---|---|"]
     for r in result["rows"]:
-        unit = "B/s" if ".bandwidth." in r["metric"] or ".hierarchy." in r["metric"] else (
-            "FLOP/s" if ".peak_flops." in r["metric"] else ("Hz" if "clock" in r["metric"] else ""))
+        unit = metric_unit(r["metric"])
         cells = ", ".join(f"**{n} {x['ratio']:.2f} (outlier)**" if x["outlier"] else f"{n} {x['ratio']:.2f}"
                           for n, x in sorted(r["nodes"].items()))
         median = si(r["median"], unit) if unit else f"{r['median']:.3g}"

@@ -146,6 +146,13 @@ def test_a_rank_profiles_the_gpu_its_launcher_gave_it_or_its_local_ranks():
         fleet.rank_gpu(4, node_gpus, "n1")
 
 
+def test_metric_units():
+    assert [fleet.metric_unit(m) for m in ("cpu.bandwidth.triad", "gpu0.hierarchy.L2", "cpu.peak_flops.fp32",
+                                           "gpu0.tensor_flops.int8", "gpu0.tensor_flops.bf16",
+                                           "gpu0.sm_clock_hz.stream", "cpu.decode.fraction_of_bandwidth")] == \
+        ["B/s", "B/s", "FLOP/s", "OP/s", "FLOP/s", "Hz", ""]
+
+
 @pytest.mark.parametrize("rank", ["0", "1"])
 def test_ranks_without_mpi4py_stop_before_profiling(tmp_path, monkeypatch, rank):
     monkeypatch.setattr(fleet, "profile_this_rank", lambda *a: pytest.fail("profiled a result it could not gather"))
