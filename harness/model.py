@@ -268,12 +268,14 @@ def load_preset(name_or_path):
 def decode_step(preset, dtype, batch, seq_len, bandwidth_bytes_per_s, peak_flops_per_s):
     """Predicted per-token decode on a machine: weights and cache, time, regime, crossover."""
     shape = preset.shape(seq_len, dtype, batch)
-    w_bytes = weight_bytes(preset.weight_params, dtype)
+    params = preset.weight_params
+    w_bytes = weight_bytes(params, dtype)
     c_bytes = cache_bytes(shape)
     attn_flops = attention_flops(shape)
-    flops = attn_flops + weight_flops(preset.weight_params, batch)
+    flops = attn_flops + weight_flops(params, batch)
     total_bytes = w_bytes + c_bytes
     balance = machine_balance(peak_flops_per_s, bandwidth_bytes_per_s)
+    time_s = predicted_time_s(flops, total_bytes, peak_flops_per_s, bandwidth_bytes_per_s)
     return {
         "model": preset.name, "dtype": dtype, "batch": batch, "seq_len": seq_len,
         "layers": preset.layers, "d_model": preset.d_model, "heads": preset.heads, "kv_heads": preset.kv_heads,
@@ -288,8 +290,7 @@ def decode_step(preset, dtype, batch, seq_len, bandwidth_bytes_per_s, peak_flops
         "balance": balance,
         "weights_time_s": w_bytes / bandwidth_bytes_per_s, "cache_time_s": c_bytes / bandwidth_bytes_per_s,
         "compute_time_s": flops / peak_flops_per_s,
-        "predicted_time_s": predicted_time_s(flops, total_bytes, peak_flops_per_s, bandwidth_bytes_per_s),
-        "tokens_per_s": batch / predicted_time_s(flops, total_bytes, peak_flops_per_s, bandwidth_bytes_per_s),
+        "predicted_time_s": time_s, "tokens_per_s": batch / time_s,
         "regime": regime(flops, total_bytes, peak_flops_per_s, bandwidth_bytes_per_s),
         "crossover_batch": crossover_batch(balance, dtype),
         "source": preset.source,
