@@ -10,7 +10,8 @@ from harness import model, plots
 from harness.machine import last_level_cache_bytes
 from harness.profile import atomic_write_text, labelled_records
 from harness.specs import match_spec, spec_flag
-from harness.summary import crossover_phrase, rate_unit, record_name, short_of_roofs_phrase, si, unmeasured_name
+from harness.summary import (crossover_phrase, rate_unit, record_name, seed_weights_change, short_of_roofs_phrase, si,
+                             unmeasured_name)
 from harness.validation import LARGE_CACHE_FACTOR, roofs, swept_shape
 
 LEVELS = ("L1", "L2", "L3", "DRAM", "HBM")
@@ -498,9 +499,9 @@ def drills_markdown(d):
             f"({si(l2['weight_bytes'], 'B')} of weights: {l2['weights_time_s'] * 1e3:.0f} ms; {si(l2['cache_bytes'], 'B')} of KV "
             f"cache: {l2['cache_time_s'] * 1e3:.0f} ms), {l2['regime']}. Weights are counted from each model's "
             f"architecture; the page's 12·L·d² gives {si(l2['seed_weight_bytes'], 'B')} "
-            f"({l2['seed_weight_bytes'] / l2['weight_bytes'] - 1:+.0%}), and for Llama-3-8B "
+            f"({seed_weights_change(l2)}), and for Llama-3-8B "
             f"{si(l3['seed_weight_bytes'], 'B')} of {si(l3['weight_bytes'], 'B')} "
-            f"({l3['seed_weight_bytes'] / l3['weight_bytes'] - 1:+.0%}).",
+            f"({seed_weights_change(l3)}).",
             f"- Quantising weights and cache to int8 halves both: {l8['predicted_time_s'] * 1e3:.0f} ms per token. "
             f"GQA as in Llama-3-8B (8 KV heads) cuts the cache read 4x: {si(l3['cache_bytes'], 'B')}, "
             f"{l3['cache_time_s'] * 1e3:.0f} ms instead of {l2['cache_time_s'] * 1e3:.0f} ms.",

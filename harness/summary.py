@@ -161,12 +161,17 @@ def decode_line(rec):
             + (f"  model error {err:+.0%}" if err is not None else "") + f"  {status}{warn}")
 
 
+def seed_weights_change(step):
+    """The seed page's 12*L*d^2 weight bytes against the architecture's count of a model step,
+    as a signed fraction ('-14%')."""
+    return f"{step['seed_weight_bytes'] / step['weight_bytes'] - 1:+.0%}"
+
+
 def seed_weights_note(step):
     """How the architecture's weight count differs from the seed page's 12*L*d^2, where it does."""
     if step["weights_counted"] != "architecture":
         return "the seed page's 12*L*d^2: the preset gives no ffn_dim"
-    diff = step["seed_weight_bytes"] / step["weight_bytes"] - 1
-    return f"the seed page's 12*L*d^2 counts {si(step['seed_weight_bytes'], 'B')}, {diff:+.0%}"
+    return f"the seed page's 12*L*d^2 counts {si(step['seed_weight_bytes'], 'B')}, {seed_weights_change(step)}"
 
 
 def model_lines(step):

@@ -1,3 +1,4 @@
+import json
 import os
 import subprocess
 import sys
@@ -8,6 +9,14 @@ import harness  # noqa: F401  (first: it sets Numba's and OpenBLAS's environment
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")
+
+
+def hf_config(name):
+    """The keys a preset needs, as the published config.json of meta-llama/Meta-Llama-3-8B and
+    Qwen/Qwen3-0.6B give them (tests/fixtures/hf-config-*.json); the Qwen one also names a window
+    with use_sliding_window false, as Qwen2.5's configs do: named, unused."""
+    with open(os.path.join(FIXTURES, f"hf-config-{name}.json"), encoding="utf-8") as f:
+        return json.load(f)
 
 
 class FakeClock:

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import FIXTURES, ROOT, run_cli
+from conftest import ROOT, hf_config, run_cli
 from harness import cpu_peaks
 from harness.machine import identify_cpu
 from harness.profile import BANDWIDTH_KERNELS, load_profile, save_profile
@@ -195,7 +195,7 @@ def test_model_with_explicit_rates_reproduces_the_seed_figures():
 
 
 def test_model_reads_a_hugging_face_config(tmp_path):
-    qwen3 = json.loads(open(os.path.join(FIXTURES, "hf-config-qwen3-0.6b.json"), encoding="utf-8").read())
+    qwen3 = hf_config("qwen3-0.6b")
     config = tmp_path / "Qwen3-0.6B" / "config.json"
     config.parent.mkdir()
     config.write_text(json.dumps(qwen3))

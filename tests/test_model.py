@@ -1,11 +1,10 @@
 """The analytic model reproduces the seed page's figures and drill problems."""
 
 import json
-import os
 
 import pytest
 
-from conftest import FIXTURES
+from conftest import hf_config
 from harness import model
 from harness.errors import HarnessError
 
@@ -129,14 +128,6 @@ def test_decode_step_on_a100_for_llama2():
     assert step["tokens_per_s"] == pytest.approx(1 / step["predicted_time_s"])
     batch8 = model.decode_step(model.load_preset("llama-2-7b"), "fp16", 8, 4096, A100["bw"], A100["peak"])
     assert batch8["tokens_per_s"] == pytest.approx(8 / batch8["predicted_time_s"])
-
-
-def hf_config(name):
-    """The keys a preset needs, as the published config.json of meta-llama/Meta-Llama-3-8B and
-    Qwen/Qwen3-0.6B give them (tests/fixtures/hf-config-*.json); the Qwen one also names a window
-    with use_sliding_window false, as Qwen2.5's configs do: named, unused."""
-    with open(os.path.join(FIXTURES, f"hf-config-{name}.json"), encoding="utf-8") as f:
-        return json.load(f)
 
 
 def test_a_hugging_face_config_reads_as_its_preset(tmp_path):
