@@ -135,8 +135,8 @@ def cmd_report(args):
         raise HarnessError("no profiles given and none in profiles/: run `harness profile` first")
     docs = [load_profile(p) for p in paths]  # every file validated before anything is written
     specs = load_specs()
-    for doc in docs:
-        for path in write_report(doc, args.out, specs):
+    for doc, source in zip(docs, paths):
+        for path in write_report(doc, args.out, specs, source=os.path.relpath(source)):
             print(f"wrote {path}")
     print(f"wrote {write_index(docs + reported_earlier(stored, docs, args.out), specs, args.out)}")
     return 0

@@ -311,13 +311,15 @@ def table(header, rows):
     return "\n".join(lines)
 
 
-def markdown(data):
-    """The report's markdown; absent sections are said to be absent."""
+def markdown(data, source=None):
+    """The report's markdown, naming the profile file it was read from; absent sections are said to
+    be absent."""
     doc, cpu, info = data["doc"], data["cpu"], data["cpu_info"]
     bw, peak = roofs(cpu)
+    read_from = f"`{source}`" if source else "that profile"
     out = [f"# Hardware profile: {data['id']}", "",
            f"Profile created {doc['created_utc']} by `{doc.get('command', 'harness profile')}`; "
-           "every number below is read from that profile (raw samples included there).", ""]
+           f"every number below is read from {read_from} (raw samples included there).", ""]
     if data["roofline"]:
         out += ["![Roofline](roofline.png)", ""]
     if bw and peak:
@@ -508,8 +510,9 @@ def drills_markdown(d):
             f"- The FFN's weight read {crossover_phrase(l2['crossover_batch'])} (fp16).", ""]
 
 
-def write_report(doc, out_dir, specs=()):
-    """reports/<id>/report.md with roofline.png and decode.png beside it; returns the paths."""
+def write_report(doc, out_dir, specs=(), source=None):
+    """reports/<id>/report.md with roofline.png and decode.png beside it; returns the paths.
+    `source` is the profile file's path, named in the report's header."""
     data = report_data(doc, specs)
     folder = os.path.join(out_dir, data["id"])
     paths = []
@@ -527,7 +530,7 @@ def write_report(doc, out_dir, specs=()):
             paths.append(os.path.join(folder, f"decode-{g['name']}.png"))
             plots.decode_vs_seq_len(g["decode"], paths[-1])
     paths.append(os.path.join(folder, "report.md"))
-    atomic_write_text(paths[-1], markdown(data))
+    atomic_write_text(paths[-1], markdown(data, source))
     return paths
 
 

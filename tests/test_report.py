@@ -223,6 +223,8 @@ def test_a_report_for_one_machine_keeps_the_others_reported_earlier_in_the_index
     assert proc.returncode == 0 and "left out of the index" in proc.stderr and "broken-2c" in proc.stderr
     index = (tmp_path / "reports" / "README.md").read_text()
     assert f"[{doc['machine']['id']}]" in index and "[other-cpu-4c]" in index and "broken-2c" not in index
+    header = (tmp_path / "reports" / "other-cpu-4c" / "report.md").read_text().splitlines()[2]
+    assert "every number below is read from `profiles/other-cpu-4c.yaml`" in header  # the file, not a scratch path
     elsewhere = run_cli("report", str(stored / "other-cpu-4c.yaml"), "--out", str(tmp_path / "x"), cwd=str(tmp_path))
     assert elsewhere.returncode == 0  # a new folder: only what was reported there
     assert f"[{doc['machine']['id']}]" not in (tmp_path / "x" / "README.md").read_text()
