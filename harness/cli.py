@@ -2,6 +2,7 @@
 
 import argparse
 import json
+import math
 import os
 import sys
 
@@ -266,21 +267,23 @@ def cmd_show(args):
     return 0
 
 
-def _bounded(parse, noun, minimum, bound):
-    """An argparse type: `parse` the text, and refuse values under `minimum` saying `bound`."""
+def _bounded(parse, noun, valid, bound):
+    """An argparse type: `parse` the text, and refuse a value that is not finite or fails `valid`,
+    saying `bound`."""
     def check(text):
         try:
             value = parse(text)
         except ValueError:
             raise argparse.ArgumentTypeError(f"{text!r} is not {noun}") from None
-        if value < minimum:
+        if not math.isfinite(value) or not valid(value):
             raise argparse.ArgumentTypeError(f"{value} is invalid: must be {bound}")
         return value
     return check
 
 
-positive_int = _bounded(int, "a whole number", 1, "at least 1")
-nonnegative_float = _bounded(float, "a number", 0, "0 or more")
+positive_int = _bounded(int, "a whole number", lambda v: v >= 1, "at least 1")
+nonnegative_float = _bounded(float, "a number", lambda v: v >= 0, "a finite number, 0 or more")
+positive_float = _bounded(float, "a number", lambda v: v > 0, "a finite number above 0")
 
 
 def parser():
@@ -325,8 +328,8 @@ def parser():
     sp.add_argument("name", help="model preset (profiles/models/NAME.yaml), a preset YAML path, or a Hugging "
                     "Face config.json (Llama, Mistral, Qwen2, Qwen3)")
     sp.add_argument("--profile", help="profile to take the measured roofs from (default: this machine's)")
-    sp.add_argument("--bandwidth", type=float, help="bytes/s, instead of a profile (with --flops)")
-    sp.add_argument("--flops", type=float, help="FLOP/s, instead of a profile (with --bandwidth)")
+    sp.add_argument("--bandwidth", type=positive_float, help="bytes/s, instead of a profile (with --flops)")
+    sp.add_argument("--flops", type=positive_float, help="FLOP/s, instead of a profile (with --bandwidth)")
     sp.add_argument("--device", help="the profile's device: cpu, gpu0, ... (default: cpu, else its first GPU)")
     sp.add_argument("--batch", type=positive_int, default=1)
     sp.add_argument("--seq-len", type=positive_int, default=4096)

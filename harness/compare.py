@@ -12,6 +12,7 @@ Mann-Whitney p-value says whether the samples differ, not by how much). A verdic
 """
 
 import fnmatch
+import math
 
 import numpy as np
 import yaml
@@ -144,7 +145,7 @@ def load_config(path):
         raise HarnessError(f"compare config {path} is malformed: expected threshold_pct and a metrics mapping "
                            "of glob pattern to percent")
     for key, value in [("threshold_pct", cfg.get("threshold_pct", 5))] + list(cfg.get("metrics", {}).items()):
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or value < 0:
+        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
             raise HarnessError(f"compare config {path}: {key} must be a non-negative percentage, got {value!r}")
     return cfg
 

@@ -146,9 +146,10 @@ def test_per_metric_thresholds_from_a_config(tmp_path):
     base, new = profile({"triad": rate_record(50e9, 0.01)}), profile({"triad": rate_record(45e9, 0.01)})
     result = compare.compare(base, new, 0.05, loaded["metrics"])
     assert verdict_of(result, "bandwidth.triad") == "unchanged"
-    cfg.write_text("metrics:\n  x: -3\n")
-    with pytest.raises(HarnessError, match="non-negative"):
-        compare.load_config(str(cfg))
+    for bad in ("metrics:\n  x: -3\n", "threshold_pct: .nan\n", "metrics:\n  x: .inf\n"):
+        cfg.write_text(bad)
+        with pytest.raises(HarnessError, match="non-negative"):
+            compare.load_config(str(cfg))
 
 
 def test_a_thousand_metrics_compare(tmp_path):
