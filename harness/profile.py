@@ -6,12 +6,12 @@ Changelog of the format (loading an unknown version is an error):
 """
 
 import datetime as dt
-import math
 import os
 import tempfile
 
 import yaml
 
+from harness import profile_fields
 from harness.errors import HarnessError, first_line
 
 SCHEMA_VERSION = 1
@@ -27,23 +27,9 @@ def utc_now():
     return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _is_number(x):
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
 def _require(cond, source, what):
     if not cond:
         raise HarnessError(f"profile {source} is malformed: {what}")
-
-
-def _check_timing_record(rec, source, where, rate_key, work_key):
-    _require(isinstance(rec, dict), source, f"{where} must be a mapping")
-    samples = rec.get("samples_s")
-    _require(isinstance(samples, list) and all(_is_number(s) for s in samples),
-             source, f"{where}.samples_s must be a list of seconds")
-    _require(rec.get(rate_key) is None or _is_number(rec.get(rate_key)),
-             source, f"{where}.{rate_key} must be a number or null")
-    _require(_is_number(rec.get(work_key)), source, f"{where}.{work_key} must be a number")
 
 
 def validate(doc, source="<profile>"):
@@ -61,45 +47,14 @@ def validate(doc, source="<profile>"):
     _require(isinstance(doc.get("software"), dict), source, "software must be a mapping")
     devices = doc.get("devices")
     _require(isinstance(devices, dict), source, "devices must be a mapping")
-    for name, section in devices.items():
-        _validate_section(section, source, f"devices.{name}")
+    try:
+        profile_fields.check_machine(machine)
+        profile_fields.check_software(doc["software"])
+        for name, section in devices.items():
+            profile_fields.check_section(section, f"devices.{name}")
+    except profile_fields.FieldError as e:
+        raise HarnessError(f"profile {source} is malformed: {e}") from None
     return doc
-
-
-def _validate_section(sec, source, where):
-    """One devices.<name> section (cpu, gpu0, ...): the shapes the reports and compare read."""
-    _require(isinstance(sec, dict), source, f"{where} must be a mapping")
-    for key in ("bandwidth", "bandwidth_fp32", "peak_flops", "tensor_flops", "hierarchy_levels", "thread_sweep",
-                "theoretical", "balance", "model_validation", "telemetry"):
-        _require(isinstance(sec.get(key, {}), dict), source, f"{where}.{key} must be a mapping")
-    for key, rate, work in (("bandwidth", "bytes_per_s", "bytes_per_call"), ("bandwidth_fp32", "bytes_per_s", "bytes_per_call"),
-                            ("peak_flops", "flops_per_s", "flops_per_call"), ("tensor_flops", "flops_per_s", "flops_per_call")):
-        for name, rec in (sec.get(key) or {}).items():
-            if not (key == "tensor_flops" and name == "reason"):  # no torch: {reason: ...}
-                _check_timing_record(rec, source, f"{where}.{key}.{name}", rate, work)
-    for kernel, recs in (sec.get("thread_sweep") or {}).items():
-        _require(isinstance(recs, list) and all(isinstance(r, dict) for r in recs), source,
-                 f"{where}.thread_sweep.{kernel} must be a list of records")
-    warnings = sec.get("warnings", [])
-    _require(isinstance(warnings, list) and all(isinstance(w, str) for w in warnings), source,
-             f"{where}.warnings must be a list of messages")
-    errors = sec.get("probe_errors", {})
-    _require(isinstance(errors, dict) and all(isinstance(k, str) and isinstance(v, str) for k, v in errors.items()),
-             source, f"{where}.probe_errors must map probe names to messages")
-    decode = sec.get("decode_attention", [])
-    _require(isinstance(decode, list), source, f"{where}.decode_attention must be a list")
-    for i, rec in enumerate(decode):
-        at = f"{where}.decode_attention[{i}]"
-        _require(isinstance(rec, dict) and isinstance(rec.get("impl"), str) and isinstance(rec.get("dtype"), str),
-                 source, f"{at} needs impl and dtype")
-        _check_timing_record(rec, source, at, "bytes_per_s", "bytes_per_call")
-        _require(_is_number(rec.get("time_s")) and isinstance(rec.get("model"), dict),
-                 source, f"{at} needs time_s and model")
-    hierarchy = sec.get("hierarchy", [])
-    _require(isinstance(hierarchy, list), source, f"{where}.hierarchy must be a list")
-    for i, point in enumerate(hierarchy):
-        _require(isinstance(point, dict) and _is_number(point.get("working_set_bytes")),
-                 source, f"{where}.hierarchy[{i}] needs a working_set_bytes number")
 
 
 def labelled_records(section):

@@ -237,7 +237,8 @@ def tensor_rows(sec, spec, what="tensor-core matmul"):
         measured, unit = rec.get("flops_per_s"), rate_unit(dtype)
         flag = spec_flag(measured, sheet) or ""
         if theory and measured and measured > theory:
-            flag = f"above the theoretical peak at the nominal clock: implies {rec['implied_clock_hz'] / 1e9:.2f} GHz"
+            implied = rec.get("implied_clock_hz")
+            flag = "above the theoretical peak at the nominal clock" + (f": implies {implied / 1e9:.2f} GHz" if implied else "")
         theoretical = (f"{si(sheet, unit)} (datasheet, dense)" if sheet
                        else f"{si(theory, unit)} (nominal clock)" if theory else "n/a")
         rows.append({"metric": f"{what} {dtype}", "best": si(measured, unit),

@@ -378,7 +378,8 @@ def test_model_predicts_with_a_gpus_roofs(fake_gpu_machine, tmp_path, capsys):
 
     doc = run.build_profile(device="gpu", quick=True, counters="off")
     doc["devices"]["gpu0"]["tensor_flops"] = {"fp16": {"validated": True, "flops_per_s": 7.5e14, "samples_s": [1e-3],
-                                                       "flops_per_call": 7.5e11}}
+                                                       "median_flops_per_s": 7.4e14, "flops_per_call": 7.5e11,
+                                                       "threads": 1}}
     path = tmp_path / "gpu.yaml"
     profile.save_profile(doc, str(path))
     assert cli.main(["model", "llama-2-7b", "--profile", str(path), "--json"]) == 0

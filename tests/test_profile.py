@@ -22,7 +22,7 @@ def make_doc(created="2026-11-25T08:00:00Z", machine_id="test-cpu-2c"):
         "software": {"python": "3.11.7", "packages": {"numba": "0.68.1"}},
         "devices": {"cpu": {
             "bandwidth": {k: record() for k in profile.BANDWIDTH_KERNELS},
-            "hierarchy": [{"working_set_bytes": 16384, "bytes_per_s": 9e11, "level": "L1"}],
+            "hierarchy": [dict(record(), working_set_bytes=16384, level="L1")],
             "peak_flops": {d: record("flops_per_s", "flops_per_call") for d in profile.PEAK_DTYPES},
             "theoretical": {"bytes_per_s": None, "flops_per_s": {"fp64": 1.6e11, "fp32": 3.2e11}, "source": "t"},
             "balance": {"fp64": 3.3, "fp32": 6.6},
@@ -157,7 +157,7 @@ def test_probe_errors_must_name_probes_and_messages(tmp_path):
     doc = make_doc()
     doc["devices"]["cpu"]["probe_errors"] = {"peak": 3}
     path.write_text(yaml.safe_dump(doc))
-    with pytest.raises(HarnessError, match="devices.cpu.probe_errors must map probe names to messages"):
+    with pytest.raises(HarnessError, match="devices.cpu.probe_errors.peak must be a string, got 3"):
         profile.load_profile(str(path))
 
 
@@ -166,5 +166,5 @@ def test_section_warnings_must_be_messages(tmp_path):
     doc = make_doc()
     doc["devices"]["cpu"]["warnings"] = "threads shared cores"
     path.write_text(yaml.safe_dump(doc))
-    with pytest.raises(HarnessError, match="devices.cpu.warnings must be a list of messages"):
+    with pytest.raises(HarnessError, match="devices.cpu.warnings must be a list of strings"):
         profile.load_profile(str(path))

@@ -1,0 +1,260 @@
+"""The types of a profile's fields, checked on load wherever the reports, `show` and `compare` read them.
+
+A profile names its fields with their units (`median_bytes_per_s`, `time_s`, `working_set_bytes`),
+so most fields' types follow from their names: a field whose name ends in `_s`, `_bytes`, `_hz`
+or `_ratio`, or begins `fraction_of_`, holds a number (or null, or a list of them). The few names
+that mean different things in different places (`model`: a CPU's name in `machine.cpu`, the model's
+prediction in a decode record; `batch`: a batch size in a record, a finding in `model_validation`)
+are checked by the place that holds them. Unknown fields are left alone: a newer harness may add
+fields, and an older profile may lack optional ones.
+
+`check_mapping` raises `FieldError` naming the first field that does not fit; profile.py turns it
+into the one error that names the file.
+"""
+
+import math
+
+
+class FieldError(ValueError):
+    """`where` (dotted path) must be `what`."""
+
+
+def _number(v):
+    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v))
+
+
+def is_count(v):
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 1
+
+
+def is_table(v):
+    """A non-empty mapping of names to numbers (per-dtype rates, per-setting times), or null."""
+    return v is None or (isinstance(v, dict) and bool(v) and all(_number(x) for x in v.values()))
+
+
+KINDS = {
+    "number": (_number, "a number or null"),
+    "numbers": (lambda v: isinstance(v, list) and all(_number(x) for x in v), "a list of numbers"),
+    "count": (is_count, "a whole number, at least 1"),
+    "text": (lambda v: isinstance(v, str), "a string"),
+    "note": (lambda v: v is None or isinstance(v, str), "a string or null"),
+    "flag": (lambda v: isinstance(v, bool), "true or false"),
+    "texts": (lambda v: isinstance(v, list) and all(isinstance(x, str) for x in v), "a list of strings"),
+    "mapping": (lambda v: isinstance(v, dict), "a mapping"),
+    "table": (is_table, "a mapping of names to numbers, or null"),
+    "records": (lambda v: isinstance(v, list) and all(isinstance(x, dict) for x in v), "a list of mappings"),
+}
+NUMBER_SUFFIXES = ("_s", "_bytes", "_hz", "_ratio", "_fraction", "_error", "_per_call", "_per_sm", "_w", "_c")
+NUMBER_PREFIXES = ("fraction_of_", "model_error", "time_ratio")
+NAMED = {
+    **dict.fromkeys(("intensity", "flops", "softmax_flops", "bytes", "tolerance", "holds_within", "measured_over_model",
+                     "elements", "points", "seed", "min", "median", "max", "samples"), "number"),
+    **dict.fromkeys(("samples_s", "reads_before_samples_bytes_per_s", "working_set_bytes_range", "bytes_per_sm_range"),
+                    "numbers"),
+    **dict.fromkeys(("threads", "seq_len", "heads", "kv_heads", "head_dim", "batch"), "count"),
+    **dict.fromkeys(("impl", "dtype", "source", "regime", "level", "via", "roof", "point", "reference",
+                     "probe_hash", "finding", "chosen_by", "bytes_counted", "kernel", "backend",
+                     "balance_basis", "name", "vendor", "arch", "hypervisor", "id", "type"), "text"),
+    **dict.fromkeys(("reason", "gpus_reason", "error", "cpu_spec"), "note"),
+    **dict.fromkeys(("validated", "model_holds", "quick", "against_adjacent_read", "stage_rows_in_l1", "l2_cold",
+                     "available"), "flag"),
+    **dict.fromkeys(("warnings", "simd", "matrix_units", "clocks_event_reasons"), "texts"),
+    **dict.fromkeys(("counters", "model", "achieved", "kernel_config", "frequency", "cgroup",
+                     "memory_settings", "gpu", "sm_limits"), "mapping"),
+    **dict.fromkeys(("median_s_per_setting", "calls_per_setting"), "table"),
+    **dict.fromkeys(("caches", "short_of_roofs", "decode_unsupported"), "records"),
+}
+
+
+def kind_of(key):
+    """The kind a field's name gives it, or None for a name this module does not type."""
+    if not isinstance(key, str):
+        return None
+    if key in NAMED:
+        return NAMED[key]
+    if key.endswith(NUMBER_SUFFIXES) or key.startswith(NUMBER_PREFIXES):
+        return "number"
+    return None
+
+
+def require(mapping, where, keys, filled=True):
+    """Each of `keys` is present in `mapping`, and not null where `filled` (types are checked by
+    `check_mapping`)."""
+    for key in keys:
+        if key not in mapping or (filled and mapping[key] is None):
+            raise FieldError(f"{where} has no {key}")
+
+
+def check_value(value, where, kind):
+    ok, what = KINDS[kind]
+    if not ok(value):
+        shown = repr(value)
+        raise FieldError(f"{where} must be {what}, got {shown if len(shown) <= 40 else shown[:37] + '...'}")
+
+
+def check_mapping(mapping, where, overrides=None):
+    """Every field of `mapping` whose name has a kind (`overrides` first), and every mapping below it
+    (also inside lists) by the same rules."""
+    check_value(mapping, where, "mapping")
+    overrides = overrides or {}
+    for key, value in mapping.items():
+        at = f"{where}.{key}"
+        kind = overrides.get(key, kind_of(key))
+        if kind:
+            check_value(value, at, kind)
+        if kind == "table":
+            continue
+        if isinstance(value, dict):
+            check_mapping(value, at, overrides)
+        elif isinstance(value, list):
+            for i, item in enumerate(value):
+                if isinstance(item, dict):
+                    check_mapping(item, f"{at}[{i}]", overrides)
+
+
+def check_timing_record(rec, where, rate_key, work_key):
+    """A timed measurement: raw samples, the work a call does, threads, and the median beside a best rate."""
+    check_value(rec, where, "mapping")
+    samples = rec.get("samples_s")
+    if not (isinstance(samples, list) and all(_number(s) and s is not None for s in samples)):
+        raise FieldError(f"{where}.samples_s must be a list of seconds")
+    require(rec, where, (work_key, "threads"))
+    if rec.get(rate_key) is not None:
+        require(rec, where, (f"median_{rate_key}",))
+    check_mapping(rec, where)
+    if rec.get("counters"):
+        require(rec["counters"], f"{where}.counters", ("source",))
+
+
+def check_decode_record(rec, where):
+    """A decode-attention point: a timed record with its shape and the model's prediction."""
+    check_timing_record(rec, where, "bytes_per_s", "bytes_per_call")
+    require(rec, where, ("impl", "dtype", "seq_len", "heads", "kv_heads", "head_dim", "batch", "time_s", "model",
+                         "achieved"))
+    require(rec["model"], f"{where}.model", ("bytes", "cache_bytes", "flops", "intensity", "predicted_time_s"))
+    require(rec["achieved"], f"{where}.achieved",
+            ("bytes_per_s", "flops_per_s", "fraction_of_bandwidth", "fraction_of_peak_flops"), filled=False)
+    if rec.get("validated"):
+        require(rec, where, ("rel_error", "tolerance"))
+    if rec.get("registers") is not None:  # a GPU kernel as the driver loaded it
+        require(rec, where, ("local_bytes_per_thread",))
+    if rec.get("blocks_per_sm"):
+        require(rec, where, ("blocks_per_sm_limit",))
+
+
+def check_model_validation(mv, where):
+    """model_validation: the verdict, per-dtype findings and the ratio checks (each a mapping, whose
+    `batch` is a batch size, though `model_validation.batch` itself is the batch finding)."""
+    entries = {"per_dtype", "dtype_ratios", "batch", "gqa", "gqa_widened"}
+    check_mapping({k: v for k, v in mv.items() if k not in entries}, where)
+    ratios = [(key, mv[key]) for key in ("batch", "gqa", "gqa_widened") if key in mv]
+    for key in ("per_dtype", "dtype_ratios"):
+        check_value(mv.get(key, {}), f"{where}.{key}", "mapping")
+        for name, entry in (mv.get(key) or {}).items():
+            check_mapping(entry, f"{where}.{key}.{name}")
+        if key == "dtype_ratios":
+            ratios += [(f"{key}.{name}", entry) for name, entry in (mv.get(key) or {}).items()]
+    for key, entry in ratios:  # a ratio check that ran, or the reason it could not
+        check_mapping(entry, f"{where}.{key}")
+        if entry.get("available", True):
+            require(entry, f"{where}.{key}", ("measured_time_ratio", "model_bytes_ratio", "measured_over_model"))
+    for dtype, entry in (mv.get("per_dtype") or {}).items():
+        require(entry, f"{where}.per_dtype.{dtype}", ("impl", "seq_len", "model_error", "regime"))
+        require(entry, f"{where}.per_dtype.{dtype}", ("fraction_of_bandwidth",), filled=False)
+    require(mv, where, ("finding",))
+    if mv.get("per_dtype"):
+        require(mv, where, ("holds_within", "model_holds"))
+    for i, point in enumerate(mv.get("short_of_roofs") or []):
+        require(point, f"{where}.short_of_roofs[{i}]", ("point", "roof", "fraction_of_roof", "fraction_of_peak_flops"))
+
+
+def check_theoretical(theory, where):
+    """theoretical: the peaks read from the hardware and their sources; matmul.source is a mapping
+    of dtype to source, where the other `source` fields are text."""
+    tables = {"flops_per_s": "table", "flops_per_cycle_per_core": "table", "ops_per_cycle_per_core": "table"}
+    check_mapping({k: v for k, v in theory.items() if k != "matmul"}, where, tables)
+    require(theory, where, ("flops_per_s",))
+    require(theory, where, ("bytes_per_s",), filled=False)
+    matmul = theory.get("matmul")
+    if matmul is not None:
+        check_value(matmul, f"{where}.matmul", "mapping")
+        check_mapping({k: v for k, v in matmul.items() if k != "source"}, f"{where}.matmul", tables)
+        check_value(matmul.get("source", {}), f"{where}.matmul.source", "mapping")
+        for dtype, text in (matmul.get("source") or {}).items():
+            check_value(text, f"{where}.matmul.source.{dtype}", "text")
+
+
+def check_telemetry(telemetry, where):
+    """telemetry.<probe>: a summary (min, median, max) per sensor, its sample count and throttle reasons."""
+    for probe, entry in telemetry.items():
+        check_value(entry, f"{where}.{probe}", "mapping")
+        for key, value in entry.items():
+            kind = kind_of(key) or "number"
+            check_value(value, f"{where}.{probe}.{key}", "table" if kind == "number" and key != "samples" else kind)
+
+
+TIMED = (("bandwidth", "bytes_per_s", "bytes_per_call"), ("bandwidth_fp32", "bytes_per_s", "bytes_per_call"),
+         ("peak_flops", "flops_per_s", "flops_per_call"), ("tensor_flops", "flops_per_s", "flops_per_call"))
+CHECKED_APART = {"theoretical", "telemetry", "model_validation", "balance", "probe_errors"}
+
+
+def check_section(sec, where):
+    """One devices.<name> section (cpu, gpu0, ...): its records, findings and peaks."""
+    check_value(sec, where, "mapping")
+    for key in ("bandwidth", "bandwidth_fp32", "peak_flops", "tensor_flops", "hierarchy_levels", "thread_sweep",
+                "theoretical", "balance", "model_validation", "telemetry", "probe_errors"):
+        check_value(sec.get(key, {}), f"{where}.{key}", "mapping")
+    for key in ("hierarchy", "decode_attention"):
+        check_value(sec.get(key, []), f"{where}.{key}", "records")
+    for key, rate, work in TIMED:
+        for name, rec in (sec.get(key) or {}).items():
+            if not (key == "tensor_flops" and name == "reason"):  # no torch: {reason: ...}
+                check_timing_record(rec, f"{where}.{key}.{name}", rate, work)
+    for kernel, recs in (sec.get("thread_sweep") or {}).items():
+        check_value(recs, f"{where}.thread_sweep.{kernel}", "records")
+        for i, rec in enumerate(recs):
+            rate, work = ("bytes_per_s", "bytes_per_call") if "bytes_per_call" in rec else ("flops_per_s", "flops_per_call")
+            check_timing_record(rec, f"{where}.thread_sweep.{kernel}[{i}]", rate, work)
+    for level, entry in (sec.get("hierarchy_levels") or {}).items():
+        check_value(entry, f"{where}.hierarchy_levels.{level}", "mapping")
+    for i, point in enumerate(sec.get("hierarchy") or []):
+        check_timing_record(point, f"{where}.hierarchy[{i}]", "bytes_per_s", "bytes_per_call")
+        require(point, f"{where}.hierarchy[{i}]", ("level", "working_set_bytes"))
+    for i, rec in enumerate(sec.get("decode_attention") or []):
+        check_decode_record(rec, f"{where}.decode_attention[{i}]")
+    check_value(sec.get("decode_unsupported", []), f"{where}.decode_unsupported", "records")
+    for i, point in enumerate(sec.get("decode_unsupported") or []):
+        require(point, f"{where}.decode_unsupported[{i}]", ("impl", "dtype", "reason"))
+    check_mapping({k: v for k, v in sec.items() if k not in CHECKED_APART}, where)
+    for key, value in (sec.get("balance") or {}).items():
+        check_value(value, f"{where}.balance.{key}", "number")
+    for name, message in (sec.get("probe_errors") or {}).items():
+        check_value(message, f"{where}.probe_errors.{name}", "text")
+    if "theoretical" in sec:
+        check_theoretical(sec["theoretical"], f"{where}.theoretical")
+    check_telemetry(sec.get("telemetry") or {}, f"{where}.telemetry")
+    if "model_validation" in sec:
+        check_model_validation(sec["model_validation"], f"{where}.model_validation")
+
+
+def check_software(software, where="software"):
+    """software: versions as text (null: not installed), `packages` a mapping of them."""
+    check_value(software.get("packages", {}), f"{where}.packages", "mapping")
+    for name, version in (software.get("packages") or {}).items():
+        if version is not None:
+            check_value(version, f"{where}.packages.{name}", "text")
+
+
+def check_machine(machine, where="machine"):
+    """machine: its id and notes, machine.cpu (where `model` is the CPU's name) and machine.gpus."""
+    check_mapping({k: v for k, v in machine.items() if k not in ("cpu", "gpus")}, where)
+    if "cpu" in machine:
+        check_mapping(machine["cpu"], f"{where}.cpu", {"model": "text", "cores": "count", "sockets": "count", "level": "count",
+                                                        "instances": "count", "shared_by_cpus": "count",
+                                                        "cpu_quota": "number", "numa_balancing": "number",
+                                                        "numa_nodes": "number"})
+        for i, cache in enumerate(machine["cpu"].get("caches") or []):
+            require(cache, f"{where}.cpu.caches[{i}]", ("level", "size_bytes", "instances"))
+    check_value(machine.get("gpus", []), f"{where}.gpus", "records")
+    for i, gpu in enumerate(machine.get("gpus") or []):
+        check_mapping(gpu, f"{where}.gpus[{i}]")

@@ -1,0 +1,129 @@
+"""A damaged or hand-edited profile is one error naming the field, on load, never a traceback from
+the report, `show`, `compare`, `export`, `fleet` or `model` that reads it later."""
+
+import copy
+import glob
+import os
+import random
+
+import pytest
+
+from harness import compare, export, fleet, history, model, profile, report, summary, validation
+from harness.errors import HarnessError
+from harness.specs import load_specs
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+FIXTURE = os.path.join(ROOT, "tests", "fixtures", "profile-amd-epyc-2c.yaml")
+REMOVE = object()  # the field taken out
+STORED = sorted(glob.glob(os.path.join(ROOT, "profiles", "*.yaml")) + glob.glob(os.path.join(ROOT, "profiles", "history", "*", "*.yaml")))
+
+
+@pytest.fixture(scope="module")
+def stored():
+    return profile.load_profile(FIXTURE)
+
+
+def at(doc, path):
+    """The mapping or list holding `path`'s last step."""
+    for step in path[:-1]:
+        doc = doc[step]
+    return doc
+
+
+def write(doc, tmp_path):
+    path = tmp_path / "edited.yaml"
+    path.write_text(profile.dump(doc))
+    return str(path)
+
+
+@pytest.mark.parametrize("path", STORED, ids=os.path.basename)
+def test_every_committed_profile_loads(path):
+    assert profile.load_profile(path)["devices"]
+
+
+@pytest.mark.parametrize("path,value,message", [
+    (("devices", "cpu", "bandwidth", "read", "counters", "dram_bytes"), "many", "bandwidth.read.counters.dram_bytes must be a number or null, got 'many'"),
+    (("devices", "cpu", "bandwidth", "read", "counters"), "none", "bandwidth.read.counters must be a mapping"),
+    (("devices", "cpu", "bandwidth", "triad", "threads"), REMOVE, "bandwidth.triad has no threads"),
+    (("devices", "cpu", "decode_attention", 1, "seq_len"), {}, "decode_attention[1].seq_len must be a whole number, at least 1"),
+    (("devices", "cpu", "decode_attention", 0, "heads"), [32], "decode_attention[0].heads must be a whole number"),
+    (("devices", "cpu", "decode_attention", 0, "model", "cache_bytes"), None, "decode_attention[0].model has no cache_bytes"),
+    (("devices", "cpu", "decode_attention", 0, "rel_error"), "tiny", "decode_attention[0].rel_error must be a number"),
+    (("devices", "cpu", "model_validation", "per_dtype", "fp32", "fraction_of_bandwidth"), {}, "per_dtype.fp32.fraction_of_bandwidth must be a number"),
+    (("devices", "cpu", "model_validation", "per_dtype", "fp32", "model_error"), None, "per_dtype.fp32 has no model_error"),
+    (("devices", "cpu", "model_validation", "gqa", "measured_time_ratio"), "1.2", "model_validation.gqa.measured_time_ratio must be a number"),
+    (("devices", "cpu", "hierarchy_levels", "L1"), 0, "hierarchy_levels.L1 must be a mapping"),
+    (("devices", "cpu", "hierarchy", 1, "median_bytes_per_s"), REMOVE, "hierarchy[1] has no median_bytes_per_s"),
+    (("devices", "cpu", "theoretical", "flops_per_s"), 1.0, "theoretical.flops_per_s must be a mapping of names to numbers"),
+    (("machine", "cpu", "caches", 0, "size_bytes"), {"k": 1}, "machine.cpu.caches[0].size_bytes must be a number"),
+    (("machine", "cpu", "simd", 0), 3, "machine.cpu.simd must be a list of strings"),
+    (("machine", "cpu", "frequency"), -1.5, "machine.cpu.frequency must be a mapping"),
+    (("machine", "cpu", "cores"), 0, "machine.cpu.cores must be a whole number, at least 1"),
+    (("software", "packages"), "numba", "software.packages must be a mapping"),
+])
+def test_a_wrong_field_is_named_on_load(stored, tmp_path, path, value, message):
+    doc = copy.deepcopy(stored)
+    holder = at(doc, path)
+    if value is REMOVE:
+        del holder[path[-1]]
+    else:
+        holder[path[-1]] = value
+    file = write(doc, tmp_path)
+    with pytest.raises(HarnessError) as e:
+        profile.load_profile(file)
+    assert f"profile {file} is malformed: " in str(e.value) and message in str(e.value)
+
+
+def test_fields_a_newer_harness_may_add_are_left_alone(stored, tmp_path):
+    doc = copy.deepcopy(stored)
+    doc["devices"]["cpu"]["bandwidth"]["read"]["numa_node"] = 0
+    doc["machine"]["cpu"]["microcode"] = "0x2b000603"
+    assert profile.load_profile(write(doc, tmp_path)) == doc
+
+
+def readers(doc, base, specs):
+    """Every reader of a stored profile, run on `doc`."""
+    report.markdown(report.report_data(doc, specs))
+    summary.profile_lines(doc)
+    compare.markdown(compare.compare(base, doc, 0.05, {}), "a", "b")
+    for device, sec in doc["devices"].items():
+        export.llm_analysis(doc, device)
+        bandwidth, fma = report.roofs(sec)
+        if bandwidth and fma:
+            model.decode_step(model.load_preset("llama-3-8b"), "fp16", 1, 4096, bandwidth,
+                              validation.compute_roof(sec, ("fp16",), "torch")[0])
+    fleet.node_metrics(doc)
+    fleet.config_of(doc)
+    history.trend([("a", base), ("b", doc)], "bandwidth.read")
+
+
+def test_random_damage_is_refused_on_load_or_read_without_a_traceback(stored, tmp_path):
+    """80 seeded edits (a field removed, or set to null, text, a negative number, an empty list or
+    mapping, zero): each is refused on load, or every reader copes with it."""
+    paths, stack = [], [((), stored)]
+    while stack:
+        path, node = stack.pop()
+        items = node.items() if isinstance(node, dict) else enumerate(node[:2]) if isinstance(node, list) else ()
+        for key, value in items:
+            if key != "samples_s":
+                paths.append(path + (key,))
+                stack.append((path + (key,), value))
+    rng, specs, refused = random.Random(7), load_specs(), 0
+    for _ in range(80):
+        doc, path = copy.deepcopy(stored), rng.choice(sorted(paths, key=str))
+        edit = rng.choice(["remove", None, "x", -1.5, [], {}, 0])
+        holder = at(doc, path)
+        if edit == "remove":
+            holder.pop(path[-1])
+        else:
+            holder[path[-1]] = edit
+        try:
+            profile.validate(doc, "edited")
+        except HarnessError:
+            refused += 1
+            continue
+        try:
+            readers(doc, stored, specs)  # any other exception fails the test, its traceback naming the edit
+        except HarnessError:
+            pass  # a reader's own clear refusal (a roof the export needs is gone)
+    assert 0 < refused < 80
