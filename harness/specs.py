@@ -1,5 +1,6 @@
 """Datasheet specs (profiles/specs/*.yaml): every number with its source, dense and sparse apart."""
 
+import math
 import os
 import re
 
@@ -12,9 +13,10 @@ SPEC_TOO_LOW = 0.5  # a measurement under half its spec is flagged, as is one ab
 
 
 def _sourced(value, where, path):
-    if not (isinstance(value, dict) and isinstance(value.get("value"), (int, float)) and value["value"] > 0
+    number = value.get("value") if isinstance(value, dict) else None
+    if not (isinstance(number, (int, float)) and not isinstance(number, bool) and math.isfinite(number) and number > 0
             and isinstance(value.get("source"), str) and value["source"].strip()):
-        raise HarnessError(f"spec {path} is malformed: {where} needs a positive value and a source")
+        raise HarnessError(f"spec {path} is malformed: {where} needs a positive, finite value and a source")
     return value
 
 
@@ -27,7 +29,8 @@ def load_spec(path):
         raise HarnessError(f"spec {path} cannot be read: {first_line(e)}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("name"), str) or doc.get("kind") not in ("cpu", "gpu"):
         raise HarnessError(f"spec {path} is malformed: needs name and kind (cpu or gpu)")
-    if not isinstance(doc.get("match"), list) or not doc["match"]:
+    match = doc.get("match")
+    if not (isinstance(match, list) and match and all(isinstance(p, str) and p.strip() for p in match)):
         raise HarnessError(f"spec {path} is malformed: needs a list of names to match")
     _sourced(doc.get("bandwidth_bytes_per_s"), "bandwidth_bytes_per_s", path)
     for group in ("flops_per_s", "sparse_flops_per_s"):

@@ -56,7 +56,10 @@ def test_flags():
 
 @pytest.mark.parametrize("text,needle", [
     ("name: x\nkind: tpu\n", "kind"),
-    ("name: x\nkind: gpu\nmatch: [x]\nbandwidth_bytes_per_s: {value: 1.0}\n", "needs a positive value and a source"),
+    ("name: x\nkind: gpu\nmatch: [x]\nbandwidth_bytes_per_s: {value: 1.0}\n", "needs a positive, finite value and a source"),
+    ("name: x\nkind: gpu\nmatch: [x]\nbandwidth_bytes_per_s: {value: .inf, source: s}\n", "bandwidth_bytes_per_s needs a positive, finite"),
+    ("name: x\nkind: gpu\nmatch: [x]\nbandwidth_bytes_per_s: {value: true, source: s}\n", "bandwidth_bytes_per_s needs a positive, finite"),
+    ("name: x\nkind: gpu\nmatch: [3]\nbandwidth_bytes_per_s: {value: 1.0, source: s}\n", "a list of names to match"),
     ("name: x\nkind: gpu\nmatch: [x]\nbandwidth_bytes_per_s: {value: 1.0, source: s}\nflops_per_s: {fp32: 5}\n",
      "flops_per_s.fp32"),
 ])
