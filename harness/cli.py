@@ -238,14 +238,15 @@ def cmd_fleet_run(args):
 
 
 def cmd_fleet_report(args):
-    """Which nodes are slower than their peers; exit 1 when there are outliers."""
+    """Which nodes are slower than their peers; exit 1 when there are outliers, failed ranks or
+    unreadable profiles."""
     from harness import fleet
     from harness.profile import atomic_write_text
 
-    nodes, summary = fleet.load_fleet(args.dir)
+    nodes, summary, unreadable = fleet.load_fleet(args.dir)
     threshold = args.threshold / 100
     result = fleet.analyse(nodes, threshold)
-    text = fleet.markdown(result, summary, args.dir, threshold)
+    text = fleet.markdown(result, summary, args.dir, threshold, unreadable)
     print(text)
     out = args.out or os.path.join(args.dir, "report.md")
     atomic_write_text(out, text)
@@ -253,8 +254,10 @@ def cmd_fleet_report(args):
         if any(key in row["metric"] for key in fleet.HEADLINE_PLOTS):
             fleet.plot_metric(row, os.path.join(os.path.dirname(os.path.abspath(out)), f"{row['metric']}.png"))
     print(f"wrote {out}", file=sys.stderr)
+    for file, error in unreadable:
+        print(f"left out: {error}", file=sys.stderr)
     failed = (summary or {}).get("failed")
-    return 1 if fleet.outliers(result) or failed else 0
+    return 1 if fleet.outliers(result) or failed or unreadable else 0
 
 
 def cmd_show(args):

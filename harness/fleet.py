@@ -160,14 +160,18 @@ def config_of(doc):
 
 
 def load_fleet(folder):
-    """(nodes {name: doc}, summary or None); every profile validated, bad input named."""
+    """(nodes {name: doc}, summary or None, unreadable [(file, error)]): every profile validated; one
+    that is malformed is set aside with its error so that the others are still compared."""
     if not os.path.isdir(folder):
         raise HarnessError(f"fleet folder {folder} does not exist")
-    nodes = {}
+    nodes, unreadable = {}, []
     for path in sorted(glob.glob(os.path.join(folder, "*.yaml"))):
         if os.path.basename(path) == "summary.yaml":
             continue
-        nodes[os.path.basename(path)[:-5]] = load_profile(path)
+        try:
+            nodes[os.path.basename(path)[:-5]] = load_profile(path)
+        except HarnessError as e:
+            unreadable.append((os.path.basename(path), str(e)))
     summary = None
     spath = os.path.join(folder, "summary.yaml")
     if os.path.exists(spath):
@@ -176,9 +180,12 @@ def load_fleet(folder):
                 summary = yaml.load(f, Loader=LOADER)
         except yaml.YAMLError as e:
             raise HarnessError(f"fleet summary {spath} is not valid YAML: {first_line(e)}") from None
+        if not isinstance(summary, dict) or not isinstance(summary.get("failed", []), list):
+            raise HarnessError(f"fleet summary {spath} is malformed: expected a mapping with a list of failed ranks")
     if not nodes and not (summary or {}).get("failed"):
-        raise HarnessError(f"fleet folder {folder} holds no profiles")
-    return nodes, summary
+        raise HarnessError(f"fleet folder {folder} holds no readable profiles"
+                           + "".join(f"; {error}" for _, error in unreadable))
+    return nodes, summary, unreadable
 
 
 def analyse(nodes, threshold=DEFAULT_THRESHOLD):
@@ -230,7 +237,7 @@ def metric_unit(metric):
     return "Hz" if group == "sm_clock_hz" else ""
 
 
-def markdown(result, summary, folder, threshold):
+def markdown(result, summary, folder, threshold, unreadable=()):
     from harness.summary import si
 
     bad = outliers(result)
@@ -242,6 +249,9 @@ def markdown(result, summary, folder, threshold):
     failed = (summary or {}).get("failed") or []
     if failed:
         out += ["## Ranks that failed", ""] + [f"- rank {f['rank']} on {f['host']}: {f['error']}" for f in failed] + [""]
+    if unreadable:
+        out += ["## Profiles that could not be read (left out of the comparison)", ""]
+        out += [f"- {file}: {error}" for file, error in unreadable] + [""]
     if result["differences"]:
         out += ["## Configuration differences", "", "| field | " + " | ".join(sorted(next(iter(result["differences"].values())))) + " |",
                 "|---|" + "---|" * len(next(iter(result["differences"].values())))]

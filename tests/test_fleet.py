@@ -2,6 +2,7 @@
 rank named, a fleet of one without MPI, and exit codes."""
 
 import os
+import pathlib
 import shutil
 import subprocess
 import sys
@@ -90,8 +91,17 @@ def test_fleet_report_cli_exit_codes_and_pngs(tmp_path):
     assert run_cli("fleet", "report", str(tmp_path / "nothing")).returncode == 2
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "n0.yaml").write_text("schema_version: 1\nmachine: [")
-    proc = run_cli("fleet", "report", str(tmp_path / "bad"))
-    assert proc.returncode == 2 and "not valid YAML" in proc.stderr
+    proc = run_cli("fleet", "report", str(tmp_path / "bad"))  # nothing readable: nothing to compare
+    assert proc.returncode == 2 and "holds no readable profiles" in proc.stderr and "not valid YAML" in proc.stderr
+    one_bad = write_fleet(tmp_path / "one-bad", {f"n{i}": node(80e9 * jitter(i)) for i in range(4)})
+    pathlib.Path(one_bad, "n9.yaml").write_text("schema_version: 1\nmachine: [")  # one node's file cut short
+    proc = run_cli("fleet", "report", one_bad)
+    assert proc.returncode == 1 and "No outliers" in proc.stdout and "4 nodes" in proc.stdout
+    assert "## Profiles that could not be read" in proc.stdout and "- n9.yaml: profile" in proc.stdout
+    assert "left out: profile" in proc.stderr and "n9.yaml is not valid YAML" in proc.stderr
+    pathlib.Path(one_bad, "summary.yaml").write_text("- a list\n")
+    proc = run_cli("fleet", "report", one_bad)
+    assert proc.returncode == 2 and "summary.yaml is malformed" in proc.stderr
 
 
 def test_rank_from_launcher_environment():
