@@ -202,9 +202,11 @@ def cmd_history(args):
     """A metric's trend over profiles/history/<id>/, as a table and a PNG."""
     from harness import history
 
-    docs = history.profiles_of(args.machine_id, args.profiles)
+    docs, unreadable = history.profiles_of(args.machine_id, args.profiles)
+    for _, error in unreadable:
+        print(f"left out of the trend: {error}", file=sys.stderr)
     if not docs:
-        raise HarnessError(f"no profiles of machine {args.machine_id!r} in {args.profiles}/ or its history/")
+        raise HarnessError(f"no readable profiles of machine {args.machine_id!r} in {args.profiles}/ or its history/")
     metrics = [args.metric] if args.metric else list(history.HEADLINE)
     for metric in metrics:
         rows = history.trend(docs, metric)

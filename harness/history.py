@@ -4,19 +4,26 @@ import glob
 import os
 
 from harness import compare, plots
+from harness.errors import HarnessError
 from harness.profile import load_profile
 
 HEADLINE = ("bandwidth.read", "bandwidth.triad", "peak_flops.fp32", "peak_flops.fp64")
 
 
 def profiles_of(machine_id, folder="profiles"):
-    """(path, doc) for the machine's history and current profile, oldest first."""
+    """((path, doc) for the machine's history and current profile, oldest first; [(path, error)] for
+    those that cannot be read, left out of the trend)."""
     paths = sorted(glob.glob(os.path.join(folder, "history", machine_id, "*.yaml")))
     current = os.path.join(folder, f"{machine_id}.yaml")
     if os.path.exists(current):
         paths.append(current)
-    docs = [(p, load_profile(p)) for p in paths]
-    return sorted(docs, key=lambda pd: pd[1]["created_utc"])
+    docs, unreadable = [], []
+    for path in paths:
+        try:
+            docs.append((path, load_profile(path)))
+        except HarnessError as e:
+            unreadable.append((path, str(e)))
+    return sorted(docs, key=lambda pd: pd[1]["created_utc"]), unreadable
 
 
 def trend(docs, metric, threshold=compare.DEFAULT_THRESHOLD):

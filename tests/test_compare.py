@@ -205,7 +205,11 @@ def test_history_table_png_and_steps(tmp_path):
     assert len(lines) == 3 and "regressed" in lines[2] and "regressed" not in lines[1]
     assert (tmp_path / "r" / "m-2c" / "history-bandwidth.read.png").exists()
     proc = run_cli("history", "nobody", "--profiles", str(folder))
-    assert proc.returncode == 2 and "no profiles of machine" in proc.stderr
+    assert proc.returncode == 2 and "no readable profiles of machine" in proc.stderr
+    (hist / "20261124T080000Z.yaml").write_text("schema_version: 1\nmachine: [")  # one cut short: left out, named
+    proc = run_cli("history", "m-2c", "--metric", "bandwidth.read", "--profiles", str(folder), "--out", str(tmp_path / "r"))
+    assert proc.returncode == 0 and len([l for l in proc.stdout.splitlines() if l.startswith("  2026")]) == 3
+    assert "left out of the trend: profile" in proc.stderr and "20261124T080000Z.yaml is not valid YAML" in proc.stderr
 
 
 PROBE_SOURCE = '''"""A probe."""
