@@ -43,6 +43,7 @@ KINDS = {
     "mapping": (lambda v: isinstance(v, dict), "a mapping"),
     "table": (is_table, "a mapping of names to numbers, or null"),
     "records": (lambda v: isinstance(v, list) and all(isinstance(x, dict) for x in v), "a list of mappings"),
+    "unread": (lambda v: True, "anything: no reader reads it"),
 }
 NUMBER_SUFFIXES = ("_s", "_bytes", "_hz", "_ratio", "_fraction", "_error", "_per_call", "_per_sm", "_w", "_c")
 NUMBER_PREFIXES = ("fraction_of_", "model_error", "time_ratio")
@@ -51,6 +52,7 @@ NAMED = {
                      "elements", "points", "seed", "min", "median", "max", "samples"), "number"),
     **dict.fromkeys(("samples_s", "reads_before_samples_bytes_per_s", "working_set_bytes_range", "bytes_per_sm_range"),
                     "numbers"),
+    "adjacent_reads_bytes_per_s": "unread",  # reads_before_samples' earlier form (profiles of 2026-11-25)
     **dict.fromkeys(("threads", "seq_len", "heads", "kv_heads", "head_dim", "batch"), "count"),
     **dict.fromkeys(("impl", "dtype", "source", "regime", "level", "via", "roof", "point", "reference",
                      "probe_hash", "finding", "chosen_by", "bytes_counted", "kernel", "backend",

@@ -74,10 +74,12 @@ def test_a_wrong_field_is_named_on_load(stored, tmp_path, path, value, message):
     assert f"profile {file} is malformed: " in str(e.value) and message in str(e.value)
 
 
-def test_fields_a_newer_harness_may_add_are_left_alone(stored, tmp_path):
+def test_fields_of_other_harness_versions_are_left_alone(stored, tmp_path):
     doc = copy.deepcopy(stored)
-    doc["devices"]["cpu"]["bandwidth"]["read"]["numa_node"] = 0
+    doc["devices"]["cpu"]["bandwidth"]["read"]["numa_node"] = 0  # a newer harness's
     doc["machine"]["cpu"]["microcode"] = "0x2b000603"
+    for i, rec in enumerate(doc["devices"]["cpu"]["decode_attention"]):  # profiles of 2026-11-25: a pair, or null
+        rec["adjacent_reads_bytes_per_s"] = [9.8e10, 8.7e10] if i % 2 else None
     assert profile.load_profile(write(doc, tmp_path)) == doc
 
 
