@@ -148,9 +148,19 @@ def check_writable(path):
 
 def save_profile(doc, path, keep_history=True):
     """Validate, keep the profile it replaces in history/ (unless `keep_history` is False: it is
-    this run's own earlier write), then write atomically."""
+    this run's own earlier write), then write atomically. A document that fails validation is
+    written to `<path>.rejected` (outside the *.yaml the readers glob) before the error."""
     path = os.fspath(path)
-    validate(doc, path)
+    try:
+        validate(doc, path)
+    except HarnessError as e:  # a harness bug: the run's measurements must not be lost with it
+        kept = f"{path}.rejected"
+        try:
+            atomic_write_text(kept, dump(doc))
+        except (OSError, yaml.YAMLError):
+            raise e from None
+        raise HarnessError(f"{e}; this harness wrote it, so this is a bug in it (please report it): the "
+                           f"measurements are kept in {kept}") from None
     if os.path.exists(path):
         previous = load_profile(path)  # a malformed file raises here and is left as it is
         if keep_history:

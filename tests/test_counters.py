@@ -10,7 +10,7 @@ import sys
 import pytest
 
 from conftest import FIXTURES, ROOT, run_cli
-from harness import counters
+from harness import counters, profile_fields
 from harness.counters import ncu, perf
 
 HANDMADE_PERF_HW = """# HAND-MADE FIXTURE (no PMU on the dev VM): shaped like perf stat -x, output on a bare-metal Intel CPU
@@ -225,6 +225,7 @@ def test_perf_count_on_a_bare_metal_intel_server(tmp_path, fake_perf):
     assert b["intensity"] == pytest.approx(b["flops"] / b["dram_bytes"])
     assert b["task_clock_s"] == pytest.approx(0.1) and b["cycles"] == 2e8 and "system-wide" in b["dram_bytes_source"]
     assert b["flops_source"].startswith("Intel fp_arith_inst_retired")
+    profile_fields.check_mapping({"counters": b}, "record")  # a profile holding it loads
     sessions = [a for a in calls() if "--" not in a]
     system = [a for a in sessions if "-a" in a]
     assert len(system) == 1 and "uncore_imc_1/cas_count_write/" in system[0][system[0].index("-e") + 1]
@@ -356,6 +357,7 @@ def test_a_metric_ncu_did_not_give_is_unknown_never_zero():
     assert "dram_bytes not counted: ncu gave no dram__bytes_write.sum" in b["reason"]
     assert b["flops"] == 2e6 and f"flops without ncu gave no {hfma}" in b["reason"]  # fp32 still counted, the gap named
     assert b["l2_bytes"] == 0.0 and b["kernel_time_s"] == 0.0
+    profile_fields.check_mapping({"counters": b}, "record")
     (only_bytes,) = ncu.parse_ncu_csv('"ID","Kernel Name","dram__bytes_read.sum","dram__bytes_write.sum"\n"","","byte","byte"\n'
                                       '"0","k","1,024","0"\n')
     b = ncu.derive([only_bytes])

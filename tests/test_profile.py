@@ -168,3 +168,17 @@ def test_section_warnings_must_be_messages(tmp_path):
     path.write_text(yaml.safe_dump(doc))
     with pytest.raises(HarnessError, match="devices.cpu.warnings must be a list of strings"):
         profile.load_profile(str(path))
+
+
+def test_a_document_that_fails_validation_on_save_is_kept_beside_the_profile(tmp_path):
+    path = tmp_path / "m.yaml"
+    profile.save_profile(make_doc(), path)
+    before = path.read_text()
+    doc = make_doc("2026-11-25T09:30:00Z")
+    doc["devices"]["cpu"]["bandwidth"]["triad"]["threads"] = "two"  # what a harness bug would write
+    with pytest.raises(HarnessError) as e:
+        profile.save_profile(doc, path)
+    kept = tmp_path / "m.yaml.rejected"
+    assert "bandwidth.triad.threads must be a whole number" in str(e.value) and f"kept in {kept}" in str(e.value)
+    assert yaml.safe_load(kept.read_text()) == doc and path.read_text() == before  # nothing lost, nothing replaced
+    assert not (tmp_path / "history").exists()
