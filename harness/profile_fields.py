@@ -2,7 +2,8 @@
 
 A profile names its fields with their units (`median_bytes_per_s`, `time_s`, `working_set_bytes`),
 so most fields' types follow from their names: a field whose name ends in `_s`, `_bytes`, `_hz`
-or `_ratio`, or begins `fraction_of_`, holds a number (or null, or a list of them). The few names
+or `_ratio`, or begins `fraction_of_`, holds a number or null (lists such as `samples_s` are
+named one by one). The few names
 that mean different things in different places (`model`: a CPU's name in `machine.cpu`, the model's
 prediction in a decode record; `batch`: a batch size in a record, a finding in `model_validation`)
 are checked by the place that holds them. Unknown fields are left alone: a newer harness may add
@@ -50,8 +51,8 @@ NUMBER_PREFIXES = ("fraction_of_", "model_error", "time_ratio")
 NAMED = {
     **dict.fromkeys(("intensity", "flops", "softmax_flops", "bytes", "tolerance", "holds_within", "measured_over_model",
                      "elements", "points", "seed", "min", "median", "max", "samples"), "number"),
-    **dict.fromkeys(("samples_s", "reads_before_samples_bytes_per_s", "working_set_bytes_range", "bytes_per_sm_range"),
-                    "numbers"),
+    **dict.fromkeys(("samples_s", "reads_before_samples_bytes_per_s", "working_set_bytes_range", "bytes_per_sm_range",
+                     "compute_capability"), "numbers"),
     # no reader reads these: perf's raw counts by event name (which the names above must not type), ncu's
     # refused metrics, and reads_before_samples' earlier form (profiles of 2026-11-25)
     **dict.fromkeys(("events", "metrics_rejected", "adjacent_reads_bytes_per_s"), "unread"),
@@ -193,13 +194,15 @@ def check_telemetry(telemetry, where):
     for probe, entry in telemetry.items():
         check_value(entry, f"{where}.{probe}", "mapping")
         for key, value in entry.items():
-            kind = kind_of(key) or "number"
-            check_value(value, f"{where}.{probe}.{key}", "table" if kind == "number" and key != "samples" else kind)
+            kind = kind_of(key)
+            if kind:  # a sensor's name carries its unit (sm_clock_hz, power_w): its summary is a table
+                check_value(value, f"{where}.{probe}.{key}", "table" if kind == "number" and key != "samples" else kind)
 
 
 TIMED = (("bandwidth", "bytes_per_s", "bytes_per_call"), ("bandwidth_fp32", "bytes_per_s", "bytes_per_call"),
          ("peak_flops", "flops_per_s", "flops_per_call"), ("tensor_flops", "flops_per_s", "flops_per_call"))
-CHECKED_APART = {"theoretical", "telemetry", "model_validation", "balance", "probe_errors"}
+RECORDS = {"bandwidth", "bandwidth_fp32", "peak_flops", "tensor_flops", "thread_sweep", "hierarchy", "decode_attention"}
+CHECKED_APART = RECORDS | {"theoretical", "telemetry", "model_validation", "balance", "probe_errors"}
 
 
 def check_section(sec, where):
@@ -212,7 +215,9 @@ def check_section(sec, where):
         check_value(sec.get(key, []), f"{where}.{key}", "records")
     for key, rate, work in TIMED:
         for name, rec in (sec.get(key) or {}).items():
-            if not (key == "tensor_flops" and name == "reason"):  # no torch: {reason: ...}
+            if key == "tensor_flops" and name == "reason":  # no torch: {reason: ...}
+                check_value(rec, f"{where}.{key}.{name}", "text")
+            else:
                 check_timing_record(rec, f"{where}.{key}.{name}", rate, work)
     for kernel, recs in (sec.get("thread_sweep") or {}).items():
         check_value(recs, f"{where}.thread_sweep.{kernel}", "records")
