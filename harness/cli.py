@@ -256,7 +256,7 @@ def cmd_fleet_report(args):
         if any(key in row["metric"] for key in fleet.HEADLINE_PLOTS):
             fleet.plot_metric(row, os.path.join(os.path.dirname(os.path.abspath(out)), f"{row['metric']}.png"))
     print(f"wrote {out}", file=sys.stderr)
-    for file, error in unreadable:
+    for _, error in unreadable:
         print(f"left out: {error}", file=sys.stderr)
     failed = (summary or {}).get("failed")
     return 1 if fleet.outliers(result) or failed or unreadable else 0

@@ -180,8 +180,10 @@ def load_fleet(folder):
                 summary = yaml.load(f, Loader=LOADER)
         except yaml.YAMLError as e:
             raise HarnessError(f"fleet summary {spath} is not valid YAML: {first_line(e)}") from None
-        if not isinstance(summary, dict) or not isinstance(summary.get("failed", []), list):
-            raise HarnessError(f"fleet summary {spath} is malformed: expected a mapping with a list of failed ranks")
+        failed = summary.get("failed", []) if isinstance(summary, dict) else None
+        if not (isinstance(failed, list) and all(isinstance(f, dict) and {"rank", "host", "error"} <= set(f) for f in failed)):
+            raise HarnessError(f"fleet summary {spath} is malformed: expected a mapping whose `failed` lists ranks "
+                               "as {rank, host, error}")
     if not nodes and not (summary or {}).get("failed"):
         raise HarnessError(f"fleet folder {folder} holds no readable profiles"
                            + "".join(f"; {error}" for _, error in unreadable))

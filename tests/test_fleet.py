@@ -99,9 +99,10 @@ def test_fleet_report_cli_exit_codes_and_pngs(tmp_path):
     assert proc.returncode == 1 and "No outliers" in proc.stdout and "4 nodes" in proc.stdout
     assert "## Profiles that could not be read" in proc.stdout and "- n9.yaml: profile" in proc.stdout
     assert "left out: profile" in proc.stderr and "n9.yaml is not valid YAML" in proc.stderr
-    pathlib.Path(one_bad, "summary.yaml").write_text("- a list\n")
-    proc = run_cli("fleet", "report", one_bad)
-    assert proc.returncode == 2 and "summary.yaml is malformed" in proc.stderr
+    for summary in ("- a list\n", "fleet: t\nfailed: [rank 3]\n"):
+        pathlib.Path(one_bad, "summary.yaml").write_text(summary)
+        proc = run_cli("fleet", "report", one_bad)
+        assert proc.returncode == 2 and "summary.yaml is malformed" in proc.stderr
 
 
 def test_rank_from_launcher_environment():
