@@ -147,21 +147,15 @@ def reported_earlier(stored, docs, out_dir):
     """The stored profiles, other than `docs`' machines, whose report is already in `out_dir`: the
     index keeps listing them when a report is made for one machine. A malformed one is named on
     stderr and left out."""
-    from harness.profile import load_profile
+    from harness.profile import load_readable
 
-    named, earlier = {d["machine"]["id"] for d in docs}, []
-    for path in stored:
-        machine_id = os.path.splitext(os.path.basename(path))[0]  # profiles/<machine id>.yaml
-        if machine_id in named or not os.path.exists(os.path.join(out_dir, machine_id, "report.md")):
-            continue
-        try:
-            doc = load_profile(path)
-        except HarnessError as e:
-            print(f"left out of the index: {e}", file=sys.stderr)
-            continue
-        if doc["machine"]["id"] not in named:
-            earlier.append(doc)
-    return earlier
+    named = {d["machine"]["id"] for d in docs}
+    ids = {path: os.path.splitext(os.path.basename(path))[0] for path in stored}  # profiles/<machine id>.yaml
+    loaded, unreadable = load_readable([path for path, machine_id in ids.items() if machine_id not in named
+                                        and os.path.exists(os.path.join(out_dir, machine_id, "report.md"))])
+    for _, error in unreadable:
+        print(f"left out of the index: {error}", file=sys.stderr)
+    return [doc for _, doc in loaded if doc["machine"]["id"] not in named]
 
 
 def cmd_export(args):

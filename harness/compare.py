@@ -12,12 +12,12 @@ Mann-Whitney p-value says whether the samples differ, not by how much). A verdic
 """
 
 import fnmatch
-import math
 
 import numpy as np
 import yaml
 
 from harness.errors import HarnessError, first_line
+from harness.profile_fields import is_finite_number
 from harness.summary import rate_unit, si
 
 DEFAULT_THRESHOLD = 0.05
@@ -145,7 +145,7 @@ def load_config(path):
         raise HarnessError(f"compare config {path} is malformed: expected threshold_pct and a metrics mapping "
                            "of glob pattern to percent")
     for key, value in [("threshold_pct", cfg.get("threshold_pct", 5))] + list(cfg.get("metrics", {}).items()):
-        if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value) or value < 0:
+        if not is_finite_number(value) or value < 0:
             raise HarnessError(f"compare config {path}: {key} must be a non-negative percentage, got {value!r}")
     return cfg
 

@@ -16,7 +16,7 @@ import traceback
 import yaml
 
 from harness.errors import HarnessError, first_line
-from harness.profile import LOADER, atomic_write_text, dump, load_profile, save_profile, utc_now
+from harness.profile import LOADER, atomic_write_text, dump, load_readable, save_profile, utc_now
 
 ENV_LAUNCHERS = (  # (rank, size, local rank) variables of common launchers
     ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK"),
@@ -164,14 +164,10 @@ def load_fleet(folder):
     that is malformed is set aside with its error so that the others are still compared."""
     if not os.path.isdir(folder):
         raise HarnessError(f"fleet folder {folder} does not exist")
-    nodes, unreadable = {}, []
-    for path in sorted(glob.glob(os.path.join(folder, "*.yaml"))):
-        if os.path.basename(path) == "summary.yaml":
-            continue
-        try:
-            nodes[os.path.basename(path)[:-5]] = load_profile(path)
-        except HarnessError as e:
-            unreadable.append((os.path.basename(path), str(e)))
+    paths = [p for p in sorted(glob.glob(os.path.join(folder, "*.yaml"))) if os.path.basename(p) != "summary.yaml"]
+    loaded, unreadable = load_readable(paths)
+    nodes = {os.path.basename(path)[:-5]: doc for path, doc in loaded}
+    unreadable = [(os.path.basename(path), error) for path, error in unreadable]
     summary = None
     spath = os.path.join(folder, "summary.yaml")
     if os.path.exists(spath):

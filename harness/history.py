@@ -4,8 +4,7 @@ import glob
 import os
 
 from harness import compare, plots
-from harness.errors import HarnessError
-from harness.profile import load_profile
+from harness.profile import load_readable
 
 HEADLINE = ("bandwidth.read", "bandwidth.triad", "peak_flops.fp32", "peak_flops.fp64")
 
@@ -17,12 +16,7 @@ def profiles_of(machine_id, folder="profiles"):
     current = os.path.join(folder, f"{machine_id}.yaml")
     if os.path.exists(current):
         paths.append(current)
-    docs, unreadable = [], []
-    for path in paths:
-        try:
-            docs.append((path, load_profile(path)))
-        except HarnessError as e:
-            unreadable.append((path, str(e)))
+    docs, unreadable = load_readable(paths)
     return sorted(docs, key=lambda pd: pd[1]["created_utc"]), unreadable
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import yaml
 
 from harness.errors import HarnessError, first_line
+from harness.profile_fields import is_count
 
 BYTES_PER_ELEMENT = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1, "int4": 0.5}
 # int8/int4 caches carry one fp32 scale per token and kv head, for K and for V (per-token quantisation)
@@ -48,9 +49,9 @@ class DecodeShape:
     def __post_init__(self):
         for name in ("seq_len", "heads", "kv_heads", "head_dim", "batch", "layers"):
             value = getattr(self, name)
-            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            if not is_count(value):
                 raise HarnessError(f"{name.replace('_', '-')} must be a positive whole number, got {value!r}")
-        if self.window is not None and (not isinstance(self.window, int) or self.window < 1):
+        if self.window is not None and not is_count(self.window):
             raise HarnessError(f"window must be a positive whole number or none, got {self.window!r}")
         if self.heads % self.kv_heads:
             raise HarnessError(f"heads ({self.heads}) must be divisible by kv-heads ({self.kv_heads})")

@@ -92,6 +92,18 @@ def load_profile(path):
     return validate(doc, path)
 
 
+def load_readable(paths):
+    """([(path, doc)] of the profiles that load, [(path, error)] of those that do not): for readers
+    of many stored profiles, where one bad file must not hide the others."""
+    loaded, unreadable = [], []
+    for path in paths:
+        try:
+            loaded.append((path, load_profile(path)))
+        except HarnessError as e:
+            unreadable.append((path, str(e)))
+    return loaded, unreadable
+
+
 def atomic_write_text(path, text):
     """Write text to path through a temporary file in the same folder and a rename."""
     folder = os.path.dirname(os.path.abspath(path))

@@ -20,8 +20,13 @@ class FieldError(ValueError):
     """`where` (dotted path) must be `what`."""
 
 
+def is_finite_number(v):
+    """An int or float, finite, and not a YAML boolean."""
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def _number(v):
-    return v is None or (isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v))
+    return v is None or is_finite_number(v)
 
 
 def is_count(v):
@@ -121,7 +126,7 @@ def check_timing_record(rec, where, rate_key, work_key):
     """A timed measurement: raw samples, the work a call does, threads, and the median beside a best rate."""
     check_value(rec, where, "mapping")
     samples = rec.get("samples_s")
-    if not (isinstance(samples, list) and all(_number(s) and s is not None for s in samples)):
+    if not (isinstance(samples, list) and all(is_finite_number(s) for s in samples)):
         raise FieldError(f"{where}.samples_s must be a list of seconds")
     require(rec, where, (work_key, "threads"))
     if rec.get(rate_key) is not None:

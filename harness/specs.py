@@ -1,12 +1,12 @@
 """Datasheet specs (profiles/specs/*.yaml): every number with its source, dense and sparse apart."""
 
-import math
 import os
 import re
 
 import yaml
 
 from harness.errors import HarnessError, first_line
+from harness.profile_fields import is_finite_number
 
 SPEC_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "profiles", "specs")
 SPEC_TOO_LOW = 0.5  # a measurement under half its spec is flagged, as is one above it
@@ -14,7 +14,7 @@ SPEC_TOO_LOW = 0.5  # a measurement under half its spec is flagged, as is one ab
 
 def _sourced(value, where, path):
     number = value.get("value") if isinstance(value, dict) else None
-    if not (isinstance(number, (int, float)) and not isinstance(number, bool) and math.isfinite(number) and number > 0
+    if not (is_finite_number(number) and number > 0
             and isinstance(value.get("source"), str) and value["source"].strip()):
         raise HarnessError(f"spec {path} is malformed: {where} needs a positive, finite value and a source")
     return value
