@@ -8,6 +8,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from harness.errors import HarnessError  # noqa: E402
 from harness.summary import operation  # noqa: E402
 
 LEVEL_COLOURS = {"DRAM": "tab:blue", "HBM": "tab:blue", "L3": "tab:green", "L2": "tab:orange", "L1": "tab:red"}
@@ -16,18 +17,22 @@ IMPL_MARKERS = {"numba-fused": "o", "torch-sdpa": "s", "torch-naive": "^", "cupy
 
 
 def save_atomically(fig, path):
-    """Write a figure to a temporary file and rename it into place."""
+    """Write a figure to a temporary file and rename it into place; a path that cannot be written
+    is a HarnessError naming it."""
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=folder)
-    os.close(fd)
+    tmp = None
     try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=folder)
+        os.close(fd)
         fig.savefig(tmp, dpi=110, bbox_inches="tight")
         os.chmod(tmp, 0o644)
         os.replace(tmp, path)
+    except OSError as e:
+        raise HarnessError(f"cannot write {path}: {e.strerror or e}") from None
     finally:
         plt.close(fig)
-        if os.path.exists(tmp):
+        if tmp is not None and os.path.exists(tmp):
             os.unlink(tmp)
 
 

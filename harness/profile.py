@@ -105,10 +105,14 @@ def load_readable(paths):
 
 
 def atomic_write_text(path, text):
-    """Write text to path through a temporary file in the same folder and a rename."""
+    """Write text to path through a temporary file in the same folder and a rename; a path that
+    cannot be written is a HarnessError naming it."""
     folder = os.path.dirname(os.path.abspath(path))
-    os.makedirs(folder, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".yaml", dir=folder)
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".yaml", dir=folder)
+    except OSError as e:
+        raise HarnessError(f"cannot write {path}: {e.strerror or e}") from None
     try:
         umask = os.umask(0)
         os.umask(umask)
@@ -118,11 +122,13 @@ def atomic_write_text(path, text):
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:  # also Ctrl-C: never leave the temporary file behind
+    except BaseException as e:  # also Ctrl-C: never leave the temporary file behind
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(e, OSError):  # a full disk, or path is a directory
+            raise HarnessError(f"cannot write {path}: {e.strerror or e}") from None
         raise
 
 

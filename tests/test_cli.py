@@ -15,6 +15,8 @@ from harness import cpu_peaks
 from harness.machine import identify_cpu
 from harness.profile import BANDWIDTH_KERNELS, load_profile, save_profile
 
+COMMITTED_PROFILE = os.path.join(ROOT, "profiles", "amd-epyc-zen4-2c.yaml")
+
 
 @pytest.fixture(scope="module")
 def quick_profile(tmp_path_factory):
@@ -112,6 +114,9 @@ def test_show_summarises_a_profile(quick_profile):
     (["profile", "--threads", "many"], "not a whole number"),
     (["profile", "--out", "/proc/harness.yaml"], "cannot write the profile"),
     (["show", "/nonexistent/p.yaml"], "does not exist"),
+    (["report", COMMITTED_PROFILE, "--out", "/proc/harness-reports"], "cannot write /proc/harness-reports/"),
+    (["export", COMMITTED_PROFILE, "--out", "/proc/harness.json"], "cannot write /proc/harness.json"),
+    (["compare", COMMITTED_PROFILE, COMMITTED_PROFILE, "--out", "/proc"], "cannot write /proc: Is a directory"),
 ])
 def test_bad_input_is_one_clear_message_and_exit_2(args, needle):
     proc = run_cli(*args)
@@ -204,6 +209,7 @@ def test_model_reads_a_hugging_face_config(tmp_path):
     step = json.loads(proc.stdout)
     assert step["model"] == "Qwen3-0.6B" and step["weights_counted"] == "architecture" and step["window"] is None
     assert step["cache_bytes"] == 2 * 28 * 4096 * 8 * 128 * 2  # head_dim 128 from the config, not 1024 / 16
+    assert step["context_tokens"] == 40960  # max_position_embeddings
     config.write_text(json.dumps({**qwen3, "architectures": ["GPT2LMHeadModel"]}))
     proc = run_cli("model", str(config), "--bandwidth", "1e11", "--flops", "1e12")
     assert proc.returncode == 2 and "GPT2LMHeadModel is not modelled" in proc.stderr
@@ -215,6 +221,7 @@ def test_model_against_a_profile(quick_profile):
     assert proc.returncode == 0, proc.stderr
     assert "predicted per-token latency" in proc.stdout and "window 4096" in proc.stdout
     assert "(the seed page's 12*L*d^2 counts 12.9 GB, -9%)" in proc.stdout  # mistral's weights: 14.2 GB
+    assert "note: seq_len 32768 is beyond mistral-7b's 8192-token context" in proc.stdout
     doc = load_profile(out)  # a CPU whose torch fp16 matmul is a slow fallback: fp16 weights run at the FMA peak
     fma = doc["devices"]["cpu"]["peak_flops"]["fp32"]
     doc["devices"]["cpu"]["tensor_flops"] = {"fp16": dict(fma, dtype="fp16", flops_per_s=fma["flops_per_s"] / 100)}
@@ -236,7 +243,7 @@ def test_model_against_a_profile(quick_profile):
     (["compare", "a.yaml", "b.yaml", "--threshold", "nan"], "must be a finite number, 0 or more"),
     (["probe", "decode", "--heads", "6", "--kv-heads", "4", "--seq-len", "8"], "divisible by kv-heads"),
     (["probe", "decode", "--seq-len", "0"], "must be at least 1"),
-    (["probe", "decode", "--impl", "torch-sdpa", "--dtype", "int8", "--seq-len", "8"], "does not support a int8"),
+    (["probe", "decode", "--impl", "torch-sdpa", "--dtype", "int8", "--seq-len", "8"], "does not support int8 caches"),
     (["probe", "decode", "--dtype", "fp64"], "valid are fp32, bf16, fp16, int8"),
     (["probe", "decode", "--seq-len", "4000000000"], "needs about"),
     (["probe", "decode", "--impl", "flash"], "valid impls are"),

@@ -73,9 +73,24 @@ def test_atomic_write_cleans_up_when_writing_fails(tmp_path, monkeypatch):
         raise OSError("disk full")
 
     monkeypatch.setattr(os, "fsync", failing_fsync)
-    with pytest.raises(OSError):
+    with pytest.raises(HarnessError, match=f"cannot write {path}: disk full"):
         profile.atomic_write_text(str(path), "new")
     assert path.read_text() == "old" and os.listdir(tmp_path) == ["x.yaml"]
+
+
+def test_an_unwritable_output_path_is_one_error_naming_it(tmp_path):
+    from harness import plots
+
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    for target in (blocker / "sub" / "x.md", tmp_path):  # a file where a folder must be; a folder as the file
+        with pytest.raises(HarnessError, match=f"cannot write {target}"):
+            profile.atomic_write_text(str(target), "text")
+        fig = plots.plt.figure()
+        with pytest.raises(HarnessError, match=f"cannot write {target}"):
+            plots.save_atomically(fig, str(target))
+        assert not plots.plt.get_fignums()  # the figure is closed all the same
+    assert sorted(os.listdir(tmp_path)) == ["file"]  # no temporary file left behind
 
 
 @pytest.mark.parametrize("text,message", [
