@@ -174,6 +174,7 @@ class ModelPreset:
     ffn_dim: int | None = None
     ffn_matrices: int = 2
     vocab: int | None = None
+    context_tokens: int | None = None  # the context length the model was trained for
 
     @property
     def weight_params(self):
@@ -218,7 +219,8 @@ def hf_config_preset_doc(doc, path):
     return {"name": name, "layers": doc["num_hidden_layers"], "d_model": doc["hidden_size"],
             "heads": doc["num_attention_heads"], "kv_heads": doc.get("num_key_value_heads") or doc["num_attention_heads"],
             "head_dim": doc.get("head_dim"), "ffn_dim": doc["intermediate_size"], "ffn_matrices": 3,
-            "vocab": doc["vocab_size"], "window": window, "source": f"Hugging Face config {path} ({archs[0]})"}
+            "vocab": doc["vocab_size"], "window": window, "context_tokens": doc.get("max_position_embeddings"),
+            "source": f"Hugging Face config {path} ({archs[0]})"}
 
 
 def load_preset(name_or_path):
@@ -254,11 +256,12 @@ def load_preset(name_or_path):
                              window=int(doc["window"]) if doc.get("window") else None, source=str(doc["source"]),
                              ffn_dim=int(doc["ffn_dim"]) if "ffn_dim" in doc else None,
                              ffn_matrices=int(doc.get("ffn_matrices", 2)),
-                             vocab=int(doc["vocab"]) if doc.get("vocab") else None)
+                             vocab=int(doc["vocab"]) if doc.get("vocab") else None,
+                             context_tokens=int(doc["context_tokens"]) if doc.get("context_tokens") is not None else None)
     except (TypeError, ValueError, ZeroDivisionError) as e:
         raise HarnessError(f"model preset {path} is malformed: {e}") from None
     preset.shape(1, "fp16")  # validates heads, kv_heads, head_dim, layers, window
-    for key in ("ffn_dim", "vocab"):
+    for key in ("ffn_dim", "vocab", "context_tokens"):
         if getattr(preset, key) is not None and getattr(preset, key) < 1:
             raise HarnessError(f"model preset {path} is malformed: {key} must be a positive whole number")
     if preset.ffn_matrices not in (2, 3):
@@ -280,7 +283,7 @@ def decode_step(preset, dtype, batch, seq_len, bandwidth_bytes_per_s, peak_flops
     return {
         "model": preset.name, "dtype": dtype, "batch": batch, "seq_len": seq_len,
         "layers": preset.layers, "d_model": preset.d_model, "heads": preset.heads, "kv_heads": preset.kv_heads,
-        "window": preset.window,
+        "window": preset.window, "context_tokens": preset.context_tokens,
         "weight_bytes": w_bytes, "weights_counted": "architecture" if preset.ffn_dim else "seed 12*L*d^2",
         "seed_weight_bytes": weight_bytes(seed_weight_params(preset.layers, preset.d_model), dtype),
         "cache_bytes": c_bytes, "bytes": total_bytes,

@@ -189,4 +189,13 @@ def model_lines(step):
         f"over the batch of {step['batch']}",
         f"  intensity: attention {step['attention_intensity']:.2f}, weights {step['weight_intensity']:.2f} FLOP/byte; "
         f"the FFN {crossover_phrase(step['crossover_batch'])}",
-    ]
+    ] + beyond_context_lines(step)
+
+
+def beyond_context_lines(step):
+    """A note when seq_len passes the context the model was trained for (the arithmetic still holds)."""
+    context = step.get("context_tokens")
+    if context is None or step["seq_len"] <= context:
+        return []
+    return [f"  note: seq_len {step['seq_len']} is beyond {step['model']}'s {context}-token context: "
+            "a cache that long is arithmetic, not a length the model was trained for"]

@@ -7,6 +7,7 @@ import pytest
 from conftest import hf_config
 from harness import model
 from harness.errors import HarnessError
+from harness.summary import model_lines
 
 A100 = {"peak": 312e12, "bw": 2e12}
 H100 = {"peak": 989e12, "bw": 3.35e12}
@@ -112,11 +113,22 @@ def test_weight_intensity_and_crossover():
     assert model.weight_intensity(model.crossover_batch(156, "fp16"), "fp16") == pytest.approx(156)
 
 
-@pytest.mark.parametrize("name,kv_heads,window", [("llama-2-7b", 32, None), ("llama-3-8b", 8, None), ("mistral-7b", 8, 4096)])
-def test_presets_load_with_sources(name, kv_heads, window):
+@pytest.mark.parametrize("name,kv_heads,window,context", [("llama-2-7b", 32, None, 4096), ("llama-3-8b", 8, None, 8192),
+                                                          ("mistral-7b", 8, 4096, 8192)])
+def test_presets_load_with_sources(name, kv_heads, window, context):
     p = model.load_preset(name)
     assert (p.layers, p.d_model, p.heads, p.kv_heads, p.window) == (32, 4096, 32, kv_heads, window)
-    assert p.head_dim == 128 and p.source
+    assert p.head_dim == 128 and p.source and p.context_tokens == context
+
+
+def test_a_seq_len_beyond_the_trained_context_is_noted_not_refused():
+    preset = model.load_preset("llama-2-7b")
+    within = model.decode_step(preset, "fp16", 1, 4096, A100["bw"], A100["peak"])
+    beyond = model.decode_step(preset, "fp16", 1, 4097, A100["bw"], A100["peak"])
+    assert within["context_tokens"] == beyond["context_tokens"] == 4096
+    assert not any("note:" in line for line in model_lines(dict(within, machine="m")))
+    assert "seq_len 4097 is beyond llama-2-7b's 4096-token context" in model_lines(dict(beyond, machine="m"))[-1]
+    assert beyond["cache_bytes"] == 2 * 32 * 4097 * 4096 * 2  # still the arithmetic
 
 
 def test_decode_step_on_a100_for_llama2():
@@ -189,6 +201,8 @@ def test_bad_presets(tmp_path):
         model.load_preset(str(bad))
     for extra, needle in (("ffn_dim: 256\nffn_matrices: 4\n", "ffn_matrices must be 2"),
                           ("ffn_dim: 0\n", "ffn_dim must be a positive"), ("vocab: 100\n", "missing ffn_dim"),
+                          ("context_tokens: 0\n", "context_tokens must be a positive"),
+                          ("context_tokens: long\n", "malformed"),
                           ("ffn_dim: wide\n", "malformed")):
         bad.write_text("name: x\nlayers: 2\nd_model: 64\nheads: 4\nsource: s\n" + extra)
         with pytest.raises(HarnessError, match=needle):
