@@ -197,6 +197,7 @@ class ModelPreset:
 # FFN (gate, up and down projections) of intermediate_size, one LM head of vocab_size rows
 HF_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM")
 HF_KEYS = ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size", "vocab_size")
+HF_OPTIONAL_KEYS = ("num_key_value_heads", "head_dim", "sliding_window", "max_position_embeddings")
 
 
 def preset_names():
@@ -206,12 +207,17 @@ def preset_names():
 def hf_config_preset_doc(doc, path):
     """A Hugging Face config.json (one of HF_ARCHITECTURES) as a preset mapping."""
     archs = doc.get("architectures") or []
+    if not isinstance(archs, list) or not all(isinstance(a, str) for a in archs):
+        raise HarnessError(f"model config {path} is malformed: architectures must be a list of names, got {archs!r}")
     if not set(archs) & set(HF_ARCHITECTURES):
         raise HarnessError(f"model config {path}: architecture {', '.join(archs) or '(none named)'} is not modelled: "
                            f"valid are {', '.join(HF_ARCHITECTURES)} (or write a preset YAML: see profiles/models/)")
     missing = [k for k in HF_KEYS if doc.get(k) is None]
     if missing:
         raise HarnessError(f"model config {path} is malformed: missing {', '.join(missing)}")
+    for key in HF_KEYS + HF_OPTIONAL_KEYS:
+        if doc.get(key) is not None and not is_count(doc[key]):
+            raise HarnessError(f"model config {path} is malformed: {key} must be a positive whole number, got {doc[key]!r}")
     stem = os.path.splitext(os.path.basename(path))[0]
     name = doc.get("_name_or_path") or (os.path.basename(os.path.dirname(os.path.abspath(path))) if stem == "config" else stem)
     # Qwen's configs name a window they do not use (use_sliding_window: false)
@@ -240,32 +246,45 @@ def load_preset(name_or_path):
         raise HarnessError(f"model preset {path} is malformed: expected a mapping")
     if path.endswith(".json"):
         doc = hf_config_preset_doc(doc, path)
-    missing = [k for k in ("name", "layers", "d_model", "heads", "source") if k not in doc]
-    if "ffn_dim" not in doc and ("ffn_matrices" in doc or "vocab" in doc):
+    return preset_from_doc(doc, path)
+
+
+PRESET_COUNTS = ("layers", "d_model", "heads")  # required positive whole numbers
+PRESET_OPTIONAL_COUNTS = ("kv_heads", "head_dim", "ffn_dim", "vocab", "context_tokens", "window")  # or null
+
+
+def preset_from_doc(doc, path):
+    """A ModelPreset from a preset mapping, every field type-checked: one error naming the file and field."""
+    def malformed(message):
+        return HarnessError(f"model preset {path} is malformed: {message}")
+
+    missing = [k for k in ("name", *PRESET_COUNTS, "source") if k not in doc]
+    if doc.get("ffn_dim") is None and ("ffn_matrices" in doc or doc.get("vocab") is not None):
         missing.append("ffn_dim (ffn_matrices and vocab describe the architecture only beside it)")
     if missing:
-        raise HarnessError(f"model preset {path} is malformed: missing {', '.join(missing)}")
+        raise malformed(f"missing {', '.join(missing)}")
+    for key in ("name", "source"):
+        if not isinstance(doc[key], str) or not doc[key].strip():
+            raise malformed(f"{key} must be text, got {doc[key]!r}")
+    for key in PRESET_COUNTS + PRESET_OPTIONAL_COUNTS:
+        value = doc.get(key)
+        if not (is_count(value) or (value is None and key in PRESET_OPTIONAL_COUNTS)):
+            optional = " or null" if key in PRESET_OPTIONAL_COUNTS else ""
+            raise malformed(f"{key} must be a positive whole number{optional}, got {value!r}")
+    ffn_matrices = doc.get("ffn_matrices", 2)
+    if isinstance(ffn_matrices, bool) or ffn_matrices not in (2, 3):
+        raise malformed(f"ffn_matrices must be 2 (up, down) or 3 (gated: gate, up, down), got {ffn_matrices!r}")
+    heads, d_model = doc["heads"], doc["d_model"]
+    if doc.get("head_dim") is None and d_model % heads:
+        raise malformed(f"d_model {d_model} is not a multiple of heads (give head_dim)")
+    preset = ModelPreset(name=doc["name"], layers=doc["layers"], d_model=d_model, heads=heads,
+                         kv_heads=doc.get("kv_heads") or heads, head_dim=doc.get("head_dim") or d_model // heads,
+                         window=doc.get("window"), source=doc["source"], ffn_dim=doc.get("ffn_dim"),
+                         ffn_matrices=ffn_matrices, vocab=doc.get("vocab"), context_tokens=doc.get("context_tokens"))
     try:
-        heads, d_model = int(doc["heads"]), int(doc["d_model"])
-        if doc.get("head_dim") is None and d_model % heads:
-            raise HarnessError(f"model preset {path} is malformed: d_model {d_model} is not a multiple of heads "
-                               "(give head_dim)")
-        preset = ModelPreset(name=str(doc["name"]), layers=int(doc["layers"]), d_model=d_model, heads=heads,
-                             kv_heads=int(doc.get("kv_heads", heads)),
-                             head_dim=int(doc["head_dim"]) if doc.get("head_dim") is not None else d_model // heads,
-                             window=int(doc["window"]) if doc.get("window") else None, source=str(doc["source"]),
-                             ffn_dim=int(doc["ffn_dim"]) if "ffn_dim" in doc else None,
-                             ffn_matrices=int(doc.get("ffn_matrices", 2)),
-                             vocab=int(doc["vocab"]) if doc.get("vocab") else None,
-                             context_tokens=int(doc["context_tokens"]) if doc.get("context_tokens") is not None else None)
-    except (TypeError, ValueError, ZeroDivisionError) as e:
-        raise HarnessError(f"model preset {path} is malformed: {e}") from None
-    preset.shape(1, "fp16")  # validates heads, kv_heads, head_dim, layers, window
-    for key in ("ffn_dim", "vocab", "context_tokens"):
-        if getattr(preset, key) is not None and getattr(preset, key) < 1:
-            raise HarnessError(f"model preset {path} is malformed: {key} must be a positive whole number")
-    if preset.ffn_matrices not in (2, 3):
-        raise HarnessError(f"model preset {path} is malformed: ffn_matrices must be 2 (up, down) or 3 (gated: gate, up, down)")
+        preset.shape(1, "fp16")  # heads divisible by kv_heads
+    except HarnessError as e:
+        raise malformed(str(e)) from None
     return preset
 
 

@@ -167,7 +167,11 @@ def test_a_config_head_dim_and_unused_window_are_honoured(tmp_path):
     ({"architectures": ["MixtralForCausalLM"]}, "MixtralForCausalLM is not modelled: valid are LlamaForCausalLM"),
     ({"architectures": []}, r"\(none named\) is not modelled"),
     ({"intermediate_size": None}, "missing intermediate_size"),
-    ({"num_attention_heads": 0}, "malformed"),
+    ({"num_attention_heads": 0}, "num_attention_heads must be a positive whole number, got 0"),
+    ({"architectures": "LlamaForCausalLM"}, "architectures must be a list of names"),
+    ({"num_hidden_layers": 32.5}, "num_hidden_layers must be a positive whole number, got 32.5"),
+    ({"max_position_embeddings": "8k"}, "max_position_embeddings must be a positive whole number, got '8k'"),
+    ({"num_key_value_heads": 5}, "heads \\(32\\) must be divisible by kv-heads \\(5\\)"),
 ])
 def test_bad_hugging_face_configs(tmp_path, change, needle):
     f = tmp_path / "config.json"
@@ -201,8 +205,12 @@ def test_bad_presets(tmp_path):
         model.load_preset(str(bad))
     for extra, needle in (("ffn_dim: 256\nffn_matrices: 4\n", "ffn_matrices must be 2"),
                           ("ffn_dim: 0\n", "ffn_dim must be a positive"), ("vocab: 100\n", "missing ffn_dim"),
-                          ("context_tokens: 0\n", "context_tokens must be a positive"),
-                          ("context_tokens: long\n", "malformed"),
+                          ("context_tokens: 0\n", "context_tokens must be a positive whole number or null, got 0"),
+                          ("context_tokens: long\n", "got 'long'"), ("layers: 2.5\n", "layers must be a positive"),
+                          ("heads: true\n", "heads must be a positive whole number, got True"),
+                          ("kv_heads: '4'\n", "got '4'"), ("window: 0\n", "window must be"),
+                          ("name: [x]\n", "name must be text"), ("ffn_dim: 256\nffn_matrices: true\n", "got True"),
+                          ("ffn_dim: null\nvocab: 100\n", "missing ffn_dim"),
                           ("ffn_dim: wide\n", "malformed")):
         bad.write_text("name: x\nlayers: 2\nd_model: 64\nheads: 4\nsource: s\n" + extra)
         with pytest.raises(HarnessError, match=needle):
