@@ -14,12 +14,13 @@ import yaml
 
 from harness.errors import HarnessError, first_line
 from harness.profile_fields import is_count
+from harness.shipped import shipped_folder
 
 BYTES_PER_ELEMENT = {"fp32": 4, "fp16": 2, "bf16": 2, "int8": 1, "int4": 0.5}
 # int8/int4 caches carry one fp32 scale per token and kv head, for K and for V (per-token quantisation)
 SCALE_BYTES = {"int8": 4, "int4": 4}
 SOFTMAX_FLOPS_PER_SCORE = 5  # max, subtract, exp, sum, divide: reported apart from the 4*S*d
-PRESET_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "profiles", "models")
+PRESET_DIR = shipped_folder("profiles/models", "presets")
 
 
 def check_dtype(dtype):

@@ -7,8 +7,9 @@ import yaml
 
 from harness.errors import HarnessError, first_line
 from harness.profile_fields import is_finite_number
+from harness.shipped import shipped_folder
 
-SPEC_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "profiles", "specs")
+SPEC_DIR = shipped_folder("profiles/specs", "datasheets")
 SPEC_TOO_LOW = 0.5  # a measurement under half its spec is flagged, as is one above it
 
 
