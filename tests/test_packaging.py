@@ -16,15 +16,22 @@ import pytest
 from conftest import ROOT
 
 
-def setuptools_missing():
-    spec = importlib.util.find_spec("setuptools")
-    return None if spec else "setuptools is not installed here: the wheel cannot be built offline"
+def wheel_build_missing():
+    """Why a wheel cannot be built offline here (no build isolation), or None."""
+    try:
+        import setuptools
+    except ImportError:
+        return "setuptools is not installed here: the wheel cannot be built offline"
+    major, minor = (int(part) for part in setuptools.__version__.split(".")[:2])
+    if (major, minor) < (70, 1) and importlib.util.find_spec("wheel") is None:
+        return f"setuptools {setuptools.__version__} builds wheels only with the wheel package, not installed here"
+    return None
 
 
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory):
-    if setuptools_missing():
-        pytest.skip(setuptools_missing())
+    if wheel_build_missing():
+        pytest.skip(wheel_build_missing())
     out, source = tmp_path_factory.mktemp("wheel"), tmp_path_factory.mktemp("source")
     # built from a copy: setuptools packs whatever a stale build/lib of the tree still holds
     for name in ("pyproject.toml", "README.md"):
