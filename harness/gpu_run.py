@@ -27,6 +27,9 @@ def parse_selection(text, count):
     if bad or not chosen:
         raise HarnessError(f"--gpus {text!r}: valid indices are 0 to {count - 1}" if count else
                            "--gpus given, but this machine has no GPU")
+    twice = sorted({i for i in chosen if chosen.count(i) > 1})
+    if twice:
+        raise HarnessError(f"--gpus {text!r} names GPU {', '.join(map(str, twice))} more than once: give each index once")
     return chosen
 
 

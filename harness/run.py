@@ -251,8 +251,15 @@ def build_profile(device="all", threads=None, quick=False, progress=lambda m: No
         gpu_reason = gpu_probe_reason()
     if device == "gpu" and gpu_reason:
         raise HarnessError(f"--device gpu: no GPU can be profiled here ({gpu_reason})")
-    if gpu_selection is not None and not gpus:
-        raise HarnessError(f"--gpus {gpu_selection}: this machine has no GPU ({gpu_reason})")
+    if gpu_selection is not None:  # checked before minutes of CPU probing, not after
+        if device == "cpu":
+            raise HarnessError(f"--gpus {gpu_selection} selects GPUs, but --device cpu profiles none: "
+                               "give --device gpu or all")
+        if not gpus:
+            raise HarnessError(f"--gpus {gpu_selection}: this machine has no GPU ({gpu_reason})")
+        from harness.gpu_run import parse_selection
+
+        parse_selection(gpu_selection, len(gpus))
     created = utc_now()
     devices = {}
     if device in ("cpu", "all"):

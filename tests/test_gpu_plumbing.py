@@ -16,6 +16,7 @@ import pytest
 import fakes
 import nvrtc
 from harness import profile, report, run, validation
+from harness.errors import HarnessError
 from harness.specs import load_specs
 from probes import gpu_common
 
@@ -416,8 +417,16 @@ def test_two_gpus_each_a_device_and_gpus_selects(fake_gpu_machine, monkeypatch):
     doc = run.build_profile(device="gpu", quick=True, counters="off", gpu_selection="1")
     assert set(doc["devices"]) == {"gpu1"} and doc["devices"]["gpu1"]["gpu"]["index"] == 1
     assert [g["index"] for g in doc["machine"]["gpus"]] == [0, 1]
-    with pytest.raises(Exception, match="valid indices are 0 to 1"):
-        run.build_profile(device="gpu", quick=True, gpu_selection="2")
+    def no_cpu_probing(*args):
+        raise AssertionError("a bad --gpus must be refused before the CPU is probed")
+
+    monkeypatch.setattr(run, "cpu_section", no_cpu_probing)
+    for selection, needle in (("2", "valid indices are 0 to 1"), ("one", "not a comma-separated list"),
+                              (",", "valid indices are 0 to 1"), ("1,0,1", "names GPU 1 more than once")):
+        with pytest.raises(HarnessError, match=needle):
+            run.build_profile(device="all", quick=True, gpu_selection=selection)
+    with pytest.raises(HarnessError, match="--device cpu profiles none"):
+        run.build_profile(device="cpu", quick=True, gpu_selection="0")
 
 
 def test_a_gpu_hidden_behind_cuda_visible_devices_is_identified_by_its_bus_not_its_ordinal(fake_gpu_machine, monkeypatch):
