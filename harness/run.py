@@ -97,7 +97,7 @@ def run_single_probe(name, device="cpu", threads=None, quick=False, options=None
     if device != "cpu" and not (device.startswith("gpu") and device[3:].isdigit()):
         raise HarnessError(f"unknown device {device!r}: valid devices are cpu, gpu0, gpu1, ...")
     options = {k: v for k, v in (options or {}).items() if v is not None}
-    counters = check_mode(options.pop("counters", "off"))
+    counters = check_mode(options.pop("counters", "off"), device)
     unknown = sorted(set(options) - set(spec.options))
     if unknown:
         raise HarnessError(f"probe {name} has no option {', '.join('--' + u.replace('_', '-') for u in unknown)}"
@@ -112,8 +112,6 @@ def run_single_probe(name, device="cpu", threads=None, quick=False, options=None
             raise HarnessError(f"device {device!r} is not valid for `probe {name}` here: valid devices are cpu ({reason})")
         from harness.gpu_run import count_with_ncu, run_one
 
-        if counters == "perf":
-            raise HarnessError(f"--counters perf counts CPU probes; {device} is counted by ncu (--counters ncu)")
         found, _ = detect_gpus()
         index = int(device[3:])
         if index >= len(found):
@@ -242,7 +240,7 @@ def build_profile(device="all", threads=None, quick=False, progress=lambda m: No
     and a stalled ncu or a run cut short must not lose the measurements)."""
     if device not in DEVICES:
         raise HarnessError(f"unknown device {device!r}: valid devices are {', '.join(DEVICES)}")
-    check_mode(counters)
+    check_mode(counters, device)
     cpu = machine.identify_cpu()
     gpus, gpu_reason = detect_gpus()
     if gpus and not gpu_reason:

@@ -2,6 +2,7 @@
 counters blocks in profiles, and `--counters perf` ending with a stated reason on a PMU-less VM."""
 
 import json
+import re
 import os
 import shutil
 import subprocess
@@ -12,6 +13,7 @@ import pytest
 from conftest import FIXTURES, ROOT, run_cli
 from harness import counters, profile_fields
 from harness.counters import ncu, perf
+from harness.errors import HarnessError
 
 HANDMADE_PERF_HW = """# HAND-MADE FIXTURE (no PMU on the dev VM): shaped like perf stat -x, output on a bare-metal Intel CPU
 2000.5,msec,task-clock,2000500000,100.00,1.999,CPUs utilized
@@ -416,6 +418,23 @@ def test_profile_records_carry_counters_blocks(tmp_path):
     for rec in list(cpu["bandwidth"].values()) + cpu["decode_attention"]:
         assert rec["counters"]["source"] == "unavailable" and "--counters off" in rec["counters"]["reason"]
     assert run_cli("profile", "--counters", "papi").returncode == 2
+
+
+@pytest.mark.parametrize("mode,device,needle", [
+    ("ncu", "cpu", "--counters ncu counts GPU probes; the CPU is counted by perf"),
+    ("perf", "gpu", "--counters perf counts CPU probes; gpu is counted by ncu"),
+    ("perf", "gpu1", "--counters perf counts CPU probes; gpu1 is counted by ncu"),
+    ("papi", "all", "--counters 'papi' is invalid: choose auto, off, perf, ncu"),
+])
+def test_a_counter_that_cannot_count_the_device_is_refused_up_front(mode, device, needle):
+    with pytest.raises(HarnessError, match=re.escape(needle)):
+        counters.check_mode(mode, device)
+    for ok in ("auto", "off"):
+        assert counters.check_mode(ok, device) == ok
+    assert counters.check_mode("ncu", "all") == "ncu" and counters.check_mode("perf", "all") == "perf"
+    if mode == "ncu":  # refused before the probe runs, not after
+        proc = run_cli("probe", "stream", "--counters", "ncu")
+        assert proc.returncode == 2 and needle in proc.stderr and "bandwidth" not in proc.stdout
 
 
 def test_ncu_count_runs_the_tool_and_reads_its_output(tmp_path, monkeypatch):

@@ -27,9 +27,15 @@ def unavailable(reason):
     return block("unavailable", reason)
 
 
-def check_mode(mode):
+def check_mode(mode, device="all"):
+    """`mode`, refused where it is not a mode or cannot count `device` (cpu, gpu, all or gpuN):
+    perf counts CPU probes, ncu GPU probes."""
     from harness.errors import HarnessError
 
     if mode not in MODES:
         raise HarnessError(f"--counters {mode!r} is invalid: choose {', '.join(MODES)}")
+    if mode == "ncu" and device == "cpu":
+        raise HarnessError("--counters ncu counts GPU probes; the CPU is counted by perf (--counters perf or auto)")
+    if mode == "perf" and device.startswith("gpu"):
+        raise HarnessError(f"--counters perf counts CPU probes; {device} is counted by ncu (--counters ncu or auto)")
     return mode
