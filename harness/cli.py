@@ -135,12 +135,26 @@ def cmd_report(args):
     if not paths:
         raise HarnessError("no profiles given and none in profiles/: run `harness profile` first")
     docs = [load_profile(p) for p in paths]  # every file validated before anything is written
+    check_one_profile_per_machine(docs, paths)
     specs = load_specs()
     for doc, source in zip(docs, paths):
         for path in write_report(doc, args.out, specs, source=os.path.relpath(source)):
             print(f"wrote {path}")
     print(f"wrote {write_index(docs + reported_earlier(stored, docs, args.out), specs, args.out)}")
     return 0
+
+
+def check_one_profile_per_machine(docs, paths):
+    """A report folder holds one machine: two profiles of it would write one report over the other."""
+    first_of = {}
+    for doc, path in zip(docs, paths):
+        machine_id = doc["machine"]["id"]
+        earlier = first_of.setdefault(machine_id, path)
+        if earlier == path and paths.count(path) > 1:
+            raise HarnessError(f"profile {path} is given more than once")
+        if earlier != path:
+            raise HarnessError(f"profiles {earlier} and {path} are both of machine {machine_id}: its report folder "
+                               f"holds one; compare the two runs with `harness compare {earlier} {path}`")
 
 
 def reported_earlier(stored, docs, out_dir):

@@ -230,6 +230,18 @@ def test_a_report_for_one_machine_keeps_the_others_reported_earlier_in_the_index
     assert f"[{doc['machine']['id']}]" not in (tmp_path / "x" / "README.md").read_text()
 
 
+def test_cli_report_refuses_two_runs_of_one_machine_and_writes_nothing(tmp_path):
+    earlier, later = tmp_path / "earlier.yaml", tmp_path / "later.yaml"
+    for path in (earlier, later):
+        save_profile(load_profile(FIXTURE), path)
+    proc = run_cli("report", str(earlier), str(later), "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2 and "are both of machine" in proc.stderr
+    assert f"harness compare {earlier} {later}" in proc.stderr  # one report would have overwritten the other
+    proc = run_cli("report", str(earlier), str(earlier), "--out", str(tmp_path / "out"))
+    assert proc.returncode == 2 and "is given more than once" in proc.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_cli_report_rejects_a_malformed_profile_and_writes_nothing(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text("schema_version: 1\nmachine: [")
