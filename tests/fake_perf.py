@@ -22,14 +22,24 @@ for e in events:
         sys.exit(129)
 
 
+# as real perf (it calls setlocale(LC_ALL, "")): numbers in the locale's own decimal mark, a comma
+# under de_DE (seen: `0,53,msec,task-clock,529913,100,00,...`)
+LOCALE = next((os.environ[k] for k in ("LC_ALL", "LC_NUMERIC", "LANG") if os.environ.get(k)), "C")
+DECIMAL = "," if LOCALE.startswith("de_") else "."
+
+
+def number(value):
+    return str(value).replace(".", DECIMAL) if isinstance(value, float) else str(value)
+
+
 def page():
     lines = []
     for e in events:
         if e in spec.get("per_pmu", {}):
-            lines += [f"{value},,{pmu}/{e}/,1000,{pct},," for pmu, (value, pct) in spec["per_pmu"][e].items()]
+            lines += [f"{number(value)},,{pmu}/{e}/,1000,{number(pct)},," for pmu, (value, pct) in spec["per_pmu"][e].items()]
             continue
         value, unit = spec["counts"].get(e, ["<not supported>", ""])
-        lines.append(f"{value},{unit},{e},1000,{spec.get('pct', 100.0)},,")
+        lines.append(f"{number(value)},{unit},{e},1000,{number(spec.get('pct', 100.0))},,")
     return "\n".join(lines) + "\n"
 
 

@@ -204,9 +204,12 @@ def fake_perf(tmp_path, monkeypatch):
     perf.accepted.cache_clear()
 
 
-def test_perf_count_on_a_bare_metal_intel_server(tmp_path, fake_perf):
+@pytest.mark.parametrize("user_locale", ["C.UTF-8", "de_DE.UTF-8"])
+def test_perf_count_on_a_bare_metal_intel_server(tmp_path, fake_perf, monkeypatch, user_locale):
     """Passes of four core events on this process, the memory controllers system-wide alongside
-    the first, each enabled through perf's control pipe; MiB scaled back to bytes, FLOPs weighted."""
+    the first, each enabled through perf's control pipe; MiB scaled back to bytes, FLOPs weighted.
+    A user's decimal-comma locale does not reach perf's CSV."""
+    monkeypatch.setenv("LC_ALL", user_locale)
     root = sysfs(tmp_path / "devices", INTEL_SERVER)
     paranoid = tmp_path / "p0"
     paranoid.write_text("0")
