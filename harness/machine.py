@@ -178,11 +178,12 @@ VIRT_NAMES = {"kvm": "KVM", "microsoft": "Microsoft", "vmware": "VMware", "xen":
 
 
 def _output(command):
-    """A command's standard output, or None where it is missing or fails."""
+    """A command's standard output in the C locale (lscpu translates its labels), or None where it
+    is missing or fails."""
     if not shutil.which(command[0]):
         return None
     try:
-        proc = subprocess.run(command, capture_output=True, text=True, timeout=10)
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=10, env={**os.environ, "LC_ALL": "C"})
     except (OSError, subprocess.SubprocessError):
         return None
     return proc.stdout if proc.returncode == 0 else None

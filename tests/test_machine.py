@@ -310,6 +310,17 @@ def test_a_guest_is_named_by_lscpu_on_x86_and_by_systemd_detect_virt_on_arm(monk
     assert machine.hypervisor_vendor({"hypervisor"}, arch="x86_64") == "unknown"
 
 
+def test_tools_are_read_in_the_c_locale_whatever_the_users(tmp_path, monkeypatch):
+    # a stand-in lscpu that answers as util-linux's German catalogue does unless the locale is C
+    fake = tmp_path / "lscpu"
+    fake.write_text('#!/bin/sh\nif [ "$LC_ALL" = C ]; then echo "Hypervisor vendor: KVM"; '
+                    'else echo "Hypervisor-Anbieter: KVM"; fi\n')
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    monkeypatch.setenv("LC_ALL", "de_DE.UTF-8")
+    assert machine.hypervisor_vendor({"hypervisor"}, arch="x86_64") == "KVM"
+
+
 def test_a_peak_on_fewer_cores_than_the_machine_is_held_to_those_cores(cpu):
     from harness import run
 
