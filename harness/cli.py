@@ -200,6 +200,8 @@ def cmd_compare(args):
     result = compare.compare(base, new, threshold, cfg.get("metrics", {}))
     text = compare.markdown(result, args.base, args.new)
     print(text)
+    for pattern in result["unmatched_patterns"]:
+        print(f"harness: note: compare config pattern {pattern!r} matches no metric of these profiles", file=sys.stderr)
     if args.out:
         atomic_write_text(args.out, text)
         print(f"wrote {args.out}", file=sys.stderr)

@@ -21,6 +21,7 @@ from harness.profile_fields import is_finite_number
 from harness.summary import rate_unit, si
 
 DEFAULT_THRESHOLD = 0.05
+CONFIG_KEYS = {"threshold_pct", "metrics"}
 BOOTSTRAP_RESAMPLES = 2000
 CONFIDENCE = 0.95
 MEMORY_TOLERANCE = 0.01  # of the memory size: less is the same memory
@@ -144,6 +145,10 @@ def load_config(path):
     if not isinstance(cfg, dict) or not isinstance(cfg.get("metrics", {}), dict):
         raise HarnessError(f"compare config {path} is malformed: expected threshold_pct and a metrics mapping "
                            "of glob pattern to percent")
+    unknown = sorted(map(str, set(cfg) - CONFIG_KEYS))
+    if unknown:
+        raise HarnessError(f"compare config {path}: unknown key {', '.join(map(repr, unknown))}: valid keys are "
+                           f"{', '.join(sorted(CONFIG_KEYS))}")
     for key, value in [("threshold_pct", cfg.get("threshold_pct", 5))] + list(cfg.get("metrics", {}).items()):
         if not is_finite_number(value) or value < 0:
             raise HarnessError(f"compare config {path}: {key} must be a non-negative percentage, got {value!r}")
@@ -151,6 +156,7 @@ def load_config(path):
 
 
 def threshold_for(name, default, overrides):
+    """The first override pattern (in the config's order) that matches `name`, else the default."""
     for pattern, pct in overrides.items():
         if fnmatch.fnmatch(name, pattern):
             return pct / 100
@@ -198,8 +204,11 @@ def compare(base, new, threshold=DEFAULT_THRESHOLD, overrides=None, seed=0):
             ratio, low, high = bootstrap_ratio(bs, ns, rng)
             row.update(change=ratio - 1, ci=[low - 1, high - 1], threshold=t, verdict=verdict(ratio, low, high, better, t))
         rows.append(row)
+    names = [r["metric"] for r in rows]
     return {"same_machine": _get(base, ("machine", "id")) == _get(new, ("machine", "id")),
             "differences": identity_differences(base, new), "rows": rows,
+            # a misspelt glob sets no threshold: said, not ignored
+            "unmatched_patterns": [p for p in overrides if not any(fnmatch.fnmatch(n, p) for n in names)],
             "run_warnings": {"base": run_warnings(base), "new": run_warnings(new)},
             "base_created": base.get("created_utc"), "new_created": new.get("created_utc")}
 
@@ -269,6 +278,9 @@ def markdown(result, base_path, new_path):
     for side, names in one_sided.items():
         if names:
             out += ["", f"Not comparable, only in the {side} profile ({len(names)}): " + ", ".join(f"`{n}`" for n in names)]
+    if result.get("unmatched_patterns"):
+        out += ["", "Threshold patterns of the config that match no metric (no threshold set by them): "
+                + ", ".join(f"`{p}`" for p in result["unmatched_patterns"])]
     out += ["", "Verdicts need both a bootstrap 95% interval of the median ratio that excludes no change and a change "
             "at least the threshold; time metrics regress upward, rates downward.", ""]
     return "\n".join(out)

@@ -145,10 +145,15 @@ def test_per_metric_thresholds_from_a_config(tmp_path):
     loaded = compare.load_config(str(cfg))
     base, new = profile({"triad": rate_record(50e9, 0.01)}), profile({"triad": rate_record(45e9, 0.01)})
     result = compare.compare(base, new, 0.05, loaded["metrics"])
-    assert verdict_of(result, "bandwidth.triad") == "unchanged"
-    for bad in ("metrics:\n  x: -3\n", "threshold_pct: .nan\n", "metrics:\n  x: .inf\n"):
+    assert verdict_of(result, "bandwidth.triad") == "unchanged" and result["unmatched_patterns"] == []
+    misspelt = compare.compare(base, new, 0.05, {"bandwith.*": 20, "bandwidth.tri*": 20})
+    assert misspelt["unmatched_patterns"] == ["bandwith.*"]
+    assert "match no metric (no threshold set by them): `bandwith.*`" in compare.markdown(misspelt, "a", "b")
+    for bad, needle in (("metrics:\n  x: -3\n", "non-negative"), ("threshold_pct: .nan\n", "non-negative"),
+                        ("metrics:\n  x: .inf\n", "non-negative"),
+                        ("treshold_pct: 5\n", "unknown key 'treshold_pct': valid keys are metrics, threshold_pct")):
         cfg.write_text(bad)
-        with pytest.raises(HarnessError, match="non-negative"):
+        with pytest.raises(HarnessError, match=needle):
             compare.load_config(str(cfg))
 
 
@@ -190,6 +195,9 @@ def test_cli_bad_input_changes_no_file(tmp_path):
     bad_cfg.write_text("metrics: [1, 2]\n")
     proc = run_cli("compare", base, base, "--config", str(bad_cfg))
     assert proc.returncode == 2 and "malformed" in proc.stderr
+    bad_cfg.write_text("metrics:\n  'bandwith.*': 20\n")
+    proc = run_cli("compare", base, base, "--config", str(bad_cfg))
+    assert proc.returncode == 0 and "pattern 'bandwith.*' matches no metric" in proc.stderr
 
 
 def test_history_table_png_and_steps(tmp_path):
