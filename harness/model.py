@@ -247,11 +247,16 @@ def load_preset(name_or_path):
         raise HarnessError(f"model preset {path} is malformed: expected a mapping")
     if path.endswith(".json"):
         doc = hf_config_preset_doc(doc, path)
+    unknown = sorted(map(str, set(doc) - PRESET_KEYS))
+    if unknown:  # a misspelt kv_heads would silently give multi-head attention
+        raise HarnessError(f"model preset {path} is malformed: unknown key {', '.join(map(repr, unknown))}: valid keys "
+                           f"are {', '.join(sorted(PRESET_KEYS))}")
     return preset_from_doc(doc, path)
 
 
 PRESET_COUNTS = ("layers", "d_model", "heads")  # required positive whole numbers
 PRESET_OPTIONAL_COUNTS = ("kv_heads", "head_dim", "ffn_dim", "vocab", "context_tokens", "window")  # or null
+PRESET_KEYS = {"name", "source", "ffn_matrices", *PRESET_COUNTS, *PRESET_OPTIONAL_COUNTS}
 
 
 def preset_from_doc(doc, path):

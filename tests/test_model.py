@@ -211,6 +211,7 @@ def test_bad_presets(tmp_path):
                           ("kv_heads: '4'\n", "got '4'"), ("window: 0\n", "window must be"),
                           ("name: [x]\n", "name must be text"), ("ffn_dim: 256\nffn_matrices: true\n", "got True"),
                           ("ffn_dim: null\nvocab: 100\n", "missing ffn_dim"),
+                          ("kv_head: 1\n", "unknown key 'kv_head': valid keys are context_tokens, d_model"),
                           ("ffn_dim: wide\n", "malformed")):
         bad.write_text("name: x\nlayers: 2\nd_model: 64\nheads: 4\nsource: s\n" + extra)
         with pytest.raises(HarnessError, match=needle):
