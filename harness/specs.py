@@ -11,6 +11,11 @@ from harness.shipped import shipped_folder
 
 SPEC_DIR = shipped_folder("profiles/specs", "datasheets")
 SPEC_TOO_LOW = 0.5  # a measurement under half its spec is flagged, as is one above it
+SPEC_KEYS = {"name", "kind", "match", "memory_bytes", "bandwidth_bytes_per_s", "flops_per_s", "sparse_flops_per_s"}
+# the rates a spec may give: plain FMA rates, and the matrix units' by operand type (readers look up
+# "<dtype>_tensor"); a misspelt one would never be compared with anything
+SPEC_DTYPES = {"fp64", "fp32", "fp16", "bf16", *(f"{t}_tensor" for t in ("fp64", "tf32", "bf16", "fp16", "fp8", "fp6",
+                                                                         "fp4", "int8", "int4"))}
 
 
 def _sourced(value, where, path):
@@ -30,6 +35,13 @@ def load_spec(path):
         raise HarnessError(f"spec {path} cannot be read: {first_line(e)}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("name"), str) or doc.get("kind") not in ("cpu", "gpu"):
         raise HarnessError(f"spec {path} is malformed: needs name and kind (cpu or gpu)")
+    unknown = sorted(map(str, set(doc) - SPEC_KEYS))
+    if unknown:
+        raise HarnessError(f"spec {path} is malformed: unknown key {', '.join(map(repr, unknown))}: valid keys are "
+                           f"{', '.join(sorted(SPEC_KEYS))}")
+    memory = doc.get("memory_bytes")
+    if memory is not None and not (is_finite_number(memory) and memory > 0):
+        raise HarnessError(f"spec {path} is malformed: memory_bytes must be a positive number, got {memory!r}")
     match = doc.get("match")
     if not (isinstance(match, list) and match and all(isinstance(p, str) and p.strip() for p in match)):
         raise HarnessError(f"spec {path} is malformed: needs a list of names to match")
@@ -39,6 +51,9 @@ def load_spec(path):
         if not isinstance(rates, dict) or (group == "flops_per_s" and not rates):
             raise HarnessError(f"spec {path} is malformed: {group} must be a mapping of dtype to rate")
         for dtype, value in rates.items():
+            if dtype not in SPEC_DTYPES:
+                raise HarnessError(f"spec {path} is malformed: {group}.{dtype} is not a rate the harness reads: valid "
+                                   f"are {', '.join(sorted(SPEC_DTYPES))}")
             _sourced(value, f"{group}.{dtype}", path)
     doc["file"] = os.path.basename(path)
     return doc

@@ -62,6 +62,11 @@ def test_flags():
     ("name: x\nkind: gpu\nmatch: [3]\nbandwidth_bytes_per_s: {value: 1.0, source: s}\n", "a list of names to match"),
     ("name: x\nkind: gpu\nmatch: [x]\nbandwidth_bytes_per_s: {value: 1.0, source: s}\nflops_per_s: {fp32: 5}\n",
      "flops_per_s.fp32"),
+    ("name: x\nkind: gpu\nmatch: [x]\nbandwidth_bytes_per_s: {value: 1.0, source: s}\n"
+     "flops_per_s: {bf16_tensr: {value: 1.0, source: s}}\n", "flops_per_s.bf16_tensr is not a rate the harness reads"),
+    ("name: x\nkind: gpu\nmatch: [x]\nbandwith_bytes_per_s: {value: 1.0, source: s}\n",
+     "unknown key 'bandwith_bytes_per_s'"),
+    ("name: x\nkind: gpu\nmatch: [x]\nmemory_bytes: 80 GB\n", "memory_bytes must be a positive number"),
 ])
 def test_malformed_specs_are_rejected(tmp_path, text, needle):
     p = tmp_path / "bad.yaml"
