@@ -42,9 +42,20 @@ def rank_info(environ=os.environ, use_mpi=True):
             pass
     for rank_var, size_var, local_var in ENV_LAUNCHERS:
         if rank_var in environ and size_var in environ:
-            return {"rank": int(environ[rank_var]), "size": int(environ[size_var]),
-                    "local_rank": int(environ.get(local_var, 0)), "via": rank_var.split("_")[0].lower(), "comm": None}
+            rank, size, local = (_env_count(environ, name, default) for name, default in
+                                 ((rank_var, None), (size_var, None), (local_var, "0")))
+            if not 0 <= rank < size:
+                raise HarnessError(f"{rank_var}={rank} is outside 0 to {size - 1} ({size_var}={size})")
+            return {"rank": rank, "size": size, "local_rank": local, "via": rank_var.split("_")[0].lower(), "comm": None}
     return {"rank": 0, "size": 1, "local_rank": 0, "via": "single process", "comm": None}
+
+
+def _env_count(environ, name, default):
+    """A launcher's variable as a whole number 0 or more; a clear error where it is not one."""
+    text = environ.get(name, default)
+    if not (text or "").strip().isdigit():
+        raise HarnessError(f"the launcher's {name}={text!r} is not a whole number: rank, size and local rank must be")
+    return int(text)
 
 
 def rank_gpu(local_rank, gpus, host):

@@ -111,6 +111,11 @@ def test_rank_from_launcher_environment():
     info = fleet.rank_info({"OMPI_COMM_WORLD_RANK": "1", "OMPI_COMM_WORLD_SIZE": "2"}, use_mpi=False)
     assert (info["rank"], info["size"], info["via"]) == (1, 2, "ompi")
     assert fleet.rank_info({}, use_mpi=False)["via"] == "single process"
+    for env, needle in (({"SLURM_PROCID": "x", "SLURM_NTASKS": "8"}, "SLURM_PROCID='x' is not a whole number"),
+                        ({"SLURM_PROCID": "1", "SLURM_NTASKS": "8", "SLURM_LOCALID": "-1"}, "SLURM_LOCALID='-1'"),
+                        ({"OMPI_COMM_WORLD_RANK": "2", "OMPI_COMM_WORLD_SIZE": "2"}, "outside 0 to 1")):
+        with pytest.raises(HarnessError, match=needle):
+            fleet.rank_info(env, use_mpi=False)
 
 
 def test_without_mpi_a_single_process_is_a_fleet_of_one(tmp_path):
