@@ -175,7 +175,7 @@ def save_profile(doc, path, keep_history=True):
         kept = f"{path}.rejected"
         try:
             atomic_write_text(kept, dump(doc))
-        except (OSError, yaml.YAMLError):
+        except (HarnessError, yaml.YAMLError):  # cannot be written either: the validation error is the news
             raise e from None
         raise HarnessError(f"{e}; this harness wrote it, so this is a bug in it (please report it): the "
                            f"measurements are kept in {kept}") from None

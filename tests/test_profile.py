@@ -197,3 +197,8 @@ def test_a_document_that_fails_validation_on_save_is_kept_beside_the_profile(tmp
     assert "bandwidth.triad.threads must be a whole number" in str(e.value) and f"kept in {kept}" in str(e.value)
     assert yaml.safe_load(kept.read_text()) == doc and path.read_text() == before  # nothing lost, nothing replaced
     assert not (tmp_path / "history").exists()
+    kept.unlink()
+    kept.mkdir()  # the .rejected copy cannot be written either: the validation error is still the one raised
+    with pytest.raises(HarnessError, match="bandwidth.triad.threads must be a whole number") as e:
+        profile.save_profile(doc, path)
+    assert "kept in" not in str(e.value) and path.read_text() == before
