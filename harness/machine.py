@@ -177,13 +177,18 @@ def read_frequency(fields, cpufreq_dir="/sys/devices/system/cpu/cpu0/cpufreq"):
 VIRT_NAMES = {"kvm": "KVM", "microsoft": "Microsoft", "vmware": "VMware", "xen": "Xen"}
 
 
+def c_locale_env():
+    """This process's environment in the C locale, for tools whose output is parsed: lscpu translates
+    its labels, perf writes its CSV numbers with the locale's decimal mark (0,53 under de_DE)."""
+    return {**os.environ, "LC_ALL": "C"}
+
+
 def _output(command):
-    """A command's standard output in the C locale (lscpu translates its labels), or None where it
-    is missing or fails."""
+    """A command's standard output in the C locale, or None where it is missing or fails."""
     if not shutil.which(command[0]):
         return None
     try:
-        proc = subprocess.run(command, capture_output=True, text=True, timeout=10, env={**os.environ, "LC_ALL": "C"})
+        proc = subprocess.run(command, capture_output=True, text=True, timeout=10, env=c_locale_env())
     except (OSError, subprocess.SubprocessError):
         return None
     return proc.stdout if proc.returncode == 0 else None

@@ -304,7 +304,7 @@ class PerfSession:
         ctl_r, self.ctl_w = os.pipe()
         self.ack_r, ack_w = os.pipe()
         self.proc = subprocess.Popen(self._command(ctl_r, ack_w), pass_fds=(ctl_r, ack_w), stdout=subprocess.DEVNULL,
-                                     stderr=subprocess.PIPE, text=True, env=perf_env())
+                                     stderr=subprocess.PIPE, text=True, env=machine.c_locale_env())
         os.close(ctl_r)
         os.close(ack_w)
         self._switch("enable")
@@ -331,17 +331,11 @@ class PerfSession:
         return False
 
 
-def perf_env():
-    """This process's environment in the C locale: perf prints its CSV numbers in the user's locale
-    (0,53 for 0.53 under de_DE, which splits the fields)."""
-    return {**os.environ, "LC_ALL": "C"}
-
-
 @lru_cache(maxsize=None)
 def accepted(event, system_wide=False):
     """None if perf can open `event` here (system-wide or for this process), else perf's objection."""
     proc = subprocess.run(["perf", "stat", "-x,", *(["-a"] if system_wide else []), "-e", event, "--", "true"],
-                          capture_output=True, text=True, timeout=CONTROL_TIMEOUT_S, env=perf_env())
+                          capture_output=True, text=True, timeout=CONTROL_TIMEOUT_S, env=machine.c_locale_env())
     reading = reading_of(parse_perf_csv(proc.stderr), event)
     if proc.returncode == 0 and reading and reading.supported:
         return None  # counted, or <not counted>: opened, but `true` never ran where it counts (a hybrid CPU's other cores)
