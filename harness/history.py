@@ -2,6 +2,7 @@
 
 import glob
 import os
+import statistics
 
 from harness import compare, plots
 from harness.profile import load_readable
@@ -27,7 +28,7 @@ def trend(docs, metric, threshold=compare.DEFAULT_THRESHOLD):
         samples = compare.metric_samples(doc).get(metric)
         row = {"created_utc": doc["created_utc"], "path": path, "median": None, "step": ""}
         if samples and samples[0]:
-            row["median"] = float(sorted(samples[0])[len(samples[0]) // 2])
+            row["median"] = statistics.median(samples[0])  # the median compare reports
             if previous is not None:
                 result = compare.compare(previous, doc, threshold)
                 match = next((r for r in result["rows"] if r["metric"] == metric), None)

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT, run_cli
-from harness import compare
+from harness import compare, history
 from harness.errors import HarnessError
 from harness.profile import load_profile, save_profile
 
@@ -212,6 +212,10 @@ def test_history_table_png_and_steps(tmp_path):
     lines = [l for l in proc.stdout.splitlines() if l.startswith("  2026")]
     assert len(lines) == 3 and "regressed" in lines[2] and "regressed" not in lines[1]
     assert (tmp_path / "r" / "m-2c" / "history-bandwidth.read.png").exists()
+    docs, _ = history.profiles_of("m-2c", str(folder))
+    for row, (_, doc) in zip(history.trend(docs, "bandwidth.read"), docs):  # the median compare reports
+        (reported,) = [r for r in compare.compare(doc, doc)["rows"] if r["metric"] == "bandwidth.read"]
+        assert row["median"] == pytest.approx(reported["base"])
     proc = run_cli("history", "nobody", "--profiles", str(folder))
     assert proc.returncode == 2 and "no readable profiles of machine" in proc.stderr
     (hist / "20261124T080000Z.yaml").write_text("schema_version: 1\nmachine: [")  # one cut short: left out, named
