@@ -317,9 +317,12 @@ def model_validation(records, llc_bytes, bw, fused_impl="numba-fused", memory="D
     """devices.<name>.model_validation: per-dtype error, dtype/GQA/batch effects, a finding, at the
     shape the sweep varied (batch 1, H_kv = H on the CPU; the GPU sweep's batch and GQA group)."""
     large = [r for r in records if r.get("validated") and r["model"]["cache_bytes"] >= LARGE_CACHE_FACTOR * llc_bytes]
-    if not large or not bw:
-        return {"finding": "no validated decode point has a cache of at least "
-                           f"{LARGE_CACHE_FACTOR}x the last-level cache, or the profile has no read bandwidth"}
+    if not bw:
+        return {"finding": "the profile has no read bandwidth to validate the model against"}
+    if not large:
+        return {"finding": f"no validated decode point has a cache of at least {LARGE_CACHE_FACTOR}x the "
+                           f"last-level cache ({si(LARGE_CACHE_FACTOR * llc_bytes, 'B')}): the model's DRAM bytes "
+                           "would be served partly by the cache"}
     shape = swept_shape(large)
     mha = [r for r in large if (r["batch"], r["heads"], r["kv_heads"]) == shape]
     per_dtype = {}

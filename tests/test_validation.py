@@ -90,7 +90,11 @@ def test_model_validation_flags_a_model_that_does_not_hold():
 
 def test_model_validation_without_large_caches():
     recs = [validation.derive_point(record(seq_len=64), BW, PEAK)]
-    assert "no validated decode point" in validation.model_validation(recs, LLC, BW)["finding"]
+    finding = validation.model_validation(recs, LLC, BW)["finding"]
+    assert "no validated decode point has a cache of at least 4x the last-level cache (" in finding
+    assert "read bandwidth" not in finding  # the profile has one: the cause is named alone
+    assert validation.model_validation(recs, LLC, None)["finding"] == \
+        "the profile has no read bandwidth to validate the model against"
 
 
 def test_adjacent_read_bandwidth_gives_the_verdict_when_present():
