@@ -208,8 +208,12 @@ def analyse(nodes, threshold=DEFAULT_THRESHOLD):
         values = m["values"]
         med = statistics.median(values.values())
         mad = statistics.median(abs(v - med) for v in values.values())
-        nodes_rows = {n: {"value": v, "ratio": v / med if med else None,
-                          "outlier": is_outlier(v, med, mad, m["better"], threshold)} for n, v in values.items()}
+        if len(values) == 2:  # the MAD of two is half their gap: the MAD rule could never flag either
+            (a, va), (b, vb) = values.items()
+            flagged = {a: pair_outlier(va, vb, m["better"], threshold), b: pair_outlier(vb, va, m["better"], threshold)}
+        else:
+            flagged = {n: is_outlier(v, med, mad, m["better"], threshold) for n, v in values.items()}
+        nodes_rows = {n: {"value": v, "ratio": v / med if med else None, "outlier": flagged[n]} for n, v in values.items()}
         rows.append({"metric": metric, "median": med, "mad": mad, "nodes": nodes_rows})
     configs = {n: config_of(doc) for n, doc in nodes.items()}
     keys = sorted({k for c in configs.values() for k in c})
@@ -228,6 +232,15 @@ def is_outlier(value, median, mad, higher_is_better, threshold):
     if shortfall / abs(median) <= threshold:
         return False
     return mad == 0 or shortfall > OUTLIER_MADS * MAD_SCALE * mad
+
+
+def pair_outlier(value, other, higher_is_better, threshold):
+    """Of two nodes, whether this one is more than the threshold worse than the other: with no third
+    to say which is off, the slower one is named."""
+    if not other:
+        return False
+    shortfall = (other - value) if higher_is_better else (value - other)
+    return shortfall / abs(other) > threshold
 
 
 def outliers(result):
@@ -253,7 +266,8 @@ def markdown(result, summary, folder, threshold, unreadable=()):
     out = [f"# Fleet report: {folder}", "",
            f"{len(result['rows'])} metrics over {len({n for r in result['rows'] for n in r['nodes']})} nodes; "
            f"outlier rule: more than {threshold:.0%} worse than the fleet median and more than {OUTLIER_MADS:g} robust "
-           f"standard deviations (MAD x {MAD_SCALE}) from it.", ""]
+           f"standard deviations (MAD x {MAD_SCALE}) from it; of two nodes, the one more than {threshold:.0%} "
+           "worse than the other.", ""]
     out += [f"**Outliers: {', '.join(bad)}**" if bad else "**No outliers.**", ""]
     failed = (summary or {}).get("failed") or []
     if failed:

@@ -68,6 +68,15 @@ def test_outlier_rule_needs_both_threshold_and_mads():
     assert not fleet.is_outlier(120, 100, 1, True, 0.10)  # faster is not an outlier
 
 
+def test_of_two_nodes_the_one_far_behind_the_other_is_named():
+    # the MAD of two values is half their gap: the MAD rule alone never flagged a node at half speed
+    result = fleet.analyse({"a": node(80e9), "b": node(40e9)})
+    assert fleet.outliers(result) == ["b"]
+    assert fleet.outliers(fleet.analyse({"a": node(80e9), "b": node(80e9 * 0.97)})) == []  # within 5%
+    assert "of two nodes, the one more than 5% worse than the other" in fleet.markdown(result, None, "f", 0.05)
+    assert not fleet.pair_outlier(120, 100, True, 0.05) and fleet.pair_outlier(120, 100, False, 0.05)
+
+
 def test_configuration_differences_are_listed():
     docs = {f"n{i}": node(80e9) for i in range(3)}
     docs["n2"] = node(80e9, numba="0.69.0")
