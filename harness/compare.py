@@ -16,7 +16,7 @@ import fnmatch
 import numpy as np
 import yaml
 
-from harness.errors import HarnessError, first_line
+from harness.errors import HarnessError, first_line, refuse_unknown_keys
 from harness.profile_fields import is_finite_number
 from harness.summary import rate_unit, si
 
@@ -145,10 +145,7 @@ def load_config(path):
     if not isinstance(cfg, dict) or not isinstance(cfg.get("metrics", {}), dict):
         raise HarnessError(f"compare config {path} is malformed: expected threshold_pct and a metrics mapping "
                            "of glob pattern to percent")
-    unknown = sorted(map(str, set(cfg) - CONFIG_KEYS))
-    if unknown:
-        raise HarnessError(f"compare config {path}: unknown key {', '.join(map(repr, unknown))}: valid keys are "
-                           f"{', '.join(sorted(CONFIG_KEYS))}")
+    refuse_unknown_keys(cfg, CONFIG_KEYS, f"compare config {path}")
     for key, value in [("threshold_pct", cfg.get("threshold_pct", 5))] + list(cfg.get("metrics", {}).items()):
         if not is_finite_number(value) or value < 0:
             raise HarnessError(f"compare config {path}: {key} must be a non-negative percentage, got {value!r}")

@@ -8,3 +8,12 @@ class HarnessError(Exception):
 def first_line(error):
     """An exception's message up to its first line break ('' where it has none)."""
     return (str(error).strip().splitlines() or [""])[0]
+
+
+def refuse_unknown_keys(doc, valid, where):
+    """A HarnessError naming the keys of mapping `doc` outside `valid` (a misspelt key of a file the
+    user writes would otherwise be silently ignored), prefixed with `where`."""
+    unknown = sorted(map(str, set(doc) - set(valid)))
+    if unknown:
+        raise HarnessError(f"{where}: unknown key {', '.join(map(repr, unknown))}: valid keys are "
+                           f"{', '.join(sorted(valid))}")

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import yaml
 
-from harness.errors import HarnessError, first_line
+from harness.errors import HarnessError, first_line, refuse_unknown_keys
 from harness.profile_fields import is_count
 from harness.shipped import shipped_folder
 
@@ -247,10 +247,8 @@ def load_preset(name_or_path):
         raise HarnessError(f"model preset {path} is malformed: expected a mapping")
     if path.endswith(".json"):
         doc = hf_config_preset_doc(doc, path)
-    unknown = sorted(map(str, set(doc) - PRESET_KEYS))
-    if unknown:  # a misspelt kv_heads would silently give multi-head attention
-        raise HarnessError(f"model preset {path} is malformed: unknown key {', '.join(map(repr, unknown))}: valid keys "
-                           f"are {', '.join(sorted(PRESET_KEYS))}")
+    # a misspelt kv_heads would silently give multi-head attention
+    refuse_unknown_keys(doc, PRESET_KEYS, f"model preset {path} is malformed")
     return preset_from_doc(doc, path)
 
 

@@ -5,7 +5,7 @@ import re
 
 import yaml
 
-from harness.errors import HarnessError, first_line
+from harness.errors import HarnessError, first_line, refuse_unknown_keys
 from harness.profile_fields import is_finite_number
 from harness.shipped import shipped_folder
 
@@ -35,10 +35,7 @@ def load_spec(path):
         raise HarnessError(f"spec {path} cannot be read: {first_line(e)}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("name"), str) or doc.get("kind") not in ("cpu", "gpu"):
         raise HarnessError(f"spec {path} is malformed: needs name and kind (cpu or gpu)")
-    unknown = sorted(map(str, set(doc) - SPEC_KEYS))
-    if unknown:
-        raise HarnessError(f"spec {path} is malformed: unknown key {', '.join(map(repr, unknown))}: valid keys are "
-                           f"{', '.join(sorted(SPEC_KEYS))}")
+    refuse_unknown_keys(doc, SPEC_KEYS, f"spec {path} is malformed")
     memory = doc.get("memory_bytes")
     if memory is not None and not (is_finite_number(memory) and memory > 0):
         raise HarnessError(f"spec {path} is malformed: memory_bytes must be a positive number, got {memory!r}")
