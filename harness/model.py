@@ -199,6 +199,10 @@ class ModelPreset:
 HF_ARCHITECTURES = ("LlamaForCausalLM", "MistralForCausalLM", "Qwen2ForCausalLM", "Qwen3ForCausalLM")
 HF_KEYS = ("num_hidden_layers", "hidden_size", "num_attention_heads", "intermediate_size", "vocab_size")
 HF_OPTIONAL_KEYS = ("num_key_value_heads", "head_dim", "sliding_window", "max_position_embeddings")
+# a preset YAML's keys (profiles/models/)
+PRESET_COUNTS = ("layers", "d_model", "heads")  # required positive whole numbers
+PRESET_OPTIONAL_COUNTS = ("kv_heads", "head_dim", "ffn_dim", "vocab", "context_tokens", "window")  # or null
+PRESET_KEYS = {"name", "source", "ffn_matrices", *PRESET_COUNTS, *PRESET_OPTIONAL_COUNTS}
 
 
 def preset_names():
@@ -250,11 +254,6 @@ def load_preset(name_or_path):
     # a misspelt kv_heads would silently give multi-head attention
     refuse_unknown_keys(doc, PRESET_KEYS, f"model preset {path} is malformed")
     return preset_from_doc(doc, path)
-
-
-PRESET_COUNTS = ("layers", "d_model", "heads")  # required positive whole numbers
-PRESET_OPTIONAL_COUNTS = ("kv_heads", "head_dim", "ffn_dim", "vocab", "context_tokens", "window")  # or null
-PRESET_KEYS = {"name", "source", "ffn_matrices", *PRESET_COUNTS, *PRESET_OPTIONAL_COUNTS}
 
 
 def preset_from_doc(doc, path):
