@@ -149,10 +149,12 @@ def check_one_profile_per_machine(docs, paths):
     first_of = {}
     for doc, path in zip(docs, paths):
         machine_id = doc["machine"]["id"]
-        earlier = first_of.setdefault(machine_id, path)
-        if earlier == path and paths.count(path) > 1:
+        if machine_id not in first_of:
+            first_of[machine_id] = path
+        elif first_of[machine_id] == path:
             raise HarnessError(f"profile {path} is given more than once")
-        if earlier != path:
+        else:
+            earlier = first_of[machine_id]
             raise HarnessError(f"profiles {earlier} and {path} are both of machine {machine_id}: its report folder "
                                f"holds one; compare the two runs with `harness compare {earlier} {path}`")
 
