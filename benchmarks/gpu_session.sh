@@ -54,14 +54,14 @@ ncu_raw() {  # ncu_raw NAME PROBE RANGE ARGS...: the harness's own ncu command l
     cmd=$("$PY" -c 'import shlex, sys; from harness.counters import ncu
 print(shlex.join(ncu.command(sys.argv[2], "gpu0", sys.argv[3], sys.argv[4:], python=sys.argv[1])))' \
         "$PY" "$probe" "$range" "$@") || return
-    run "ncu-$name" bash -c "$cmd"
+    run "ncu-$name" env LC_ALL=C bash -c "$cmd"  # as the harness runs it: in the C locale
     cp "$WORK/ncu-$name.log" "$WORK/ncu-$name.csv"
 }
 
 DECODE_ARGS=(--quick --impl cupy-fused --dtype fp16 --seq-len 32768 --batch 8)  # the GPU issue's decode shape
 
 ncu_sections() {  # the decode kernel's ncu sections, as text: two launches of the split-K kernel
-    run ncu-decode-sections ncu --clock-control none --target-processes all --nvtx \
+    run ncu-decode-sections env LC_ALL=C ncu --clock-control none --target-processes all --nvtx \
         --nvtx-include "harness-cupy-fused/" --kernel-name regex:decode_partial --launch-count 2 \
         --section SpeedOfLight --section Occupancy --section LaunchStats --section SchedulerStats \
         --section WarpStateStats --section MemoryWorkloadAnalysis \

@@ -511,3 +511,18 @@ def test_every_metric_we_ask_ncu_for_exists_on_hopper_and_ampere(chip, tmp_path)
                           capture_output=True, text=True, timeout=120, env={**os.environ, "HOME": str(tmp_path)})
     listed = {line.split()[0] for line in proc.stdout.splitlines() if line.strip()}
     assert not set(ncu.METRICS) - listed, set(ncu.METRICS) - listed
+
+
+def test_a_decimal_comma_locale_does_not_reach_ncu(tmp_path, monkeypatch):
+    """ncu runs in the C locale: the parser strips "," as a thousands separator, so a page written
+    with a decimal comma (0,53) would be read 100x too large (053) without a word."""
+    page = '"ID","Kernel Name","dram__bytes_read.sum","dram__bytes_write.sum","gpu__time_duration.sum"\n' \
+           '"","","Mbyte","Mbyte","usecond"\n"0","triad","%s","%s","%s"\n'
+    fake = tmp_path / "ncu"
+    fake.write_text("#!/bin/sh\ncase \"${LC_ALL:-${LC_NUMERIC:-$LANG}}\" in de_*) d=',';; *) d='.';; esac\n"
+                    f"printf '{page}' 1${{d}}5 0${{d}}5 2${{d}}25\n")
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{tmp_path}:{os.environ['PATH']}")
+    monkeypatch.setenv("LC_ALL", "de_DE.UTF-8")
+    b = ncu.count("stream", "gpu0", "triad", model_bytes=2.0e6)
+    assert b["dram_bytes"] == pytest.approx(2.0e6) and b["kernel_time_s"] == pytest.approx(2.25e-6)

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 
+from harness import machine
 from harness.counters import block
 
 SUMMED = (  # counts per kernel launch, summed into a call's bytes, FLOPs and time
@@ -169,7 +170,8 @@ def derive(kernels, model_bytes=None):
 
 def count(probe, device, nvtx_range, extra_args=(), model_bytes=None, timeout_s=600):
     """Run the probe under ncu and return the counters block (or the reason there is none), in
-    `timeout_s` for every run together (a rejected metric costs a second run)."""
+    `timeout_s` for every run together (a rejected metric costs a second run). ncu runs in the C
+    locale: the parser reads "," as a thousands separator, never as a decimal mark."""
     reason = unavailable_reason()
     if reason:
         return block("unavailable", reason)
@@ -178,7 +180,8 @@ def count(probe, device, nvtx_range, extra_args=(), model_bytes=None, timeout_s=
     while True:
         try:
             proc = subprocess.run(command(probe, device, nvtx_range, extra_args, metrics=metrics), capture_output=True,
-                                  text=True, timeout=max(0.0, deadline - time.monotonic()))
+                                  text=True, timeout=max(0.0, deadline - time.monotonic()),
+                                  env=machine.c_locale_env())
         except subprocess.TimeoutExpired:
             return block("unavailable", f"ncu ran past {timeout_s:.0f} s re-running {probe} {nvtx_range}: stopped")
         output = proc.stdout + proc.stderr
