@@ -17,6 +17,30 @@ def default_profile_path(machine_id):
     return os.path.join("profiles", f"{machine_id}.yaml")
 
 
+def note_devices_left_behind(out, device, gpus):
+    """A note, before any probe runs, where the profile this run replaces holds devices the run will
+    not measure (`--device cpu` over a profile with gpu0): they go to history/ with it."""
+    if not os.path.exists(out):
+        return
+    from harness.profile import load_profile
+
+    chosen = [x.strip() for x in gpus.split(",")] if gpus is not None else None
+    if chosen is not None and not all(x.isdigit() for x in chosen):
+        return  # a malformed --gpus is refused before probing, with its own error
+
+    def measured(name):
+        if name == "cpu":
+            return device in ("cpu", "all")
+        return device in ("gpu", "all") and (chosen is None or name[len("gpu"):] in chosen)
+
+    left = sorted(name for name in load_profile(out)["devices"] if not measured(name))
+    if left:
+        run_words = f"--device {device}" + (f" --gpus {gpus}" if gpus is not None else "")
+        print(f"harness: note: {out} holds {', '.join(left)}, which this run ({run_words}) does not measure: "
+              f"that profile moves to history/ and the new one will not have {'it' if len(left) == 1 else 'them'} "
+              "(--device all profiles every device into one file)", file=sys.stderr)
+
+
 def cmd_profile(args):
     """Measure this machine and write its profile (previous one kept in history/)."""
     from harness import machine
@@ -27,6 +51,7 @@ def cmd_profile(args):
 
     out = args.out or default_profile_path(machine.identify_cpu()["id"])
     check_writable(out)  # before minutes of probing, not after
+    note_devices_left_behind(out, args.device, args.gpus)
     progress, written = stderr_progress(), []
 
     def checkpoint(doc):  # the measurements, written before ncu's re-runs (rewritten with their counts)

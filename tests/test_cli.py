@@ -259,3 +259,31 @@ def test_decode_and_model_bad_input(args, needle):
 def test_model_without_a_profile_says_so(tmp_path):
     proc = run_cli("model", "llama-2-7b", cwd=str(tmp_path))
     assert proc.returncode == 2 and "no profile at" in proc.stderr
+
+
+@pytest.mark.parametrize("device, gpus, left", [
+    ("cpu", None, "gpu0, gpu1"), ("gpu", None, "cpu"), ("gpu", "1", "cpu, gpu0"), ("all", "0,1", None), ("all", None, None)])
+def test_profile_notes_the_devices_its_run_leaves_behind(tmp_path, monkeypatch, capsys, device, gpus, left):
+    """`--device cpu` over a profile with GPUs says, before probing, that they go to history/ with it."""
+    import copy
+
+    from harness import cli, run
+    from harness.errors import HarnessError
+
+    doc = load_profile(COMMITTED_PROFILE)
+    doc["devices"]["gpu0"] = doc["devices"]["gpu1"] = copy.deepcopy(doc["devices"]["cpu"])
+    out = tmp_path / "m.yaml"
+    save_profile(doc, out)
+
+    def stop(**_):
+        raise HarnessError("stopped before probing")
+
+    monkeypatch.setattr(run, "build_profile", stop)
+    argv = ["profile", "--device", device, "--out", str(out)] + (["--gpus", gpus] if gpus else [])
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err
+    if left:
+        assert f"{out} holds {left}, which this run (--device {device}{' --gpus ' + gpus if gpus else ''}) " \
+               "does not measure" in err and "(--device all profiles every device into one file)" in err
+    else:
+        assert "does not measure" not in err
