@@ -62,6 +62,12 @@ def metric_samples(doc):
     return out
 
 
+def metric_device(name):
+    """The device a metric name of metric_samples belongs to ("gpu0.bandwidth.read": gpu0; unprefixed: cpu)."""
+    head = name.split(".", 1)[0]
+    return head if head.startswith("gpu") and head[3:].isdigit() else "cpu"
+
+
 def section_metrics(sec):
     """The metrics of one device section (see metric_samples)."""
     out = {}
@@ -202,7 +208,11 @@ def compare(base, new, threshold=DEFAULT_THRESHOLD, overrides=None, seed=0):
             row.update(change=ratio - 1, ci=[low - 1, high - 1], threshold=t, verdict=verdict(ratio, low, high, better, t))
         rows.append(row)
     names = [r["metric"] for r in rows]
+    devices = {side: set(_get(doc, ("devices",)) or {}) for side, doc in (("base", base), ("new", new))}
     return {"same_machine": _get(base, ("machine", "id")) == _get(new, ("machine", "id")),
+            # a device profiled in one run only (`--device cpu` beside `--device all`)
+            "devices_only_in": {"base": sorted(devices["base"] - devices["new"]),
+                                "new": sorted(devices["new"] - devices["base"])},
             "differences": identity_differences(base, new), "rows": rows,
             # a misspelt glob sets no threshold: said, not ignored
             "unmatched_patterns": [p for p in overrides if not any(fnmatch.fnmatch(n, p) for n in names)],
@@ -273,8 +283,12 @@ def markdown(result, base_path, new_path):
             out.append(f"| {r['verdict']} | {r['metric']} | {_fmt(r.get('base'), r.get('unit'))} | "
                        f"{_fmt(r.get('new'), r.get('unit'))} | | | | {r.get('reason', '')} |")
     for side, names in one_sided.items():
+        other = "new" if side == "base" else "base"
+        whole = {d: sum(metric_device(n) == d for n in names) for d in result.get("devices_only_in", {}).get(side, [])}
+        parts = [f"every metric of device `{d}` ({count}: the {other} profile has no {d})" for d, count in whole.items() if count]
+        parts += [f"`{n}`" for n in names if metric_device(n) not in whole]
         if names:
-            out += ["", f"Not comparable, only in the {side} profile ({len(names)}): " + ", ".join(f"`{n}`" for n in names)]
+            out += ["", f"Not comparable, only in the {side} profile ({len(names)}): " + ", ".join(parts)]
     if result.get("unmatched_patterns"):
         out += ["", "Threshold patterns of the config that match no metric (no threshold set by them): "
                 + ", ".join(f"`{p}`" for p in result["unmatched_patterns"])]

@@ -102,6 +102,22 @@ def test_a_changed_probe_is_not_comparable_and_missing_metrics_are_said():
     assert "| not comparable | bandwidth.copy |" in text and "probe hash" in text
 
 
+def test_a_device_profiled_in_one_run_only_is_named_once_not_metric_by_metric():
+    """`--device all` against `--device cpu`: gpu0's metrics are one device missing from the new
+    profile; a metric missing beside it is still named."""
+    base = profile({"copy": rate_record(50e9, 0.01), "add": rate_record(1e9, 0.01)})
+    base["devices"]["gpu0"] = {"bandwidth": {"copy": rate_record(3e12, 0.01), "read": rate_record(3e12, 0.01)}}
+    result = compare.compare(base, profile({"copy": rate_record(50e9, 0.01)}))
+    assert result["devices_only_in"] == {"base": ["gpu0"], "new": []}
+    text = compare.markdown(result, "a.yaml", "b.yaml")
+    assert ("Not comparable, only in the base profile (3): every metric of device `gpu0` (2: the new profile has no "
+            "gpu0), `bandwidth.add`") in text and "gpu0.bandwidth.copy" not in text
+    flipped = compare.markdown(compare.compare(profile({}), base), "b.yaml", "a.yaml")  # the CPU has no prefix
+    assert "only in the new profile (4): every metric of device `gpu0` (2: the base profile has no gpu0), `bandwidth.add`, " \
+           "`bandwidth.copy`" in flipped
+    assert compare.metric_device("gpu12.bandwidth.read") == "gpu12" and compare.metric_device("gpuish.x") == "cpu"
+
+
 def test_machine_and_software_differences_are_listed():
     result = compare.compare(profile({}, machine_id="a-2c", threads=2, numba="0.68.1"),
                              profile({}, machine_id="b-8c", threads=8, numba="0.69.0"))
