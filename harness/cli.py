@@ -114,7 +114,7 @@ def cmd_probe(args):
 def cmd_model(args):
     """Predicted per-token decode latency of a model preset on a profiled (or described) machine."""
     from harness import machine, model
-    from harness.profile import load_profile
+    from harness.profile import default_device, load_profile
     from harness.summary import model_lines
     from harness.validation import compute_roof, roofs
 
@@ -133,7 +133,7 @@ def cmd_model(args):
                                "or --bandwidth BYTES_PER_S --flops FLOPS_PER_S")
         doc = load_profile(path)
         devices = doc.get("devices") or {}
-        device = args.device or ("cpu" if "cpu" in devices else next(iter(sorted(devices)), "cpu"))
+        device = args.device or default_device(devices)
         if device not in devices:
             raise HarnessError(f"profile {path} has no device {device!r}: it has {', '.join(sorted(devices)) or 'none'}")
         bw, fma = roofs(devices[device])
@@ -372,7 +372,7 @@ def parser():
     sp.add_argument("--profile", help="profile to take the measured roofs from (default: this machine's)")
     sp.add_argument("--bandwidth", type=positive_float, help="bytes/s, instead of a profile (with --flops)")
     sp.add_argument("--flops", type=positive_float, help="FLOP/s, instead of a profile (with --bandwidth)")
-    sp.add_argument("--device", help="the profile's device: cpu, gpu0, ... (default: cpu, else its first GPU)")
+    sp.add_argument("--device", help="the profile's device: cpu, gpu0, ... (default: its first GPU, else cpu)")
     sp.add_argument("--batch", type=positive_int, default=1)
     sp.add_argument("--seq-len", type=positive_int, default=4096)
     sp.add_argument("--dtype", default="fp16", help="weight and cache dtype: fp32, fp16, bf16, int8, int4")

@@ -8,6 +8,7 @@ substitution is listed in the notes printed beside the JSON.
 """
 
 from harness.errors import HarnessError
+from harness.profile import default_device
 from harness.validation import compute_roof, matmul_rate, roofs
 
 FORMATS = ("llm-analysis",)
@@ -17,7 +18,7 @@ def llm_analysis(doc, device=None):
     """(config dict, notes) for one device of a profile: its measured read bandwidth and peaks.
     By default the first GPU where the profile has one (llm-analysis models GPUs), else the CPU."""
     devices = doc.get("devices") or {}
-    device = device or next((d for d in sorted(devices) if d.startswith("gpu")), "cpu")
+    device = device or default_device(devices)
     if device not in devices:
         raise HarnessError(f"the profile has no device {device!r}: it has {', '.join(sorted(devices)) or 'none'}")
     sec = devices[device]

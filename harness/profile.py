@@ -74,6 +74,12 @@ def measurement_records(section):
     return (rec for _, _, rec in labelled_records(section))
 
 
+def default_device(devices):
+    """The device a reader of one device takes unless told: the first GPU where the profile has one
+    (an ML engineer on a GPU machine asks about the GPU), else the CPU."""
+    return next((d for d in sorted(devices, key=lambda d: (len(d), d)) if d.startswith("gpu")), "cpu")
+
+
 def load_profile(path):
     """Read and validate a profile; any problem is one HarnessError naming the file."""
     path = os.fspath(path)

@@ -15,10 +15,13 @@ import pytest
 
 import fakes
 import nvrtc
+from conftest import ROOT
 from harness import profile, report, run, validation
 from harness.errors import HarnessError
 from harness.specs import load_specs
 from probes import gpu_common
+
+COMMITTED_PROFILE = os.path.join(ROOT, "profiles", "amd-epyc-zen4-2c.yaml")
 
 
 @pytest.fixture
@@ -390,6 +393,14 @@ def test_model_predicts_with_a_gpus_roofs(fake_gpu_machine, tmp_path, capsys):
     assert "gpu0" in step["machine"] and "tensor-core fp16" in step["machine"]
     assert cli.main(["model", "llama-2-7b", "--profile", str(path), "--device", "cpu"]) == 2
     assert "no device 'cpu'" in capsys.readouterr().err
+    # a `--device all` profile of a GPU machine: the GPU unless --device cpu asks for the CPU
+    doc["devices"] = {"cpu": profile.load_profile(COMMITTED_PROFILE)["devices"]["cpu"], **doc["devices"]}
+    profile.save_profile(doc, str(path))
+    for argv, device in ((["--json"], "gpu0"), (["--json", "--device", "cpu"], "cpu")):
+        assert cli.main(["model", "llama-2-7b", "--profile", str(path), *argv]) == 0
+        assert f"{device} ({path}" in json.loads(capsys.readouterr().out)["machine"]
+    assert profile.default_device({"cpu": {}, "gpu10": {}, "gpu2": {}}) == "gpu2"
+    assert profile.default_device({"cpu": {}}) == "cpu"
 
 
 def test_fleet_metrics_of_a_gpu_node(fake_gpu_machine):
