@@ -11,6 +11,7 @@ from harness.errors import HarnessError
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
+EXIT_BROKEN_PIPE = 141  # 128 + SIGPIPE, as a shell reports a writer whose reader went away
 
 
 def default_profile_path(machine_id):
@@ -162,10 +163,10 @@ def cmd_report(args):
     docs = [load_profile(p) for p in paths]  # every file validated before anything is written
     check_one_profile_per_machine(docs, paths)
     specs = load_specs()
-    for doc, source in zip(docs, paths):
-        for path in write_report(doc, args.out, specs, source=os.path.relpath(source)):
-            print(f"wrote {path}")
-    print(f"wrote {write_index(docs + reported_earlier(stored, docs, args.out), specs, args.out)}")
+    written = [path for doc, source in zip(docs, paths)
+               for path in write_report(doc, args.out, specs, source=os.path.relpath(source))]
+    written.append(write_index(docs + reported_earlier(stored, docs, args.out), specs, args.out))
+    print("\n".join(f"wrote {path}" for path in written))  # after every write: a reader gone stops none
     return 0
 
 
@@ -226,12 +227,12 @@ def cmd_compare(args):
     threshold = (args.threshold if args.threshold is not None else cfg.get("threshold_pct", 5)) / 100
     result = compare.compare(base, new, threshold, cfg.get("metrics", {}))
     text = compare.markdown(result, args.base, args.new)
-    print(text)
-    for pattern in result["unmatched_patterns"]:
-        print(f"harness: note: compare config pattern {pattern!r} matches no metric of these profiles", file=sys.stderr)
-    if args.out:
+    if args.out:  # before the report is printed, which fails where its reader went away
         atomic_write_text(args.out, text)
         print(f"wrote {args.out}", file=sys.stderr)
+    for pattern in result["unmatched_patterns"]:
+        print(f"harness: note: compare config pattern {pattern!r} matches no metric of these profiles", file=sys.stderr)
+    print(text)
     return 1 if compare.has_regression(result) else 0
 
 
@@ -249,12 +250,12 @@ def cmd_history(args):
         rows = history.trend(docs, metric)
         if all(r["median"] is None for r in rows):
             raise HarnessError(f"metric {metric!r} is in none of the profiles: try one of {', '.join(history.HEADLINE)}")
-        print(f"{metric}")
+        path = os.path.join(args.out, args.machine_id, f"history-{metric.replace('/', '_')}.png")
+        history.plot(metric, rows, path, f"{args.machine_id}: {metric} over time")  # before printing, which
+        print(f"{metric}")  # fails where the reader went away
         for r in rows:
             value = "n/a" if r["median"] is None else f"{r['median']:.4g}"
             print(f"  {r['created_utc']}  {value}  {r['step']}")
-        path = os.path.join(args.out, args.machine_id, f"history-{metric.replace('/', '_')}.png")
-        history.plot(metric, rows, path, f"{args.machine_id}: {metric} over time")
         print(f"  wrote {path}")
     return 0
 
@@ -286,12 +287,12 @@ def cmd_fleet_report(args):
     threshold = args.threshold / 100
     result = fleet.analyse(nodes, threshold)
     text = fleet.markdown(result, summary, args.dir, threshold, unreadable)
-    print(text)
     out = args.out or os.path.join(args.dir, "report.md")
     atomic_write_text(out, text)
     for row in result["rows"]:
         if any(key in row["metric"] for key in fleet.HEADLINE_PLOTS):
             fleet.plot_metric(row, os.path.join(os.path.dirname(os.path.abspath(out)), f"{row['metric']}.png"))
+    print(text)  # after every write: printing fails where the reader went away
     print(f"wrote {out}", file=sys.stderr)
     for _, error in unreadable:
         print(f"left out: {error}", file=sys.stderr)
@@ -438,3 +439,6 @@ def main(argv=None):
     except KeyboardInterrupt:
         print("harness: interrupted; no profile was changed", file=sys.stderr)
         return EXIT_INTERRUPTED
+    except BrokenPipeError:  # stdout's reader went away (`harness compare A B | head`): quietly, as cat does
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # or the exit's flush fails again
+        return EXIT_BROKEN_PIPE

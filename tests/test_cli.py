@@ -287,3 +287,24 @@ def test_profile_notes_the_devices_its_run_leaves_behind(tmp_path, monkeypatch, 
                "does not measure" in err and "(--device all profiles every device into one file)" in err
     else:
         assert "does not measure" not in err
+
+
+def test_a_reader_that_goes_away_ends_the_output_quietly(tmp_path):
+    """`harness compare A B | head`: no BrokenPipeError traceback, exit 141 as a shell reports it."""
+    out = tmp_path / "report.md"
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "compare", COMMITTED_PROFILE, COMMITTED_PROFILE, "--out",
+                             str(out)], cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()  # the reader is gone before the report is printed
+    err = proc.stderr.read()
+    assert proc.wait(timeout=120) == 141 and err == f"wrote {out}\n"
+    assert out.read_text().startswith("# Regression report")  # --out written all the same
+    reports = tmp_path / "reports"  # two reports and the index, all written
+    proc = subprocess.Popen([sys.executable, "-m", "harness", "report", COMMITTED_PROFILE,
+                             os.path.join(ROOT, "profiles", "amd-epyc-zen5-2c.yaml"), "--out", str(reports)],
+                            cwd=ROOT, env=dict(os.environ, PYTHONPATH=ROOT), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()
+    err = proc.stderr.read()
+    assert proc.wait(timeout=300) == 141 and "Traceback" not in err
+    assert {p.name for p in reports.rglob("*.md")} == {"report.md", "README.md"} and len(list(reports.glob("*/report.md"))) == 2
