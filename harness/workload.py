@@ -145,7 +145,9 @@ def probe_hash(w):
     """A short hash of the probe's code (its module and the probes.* modules it uses, as syntax
     trees, so an edited comment or docstring changes nothing; the kernel files they list in
     KERNEL_FILES, byte for byte) and of the workload's parameters: `compare` calls metrics of a
-    changed probe not comparable."""
+    changed probe not comparable. Any change to a probe's code counts, a reworded error message
+    too: it makes the committed profiles' metrics of that probe not comparable with a new run
+    (`make regress`) until the machine is profiled again."""
     module = inspect.getmodule(w.run)
     modules = {module} | {inspect.getmodule(v) for v in vars(module).values()
                           if (getattr(v, "__module__", None) or "").startswith("probes.")} if module else set()

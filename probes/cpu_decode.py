@@ -219,7 +219,7 @@ def check_point(impl, shape, cpu):
     if impl not in IMPLS:
         raise HarnessError(f"unknown decode impl {impl!r}: valid impls are {', '.join(IMPLS)}")
     if shape.dtype not in DTYPES[impl]:
-        raise HarnessError(f"{impl} does not support {shape.dtype} caches: valid dtypes are {', '.join(DTYPES[impl])}")
+        raise HarnessError(f"{impl} does not support a {shape.dtype} cache: valid dtypes are {', '.join(DTYPES[impl])}")
     if shape.window is not None:
         raise HarnessError("the decode probe times the whole cache; give seq-len = the window instead of a window")
     refusal = memory_refusal(shape, cpu)

@@ -250,7 +250,7 @@ def test_chunks_split_long_caches_and_balance_threads():
 
 @pytest.mark.parametrize("impl,kwargs,needle", [
     ("nosuch", {}, "valid impls are numba-fused"),
-    ("torch-sdpa", {"dtype": "int8"}, "does not support int8 caches"),
+    ("torch-sdpa", {"dtype": "int8"}, "does not support a int8 cache"),
     ("numba-fused", {"seq_len": 1 << 34}, "needs about"),
 ])
 def test_bad_points_fail_before_allocating(cpu, impl, kwargs, needle):
