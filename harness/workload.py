@@ -126,6 +126,27 @@ def time_workload(w, repeats, min_sample_s, clock=time.perf_counter_ns, between=
     return rec
 
 
+# syntax-tree fields Python added after 3.11 (3.12: PEP 695 type parameters), left out where empty
+LATER_AST_FIELDS = ("type_params",)
+
+
+def stable_dump(node):
+    """A syntax tree as Python 3.11's ast.dump writes it, on every Python: 3.12 adds empty
+    type_params=[] fields and 3.13 leaves out every empty list, so ast.dump itself would give the
+    same code another hash on each (and a Python upgrade would make every metric 'not comparable')."""
+    if isinstance(node, ast.AST):
+        fields = []
+        for name in node._fields:
+            value = getattr(node, name, None)
+            if (value is None and getattr(type(node), name, ...) is None) or (name in LATER_AST_FIELDS and not value):
+                continue  # an optional field left out, as 3.11 leaves it out
+            fields.append(f"{name}={stable_dump(value)}")
+        return f"{type(node).__name__}({', '.join(fields)})"
+    if isinstance(node, list):
+        return f"[{', '.join(stable_dump(x) for x in node)}]"
+    return repr(node)
+
+
 def python_code(path):
     """A module's code as its syntax tree: comments, docstrings and line numbers do not count."""
     with open(path, encoding="utf-8") as f:
@@ -135,7 +156,7 @@ def python_code(path):
             first = node.body[0] if node.body else None
             if isinstance(first, ast.Expr) and isinstance(first.value, ast.Constant) and isinstance(first.value.value, str):
                 node.body = node.body[1:] or [ast.Pass()]
-    return ast.dump(tree).encode()
+    return stable_dump(tree).encode()
 
 
 MEASURED_INFO = ("seed", "kernel_config")  # info that varies between runs of the same probe: not hashed

@@ -269,3 +269,36 @@ def test_probe_hash_follows_code_not_comments_or_docstrings(tmp_path, monkeypatc
     assert probe_hash(w) == before  # comments, docstrings and line numbers are not code
     path.write_text(PROBE_SOURCE.replace("SCALE = 2", "SCALE = 3").format(comment="twice", doc="Loops."))
     assert probe_hash(w) != before
+
+
+SNIPPET = """async def f(x, *a, k=None, **kw) -> int:
+    return None
+class A(B, metaclass=M):
+    y: int = 1
+    def g(self): ...
+lam = lambda: [i async for i in x] if x else {1: 2}
+"""
+# ast.dump of SNIPPET on Python 3.11, the form probe hashes are taken in on every Python
+SNIPPET_DUMP_311 = (
+    "Module(body=[AsyncFunctionDef(name='f', args=arguments(posonlyargs=[], args=[arg(arg='x')], vararg=arg(arg='a'), "
+    "kwonlyargs=[arg(arg='k')], kw_defaults=[Constant(value=None)], kwarg=arg(arg='kw'), defaults=[]), "
+    "body=[Return(value=Constant(value=None))], decorator_list=[], returns=Name(id='int', ctx=Load())), "
+    "ClassDef(name='A', bases=[Name(id='B', ctx=Load())], keywords=[keyword(arg='metaclass', value=Name(id='M', ctx=Load()))], "
+    "body=[AnnAssign(target=Name(id='y', ctx=Store()), annotation=Name(id='int', ctx=Load()), value=Constant(value=1), "
+    "simple=1), FunctionDef(name='g', args=arguments(posonlyargs=[], args=[arg(arg='self')], kwonlyargs=[], kw_defaults=[], "
+    "defaults=[]), body=[Expr(value=Constant(value=Ellipsis))], decorator_list=[])], decorator_list=[]), "
+    "Assign(targets=[Name(id='lam', ctx=Store())], value=Lambda(args=arguments(posonlyargs=[], args=[], kwonlyargs=[], "
+    "kw_defaults=[], defaults=[]), body=IfExp(test=Name(id='x', ctx=Load()), body=ListComp(elt=Name(id='i', ctx=Load()), "
+    "generators=[comprehension(target=Name(id='i', ctx=Store()), iter=Name(id='x', ctx=Load()), ifs=[], is_async=1)]), "
+    "orelse=Dict(keys=[Constant(value=1)], values=[Constant(value=2)]))))], type_ignores=[])")
+
+
+def test_probe_code_is_the_same_on_every_python():
+    """The same probe code hashes the same on 3.10 to 3.13: ast.dump adds type_params=[] on 3.12
+    and drops every empty list on 3.13, which gave every probe a new hash after a Python upgrade
+    (checked on 3.10.13, 3.11.7, 3.12.1, 3.13.0: one hash of probes/ and harness/ on all four)."""
+    import ast
+
+    from harness.workload import stable_dump
+
+    assert stable_dump(ast.parse(SNIPPET)) == SNIPPET_DUMP_311
