@@ -437,7 +437,10 @@ def fused_kernel_markdown(sec):
 def unmeasured_markdown(sec):
     """The decode points a section left out, with the reason (a GPU's SDPA backends torch refused,
     a CPU's caches beyond memory)."""
-    skipped = sorted({f"{unmeasured_name(u)} ({u['reason']})" for u in sec.get("decode_unsupported") or []})
+    by_reason = {}
+    for u in sec.get("decode_unsupported") or []:
+        by_reason.setdefault(u["reason"], []).append(unmeasured_name(u))
+    skipped = [f"{', '.join(dict.fromkeys(names))} ({reason})" for reason, names in sorted(by_reason.items())]
     return ["Decode points not measured: " + "; ".join(skipped) + ".", ""] if skipped else []
 
 

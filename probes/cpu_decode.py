@@ -214,18 +214,19 @@ def memory_refusal(shape, cpu):
     return None
 
 
-def check_point(impl, shape, cpu):
-    """Clear errors before anything large is allocated."""
+def check_point(impl, shape, cpu, torch_required=True):
+    """Clear errors before anything large is allocated (a torch impl without torch too, unless
+    `torch_required` is False: `--impl all` then leaves it out, with the reason)."""
     if impl not in IMPLS:
         raise HarnessError(f"unknown decode impl {impl!r}: valid impls are {', '.join(IMPLS)}")
     if shape.dtype not in DTYPES[impl]:
-        raise HarnessError(f"{impl} does not support a {shape.dtype} cache: valid dtypes are {', '.join(DTYPES[impl])}")
+        raise HarnessError(f"{impl} does not support {shape.dtype} caches: valid dtypes are {', '.join(DTYPES[impl])}")
     if shape.window is not None:
         raise HarnessError("the decode probe times the whole cache; give seq-len = the window instead of a window")
     refusal = memory_refusal(shape, cpu)
     if refusal:
         raise HarnessError(refusal)
-    if impl.startswith("torch"):
+    if impl.startswith("torch") and torch_required:
         torch_unavailable = torch_reason()
         if torch_unavailable:
             raise HarnessError(f"{impl} cannot run here: {torch_unavailable}")
@@ -473,10 +474,10 @@ def sweep(ctx):
     # 16-bit and GQA points stop at a sixteenth there
     torch_len = big if ctx.full else big // 4
     sdpa_len = big if ctx.full else big // 16
-    torch_impls = [] if torch_reason() else ["torch-sdpa"] + (["torch-naive"] if not ctx.quick else [])
+    torch_impls = ["torch-sdpa"] + (["torch-naive"] if not ctx.quick else [])  # left out where torch is not
     points = [("numba-fused", shape(seq_len=s)) for s in lens]
     sdpa_lens = [torch_len] if ctx.quick else [s for s in lens if s <= torch_len]
-    points += [("torch-sdpa", shape(seq_len=s)) for s in sdpa_lens if "torch-sdpa" in torch_impls]
+    points += [("torch-sdpa", shape(seq_len=s)) for s in sdpa_lens]
     points += [(impl, shape(seq_len=torch_len)) for impl in torch_impls if impl != "torch-sdpa"]
     # --quick keeps int8 (the quantisation effect) and skips the 16-bit kernels: each costs ~5 s to compile
     points += [("numba-fused", shape(dt)) for dt in (("int8",) if ctx.quick else ("bf16", "fp16", "int8"))]
@@ -533,12 +534,13 @@ def planned_points(ctx):
     """(points, left out): the points the probe options ask for (one beyond memory is an error:
     check_point), or the sweep's within memory and, with the reason, those beyond it (--full's
     longest fp32 cache needs 36 GiB on the 24 GiB AMX Xeon VM, whose 300 MiB L3 sets the lengths:
-    it failed the whole decode probe, the four points before it lost)."""
-    if ctx.options:
-        return points_from_options(ctx), []
+    it failed the whole decode probe, the four points before it lost). Torch's points are left out,
+    with the reason, where torch cannot be imported."""
+    candidates = points_from_options(ctx) if ctx.options else sweep(ctx)
+    torch_why = torch_reason() if any(impl.startswith("torch") for impl, _ in candidates) else None
     points, left_out = [], []
-    for impl, shape in sweep(ctx):
-        why = memory_refusal(shape, ctx.cpu)
+    for impl, shape in candidates:
+        why = (torch_why if impl.startswith("torch") else None) or (None if ctx.options else memory_refusal(shape, ctx.cpu))
         if why:
             left_out.append({"impl": impl, "dtype": shape.dtype, "batch": shape.batch, "heads": shape.heads,
                              "kv_heads": shape.kv_heads, "seq_len": shape.seq_len, "reason": why})
@@ -558,7 +560,7 @@ def decode_buffers(ctx):
 
 def run_decode(ctx):
     """devices.cpu.decode_attention: the sweep (or, with probe options, one shape), as records, and
-    decode_unsupported: the sweep's points beyond memory, with the reason."""
+    decode_unsupported: the points left out (beyond memory, or torch's without torch), with the reason."""
     points, left_out = planned_points(ctx)
     large = LARGE_CACHE_FACTOR * last_level_cache_bytes(ctx.cpu)
     read_now = adjacent_reader(ctx)
@@ -590,7 +592,8 @@ def points_from_options(ctx):
         raise HarnessError(f"unknown decode options {sorted(unknown)}: valid are {', '.join(DEFAULT_POINT)}")
     shape = model.DecodeShape(seq_len=opts["seq_len"], heads=opts["heads"], kv_heads=opts["kv_heads"] or opts["heads"],
                               head_dim=opts["head_dim"], dtype=opts["dtype"], batch=opts["batch"])
-    impls = [i for i in IMPLS if shape.dtype in DTYPES[i]] if opts["impl"] == "all" else [opts["impl"]]
+    every = opts["impl"] == "all"
+    impls = [i for i in IMPLS if shape.dtype in DTYPES[i]] if every else [opts["impl"]]
     for impl in impls:
-        check_point(impl, shape, ctx.cpu)
+        check_point(impl, shape, ctx.cpu, torch_required=not every)
     return [(impl, shape) for impl in impls]

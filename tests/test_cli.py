@@ -243,7 +243,7 @@ def test_model_against_a_profile(quick_profile):
     (["compare", "a.yaml", "b.yaml", "--threshold", "nan"], "must be a finite number, 0 or more"),
     (["probe", "decode", "--heads", "6", "--kv-heads", "4", "--seq-len", "8"], "divisible by kv-heads"),
     (["probe", "decode", "--seq-len", "0"], "must be at least 1"),
-    (["probe", "decode", "--impl", "torch-sdpa", "--dtype", "int8", "--seq-len", "8"], "does not support a int8 cache"),
+    (["probe", "decode", "--impl", "torch-sdpa", "--dtype", "int8", "--seq-len", "8"], "does not support int8 caches"),
     (["probe", "decode", "--dtype", "fp64"], "valid are fp32, bf16, fp16, int8"),
     (["probe", "decode", "--seq-len", "4000000000"], "needs about"),
     (["probe", "decode", "--impl", "flash"], "valid impls are"),

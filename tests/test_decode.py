@@ -250,7 +250,7 @@ def test_chunks_split_long_caches_and_balance_threads():
 
 @pytest.mark.parametrize("impl,kwargs,needle", [
     ("nosuch", {}, "valid impls are numba-fused"),
-    ("torch-sdpa", {"dtype": "int8"}, "does not support a int8 cache"),
+    ("torch-sdpa", {"dtype": "int8"}, "does not support int8 caches"),
     ("numba-fused", {"seq_len": 1 << 34}, "needs about"),
 ])
 def test_bad_points_fail_before_allocating(cpu, impl, kwargs, needle):
@@ -273,12 +273,12 @@ def test_sweeps_cover_lengths_dtypes_gqa_and_batch(cpu):
     quick = cpu_decode.sweep(Context(cpu=cpu, threads=2, quick=True))
     full = cpu_decode.sweep(Context(cpu=cpu, threads=2, full=True))
     assert len(quick) < len(default) < len(full)
-    if HAS_TORCH:  # torch up to a quarter of the longest cache (fp32 still >= 4x the LLC), all of it with --full
-        for sweep, longest in ((default, big // 4), (quick, big // 4), (full, big)):
-            torch_lens = {s.seq_len for impl, s in sweep if impl.startswith("torch")}
-            assert max(torch_lens) == longest and 2 * 32 * 128 * 4 * longest >= 4 * (32 << 20)
-        assert {s.dtype for impl, s in default if impl == "torch-sdpa"} == {"fp32", "bf16"}
-        assert {s.dtype for impl, s in full if impl == "torch-sdpa"} == {"fp32", "bf16", "fp16"}
+    # torch up to a quarter of the longest cache (fp32 still >= 4x the LLC), all of it with --full
+    for sweep, longest in ((default, big // 4), (quick, big // 4), (full, big)):
+        torch_lens = {s.seq_len for impl, s in sweep if impl.startswith("torch")}
+        assert max(torch_lens) == longest and 2 * 32 * 128 * 4 * longest >= 4 * (32 << 20)
+    assert {s.dtype for impl, s in default if impl == "torch-sdpa"} == {"fp32", "bf16"}
+    assert {s.dtype for impl, s in full if impl == "torch-sdpa"} == {"fp32", "bf16", "fp16"}
 
 
 def amx_xeon_vm(cpu, available_gib):
@@ -287,10 +287,11 @@ def amx_xeon_vm(cpu, available_gib):
     return dict(cpu, caches=cpu["caches"][:2] + [l3], memory_available_bytes=int(available_gib * 2**30))
 
 
-def test_sweep_points_beyond_memory_are_left_out_with_the_reason(cpu):
+def test_sweep_points_beyond_memory_are_left_out_with_the_reason(cpu, monkeypatch):
     """--full on that VM (23.1 GiB free) asked for an fp32 cache of S=1048576, 36 GiB: check_point
     refused it and the whole decode probe failed, the four points before it lost."""
     vm = amx_xeon_vm(cpu, 23.1)
+    monkeypatch.setattr(cpu_decode, "torch_reason", lambda: None)  # torch's points within memory either way
     points, left_out = cpu_decode.planned_points(Context(cpu=vm, threads=2, full=True))
     assert [(u["impl"], u["dtype"], u["seq_len"], u["kv_heads"]) for u in left_out] == [("numba-fused", "fp32", 1048576, 32)]
     assert "needs about 36.1 GiB, more than 70% of the 23.1 GiB available" in left_out[0]["reason"]
@@ -328,12 +329,35 @@ def test_a_left_out_point_is_recorded_and_reported_and_the_others_measured(cpu, 
     assert report.unmeasured_markdown(section)[0].startswith(f"Decode points not measured: {line}")
 
 
-def test_probe_options_pick_one_shape(cpu):
+def test_probe_options_pick_one_shape(cpu, monkeypatch):
     ctx = Context(cpu=cpu, threads=2, options={"impl": "all", "dtype": "bf16", "seq_len": 64, "heads": 4,
                                                 "head_dim": 32})
     points = cpu_decode.points_from_options(ctx)
-    assert [impl for impl, _ in points] == (["numba-fused", "torch-sdpa", "torch-naive"] if HAS_TORCH else ["numba-fused"]) or not HAS_TORCH
+    assert [impl for impl, _ in points] == ["numba-fused", "torch-sdpa", "torch-naive"]
     assert all(s.kv_heads == 4 and s.dtype == "bf16" for _, s in points)
+    # without torch, `--impl all` runs the impl that can run and names the others, with the reason
+    monkeypatch.setattr(cpu_decode, "torch_reason", lambda: "torch is not importable (No module named 'torch')")
+    points, left_out = cpu_decode.planned_points(ctx)
+    assert [impl for impl, _ in points] == ["numba-fused"]
+    assert [(u["impl"], u["dtype"], u["reason"]) for u in left_out] == [
+        (impl, "bf16", "torch is not importable (No module named 'torch')") for impl in ("torch-sdpa", "torch-naive")]
+    ctx.options["impl"] = "torch-sdpa"  # asked for by name: an error
+    with pytest.raises(HarnessError, match="torch-sdpa cannot run here: torch is not importable"):
+        cpu_decode.planned_points(ctx)
+
+
+def test_a_sweep_without_torch_names_torchs_points_as_not_measured(cpu, monkeypatch):
+    from harness import report
+
+    ctx = Context(cpu=cpu, threads=2)
+    everything = cpu_decode.sweep(ctx)
+    monkeypatch.setattr(cpu_decode, "torch_reason", lambda: "torch is not importable (No module named 'torch')")
+    points, left_out = cpu_decode.planned_points(ctx)
+    assert points == [(impl, s) for impl, s in everything if impl == "numba-fused"]
+    assert len(left_out) == sum(impl.startswith("torch") for impl, _ in everything) >= 5
+    assert {u["reason"] for u in left_out} == {"torch is not importable (No module named 'torch')"}
+    (line, _) = report.unmeasured_markdown({"decode_unsupported": left_out})  # one reason, said once
+    assert line.startswith("Decode points not measured: torch-sdpa fp32 B=1 H=32/32 S=") and line.count("importable") == 1
 
 
 def test_large_points_pair_each_sample_with_a_read_before_it(cpu, monkeypatch):
