@@ -74,7 +74,7 @@ def cmd_profile(args):
 def cmd_list(args):
     """Every probe, its devices, and whether it can run here."""
     from harness.run import gpu_absence
-    from probes import PROBES, unavailable_reason
+    from probes import PROBES, torch_left_out, unavailable_reason
 
     rows = []
     for spec in PROBES.values():
@@ -82,13 +82,14 @@ def cmd_list(args):
             reason = unavailable_reason(spec, device)
             if device == "gpu" and reason is None:
                 reason = gpu_absence()
-            rows.append({"probe": spec.name, "device": device, "runs_here": reason is None,
-                         "reason": reason, "description": spec.description})
+            nothing, left_out = torch_left_out(spec) if device == "cpu" and reason is None else (False, None)
+            rows.append({"probe": spec.name, "device": device, "runs_here": reason is None and not nothing,
+                         "reason": reason or left_out, "description": spec.description})
     if args.json:
         print(json.dumps(rows, indent=2))
         return 0
     for r in rows:
-        state = "yes" if r["runs_here"] else f"no: {r['reason']}"
+        state = ("yes" + (f" ({r['reason']})" if r["reason"] else "")) if r["runs_here"] else f"no: {r['reason']}"
         print(f"{r['probe']:<10} {r['device']:<4} {state}")
         if r["device"] == "cpu":
             print(f"{'':<16}{r['description']}")

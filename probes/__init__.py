@@ -17,6 +17,7 @@ class ProbeSpec:
     options: tuple = ("dtype",)  # valid probe options
     cpu_buffers: str = ""  # "module:function": {pool buffer: bytes} its CPU run will ask for (cpu_stream.POOL)
     elsewhere: dict = field(default_factory=dict)  # device kind it has no runner for -> why, or what runs there
+    torch_impls: tuple = ()  # on the CPU, what of it torch runs: ("all",) or the impls left out without torch
 
     @property
     def devices(self):
@@ -36,7 +37,7 @@ PROBES = {
     "matmul": ProbeSpec("matmul", {"cpu": "probes.cpu_matmul:run_matmul"},
                         "matmul peaks through torch (oneDNN: AVX-512 BF16, VNNI, AMX), fp32, bf16, fp16 and int8, "
                         "checked against float64 (a GPU's tensor-core matmuls are in its peak probe)", dtypes=(),
-                        options=(), elsewhere={"gpu": "a GPU's tensor-core matmuls are timed by its peak probe "
+                        options=(), torch_impls=("all",), elsewhere={"gpu": "a GPU's tensor-core matmuls are timed by its peak probe "
                                                       "(harness probe peak --device gpu0)"}),
     "threads": ProbeSpec("threads", {"cpu": "probes.cpu_threads:run_thread_sweep"},
                          "thread sweep 1..N of triad bandwidth and fp32 peak", options=(),
@@ -45,7 +46,7 @@ PROBES = {
     "decode": ProbeSpec("decode", {"cpu": "probes.cpu_decode:run_decode", "gpu": "probes.gpu_decode:run_decode"},
                         "decode attention (numba-fused or cupy-fused, torch-sdpa, torch-naive) against a KV cache, "
                         "checked against float64", dtypes=("fp32", "bf16", "fp16", "int8"), options=DECODE_OPTIONS,
-                        cpu_buffers="probes.cpu_decode:decode_buffers"),
+                        cpu_buffers="probes.cpu_decode:decode_buffers", torch_impls=("torch-sdpa", "torch-naive")),
 }
 
 
@@ -56,6 +57,24 @@ def cpu_unavailable_reason():
     except ImportError as e:
         return f"numba is not importable ({e}); run `make setup`"
     return None
+
+
+def torch_unavailable_reason():
+    """None if torch imports here, else why not."""
+    try:
+        import torch  # noqa: F401
+    except ImportError as e:
+        return f"torch is not importable ({e})"
+    return None
+
+
+def torch_left_out(spec):
+    """On the CPU, what of `spec` torch's absence leaves out here: (all of it?, phrase), or (False,
+    None). The probe itself still runs and records the reason (a profile without torch is whole)."""
+    why = torch_unavailable_reason() if spec.torch_impls else None
+    if not why:
+        return False, None
+    return (True, why) if spec.torch_impls == ("all",) else (False, f"{', '.join(spec.torch_impls)} left out: {why}")
 
 
 def unavailable_reason(spec, device):

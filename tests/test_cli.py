@@ -308,3 +308,18 @@ def test_a_reader_that_goes_away_ends_the_output_quietly(tmp_path):
     err = proc.stderr.read()
     assert proc.wait(timeout=300) == 141 and "Traceback" not in err
     assert {p.name for p in reports.rglob("*.md")} == {"report.md", "README.md"} and len(list(reports.glob("*/report.md"))) == 2
+
+
+def test_list_says_what_torch_leaves_out_without_it(monkeypatch, capsys):
+    """Without torch the matmul probe measures nothing and decode runs numba-fused alone: `list` says so."""
+    from harness import cli
+
+    monkeypatch.setitem(sys.modules, "torch", None)  # import torch raises ImportError
+    assert cli.main(["list", "--json"]) == 0
+    rows = {(r["probe"], r["device"]): r for r in json.loads(capsys.readouterr().out)}
+    matmul, decode, stream = rows["matmul", "cpu"], rows["decode", "cpu"], rows["stream", "cpu"]
+    assert not matmul["runs_here"] and matmul["reason"].startswith("torch is not importable")
+    assert decode["runs_here"] and decode["reason"].startswith("torch-sdpa, torch-naive left out: torch is not importable")
+    assert stream["runs_here"] and stream["reason"] is None
+    assert cli.main(["list"]) == 0
+    assert "decode     cpu  yes (torch-sdpa, torch-naive left out: torch is not importable" in capsys.readouterr().out
