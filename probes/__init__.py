@@ -37,8 +37,9 @@ PROBES = {
     "matmul": ProbeSpec("matmul", {"cpu": "probes.cpu_matmul:run_matmul"},
                         "matmul peaks through torch (oneDNN: AVX-512 BF16, VNNI, AMX), fp32, bf16, fp16 and int8, "
                         "checked against float64 (a GPU's tensor-core matmuls are in its peak probe)", dtypes=(),
-                        options=(), torch_impls=("all",), elsewhere={"gpu": "a GPU's tensor-core matmuls are timed by its peak probe "
-                                                      "(harness probe peak --device gpu0)"}),
+                        options=(), torch_impls=("all",),
+                        elsewhere={"gpu": "a GPU's tensor-core matmuls are timed by its peak probe "
+                                          "(harness probe peak --device gpu0)"}),
     "threads": ProbeSpec("threads", {"cpu": "probes.cpu_threads:run_thread_sweep"},
                          "thread sweep 1..N of triad bandwidth and fp32 peak", options=(),
                          cpu_buffers="probes.cpu_stream:stream_buffers",

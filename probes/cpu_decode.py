@@ -19,6 +19,7 @@ from harness.machine import last_level_cache_bytes
 from harness.timing import calibrate_loops, timed_s
 from harness.validation import LARGE_CACHE_FACTOR
 from harness.workload import Workload, set_cpu_threads
+from probes import torch_unavailable_reason
 from probes.cpu_decode_kernel import (STORAGE, _f32_bits, _f32_to_fp16_bits, chunk_length, decode_kernel, kernel_configs,
                                       quantised, widen)
 from probes.cpu_stream import (READ_OFFSET_ELEMS, POOL, aligned_empty, fill_random, pooled_arrays, read_workload,
@@ -245,11 +246,7 @@ def torch_reason():
     short kernels up to 20%)."""
     if "torch" not in sys.modules:
         _TORCH_IMPORTED["after_numba_omp"] = numba_layer() == "omp"
-    try:
-        import torch  # noqa: F401
-    except ImportError as e:
-        return f"torch is not importable ({e})"
-    return None
+    return torch_unavailable_reason()
 
 
 def numba_layer():
