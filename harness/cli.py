@@ -50,8 +50,9 @@ def cmd_profile(args):
     from harness.summary import profile_lines
     from harness.workload import stderr_progress
 
-    out = args.out or default_profile_path(machine.identify_cpu()["id"])
-    check_writable(out)  # before minutes of probing, not after
+    machine_id = machine.identify_cpu()["id"]
+    out = args.out or default_profile_path(machine_id)
+    check_writable(out, machine_id)  # before minutes of probing, not after
     note_devices_left_behind(out, args.device, args.gpus)
     progress, written = stderr_progress(), []
 

@@ -150,8 +150,9 @@ def history_path(path, previous):
     return os.path.join(folder, f"{stamp}.yaml")
 
 
-def check_writable(path):
-    """Fail early, before any probe runs, if `path` cannot be written or holds a malformed profile."""
+def check_writable(path, machine_id=None):
+    """Fail early, before any probe runs, if `path` cannot be written or holds a malformed profile,
+    or another machine's than `machine_id` (its name would then say one machine, its data another's)."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
@@ -165,9 +166,12 @@ def check_writable(path):
         raise HarnessError(f"cannot write the profile to {path}: {e.strerror or e}") from None
     if os.path.exists(path):
         try:
-            load_profile(path)
+            stored = load_profile(path)["machine"]["id"]
         except HarnessError as e:
             raise HarnessError(f"{e}; refusing to overwrite it: move it aside or choose another --out") from None
+        if machine_id is not None and stored != machine_id:
+            raise HarnessError(f"{path} holds a profile of machine {stored!r}, and this machine is {machine_id!r}: "
+                               "refusing to replace it: move it aside or choose another --out")
 
 
 def save_profile(doc, path, keep_history=True):

@@ -125,6 +125,17 @@ def test_bad_input_is_one_clear_message_and_exit_2(args, needle):
     assert "Traceback" not in proc.stderr
 
 
+def test_profile_does_not_replace_another_machines_profile(tmp_path):
+    doc = load_profile(COMMITTED_PROFILE)
+    doc["machine"]["id"] = "another-machine-2c"  # whichever machine runs the tests
+    out = tmp_path / "other.yaml"
+    save_profile(doc, out)
+    before = out.read_text()
+    proc = run_cli("profile", "--quick", "--out", str(out))
+    assert proc.returncode == 2 and "holds a profile of machine 'another-machine-2c'" in proc.stderr
+    assert out.read_text() == before and sorted(os.listdir(tmp_path)) == ["other.yaml"]
+
+
 def test_profile_does_not_overwrite_a_malformed_file(tmp_path):
     bad = tmp_path / "m.yaml"
     bad.write_text("schema_version: 1\ndevices: [truncated")
@@ -271,6 +282,7 @@ def test_profile_notes_the_devices_its_run_leaves_behind(tmp_path, monkeypatch, 
     from harness.errors import HarnessError
 
     doc = load_profile(COMMITTED_PROFILE)
+    doc["machine"]["id"] = identify_cpu()["id"]  # this machine's, or it is refused before the note
     doc["devices"]["gpu0"] = doc["devices"]["gpu1"] = copy.deepcopy(doc["devices"]["cpu"])
     out = tmp_path / "m.yaml"
     save_profile(doc, out)

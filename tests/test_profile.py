@@ -137,6 +137,18 @@ def test_a_malformed_existing_profile_is_not_overwritten(tmp_path):
     assert path.read_text() == "not: [a profile\n"
 
 
+def test_another_machines_profile_is_not_replaced(tmp_path):
+    """--out naming another machine's profile (profiles/amd-epyc-zen4-2c.yaml on a Xeon) is refused
+    before probing: the file's name would say one machine and its data another's."""
+    path = tmp_path / "m.yaml"
+    profile.save_profile(make_doc(), path)
+    stored = profile.load_profile(path)["machine"]["id"]
+    profile.check_writable(path, stored)  # the same machine: replaced, the old one kept in history/
+    with pytest.raises(HarnessError, match=f"{path} holds a profile of machine '{stored}', and this machine is "
+                                           "'other-2c': refusing to replace it: move it aside or choose another --out"):
+        profile.check_writable(path, "other-2c")
+
+
 def test_missing_and_unwritable_paths(tmp_path):
     with pytest.raises(HarnessError, match="does not exist"):
         profile.load_profile(tmp_path / "nope.yaml")
