@@ -17,6 +17,7 @@ import numpy as np
 import yaml
 
 from harness.errors import HarnessError, first_line, refuse_unknown_keys
+from harness.profile import by_device
 from harness.profile_fields import is_finite_number
 from harness.summary import rate_unit, si
 
@@ -56,7 +57,7 @@ def metric_samples(doc):
     """{metric name: (samples, higher_is_better, unit, probe_hash)} from every device section of a
     profile: the CPU's under their own names, a GPU's prefixed with its device ("gpu0.")."""
     out = {}
-    for device, sec in sorted((_get(doc, ("devices",)) or {}).items()):
+    for device, sec in by_device(doc):
         prefix = "" if device == "cpu" else f"{device}."
         out.update({prefix + name: value for name, value in section_metrics(sec).items()})
     return out
@@ -224,7 +225,7 @@ def run_warnings(doc):
     """[(device, warning)]: each device section's warnings about its run as a whole (the machine's
     throughput or memory speed changed between records, threads shared cores), which make the
     verdicts on the figures they name suspect."""
-    return [(device, w) for device, sec in sorted((_get(doc, ("devices",)) or {}).items())
+    return [(device, w) for device, sec in by_device(doc)
             for w in (sec.get("warnings") or [])]
 
 

@@ -74,10 +74,21 @@ def measurement_records(section):
     return (rec for _, _, rec in labelled_records(section))
 
 
+def device_order(name):
+    """Sort key of device names: cpu, then gpu0, gpu1, ... gpu9, gpu10 in CUDA's order (not gpu10 before gpu2)."""
+    return (len(name), name) if name.startswith("gpu") else (0, name)
+
+
+def by_device(doc):
+    """[(device name, section)] of a profile, in device_order."""
+    devices = doc.get("devices") if isinstance(doc, dict) else None
+    return sorted((devices or {}).items(), key=lambda item: device_order(item[0]))
+
+
 def default_device(devices):
     """The device a reader of one device takes unless told: the first GPU where the profile has one
     (an ML engineer on a GPU machine asks about the GPU), else the CPU."""
-    return next((d for d in sorted(devices, key=lambda d: (len(d), d)) if d.startswith("gpu")), "cpu")
+    return next((d for d in sorted(devices, key=device_order) if d.startswith("gpu")), "cpu")
 
 
 def load_profile(path):

@@ -8,7 +8,7 @@ import os
 
 from harness import model, plots
 from harness.machine import last_level_cache_bytes
-from harness.profile import atomic_write_text, labelled_records
+from harness.profile import atomic_write_text, by_device, labelled_records
 from harness.specs import match_spec, spec_flag
 from harness.summary import (crossover_phrase, rate_unit, record_name, seed_weights_change, short_of_roofs_phrase, si,
                              unmeasured_name)
@@ -207,7 +207,7 @@ def report_data(doc, specs=()):
         "decode": decode_series(doc["machine"]["id"], cpu, llc) if cpu.get("decode_attention") else None,
         "peaks": peak_rows(cpu, spec) + tensor_rows(cpu, spec, "matmul (torch)"), "drills": drills(cpu),
         "warnings": collect_warnings(cpu),
-        "gpus": [gpu_data(doc, name, sec, specs) for name, sec in sorted((doc.get("devices") or {}).items())
+        "gpus": [gpu_data(doc, name, sec, specs) for name, sec in by_device(doc)
                  if name.startswith("gpu")],
     }
 
@@ -543,7 +543,7 @@ def index_rows(docs, specs):
     rows = []
     for doc in docs:
         link = f"[{doc['machine']['id']}]({doc['machine']['id']}/report.md)"
-        for name, sec in sorted((doc.get("devices") or {}).items()):
+        for name, sec in by_device(doc):
             bw, peak = roofs(sec)
             per_dtype = (sec.get("model_validation") or {}).get("per_dtype") or {}
             finding = per_dtype.get("fp32") or next(iter(per_dtype.values()), {})

@@ -214,3 +214,11 @@ def test_a_document_that_fails_validation_on_save_is_kept_beside_the_profile(tmp
     with pytest.raises(HarnessError, match="bandwidth.triad.threads must be a whole number") as e:
         profile.save_profile(doc, path)
     assert "kept in" not in str(e.value) and path.read_text() == before
+
+
+def test_devices_go_in_cudas_order():
+    """gpu10 after gpu9, not between gpu1 and gpu2 (a 16-GPU node's report and compare rows)."""
+    doc = {"devices": {f"gpu{i}": {} for i in (10, 2, 0, 9, 1)} | {"cpu": {}}}
+    assert [name for name, _ in profile.by_device(doc)] == ["cpu", "gpu0", "gpu1", "gpu2", "gpu9", "gpu10"]
+    assert profile.default_device({"gpu10": {}, "gpu2": {}, "cpu": {}}) == "gpu2"
+    assert profile.default_device({"cpu": {}}) == "cpu" and profile.by_device({}) == []
