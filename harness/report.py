@@ -11,7 +11,7 @@ from harness.machine import last_level_cache_bytes
 from harness.profile import atomic_write_text, by_device, labelled_records
 from harness.specs import match_spec, spec_flag
 from harness.summary import (crossover_phrase, rate_unit, record_name, seed_weights_change, short_of_roofs_phrase, si,
-                             unmeasured_name)
+                             unmeasured_phrases)
 from harness.validation import LARGE_CACHE_FACTOR, roofs, swept_shape
 
 LEVELS = ("L1", "L2", "L3", "DRAM", "HBM")
@@ -437,10 +437,7 @@ def fused_kernel_markdown(sec):
 def unmeasured_markdown(sec):
     """The decode points a section left out, with the reason (a GPU's SDPA backends torch refused,
     a CPU's caches beyond memory)."""
-    by_reason = {}
-    for u in sec.get("decode_unsupported") or []:
-        by_reason.setdefault(u["reason"], []).append(unmeasured_name(u))
-    skipped = [f"{', '.join(dict.fromkeys(names))} ({reason})" for reason, names in sorted(by_reason.items())]
+    skipped = unmeasured_phrases(sec.get("decode_unsupported") or [])
     return ["Decode points not measured: " + "; ".join(skipped) + ".", ""] if skipped else []
 
 

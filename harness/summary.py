@@ -66,7 +66,7 @@ def section_lines(section):
         elif key == "decode_attention":
             lines.extend(decode_line(rec) for rec in value)
         elif key == "decode_unsupported":
-            lines.extend(f"decode not measured: {unmeasured_name(u)} ({u['reason']})" for u in value)
+            lines.extend(f"decode not measured: {phrase}" for phrase in unmeasured_phrases(value))
         elif key == "model_validation":
             lines.append(f"model validation: {value['finding']}")
             short = short_of_roofs_phrase(value.get("short_of_roofs"))
@@ -145,6 +145,15 @@ def unmeasured_name(point):
     shape = (f" {point['dtype']} B={point['batch']} H={point['heads']}/{point['kv_heads']} S={point['seq_len']}"
              if "seq_len" in point else "")
     return point["impl"] + shape
+
+
+def unmeasured_phrases(points):
+    """'NAME, NAME (reason)' per reason of decode points left out, each name once: one reason said
+    once (torch missing leaves out every torch point of a sweep)."""
+    by_reason = {}
+    for u in points:
+        by_reason.setdefault(u["reason"], []).append(unmeasured_name(u))
+    return [f"{', '.join(dict.fromkeys(names))} ({reason})" for reason, names in sorted(by_reason.items())]
 
 
 def decode_line(rec):

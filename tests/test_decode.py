@@ -349,6 +349,7 @@ def test_probe_options_pick_one_shape(cpu, monkeypatch):
 
 def test_a_sweep_without_torch_names_torchs_points_as_not_measured(cpu, monkeypatch):
     from harness import report
+    from harness.summary import section_lines
 
     ctx = Context(cpu=cpu, threads=2)
     everything = cpu_decode.sweep(ctx)
@@ -359,6 +360,8 @@ def test_a_sweep_without_torch_names_torchs_points_as_not_measured(cpu, monkeypa
     assert {u["reason"] for u in left_out} == {"torch is not importable (No module named 'torch')"}
     (line, _) = report.unmeasured_markdown({"decode_unsupported": left_out})  # one reason, said once
     assert line.startswith("Decode points not measured: torch-sdpa fp32 B=1 H=32/32 S=") and line.count("importable") == 1
+    (said,) = [s for s in section_lines({"decode_unsupported": left_out}) if "not measured" in s]
+    assert said.startswith("decode not measured: torch-sdpa fp32 B=1 H=32/32 S=") and said.count("importable") == 1
 
 
 def test_large_points_pair_each_sample_with_a_read_before_it(cpu, monkeypatch):
