@@ -145,6 +145,11 @@ def derive_from_stored(section, cpu, profile_path=None):
         stored = {}
     else:
         stored = load_profile(path)["devices"].get("cpu", {})
+        ran = sorted({r["threads"] for r in section.get("decode_attention") or []})
+        if stored.get("threads") and ran and ran != [stored["threads"]]:
+            section["note"] = (f"this run used {', '.join(map(str, ran))} thread(s) and the profile's roofs "
+                               f"{stored['threads']} ({path}): predictions, fractions and model errors are "
+                               f"against {stored['threads']} threads' bandwidth and peak")
     merged = {**{k: stored.get(k) for k in ("bandwidth", "peak_flops")}, **section}
     validation.validate_section(merged, machine.last_level_cache_bytes(cpu))
     section.update({k: merged[k] for k in ("decode_attention", "model_validation") if k in merged})

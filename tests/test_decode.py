@@ -1,8 +1,11 @@
 """Decode attention: every implementation at small odd sizes against float64, and its pieces."""
 
+import os
+
 import numpy as np
 import pytest
 
+from conftest import ROOT
 from harness import model
 from harness.errors import HarnessError
 from harness.workload import Context, time_workload
@@ -433,3 +436,21 @@ def test_decode_buffers_hold_every_point_of_the_sweep(cpu):
     assert need["pool b"] == need["pool c"] == max(cpu_decode.array_bytes(s) for _, s in points)
     for _, s in points:
         assert s.batch * s.kv_heads * s.seq_len * s.head_dim * np.dtype(cpu_decode.STORAGE[s.dtype]).itemsize <= need["pool b"]
+
+
+def test_a_probe_on_fewer_threads_than_the_profile_says_whose_roofs_it_is_held_to(cpu, tmp_path):
+    """`harness probe decode --threads 1` beside a 2-thread profile: its fractions are against two
+    threads' bandwidth, and the note says so."""
+    from harness import run
+    from harness.profile import load_profile, save_profile
+
+    stored = load_profile(os.path.join(ROOT, "profiles", "amd-epyc-zen4-2c.yaml"))
+    path = tmp_path / "p.yaml"
+    save_profile(stored, path)
+    ctx = Context(cpu=cpu, threads=1, tiny=True, options={"seq_len": 67, "heads": 4, "head_dim": 32})
+    section = run.derive_from_stored(cpu_decode.run_decode(ctx), cpu, str(path))
+    assert section["note"] == (f"this run used 1 thread(s) and the profile's roofs 2 ({path}): predictions, fractions "
+                               "and model errors are against 2 threads' bandwidth and peak")
+    assert section["decode_attention"][0]["achieved"]["fraction_of_bandwidth"] > 0
+    ctx = Context(cpu=cpu, threads=2, tiny=True, options={"seq_len": 67, "heads": 4, "head_dim": 32})
+    assert "note" not in run.derive_from_stored(cpu_decode.run_decode(ctx), cpu, str(path))
