@@ -100,7 +100,7 @@ def cmd_list(args):
 def cmd_probe(args):
     """Run one probe and print its measurement."""
     from harness.run import run_single_probe
-    from harness.summary import section_lines
+    from harness.summary import section_lines, warning_lines
     from harness.workload import stderr_progress
 
     options = {name: getattr(args, name) for name in ("dtype", "impl", "seq_len", "heads", "kv_heads", "head_dim", "batch")}
@@ -110,7 +110,7 @@ def cmd_probe(args):
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print("\n".join(section_lines(result)))
+        print("\n".join(section_lines(result) + warning_lines(result)))
     return 0
 
 

@@ -107,6 +107,12 @@ def record_name(key, name, rec):
     return f"{key} {name}" if name is not None else f"{key} {rec.get('working_set_bytes', 0) >> 20} MiB"
 
 
+def warning_lines(section):
+    """Each record's warnings, named (the record lines above them only count them)."""
+    return [f"warning: {record_name(key, name, rec)}: {w}" for key, name, rec in labelled_records(section)
+            for w in rec.get("warnings") or []]
+
+
 def counter_lines(section):
     """What hardware counters counted in a section's records (per call, beside the probe's own
     count), and once each, why they counted nothing where they did not; nothing where counting

@@ -73,6 +73,19 @@ def test_list_says_what_runs_here():
     assert gpu_reason["threads"].startswith("probe threads does not run on gpu: it sweeps CPU threads")
 
 
+def test_probe_names_each_warning_it_counts(monkeypatch, capsys):
+    """`harness probe` printed '[1 warning(s)]' and kept the warning itself for --json."""
+    from harness import cli, run
+
+    rec = {"samples_s": [1e-3, 1e-3], "validated": True, "threads": 1, "bytes_per_s": 1e10, "median_bytes_per_s": 1e10,
+           "warnings": ["machine busy: CPU steal time was 3.2% of CPU time during the measurement"]}
+    monkeypatch.setattr(run, "run_single_probe", lambda *a, **k: {"bandwidth": {"triad": rec}})
+    assert cli.main(["probe", "stream"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0].startswith("bandwidth.triad") and out[0].endswith("[1 warning(s)]")
+    assert out[1] == "warning: bandwidth triad: machine busy: CPU steal time was 3.2% of CPU time during the measurement"
+
+
 def test_probe_json_prints_validated_records():
     proc = run_cli("probe", "stream", "--dtype", "fp32", "--threads", "1", "--json")
     assert proc.returncode == 0, proc.stderr
