@@ -104,7 +104,7 @@ def record_name(key, name, rec):
     if rec.get("impl"):
         return (f"decode {rec['impl']} {rec['dtype']} S={rec.get('seq_len')} B={rec.get('batch')} "
                 f"H={rec.get('heads')}/{rec.get('kv_heads')}")
-    return f"{key} {name}" if name is not None else f"{key} {rec.get('working_set_bytes', 0) >> 20} MiB"
+    return f"{key} {name}" if name is not None else f"{key} {si(rec.get('working_set_bytes'), 'B')}"
 
 
 def warning_lines(section):
@@ -139,7 +139,7 @@ def profile_lines(doc):
     lines = [f"profile of {m['id']} ({m.get('cpu', {}).get('model', '?')}), created {doc['created_utc']}"]
     for name, section in doc["devices"].items():
         lines.append(f"[{name}]")
-        lines.extend("  " + line for line in section_lines(section))
+        lines.extend("  " + line for line in section_lines(section) + warning_lines(section))
     if m.get("gpus_reason"):
         lines.append(f"GPUs: {m['gpus_reason']}")
     return lines

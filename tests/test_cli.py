@@ -13,7 +13,7 @@ import pytest
 from conftest import ROOT, hf_config, run_cli
 from harness import cpu_peaks
 from harness.machine import identify_cpu
-from harness.profile import BANDWIDTH_KERNELS, load_profile, save_profile
+from harness.profile import BANDWIDTH_KERNELS, load_profile, measurement_records, save_profile
 
 COMMITTED_PROFILE = os.path.join(ROOT, "profiles", "amd-epyc-zen4-2c.yaml")
 
@@ -84,6 +84,15 @@ def test_probe_names_each_warning_it_counts(monkeypatch, capsys):
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("bandwidth.triad") and out[0].endswith("[1 warning(s)]")
     assert out[1] == "warning: bandwidth triad: machine busy: CPU steal time was 3.2% of CPU time during the measurement"
+
+
+def test_show_names_each_warning_of_a_profile():
+    proc = run_cli("show", COMMITTED_PROFILE)
+    assert proc.returncode == 0, proc.stderr
+    doc = load_profile(COMMITTED_PROFILE)
+    said = [line.strip() for line in proc.stdout.splitlines() if line.strip().startswith("warning: ")]
+    counted = sum(len(r.get("warnings") or []) for r in measurement_records(doc["devices"]["cpu"]))
+    assert counted and len(said) == counted  # every warning the record lines count, said
 
 
 def test_probe_json_prints_validated_records():
