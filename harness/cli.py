@@ -23,7 +23,7 @@ def note_devices_left_behind(out, device, gpus):
     not measure (`--device cpu` over a profile with gpu0): they go to history/ with it."""
     if not os.path.exists(out):
         return
-    from harness.profile import load_profile
+    from harness.profile import by_device, load_profile
 
     chosen = [x.strip() for x in gpus.split(",")] if gpus is not None else None
     if chosen is not None and not all(x.isdigit() for x in chosen):
@@ -34,7 +34,7 @@ def note_devices_left_behind(out, device, gpus):
             return device in ("cpu", "all")
         return device in ("gpu", "all") and (chosen is None or name[len("gpu"):] in chosen)
 
-    left = sorted(name for name in load_profile(out)["devices"] if not measured(name))
+    left = [name for name, _ in by_device(load_profile(out)) if not measured(name)]
     if left:
         run_words = f"--device {device}" + (f" --gpus {gpus}" if gpus is not None else "")
         print(f"harness: note: {out} holds {', '.join(left)}, which this run ({run_words}) does not measure: "
