@@ -8,6 +8,7 @@ from harness import compare, plots
 from harness.profile import load_readable
 
 HEADLINE = ("bandwidth.read", "bandwidth.triad", "peak_flops.fp32", "peak_flops.fp64")
+STEP_COLOURS = {"regressed": "tab:red", "improved": "tab:green"}  # anything else (changed, probe changed): grey
 
 
 def profiles_of(machine_id, folder="profiles"):
@@ -22,18 +23,22 @@ def profiles_of(machine_id, folder="profiles"):
 
 
 def trend(docs, metric, threshold=compare.DEFAULT_THRESHOLD):
-    """Rows per profile: created, median, and the verdict against the previous profile."""
+    """Rows per profile: created, median, and the verdict against the previous profile ('probe
+    changed' where the probe's code or parameters did between them: the step may be the probe's)."""
     rows, previous = [], None
     for path, doc in docs:
         samples = compare.metric_samples(doc).get(metric)
-        row = {"created_utc": doc["created_utc"], "path": path, "median": None, "step": ""}
+        row = {"created_utc": doc["created_utc"], "path": path, "median": None, "step": "", "unit": None}
         if samples and samples[0]:
             row["median"] = statistics.median(samples[0])  # the median compare reports
+            row["unit"] = samples[2]
             if previous is not None:
                 result = compare.compare(previous, doc, threshold)
                 match = next((r for r in result["rows"] if r["metric"] == metric), None)
                 if match and match["verdict"] in ("regressed", "improved", "changed"):
                     row["step"] = f"{match['verdict']} {match['change']:+.1%}"
+                elif match and "probe hash" in match.get("reason", ""):
+                    row["step"] = "probe changed: not comparable with the point before"
             previous = doc
         rows.append(row)
     return rows
@@ -49,10 +54,10 @@ def plot(metric, rows, path, title):
     ax.plot(xs, ys, marker="o")
     for r in rows:
         if r["step"]:
-            ax.annotate(r["step"], (r["created_utc"], r["median"]), textcoords="offset points", xytext=(0, 10),
-                        ha="center", fontsize=8, color="tab:red" if "regressed" in r["step"] else "tab:green")
-    ax.set_title(title)
-    ax.set_ylabel(metric)
+            ax.annotate(r["step"].split(":")[0], (r["created_utc"], r["median"]), textcoords="offset points", xytext=(0, 10),
+                        ha="center", fontsize=8, color=STEP_COLOURS.get(r["step"].split()[0], "tab:gray"))
+    ax.set_title(title, fontsize=10)
+    ax.set_ylabel(next((r["unit"] for r in rows if r["unit"]), ""))  # the title names the metric
     ax.tick_params(axis="x", rotation=30, labelsize=7)
     ax.grid(True, alpha=0.3)
     plots.save_atomically(fig, path)

@@ -238,6 +238,13 @@ def test_history_table_png_and_steps(tmp_path):
     proc = run_cli("history", "m-2c", "--metric", "bandwidth.read", "--profiles", str(folder), "--out", str(tmp_path / "r"))
     assert proc.returncode == 0 and len([l for l in proc.stdout.splitlines() if l.startswith("  2026")]) == 3
     assert "left out of the trend: profile" in proc.stderr and "20261124T080000Z.yaml is not valid YAML" in proc.stderr
+    # a probe whose code changed between two profiles: the step says so, not a silent jump
+    doc = profile({"read": rate_record(30e9, 0.005, probe_hash="new")}, created="2026-11-25T08:00:00Z")
+    save_profile(doc, str(folder / "m-2c.yaml"))
+    docs, _ = history.profiles_of("m-2c", str(folder))
+    rows = history.trend(docs, "bandwidth.read")
+    assert rows[-1]["step"] == "probe changed: not comparable with the point before"
+    assert {r["unit"] for r in rows} == {"B/s"}  # the PNG's axis label (its title names the metric)
 
 
 PROBE_SOURCE = '''"""A probe."""
