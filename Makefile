@@ -41,10 +41,11 @@ test: $(SETUP)
 	$(RUN) -m pytest -q $(PYTEST_ARGS)
 
 # profile this machine quickly and compare with its committed profile: exit 1 on a regression
+# (build/regress/ is per machine: a checkout shared between machines keeps each one's run apart)
 regress: $(SETUP)
-	$(RUN) -m harness profile --quick --out build/regress/latest.yaml
-	$(RUN) -m harness compare profiles/$$($(RUN) -c 'from harness.machine import identify_cpu; print(identify_cpu()["id"])').yaml \
-		build/regress/latest.yaml --out build/regress/report.md $(ARGS)
+	id=$$($(RUN) -c 'from harness.machine import identify_cpu; print(identify_cpu()["id"])') && \
+	$(RUN) -m harness profile --quick --out build/regress/$$id.yaml && \
+	$(RUN) -m harness compare profiles/$$id.yaml build/regress/$$id.yaml --out build/regress/$$id.md $(ARGS)
 
 report: $(SETUP)
 	$(RUN) -m harness report $(ARGS)
