@@ -45,6 +45,9 @@ IDENTITY_FIELDS = [  # (label, path into the profile); compared and listed when 
 ]
 
 
+PROBE_CHANGED = "the probe's source or parameters changed (probe hash)"  # a not-comparable row's reason
+
+
 def _get(doc, path):
     for key in path:
         if not isinstance(doc, dict):
@@ -200,7 +203,7 @@ def compare(base, new, threshold=DEFAULT_THRESHOLD, overrides=None, seed=0):
         row.update(unit=unit, base=float(np.median(bs)) if bs else None, new=float(np.median(ns)) if ns else None,
                    base_iqr=_iqr(bs), new_iqr=_iqr(ns), higher_is_better=better)
         if bh != nh:
-            row.update(verdict="not comparable", reason="the probe's source or parameters changed (probe hash)")
+            row.update(verdict="not comparable", reason=PROBE_CHANGED)
         elif len(bs) < 2 or len(ns) < 2 or not row["base"]:
             row.update(verdict="not comparable", reason="fewer than two samples")
         else:

@@ -37,7 +37,7 @@ def trend(docs, metric, threshold=compare.DEFAULT_THRESHOLD):
                 match = next((r for r in result["rows"] if r["metric"] == metric), None)
                 if match and match["verdict"] in ("regressed", "improved", "changed"):
                     row["step"] = f"{match['verdict']} {match['change']:+.1%}"
-                elif match and "probe hash" in match.get("reason", ""):
+                elif match and match.get("reason") == compare.PROBE_CHANGED:
                     row["step"] = "probe changed: not comparable with the point before"
             previous = doc
         rows.append(row)
