@@ -19,6 +19,10 @@ ZEN_FMA = {"Zen 1": (2, 128, "Zen/Zen+ (family 17h)"), "Zen 2": (2, 256, "Zen 2 
 # Arm Neoverse cores by part number (model_number): FP/ASIMD pipes that each take a 128-bit FMLA.
 # V1's SVE is 256 bits wide on two of its four pipes: the same FLOPs per cycle either way.
 NEOVERSE_FMA = {0xD0C: 2, 0xD40: 4, 0xD49: 2, 0xD4F: 4, 0xD84: 4, 0xD8E: 2}  # N1, V1, N2, V2, V3, N3
+# Intel's E-cores (Gracemont, Crestmont) have two 128-bit FMA-capable FP pipes, half a P-core's width:
+# the E-core-only parts by model number, and a hybrid's E-cores (machine.efficiency_cores) beside P-cores
+E_CORE_FMA = (2, 128)
+INTEL_E_CORE_MODELS = {0xAF: "Sierra Forest", 0xB6: "Grand Ridge", 0xBE: "Alder Lake-N"}
 
 
 def fma_datapath(vendor, family, model, flags):
@@ -36,6 +40,8 @@ def fma_datapath(vendor, family, model, flags):
     if zen:
         return ZEN_FMA[zen]
     if vendor == "GenuineIntel" and family == 6:
+        if model in INTEL_E_CORE_MODELS:
+            return (*E_CORE_FMA, f"Intel {INTEL_E_CORE_MODELS[model]} (E-cores: two {E_CORE_FMA[1]}-bit FMA units)")
         if "avx512f" in flags:
             return 2, 512, ("Intel with AVX-512 (two 512-bit FMA units assumed, as on Xeon Gold/Platinum; "
                             "some SKUs have one)")
@@ -92,9 +98,17 @@ def theoretical_flops(cpu):
         return {"flops_per_s": {d: None for d in DTYPE_BYTES}, "flops_per_cycle_per_core": per_cycle,
                 "source": f"not derivable: the core clock is unknown ({arch}: {per_cycle['fp32']} fp32 FLOP per "
                           f"cycle per core; the peak probe gives the clock it implies); {TABLE_SOURCE}"}
-    cores = cpu["cores"]
+    cores, e_cores = cpu["cores"], cpu.get("efficiency_cores") or 0
     source = (f"{cores} cores x {units} FMA units x ({bits}-bit lanes) x 2 FLOP x {freq / 1e9:.3f} GHz; "
               f"{arch}; clock from {cpu['frequency']['source']}; {TABLE_SOURCE}")
+    if e_cores and cpu.get("vendor") == "GenuineIntel" and 0 < e_cores < cores:
+        e_units, e_bits = E_CORE_FMA
+        per_cycle = {d: ((cores - e_cores) * per_cycle[d] + e_cores * e_units * (e_bits // (8 * b)) * 2) / cores
+                     for d, b in DTYPE_BYTES.items()}
+        source = (f"hybrid: {cores - e_cores} P-cores x {units} FMA units x ({bits}-bit lanes) + {e_cores} E-cores x "
+                  f"{e_units} x ({e_bits}-bit lanes), x 2 FLOP x {freq / 1e9:.3f} GHz (the E-cores' own clock is "
+                  f"lower: this overstates them); per core, their mean; clock from {cpu['frequency']['source']}; "
+                  f"{TABLE_SOURCE}")
     if cpu.get("hypervisor"):
         source += "; under a hypervisor each vCPU is counted as a core"
     return {"flops_per_s": {d: cores * n * freq for d, n in per_cycle.items()},

@@ -77,6 +77,14 @@ def sysfs_sockets(cpu_root="/sys/devices/system/cpu"):
     return len(ids) or None
 
 
+def efficiency_cores(devices="/sys/devices"):
+    """E-cores of a hybrid Intel CPU (Alder Lake and later: the kernel's cpu_atom PMU lists them,
+    one thread each, beside cpu_core's P-cores), or 0 where the CPU is not hybrid."""
+    if read_text(os.path.join(devices, "cpu_core", "cpus")) is None:
+        return 0
+    return count_cpu_list(read_text(os.path.join(devices, "cpu_atom", "cpus")) or "")
+
+
 def amd_zen_generation(family, model):
     """'Zen 4' for an AMD family 19h model 11h, or None: AMD's families 17h, 19h and 1Ah hold
     several generations each, told apart by model ranges (AMD's revision guides; Linux's
@@ -284,6 +292,7 @@ def identify_cpu(cpuinfo_path="/proc/cpuinfo"):
         "arch": platform.machine(),
         "sockets": info["sockets"],
         "cores": cores,
+        "efficiency_cores": efficiency_cores(),  # of `cores`, on a hybrid Intel CPU
         "threads": threads,
         "usable_cpus": usable_cpus(limits["cpu_quota"]),
         "simd": sorted(f for f in SIMD_FLAGS if f in flags),

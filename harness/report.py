@@ -329,7 +329,9 @@ def markdown(data, source=None):
                 "(0.5 to 2 FLOP/byte) sits far left of that ridge, so it is memory-bound here.", ""]
     out += ["## Machine and software", "", table(["", ""], [
         ["CPU", f"{info.get('model')} ({info.get('vendor')}, {cpu_numbers(info)})"],
-        ["cores / threads / sockets", f"{info.get('cores')} / {info.get('threads')} / {info.get('sockets')}"],
+        ["cores / threads / sockets", f"{info.get('cores')}"
+         + (f" ({info['cores'] - info['efficiency_cores']} P + {info['efficiency_cores']} E)" if info.get("efficiency_cores") else "")
+         + f" / {info.get('threads')} / {info.get('sockets')}"],
         ["SIMD", ", ".join(info.get("simd", []))],
         ["clock", f"{si((info.get('frequency') or {}).get('nominal_hz'), 'Hz')} nominal ({(info.get('frequency') or {}).get('source')})"],
         ["caches", ", ".join(f"L{c['level']} {c['size_bytes'] // 1024} KiB x{c['instances']}" for c in info.get("caches", []))],

@@ -366,3 +366,26 @@ def test_memory_settings_that_move_bandwidth_are_read(tmp_path):
     assert machine.memory_settings(str(tmp_path / "none")) == {"transparent_hugepages": None, "numa_nodes": None,
                                                                 "numa_balancing": None}
     assert report.memory_settings(None) == "not recorded"
+
+
+def test_a_hybrid_intel_cpus_e_cores_count_at_their_own_fma_width(tmp_path):
+    """An Alder Lake i7-12700H (HAND-MADE topology: 6 P-cores with SMT, cpu_core 0-11; 8 E-cores,
+    cpu_atom 12-19): E-cores have two 128-bit FMA pipes to a P-core's two 256-bit ones, so 14 cores
+    at the P-core rate overstated the peak by 1.4x."""
+    (tmp_path / "cpu_core").mkdir()
+    (tmp_path / "cpu_core" / "cpus").write_text("0-11\n")
+    (tmp_path / "cpu_atom").mkdir()
+    (tmp_path / "cpu_atom" / "cpus").write_text("12-19\n")
+    assert machine.efficiency_cores(str(tmp_path)) == 8
+    assert machine.efficiency_cores(str(tmp_path / "nowhere")) == 0  # not hybrid
+    alder = {"vendor": "GenuineIntel", "family": 6, "model_number": 154, "cores": 14, "efficiency_cores": 8,
+             "simd": ["avx", "avx2", "fma"], "frequency": {"nominal_hz": 2.3e9, "source": "cpufreq base_frequency"},
+             "hypervisor": None}
+    t = cpu_peaks.theoretical_flops(alder)
+    assert t["flops_per_s"]["fp32"] == pytest.approx((6 * 32 + 8 * 16) * 2.3e9)  # 736 GFLOP/s, not 1030
+    assert t["flops_per_cycle_per_core"]["fp32"] * 14 == pytest.approx(6 * 32 + 8 * 16)
+    assert t["source"].startswith("hybrid: 6 P-cores x 2 FMA units x (256-bit lanes) + 8 E-cores x 2 x (128-bit lanes)")
+    assert cpu_peaks.theoretical_flops(dict(alder, efficiency_cores=0))["flops_per_s"]["fp32"] == pytest.approx(14 * 32 * 2.3e9)
+    sierra = dict(alder, model_number=0xAF, cores=144, efficiency_cores=0)  # E-cores only: by model
+    t = cpu_peaks.theoretical_flops(sierra)
+    assert t["flops_per_cycle_per_core"] == {"fp64": 8, "fp32": 16} and "Sierra Forest" in t["source"]

@@ -250,3 +250,11 @@ def test_cli_report_rejects_a_malformed_profile_and_writes_nothing(tmp_path):
     assert not (tmp_path / "out").exists()
     proc = run_cli("export", str(bad))
     assert proc.returncode == 2
+
+
+def test_a_hybrid_cpus_cores_are_split_into_p_and_e_cores(doc):
+    hybrid = copy.deepcopy(doc)
+    hybrid["machine"]["cpu"].update(cores=14, threads=20, efficiency_cores=8)
+    lines = report.markdown(report.report_data(hybrid, load_specs())).splitlines()
+    assert "| cores / threads / sockets | 14 (6 P + 8 E) / 20 / 1 |" in lines
+    assert "| cores / threads / sockets | 2 / 2 / 1 |" in report.markdown(report.report_data(doc, load_specs())).splitlines()
