@@ -18,12 +18,12 @@ def default_profile_path(machine_id):
     return os.path.join("profiles", f"{machine_id}.yaml")
 
 
-def note_devices_left_behind(out, device, gpus):
-    """A note, before any probe runs, where the profile this run replaces holds devices the run will
-    not measure (`--device cpu` over a profile with gpu0): they go to history/ with it."""
-    if not os.path.exists(out):
+def note_devices_left_behind(replaced, out, device, gpus):
+    """A note, before any probe runs, where the profile this run replaces (`replaced`, at `out`) holds
+    devices the run will not measure (`--device cpu` over a profile with gpu0): they go to history/ with it."""
+    if replaced is None:
         return
-    from harness.profile import by_device, load_profile
+    from harness.profile import by_device
 
     chosen = [x.strip() for x in gpus.split(",")] if gpus is not None else None
     if chosen is not None and not all(x.isdigit() for x in chosen):
@@ -34,7 +34,7 @@ def note_devices_left_behind(out, device, gpus):
             return device in ("cpu", "all")
         return device in ("gpu", "all") and (chosen is None or name[len("gpu"):] in chosen)
 
-    left = [name for name, _ in by_device(load_profile(out)) if not measured(name)]
+    left = [name for name, _ in by_device(replaced) if not measured(name)]
     if left:
         run_words = f"--device {device}" + (f" --gpus {gpus}" if gpus is not None else "")
         print(f"harness: note: {out} holds {', '.join(left)}, which this run ({run_words}) does not measure: "
@@ -52,8 +52,8 @@ def cmd_profile(args):
 
     machine_id = machine.identify_cpu()["id"]
     out = args.out or default_profile_path(machine_id)
-    check_writable(out, machine_id)  # before minutes of probing, not after
-    note_devices_left_behind(out, args.device, args.gpus)
+    replaced = check_writable(out, machine_id)  # before minutes of probing, not after
+    note_devices_left_behind(replaced, out, args.device, args.gpus)
     progress, written = stderr_progress(), []
 
     def checkpoint(doc):  # the measurements, written before ncu's re-runs (rewritten with their counts)
@@ -253,8 +253,9 @@ def cmd_history(args):
         if all(r["median"] is None for r in rows):
             raise HarnessError(f"metric {metric!r} is in none of the profiles: try one of {', '.join(history.HEADLINE)}")
         path = os.path.join(args.out, args.machine_id, f"history-{metric.replace('/', '_')}.png")
-        history.plot(metric, rows, path, f"{args.machine_id}: {metric} over time")  # before printing, which
-        print(f"{metric}")  # fails where the reader went away
+        # the PNG before printing, which fails where the reader went away
+        history.plot(metric, rows, path, f"{args.machine_id}: {metric} over time")
+        print(f"{metric}")
         for r in rows:
             value = "n/a" if r["median"] is None else f"{r['median']:.4g}"
             print(f"  {r['created_utc']}  {value}  {r['step']}")

@@ -212,11 +212,11 @@ def compare(base, new, threshold=DEFAULT_THRESHOLD, overrides=None, seed=0):
             row.update(change=ratio - 1, ci=[low - 1, high - 1], threshold=t, verdict=verdict(ratio, low, high, better, t))
         rows.append(row)
     names = [r["metric"] for r in rows]
-    devices = {side: set(_get(doc, ("devices",)) or {}) for side, doc in (("base", base), ("new", new))}
+    devices = {side: [name for name, _ in by_device(doc)] for side, doc in (("base", base), ("new", new))}
     return {"same_machine": _get(base, ("machine", "id")) == _get(new, ("machine", "id")),
             # a device profiled in one run only (`--device cpu` beside `--device all`)
-            "devices_only_in": {"base": sorted(devices["base"] - devices["new"]),
-                                "new": sorted(devices["new"] - devices["base"])},
+            "devices_only_in": {"base": [d for d in devices["base"] if d not in devices["new"]],
+                                "new": [d for d in devices["new"] if d not in devices["base"]]},
             "differences": identity_differences(base, new), "rows": rows,
             # a misspelt glob sets no threshold: said, not ignored
             "unmatched_patterns": [p for p in overrides if not any(fnmatch.fnmatch(n, p) for n in names)],

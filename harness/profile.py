@@ -163,7 +163,8 @@ def history_path(path, previous):
 
 def check_writable(path, machine_id=None):
     """Fail early, before any probe runs, if `path` cannot be written or holds a malformed profile,
-    or another machine's than `machine_id` (its name would then say one machine, its data another's)."""
+    or another machine's than `machine_id` (its name would then say one machine, its data another's).
+    Returns the profile the write will replace, or None."""
     path = os.fspath(path)
     folder = os.path.dirname(os.path.abspath(path))
     if os.path.isdir(path):
@@ -175,14 +176,16 @@ def check_writable(path, machine_id=None):
         os.unlink(tmp)
     except OSError as e:
         raise HarnessError(f"cannot write the profile to {path}: {e.strerror or e}") from None
-    if os.path.exists(path):
-        try:
-            stored = load_profile(path)["machine"]["id"]
-        except HarnessError as e:
-            raise HarnessError(f"{e}; refusing to overwrite it: move it aside or choose another --out") from None
-        if machine_id is not None and stored != machine_id:
-            raise HarnessError(f"{path} holds a profile of machine {stored!r}, and this machine is {machine_id!r}: "
-                               "refusing to replace it: move it aside or choose another --out")
+    if not os.path.exists(path):
+        return None
+    try:
+        stored = load_profile(path)
+    except HarnessError as e:
+        raise HarnessError(f"{e}; refusing to overwrite it: move it aside or choose another --out") from None
+    if machine_id is not None and stored["machine"]["id"] != machine_id:
+        raise HarnessError(f"{path} holds a profile of machine {stored['machine']['id']!r}, and this machine is "
+                           f"{machine_id!r}: refusing to replace it: move it aside or choose another --out")
+    return stored
 
 
 def save_profile(doc, path, keep_history=True):

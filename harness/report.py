@@ -306,6 +306,12 @@ def cpu_numbers(info):
     return f"part 0x{info['model_number']:03x}" if isinstance(info.get("model_number"), int) else "no model number"
 
 
+def core_count(info):
+    """The CPU's cores, split into P- and E-cores on a hybrid one ("14 (6 P + 8 E)")."""
+    e_cores = info.get("efficiency_cores")
+    return f"{info.get('cores')}" + (f" ({info['cores'] - e_cores} P + {e_cores} E)" if e_cores else "")
+
+
 def table(header, rows):
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
@@ -329,9 +335,7 @@ def markdown(data, source=None):
                 "(0.5 to 2 FLOP/byte) sits far left of that ridge, so it is memory-bound here.", ""]
     out += ["## Machine and software", "", table(["", ""], [
         ["CPU", f"{info.get('model')} ({info.get('vendor')}, {cpu_numbers(info)})"],
-        ["cores / threads / sockets", f"{info.get('cores')}"
-         + (f" ({info['cores'] - info['efficiency_cores']} P + {info['efficiency_cores']} E)" if info.get("efficiency_cores") else "")
-         + f" / {info.get('threads')} / {info.get('sockets')}"],
+        ["cores / threads / sockets", f"{core_count(info)} / {info.get('threads')} / {info.get('sockets')}"],
         ["SIMD", ", ".join(info.get("simd", []))],
         ["clock", f"{si((info.get('frequency') or {}).get('nominal_hz'), 'Hz')} nominal ({(info.get('frequency') or {}).get('source')})"],
         ["caches", ", ".join(f"L{c['level']} {c['size_bytes'] // 1024} KiB x{c['instances']}" for c in info.get("caches", []))],
