@@ -117,7 +117,7 @@ def cmd_probe(args):
 def cmd_model(args):
     """Predicted per-token decode latency of a model preset on a profiled (or described) machine."""
     from harness import machine, model
-    from harness.profile import default_device, load_profile
+    from harness.profile import default_device, device_names, load_profile
     from harness.summary import model_lines
     from harness.validation import compute_roof, roofs
 
@@ -138,7 +138,7 @@ def cmd_model(args):
         devices = doc.get("devices") or {}
         device = args.device or default_device(devices)
         if device not in devices:
-            raise HarnessError(f"profile {path} has no device {device!r}: it has {', '.join(sorted(devices)) or 'none'}")
+            raise HarnessError(f"profile {path} has no device {device!r}: it has {device_names(devices)}")
         bw, fma = roofs(devices[device])
         if not (bw and fma):
             raise HarnessError(f"profile {path} has no measured read bandwidth and fp32 peak for {device} to predict with")

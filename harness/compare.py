@@ -19,7 +19,7 @@ import yaml
 from harness.errors import HarnessError, first_line, refuse_unknown_keys
 from harness.profile import by_device
 from harness.profile_fields import is_finite_number
-from harness.summary import rate_unit, si
+from harness.summary import natural_key, rate_unit, si
 
 DEFAULT_THRESHOLD = 0.05
 CONFIG_KEYS = {"threshold_pct", "metrics"}
@@ -193,7 +193,7 @@ def compare(base, new, threshold=DEFAULT_THRESHOLD, overrides=None, seed=0):
     rng = np.random.default_rng(seed)
     mb, mn = metric_samples(base), metric_samples(new)
     rows = []
-    for name in sorted(set(mb) | set(mn)):
+    for name in sorted(set(mb) | set(mn), key=natural_key):
         row = {"metric": name}
         if name not in mb or name not in mn:
             row.update(verdict="not comparable", reason="only in the " + ("new" if name in mn else "base") + " profile")
@@ -276,7 +276,7 @@ def markdown(result, base_path, new_path):
             "IQR base / new | threshold |", "|---|---|---|---|---|---|---|---|"]
     one_sided = {side: [r["metric"] for r in rows if r.get("reason") == f"only in the {side} profile"]
                  for side in ("base", "new")}
-    for r in sorted(rows, key=lambda r: (order[r["verdict"]], r["metric"])):
+    for r in sorted(rows, key=lambda r: (order[r["verdict"]], natural_key(r["metric"]))):
         if r.get("reason", "").startswith("only in the"):
             continue  # listed below the table, one line per side
         if "change" in r:

@@ -8,7 +8,7 @@ substitution is listed in the notes printed beside the JSON.
 """
 
 from harness.errors import HarnessError
-from harness.profile import default_device
+from harness.profile import default_device, device_names
 from harness.validation import compute_roof, matmul_rate, roofs
 
 FORMATS = ("llm-analysis",)
@@ -20,7 +20,7 @@ def llm_analysis(doc, device=None):
     devices = doc.get("devices") or {}
     device = device or default_device(devices)
     if device not in devices:
-        raise HarnessError(f"the profile has no device {device!r}: it has {', '.join(sorted(devices)) or 'none'}")
+        raise HarnessError(f"the profile has no device {device!r}: it has {device_names(devices)}")
     sec = devices[device]
     bw, peak = roofs(sec)
     if not (bw and peak):

@@ -17,6 +17,7 @@ import yaml
 
 from harness.errors import HarnessError, first_line
 from harness.profile import LOADER, atomic_write_text, dump, load_readable, save_profile, utc_now
+from harness.summary import natural_key, rate_unit, si
 
 ENV_LAUNCHERS = (  # (rank, size, local rank) variables of common launchers
     ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK"),
@@ -204,7 +205,7 @@ def analyse(nodes, threshold=DEFAULT_THRESHOLD):
         for metric, (value, better) in node_metrics(doc).items():
             per_metric.setdefault(metric, {"better": better, "values": {}})["values"][node] = value
     rows = []
-    for metric, m in sorted(per_metric.items()):
+    for metric, m in sorted(per_metric.items(), key=lambda item: natural_key(item[0])):
         values = m["values"]
         med = statistics.median(values.values())
         mad = statistics.median(abs(v - med) for v in values.values())
@@ -244,13 +245,11 @@ def pair_outlier(value, other, higher_is_better, threshold):
 
 
 def outliers(result):
-    return sorted({n for r in result["rows"] for n, x in r["nodes"].items() if x["outlier"]})
+    return sorted({n for r in result["rows"] for n, x in r["nodes"].items() if x["outlier"]}, key=natural_key)
 
 
 def metric_unit(metric):
     """The unit of one of node_metrics' names (device.group.key), '' for a fraction."""
-    from harness.summary import rate_unit
-
     group, key = metric.split(".")[1], metric.split(".")[-1]
     if group in ("bandwidth", "hierarchy"):
         return "B/s"
@@ -260,8 +259,6 @@ def metric_unit(metric):
 
 
 def markdown(result, summary, folder, threshold, unreadable=()):
-    from harness.summary import si
-
     bad = outliers(result)
     out = [f"# Fleet report: {folder}", "",
            f"{len(result['rows'])} metrics over {len({n for r in result['rows'] for n in r['nodes']})} nodes; "
@@ -276,16 +273,16 @@ def markdown(result, summary, folder, threshold, unreadable=()):
         out += ["## Profiles that could not be read (left out of the comparison)", ""]
         out += [f"- {file}: {error}" for file, error in unreadable] + [""]
     if result["differences"]:
-        out += ["## Configuration differences", "", "| field | " + " | ".join(sorted(next(iter(result["differences"].values())))) + " |",
+        out += ["## Configuration differences", "", "| field | " + " | ".join(sorted(next(iter(result["differences"].values())), key=natural_key)) + " |",
                 "|---|" + "---|" * len(next(iter(result["differences"].values())))]
         for field, by_node in result["differences"].items():
-            out.append(f"| {field} | " + " | ".join(str(by_node[n]) for n in sorted(by_node)) + " |")
+            out.append(f"| {field} | " + " | ".join(str(by_node[n]) for n in sorted(by_node, key=natural_key)) + " |")
         out.append("")
     out += ["## Metrics", "", "| metric | fleet median | MAD | node: ratio to median |", "|---|---|---|---|"]
     for r in result["rows"]:
         unit = metric_unit(r["metric"])
         cells = ", ".join(f"**{n} {x['ratio']:.2f} (outlier)**" if x["outlier"] else f"{n} {x['ratio']:.2f}"
-                          for n, x in sorted(r["nodes"].items()))
+                          for n, x in sorted(r["nodes"].items(), key=lambda item: natural_key(item[0])))
         median = si(r["median"], unit) if unit else f"{r['median']:.3g}"
         spread = f"{r['mad'] / r['median']:.1%}" if r["median"] else "n/a"
         out.append(f"| {r['metric']} | {median} | {spread} | {cells} |")
@@ -299,7 +296,7 @@ def plot_metric(row, path):
 
     from harness.plots import save_atomically
 
-    names = sorted(row["nodes"])
+    names = sorted(row["nodes"], key=natural_key)
     ratios = [row["nodes"][n]["ratio"] for n in names]
     colours = ["tab:red" if row["nodes"][n]["outlier"] else "tab:blue" for n in names]
     fig, ax = plt.subplots(figsize=(max(6, 0.6 * len(names)), 4))

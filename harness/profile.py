@@ -79,6 +79,11 @@ def device_order(name):
     return (len(name), name) if name.startswith("gpu") else (0, name)
 
 
+def device_names(devices):
+    """The names of a profile's devices in device_order, comma-separated, for an error ('none' if none)."""
+    return ", ".join(sorted(devices or {}, key=device_order)) or "none"
+
+
 def by_device(doc):
     """[(device name, section)] of a profile, in device_order."""
     devices = doc.get("devices") if isinstance(doc, dict) else None

@@ -1,6 +1,7 @@
 """Plain-text summaries of profile sections for the terminal (no probe runs here)."""
 
 import math
+import re
 
 from harness.profile import labelled_records
 
@@ -13,6 +14,12 @@ def si(value, unit):
         if abs(value) >= factor:
             return f"{value / factor:.1f} {prefix}{unit}"
     return f"{value:.3g} {unit}"
+
+
+def natural_key(name):
+    """Sort key that reads runs of digits as numbers: hierarchy.16384 before hierarchy.131072,
+    S4096 before S16384, node2 before node10 (plain string order puts each pair the other way)."""
+    return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name) if part]
 
 
 def crossover_phrase(batch):

@@ -155,6 +155,18 @@ def test_two_guests_of_one_name_are_told_apart_by_family_and_model():
     assert "memory bytes" in {d[0] for d in compare.identity_differences(zen5, zen4)}
 
 
+def test_sizes_in_metric_names_sort_as_numbers_in_the_rows_and_the_report():
+    bandwidth = {k: rate_record(50e9, 0.01) for k in ("triad", "read")}
+    doc = profile(bandwidth)
+    doc["devices"]["cpu"]["hierarchy"] = [dict(rate_record(90e9, 0.01), working_set_bytes=ws)
+                                          for ws in (131072, 16384, 1048576)]
+    result = compare.compare(doc, doc)
+    names = [r["metric"] for r in result["rows"]]
+    assert [n for n in names if n.startswith("hierarchy.")] == ["hierarchy.16384", "hierarchy.131072", "hierarchy.1048576"]
+    text = compare.markdown(result, "a", "b")
+    assert text.index("hierarchy.16384 ") < text.index("hierarchy.131072 ") < text.index("hierarchy.1048576 ")
+
+
 def test_per_metric_thresholds_from_a_config(tmp_path):
     cfg = tmp_path / "c.yaml"
     cfg.write_text("threshold_pct: 5\nmetrics:\n  'bandwidth.tri*': 20\n")

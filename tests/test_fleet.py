@@ -57,6 +57,17 @@ def test_one_planted_slow_node_is_flagged_and_only_it(tmp_path):
     assert triad["nodes"]["node5"]["ratio"] == pytest.approx(0.85, abs=0.02)
 
 
+def test_nodes_are_listed_in_number_order_not_string_order(tmp_path):
+    docs = {f"node{i}": node(80e9 * jitter(i)) for i in (10, 11, 3, 2, 1)}
+    docs["node10"] = node(80e9 * 0.8)
+    docs["node2"] = node(80e9 * 0.8)
+    result = fleet.analyse(docs)
+    assert fleet.outliers(result) == ["node2", "node10"]
+    text = fleet.markdown(result, None, "f", fleet.DEFAULT_THRESHOLD)
+    row = next(line for line in text.splitlines() if line.startswith("| cpu.bandwidth.triad"))
+    assert row.index("node1 ") < row.index("node2 ") < row.index("node3 ") < row.index("node10 ") < row.index("node11 ")
+
+
 def test_identical_nodes_have_no_outliers():
     assert fleet.outliers(fleet.analyse({f"n{i}": node(80e9) for i in range(8)})) == []
 

@@ -222,3 +222,5 @@ def test_devices_go_in_cudas_order():
     assert [name for name, _ in profile.by_device(doc)] == ["cpu", "gpu0", "gpu1", "gpu2", "gpu9", "gpu10"]
     assert profile.default_device({"gpu10": {}, "gpu2": {}, "cpu": {}}) == "gpu2"
     assert profile.default_device({"cpu": {}}) == "cpu" and profile.by_device({}) == []
+    assert profile.device_names(doc["devices"]) == "cpu, gpu0, gpu1, gpu2, gpu9, gpu10"
+    assert profile.device_names({}) == "none"
