@@ -9,7 +9,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from harness.errors import HarnessError  # noqa: E402
-from harness.summary import operation  # noqa: E402
+from harness.summary import operation, si  # noqa: E402
 
 LEVEL_COLOURS = {"DRAM": "tab:blue", "HBM": "tab:blue", "L3": "tab:green", "L2": "tab:orange", "L1": "tab:red"}
 DTYPE_COLOURS = {"fp64": "black", "fp32": "tab:purple", "bf16": "tab:brown", "fp16": "tab:olive", "int8": "tab:cyan"}
@@ -106,4 +106,42 @@ def decode_vs_seq_len(series, path):
     ax_t.legend(fontsize=7, ncol=2)
     ax_f.legend(fontsize=7, ncol=2)
     fig.suptitle(series["title"])
+    save_atomically(fig, path)
+
+
+def hierarchy(series, path):
+    """Read bandwidth against working set (log-log): each point's best sample coloured by the level
+    that holds it, the medians joined, and each level's bandwidth over the band it was taken from."""
+    from matplotlib.ticker import FuncFormatter, LogLocator
+
+    fig, ax = plt.subplots(figsize=(10, 5.5))
+    for kernel in dict.fromkeys(p["kernel"] for p in series["points"]):
+        pts = sorted((p for p in series["points"] if p["kernel"] == kernel), key=lambda p: p["working_set_bytes"])
+        xs = [p["working_set_bytes"] for p in pts]
+        ax.plot(xs, [p["median_bytes_per_s"] or p["bytes_per_s"] for p in pts], color="grey",
+                linestyle="-" if kernel == "read" else ":", linewidth=1, label=f"{kernel}: median of each point")
+        for level in dict.fromkeys(p["level"] for p in pts):
+            at = [p for p in pts if p["level"] == level]
+            ax.plot([p["working_set_bytes"] for p in at], [p["bytes_per_s"] for p in at], linestyle="none",
+                    marker="o" if kernel == "read" else "D", color=LEVEL_COLOURS.get(level, "grey"),
+                    label=f"{kernel}: best of each point held by {level}")
+    for lv in series["levels"]:
+        colour = LEVEL_COLOURS.get(lv["level"], "grey")
+        lo, hi = (lv["lo"] / 1.25, lv["hi"] * 1.25) if lv["lo"] == lv["hi"] else (lv["lo"], lv["hi"])  # one point: still seen
+        ax.axvspan(lo, hi, color=colour, alpha=0.08)
+        ax.hlines(lv["bytes_per_s"], lo, hi, color=colour, linewidth=3, alpha=0.6,
+                  label=f"{lv['level']}: {si(lv['bytes_per_s'], 'B/s')} (median of the points in its band)")
+    ax.set_xscale("log", base=2)
+    ax.set_yscale("log")
+    rates = [p["bytes_per_s"] for p in series["points"]]
+    ax.set_ylim(min(rates) / 1.5, max(rates) * 1.3)  # room for a labelled tick below the slowest point
+    ax.xaxis.set_major_formatter(FuncFormatter(lambda x, _: si(x, "B")))
+    ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: si(y, "B/s")))
+    ax.yaxis.set_minor_formatter(FuncFormatter(lambda y, _: ""))
+    ax.set_xlabel("working set")
+    ax.set_ylabel("read bandwidth")
+    ax.set_title(series["title"])
+    ax.grid(True, which="both", alpha=0.25)
+    ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     save_atomically(fig, path)

@@ -38,6 +38,38 @@ def theoretical_peak(rec, theory, dtype):
     return rec.get("theoretical_flops_per_s") or (theory.get("flops_per_s") or {}).get(dtype)
 
 
+def hierarchy_series(who, sec):
+    """The read sweep as a figure: each validated point's best and median rate against its working
+    set, and each level's bandwidth over the band of working sets it was taken from (None without
+    a sweep). A GPU's L1 points (a slice per SM read through L1) are a kernel of their own."""
+    points = [{"working_set_bytes": r["working_set_bytes"], "bytes_per_s": r["bytes_per_s"],
+               "median_bytes_per_s": r.get("median_bytes_per_s"), "level": r.get("level"),
+               "kernel": "read through L1 (a slice per SM)" if "bytes_per_sm" in r else "read"}
+              for r in sec.get("hierarchy") or [] if r.get("validated") and r.get("bytes_per_s")]
+    if not points:
+        return None
+    levels = []
+    for name, entry in (sec.get("hierarchy_levels") or {}).items():
+        at_level = [p["working_set_bytes"] for p in points if p["level"] == name]
+        if not (entry.get("bytes_per_s") and at_level):
+            continue
+        lo, hi = entry.get("working_set_bytes_range") or [None, None]
+        levels.append({"level": name, "bytes_per_s": entry["bytes_per_s"],
+                       "lo": max(lo or 0, min(at_level)), "hi": min(hi or float("inf"), max(at_level))})
+    return {"title": f"{who}: read bandwidth against working set", "points": points, "levels": levels}
+
+
+def working_set_band(entry):
+    """The working sets a hierarchy level's bandwidth was taken from, in words ('' where unknown)."""
+    if entry.get("bytes_per_sm_range"):
+        lo, hi = entry["bytes_per_sm_range"]
+        return f"{si(lo, 'B')} to {si(hi, 'B')} per SM"
+    lo, hi = entry.get("working_set_bytes_range") or [None, None]
+    if hi is None:
+        return f"from {si(lo, 'B')}" if lo else ""
+    return f"{si(lo, 'B')} to {si(hi, 'B')}" if lo else f"up to {si(hi, 'B')}"
+
+
 def roofline_series(who, sec, llc, memory="DRAM", clock="nominal clock"):
     """Slopes per memory level, ceilings per dtype (measured and theoretical), ridges, decode points."""
     levels = sec.get("hierarchy_levels") or {}
@@ -205,6 +237,7 @@ def report_data(doc, specs=()):
         "id": doc["machine"]["id"], "doc": doc, "cpu_info": cpu_info, "cpu": cpu, "spec": spec,
         "roofline": roofline_series(doc["machine"]["id"], cpu, llc) if cpu.get("peak_flops") else None,
         "decode": decode_series(doc["machine"]["id"], cpu, llc) if cpu.get("decode_attention") else None,
+        "hierarchy": hierarchy_series(doc["machine"]["id"], cpu),
         "peaks": peak_rows(cpu, spec) + tensor_rows(cpu, spec, "matmul (torch)"), "drills": drills(cpu),
         "warnings": collect_warnings(cpu),
         "gpus": [gpu_data(doc, name, sec, specs) for name, sec in by_device(doc)
@@ -222,6 +255,7 @@ def gpu_data(doc, name, sec, specs=()):
     roofline = roofline_series(who, sec, l2, "HBM", "SM clock during the run") if sec.get("peak_flops") else None
     decode = decode_series(who, sec, l2) if sec.get("decode_attention") else None
     return {"name": name, "sec": sec, "info": info, "spec": spec, "roofline": roofline, "decode": decode,
+            "hierarchy": hierarchy_series(who, sec),
             "peaks": peak_rows(sec, spec) + tensor_rows(sec, spec), "warnings": collect_warnings(sec)}
 
 
@@ -348,7 +382,7 @@ def markdown(data, source=None):
         ["threads used", cpu.get("threads")],
         ["datasheet spec", data["spec"]["name"] if data["spec"] else "none matches this CPU in profiles/specs/"],
     ]), ""]
-    out += measurements_markdown(cpu, data["peaks"], "##")
+    out += measurements_markdown(cpu, data["peaks"], "##", "hierarchy.png" if data["hierarchy"] else None)
     out += matmul_notes(cpu, gpu=False)
     out += decode_markdown(cpu, "decode.png", "##")
     out += unmeasured_markdown(cpu)
@@ -363,8 +397,9 @@ def markdown(data, source=None):
     return "\n".join(out)
 
 
-def measurements_markdown(sec, peaks, h):
-    """Peaks against theory, balance and the hierarchy of one device section, under headings `h`."""
+def measurements_markdown(sec, peaks, h, hierarchy_png=None):
+    """Peaks against theory, balance and the hierarchy of one device section, under headings `h`
+    (with the sweep's figure where there is one)."""
     out = [f"{h} Peaks: measured against theoretical", ""]
     if peaks:
         out += [table(["metric", "best", "median", "theoretical", "fraction", "flag"],
@@ -381,10 +416,14 @@ def measurements_markdown(sec, peaks, h):
         out += ["No balance: the profile lacks a bandwidth or a peak measurement.", ""]
     out += [f"{h} Memory hierarchy (read kernel)", ""]
     levels = sec.get("hierarchy_levels") or {}
+    if hierarchy_png:
+        out += [f"![Read bandwidth against working set]({hierarchy_png})", ""]
     if levels:
-        out += [table(["level", "bandwidth (median of points)", "best point", "points"],
-                      [[lv, si(v.get("bytes_per_s"), "B/s"), si(v.get("max_bytes_per_s"), "B/s"), v.get("points", v.get("reason", ""))]
-                       for lv, v in levels.items()]), ""]
+        out += [table(["level", "bandwidth (median of points)", "best point", "points", "working sets"],
+                      [[lv, si(v.get("bytes_per_s"), "B/s"), si(v.get("max_bytes_per_s"), "B/s"), v.get("points", v.get("reason", "")),
+                        working_set_band(v)] for lv, v in levels.items()]), "",
+                "Each level's bandwidth is taken from the points well inside it (a cache from twice the level below "
+                "to half its own size), so the points at a boundary, partly in two levels, set no level.", ""]
     else:
         out += ["No hierarchy sweep in this profile.", ""]
     return out
@@ -411,7 +450,7 @@ def gpu_markdown(g):
         ["ECC / MIG", f"{info.get('ecc_mode')} / {info.get('mig_mode')}"],
         ["datasheet spec", g["spec"]["name"] if g["spec"] else "none matches this GPU in profiles/specs/"],
     ]), ""]
-    out += measurements_markdown(sec, g["peaks"], "####")
+    out += measurements_markdown(sec, g["peaks"], "####", f"hierarchy-{name}.png" if g["hierarchy"] else None)
     out += matmul_notes(sec, gpu=True)
     out += decode_markdown(sec, f"decode-{name}.png", "####")
     out += fused_kernel_markdown(sec)
@@ -518,7 +557,7 @@ def drills_markdown(d):
 
 
 def write_report(doc, out_dir, specs=(), source=None):
-    """reports/<id>/report.md with roofline.png and decode.png beside it; returns the paths.
+    """reports/<id>/report.md with roofline.png, decode.png and hierarchy.png beside it; returns the paths.
     `source` is the profile file's path, named in the report's header."""
     data = report_data(doc, specs)
     folder = os.path.join(out_dir, data["id"])
@@ -529,6 +568,9 @@ def write_report(doc, out_dir, specs=(), source=None):
     if data["decode"]:
         paths.append(os.path.join(folder, "decode.png"))
         plots.decode_vs_seq_len(data["decode"], paths[-1])
+    if data["hierarchy"]:
+        paths.append(os.path.join(folder, "hierarchy.png"))
+        plots.hierarchy(data["hierarchy"], paths[-1])
     for g in data["gpus"]:
         if g["roofline"]:
             paths.append(os.path.join(folder, f"roofline-{g['name']}.png"))
@@ -536,6 +578,9 @@ def write_report(doc, out_dir, specs=(), source=None):
         if g["decode"]:
             paths.append(os.path.join(folder, f"decode-{g['name']}.png"))
             plots.decode_vs_seq_len(g["decode"], paths[-1])
+        if g["hierarchy"]:
+            paths.append(os.path.join(folder, f"hierarchy-{g['name']}.png"))
+            plots.hierarchy(g["hierarchy"], paths[-1])
     paths.append(os.path.join(folder, "report.md"))
     atomic_write_text(paths[-1], markdown(data, source))
     return paths

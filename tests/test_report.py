@@ -42,6 +42,29 @@ def test_roofline_series_hold_levels_ceilings_ridges_and_decode_points(doc):
     assert all(0.4 <= p["intensity"] <= 2.1 for p in roof["points"])
 
 
+def test_hierarchy_series_hold_every_point_and_each_levels_band(doc):
+    series = report.report_data(doc)["hierarchy"]
+    sweep = doc["devices"]["cpu"]["hierarchy"]
+    assert [p["working_set_bytes"] for p in series["points"]] == [r["working_set_bytes"] for r in sweep]
+    assert {p["kernel"] for p in series["points"]} == {"read"}
+    bands = {lv["level"]: (lv["lo"], lv["hi"], lv["bytes_per_s"]) for lv in series["levels"]}
+    levels = doc["devices"]["cpu"]["hierarchy_levels"]
+    assert bands["L2"] == (196608, 1048576, levels["L2"]["bytes_per_s"])
+    assert bands["L1"][0] == sweep[0]["working_set_bytes"]  # from the first point, not from 0 bytes
+    assert bands["DRAM"][0] == bands["DRAM"][1] == sweep[-1]["working_set_bytes"]  # the one point at its size
+    wrong = copy.deepcopy(doc)
+    wrong["devices"]["cpu"]["hierarchy"][0]["validated"] = False
+    assert len(report.report_data(wrong)["hierarchy"]["points"]) == len(sweep) - 1  # a wrong sum is not drawn
+
+
+def test_working_set_bands_in_words():
+    assert report.working_set_band({"working_set_bytes_range": [0, 49152.0]}) == "up to 49.2 kB"
+    assert report.working_set_band({"working_set_bytes_range": [196608, 1048576.0]}) == "196.6 kB to 1.0 MB"
+    assert report.working_set_band({"working_set_bytes_range": [268435456, None]}) == "from 268.4 MB"
+    assert report.working_set_band({"bytes_per_sm_range": [16384, 65536]}) == "16.4 kB to 65.5 kB per SM"
+    assert report.working_set_band({"bytes_per_s": None, "reason": "no sweep point lies well inside this level"}) == ""
+
+
 def test_decode_series_hold_measurement_and_model(doc):
     series = report.report_data(doc)["decode"]
     fused = next(s for s in series["series"] if s["impl"] == "numba-fused" and s["dtype"] == "fp32")
@@ -53,7 +76,7 @@ def test_decode_series_hold_measurement_and_model(doc):
 def test_report_files_are_written_and_valid(doc, tmp_path):
     paths = report.write_report(doc, str(tmp_path), load_specs())
     names = sorted(os.path.basename(p) for p in paths)
-    assert names == ["decode.png", "report.md", "roofline.png"]
+    assert names == ["decode.png", "hierarchy.png", "report.md", "roofline.png"]
     for p in paths:
         if p.endswith(".png"):
             with open(p, "rb") as f:
@@ -69,6 +92,8 @@ def test_report_files_are_written_and_valid(doc, tmp_path):
     assert "(13.2 GB of weights:" in text and "the page's 12·L·d² gives 12.9 GB (-2%)" in text
     assert "for Llama-3-8B 12.9 GB of 15.0 GB (-14%)" in text
     assert "No counter measurements in this profile" in text
+    assert "![Read bandwidth against working set](hierarchy.png)" in text
+    assert "| L2 | 399.1 GB/s | 509.5 GB/s | 5 | 196.6 kB to 1.0 MB |" in text
 
 
 def test_points_below_both_roofs_are_named_in_the_report_and_the_summary(doc, tmp_path):
