@@ -240,7 +240,7 @@ def cmd_compare(args):
 
 def cmd_history(args):
     """A metric's trend over profiles/history/<id>/, as a table and a PNG."""
-    from harness import history
+    from harness import compare, history
 
     docs, unreadable = history.profiles_of(args.machine_id, args.profiles)
     for _, error in unreadable:
@@ -251,14 +251,14 @@ def cmd_history(args):
     for metric in metrics:
         rows = history.trend(docs, metric)
         if all(r["median"] is None for r in rows):
-            raise HarnessError(f"metric {metric!r} is in none of the profiles: try one of {', '.join(history.HEADLINE)}")
+            raise HarnessError(f"metric {metric!r} is in none of the profiles of {args.machine_id}: valid are "
+                               f"{', '.join(history.metric_names(docs)) or 'none (no validated measurement)'}")
         path = os.path.join(args.out, args.machine_id, f"history-{metric.replace('/', '_')}.png")
         # the PNG before printing, which fails where the reader went away
         history.plot(metric, rows, path, f"{args.machine_id}: {metric} over time")
         print(f"{metric}")
         for r in rows:
-            value = "n/a" if r["median"] is None else f"{r['median']:.4g}"
-            print(f"  {r['created_utc']}  {value}  {r['step']}")
+            print(f"  {r['created_utc']}  {compare.value_text(r['median'], r['unit']):>14}  {r['step']}")
         print(f"  wrote {path}")
     return 0
 

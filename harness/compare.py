@@ -239,7 +239,8 @@ def _iqr(samples):
     return float(q3 - q1)
 
 
-def _fmt(value, unit):
+def value_text(value, unit):
+    """A metric's value in its unit: '24.2 GB/s', '6.224 ms', '0.812' (a ratio); None: 'n/a'."""
     if value is None:
         return "n/a"
     if unit in ("B/s", "FLOP/s", "OP/s"):
@@ -280,12 +281,12 @@ def markdown(result, base_path, new_path):
         if r.get("reason", "").startswith("only in the"):
             continue  # listed below the table, one line per side
         if "change" in r:
-            out.append(f"| {r['verdict']} | {r['metric']} | {_fmt(r['base'], r['unit'])} | {_fmt(r['new'], r['unit'])} | "
+            out.append(f"| {r['verdict']} | {r['metric']} | {value_text(r['base'], r['unit'])} | {value_text(r['new'], r['unit'])} | "
                        f"{r['change']:+.1%} | [{r['ci'][0]:+.1%}, {r['ci'][1]:+.1%}] | "
-                       f"{_fmt(r['base_iqr'], r['unit'])} / {_fmt(r['new_iqr'], r['unit'])} | {r['threshold']:.0%} |")
+                       f"{value_text(r['base_iqr'], r['unit'])} / {value_text(r['new_iqr'], r['unit'])} | {r['threshold']:.0%} |")
         else:
-            out.append(f"| {r['verdict']} | {r['metric']} | {_fmt(r.get('base'), r.get('unit'))} | "
-                       f"{_fmt(r.get('new'), r.get('unit'))} | | | | {r.get('reason', '')} |")
+            out.append(f"| {r['verdict']} | {r['metric']} | {value_text(r.get('base'), r.get('unit'))} | "
+                       f"{value_text(r.get('new'), r.get('unit'))} | | | | {r.get('reason', '')} |")
     for side, names in one_sided.items():
         other = "new" if side == "base" else "base"
         whole = {d: sum(metric_device(n) == d for n in names) for d in result.get("devices_only_in", {}).get(side, [])}

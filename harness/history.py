@@ -1,11 +1,13 @@
 """A metric's trend over a machine's stored profiles, with step changes flagged (no probe runs)."""
 
+import datetime
 import glob
 import os
 import statistics
 
 from harness import compare, plots
 from harness.profile import load_readable
+from harness.summary import natural_key
 
 HEADLINE = ("bandwidth.read", "bandwidth.triad", "peak_flops.fp32", "peak_flops.fp64")
 STEP_COLOURS = {"regressed": "tab:red", "improved": "tab:green"}  # anything else (changed, probe changed): grey
@@ -20,6 +22,11 @@ def profiles_of(machine_id, folder="profiles"):
         paths.append(current)
     docs, unreadable = load_readable(paths)
     return sorted(docs, key=lambda pd: pd[1]["created_utc"]), unreadable
+
+
+def metric_names(docs):
+    """Every metric name that some profile of `docs` measured, numbers in them in number order."""
+    return sorted({name for _, doc in docs for name in compare.metric_samples(doc)}, key=natural_key)
 
 
 def trend(docs, metric, threshold=compare.DEFAULT_THRESHOLD):
@@ -45,19 +52,26 @@ def trend(docs, metric, threshold=compare.DEFAULT_THRESHOLD):
 
 
 def plot(metric, rows, path, title):
-    """The trend as a PNG, step changes marked."""
+    """The trend as a PNG on a time axis, values in their unit, step changes marked."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import FuncFormatter
 
+    drawn = [(created_at(r), r) for r in rows if r["median"] is not None]
     fig, ax = plt.subplots(figsize=(9, 4.5))
-    xs = [r["created_utc"] for r in rows if r["median"] is not None]
-    ys = [r["median"] for r in rows if r["median"] is not None]
-    ax.plot(xs, ys, marker="o")
-    for r in rows:
+    ax.plot([t for t, _ in drawn], [r["median"] for _, r in drawn], marker="o")
+    for t, r in drawn:
         if r["step"]:
-            ax.annotate(r["step"].split(":")[0], (r["created_utc"], r["median"]), textcoords="offset points", xytext=(0, 10),
+            ax.annotate(r["step"].split(":")[0], (t, r["median"]), textcoords="offset points", xytext=(0, 10),
                         ha="center", fontsize=8, color=STEP_COLOURS.get(r["step"].split()[0], "tab:gray"))
+    unit = next((r["unit"] for r in rows if r["unit"]), "")
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _: compare.value_text(y, unit)))
+    ax.set_ylabel("median of the samples")  # the title names the metric, the ticks its unit
     ax.set_title(title, fontsize=10)
-    ax.set_ylabel(next((r["unit"] for r in rows if r["unit"]), ""))  # the title names the metric
     ax.tick_params(axis="x", rotation=30, labelsize=7)
     ax.grid(True, alpha=0.3)
     plots.save_atomically(fig, path)
+
+
+def created_at(row):
+    """A trend row's creation time as a datetime (the profile's ISO 8601 created_utc)."""
+    return datetime.datetime.fromisoformat(row["created_utc"].replace("Z", "+00:00"))

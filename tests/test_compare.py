@@ -228,6 +228,12 @@ def test_cli_bad_input_changes_no_file(tmp_path):
     assert proc.returncode == 0 and "pattern 'bandwith.*' matches no metric" in proc.stderr
 
 
+def test_values_are_written_in_their_units():
+    assert compare.value_text(24.2e9, "B/s") == "24.2 GB/s" and compare.value_text(6.2244e-3, "s") == "6.224 ms"
+    assert compare.value_text(937e9, "OP/s") == "937.0 GOP/s" and compare.value_text(0.8123, "") == "0.812"
+    assert compare.value_text(None, "B/s") == "n/a"
+
+
 def test_history_table_png_and_steps(tmp_path):
     folder = tmp_path / "profiles"
     hist = folder / "history" / "m-2c"
@@ -239,11 +245,15 @@ def test_history_table_png_and_steps(tmp_path):
     assert proc.returncode == 0, proc.stderr
     lines = [l for l in proc.stdout.splitlines() if l.startswith("  2026")]
     assert len(lines) == 3 and "regressed" in lines[2] and "regressed" not in lines[1]
+    assert " GB/s" in lines[0] and "e+10" not in lines[0]  # in its unit, not 5.001e+10
     assert (tmp_path / "r" / "m-2c" / "history-bandwidth.read.png").exists()
     docs, _ = history.profiles_of("m-2c", str(folder))
     for row, (_, doc) in zip(history.trend(docs, "bandwidth.read"), docs):  # the median compare reports
         (reported,) = [r for r in compare.compare(doc, doc)["rows"] if r["metric"] == "bandwidth.read"]
         assert row["median"] == pytest.approx(reported["base"])
+    proc = run_cli("history", "m-2c", "--metric", "bandwidth.raed", "--profiles", str(folder), "--out", str(tmp_path / "r"))
+    assert proc.returncode == 2 and "metric 'bandwidth.raed' is in none of the profiles of m-2c" in proc.stderr
+    assert "valid are bandwidth.read\n" in proc.stderr  # every metric the profiles have, not a fixed list
     proc = run_cli("history", "nobody", "--profiles", str(folder))
     assert proc.returncode == 2 and "no readable profiles of machine" in proc.stderr
     (hist / "20261124T080000Z.yaml").write_text("schema_version: 1\nmachine: [")  # one cut short: left out, named
