@@ -145,3 +145,27 @@ def hierarchy(series, path):
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     save_atomically(fig, path)
+
+
+def thread_scaling(series, path):
+    """Each swept kernel's best and median rate against threads, beside perfect scaling from one thread."""
+    from matplotlib.ticker import FuncFormatter, MaxNLocator
+
+    kernels = series["kernels"]
+    fig, axes = plt.subplots(1, len(kernels), figsize=(6 * len(kernels), 4.5), squeeze=False, constrained_layout=True)
+    for ax, k in zip(axes[0], kernels):
+        ax.plot(k["threads"], k["best"], marker="o", label="best sample")
+        if all(m is not None for m in k["median"]):
+            ax.plot(k["threads"], k["median"], marker=".", linestyle=":", color="grey", label="median")
+        if k["threads"][0] == 1:
+            ax.plot(k["threads"], [k["best"][0] * t for t in k["threads"]], linestyle="--", color="black", linewidth=0.8,
+                    label="one thread's rate x threads")
+        ax.set_ylim(bottom=0)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.yaxis.set_major_formatter(FuncFormatter(lambda y, _, unit=k["unit"]: si(y, unit)))
+        ax.set_xlabel("threads")
+        ax.set_title(k["label"])
+        ax.grid(True, alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(series["title"])
+    save_atomically(fig, path)

@@ -59,6 +59,56 @@ def hierarchy_series(who, sec):
     return {"title": f"{who}: read bandwidth against working set", "points": points, "levels": levels}
 
 
+SATURATION_SHARE = 0.9  # of the best triad rate of the sweep: the threads that reach it saturate the memory
+SWEPT_KERNELS = {"triad": "triad (fp64)", "peak_fp32": "fp32 FMA peak"}  # thread_sweep's kernels, as labelled
+
+
+def thread_series(who, sec):
+    """The thread sweep as plain data: per kernel (triad, fp32 FMA peak) each thread count's best and
+    median rate, validated points only (None without a sweep)."""
+    kernels = []
+    for kernel, recs in (sec.get("thread_sweep") or {}).items():
+        good = sorted((r for r in recs if r.get("validated")), key=lambda r: r["threads"])
+        unit = "B/s" if kernel == "triad" else "FLOP/s"
+        best_key, median_key = ("bytes_per_s", "median_bytes_per_s") if unit == "B/s" else ("flops_per_s", "median_flops_per_s")
+        if good:
+            kernels.append({"kernel": kernel, "label": SWEPT_KERNELS.get(kernel, kernel), "unit": unit,
+                            "threads": [r["threads"] for r in good],
+                            "best": [r[best_key] for r in good], "median": [r.get(median_key) for r in good]})
+    return {"title": f"{who}: scaling with threads", "kernels": kernels} if kernels else None
+
+
+def saturation_threads(kernel, share=SATURATION_SHARE):
+    """The fewest threads whose best rate reaches `share` of the sweep's best (a thread_series kernel)."""
+    top = max(kernel["best"])
+    return next(t for t, rate in zip(kernel["threads"], kernel["best"]) if rate >= share * top)
+
+
+def threads_markdown(series, image):
+    """The thread sweep's table (each rate against one thread's) and where the memory saturates."""
+    out = ["## Scaling with threads", ""]
+    if not series:
+        return out + ["No thread sweep in this profile.", ""]
+    out += [f"![Scaling with threads]({image})", ""]
+    by_kernel = {k["kernel"]: k for k in series["kernels"]}
+    counts = sorted({t for k in series["kernels"] for t in k["threads"]})
+    header, columns = ["threads"], []
+    for k in series["kernels"]:
+        one = k["best"][0] if k["threads"][0] == 1 else None
+        header += [f"{k['label']}, best", "x one thread"]
+        columns.append({t: (si(rate, k["unit"]), num(rate / one) + "x" if one else "n/a")
+                        for t, rate in zip(k["threads"], k["best"])})
+    out += [table(header, [[t] + [cell for col in columns for cell in col.get(t, ("n/a", "n/a"))] for t in counts]), ""]
+    triad = by_kernel.get("triad")
+    if triad and len(triad["threads"]) > 1:
+        most, enough = triad["threads"][-1], saturation_threads(triad)
+        out += [f"The triad reaches {SATURATION_SHARE:.0%} of its best rate at {enough} of {most} threads: "
+                + ("the memory saturates there, and more threads add compute, not bandwidth (a memory-bound kernel "
+                   "such as decode attention gains little from them)." if enough < most else
+                   f"fewer threads fall short of it, so the memory is not saturated before all {most} run."), ""]
+    return out
+
+
 def working_set_band(entry):
     """The working sets a hierarchy level's bandwidth was taken from, in words ('' where unknown)."""
     if entry.get("bytes_per_sm_range"):
@@ -238,6 +288,7 @@ def report_data(doc, specs=()):
         "roofline": roofline_series(doc["machine"]["id"], cpu, llc) if cpu.get("peak_flops") else None,
         "decode": decode_series(doc["machine"]["id"], cpu, llc) if cpu.get("decode_attention") else None,
         "hierarchy": hierarchy_series(doc["machine"]["id"], cpu),
+        "threads": thread_series(doc["machine"]["id"], cpu),
         "peaks": peak_rows(cpu, spec) + tensor_rows(cpu, spec, "matmul (torch)"), "drills": drills(cpu),
         "warnings": collect_warnings(cpu),
         "gpus": [gpu_data(doc, name, sec, specs) for name, sec in by_device(doc)
@@ -384,6 +435,7 @@ def markdown(data, source=None):
     ]), ""]
     out += measurements_markdown(cpu, data["peaks"], "##", "hierarchy.png" if data["hierarchy"] else None)
     out += matmul_notes(cpu, gpu=False)
+    out += threads_markdown(data["threads"], "threads.png")
     out += decode_markdown(cpu, "decode.png", "##")
     out += unmeasured_markdown(cpu)
     out += drills_markdown(data["drills"])
@@ -557,7 +609,7 @@ def drills_markdown(d):
 
 
 def write_report(doc, out_dir, specs=(), source=None):
-    """reports/<id>/report.md with roofline.png, decode.png and hierarchy.png beside it; returns the paths.
+    """reports/<id>/report.md with its figures (roofline, decode, hierarchy, threads) beside it; returns the paths.
     `source` is the profile file's path, named in the report's header."""
     data = report_data(doc, specs)
     folder = os.path.join(out_dir, data["id"])
@@ -571,6 +623,9 @@ def write_report(doc, out_dir, specs=(), source=None):
     if data["hierarchy"]:
         paths.append(os.path.join(folder, "hierarchy.png"))
         plots.hierarchy(data["hierarchy"], paths[-1])
+    if data["threads"]:
+        paths.append(os.path.join(folder, "threads.png"))
+        plots.thread_scaling(data["threads"], paths[-1])
     for g in data["gpus"]:
         if g["roofline"]:
             paths.append(os.path.join(folder, f"roofline-{g['name']}.png"))

@@ -57,6 +57,28 @@ def test_hierarchy_series_hold_every_point_and_each_levels_band(doc):
     assert len(report.report_data(wrong)["hierarchy"]["points"]) == len(sweep) - 1  # a wrong sum is not drawn
 
 
+def test_thread_sweep_is_tabled_against_one_thread_and_says_where_memory_saturates(doc):
+    series = report.report_data(doc)["threads"]
+    triad, peak = series["kernels"]
+    assert (triad["label"], triad["threads"], triad["unit"]) == ("triad (fp64)", [1, 2], "B/s")
+    assert peak["best"] == [r["flops_per_s"] for r in doc["devices"]["cpu"]["thread_sweep"]["peak_fp32"]]
+    text = "\n".join(report.threads_markdown(series, "threads.png"))
+    assert "| 2 | 44.7 GB/s | 1.10x | 540.3 GFLOP/s | 1.99x |" in text
+    assert "The triad reaches 90% of its best rate at 1 of 2 threads: the memory saturates there" in text
+    wide = {"kernel": "triad", "threads": [1, 2, 4, 8, 16], "best": [10, 19, 36, 50, 52]}
+    assert report.saturation_threads(wide) == 8  # 50 >= 0.9 x 52, 36 is not
+    climbing = dict(wide, best=[10, 20, 40, 80, 160])
+    assert report.saturation_threads(climbing) == 16
+    bare = copy.deepcopy(doc)
+    bare["devices"]["cpu"]["thread_sweep"]["triad"][0]["validated"] = False  # a wrong triad is not a rate
+    series = report.report_data(bare)["threads"]
+    assert series["kernels"][0]["threads"] == [2]
+    assert "| 2 | 44.7 GB/s | n/a |" in "\n".join(report.threads_markdown(series, "threads.png"))
+    bare["devices"]["cpu"].pop("thread_sweep")
+    assert report.report_data(bare)["threads"] is None
+    assert "No thread sweep in this profile." in report.threads_markdown(None, "threads.png")
+
+
 def test_working_set_bands_in_words():
     assert report.working_set_band({"working_set_bytes_range": [0, 49152.0]}) == "up to 49.2 kB"
     assert report.working_set_band({"working_set_bytes_range": [196608, 1048576.0]}) == "196.6 kB to 1.0 MB"
@@ -76,7 +98,7 @@ def test_decode_series_hold_measurement_and_model(doc):
 def test_report_files_are_written_and_valid(doc, tmp_path):
     paths = report.write_report(doc, str(tmp_path), load_specs())
     names = sorted(os.path.basename(p) for p in paths)
-    assert names == ["decode.png", "hierarchy.png", "report.md", "roofline.png"]
+    assert names == ["decode.png", "hierarchy.png", "report.md", "roofline.png", "threads.png"]
     for p in paths:
         if p.endswith(".png"):
             with open(p, "rb") as f:
@@ -114,7 +136,7 @@ def test_a_profile_without_decode_gpu_or_counters_states_the_absences(doc, tmp_p
     for key in ("decode_attention", "model_validation", "hierarchy", "hierarchy_levels"):
         bare["devices"]["cpu"].pop(key)
     paths = report.write_report(bare, str(tmp_path))
-    assert sorted(os.path.basename(p) for p in paths) == ["report.md", "roofline.png"]
+    assert sorted(os.path.basename(p) for p in paths) == ["report.md", "roofline.png", "threads.png"]
     text = pathlib.Path(paths[-1]).read_text()
     assert "No decode attention measurements in this profile." in text
     assert "No hierarchy sweep in this profile." in text
