@@ -11,7 +11,7 @@ from harness.machine import last_level_cache_bytes
 from harness.profile import atomic_write_text, by_device, labelled_records
 from harness.specs import match_spec, spec_flag
 from harness.summary import (crossover_phrase, rate_unit, record_name, seed_weights_change, short_of_roofs_phrase, si,
-                             unmeasured_phrases)
+                             unmeasured_phrases, working_set_band)
 from harness.validation import LARGE_CACHE_FACTOR, roofs, swept_shape
 
 LEVELS = ("L1", "L2", "L3", "DRAM", "HBM")
@@ -107,17 +107,6 @@ def threads_markdown(series, image):
                    "such as decode attention gains little from them)." if enough < most else
                    f"fewer threads fall short of it, so the memory is not saturated before all {most} run."), ""]
     return out
-
-
-def working_set_band(entry):
-    """The working sets a hierarchy level's bandwidth was taken from, in words ('' where unknown)."""
-    if entry.get("bytes_per_sm_range"):
-        lo, hi = entry["bytes_per_sm_range"]
-        return f"{si(lo, 'B')} to {si(hi, 'B')} per SM"
-    lo, hi = entry.get("working_set_bytes_range") or [None, None]
-    if hi is None:
-        return f"from {si(lo, 'B')}" if lo else ""
-    return f"{si(lo, 'B')} to {si(hi, 'B')}" if lo else f"up to {si(hi, 'B')}"
 
 
 def roofline_series(who, sec, llc, memory="DRAM", clock="nominal clock"):

@@ -22,6 +22,17 @@ def natural_key(name):
     return [(0, int(part), "") if part.isdigit() else (1, 0, part) for part in re.split(r"(\d+)", name) if part]
 
 
+def working_set_band(entry):
+    """The working sets a hierarchy level's bandwidth was taken from, in words ('' where unknown)."""
+    if entry.get("bytes_per_sm_range"):
+        lo, hi = entry["bytes_per_sm_range"]
+        return f"{si(lo, 'B')} to {si(hi, 'B')} per SM"
+    lo, hi = entry.get("working_set_bytes_range") or [None, None]
+    if hi is None:
+        return f"from {si(lo, 'B')}" if lo else ""
+    return f"{si(lo, 'B')} to {si(hi, 'B')}" if lo else f"up to {si(hi, 'B')}"
+
+
 def crossover_phrase(batch):
     """How the FFN's weight read meets the balance: from the first whole batch at or past the
     crossover `batch` (at 11.2, batch 11 is still memory-bound)."""
@@ -64,8 +75,11 @@ def section_lines(section):
                 lines.append(record_line(f"hierarchy {rec['level']}", rec))
         elif key == "hierarchy_levels":
             for level, rec in value.items():
-                lines.append(f"{'level ' + level:<28} best {si(rec.get('bytes_per_s'), 'B/s'):>14}"
-                             + (f"  ({rec['reason']})" if rec.get("reason") else ""))
+                band = working_set_band(rec)
+                lines.append(f"{'level ' + level:<28} {si(rec.get('bytes_per_s'), 'B/s'):>14}" + (
+                    f"  ({rec['reason']})" if rec.get("reason") else
+                    f"  median of {rec.get('points')} points' best samples" + (f", working sets {band}" if band else "")
+                    + f"; best point {si(rec.get('max_bytes_per_s'), 'B/s')}"))
         elif key == "thread_sweep":
             for kernel, recs in value.items():
                 for rec in recs:

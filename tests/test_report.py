@@ -10,7 +10,7 @@ import matplotlib.image
 import pytest
 
 from conftest import FIXTURES, run_cli
-from harness import compare, report
+from harness import compare, report, summary
 from harness.export import export
 from harness.errors import HarnessError
 from harness.profile import load_profile, save_profile
@@ -79,12 +79,20 @@ def test_thread_sweep_is_tabled_against_one_thread_and_says_where_memory_saturat
     assert "No thread sweep in this profile." in report.threads_markdown(None, "threads.png")
 
 
+def test_a_levels_line_says_its_figure_is_a_median_of_points_not_the_best(doc):
+    lines = [line for line in section_lines(doc["devices"]["cpu"]) if line.startswith("level ")]
+    assert lines[1] == ("level L2                         399.1 GB/s  median of 5 points' best samples, "
+                        "working sets 196.6 kB to 1.0 MB; best point 509.5 GB/s")
+    empty = section_lines({"hierarchy_levels": {"L3": {"bytes_per_s": None, "reason": "no sweep point lies well inside"}}})
+    assert empty == ["level L3                                n/a  (no sweep point lies well inside)"]
+
+
 def test_working_set_bands_in_words():
-    assert report.working_set_band({"working_set_bytes_range": [0, 49152.0]}) == "up to 49.2 kB"
-    assert report.working_set_band({"working_set_bytes_range": [196608, 1048576.0]}) == "196.6 kB to 1.0 MB"
-    assert report.working_set_band({"working_set_bytes_range": [268435456, None]}) == "from 268.4 MB"
-    assert report.working_set_band({"bytes_per_sm_range": [16384, 65536]}) == "16.4 kB to 65.5 kB per SM"
-    assert report.working_set_band({"bytes_per_s": None, "reason": "no sweep point lies well inside this level"}) == ""
+    assert summary.working_set_band({"working_set_bytes_range": [0, 49152.0]}) == "up to 49.2 kB"
+    assert summary.working_set_band({"working_set_bytes_range": [196608, 1048576.0]}) == "196.6 kB to 1.0 MB"
+    assert summary.working_set_band({"working_set_bytes_range": [268435456, None]}) == "from 268.4 MB"
+    assert summary.working_set_band({"bytes_per_sm_range": [16384, 65536]}) == "16.4 kB to 65.5 kB per SM"
+    assert summary.working_set_band({"bytes_per_s": None, "reason": "no sweep point lies well inside this level"}) == ""
 
 
 def test_decode_series_hold_measurement_and_model(doc):
