@@ -122,7 +122,9 @@ def cmd_model(args):
     from harness.validation import compute_roof, roofs
 
     preset = model.load_preset(args.name)
-    model.check_dtype(args.dtype)
+    model.check_dtype(args.dtype, "weight and cache")
+    weight_dtype = model.check_dtype(args.weight_dtype or args.dtype, "weight")
+    cache_dtype = model.check_dtype(args.cache_dtype or args.dtype, "cache")
     if (args.bandwidth is None) != (args.flops is None):
         raise HarnessError("--bandwidth and --flops go together (bytes/s and FLOP/s)")
     if args.bandwidth is not None:
@@ -142,9 +144,9 @@ def cmd_model(args):
         bw, fma = roofs(devices[device])
         if not (bw and fma):
             raise HarnessError(f"profile {path} has no measured read bandwidth and fp32 peak for {device} to predict with")
-        peak, compute = compute_roof(devices[device], (args.dtype,), "torch" if device == "cpu" else "tensor-core")
+        peak, compute = compute_roof(devices[device], model.MATMUL_DTYPES[weight_dtype], "torch" if device == "cpu" else "tensor-core")
         where = f"{doc['machine']['id']} {device} ({path}: measured read bandwidth and {compute})"
-    step = model.decode_step(preset, args.dtype, args.batch, args.seq_len, bw, peak)
+    step = model.decode_step(preset, weight_dtype, args.batch, args.seq_len, bw, peak, cache_dtype)
     step["machine"] = where
     print(json.dumps(step, indent=2) if args.json else "\n".join(model_lines(step)))
     return 0
@@ -379,7 +381,9 @@ def parser():
     sp.add_argument("--device", help="the profile's device: cpu, gpu0, ... (default: its first GPU, else cpu)")
     sp.add_argument("--batch", type=positive_int, default=1)
     sp.add_argument("--seq-len", type=positive_int, default=4096)
-    sp.add_argument("--dtype", default="fp16", help="weight and cache dtype: fp32, fp16, bf16, int8, int4")
+    sp.add_argument("--dtype", default="fp16", help="weight and cache dtype: fp32, fp16, bf16, int8, int4 (default fp16)")
+    sp.add_argument("--weight-dtype", help="the weights' dtype, where it differs from --dtype (int4 weights, fp16 cache)")
+    sp.add_argument("--cache-dtype", help="the KV cache's dtype, where it differs from --dtype")
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=cmd_model)
 

@@ -24,13 +24,17 @@ SCALE_BYTES = {"int8": 4, "int4": 4}
 # weights' per-channel scales (one per output row) are under 0.1% and left out
 WEIGHT_GROUP_SIZE = 128
 WEIGHT_GROUP_BYTES = {"int4": 2.5}
+# the matmul dtypes a decode step's weight products can run in, per weight dtype: int4 weights are
+# widened to 16 bits in the kernel (W4A16, as GPTQ's and AWQ's kernels do), int8 ones multiply as int8
+MATMUL_DTYPES = {"fp32": ("fp32",), "fp16": ("fp16",), "bf16": ("bf16",), "int8": ("int8",), "int4": ("fp16", "bf16")}
 SOFTMAX_FLOPS_PER_SCORE = 5  # max, subtract, exp, sum, divide: reported apart from the 4*S*d
 PRESET_DIR = shipped_folder("profiles/models", "presets")
 
 
-def check_dtype(dtype):
+def check_dtype(dtype, what="cache"):
+    """`dtype` if the model knows it, else an error naming `what` it was given for."""
     if dtype not in BYTES_PER_ELEMENT:
-        raise HarnessError(f"unknown dtype {dtype!r}: valid cache dtypes are {', '.join(BYTES_PER_ELEMENT)}")
+        raise HarnessError(f"unknown {what} dtype {dtype!r}: valid are {', '.join(BYTES_PER_ELEMENT)}")
     return dtype
 
 
@@ -149,7 +153,7 @@ def seed_weight_params(layers, d_model):
 
 def bytes_per_weight(dtype):
     """s of a weight: its element, and for int4 its share of its group's scale and zero point."""
-    return BYTES_PER_ELEMENT[check_dtype(dtype)] + WEIGHT_GROUP_BYTES.get(dtype, 0) / WEIGHT_GROUP_SIZE
+    return BYTES_PER_ELEMENT[check_dtype(dtype, "weight")] + WEIGHT_GROUP_BYTES.get(dtype, 0) / WEIGHT_GROUP_SIZE
 
 
 def weight_bytes(params, dtype):
@@ -301,9 +305,11 @@ def preset_from_doc(doc, path):
     return preset
 
 
-def decode_step(preset, dtype, batch, seq_len, bandwidth_bytes_per_s, peak_flops_per_s):
-    """Predicted per-token decode on a machine: weights and cache, time, regime, crossover."""
-    shape = preset.shape(seq_len, dtype, batch)
+def decode_step(preset, dtype, batch, seq_len, bandwidth_bytes_per_s, peak_flops_per_s, cache_dtype=None):
+    """Predicted per-token decode on a machine: weights (in `dtype`) and cache (in `cache_dtype`,
+    by default the weights'), time, regime, crossover."""
+    cache_dtype = cache_dtype or dtype
+    shape = preset.shape(seq_len, cache_dtype, batch)
     params = preset.weight_params
     w_bytes = weight_bytes(params, dtype)
     c_bytes = cache_bytes(shape)
@@ -313,7 +319,7 @@ def decode_step(preset, dtype, batch, seq_len, bandwidth_bytes_per_s, peak_flops
     balance = machine_balance(peak_flops_per_s, bandwidth_bytes_per_s)
     time_s = predicted_time_s(flops, total_bytes, peak_flops_per_s, bandwidth_bytes_per_s)
     return {
-        "model": preset.name, "dtype": dtype, "batch": batch, "seq_len": seq_len,
+        "model": preset.name, "weight_dtype": dtype, "cache_dtype": cache_dtype, "batch": batch, "seq_len": seq_len,
         "layers": preset.layers, "d_model": preset.d_model, "heads": preset.heads, "kv_heads": preset.kv_heads,
         "window": preset.window, "context_tokens": preset.context_tokens,
         "weight_bytes": w_bytes, "weights_counted": "architecture" if preset.ffn_dim else "seed 12*L*d^2",

@@ -213,7 +213,7 @@ def seed_weights_note(step):
 def model_lines(step):
     """`harness model` as text."""
     return [
-        f"{step['model']} {step['dtype']}, batch {step['batch']}, seq_len {step['seq_len']} on {step['machine']}",
+        f"{step['model']} {dtypes_phrase(step)}, batch {step['batch']}, seq_len {step['seq_len']} on {step['machine']}",
         f"  roofs: {si(step['bandwidth_bytes_per_s'], 'B/s')} and {si(step['peak_flops_per_s'], 'FLOP/s')}: "
         f"balance {step['balance']:.1f} FLOP/byte",
         f"  weights  {si(step['weight_bytes'], 'B'):>10}  {step['weights_time_s'] * 1e3:10.2f} ms"
@@ -226,6 +226,12 @@ def model_lines(step):
         f"  intensity: attention {step['attention_intensity']:.2f}, weights {step['weight_intensity']:.2f} FLOP/byte; "
         f"the FFN {crossover_phrase(step['crossover_batch'])}",
     ] + beyond_context_lines(step)
+
+
+def dtypes_phrase(step):
+    """'fp16', or 'int4 weights, fp16 cache' where the two differ."""
+    w, c = step["weight_dtype"], step["cache_dtype"]
+    return w if w == c else f"{w} weights, {c} cache"
 
 
 def beyond_context_lines(step):

@@ -223,7 +223,7 @@ def test_model_with_explicit_rates_reproduces_the_seed_figures():
     proc = run_cli("model", "llama-2-7b", "--bandwidth", "2e12", "--flops", "312e12", "--seq-len", "1", "--json")
     assert proc.returncode == 0, proc.stderr
     step = json.loads(proc.stdout)
-    for key in ("model", "dtype", "batch", "seq_len", "weight_bytes", "cache_bytes", "flops", "intensity",
+    for key in ("model", "weight_dtype", "cache_dtype", "batch", "seq_len", "weight_bytes", "cache_bytes", "flops", "intensity",
                 "bandwidth_bytes_per_s", "peak_flops_per_s", "predicted_time_s", "regime"):
         assert key in step
     assert step["seed_weight_bytes"] == pytest.approx(12.9e9, rel=0.01)  # the page's 12*L*d^2*s
@@ -267,7 +267,9 @@ def test_model_against_a_profile(quick_profile):
 
 @pytest.mark.parametrize("args,needle", [
     (["model", "gpt-9"], "valid presets are llama-2-7b"),
-    (["model", "llama-2-7b", "--dtype", "fp8", "--bandwidth", "1e9", "--flops", "1e9"], "valid cache dtypes"),
+    (["model", "llama-2-7b", "--dtype", "fp8", "--bandwidth", "1e9", "--flops", "1e9"], "unknown weight and cache dtype 'fp8'"),
+    (["model", "llama-2-7b", "--weight-dtype", "int3", "--bandwidth", "1e9", "--flops", "1e9"], "unknown weight dtype 'int3'"),
+    (["model", "llama-2-7b", "--cache-dtype", "fp8", "--bandwidth", "1e9", "--flops", "1e9"], "unknown cache dtype 'fp8'"),
     (["model", "llama-2-7b", "--bandwidth", "1e9"], "go together"),
     (["model", "llama-2-7b", "--bandwidth", "-1", "--flops", "1e12"], "must be a finite number above 0"),
     (["model", "llama-2-7b", "--bandwidth", "1e9", "--flops", "0"], "must be a finite number above 0"),

@@ -394,6 +394,11 @@ def test_model_predicts_with_a_gpus_roofs(fake_gpu_machine, tmp_path, capsys):
     read = doc["devices"]["gpu0"]["bandwidth"]["read"]["bytes_per_s"]
     assert step["bandwidth_bytes_per_s"] == read and step["peak_flops_per_s"] == 7.5e14
     assert "gpu0" in step["machine"] and "tensor-core fp16" in step["machine"]
+    # int4 weights are widened to 16 bits for the matmul (W4A16): the fp16 tensor cores, not the FMA chains
+    assert cli.main(["model", "llama-2-7b", "--profile", str(path), "--weight-dtype", "int4", "--json"]) == 0
+    step = json.loads(capsys.readouterr().out)
+    assert step["peak_flops_per_s"] == 7.5e14 and "tensor-core fp16" in step["machine"]
+    assert (step["weight_dtype"], step["cache_dtype"]) == ("int4", "fp16")
     assert cli.main(["model", "llama-2-7b", "--profile", str(path), "--device", "cpu"]) == 2
     assert "no device 'cpu'" in capsys.readouterr().err
     # a `--device all` profile of a GPU machine: the GPU unless --device cpu asks for the CPU

@@ -126,6 +126,23 @@ def test_int4_weights_carry_their_groups_scale_and_zero_point():
     assert model.weight_intensity(model.crossover_batch(100, "int4"), "int4") == pytest.approx(100)
 
 
+def test_weights_and_cache_take_their_own_dtypes():
+    """int4 weights beside an fp16 cache (AWQ, GPTQ serving), or fp16 weights beside an int8 cache:
+    each side's bytes from its own dtype, the FFN's crossover from the weights', the attention's
+    intensity from the cache's."""
+    preset = model.load_preset("llama-3-8b")
+    mixed = model.decode_step(preset, "int4", 1, 4096, 1e12, 1e14, cache_dtype="fp16")
+    int4, fp16 = (model.decode_step(preset, d, 1, 4096, 1e12, 1e14) for d in ("int4", "fp16"))
+    assert (mixed["weight_dtype"], mixed["cache_dtype"]) == ("int4", "fp16")
+    assert mixed["weight_bytes"] == int4["weight_bytes"] and mixed["cache_bytes"] == fp16["cache_bytes"]
+    assert mixed["crossover_batch"] == int4["crossover_batch"]
+    assert mixed["attention_intensity"] == fp16["attention_intensity"]
+    assert (fp16["weight_dtype"], fp16["cache_dtype"]) == ("fp16", "fp16")  # one dtype for both by default
+    assert model.MATMUL_DTYPES["int4"] == ("fp16", "bf16") and set(model.MATMUL_DTYPES) == set(model.BYTES_PER_ELEMENT)
+    with pytest.raises(HarnessError, match="unknown weight dtype 'fp8'"):
+        model.bytes_per_weight("fp8")
+
+
 @pytest.mark.parametrize("name,kv_heads,window,context", [("llama-2-7b", 32, None, 4096), ("llama-3-8b", 8, None, 8192),
                                                           ("mistral-7b", 8, 4096, 8192)])
 def test_presets_load_with_sources(name, kv_heads, window, context):
@@ -197,7 +214,7 @@ def test_bad_hugging_face_configs(tmp_path, change, needle):
     (dict(heads=32, kv_heads=5), "divisible"),
     (dict(seq_len=0), "seq-len must be a positive"),
     (dict(head_dim=-1), "head-dim"),
-    (dict(dtype="fp8"), "valid cache dtypes"),
+    (dict(dtype="fp8"), "unknown cache dtype 'fp8': valid are fp32, fp16, bf16, int8, int4"),
 ])
 def test_bad_shapes(kwargs, needle):
     args = dict(seq_len=10, heads=4, kv_heads=4, head_dim=8, dtype="fp32")
