@@ -60,3 +60,29 @@ def run_cli(*args, env_extra=None, cwd=None):
     env = dict(os.environ, HARNESS_TINY="1", PYTHONPATH=ROOT, **(env_extra or {}))
     return subprocess.run([sys.executable, "-m", "harness", *args], capture_output=True, text=True,
                           env=env, cwd=cwd or ROOT, timeout=600)
+
+
+# mappings whose keys are data (package names, dtypes, kernels, settings), not schema fields
+DATA_KEYED = {"packages", "median_s_per_setting", "calls_per_setting", "dtype_ratios", "flops_per_s", "balance",
+              "hierarchy_levels", "bandwidth", "bandwidth_fp32", "peak_flops", "tensor_flops", "thread_sweep",
+              "devices", "source", "ops_per_cycle_per_core", "flops_per_cycle_per_core", "per_dtype"}
+
+
+def undocumented_fields(doc):
+    """The field names in a profile that docs/profile.md does not name."""
+    with open(os.path.join(ROOT, "docs", "profile.md"), encoding="utf-8") as f:
+        text = f.read()
+    missing = set()
+
+    def walk(node, parent):
+        if isinstance(node, dict):
+            for key, value in node.items():
+                if parent not in DATA_KEYED and isinstance(key, str) and key not in text:
+                    missing.add(key)
+                walk(value, key)
+        elif isinstance(node, list):
+            for item in node:
+                walk(item, parent)
+
+    walk(doc, None)
+    return missing

@@ -15,7 +15,7 @@ import pytest
 
 import fakes
 import nvrtc
-from conftest import ROOT
+from conftest import ROOT, undocumented_fields
 from harness import profile, report, run, validation
 from harness.errors import HarnessError
 from harness.specs import load_specs
@@ -237,6 +237,8 @@ def test_gpu_profile_with_torch_tensor_cores_and_sdpa(fake_gpu_with_cpu_torch, t
     assert {"cupy-fused", "torch-sdpa[math]", "torch-naive"} <= impls
     path = tmp_path / "gpu.yaml"
     profile.save_profile(doc, str(path))
+    missing = sorted(undocumented_fields(profile.load_profile(str(path))))
+    assert not missing, f"fields docs/profile.md does not describe: {missing}"
     text = pathlib.Path(report.write_report(profile.load_profile(str(path)), str(tmp_path / "r"), load_specs())[-1]).read_text()
     assert "| tensor-core matmul bf16 |" in text and "(datasheet, dense)" in text
     assert "| torch-sdpa[math] |" in text
