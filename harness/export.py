@@ -12,6 +12,9 @@ from harness.profile import default_device, device_names
 from harness.validation import compute_roof, matmul_rate, roofs
 
 FORMATS = ("llm-analysis",)
+# llm-analysis takes peak_i4_TFLOPS for products of int4 weights and int4 activations; no int4 matmul
+# is measured here, so they are rated as they would run widened: int8 (or, on a CPU, 16-bit floats)
+I4_WIDENED_TO = ("int8", "bf16", "fp16")
 
 
 def llm_analysis(doc, device=None):
@@ -43,23 +46,28 @@ def llm_analysis(doc, device=None):
         mem = (doc["machine"].get("cpu") or {}).get("memory_bytes")
         config["mem_per_GPU_in_GB"] = round(mem / 1e9, 1) if mem else None
         for key, dtypes in (("peak_fp16_TFLOPS", ("bf16", "fp16")), ("peak_i8_TFLOPS", ("int8",)),
-                            ("peak_i4_TFLOPS", ())):
+                            ("peak_i4_TFLOPS", I4_WIDENED_TO)):
             rate, how = compute_roof(sec, dtypes)
             config[key] = round(rate / 1e12, 4)
             notes.append(f"{key}: the measured {how}" + (" (no faster validated matmul in the profile)"
-                                                         if how == "fp32 FMA peak" else ""))
+                                                         if how == "fp32 FMA peak" else "")
+                         + (" (int4 products widened: no int4 matmul is measured)" if key == "peak_i4_TFLOPS" else ""))
         notes.append("mem_per_GPU_in_GB: the machine's RAM")
         return config, notes
     mem = (sec.get("gpu") or {}).get("memory_bytes")
     config["mem_per_GPU_in_GB"] = round(mem / 1e9, 1) if mem else None
-    for key, dtype in (("peak_fp16_TFLOPS", "fp16"), ("peak_i8_TFLOPS", "int8")):
+    for key, dtype, guess in (("peak_fp16_TFLOPS", "fp16", None), ("peak_i8_TFLOPS", "int8", "2x"),
+                              ("peak_i4_TFLOPS", "int8", "4x")):
         rate = matmul_rate(tensor, dtype)
         if rate:
             config[key] = round(rate / 1e12, 4)
-            notes.append(f"{key}: measured tensor-core matmul ({dtype}, torch.matmul)")
+            notes.append(f"{key}: measured tensor-core matmul ({dtype}, {(tensor.get(dtype) or {}).get('via', 'torch')})"
+                         + (" (int4 products widened to int8: no int4 matmul is measured, and Hopper has no int4 "
+                            "tensor cores)" if key == "peak_i4_TFLOPS" else ""))
         else:
-            notes.append(f"{key}: not measured (null): {tensor.get('reason') or 'no validated tensor-core ' + dtype + ' matmul'}")
-    notes += ["peak_i4_TFLOPS: not measured (null)", "mem_per_GPU_in_GB: NVML's memory size"]
+            notes.append(f"{key}: not measured (null): {tensor.get('reason') or 'no validated tensor-core ' + dtype + ' matmul'}"
+                         + (f"; llm-analysis then assumes {guess} peak_fp16_TFLOPS, a figure nobody measured" if guess else ""))
+    notes.append("mem_per_GPU_in_GB: NVML's memory size")
     return config, notes
 
 

@@ -374,8 +374,15 @@ def test_export_for_llm_analysis_takes_the_gpu(fake_gpu_machine):
     assert config["name"].endswith("-gpu0-measured") and config["mem_per_GPU_in_GB"] == 85.5
     assert config["hbm_bandwidth_in_GB_per_sec"] == round(sec["bandwidth"]["read"]["bytes_per_s"] / 1e9, 2)
     assert config["peak_fp16_TFLOPS"] is None and any("torch is not installed" in n for n in notes)
-    sec["tensor_flops"] = {"fp16": {"validated": True, "flops_per_s": 7.5e14}}
-    assert export(doc, "llm-analysis", "gpu0")[0]["peak_fp16_TFLOPS"] == 750.0
+    # a null i8 or i4 is filled by llm-analysis with 2x or 4x the fp16 rate: said, as nobody measured it
+    assert any(n.startswith("peak_i4_TFLOPS: not measured (null)") and "assumes 4x peak_fp16_TFLOPS" in n for n in notes)
+    sec["tensor_flops"] = {"fp16": {"validated": True, "flops_per_s": 7.5e14},
+                           "int8": {"validated": True, "flops_per_s": 1.4e15, "via": "torch._int_mm"}}
+    config, notes = export(doc, "llm-analysis", "gpu0")
+    assert config["peak_fp16_TFLOPS"] == 750.0 and config["peak_i8_TFLOPS"] == config["peak_i4_TFLOPS"] == 1400.0
+    assert "peak_i8_TFLOPS: measured tensor-core matmul (int8, torch._int_mm)" in notes
+    assert any(n.startswith("peak_i4_TFLOPS: measured tensor-core matmul (int8, torch._int_mm) (int4 products widened")
+               for n in notes)
     with pytest.raises(HarnessError, match="no device 'cpu': it has gpu0"):
         export(doc, "llm-analysis", "cpu")
 

@@ -236,6 +236,10 @@ def test_a_cpus_torch_matmuls_are_tabled_and_exported(doc):
     assert config["peak_fp16_TFLOPS"] == pytest.approx(2 * fp32_fma / 1e12, rel=1e-3)  # bf16, not the slow fp16
     assert config["peak_i8_TFLOPS"] == pytest.approx(fp32_fma / 1e12, rel=1e-3)  # int8 refused: the FMA peak
     assert "peak_fp16_TFLOPS: the measured torch bf16 matmul peak" in notes
+    # int4 x int4 products (llm-analysis' peak_i4) run widened: here as bf16, the fastest validated way
+    assert config["peak_i4_TFLOPS"] == config["peak_fp16_TFLOPS"]
+    assert ("peak_i4_TFLOPS: the measured torch bf16 matmul peak (int4 products widened: no int4 matmul is measured)"
+            in notes)
     cpu_doc["devices"]["cpu"]["tensor_flops"] = {"reason": "torch is not installed (no module)"}
     assert "Matmul peaks not measured: torch is not installed" in report.markdown(report.report_data(cpu_doc))
 
