@@ -130,7 +130,7 @@ def hierarchy(series, path):
         lo, hi = (lv["lo"] / 1.25, lv["hi"] * 1.25) if lv["lo"] == lv["hi"] else (lv["lo"], lv["hi"])  # one point: still seen
         ax.axvspan(lo, hi, color=colour, alpha=0.08)
         ax.hlines(lv["bytes_per_s"], lo, hi, color=colour, linewidth=3, alpha=0.6,
-                  label=f"{lv['level']}: {si(lv['bytes_per_s'], 'B/s')} (median of the points in its band)")
+                  label=f"{lv['level']}: {si(lv['bytes_per_s'], 'B/s')} (median of its band's best samples)")
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     rates = [p["bytes_per_s"] for p in series["points"]]

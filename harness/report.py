@@ -15,6 +15,8 @@ from harness.summary import (crossover_phrase, rate_unit, record_name, seed_weig
 from harness.validation import LARGE_CACHE_FACTOR, roofs, swept_shape
 
 LEVELS = ("L1", "L2", "L3", "DRAM", "HBM")
+SATURATION_SHARE = 0.9  # of the best triad rate of the sweep: the threads that reach it saturate the memory
+SWEPT_KERNELS = {"triad": "triad (fp64)", "peak_fp32": "fp32 FMA peak"}  # thread_sweep's kernels, as labelled
 HOLDS = {True: "yes", False: "no", None: "undecided (the memory's speed changed while the point ran: profile again)"}
 
 
@@ -57,10 +59,6 @@ def hierarchy_series(who, sec):
         levels.append({"level": name, "bytes_per_s": entry["bytes_per_s"],
                        "lo": max(lo or 0, min(at_level)), "hi": min(hi or float("inf"), max(at_level))})
     return {"title": f"{who}: read bandwidth against working set", "points": points, "levels": levels}
-
-
-SATURATION_SHARE = 0.9  # of the best triad rate of the sweep: the threads that reach it saturate the memory
-SWEPT_KERNELS = {"triad": "triad (fp64)", "peak_fp32": "fp32 FMA peak"}  # thread_sweep's kernels, as labelled
 
 
 def thread_series(who, sec):
@@ -463,8 +461,8 @@ def measurements_markdown(sec, peaks, h, hierarchy_png=None):
         out += [table(["level", "bandwidth (median of points)", "best point", "points", "working sets"],
                       [[lv, si(v.get("bytes_per_s"), "B/s"), si(v.get("max_bytes_per_s"), "B/s"), v.get("points", v.get("reason", "")),
                         working_set_band(v)] for lv, v in levels.items()]), "",
-                "Each level's bandwidth is taken from the points well inside it (a cache from twice the level below "
-                "to half its own size), so the points at a boundary, partly in two levels, set no level.", ""]
+                "Each level's bandwidth is the median over the points well inside it (the working sets in the last "
+                "column), so the points at a boundary, partly in two levels, set no level.", ""]
     else:
         out += ["No hierarchy sweep in this profile.", ""]
     return out
