@@ -66,6 +66,15 @@ def metric_samples(doc):
     return out
 
 
+def metric_label(name):
+    """A metric's name as the report shows it: a hierarchy point's working set also in bytes' units
+    ('hierarchy.16384 (16.4 kB)'); the name itself is what config patterns match."""
+    parts = name.split(".")
+    if len(parts) >= 2 and parts[-2] == "hierarchy" and parts[-1].isdigit():
+        return f"{name} ({si(int(parts[-1]), 'B')})"
+    return name
+
+
 def metric_device(name):
     """The device a metric name of metric_samples belongs to ("gpu0.bandwidth.read": gpu0; unprefixed: cpu)."""
     head = name.split(".", 1)[0]
@@ -281,11 +290,12 @@ def markdown(result, base_path, new_path):
         if r.get("reason", "").startswith("only in the"):
             continue  # listed below the table, one line per side
         if "change" in r:
-            out.append(f"| {r['verdict']} | {r['metric']} | {value_text(r['base'], r['unit'])} | {value_text(r['new'], r['unit'])} | "
+            out.append(f"| {r['verdict']} | {metric_label(r['metric'])} | {value_text(r['base'], r['unit'])} | "
+                       f"{value_text(r['new'], r['unit'])} | "
                        f"{r['change']:+.1%} | [{r['ci'][0]:+.1%}, {r['ci'][1]:+.1%}] | "
                        f"{value_text(r['base_iqr'], r['unit'])} / {value_text(r['new_iqr'], r['unit'])} | {r['threshold']:.0%} |")
         else:
-            out.append(f"| {r['verdict']} | {r['metric']} | {value_text(r.get('base'), r.get('unit'))} | "
+            out.append(f"| {r['verdict']} | {metric_label(r['metric'])} | {value_text(r.get('base'), r.get('unit'))} | "
                        f"{value_text(r.get('new'), r.get('unit'))} | | | | {r.get('reason', '')} |")
     for side, names in one_sided.items():
         other = "new" if side == "base" else "base"

@@ -165,6 +165,9 @@ def test_sizes_in_metric_names_sort_as_numbers_in_the_rows_and_the_report():
     assert [n for n in names if n.startswith("hierarchy.")] == ["hierarchy.16384", "hierarchy.131072", "hierarchy.1048576"]
     text = compare.markdown(result, "a", "b")
     assert text.index("hierarchy.16384 ") < text.index("hierarchy.131072 ") < text.index("hierarchy.1048576 ")
+    assert "| hierarchy.131072 (131.1 kB) |" in text and compare.metric_label("gpu0.hierarchy.1048576") == (
+        "gpu0.hierarchy.1048576 (1.0 MB)")
+    assert compare.metric_label("bandwidth.read") == "bandwidth.read"
 
 
 def test_per_metric_thresholds_from_a_config(tmp_path):
