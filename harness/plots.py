@@ -87,8 +87,9 @@ def decode_vs_seq_len(series, path):
         if any(f is not None for f in s["fraction_of_bandwidth"]):
             ax_f.plot(s["seq_len"], s["fraction_of_bandwidth"], marker=marker, color=colour, label=f"{s['impl']} {s['dtype']}")
     for m in series.get("models", []):
-        ax_t.plot(m["seq_len"], m["predicted_time_s"], linestyle=":", linewidth=2,
-                  color=DTYPE_COLOURS.get(m["dtype"], "grey"), label=f"model {m['dtype']}")
+        ax_t.plot(m["seq_len"], m["predicted_time_s"], linestyle=":", linewidth=2, marker="_", markersize=16,
+                  markeredgewidth=2, color=DTYPE_COLOURS.get(m["dtype"], "grey"),
+                  label=f"model {m['dtype']}")  # the marker: a dtype measured at one length has no line to draw
     for ax in (ax_t, ax_f):
         ax.set_xscale("log", base=2)
         ax.set_xlabel("seq_len (tokens in the KV cache)")
