@@ -8,6 +8,7 @@ import sys
 
 from harness import interrupt
 from harness.errors import HarnessError
+from harness.profile import by_device
 
 EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
@@ -23,8 +24,6 @@ def note_devices_left_behind(replaced, out, device, gpus):
     devices the run will not measure (`--device cpu` over a profile with gpu0): they go to history/ with it."""
     if replaced is None:
         return
-    from harness.profile import by_device
-
     chosen = [x.strip() for x in gpus.split(",")] if gpus is not None else None
     if chosen is not None and not all(x.isdigit() for x in chosen):
         return  # a malformed --gpus is refused before probing, with its own error
@@ -42,6 +41,16 @@ def note_devices_left_behind(replaced, out, device, gpus):
               "(--device all profiles every device into one file)", file=sys.stderr)
 
 
+def note_quick_over_full(replaced, out, quick):
+    """A note, before any probe runs, where a --quick run replaces a full profile: its shorter sweeps
+    are not comparable with the full ones (their probe hashes differ), and the full one goes to history/."""
+    full = [name for name, sec in by_device(replaced or {}) if sec.get("quick") is False]
+    if quick and full:
+        print(f"harness: note: {out} holds a full profile of {', '.join(full)}; this --quick run replaces it with "
+              "shorter sweeps, not comparable with the full ones (the full profile moves to history/; "
+              "--out elsewhere keeps it in place)", file=sys.stderr)
+
+
 def cmd_profile(args):
     """Measure this machine and write its profile (previous one kept in history/)."""
     from harness import machine
@@ -54,6 +63,7 @@ def cmd_profile(args):
     out = args.out or default_profile_path(machine_id)
     replaced = check_writable(out, machine_id)  # before minutes of probing, not after
     note_devices_left_behind(replaced, out, args.device, args.gpus)
+    note_quick_over_full(replaced, out, args.quick)
     progress, written = stderr_progress(), []
 
     def checkpoint(doc):  # the measurements, written before ncu's re-runs (rewritten with their counts)

@@ -325,6 +325,23 @@ def test_profile_notes_the_devices_its_run_leaves_behind(tmp_path, monkeypatch, 
         assert "does not measure" not in err
 
 
+@pytest.mark.parametrize("stored_quick, run_quick, noted", [(False, True, True), (False, False, False), (True, True, False)])
+def test_a_quick_run_over_a_full_profile_says_so_before_probing(tmp_path, monkeypatch, capsys, stored_quick, run_quick,
+                                                                 noted):
+    from harness import cli, run
+    from harness.errors import HarnessError
+
+    doc = load_profile(COMMITTED_PROFILE)
+    doc["machine"]["id"] = identify_cpu()["id"]
+    doc["devices"]["cpu"]["quick"] = stored_quick
+    out = tmp_path / "m.yaml"
+    save_profile(doc, out)
+    monkeypatch.setattr(run, "build_profile", lambda **_: (_ for _ in ()).throw(HarnessError("stopped before probing")))
+    assert cli.main(["profile", "--out", str(out)] + (["--quick"] if run_quick else [])) == 2
+    err = capsys.readouterr().err
+    assert (f"{out} holds a full profile of cpu; this --quick run replaces it with shorter sweeps" in err) == noted
+
+
 def test_a_reader_that_goes_away_ends_the_output_quietly(tmp_path):
     """`harness compare A B | head`: no BrokenPipeError traceback, exit 141 as a shell reports it."""
     out = tmp_path / "report.md"

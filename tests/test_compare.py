@@ -126,6 +126,11 @@ def test_machine_and_software_differences_are_listed():
     assert result["same_machine"] is False
     text = compare.markdown(result, "a.yaml", "b.yaml")
     assert "two different machines" in text and "package numba" in text
+    quick = profile({})
+    quick["devices"]["cpu"]["quick"] = True
+    full = profile({})
+    full["devices"]["cpu"]["quick"] = False
+    assert ["quick run", False, True] in [list(d) for d in compare.identity_differences(full, quick)]
 
 
 def test_each_runs_own_warnings_head_the_report():
