@@ -42,13 +42,14 @@ def note_devices_left_behind(replaced, out, device, gpus):
 
 
 def note_quick_over_full(replaced, out, quick):
-    """A note, before any probe runs, where a --quick run replaces a full profile: its shorter sweeps
-    are not comparable with the full ones (their probe hashes differ), and the full one goes to history/."""
+    """A note, before any probe runs, where a --quick run replaces a full profile: its sweeps measure
+    fewer points (hierarchy sizes, decode lengths and dtypes), so the full profile's others leave
+    with it for history/."""
     full = [name for name, sec in by_device(replaced or {}) if sec.get("quick") is False]
     if quick and full:
         print(f"harness: note: {out} holds a full profile of {', '.join(full)}; this --quick run replaces it with "
-              "shorter sweeps, not comparable with the full ones (the full profile moves to history/; "
-              "--out elsewhere keeps it in place)", file=sys.stderr)
+              "sweeps of fewer points (the full profile moves to history/; --out elsewhere keeps it in place)",
+              file=sys.stderr)
 
 
 def cmd_profile(args):

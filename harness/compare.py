@@ -40,7 +40,7 @@ IDENTITY_FIELDS = [  # (label, path into the profile); compared and listed when 
     ("kernel", ("software", "kernel")), ("python", ("software", "python")),
     ("numba threading layer", ("software", "numba", "layer")),
     ("OpenMP affinity", ("software", "numba", "openmp_affinity")), ("threads used", ("devices", "cpu", "threads")),
-    ("quick run", ("devices", "cpu", "quick")),  # --quick's shorter sweeps: their metrics are not comparable
+    ("quick run", ("devices", "cpu", "quick")),  # --quick sweeps fewer points: the others are in one profile only
     ("GPU 0", ("devices", "gpu0", "gpu", "name")), ("GPU 0 UUID", ("devices", "gpu0", "gpu", "uuid")),
     ("GPU driver", ("devices", "gpu0", "gpu", "driver_version")),
 ]

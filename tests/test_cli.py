@@ -339,7 +339,7 @@ def test_a_quick_run_over_a_full_profile_says_so_before_probing(tmp_path, monkey
     monkeypatch.setattr(run, "build_profile", lambda **_: (_ for _ in ()).throw(HarnessError("stopped before probing")))
     assert cli.main(["profile", "--out", str(out)] + (["--quick"] if run_quick else [])) == 2
     err = capsys.readouterr().err
-    assert (f"{out} holds a full profile of cpu; this --quick run replaces it with shorter sweeps" in err) == noted
+    assert (f"{out} holds a full profile of cpu; this --quick run replaces it with sweeps of fewer points" in err) == noted
 
 
 def test_a_reader_that_goes_away_ends_the_output_quietly(tmp_path):
