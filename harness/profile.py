@@ -20,11 +20,20 @@ LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 BANDWIDTH_KERNELS = ("copy", "scale", "add", "triad", "read")
 PEAK_DTYPES = ("fp64", "fp32")
+STAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # created_utc: history/ names files by it and sorts by it
 
 
 def utc_now():
     """Current UTC time as an ISO 8601 string with a Z suffix, to the second."""
-    return dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return dt.datetime.now(dt.timezone.utc).strftime(STAMP_FORMAT)
+
+
+def is_utc_stamp(value):
+    """Whether `value` is a time as utc_now writes it."""
+    try:
+        return isinstance(value, str) and dt.datetime.strptime(value, STAMP_FORMAT).strftime(STAMP_FORMAT) == value
+    except ValueError:
+        return False
 
 
 def _require(cond, source, what):
@@ -40,7 +49,8 @@ def validate(doc, source="<profile>"):
     if version != SCHEMA_VERSION:
         raise HarnessError(f"profile {source} has schema_version {version!r}; this harness reads "
                            f"version {SCHEMA_VERSION} only")
-    _require(isinstance(doc.get("created_utc"), str), source, "created_utc must be a string")
+    _require(is_utc_stamp(doc.get("created_utc")), source,
+             f"created_utc must be a UTC time as harness writes it (2026-12-06T11:09:36Z), got {doc.get('created_utc')!r}")
     machine = doc.get("machine")
     _require(isinstance(machine, dict) and isinstance(machine.get("id"), str) and machine["id"],
              source, "machine.id must be a non-empty string")

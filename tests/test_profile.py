@@ -103,6 +103,13 @@ def test_an_unwritable_output_path_is_one_error_naming_it(tmp_path):
     ("schema_version: 99\n", "schema_version 99"),
     ("schema_version: 1\ncreated_utc: '2026-11-25T08:00:00Z'\nmachine: {}\nsoftware: {}\ndevices: {}\n",
      "machine.id"),
+    # history/ names the replaced profile's file by its created_utc, and sorts by it
+    ("schema_version: 1\ncreated_utc: '../../elsewhere'\nmachine: {id: x}\nsoftware: {}\ndevices: {}\n",
+     "created_utc must be a UTC time as harness writes it (2026-12-06T11:09:36Z), got '../../elsewhere'"),
+    ("schema_version: 1\ncreated_utc: '2026-11-25 08:00'\nmachine: {id: x}\nsoftware: {}\ndevices: {}\n",
+     "created_utc must be a UTC time"),
+    ("schema_version: 1\ncreated_utc: 2026-11-25T08:00:00Z\nmachine: {id: x}\nsoftware: {}\ndevices: {}\n",
+     "got datetime.datetime(2026, 11, 25, 8, 0"),  # unquoted: YAML's timestamp, not the harness's text
 ])
 def test_malformed_profiles_are_rejected_with_the_file_named(tmp_path, text, message):
     path = tmp_path / "bad.yaml"
