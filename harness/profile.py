@@ -7,6 +7,7 @@ Changelog of the format (loading an unknown version is an error):
 
 import datetime as dt
 import os
+import re
 import tempfile
 
 import yaml
@@ -21,6 +22,7 @@ DUMPER = getattr(yaml, "CSafeDumper", yaml.SafeDumper)
 BANDWIDTH_KERNELS = ("copy", "scale", "add", "triad", "read")
 PEAK_DTYPES = ("fp64", "fp32")
 STAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # created_utc: history/ names files by it and sorts by it
+MACHINE_ID = r"[a-z0-9]+(-[a-z0-9]+)*"  # machine.slug's: profiles/, history/ and reports/ name paths by it
 
 
 def utc_now():
@@ -54,6 +56,8 @@ def validate(doc, source="<profile>"):
     machine = doc.get("machine")
     _require(isinstance(machine, dict) and isinstance(machine.get("id"), str) and machine["id"],
              source, "machine.id must be a non-empty string")
+    _require(re.fullmatch(MACHINE_ID, machine["id"]), source, f"machine.id must be a slug as harness writes it "
+             f"(lower-case letters, digits and dashes: amd-epyc-zen4-2c), got {machine['id']!r}")
     _require(isinstance(doc.get("software"), dict), source, "software must be a mapping")
     devices = doc.get("devices")
     _require(isinstance(devices, dict), source, "devices must be a mapping")

@@ -30,6 +30,17 @@ def test_machine_slug_is_stable_and_readable(model, cores, expected):
     assert machine.machine_slug(model, cores) == expected
 
 
+@pytest.mark.parametrize("model", ["", "???", "Neoverse-V2", "Ünïcode CPU (TM) @ 3.0GHz", "  x  "])
+def test_every_slug_is_an_id_a_profile_may_hold(model):
+    """profile.validate holds machine.id to profile.MACHINE_ID: whatever a CPU calls itself, its own
+    profile must load."""
+    import re
+
+    from harness.profile import MACHINE_ID
+
+    assert re.fullmatch(MACHINE_ID, machine.machine_slug(model, 2))
+
+
 @pytest.mark.parametrize("fixture,expected", [("cpuinfo-amd-epyc-zen4-kvm.txt", "amd-epyc-zen4-2c"),
                                               ("cpuinfo-amd-epyc-zen5-kvm.txt", "amd-epyc-zen5-2c"),
                                               ("cpuinfo-intel-xeon-family6-model207-kvm.txt",

@@ -110,6 +110,10 @@ def test_an_unwritable_output_path_is_one_error_naming_it(tmp_path):
      "created_utc must be a UTC time"),
     ("schema_version: 1\ncreated_utc: 2026-11-25T08:00:00Z\nmachine: {id: x}\nsoftware: {}\ndevices: {}\n",
      "got datetime.datetime(2026, 11, 25, 8, 0"),  # unquoted: YAML's timestamp, not the harness's text
+    # profiles/<id>.yaml, history/<id>/ and reports/<id>/ are named by machine.id
+    ("schema_version: 1\ncreated_utc: '2026-11-25T08:00:00Z'\nmachine: {id: ../../x}\nsoftware: {}\ndevices: {}\n",
+     "machine.id must be a slug as harness writes it (lower-case letters, digits and dashes: amd-epyc-zen4-2c), "
+     "got '../../x'"),
 ])
 def test_malformed_profiles_are_rejected_with_the_file_named(tmp_path, text, message):
     path = tmp_path / "bad.yaml"
