@@ -23,6 +23,7 @@ BANDWIDTH_KERNELS = ("copy", "scale", "add", "triad", "read")
 PEAK_DTYPES = ("fp64", "fp32")
 STAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"  # created_utc: history/ names files by it and sorts by it
 MACHINE_ID = r"[a-z0-9]+(-[a-z0-9]+)*"  # machine.slug's: profiles/, history/ and reports/ name paths by it
+DEVICE_NAME = r"cpu|gpu(0|[1-9][0-9]*)"  # CUDA's ordinals
 
 
 def utc_now():
@@ -61,6 +62,9 @@ def validate(doc, source="<profile>"):
     _require(isinstance(doc.get("software"), dict), source, "software must be a mapping")
     devices = doc.get("devices")
     _require(isinstance(devices, dict), source, "devices must be a mapping")
+    for name in devices:  # a report names its figures by them (roofline-gpu0.png)
+        _require(isinstance(name, str) and re.fullmatch(DEVICE_NAME, name), source,
+                 f"devices may be cpu, gpu0, gpu1, ...: got {name!r}")
     try:
         profile_fields.check_machine(machine)
         profile_fields.check_software(doc["software"])

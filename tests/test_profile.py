@@ -114,6 +114,8 @@ def test_an_unwritable_output_path_is_one_error_naming_it(tmp_path):
     ("schema_version: 1\ncreated_utc: '2026-11-25T08:00:00Z'\nmachine: {id: ../../x}\nsoftware: {}\ndevices: {}\n",
      "machine.id must be a slug as harness writes it (lower-case letters, digits and dashes: amd-epyc-zen4-2c), "
      "got '../../x'"),
+    ("schema_version: 1\ncreated_utc: '2026-11-25T08:00:00Z'\nmachine: {id: x}\nsoftware: {}\ndevices: {tpu0: {}}\n",
+     "devices may be cpu, gpu0, gpu1, ...: got 'tpu0'"),
 ])
 def test_malformed_profiles_are_rejected_with_the_file_named(tmp_path, text, message):
     path = tmp_path / "bad.yaml"
