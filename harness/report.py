@@ -640,7 +640,7 @@ def index_rows(docs, specs):
             kind = "measured (CPU)" if name == "cpu" else f"measured ({name}: {(sec.get('gpu') or {}).get('name')})"
             rows.append([link, kind, si(bw, "B/s"), si(peak, "FLOP/s") + " fp32",
                          si(((sec.get("peak_flops") or {}).get("fp64") or {}).get("flops_per_s"), "FLOP/s"),
-                         num(peak / bw, "{:.1f}") if bw and peak else "n/a",
+                         num(peak / bw, "{:.1f} (fp32)") if bw and peak else "n/a",
                          num(finding.get("fraction_of_bandwidth")) if finding else "n/a"])
     for spec in specs:
         bw = spec["bandwidth_bytes_per_s"]["value"]
@@ -649,7 +649,8 @@ def index_rows(docs, specs):
         best = rates[best_key]["value"] if best_key else None
         rows.append([spec["name"], f"datasheet ({spec['file']})", si(bw, "B/s"),
                      f"{si(best, 'FLOP/s')} {best_key} dense" if best else "n/a",
-                     si(rates.get("fp64", {}).get("value"), "FLOP/s"), num(best / bw, "{:.0f}") if best else "n/a", "n/a"])
+                     si(rates.get("fp64", {}).get("value"), "FLOP/s"), num(best / bw, "{:.0f} (" + best_key + ")") if best else "n/a",
+                     "n/a"])
     return rows
 
 

@@ -204,6 +204,10 @@ def test_index_lists_machines_and_specs(doc, tmp_path):
     for name in ("A100-SXM4-80GB", "H100 PCIe", "H200", "L4", "RTX 4090", "i5-8250U"):
         assert name in text
     assert "989.4 TFLOP/s bf16_tensor dense" in text
+    # a balance says what it divides: a CPU's fp32 FMA peak, a datasheet's best tensor rate
+    assert "| 295 (bf16_tensor) |" in text
+    cpu = doc["devices"]["cpu"]
+    assert f"| {cpu['peak_flops']['fp32']['flops_per_s'] / cpu['bandwidth']['read']['bytes_per_s']:.1f} (fp32) |" in text
 
 
 def test_export_llm_analysis(doc):
