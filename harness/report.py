@@ -12,9 +12,10 @@ from harness.profile import atomic_write_text, by_device, labelled_records
 from harness.specs import match_spec, spec_flag
 from harness.summary import (crossover_phrase, rate_unit, record_name, seed_weights_change, short_of_roofs_phrase, si,
                              unmeasured_phrases, working_set_band)
-from harness.validation import LARGE_CACHE_FACTOR, roofs, swept_shape
+from harness.validation import LARGE_CACHE_FACTOR, matmul_rate, roofs, swept_shape
 
 LEVELS = ("L1", "L2", "L3", "DRAM", "HBM")
+FLOAT_MATMULS = ("bf16", "fp16", "tf32", "fp32")  # tensor_flops in FLOP/s (int8's are OP/s)
 SATURATION_SHARE = 0.9  # of the best triad rate of the sweep: the threads that reach it saturate the memory
 SWEPT_KERNELS = {"triad": "triad (fp64)", "peak_fp32": "fp32 FMA peak"}  # thread_sweep's kernels, as labelled
 HOLDS = {True: "yes", False: "no", None: "undecided (the memory's speed changed while the point ran: profile again)"}
@@ -628,19 +629,30 @@ def write_report(doc, out_dir, specs=(), source=None):
     return paths
 
 
+def best_float_rate(sec):
+    """(FLOP/s, what) of a device's fastest validated floating-point rate, as a datasheet's headline
+    is its fastest: a matmul (tensor cores, a CPU's AMX through torch) or the fp32 FMA chains."""
+    _, fma = roofs(sec)
+    rates = [(fma or 0, "fp32")] + [(matmul_rate(sec.get("tensor_flops") or {}, d) or 0, f"{d} matmul")
+                                    for d in FLOAT_MATMULS]
+    rate, what = max(rates, key=lambda r: r[0])
+    return (rate, what) if rate else (None, None)
+
+
 def index_rows(docs, specs):
     """reports/README.md rows: measured machines, then datasheet specs."""
     rows = []
     for doc in docs:
         link = f"[{doc['machine']['id']}]({doc['machine']['id']}/report.md)"
         for name, sec in by_device(doc):
-            bw, peak = roofs(sec)
+            bw, _ = roofs(sec)
+            peak, what = best_float_rate(sec)
             per_dtype = (sec.get("model_validation") or {}).get("per_dtype") or {}
             finding = per_dtype.get("fp32") or next(iter(per_dtype.values()), {})
             kind = "measured (CPU)" if name == "cpu" else f"measured ({name}: {(sec.get('gpu') or {}).get('name')})"
-            rows.append([link, kind, si(bw, "B/s"), si(peak, "FLOP/s") + " fp32",
+            rows.append([link, kind, si(bw, "B/s"), f"{si(peak, 'FLOP/s')} {what}" if peak else "n/a",
                          si(((sec.get("peak_flops") or {}).get("fp64") or {}).get("flops_per_s"), "FLOP/s"),
-                         num(peak / bw, "{:.1f} (fp32)") if bw and peak else "n/a",
+                         num(peak / bw, "{:.1f} (" + what + ")") if bw and peak else "n/a",
                          num(finding.get("fraction_of_bandwidth")) if finding else "n/a"])
     for spec in specs:
         bw = spec["bandwidth_bytes_per_s"]["value"]

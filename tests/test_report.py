@@ -208,6 +208,16 @@ def test_index_lists_machines_and_specs(doc, tmp_path):
     assert "| 295 (bf16_tensor) |" in text
     cpu = doc["devices"]["cpu"]
     assert f"| {cpu['peak_flops']['fp32']['flops_per_s'] / cpu['bandwidth']['read']['bytes_per_s']:.1f} (fp32) |" in text
+    # a device's fastest validated float rate is its peak there, as a datasheet's is (int8 counts OP/s)
+    amx = copy.deepcopy(doc)
+    fma = cpu["peak_flops"]["fp32"]["flops_per_s"]
+    amx["devices"]["cpu"]["tensor_flops"] = {"bf16": {"validated": True, "flops_per_s": 3 * fma},
+                                             "int8": {"validated": True, "flops_per_s": 9 * fma},
+                                             "fp16": {"validated": False, "flops_per_s": None}}
+    assert report.best_float_rate(amx["devices"]["cpu"]) == (3 * fma, "bf16 matmul")
+    row = report.index_rows([amx], [])[0]
+    assert row[3] == f"{si(3 * fma, 'FLOP/s')} bf16 matmul" and row[5].endswith(" (bf16 matmul)")
+    assert report.best_float_rate({}) == (None, None)
 
 
 def test_export_llm_analysis(doc):
