@@ -141,7 +141,7 @@ def cmd_model(args):
     if args.bandwidth is not None:
         if args.profile:
             raise HarnessError("give either --profile or --bandwidth/--flops, not both")
-        bw, peak, where = args.bandwidth, args.flops, "given rates"
+        bw, peak, where, memory = args.bandwidth, args.flops, "given rates", None
     else:
         path = args.profile or default_profile_path(machine.identify_cpu()["id"])
         if not os.path.exists(path):
@@ -157,7 +157,9 @@ def cmd_model(args):
             raise HarnessError(f"profile {path} has no measured read bandwidth and fp32 peak for {device} to predict with")
         peak, compute = compute_roof(devices[device], model.MATMUL_DTYPES[weight_dtype], "torch" if device == "cpu" else "tensor-core")
         where = f"{doc['machine']['id']} {device} ({path}: measured read bandwidth and {compute})"
-    step = model.decode_step(preset, weight_dtype, args.batch, args.seq_len, bw, peak, cache_dtype)
+        identity = devices[device].get("gpu") if device != "cpu" else doc["machine"].get("cpu")
+        memory = (identity or {}).get("memory_bytes")  # NVML's, or the machine's RAM
+    step = model.decode_step(preset, weight_dtype, args.batch, args.seq_len, bw, peak, cache_dtype, memory)
     step["machine"] = where
     print(json.dumps(step, indent=2) if args.json else "\n".join(model_lines(step)))
     return 0

@@ -305,9 +305,11 @@ def preset_from_doc(doc, path):
     return preset
 
 
-def decode_step(preset, dtype, batch, seq_len, bandwidth_bytes_per_s, peak_flops_per_s, cache_dtype=None):
+def decode_step(preset, dtype, batch, seq_len, bandwidth_bytes_per_s, peak_flops_per_s, cache_dtype=None,
+                memory_bytes=None):
     """Predicted per-token decode on a machine: weights (in `dtype`) and cache (in `cache_dtype`,
-    by default the weights'), time, regime, crossover."""
+    by default the weights'), time, regime, crossover, and whether both fit in the device's
+    `memory_bytes` where it is known."""
     cache_dtype = cache_dtype or dtype
     shape = preset.shape(seq_len, cache_dtype, batch)
     params = preset.weight_params
@@ -335,5 +337,7 @@ def decode_step(preset, dtype, batch, seq_len, bandwidth_bytes_per_s, peak_flops
         "predicted_time_s": time_s, "tokens_per_s": batch / time_s,
         "regime": regime(flops, total_bytes, peak_flops_per_s, bandwidth_bytes_per_s),
         "crossover_batch": crossover_batch(balance, dtype),
+        "memory_bytes": memory_bytes,
+        "fits_in_memory": None if memory_bytes is None else w_bytes + c_bytes <= memory_bytes,
         "source": preset.source,
     }

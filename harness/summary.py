@@ -225,7 +225,16 @@ def model_lines(step):
         f"over the batch of {step['batch']}",
         f"  intensity: attention {step['attention_intensity']:.2f}, weights {step['weight_intensity']:.2f} FLOP/byte; "
         f"the FFN {crossover_phrase(step['crossover_batch'])}",
-    ] + beyond_context_lines(step)
+    ] + beyond_context_lines(step) + beyond_memory_lines(step)
+
+
+def beyond_memory_lines(step):
+    """A note when the weights and the cache together exceed the device's memory (the time is still
+    what reading them would take)."""
+    if step.get("fits_in_memory") is not False:
+        return []
+    return [f"  note: weights and KV cache ({si(step['weight_bytes'] + step['cache_bytes'], 'B')}) exceed the device's "
+            f"{si(step['memory_bytes'], 'B')} of memory: this batch and length cannot be held on it at once"]
 
 
 def dtypes_phrase(step):

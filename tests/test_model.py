@@ -143,6 +143,19 @@ def test_weights_and_cache_take_their_own_dtypes():
         model.bytes_per_weight("fp8")
 
 
+def test_a_step_whose_weights_and_cache_exceed_the_memory_says_so():
+    preset = model.load_preset("llama-3-8b")
+    small = model.decode_step(preset, "fp16", 1, 4096, 1e12, 1e14, memory_bytes=80e9)
+    big = model.decode_step(preset, "fp16", 64, 8192, 1e12, 1e14, memory_bytes=80e9)
+    assert small["fits_in_memory"] is True and big["fits_in_memory"] is False
+    assert big["weight_bytes"] + big["cache_bytes"] > 80e9
+    assert model.decode_step(preset, "fp16", 64, 8192, 1e12, 1e14)["fits_in_memory"] is None  # memory unknown
+    lines = model_lines(dict(big, machine="m"))
+    assert lines[-1] == ("  note: weights and KV cache (83.7 GB) exceed the device's 80.0 GB of memory: this batch and "
+                         "length cannot be held on it at once")
+    assert not any("exceed" in line for line in model_lines(dict(small, machine="m")))
+
+
 @pytest.mark.parametrize("name,kv_heads,window,context", [("llama-2-7b", 32, None, 4096), ("llama-3-8b", 8, None, 8192),
                                                           ("mistral-7b", 8, 4096, 8192)])
 def test_presets_load_with_sources(name, kv_heads, window, context):
