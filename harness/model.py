@@ -7,6 +7,7 @@ attention FLOPs 4*B*S*d (d = H*d_h), cache bytes 2*B*S*H_kv*d_h*s, where a slidi
 replaces S by min(S, W) and GQA shrinks the cache by H_kv/H.
 """
 
+import math
 import os
 from dataclasses import dataclass
 
@@ -120,6 +121,18 @@ def record_figures(shape):
 def intensity(flops, nbytes):
     """FLOP per byte."""
     return flops / nbytes
+
+
+def mha_intensity(dtype):
+    """Decode attention's FLOP per cache byte with one KV head per query head: 4*S*d / (2*S*d*s) = 2/s
+    (0.5 fp32, 1 fp16/bf16, 2 int8; scales left out). A GQA group of g multiplies it by g."""
+    return 2 / BYTES_PER_ELEMENT[check_dtype(dtype)]
+
+
+def compute_bound_group(balance_flop_per_byte, dtype):
+    """The smallest GQA group (query heads per KV head) at which decode attention on a `dtype` cache
+    passes the balance and turns compute-bound."""
+    return math.floor(balance_flop_per_byte / mha_intensity(dtype)) + 1
 
 
 def machine_balance(peak_flops_per_s, bandwidth_bytes_per_s):

@@ -203,6 +203,8 @@ def drills(sec):
         "fraction_fp16_decode": model.fraction_of_peak(1.0, peak, bw),
         "llama2_fp16": step16, "llama2_int8": step8, "llama3_fp16": gqa,
         "bandwidth": bw, "peak": peak,
+        "compute_bound_group": {d: model.compute_bound_group(model.machine_balance(peak, bw), d)
+                                for d in ("fp32", "fp16", "int8")},
     }
 
 
@@ -391,6 +393,19 @@ def table(header, rows):
     return "\n".join(lines)
 
 
+def attention_sentence(balance):
+    """Where decode attention (0.5 to 2 FLOP/byte with one KV head per query head) sits against the
+    balance: a ratio, not a fixed 'far left', since an HBM CPU's balance can be near 2."""
+    top = model.mha_intensity("int8")
+    if balance > top:
+        return (f"decode attention (0.5 to {top:g} FLOP/byte with a KV head per query head) sits {balance / top:.1f}x "
+                "or more below that ridge, so it is memory-bound here (a GQA group multiplies its intensity: see "
+                "the drill problems below).")
+    bound = [d for d in ("fp32", "fp16", "int8") if model.mha_intensity(d) >= balance]
+    return (f"decode attention (0.5 to {top:g} FLOP/byte with a KV head per query head) reaches that ridge: on "
+            f"{' and '.join(bound)} caches it is compute-bound here.")
+
+
 def markdown(data, source=None):
     """The report's markdown, naming the profile file it was read from; absent sections are said to
     be absent."""
@@ -404,8 +419,7 @@ def markdown(data, source=None):
         out += ["![Roofline](roofline.png)", ""]
     if bw and peak:
         out += [f"**In one sentence:** this machine reads DRAM at {si(bw, 'B/s')} and computes "
-                f"{si(peak, 'FLOP/s')} in fp32, a balance of {peak / bw:.1f} FLOP/byte; decode attention "
-                "(0.5 to 2 FLOP/byte) sits far left of that ridge, so it is memory-bound here.", ""]
+                f"{si(peak, 'FLOP/s')} in fp32, a balance of {peak / bw:.1f} FLOP/byte; {attention_sentence(peak / bw)}", ""]
     out += ["## Machine and software", "", table(["", ""], [
         ["CPU", f"{info.get('model')} ({info.get('vendor')}, {cpu_numbers(info)})"],
         ["cores / threads / sockets", f"{core_count(info)} / {info.get('threads')} / {info.get('sockets')}"],
@@ -593,7 +607,11 @@ def drills_markdown(d):
             f"- Quantising weights and cache to int8 halves both: {l8['predicted_time_s'] * 1e3:.0f} ms per token. "
             f"GQA as in Llama-3-8B (8 KV heads) cuts the cache read 4x: {si(l3['cache_bytes'], 'B')}, "
             f"{l3['cache_time_s'] * 1e3:.0f} ms instead of {l2['cache_time_s'] * 1e3:.0f} ms.",
-            f"- The FFN's weight read {crossover_phrase(l2['crossover_batch'])} (fp16).", ""]
+            f"- The FFN's weight read {crossover_phrase(l2['crossover_batch'])} (fp16).",
+            "- GQA shares each KV head among a group of query heads and multiplies attention's intensity by the "
+            "group: decode attention turns compute-bound here from a group of "
+            + ", ".join(f"{g} with an {dt} cache" for dt, g in d["compute_bound_group"].items())
+            + " (Llama-3-8B's group is 4, Llama-3-70B's 8).", ""]
 
 
 def write_report(doc, out_dir, specs=(), source=None):

@@ -143,6 +143,15 @@ def test_weights_and_cache_take_their_own_dtypes():
         model.bytes_per_weight("fp8")
 
 
+def test_gqa_multiplies_attention_intensity_and_sets_where_it_turns_compute_bound():
+    assert [model.mha_intensity(d) for d in ("fp32", "fp16", "bf16", "int8")] == [0.5, 1, 1, 2]
+    shape = model.DecodeShape(seq_len=4096, heads=32, kv_heads=4, head_dim=128, dtype="fp16")  # group 8
+    no_scales = model.attention_flops(shape) / model.cache_bytes(shape, include_scales=False)
+    assert no_scales == pytest.approx(8 * model.mha_intensity("fp16"))
+    assert model.compute_bound_group(12.1, "fp16") == 13 and model.compute_bound_group(12.0, "fp16") == 13
+    assert model.compute_bound_group(1.5, "int8") == 1  # MHA itself is past the ridge
+
+
 def test_a_step_whose_weights_and_cache_exceed_the_memory_says_so():
     preset = model.load_preset("llama-3-8b")
     small = model.decode_step(preset, "fp16", 1, 4096, 1e12, 1e14, memory_bytes=80e9)

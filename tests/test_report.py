@@ -10,7 +10,7 @@ import matplotlib.image
 import pytest
 
 from conftest import FIXTURES, run_cli
-from harness import compare, report, summary
+from harness import compare, model, report, summary
 from harness.export import export
 from harness.errors import HarnessError
 from harness.profile import load_profile, save_profile
@@ -85,6 +85,17 @@ def test_a_levels_line_says_its_figure_is_a_median_of_points_not_the_best(doc):
                         "working sets 196.6 kB to 1.0 MB; best point 509.5 GB/s")
     empty = section_lines({"hierarchy_levels": {"L3": {"bytes_per_s": None, "reason": "no sweep point lies well inside"}}})
     assert empty == ["level L3                                n/a  (no sweep point lies well inside)"]
+
+
+def test_where_decode_attention_sits_is_computed_from_the_balance_not_assumed(doc):
+    assert "sits 6.0x or more below that ridge, so it is memory-bound here" in report.attention_sentence(12.0)
+    assert report.attention_sentence(2.0).endswith("reaches that ridge: on int8 caches it is compute-bound here.")
+    assert report.attention_sentence(0.9).endswith("on fp16 and int8 caches it is compute-bound here.")
+    d = report.report_data(doc)["drills"]
+    assert d["compute_bound_group"] == {dt: int(d["balance"] // model.mha_intensity(dt)) + 1 for dt in ("fp32", "fp16", "int8")}
+    text = "\n".join(report.drills_markdown(d))
+    assert (f"turns compute-bound here from a group of {d['compute_bound_group']['fp32']} with an fp32 cache, "
+            f"{d['compute_bound_group']['fp16']} with an fp16 cache, {d['compute_bound_group']['int8']} with an int8 cache") in text
 
 
 def test_working_set_bands_in_words():
