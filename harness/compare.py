@@ -8,7 +8,9 @@ Mann-Whitney p-value says whether the samples differ, not by how much). A verdic
   regressed / improved: the interval excludes 1 and the change is at least the threshold
   unchanged:            the change is under the threshold
   noisy:                the change is at least the threshold but the interval includes 1
-  not comparable:       missing on one side, or the probe's source or parameters changed
+  wrong output:         the new run's output check failed (a regression: compare exits 1)
+  not comparable:       missing on one side, the base run's output check failed, or the probe's
+                        source or parameters changed
 """
 
 import fnmatch
@@ -57,6 +59,16 @@ def _get(doc, path):
     return doc
 
 
+def metric_failures(doc):
+    """{metric name: error} of every record in a profile whose output check failed, named as
+    metric_samples names them."""
+    out = {}
+    for device, sec in by_device(doc):
+        prefix = "" if device == "cpu" else f"{device}."
+        out.update({prefix + name: error for name, error in section_failures(sec).items()})
+    return out
+
+
 def metric_samples(doc):
     """{metric name: (samples, higher_is_better, unit, probe_hash)} from every device section of a
     profile: the CPU's under their own names, a GPU's prefixed with its device ("gpu0.")."""
@@ -82,6 +94,34 @@ def metric_device(name):
     return head if head.startswith("gpu") and head[3:].isdigit() else "cpu"
 
 
+def named_records(sec):
+    """(metric name, record, work key, unit) for every measurement record of a device section,
+    validated or not; a decode record's name is its shape's ('decode.numba-fused.fp32.B1...S16384')."""
+    for group in ("bandwidth", "bandwidth_fp32"):
+        for kernel, rec in (sec.get(group) or {}).items():
+            yield f"{group}.{kernel}", rec, "bytes_per_call", "B/s"
+    for group in ("peak_flops", "tensor_flops"):
+        for dtype, rec in (sec.get(group) or {}).items():
+            if isinstance(rec, dict):  # tensor_flops is {reason} where torch is missing
+                yield f"{group}.{dtype}", rec, "flops_per_call", rate_unit(dtype)
+    for rec in sec.get("hierarchy") or []:
+        yield f"hierarchy.{rec['working_set_bytes']}", rec, "bytes_per_call", "B/s"
+    for kernel, recs in (sec.get("thread_sweep") or {}).items():
+        for rec in recs:
+            work = "bytes_per_call" if "bytes_per_call" in rec else "flops_per_call"
+            yield f"thread_sweep.{kernel}.{rec['threads']}", rec, work, "B/s" if work == "bytes_per_call" else "FLOP/s"
+    for rec in sec.get("decode_attention") or []:
+        yield (f"decode.{rec['impl']}.{rec['dtype']}.B{rec['batch']}.H{rec['heads']}.KV{rec['kv_heads']}"
+               f".D{rec['head_dim']}.S{rec['seq_len']}"), rec, None, "s"
+
+
+def section_failures(sec):
+    """{metric name: error} of a device section's records whose output check failed (a decode
+    record under its .time metric): a run that computes a wrong answer has no rate to compare."""
+    return {name + (".time" if work is None else ""): rec.get("error") or "output check failed"
+            for name, rec, work, _ in named_records(sec) if rec.get("validated") is False}
+
+
 def section_metrics(sec):
     """The metrics of one device section (see metric_samples)."""
     out = {}
@@ -90,38 +130,23 @@ def section_metrics(sec):
         work = rec.get(work_key)
         return [work / s for s in rec.get("samples_s") or [] if s > 0] if work else []
 
-    for group in ("bandwidth", "bandwidth_fp32"):
-        for kernel, rec in (sec.get(group) or {}).items():
-            if rec.get("validated"):
-                out[f"{group}.{kernel}"] = (rates(rec, "bytes_per_call"), True, "B/s", rec.get("probe_hash"))
-    for group in ("peak_flops", "tensor_flops"):
-        for dtype, rec in (sec.get(group) or {}).items():
-            if isinstance(rec, dict) and rec.get("validated"):
-                out[f"{group}.{dtype}"] = (rates(rec, "flops_per_call"), True, rate_unit(dtype), rec.get("probe_hash"))
-    for rec in sec.get("hierarchy") or []:
-        if rec.get("validated"):
-            out[f"hierarchy.{rec['working_set_bytes']}"] = (rates(rec, "bytes_per_call"), True, "B/s", rec.get("probe_hash"))
-    for kernel, recs in (sec.get("thread_sweep") or {}).items():
-        for rec in recs:
-            work = "bytes_per_call" if "bytes_per_call" in rec else "flops_per_call"
-            if rec.get("validated"):
-                out[f"thread_sweep.{kernel}.{rec['threads']}"] = (rates(rec, work), True,
-                                                                  "B/s" if work == "bytes_per_call" else "FLOP/s", rec.get("probe_hash"))
-    for rec in sec.get("decode_attention") or []:
-        if rec.get("validated"):
-            name = (f"decode.{rec['impl']}.{rec['dtype']}.B{rec['batch']}.H{rec['heads']}.KV{rec['kv_heads']}"
-                    f".D{rec['head_dim']}.S{rec['seq_len']}")
-            samples = list(rec.get("samples_s") or [])
-            out[f"{name}.time"] = (samples, False, "s", rec.get("probe_hash"))
-            pred = (rec.get("model") or {}).get("predicted_time_s")
-            if pred:
-                out[f"{name}.abs_model_error"] = ([abs(s / pred - 1) for s in samples], False, "", rec.get("probe_hash"))
-            reads = rec.get("reads_before_samples_bytes_per_s")
-            if reads and len(reads) == len(samples) and all(reads):
-                # each sample's bytes/s over the read measured right before it: the host's memory
-                # drifting between runs moves both, so this moves only with the kernel's efficiency
-                out[f"{name}.fraction_of_adjacent_read"] = (
-                    [rec["model"]["bytes"] / t / r for t, r in zip(samples, reads)], True, "", rec.get("probe_hash"))
+    for name, rec, work, unit in named_records(sec):
+        if not rec.get("validated"):
+            continue
+        if work is not None:
+            out[name] = (rates(rec, work), True, unit, rec.get("probe_hash"))
+            continue
+        samples = list(rec.get("samples_s") or [])
+        out[f"{name}.time"] = (samples, False, "s", rec.get("probe_hash"))
+        pred = (rec.get("model") or {}).get("predicted_time_s")
+        if pred:
+            out[f"{name}.abs_model_error"] = ([abs(s / pred - 1) for s in samples], False, "", rec.get("probe_hash"))
+        reads = rec.get("reads_before_samples_bytes_per_s")
+        if reads and len(reads) == len(samples) and all(reads):
+            # each sample's bytes/s over the read measured right before it: the host's memory
+            # drifting between runs moves both, so this moves only with the kernel's efficiency
+            out[f"{name}.fraction_of_adjacent_read"] = (
+                [rec["model"]["bytes"] / t / r for t, r in zip(samples, reads)], True, "", rec.get("probe_hash"))
     read, peaks = out.get("bandwidth.read"), {k: v for k, v in out.items() if k.startswith("peak_flops.")}
     if read and read[0]:
         for name, (samples, _, _, digest) in peaks.items():
@@ -202,9 +227,22 @@ def compare(base, new, threshold=DEFAULT_THRESHOLD, overrides=None, seed=0):
     overrides = overrides or {}
     rng = np.random.default_rng(seed)
     mb, mn = metric_samples(base), metric_samples(new)
+    fb, fn = metric_failures(base), metric_failures(new)
     rows = []
-    for name in sorted(set(mb) | set(mn), key=natural_key):
+    for name in sorted(set(mb) | set(mn) | set(fn), key=natural_key):
         row = {"metric": name}
+        if name in fn:  # the new run computed a wrong answer: worse than any slowdown
+            row.update(verdict="wrong output", reason=f"the new run's output check failed: {fn[name]}")
+            if name in mb:
+                row.update(unit=mb[name][2], base=float(np.median(mb[name][0])) if mb[name][0] else None)
+            rows.append(row)
+            continue
+        if name in fb and name in mn:
+            row.update(verdict="not comparable", reason=f"the base run's output check failed: {fb[name]}")
+            rows.append(row)
+            continue
+        if name in mb and name not in mn and name.rsplit(".", 1)[0] + ".time" in fn:
+            continue  # a wrong decode point's other figures: its .time row says why they are missing
         if name not in mb or name not in mn:
             row.update(verdict="not comparable", reason="only in the " + ("new" if name in mn else "base") + " profile")
             rows.append(row)
@@ -264,7 +302,7 @@ def markdown(result, base_path, new_path):
     """The regression report."""
     rows = result["rows"]
     counts = {v: sum(r["verdict"] == v for r in rows) for v in
-              ("regressed", "improved", "unchanged", "noisy", "changed", "not comparable")}
+              ("wrong output", "regressed", "improved", "unchanged", "noisy", "changed", "not comparable")}
     out = ["# Regression report", "", f"- base: `{base_path}` ({result['base_created']})",
            f"- new: `{new_path}` ({result['new_created']})",
            "- verdicts: " + ", ".join(f"{n} {v}" for v, n in counts.items() if n), ""]
@@ -282,7 +320,7 @@ def markdown(result, base_path, new_path):
                 "Each profile's own warnings about its run as a whole: verdicts on the figures they name are suspect.", ""]
         out += [f"- {side} ({device}): {w}" for side in ("base", "new") for device, w in warned.get(side, [])]
         out.append("")
-    order = {"regressed": 0, "noisy": 1, "improved": 2, "changed": 3, "unchanged": 4, "not comparable": 5}
+    order = {"wrong output": -1, "regressed": 0, "noisy": 1, "improved": 2, "changed": 3, "unchanged": 4, "not comparable": 5}
     out += ["## Metrics", "", "| verdict | metric | base (median) | new (median) | change | 95% CI of change | "
             "IQR base / new | threshold |", "|---|---|---|---|---|---|---|---|"]
     one_sided = {side: [r["metric"] for r in rows if r.get("reason") == f"only in the {side} profile"]
@@ -314,4 +352,5 @@ def markdown(result, base_path, new_path):
 
 
 def has_regression(result):
-    return any(r["verdict"] == "regressed" for r in result["rows"])
+    """A metric regressed, or a kernel's output turned wrong (compare then exits 1)."""
+    return any(r["verdict"] in ("regressed", "wrong output") for r in result["rows"])

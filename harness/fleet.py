@@ -17,6 +17,7 @@ import yaml
 
 from harness.errors import HarnessError, first_line
 from harness.profile import LOADER, atomic_write_text, dump, load_readable, save_profile, utc_now
+from harness.compare import metric_failures
 from harness.summary import natural_key, rate_unit, si
 
 ENV_LAUNCHERS = (  # (rank, size, local rank) variables of common launchers
@@ -216,11 +217,13 @@ def analyse(nodes, threshold=DEFAULT_THRESHOLD):
             flagged = {n: is_outlier(v, med, mad, m["better"], threshold) for n, v in values.items()}
         nodes_rows = {n: {"value": v, "ratio": v / med if med else None, "outlier": flagged[n]} for n, v in values.items()}
         rows.append({"metric": metric, "median": med, "mad": mad, "nodes": nodes_rows})
+    # a node whose kernel computed a wrong answer has no rate in that row: named here, not left out
+    wrong = {n: failures for n, doc in nodes.items() if (failures := metric_failures(doc))}
     configs = {n: config_of(doc) for n, doc in nodes.items()}
     keys = sorted({k for c in configs.values() for k in c})
     differences = {k: {n: c.get(k) for n, c in configs.items()} for k in keys
                    if len({str(c.get(k)) for c in configs.values()}) > 1}
-    return {"rows": rows, "differences": differences}
+    return {"rows": rows, "differences": differences, "wrong_output": wrong}
 
 
 def is_outlier(value, median, mad, higher_is_better, threshold):
@@ -245,7 +248,9 @@ def pair_outlier(value, other, higher_is_better, threshold):
 
 
 def outliers(result):
-    return sorted({n for r in result["rows"] for n, x in r["nodes"].items() if x["outlier"]}, key=natural_key)
+    """Nodes slower than the fleet on some metric, or whose output check failed on one."""
+    slow = {n for r in result["rows"] for n, x in r["nodes"].items() if x["outlier"]}
+    return sorted(slow | set(result.get("wrong_output") or {}), key=natural_key)
 
 
 def metric_unit(metric):
@@ -269,6 +274,11 @@ def markdown(result, summary, folder, threshold, unreadable=()):
     failed = (summary or {}).get("failed") or []
     if failed:
         out += ["## Ranks that failed", ""] + [f"- rank {f['rank']} on {f['host']}: {f['error']}" for f in failed] + [""]
+    if result.get("wrong_output"):
+        out += ["## Wrong output (a kernel's output check failed: no rate of it is compared)", ""]
+        out += [f"- {node}: {metric}: {error}" for node, failures in sorted(result["wrong_output"].items(),
+                                                                         key=lambda item: natural_key(item[0]))
+                for metric, error in failures.items()] + [""]
     if unreadable:
         out += ["## Profiles that could not be read (left out of the comparison)", ""]
         out += [f"- {file}: {error}" for file, error in unreadable] + [""]

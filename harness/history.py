@@ -36,6 +36,9 @@ def trend(docs, metric, threshold=compare.DEFAULT_THRESHOLD):
     for path, doc in docs:
         samples = compare.metric_samples(doc).get(metric)
         row = {"created_utc": doc["created_utc"], "path": path, "median": None, "step": "", "unit": None}
+        failed = compare.metric_failures(doc).get(metric)
+        if failed:
+            row["step"] = f"wrong output: {failed}"
         if samples and samples[0]:
             row["median"] = statistics.median(samples[0])  # the median compare reports
             row["unit"] = samples[2]

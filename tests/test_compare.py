@@ -118,6 +118,34 @@ def test_a_device_profiled_in_one_run_only_is_named_once_not_metric_by_metric():
     assert compare.metric_device("gpu12.bandwidth.read") == "gpu12" and compare.metric_device("gpuish.x") == "cpu"
 
 
+def test_a_kernel_whose_output_turned_wrong_is_a_regression_not_a_missing_metric(tmp_path):
+    decode = decode_record(0.02, 0.01)
+    base = profile({"triad": rate_record(50e9, 0.01), "read": rate_record(60e9, 0.01)}, decode=[decode])
+    new = profile({"triad": dict(rate_record(50e9, 0.01), validated=False, error="triad: 3 of 1000 elements differ",
+                                 bytes_per_s=None, median_bytes_per_s=None),
+                   "read": rate_record(60e9, 0.01)},
+                  decode=[dict(decode, validated=False, error="rel_error 0.3 > tolerance 0.01")])
+    result = compare.compare(base, new)
+    rows = {r["metric"]: r for r in result["rows"]}
+    assert rows["bandwidth.triad"]["verdict"] == "wrong output" and "3 of 1000 elements differ" in rows["bandwidth.triad"]["reason"]
+    time_row = rows["decode.numba-fused.fp32.B1.H32.KV32.D128.S16384.time"]
+    assert time_row["verdict"] == "wrong output" and "rel_error 0.3" in time_row["reason"]
+    assert "decode.numba-fused.fp32.B1.H32.KV32.D128.S16384.abs_model_error" not in rows  # said once, by .time
+    assert compare.has_regression(result) and rows["bandwidth.read"]["verdict"] == "unchanged"
+    text = compare.markdown(result, "a", "b")
+    assert "- verdicts: 2 wrong output" in text and text.index("| wrong output |") < text.index("| unchanged |")
+    back = compare.compare(new, base)  # the base run was the wrong one: nothing to measure a change from
+    assert {r["metric"]: r for r in back["rows"]}["bandwidth.triad"]["reason"].startswith("the base run's output check failed")
+    assert not compare.has_regression(back)
+    real = load_profile(os.path.join(ROOT, "profiles", "intel-xeon-family6-model207-2c.yaml"))
+    real["devices"]["cpu"]["bandwidth"]["triad"].update(validated=False, error="triad: 3 of 1000 elements differ",
+                                                         bytes_per_s=None, median_bytes_per_s=None)
+    wrong = tmp_path / "wrong.yaml"
+    save_profile(real, str(wrong))
+    proc = run_cli("compare", os.path.join(ROOT, "profiles", "intel-xeon-family6-model207-2c.yaml"), str(wrong))
+    assert proc.returncode == 1 and "| wrong output | bandwidth.triad |" in proc.stdout
+
+
 def test_machine_and_software_differences_are_listed():
     result = compare.compare(profile({}, machine_id="a-2c", threads=2, numba="0.68.1"),
                              profile({}, machine_id="b-8c", threads=8, numba="0.69.0"))
@@ -275,6 +303,9 @@ def test_history_table_png_and_steps(tmp_path):
     rows = history.trend(docs, "bandwidth.read")
     assert rows[-1]["step"] == "probe changed: not comparable with the point before"
     assert {r["unit"] for r in rows} == {"B/s"}  # the PNG's axis label (its title names the metric)
+    doc["devices"]["cpu"]["bandwidth"]["read"].update(validated=False, error="read sum: 1.0 where 2.0 was due")
+    rows = history.trend([("p", doc)], "bandwidth.read")
+    assert rows[0]["median"] is None and rows[0]["step"] == "wrong output: read sum: 1.0 where 2.0 was due"
 
 
 PROBE_SOURCE = '''"""A probe."""

@@ -68,6 +68,17 @@ def test_nodes_are_listed_in_number_order_not_string_order(tmp_path):
     assert row.index("node1 ") < row.index("node2 ") < row.index("node3 ") < row.index("node10 ") < row.index("node11 ")
 
 
+def test_a_node_whose_kernel_computed_a_wrong_answer_is_named_and_flagged():
+    docs = {f"node{i}": node(80e9 * jitter(i)) for i in range(4)}
+    bad = docs["node2"]["devices"]["cpu"]["bandwidth"]["triad"]
+    bad.update(validated=False, error="triad: 3 of 1000 elements differ", bytes_per_s=None, median_bytes_per_s=None)
+    result = fleet.analyse(docs)
+    assert fleet.outliers(result) == ["node2"]  # not merely absent from the triad's row
+    assert result["wrong_output"] == {"node2": {"bandwidth.triad": "triad: 3 of 1000 elements differ"}}
+    text = fleet.markdown(result, None, "f", fleet.DEFAULT_THRESHOLD)
+    assert "- node2: bandwidth.triad: triad: 3 of 1000 elements differ" in text and "**Outliers: node2**" in text
+
+
 def test_identical_nodes_have_no_outliers():
     assert fleet.outliers(fleet.analyse({f"n{i}": node(80e9) for i in range(8)})) == []
 
