@@ -155,7 +155,8 @@ def cmd_model(args):
         bw, fma = roofs(devices[device])
         if not (bw and fma):
             raise HarnessError(f"profile {path} has no measured read bandwidth and fp32 peak for {device} to predict with")
-        peak, compute = compute_roof(devices[device], model.MATMUL_DTYPES[weight_dtype], "torch" if device == "cpu" else "tensor-core")
+        peak, compute = compute_roof(devices[device], model.MATMUL_DTYPES[weight_dtype],
+                                     "torch" if device == "cpu" else "tensor-core")
         where = f"{doc['machine']['id']} {device} ({path}: measured read bandwidth and {compute})"
         identity = devices[device].get("gpu") if device != "cpu" else doc["machine"].get("cpu")
         memory = (identity or {}).get("memory_bytes")  # NVML's, or the machine's RAM

@@ -283,10 +283,10 @@ def markdown(result, summary, folder, threshold, unreadable=()):
         out += ["## Profiles that could not be read (left out of the comparison)", ""]
         out += [f"- {file}: {error}" for file, error in unreadable] + [""]
     if result["differences"]:
-        out += ["## Configuration differences", "", "| field | " + " | ".join(sorted(next(iter(result["differences"].values())), key=natural_key)) + " |",
-                "|---|" + "---|" * len(next(iter(result["differences"].values())))]
+        names = sorted(next(iter(result["differences"].values())), key=natural_key)  # every node, in number order
+        out += ["## Configuration differences", "", "| field | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
         for field, by_node in result["differences"].items():
-            out.append(f"| {field} | " + " | ".join(str(by_node[n]) for n in sorted(by_node, key=natural_key)) + " |")
+            out.append(f"| {field} | " + " | ".join(str(by_node[n]) for n in names) + " |")
         out.append("")
     out += ["## Metrics", "", "| metric | fleet median | MAD | node: ratio to median |", "|---|---|---|---|"]
     for r in result["rows"]:

@@ -474,8 +474,8 @@ def measurements_markdown(sec, peaks, h, hierarchy_png=None):
         out += [f"![Read bandwidth against working set]({hierarchy_png})", ""]
     if levels:
         out += [table(["level", "bandwidth (median of points)", "best point", "points", "working sets"],
-                      [[lv, si(v.get("bytes_per_s"), "B/s"), si(v.get("max_bytes_per_s"), "B/s"), v.get("points", v.get("reason", "")),
-                        working_set_band(v)] for lv, v in levels.items()]), "",
+                      [[lv, si(v.get("bytes_per_s"), "B/s"), si(v.get("max_bytes_per_s"), "B/s"),
+                        v.get("points", v.get("reason", "")), working_set_band(v)] for lv, v in levels.items()]), "",
                 "Each level's bandwidth is the median over the points well inside it (the working sets in the last "
                 "column), so the points at a boundary, partly in two levels, set no level.", ""]
     else:
@@ -679,8 +679,8 @@ def index_rows(docs, specs):
         best = rates[best_key]["value"] if best_key else None
         rows.append([spec["name"], f"datasheet ({spec['file']})", si(bw, "B/s"),
                      f"{si(best, 'FLOP/s')} {best_key} dense" if best else "n/a",
-                     si(rates.get("fp64", {}).get("value"), "FLOP/s"), num(best / bw, "{:.0f} (" + best_key + ")") if best else "n/a",
-                     "n/a"])
+                     si(rates.get("fp64", {}).get("value"), "FLOP/s"),
+                     num(best / bw, "{:.0f} (" + best_key + ")") if best else "n/a", "n/a"])
     return rows
 
 
