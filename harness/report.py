@@ -18,6 +18,8 @@ LEVELS = ("L1", "L2", "L3", "DRAM", "HBM")
 FLOAT_MATMULS = ("bf16", "fp16", "tf32", "fp32")  # tensor_flops in FLOP/s (int8's are OP/s)
 SATURATION_SHARE = 0.9  # of the best triad rate of the sweep: the threads that reach it saturate the memory
 SWEPT_KERNELS = {"triad": "triad (fp64)", "peak_fp32": "fp32 FMA peak"}  # thread_sweep's kernels, as labelled
+FIGURES = (("roofline", plots.roofline), ("decode", plots.decode_vs_seq_len), ("hierarchy", plots.hierarchy),
+           ("threads", plots.thread_scaling))  # report_data's series and how each is drawn
 HOLDS = {True: "yes", False: "no", None: "undecided (the memory's speed changed while the point ran: profile again)"}
 
 
@@ -620,28 +622,11 @@ def write_report(doc, out_dir, specs=(), source=None):
     data = report_data(doc, specs)
     folder = os.path.join(out_dir, data["id"])
     paths = []
-    if data["roofline"]:
-        paths.append(os.path.join(folder, "roofline.png"))
-        plots.roofline(data["roofline"], paths[-1])
-    if data["decode"]:
-        paths.append(os.path.join(folder, "decode.png"))
-        plots.decode_vs_seq_len(data["decode"], paths[-1])
-    if data["hierarchy"]:
-        paths.append(os.path.join(folder, "hierarchy.png"))
-        plots.hierarchy(data["hierarchy"], paths[-1])
-    if data["threads"]:
-        paths.append(os.path.join(folder, "threads.png"))
-        plots.thread_scaling(data["threads"], paths[-1])
-    for g in data["gpus"]:
-        if g["roofline"]:
-            paths.append(os.path.join(folder, f"roofline-{g['name']}.png"))
-            plots.roofline(g["roofline"], paths[-1])
-        if g["decode"]:
-            paths.append(os.path.join(folder, f"decode-{g['name']}.png"))
-            plots.decode_vs_seq_len(g["decode"], paths[-1])
-        if g["hierarchy"]:
-            paths.append(os.path.join(folder, f"hierarchy-{g['name']}.png"))
-            plots.hierarchy(g["hierarchy"], paths[-1])
+    for key, draw in FIGURES:  # key.png for the CPU, key-gpuN.png for each GPU
+        for part, suffix in [(data, "")] + [(g, f"-{g['name']}") for g in data["gpus"]]:
+            if part.get(key):
+                paths.append(os.path.join(folder, f"{key}{suffix}.png"))
+                draw(part[key], paths[-1])
     paths.append(os.path.join(folder, "report.md"))
     atomic_write_text(paths[-1], markdown(data, source))
     return paths
