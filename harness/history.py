@@ -5,8 +5,10 @@ import glob
 import os
 import statistics
 
+from matplotlib.ticker import FuncFormatter
+
 from harness import compare, plots
-from harness.profile import load_readable
+from harness.profile import STAMP_FORMAT, load_readable
 from harness.summary import natural_key
 
 HEADLINE = ("bandwidth.read", "bandwidth.triad", "peak_flops.fp32", "peak_flops.fp64")
@@ -56,11 +58,8 @@ def trend(docs, metric, threshold=compare.DEFAULT_THRESHOLD):
 
 def plot(metric, rows, path, title):
     """The trend as a PNG on a time axis, values in their unit, step changes marked."""
-    import matplotlib.pyplot as plt
-    from matplotlib.ticker import FuncFormatter
-
     drawn = [(created_at(r), r) for r in rows if r["median"] is not None]
-    fig, ax = plt.subplots(figsize=(9, 4.5))
+    fig, ax = plots.plt.subplots(figsize=(9, 4.5))
     ax.plot([t for t, _ in drawn], [r["median"] for _, r in drawn], marker="o")
     for t, r in drawn:
         if r["step"]:
@@ -76,5 +75,5 @@ def plot(metric, rows, path, title):
 
 
 def created_at(row):
-    """A trend row's creation time as a datetime (the profile's ISO 8601 created_utc)."""
-    return datetime.datetime.fromisoformat(row["created_utc"].replace("Z", "+00:00"))
+    """A trend row's creation time as a datetime (a profile's created_utc, as profile.utc_now writes it)."""
+    return datetime.datetime.strptime(row["created_utc"], STAMP_FORMAT).replace(tzinfo=datetime.timezone.utc)

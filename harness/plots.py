@@ -7,6 +7,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator  # noqa: E402
 
 from harness.errors import HarnessError  # noqa: E402
 from harness.summary import operation, si  # noqa: E402
@@ -113,8 +114,6 @@ def decode_vs_seq_len(series, path):
 def hierarchy(series, path):
     """Read bandwidth against working set (log-log): each point's best sample coloured by the level
     that holds it, the medians joined, and each level's bandwidth over the band it was taken from."""
-    from matplotlib.ticker import FuncFormatter, LogLocator
-
     fig, ax = plt.subplots(figsize=(10, 5.5))
     for kernel in dict.fromkeys(p["kernel"] for p in series["points"]):
         pts = sorted((p for p in series["points"] if p["kernel"] == kernel), key=lambda p: p["working_set_bytes"])
@@ -150,8 +149,6 @@ def hierarchy(series, path):
 
 def thread_scaling(series, path):
     """Each swept kernel's best and median rate against threads, beside perfect scaling from one thread."""
-    from matplotlib.ticker import FuncFormatter, MaxNLocator
-
     kernels = series["kernels"]
     fig, axes = plt.subplots(1, len(kernels), figsize=(6 * len(kernels), 4.5), squeeze=False, constrained_layout=True)
     for ax, k in zip(axes[0], kernels):

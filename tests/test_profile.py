@@ -2,7 +2,6 @@
 
 import glob
 import os
-import pathlib
 
 import pytest
 import yaml
