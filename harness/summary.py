@@ -120,11 +120,17 @@ def short_of_roofs_phrase(points):
                 f"{p['fraction_of_peak_flops']:.1%} of the compute peak" for p in points))
 
 
+def decode_shape(rec):
+    """A decode point's dtype and shape, one way everywhere: 'fp32 B=1 H=32/8 d_h=128 S=16384'
+    (d_h where the record has it: a GPU's unsupported SDPA backend names no shape)."""
+    head_dim = f" d_h={rec['head_dim']}" if rec.get("head_dim") else ""
+    return f"{rec['dtype']} B={rec.get('batch')} H={rec.get('heads')}/{rec.get('kv_heads')}{head_dim} S={rec.get('seq_len')}"
+
+
 def record_name(key, name, rec):
     """How counter tables and lines name a record: its decode shape, its kernel, or its working set."""
     if rec.get("impl"):
-        return (f"decode {rec['impl']} {rec['dtype']} S={rec.get('seq_len')} B={rec.get('batch')} "
-                f"H={rec.get('heads')}/{rec.get('kv_heads')}")
+        return f"decode {rec['impl']} {decode_shape(rec)}"
     return f"{key} {name}" if name is not None else f"{key} {si(rec.get('working_set_bytes'), 'B')}"
 
 
@@ -169,9 +175,7 @@ def profile_lines(doc):
 def unmeasured_name(point):
     """A decode point left out (decode_unsupported): its impl, and its shape where it has one (the
     CPU's points beyond memory; a GPU's unsupported SDPA backend names the impl alone)."""
-    shape = (f" {point['dtype']} B={point['batch']} H={point['heads']}/{point['kv_heads']} S={point['seq_len']}"
-             if "seq_len" in point else "")
-    return point["impl"] + shape
+    return point["impl"] + (f" {decode_shape(point)}" if "seq_len" in point else "")
 
 
 def unmeasured_phrases(points):
@@ -190,8 +194,7 @@ def decode_line(rec):
     err = rec.get("model_error")
     status = "ok" if rec.get("validated") else f"WRONG OUTPUT: {rec.get('error')}"
     warn = f"  [{len(rec['warnings'])} warning(s)]" if rec.get("warnings") else ""
-    return (f"decode {rec['impl']:<11} {rec['dtype']:<4} B={rec['batch']} H={rec['heads']}/{rec['kv_heads']} "
-            f"S={rec['seq_len']:<6} {rec['time_s'] * 1e3:9.3f} ms  {si(a.get('bytes_per_s'), 'B/s'):>11}"
+    return (f"decode {rec['impl']:<11} {decode_shape(rec):<34} {rec['time_s'] * 1e3:9.3f} ms  {si(a.get('bytes_per_s'), 'B/s'):>11}"
             + (f"  {frac:.2f} of read bw" if frac is not None else "")
             + (f" ({adjacent:.2f} of the read beside it)" if adjacent is not None else "")
             + (f"  model error {err:+.0%}" if err is not None else "") + f"  {status}{warn}")

@@ -386,8 +386,8 @@ def test_the_terminal_summary_says_what_was_counted_and_once_why_not():
     assert lines.count("counters (perf): no hardware PMU under the KVM hypervisor (task-clock counted: 0.085 ms a call)") == 1
     assert not any("--counters off" in line for line in lines)
     point = rec(counters.block("ncu", None, dram_bytes=1.07e9), impl="cupy-fused", seq_len=32768, batch=8, heads=32,
-                kv_heads=8, bytes_per_call=1.09e9, time_s=1e-3, achieved={})
-    assert "counted decode cupy-fused fp32 S=32768 B=8 H=32/8 (ncu): 1.1 GB (declared 1.1 GB)" in \
+                kv_heads=8, head_dim=128, bytes_per_call=1.09e9, time_s=1e-3, achieved={})
+    assert "counted decode cupy-fused fp32 B=8 H=32/8 d_h=128 S=32768 (ncu): 1.1 GB (declared 1.1 GB)" in \
         section_lines({"decode_attention": [point]})[-1]  # named by its shape, as in the report's table
 
 

@@ -317,7 +317,7 @@ def test_cli_probe_on_a_gpu_prints_its_records(fake_gpu_machine, capsys):
 
     assert cli.main(["probe", "decode", "--device", "gpu0", "--dtype", "bf16", "--seq-len", "77", "--heads", "4",
                      "--kv-heads", "2", "--head-dim", "128", "--batch", "1"]) == 0
-    assert "decode cupy-fused  bf16 B=1 H=4/2 S=77" in capsys.readouterr().out
+    assert "decode cupy-fused  bf16 B=1 H=4/2 d_h=128 S=77" in capsys.readouterr().out
 
 
 def test_tensor_core_rows_against_the_datasheet():

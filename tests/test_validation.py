@@ -11,7 +11,7 @@ BW, PEAK, LLC = 50e9, 500e9, 32 << 20
 def record(impl="numba-fused", dtype="fp32", seq_len=16384, kv_heads=32, batch=1, efficiency=0.8, validated=True):
     shape = model.DecodeShape(seq_len=seq_len, heads=32, kv_heads=kv_heads, head_dim=128, dtype=dtype, batch=batch)
     nbytes = model.decode_bytes(shape)
-    return {"impl": impl, "dtype": dtype, "seq_len": seq_len, "heads": 32, "kv_heads": kv_heads, "batch": batch,
+    return {"impl": impl, "dtype": dtype, "seq_len": seq_len, "heads": 32, "kv_heads": kv_heads, "batch": batch, "head_dim": 128,
             "validated": validated, "time_s": nbytes / (BW * efficiency),
             "model": {"flops": model.attention_flops(shape), "bytes": nbytes, "cache_bytes": model.cache_bytes(shape)}}
 
@@ -64,13 +64,13 @@ def test_points_below_both_roofs_are_named_least_attained_first():
     for r in recs:
         validation.derive_point(r, BW, PEAK)
     short = validation.model_validation(recs, LLC, BW)["short_of_roofs"]
-    assert [p["point"] for p in short] == ["decode numba-fused fp32 S=16384 B=1 H=32/8",
-                                           "decode numba-fused int8 S=16384 B=1 H=32/32"]
+    assert [p["point"] for p in short] == ["decode numba-fused fp32 B=1 H=32/8 d_h=128 S=16384",
+                                           "decode numba-fused int8 B=1 H=32/32 d_h=128 S=16384"]
     assert [p["fraction_of_roof"] for p in short] == pytest.approx([0.5, 0.6])
     assert short[0]["roof"] == "memory-bound" and short[0]["against_adjacent_read"] is False
     assert short[0]["fraction_of_peak_flops"] == pytest.approx(recs[2]["achieved"]["fraction_of_peak_flops"])
     phrase = short_of_roofs_phrase(short)
-    assert phrase.startswith("below both roofs") and "H=32/8 at 0.50 of its memory roof" in phrase
+    assert phrase.startswith("below both roofs") and "H=32/8 d_h=128 S=16384 at 0.50 of its memory roof" in phrase
     assert short_of_roofs_phrase([]) is None
 
 
