@@ -10,8 +10,8 @@ from harness import model, plots
 from harness.machine import last_level_cache_bytes
 from harness.profile import atomic_write_text, by_device, labelled_records
 from harness.specs import match_spec, spec_flag
-from harness.summary import (crossover_phrase, rate_unit, record_name, seed_weights_change, short_of_roofs_phrase, si,
-                             unmeasured_phrases, working_set_band)
+from harness.summary import (crossover_phrase, rate_unit, record_name, record_warnings, seed_weights_change,
+                             short_of_roofs_phrase, si, unmeasured_phrases, working_set_band)
 from harness.validation import LARGE_CACHE_FACTOR, matmul_rate, roofs, swept_shape
 
 LEVELS = ("L1", "L2", "L3", "DRAM", "HBM")
@@ -255,16 +255,11 @@ def memory_settings(settings):
 
 
 def collect_warnings(sec):
-    out = [f"probe {name} failed, its measurements are missing: {message}"
-           for name, message in (sec.get("probe_errors") or {}).items()] + list(sec.get("warnings") or [])
-    for key in ("bandwidth", "bandwidth_fp32", "peak_flops", "tensor_flops"):
-        for name, rec in (sec.get(key) or {}).items():
-            out += [f"{key}.{name}: {w}" for w in rec.get("warnings", [])] if isinstance(rec, dict) else []
-    for rec in sec.get("hierarchy") or []:
-        out += [f"hierarchy {rec['working_set_bytes'] / 1024:.0f} KiB: {w}" for w in rec.get("warnings", [])]
-    for rec in sec.get("decode_attention") or []:
-        out += [f"decode {rec['impl']} {rec['dtype']} S={rec['seq_len']}: {w}" for w in rec.get("warnings", [])]
-    return out
+    """A device section's failed probes, its own warnings, then every timed record's warnings
+    (the thread sweep's included), named as the terminal names them."""
+    return ([f"probe {name} failed, its measurements are missing: {message}"
+             for name, message in (sec.get("probe_errors") or {}).items()]
+            + list(sec.get("warnings") or []) + record_warnings(sec))
 
 
 def report_data(doc, specs=()):

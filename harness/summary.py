@@ -128,16 +128,27 @@ def decode_shape(rec):
 
 
 def record_name(key, name, rec):
-    """How counter tables and lines name a record: its decode shape, its kernel, or its working set."""
+    """How counter tables, lines and warnings name a record: a decode point by its shape, a
+    kernel by its profile path (a thread sweep's point with its threads), a hierarchy point by its
+    working set."""
     if rec.get("impl"):
         return f"decode {rec['impl']} {decode_shape(rec)}"
-    return f"{key} {name}" if name is not None else f"{key} {si(rec.get('working_set_bytes'), 'B')}"
+    if name is None:
+        return f"{key} {si(rec.get('working_set_bytes'), 'B')}"
+    threads = rec.get("threads")
+    return f"{key}.{name}" + (f" at {threads} thread{'s' if threads != 1 else ''}" if key == "thread_sweep" else "")
+
+
+def record_warnings(section):
+    """'NAME: WARNING' for each warning of every timed record of a section, each record named by
+    record_name (a decode point by its whole shape, so two points of one length stay apart)."""
+    return [f"{record_name(key, name, rec)}: {w}" for key, name, rec in labelled_records(section)
+            for w in rec.get("warnings") or []]
 
 
 def warning_lines(section):
     """Each record's warnings, named (the record lines above them only count them)."""
-    return [f"warning: {record_name(key, name, rec)}: {w}" for key, name, rec in labelled_records(section)
-            for w in rec.get("warnings") or []]
+    return [f"warning: {w}" for w in record_warnings(section)]
 
 
 def counter_lines(section):

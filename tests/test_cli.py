@@ -83,7 +83,7 @@ def test_probe_names_each_warning_it_counts(monkeypatch, capsys):
     assert cli.main(["probe", "stream"]) == 0
     out = capsys.readouterr().out.splitlines()
     assert out[0].startswith("bandwidth.triad") and out[0].endswith("[1 warning(s)]")
-    assert out[1] == "warning: bandwidth triad: machine busy: CPU steal time was 3.2% of CPU time during the measurement"
+    assert out[1] == "warning: bandwidth.triad: machine busy: CPU steal time was 3.2% of CPU time during the measurement"
 
 
 def test_show_names_each_warning_of_a_profile():

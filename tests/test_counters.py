@@ -382,7 +382,7 @@ def test_the_terminal_summary_says_what_was_counted_and_once_why_not():
                               "fp64": rec(no_pmu), "fp16": rec(no_pmu)},
                "bandwidth": {"read": rec(counters.unavailable("counting was not asked for (--counters off)"))}}
     lines = section_lines(section)
-    assert "counted peak_flops fp32 (ncu): 2.0 kB (declared n/a), 2.1 GFLOP (declared 2.0 GFLOP) a call" in lines
+    assert "counted peak_flops.fp32 (ncu): 2.0 kB (declared n/a), 2.1 GFLOP (declared 2.0 GFLOP) a call" in lines
     assert lines.count("counters (perf): no hardware PMU under the KVM hypervisor (task-clock counted: 0.085 ms a call)") == 1
     assert not any("--counters off" in line for line in lines)
     point = rec(counters.block("ncu", None, dram_bytes=1.07e9), impl="cupy-fused", seq_len=32768, batch=8, heads=32,

@@ -185,6 +185,24 @@ def test_a_sections_own_warnings_are_reported_and_summarised(doc):
     assert "WARNING: the threads shared cores" in section_lines(warned["devices"]["cpu"])
 
 
+def test_record_warnings_name_every_record_as_the_terminal_does(doc):
+    warned = copy.deepcopy(doc)
+    cpu = warned["devices"]["cpu"]
+    mha = next(r for r in cpu["decode_attention"] if r["heads"] == r["kv_heads"])
+    gqa = {**copy.deepcopy(mha), "kv_heads": mha["heads"] // 4, "warnings": ["wide spread: IQR is 30% of the median"]}
+    mha["warnings"] = ["wide spread: IQR is 12% of the median"]
+    cpu["decode_attention"].append(gqa)  # one impl, dtype and length: only the KV heads tell them apart
+    sweep = next(iter(cpu["thread_sweep"].values()))[-1]  # at 2 threads
+    sweep["warnings"] = ["wide spread: stdev is 11% of the mean (>= 10%)"]
+    text = report.markdown(report.report_data(warned))
+    shape = f"{mha['dtype']} B={mha['batch']} H={mha['heads']}/{{}} d_h={mha['head_dim']} S={mha['seq_len']}"
+    assert f"- decode {mha['impl']} {shape.format(mha['kv_heads'])}: wide spread: IQR is 12%" in text
+    assert f"- decode {mha['impl']} {shape.format(gqa['kv_heads'])}: wide spread: IQR is 30%" in text
+    assert (f"- thread_sweep.{next(iter(cpu['thread_sweep']))} at {sweep['threads']} threads: wide spread: stdev is 11%"
+            in text)  # left out before
+    assert [line[len("warning: "):] for line in summary.warning_lines(cpu)] == report.collect_warnings(cpu)
+
+
 def test_counted_records_are_tabled_beside_declared_and_drawn_on_the_roofline(doc):
     counted = copy.deepcopy(doc)
     cpu = counted["devices"]["cpu"]
@@ -201,7 +219,7 @@ def test_counted_records_are_tabled_beside_declared_and_drawn_on_the_roofline(do
     assert any(p["source"] == "counters" and p["impl"] == "numba-fused" for p in data["roofline"]["points"])
     text = report.markdown(data)
     rows = [line for line in text.splitlines() if line.startswith("| cpu |")]
-    assert any("bandwidth triad | perf |" in r and "| 0.970 |" in r and "memory-controller CAS" in r for r in rows)
+    assert any("bandwidth.triad | perf |" in r and "| 0.970 |" in r and "memory-controller CAS" in r for r in rows)
     decode = next(r for r in rows if "decode numba-fused" in r)
     assert "| 1.050 |" in decode and "| 1.000 |" in decode  # bytes 5% over the model's; FLOPs as declared
     assert decode.endswith("| AMD fp_ret_sse_avx_ops.all: retired FLOPs, FMA counting 2 |")  # what counted them
