@@ -78,8 +78,8 @@ def section_lines(section):
                 band = working_set_band(rec)
                 lines.append(f"{'level ' + level:<28} {si(rec.get('bytes_per_s'), 'B/s'):>14}" + (
                     f"  ({rec['reason']})" if rec.get("reason") else
-                    f"  median of {rec.get('points')} points' best samples" + (f", working sets {band}" if band else "")
-                    + f"; best point {si(rec.get('max_bytes_per_s'), 'B/s')}"))
+                    f"  {level_basis(rec.get('points'))}" + (f", working sets {band}" if band else "")
+                    + (f"; best point {si(rec.get('max_bytes_per_s'), 'B/s')}" if rec.get("points") != 1 else "")))
         elif key == "thread_sweep":
             for kernel, recs in value.items():
                 for rec in recs:
@@ -108,6 +108,12 @@ def section_lines(section):
                 if f:  # a CPU's matrix units (AMX, AVX512-FP16), where it has them
                     lines.append(f"{'theoretical matmul ' + dtype:<28} {si(f, rate_unit(dtype))}")
     return lines + counter_lines(section)
+
+
+def level_basis(points):
+    """What a memory level's bandwidth is: the median of its points' best samples, or the best
+    sample of its one point."""
+    return "the best sample of its one point" if points == 1 else f"median of {points} points' best samples"
 
 
 def short_of_roofs_phrase(points):

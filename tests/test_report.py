@@ -83,6 +83,8 @@ def test_a_levels_line_says_its_figure_is_a_median_of_points_not_the_best(doc):
     lines = [line for line in section_lines(doc["devices"]["cpu"]) if line.startswith("level ")]
     assert lines[1] == ("level L2                         399.1 GB/s  median of 5 points' best samples, "
                         "working sets 196.6 kB to 1.0 MB; best point 509.5 GB/s")
+    one = section_lines({"hierarchy_levels": {"DRAM": {"bytes_per_s": 3.1e10, "max_bytes_per_s": 3.1e10, "points": 1}}})
+    assert one == ["level DRAM                        31.0 GB/s  the best sample of its one point"]
     empty = section_lines({"hierarchy_levels": {"L3": {"bytes_per_s": None, "reason": "no sweep point lies well inside"}}})
     assert empty == ["level L3                                n/a  (no sweep point lies well inside)"]
 
