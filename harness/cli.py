@@ -244,7 +244,8 @@ def cmd_compare(args):
     cfg = compare.load_config(args.config) if args.config else {}
     threshold = (args.threshold if args.threshold is not None else cfg.get("threshold_pct", 5)) / 100
     result = compare.compare(base, new, threshold, cfg.get("metrics", {}))
-    text = compare.markdown(result, args.base, args.new)
+    text = (json.dumps(compare.as_json(result, args.base, args.new), indent=2) if args.json
+            else compare.markdown(result, args.base, args.new))
     if args.out:  # before the report is printed, which fails where its reader went away
         atomic_write_text(args.out, text)
         print(f"wrote {args.out}", file=sys.stderr)
@@ -418,7 +419,9 @@ def parser():
     sp.add_argument("new")
     sp.add_argument("--threshold", type=nonnegative_float, help="practical threshold in percent (default 5)")
     sp.add_argument("--config", help="YAML: threshold_pct and per-metric overrides {glob: percent}")
-    sp.add_argument("--out", help="also write the markdown report here")
+    sp.add_argument("--out", help="also write the report here (markdown, or JSON with --json)")
+    sp.add_argument("--json", action="store_true",
+                    help="the verdicts as JSON (every metric's medians, change, CI and verdict) instead of markdown")
     sp.set_defaults(func=cmd_compare)
 
     sp = sub.add_parser("history", help="a metric's trend over a machine's stored profiles")

@@ -351,6 +351,17 @@ def markdown(result, base_path, new_path):
     return "\n".join(out)
 
 
+def as_json(result, base_path, new_path):
+    """The comparison as plain JSON data for CI: the profiles' paths, whether it regressed (what
+    the exit status says), and every row, with the identity differences and run warnings as
+    named fields rather than tuples."""
+    return {"base": base_path, "new": new_path, "regressed": has_regression(result),
+            **{k: v for k, v in result.items() if k not in ("differences", "run_warnings")},
+            "differences": [{"field": label, "base": b, "new": n} for label, b, n in result["differences"]],
+            "run_warnings": [{"side": side, "device": device, "warning": w}
+                             for side, pairs in result["run_warnings"].items() for device, w in pairs]}
+
+
 def has_regression(result):
     """A metric regressed, or a kernel's output turned wrong (compare then exits 1)."""
     return any(r["verdict"] in ("regressed", "wrong output") for r in result["rows"])

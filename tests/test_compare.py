@@ -1,5 +1,6 @@
 """Regression verdicts on synthetic profiles built from known distributions."""
 
+import json
 import os
 import pathlib
 
@@ -243,6 +244,25 @@ def test_cli_exit_codes(tmp_path):
     proc = run_cli("compare", base, worse, "--out", str(out))
     assert proc.returncode == 1 and "| regressed | bandwidth.triad |" in proc.stdout
     assert out.read_text().startswith("# Regression report")
+
+
+def test_cli_json_carries_every_verdict_and_the_exit_status(tmp_path):
+    base = write(tmp_path, "base.yaml", profile({"triad": rate_record(50e9, 0.01)}))
+    worse_doc = profile({"triad": rate_record(40e9, 0.01)}, numba="0.69.0")
+    worse_doc["devices"]["cpu"]["warnings"] = ["the threads shared cores"]
+    worse = write(tmp_path, "worse.yaml", worse_doc)
+    out = tmp_path / "verdicts.json"
+    proc = run_cli("compare", base, worse, "--json", "--out", str(out))
+    assert proc.returncode == 1
+    doc = json.loads(proc.stdout)
+    assert doc == json.loads(out.read_text()) and doc["regressed"] is True and (doc["base"], doc["new"]) == (base, worse)
+    (row,) = doc["rows"]
+    assert row["metric"] == "bandwidth.triad" and row["verdict"] == "regressed" and row["unit"] == "B/s"
+    assert row["change"] == pytest.approx(-0.2, abs=0.02) and row["ci"][0] < row["change"] < row["ci"][1]
+    assert {"field": "package numba", "base": "0.68.1", "new": "0.69.0"} in doc["differences"]
+    assert doc["run_warnings"] == [{"side": "new", "device": "cpu", "warning": "the threads shared cores"}]
+    same = json.loads(run_cli("compare", base, base, "--json").stdout)
+    assert same["regressed"] is False and same["rows"][0]["verdict"] == "unchanged"
 
 
 def test_cli_bad_input_changes_no_file(tmp_path):
