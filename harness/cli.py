@@ -354,13 +354,14 @@ def parser():
     sub = p.add_subparsers(dest="command", required=True)
 
     sp = sub.add_parser("profile", help="measure this machine and write profiles/<machine-id>.yaml")
-    sp.add_argument("--quick", action="store_true", help="fewer samples and sizes (under a minute)")
+    size = sp.add_mutually_exclusive_group()  # a quick run of the full sweep is neither
+    size.add_argument("--quick", action="store_true", help="fewer samples and sizes (under a minute)")
+    size.add_argument("--full", action="store_true", help="longer decode sweep (more lengths, groups, dtypes)")
     sp.add_argument("--device", default="all", choices=["cpu", "gpu", "all"])
     sp.add_argument("--threads", type=positive_int, help="CPU threads (default: every usable CPU)")
     sp.add_argument("--gpus", help="GPU indices to profile, e.g. 0,2 (default: all)")
     sp.add_argument("--counters", default="auto", choices=["auto", "off", "perf", "ncu"],
                     help="hardware counters: auto (whatever works here), off, perf (CPU), ncu (GPU)")
-    sp.add_argument("--full", action="store_true", help="longer decode sweep (more lengths, groups, dtypes)")
     sp.add_argument("--out", help="profile path (default: profiles/<machine-id>.yaml)")
     sp.set_defaults(func=cmd_profile)
 

@@ -132,6 +132,7 @@ def test_show_summarises_a_profile(quick_profile):
     (["probe", "stream", "--device", "gpu0"], "valid devices are cpu"),
     (["profile", "--device", "tpu"], "invalid choice: 'tpu'"),
     (["profile", "--threads", "0"], "must be at least 1"),
+    (["profile", "--quick", "--full"], "argument --full: not allowed with argument --quick"),
     (["probe", "stream", "--threads", "4096"], "choose 1 to"),
     (["profile", "--threads", "many"], "not a whole number"),
     (["profile", "--out", "/proc/harness.yaml"], "cannot write the profile"),
@@ -376,3 +377,31 @@ def test_list_says_what_torch_leaves_out_without_it(monkeypatch, capsys):
     assert stream["runs_here"] and stream["reason"] is None
     assert cli.main(["list"]) == 0
     assert "decode     cpu  yes (torch-sdpa, torch-naive left out: torch is not importable" in capsys.readouterr().out
+
+
+def test_the_readmes_cli_synopsis_names_every_option():
+    import argparse
+
+    from harness.cli import parser
+
+    with open(os.path.join(ROOT, "README.md")) as f:
+        synopsis = f.read().split("## The CLI", 1)[1].split("```", 2)[1]
+    entries = {}  # "harness fleet run" -> its lines (a continuation line is indented)
+    for line in synopsis.strip().splitlines():
+        if line.startswith("harness "):
+            key = line
+        entries[key] = entries.get(key, "") + line
+
+    def options(p, command):
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                for name, sub in action.choices.items():
+                    yield from options(sub, f"{command} {name}")
+            else:
+                yield from ((command, o) for o in action.option_strings if o.startswith("--") and o != "--help")
+
+    def entry(command):
+        return next((text for key, text in entries.items() if key.startswith(command + " ")), "")
+
+    missing = [f"{command} {option}" for command, option in options(parser(), "harness") if option not in entry(command)]
+    assert not missing, f"README's CLI synopsis leaves out {missing}"
