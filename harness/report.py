@@ -403,6 +403,11 @@ def attention_sentence(balance):
             f"{' and '.join(bound)} caches it is compute-bound here.")
 
 
+def switch_text(mode):
+    """An NVML mode (ECC, MIG) in words: 1 on, 0 off, None where the GPU does not support it."""
+    return {1: "on", 0: "off", None: "not supported"}.get(mode, str(mode))
+
+
 def markdown(data, source=None):
     """The report's markdown, naming the profile file it was read from; absent sections are said to
     be absent."""
@@ -429,15 +434,19 @@ def markdown(data, source=None):
         ["memory settings", memory_settings(info.get("memory_settings"))],
         ["OS / Python", f"{doc['software'].get('os')} {doc['software'].get('kernel')} / Python {doc['software'].get('python')}"],
         ["packages", ", ".join(f"{k} {v}" for k, v in (doc["software"].get("packages") or {}).items() if v)],
-        ["threads used", cpu.get("threads")],
+        *([["threads used", cpu["threads"]]] if cpu.get("threads") else []),
         ["datasheet spec", data["spec"]["name"] if data["spec"] else "none matches this CPU in profiles/specs/"],
     ]), ""]
-    out += measurements_markdown(cpu, data["peaks"], "##", "hierarchy.png" if data["hierarchy"] else None)
-    out += matmul_notes(cpu, gpu=False)
-    out += threads_markdown(data["threads"], "threads.png")
-    out += decode_markdown(cpu, "decode.png", "##")
-    out += unmeasured_markdown(cpu)
-    out += drills_markdown(data["drills"])
+    if "cpu" in doc["devices"] or not data["gpus"]:
+        out += measurements_markdown(cpu, data["peaks"], "##", "hierarchy.png" if data["hierarchy"] else None)
+        out += matmul_notes(cpu, gpu=False)
+        out += threads_markdown(data["threads"], "threads.png")
+        out += decode_markdown(cpu, "decode.png", "##")
+        out += unmeasured_markdown(cpu)
+        out += drills_markdown(data["drills"])
+    else:  # `harness profile --device gpu`: the host's CPU is described above, not measured
+        out += ["## CPU", "", "Not measured in this profile (it was made with `--device gpu`): "
+                "`harness profile --device all` measures the CPU beside the GPUs.", ""]
     out += ["## GPUs", ""]
     out += [line for g in data["gpus"] for line in gpu_markdown(g)] or [doc["machine"].get("gpus_reason") or "None.", ""]
     out += ["## Hardware counters", ""]
@@ -498,7 +507,7 @@ def gpu_markdown(g):
         ["L2", si(info.get("l2_bytes"), "B")],
         ["power limit", f"{info.get('power_limit_w')} W"],
         ["driver / CUDA", f"{info.get('driver_version')} / {info.get('cuda_driver_version')}"],
-        ["ECC / MIG", f"{info.get('ecc_mode')} / {info.get('mig_mode')}"],
+        ["ECC / MIG", f"{switch_text(info.get('ecc_mode'))} / {switch_text(info.get('mig_mode'))}"],
         ["datasheet spec", g["spec"]["name"] if g["spec"] else "none matches this GPU in profiles/specs/"],
     ]), ""]
     out += measurements_markdown(sec, g["peaks"], "####", f"hierarchy-{name}.png" if g["hierarchy"] else None)

@@ -87,8 +87,11 @@ def test_gpu_profile_section_report_with_numpy_standing_in(fake_gpu_machine, tmp
     assert {p.rsplit("/", 1)[-1] for p in paths} == {"roofline-gpu0.png", "decode-gpu0.png", "hierarchy-gpu0.png", "report.md"}
     kernels = {p["kernel"] for p in report.gpu_data(back, "gpu0", back["devices"]["gpu0"])["hierarchy"]["points"]}
     assert kernels == {"read", "read through L1 (a slice per SM)"}
+    cpu_part = text.split("## GPUs")[0]  # profiled with --device gpu: the host described, its CPU not measured
+    assert "| CPU | " in cpu_part and "threads used" not in cpu_part and "## Peaks" not in cpu_part
+    assert "## CPU\n\nNot measured in this profile (it was made with `--device gpu`)" in cpu_part
     gpu_part = text.split("## GPUs")[1].split("## Hardware counters")[0]
-    for needle in ("### gpu0: NVIDIA H100 80GB HBM3", "| UUID / PCI bus id | GPU-00000000-5a5a / 0000:18:00.0 |", "| datasheet spec | NVIDIA H100 80GB HBM3 (SXM5) |", "![Roofline of gpu0](roofline-gpu0.png)", "| peak fp32 FMA |",
+    for needle in ("### gpu0: NVIDIA H100 80GB HBM3", "| UUID / PCI bus id | GPU-00000000-5a5a / 0000:18:00.0 |", "| datasheet spec | NVIDIA H100 80GB HBM3 (SXM5) |", "| ECC / MIG | on / not supported |", "![Roofline of gpu0](roofline-gpu0.png)", "| peak fp32 FMA |",
                    "![Read bandwidth against working set](hierarchy-gpu0.png)", "16.4 kB to 65.5 kB per SM",
                    "Tensor-core peaks not measured: torch is not installed", "#### Decode attention",
                    "| cupy-fused | int8 |", "Decode points not measured: torch-sdpa, torch-naive (torch is not installed",
