@@ -159,9 +159,11 @@ def theoretical(gpu, clock_hz=None):
     flops = {d: None for d in ("fp64", "fp32", "fp16")}
     if rates and gpu.get("sm_count") and clock:
         flops = {d: 2 * n * gpu["sm_count"] * clock for d, n in rates.items()}
-    why = (f"FLOP/s: 2 x FMA per clock per SM ({rates} for sm_{cc[0]}{cc[1]}) x {gpu.get('sm_count')} SMs x "
+    per_sm = ", ".join(f"{n} {d}" for d, n in (rates or {}).items())
+    capability = ".".join(map(str, cc)) or "unknown"
+    why = (f"FLOP/s: 2 x FMAs per clock per SM ({per_sm} for sm_{cc[0]}{cc[1]}) x {gpu.get('sm_count')} SMs x "
            f"{clock / 1e9:.3f} GHz; {FMA_SOURCE}" if rates and gpu.get("sm_count") and clock else
-           f"FLOP/s: not derivable (compute capability {cc or 'unknown'} not in the table, or SM count unknown)")
+           f"FLOP/s: not derivable (compute capability {capability} not in the table, or SM count unknown)")
     return {"bytes_per_s": bw, "flops_per_s": flops,
             "source": f"{why}. Bytes/s: " + (BANDWIDTH_FORMULA if bw else "not derivable: NVML gave no memory clock or bus width")}
 

@@ -26,6 +26,7 @@ def test_theoretical_peaks_of_an_h100_sxm():
     at_run_clock = gpus.theoretical(h100(), clock_hz=1755e6)
     assert at_run_clock["flops_per_s"]["fp32"] == pytest.approx(2 * 128 * 132 * 1755e6)
     assert "Programming Guide" in t["source"] and "bus width" in t["source"]
+    assert "(64 fp64, 128 fp32, 256 fp16 for sm_90) x 132 SMs x 1.980 GHz" in t["source"]  # in words, not a dict
 
 
 def test_blackwell_parts_have_theoretical_fma_rates_and_unknown_ones_say_why():
@@ -34,7 +35,7 @@ def test_blackwell_parts_have_theoretical_fma_rates_and_unknown_ones_say_why():
     b200 = gpus.theoretical({"compute_capability": [10, 0], "sm_count": 148, "max_sm_clock_hz": 1.965e9})
     assert b200["flops_per_s"]["fp64"] == pytest.approx(b200["flops_per_s"]["fp32"] / 2)  # a full-rate FP64 part
     unknown = gpus.theoretical({"compute_capability": [10, 3], "sm_count": 148, "max_sm_clock_hz": 2e9})
-    assert unknown["flops_per_s"]["fp32"] is None and "(10, 3) not in the table" in unknown["source"]
+    assert unknown["flops_per_s"]["fp32"] is None and "compute capability 10.3 not in the table" in unknown["source"]
 
 
 def test_theoretical_without_sm_count_says_why():
