@@ -12,7 +12,7 @@ from harness.profile import atomic_write_text, by_device, labelled_records
 from harness.specs import match_spec, spec_flag
 from harness.summary import (crossover_phrase, rate_unit, record_name, record_warnings, seed_weights_change,
                              short_of_roofs_phrase, si, unmeasured_phrases, working_set_band)
-from harness.validation import LARGE_CACHE_FACTOR, matmul_rate, roofs, swept_shape
+from harness.validation import LARGE_CACHE_FACTOR, headline_dtype, matmul_rate, roofs, swept_shape
 
 LEVELS = ("L1", "L2", "L3", "DRAM", "HBM")
 FLOAT_MATMULS = ("bf16", "fp16", "tf32", "fp32")  # tensor_flops in FLOP/s (int8's are OP/s)
@@ -554,19 +554,19 @@ def decode_markdown(sec, image, h):
     rows = []
     for r in recs:
         a = r.get("achieved") or {}
-        rows.append([r["impl"], r["dtype"], r["batch"], f"{r['heads']}/{r['kv_heads']}", r["seq_len"],
+        rows.append([r["impl"], r["dtype"], r["batch"], f"{r['heads']}/{r['kv_heads']}", r.get("head_dim", "n/a"), r["seq_len"],
                      f"{r['time_s'] * 1e3:.3f}", si(a.get("bytes_per_s"), "B/s"), num(a.get("fraction_of_bandwidth")),
                      num(a.get("fraction_of_adjacent_read")), f"{a.get('fraction_of_peak_flops', 0):.2%}" if a.get("fraction_of_peak_flops") is not None else "n/a",
                      f"{r['model_error']:+.0%}" if r.get("model_error") is not None else "n/a",
                      f"{r.get('rel_error', float('nan')):.1e}" if r.get("validated") else f"WRONG: {r.get('error')}"])
     out = [f"{h} Decode attention", "", f"![Decode attention against sequence length]({image})", "",
-           table(["impl", "dtype", "B", "H/H_kv", "seq_len", "median ms", "achieved", "of read bw", "of adjacent read",
+           table(["impl", "dtype", "B", "H/H_kv", "d_h", "seq_len", "median ms", "achieved", "of read bw", "of adjacent read",
                   "of fp32 peak", "model error", "error vs float64"], rows), ""]
     v = sec.get("model_validation") or {}
     out += [f"{h} Does the model hold here?", "", f"**{v.get('finding', 'no verdict')}**", ""]
     if v.get("per_dtype"):
-        out += [f"Model holds (|error| <= {v['holds_within']:.0%} for the best fp32 implementation): "
-                f"**{HOLDS[v['model_holds']]}**.", "",
+        out += [f"Model holds (|error| <= {v['holds_within']:.0%} for the best {headline_dtype(v['per_dtype'])} "
+                f"implementation): **{HOLDS[v['model_holds']]}**.", "",
                 table(["dtype", "best impl", "seq_len", "model error", "of read bw", "model error (adjacent read)"],
                       [[d, p["impl"], p["seq_len"], f"{p['model_error']:+.0%}", num(p["fraction_of_bandwidth"]),
                         f"{p['model_error_adjacent']:+.0%}" if p.get("model_error_adjacent") is not None else "n/a"]

@@ -313,6 +313,12 @@ def short_of_roofs(large):
     return sorted(found, key=lambda f: f["fraction_of_roof"])
 
 
+def headline_dtype(per_dtype):
+    """The cache dtype whose best point decides whether the model holds: fp32 where the sweep
+    reached DRAM in it, else the first of bf16, fp16, int8 that did (a GPU sweep's fp16)."""
+    return next((d for d in ("fp32", "bf16", "fp16", "int8") if d in per_dtype), None)
+
+
 def model_validation(records, llc_bytes, bw, fused_impl="numba-fused", memory="DRAM"):
     """devices.<name>.model_validation: per-dtype error, dtype/GQA/batch effects, a finding, at the
     shape the sweep varied (batch 1, H_kv = H on the CPU; the GPU sweep's batch and GQA group)."""
@@ -366,9 +372,9 @@ def model_validation(records, llc_bytes, bw, fused_impl="numba-fused", memory="D
             break
     batched = [r for r in large if r["impl"] == fused_impl and r["batch"] > 1 and r["kv_heads"] == r["heads"]]
     batch = _ratio_check(batched[0] if batched else None, fused(1, 1), "batch > 1 / batch 1")
-    headline = per_dtype.get("fp32") or next(iter(per_dtype.values()), None)
+    dtype = headline_dtype(per_dtype)
+    headline = per_dtype.get(dtype)
     if headline:
-        dtype = next(k for k, v in per_dtype.items() if v is headline)
         adjacent = headline["model_error_adjacent"] is not None
         error = headline["model_error_adjacent"] if adjacent else headline["model_error"]
         holds = abs(error) <= MODEL_HOLDS_WITHIN

@@ -94,7 +94,7 @@ def test_gpu_profile_section_report_with_numpy_standing_in(fake_gpu_machine, tmp
     for needle in ("### gpu0: NVIDIA H100 80GB HBM3", "| UUID / PCI bus id | GPU-00000000-5a5a / 0000:18:00.0 |", "| datasheet spec | NVIDIA H100 80GB HBM3 (SXM5) |", "| ECC / MIG | on / not supported |", "![Roofline of gpu0](roofline-gpu0.png)", "| peak fp32 FMA |",
                    "![Read bandwidth against working set](hierarchy-gpu0.png)", "16.4 kB to 65.5 kB per SM",
                    "Tensor-core peaks not measured: torch is not installed", "#### Decode attention",
-                   "| cupy-fused | int8 |", "Decode points not measured: torch-sdpa, torch-naive (torch is not installed",
+                   "| cupy-fused | int8 | 8 | 8/2 | 64 |", "Model holds (|error| <= 25% for the best fp16 implementation)", "Decode points not measured: torch-sdpa, torch-naive (torch is not installed",
                    "#### Does the model hold here?", "#### Telemetry while measuring",
                    "cupy-fused split-K kernels as loaded: bf16 d=64 G=4: 80 registers, 0 B local per thread, "
                    "3 blocks per SM (registers)"):

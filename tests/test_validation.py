@@ -88,6 +88,18 @@ def test_model_validation_flags_a_model_that_does_not_hold():
     assert v["gqa"]["available"] is False and v["gqa_widened"]["available"] is False
 
 
+def test_without_an_fp32_point_the_verdict_is_a_16_bit_caches_and_the_report_says_which():
+    from harness import report
+
+    recs = [validation.derive_point(record(dtype=d, efficiency=e), BW, PEAK) for d, e in (("int8", 0.5), ("fp16", 0.9))]
+    v = validation.model_validation(recs, LLC, BW)  # a GPU sweep's: no fp32 cache from memory
+    assert validation.headline_dtype(v["per_dtype"]) == "fp16" and v["model_holds"] is True
+    assert "numba-fused fp16 at 0.90" in v["finding"]
+    text = "\n".join(report.decode_markdown({"decode_attention": recs, "model_validation": v}, "decode.png", "##"))
+    assert "Model holds (|error| <= 25% for the best fp16 implementation): **yes**." in text
+    assert "| numba-fused | fp16 | 1 | 32/32 | 128 | 16384 |" in text  # the head dimension has its column
+
+
 def test_model_validation_without_large_caches():
     recs = [validation.derive_point(record(seq_len=64), BW, PEAK)]
     finding = validation.model_validation(recs, LLC, BW)["finding"]
