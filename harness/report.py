@@ -646,6 +646,11 @@ def best_float_rate(sec):
     return (rate, what) if rate else (None, None)
 
 
+def balance_text(flop_per_byte):
+    """A balance with three significant figures or more: 5.5, 14.7, 295."""
+    return f"{flop_per_byte:.1f}" if flop_per_byte < 100 else f"{flop_per_byte:.0f}"
+
+
 def index_rows(docs, specs):
     """reports/README.md rows: measured machines, then datasheet specs."""
     rows = []
@@ -655,12 +660,12 @@ def index_rows(docs, specs):
             bw, _ = roofs(sec)
             peak, what = best_float_rate(sec)
             per_dtype = (sec.get("model_validation") or {}).get("per_dtype") or {}
-            finding = per_dtype.get("fp32") or next(iter(per_dtype.values()), {})
+            headline = headline_dtype(per_dtype)
             kind = "measured (CPU)" if name == "cpu" else f"measured ({name}: {(sec.get('gpu') or {}).get('name')})"
             rows.append([link, kind, si(bw, "B/s"), f"{si(peak, 'FLOP/s')} {what}" if peak else "n/a",
                          si(((sec.get("peak_flops") or {}).get("fp64") or {}).get("flops_per_s"), "FLOP/s"),
-                         num(peak / bw, "{:.1f} (" + what + ")") if bw and peak else "n/a",
-                         num(finding.get("fraction_of_bandwidth")) if finding else "n/a"])
+                         f"{balance_text(peak / bw)} ({what})" if bw and peak else "n/a",
+                         f"{num(per_dtype[headline].get('fraction_of_bandwidth'))} ({headline})" if headline else "n/a"])
     for spec in specs:
         bw = spec["bandwidth_bytes_per_s"]["value"]
         rates = spec["flops_per_s"]
@@ -669,7 +674,7 @@ def index_rows(docs, specs):
         rows.append([spec["name"], f"datasheet ({spec['file']})", si(bw, "B/s"),
                      f"{si(best, 'FLOP/s')} {best_key} dense" if best else "n/a",
                      si(rates.get("fp64", {}).get("value"), "FLOP/s"),
-                     num(best / bw, "{:.0f} (" + best_key + ")") if best else "n/a", "n/a"])
+                     f"{balance_text(best / bw)} ({best_key})" if best else "n/a", "n/a"])
     return rows
 
 
@@ -680,7 +685,7 @@ def write_index(docs, specs, out_dir):
         "Every profiled machine (measured) beside every datasheet spec (profiles/specs/, each number with its "
         "source; tensor rates dense, sparse kept apart in the spec files). Balance is peak FLOP/s over "
         "bandwidth: decode attention (0.5 to 2 FLOP/byte) is memory-bound wherever the balance is above that.", "",
-        table(["machine", "kind", "bandwidth", "peak", "fp64", "balance (FLOP/byte)", "decode fp32 fraction of read bw"],
+        table(["machine", "kind", "bandwidth", "peak", "fp64", "balance (FLOP/byte)", "decode fraction of read bw (cache dtype)"],
               index_rows(docs, specs)), "",
         "Regenerate with `make report` (`harness report`); reports never run probes.", ""])
     path = os.path.join(out_dir, "README.md")
