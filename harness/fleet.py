@@ -19,6 +19,7 @@ from harness.errors import HarnessError, first_line
 from harness.profile import LOADER, atomic_write_text, dump, load_readable, save_profile, utc_now
 from harness.compare import metric_failures
 from harness.summary import natural_key, rate_unit, si
+from harness.validation import headline_dtype
 
 ENV_LAUNCHERS = (  # (rank, size, local rank) variables of common launchers
     ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK"),
@@ -142,9 +143,10 @@ def node_metrics(doc):
             for dtype, rec in (section.get(group) or {}).items():
                 if isinstance(rec, dict) and rec.get("flops_per_s"):
                     out[f"{dev}.{group}.{dtype}"] = (rec["median_flops_per_s"], True)
-        fp32 = ((section.get("model_validation") or {}).get("per_dtype") or {}).get("fp32") or {}
-        if fp32.get("fraction_of_bandwidth"):
-            out[f"{dev}.decode.fraction_of_bandwidth"] = (fp32["fraction_of_bandwidth"], True)
+        per_dtype = (section.get("model_validation") or {}).get("per_dtype") or {}
+        decode = per_dtype.get(headline_dtype(per_dtype)) or {}  # the dtype the model's verdict is of: a GPU's fp16
+        if decode.get("fraction_of_bandwidth"):
+            out[f"{dev}.decode.fraction_of_bandwidth"] = (decode["fraction_of_bandwidth"], True)
         for probe, tele in (section.get("telemetry") or {}).items():
             clock = (tele.get("sm_clock_hz") or {}).get("median")
             if clock:
