@@ -264,7 +264,7 @@ def cmd_history(args):
         print(f"left out of the trend: {error}", file=sys.stderr)
     if not docs:
         raise HarnessError(f"no readable profiles of machine {args.machine_id!r} in {args.profiles}/ or its history/")
-    metrics = [args.metric] if args.metric else list(history.HEADLINE)
+    metrics = [args.metric] if args.metric else history.headline_metrics(docs)
     for metric in metrics:
         rows = history.trend(docs, metric)
         if all(r["median"] is None and not r["step"] for r in rows):  # a step: its output check failed there

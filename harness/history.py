@@ -8,7 +8,7 @@ import statistics
 from matplotlib.ticker import FuncFormatter
 
 from harness import compare, plots
-from harness.profile import STAMP_FORMAT, load_readable
+from harness.profile import STAMP_FORMAT, device_order, load_readable
 from harness.summary import natural_key
 
 HEADLINE = ("bandwidth.read", "bandwidth.triad", "peak_flops.fp32", "peak_flops.fp64")
@@ -29,6 +29,17 @@ def profiles_of(machine_id, folder="profiles"):
 def metric_names(docs):
     """Every metric name that some profile of `docs` measured, numbers in them in number order."""
     return sorted({name for _, doc in docs for name in compare.metric_samples(doc)}, key=natural_key)
+
+
+def headline_metrics(docs):
+    """HEADLINE for each device the profiles measured, the CPU's first then gpu0, gpu1, ... by
+    number ('gpu0.bandwidth.read'): a GPU-only machine's trend has no CPU metric. HEADLINE itself
+    where none of them was measured (the caller names what was)."""
+    measured = metric_names(docs)
+    devices = sorted({compare.metric_device(name) for name in measured}, key=device_order)
+    found = [name for device in devices for metric in HEADLINE
+             if (name := metric if device == "cpu" else f"{device}.{metric}") in measured]
+    return found or list(HEADLINE)
 
 
 def trend(docs, metric, threshold=compare.DEFAULT_THRESHOLD):

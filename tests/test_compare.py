@@ -235,6 +235,18 @@ def write(tmp_path, name, doc):
     return str(path)
 
 
+def test_history_headlines_each_measured_device_cpu_first():
+    gpu_only = profile({})
+    gpu_only["devices"] = {"gpu10": {"bandwidth": {"triad": rate_record(3e12, 0.01)}},
+                           "gpu2": {"bandwidth": {"read": rate_record(3e12, 0.01)}}}
+    assert history.headline_metrics([("p", gpu_only)]) == ["gpu2.bandwidth.read", "gpu10.bandwidth.triad"]
+    both = profile({"triad": rate_record(50e9, 0.01)})
+    both["devices"]["gpu0"] = {"bandwidth": {"triad": rate_record(3e12, 0.01)}}
+    assert history.headline_metrics([("a", gpu_only), ("b", both)]) == [
+        "bandwidth.triad", "gpu0.bandwidth.triad", "gpu2.bandwidth.read", "gpu10.bandwidth.triad"]
+    assert history.headline_metrics([("p", profile({}))]) == list(history.HEADLINE)  # nothing measured: the error names it
+
+
 def test_cli_exit_codes(tmp_path):
     base = write(tmp_path, "base.yaml", profile({"triad": rate_record(50e9, 0.01)}))
     same = write(tmp_path, "same.yaml", profile({"triad": rate_record(50e9, 0.01)}))
