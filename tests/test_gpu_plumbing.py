@@ -78,6 +78,9 @@ def test_gpu_profile_section_report_with_numpy_standing_in(fake_gpu_machine, tmp
     assert judged == [("gpu0", "HBM"), (sec["gpu"]["l2_bytes"], "HBM")]
     assert "cupy-fused" in sec["model_validation"]["finding"] and "HBM" in sec["model_validation"]["finding"]
 
+    from harness.summary import section_lines
+    assert any(line.startswith("theoretical HBM ") and line.endswith("3.4 TB/s") for line in section_lines(sec))
+
     path = tmp_path / "gpu.yaml"
     profile.save_profile(doc, str(path))
     back = profile.load_profile(str(path))
