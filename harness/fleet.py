@@ -18,7 +18,7 @@ import yaml
 from harness.errors import HarnessError, first_line
 from harness.profile import LOADER, atomic_write_text, dump, load_readable, save_profile, utc_now
 from harness.compare import metric_failures
-from harness.summary import natural_key, rate_unit, si
+from harness.summary import natural_key, rate_unit, si, switch_text
 from harness.validation import headline_dtype
 
 ENV_LAUNCHERS = (  # (rank, size, local rank) variables of common launchers
@@ -154,20 +154,24 @@ def node_metrics(doc):
     return out
 
 
-CONFIG_FIELDS = (("driver", ("gpu", "driver_version")), ("ecc", ("gpu", "ecc_mode")),
-                 ("max SM clock", ("gpu", "max_sm_clock_hz")), ("power limit", ("gpu", "power_limit_w")))
+CONFIG_FIELDS = (("driver", ("gpu", "driver_version"), str), ("ecc", ("gpu", "ecc_mode"), switch_text),
+                 ("max SM clock", ("gpu", "max_sm_clock_hz"), lambda hz: f"{hz / 1e6:.0f} MHz"),  # 1980 vs 1950 differ
+                 ("power limit", ("gpu", "power_limit_w"), lambda w: f"{w:.0f} W"))
 
 
 def config_of(doc):
-    """Configuration a healthy fleet shares: CPU, memory, kernel, Python, packages, GPU driver/ECC/clocks."""
-    cfg = {"cpu model": doc["machine"].get("cpu", {}).get("model"), "memory": doc["machine"].get("cpu", {}).get("memory_bytes"),
+    """Configuration a healthy fleet shares, as the text the report shows (and compares, so a
+    MemTotal a few hundred KiB apart between boots is the same 25.3 GB): CPU, memory, kernel,
+    Python, packages, GPU driver/ECC/clocks."""
+    memory = doc["machine"].get("cpu", {}).get("memory_bytes")
+    cfg = {"cpu model": doc["machine"].get("cpu", {}).get("model"), "memory": si(memory, "B") if memory else None,
            "kernel": doc["software"].get("kernel"), "python": doc["software"].get("python")}
     cfg.update({f"package {k}": v for k, v in (doc["software"].get("packages") or {}).items()})
     for dev, section in (doc.get("devices") or {}).items():
-        for label, (a, b) in CONFIG_FIELDS:
+        for label, (a, b), text in CONFIG_FIELDS:
             value = (section.get(a) or {}).get(b)
             if value is not None:
-                cfg[f"{dev} {label}"] = value
+                cfg[f"{dev} {label}"] = text(value)
         for probe, tele in (section.get("telemetry") or {}).items():
             if tele.get("clocks_event_reasons"):
                 cfg[f"{dev} throttle reasons ({probe})"] = ", ".join(tele["clocks_event_reasons"])

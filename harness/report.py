@@ -11,7 +11,7 @@ from harness.machine import last_level_cache_bytes
 from harness.profile import atomic_write_text, by_device, labelled_records
 from harness.specs import match_spec, spec_flag
 from harness.summary import (crossover_phrase, rate_unit, record_name, record_warnings, seed_weights_change,
-                             short_of_roofs_phrase, si, unmeasured_phrases, working_set_band)
+                             short_of_roofs_phrase, si, switch_text, unmeasured_phrases, working_set_band)
 from harness.validation import LARGE_CACHE_FACTOR, headline_dtype, matmul_rate, roofs, swept_shape
 
 LEVELS = ("L1", "L2", "L3", "DRAM", "HBM")
@@ -401,11 +401,6 @@ def attention_sentence(balance):
     bound = [d for d in ("fp32", "fp16", "int8") if model.mha_intensity(d) >= balance]
     return (f"decode attention (0.5 to {top:g} FLOP/byte with a KV head per query head) reaches that ridge: on "
             f"{' and '.join(bound)} caches it is compute-bound here.")
-
-
-def switch_text(mode):
-    """An NVML mode (ECC, MIG) in words: 1 on, 0 off, None where the GPU does not support it."""
-    return {1: "on", 0: "off", None: "not supported"}.get(mode, str(mode))
 
 
 def markdown(data, source=None):

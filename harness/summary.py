@@ -127,6 +127,11 @@ def short_of_roofs_phrase(points):
                 f"{p['fraction_of_peak_flops']:.1%} of the compute peak" for p in points))
 
 
+def switch_text(mode):
+    """An NVML mode (ECC, MIG) in words: 1 on, 0 off, None where the GPU does not support it."""
+    return {1: "on", 0: "off", None: "not supported"}.get(mode, str(mode))
+
+
 def decode_shape(rec):
     """A decode point's dtype and shape, one way everywhere: 'fp32 B=1 H=32/8 d_h=128 S=16384'
     (d_h where the record has it: a GPU's unsupported SDPA backend names no shape)."""

@@ -104,6 +104,14 @@ def test_configuration_differences_are_listed():
     docs["n2"] = node(80e9, numba="0.69.0")
     result = fleet.analyse(docs)
     assert result["differences"]["package numba"] == {"n0": "0.68.1", "n1": "0.68.1", "n2": "0.69.0"}
+    for i, memory in enumerate((25_294_000_000, 25_294_400_000, 25_294_900_000)):  # MemTotal moves between boots
+        docs[f"n{i}"]["machine"]["cpu"]["memory_bytes"] = memory
+    docs["n0"]["devices"]["gpu0"] = {"gpu": {"ecc_mode": 1, "max_sm_clock_hz": 1.98e9, "power_limit_w": 700.0}}
+    docs["n1"]["devices"]["gpu0"] = {"gpu": {"ecc_mode": 0, "max_sm_clock_hz": 1.755e9, "power_limit_w": 500.0}}
+    differences = fleet.analyse(docs)["differences"]
+    assert "memory" not in differences  # the same 25.3 GB
+    assert differences["gpu0 ecc"] == {"n0": "on", "n1": "off", "n2": None}
+    assert differences["gpu0 max SM clock"]["n0"] == "1980 MHz" and differences["gpu0 power limit"]["n1"] == "500 W"
 
 
 def test_fleet_report_cli_exit_codes_and_pngs(tmp_path):
