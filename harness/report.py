@@ -12,7 +12,7 @@ from harness.profile import atomic_write_text, by_device, labelled_records
 from harness.specs import match_spec, spec_flag
 from harness.summary import (crossover_phrase, rate_unit, record_name, record_warnings, seed_weights_change,
                              short_of_roofs_phrase, si, switch_text, unmeasured_phrases, working_set_band)
-from harness.validation import LARGE_CACHE_FACTOR, headline_dtype, matmul_rate, roofs, swept_shape
+from harness.validation import LARGE_CACHE_FACTOR, compute_roof, headline_dtype, matmul_rate, roofs, swept_shape
 
 LEVELS = ("L1", "L2", "L3", "DRAM", "HBM")
 FLOAT_MATMULS = ("bf16", "fp16", "tf32", "fp32")  # tensor_flops in FLOP/s (int8's are OP/s)
@@ -187,11 +187,16 @@ def decode_series(who, sec, llc):
             "models": list(models.values()), "llc_seq_len": llc_seq}
 
 
-def drills(sec):
-    """The seed page's drill problems answered with this machine's measured roofs."""
+def drills(sec, gpu=False):
+    """The seed page's drill problems answered with a device's measured roofs: its read bandwidth,
+    and as peak the CPU's fp32 FMA chains (the page's i5-8250U figure) or a GPU's fp16 tensor-core
+    matmul (the page's H100 figure, 990 TFLOP/s), its FMA chains where no matmul was measured."""
     bw, peak = roofs(sec)
     if not (bw and peak):
         return None
+    what = "fp32 FMA peak"
+    if gpu:
+        peak, what = compute_roof(sec, model.MATMUL_DTYPES["fp16"], "tensor-core")
     llama2 = model.load_preset("llama-2-7b")
     llama3 = model.load_preset("llama-3-8b")
     step16 = model.decode_step(llama2, "fp16", 1, 4096, bw, peak)
@@ -204,7 +209,7 @@ def drills(sec):
         "fraction_fp32_decode": model.fraction_of_peak(0.5, peak, bw),
         "fraction_fp16_decode": model.fraction_of_peak(1.0, peak, bw),
         "llama2_fp16": step16, "llama2_int8": step8, "llama3_fp16": gqa,
-        "bandwidth": bw, "peak": peak,
+        "bandwidth": bw, "peak": peak, "peak_what": what,
         "compute_bound_group": {d: model.compute_bound_group(model.machine_balance(peak, bw), d)
                                 for d in ("fp32", "fp16", "int8")},
     }
@@ -294,7 +299,8 @@ def gpu_data(doc, name, sec, specs=()):
     decode = decode_series(who, sec, l2) if sec.get("decode_attention") else None
     return {"name": name, "sec": sec, "info": info, "spec": spec, "roofline": roofline, "decode": decode,
             "hierarchy": hierarchy_series(who, sec),
-            "peaks": peak_rows(sec, spec) + tensor_rows(sec, spec), "warnings": collect_warnings(sec)}
+            "peaks": peak_rows(sec, spec) + tensor_rows(sec, spec), "drills": drills(sec, gpu=True),
+            "warnings": collect_warnings(sec)}
 
 
 def tensor_rows(sec, spec, what="tensor-core matmul"):
@@ -492,8 +498,12 @@ def gpu_markdown(g):
     if g["roofline"]:
         out += [f"![Roofline of {name}](roofline-{name}.png)", ""]
     if bw and peak:
+        best, what = best_float_rate(sec)
+        tensor = (f" Its tensor cores compute {si(best, 'FLOP/s')} ({what}), a balance of {balance_text(best / bw)} "
+                  "FLOP/byte." if what != "fp32" else "")
         out += [f"Reads HBM at {si(bw, 'B/s')} and computes {si(peak, 'FLOP/s')} in fp32 (FMA), a balance of "
-                f"{peak / bw:.1f} FLOP/byte.", ""]
+                f"{peak / bw:.1f} FLOP/byte.{tensor} {attention_sentence(peak / bw)[0].upper()}"
+                f"{attention_sentence(peak / bw)[1:]}", ""]
     out += [table(["", ""], [
         ["UUID / PCI bus id", f"{info.get('uuid')} / {info.get('pci_bus_id') or 'n/a'}"],
         ["compute capability / SMs", f"{'.'.join(map(str, info.get('compute_capability') or []))} / {info.get('sm_count')}"],
@@ -510,6 +520,7 @@ def gpu_markdown(g):
     out += decode_markdown(sec, f"decode-{name}.png", "####")
     out += fused_kernel_markdown(sec)
     out += unmeasured_markdown(sec)
+    out += drills_markdown(g["drills"], "####", name)
     tele = sec.get("telemetry") or {}
     if tele:
         rows = [[probe, si((t.get("sm_clock_hz") or {}).get("median"), "Hz"), num((t.get("power_w") or {}).get("max"), "{:.0f}"),
@@ -587,14 +598,15 @@ def decode_markdown(sec, image, h):
     return out
 
 
-def drills_markdown(d):
+def drills_markdown(d, h="##", who="this machine"):
+    """The drill problems' answers under heading level `h`, for `who` (this machine, or gpuN)."""
+    title = f"{h} The seed page's drill problems, for {who}"
     if not d:
-        return ["## The seed page's drill problems, for this machine", "",
-                "Not answerable: the profile has no measured read bandwidth and fp32 peak.", ""]
+        return [title, "", "Not answerable: the profile has no measured read bandwidth and fp32 peak.", ""]
     l2, l8, l3 = d["llama2_fp16"], d["llama2_int8"], d["llama3_fp16"]
-    return ["## The seed page's drill problems, for this machine", "",
-            f"- Machine balance: {d['peak'] / 1e9:.0f} GFLOP/s / {d['bandwidth'] / 1e9:.1f} GB/s = "
-            f"**{d['balance']:.1f} FLOP/byte**.",
+    return [title, "",
+            f"- Machine balance: {si(d['peak'], 'FLOP/s')} ({d.get('peak_what', 'fp32 FMA peak')}) / "
+            f"{si(d['bandwidth'], 'B/s')} = **{balance_text(d['balance'])} FLOP/byte**.",
             f"- Attainable FLOP/s of decode attention: fp32 cache (I = 0.5) **{si(d['attainable_fp32_decode'], 'FLOP/s')}** "
             f"({d['fraction_fp32_decode']:.1%} of peak); fp16 cache (I = 1) **{si(d['attainable_fp16_decode'], 'FLOP/s')}** "
             f"({d['fraction_fp16_decode']:.1%} of peak).",

@@ -19,6 +19,7 @@ from conftest import ROOT, undocumented_fields
 from harness import profile, report, run, validation
 from harness.errors import HarnessError
 from harness.specs import load_specs
+from harness.summary import si
 from probes import gpu_common
 
 COMMITTED_PROFILE = os.path.join(ROOT, "profiles", "amd-epyc-zen4-2c.yaml")
@@ -99,7 +100,7 @@ def test_gpu_profile_section_report_with_numpy_standing_in(fake_gpu_machine, tmp
                    "Tensor-core peaks not measured: torch is not installed", "#### Decode attention",
                    "| cupy-fused | int8 | 8 | 8/2 | 64 |", "Model holds (|error| <= 25% for the best fp16 implementation)", "Decode points not measured: torch-sdpa, torch-naive (torch is not installed",
                    "#### Does the model hold here?", "#### Telemetry while measuring",
-                   "cupy-fused split-K kernels as loaded: bf16 d=64 G=4: 80 registers, 0 B local per thread, "
+                   "#### The seed page's drill problems, for gpu0", "(fp32 FMA peak) / ", "cupy-fused split-K kernels as loaded: bf16 d=64 G=4: 80 registers, 0 B local per thread, "
                    "3 blocks per SM (registers)"):
         assert needle in gpu_part, needle
 
@@ -248,6 +249,15 @@ def test_gpu_profile_with_torch_tensor_cores_and_sdpa(fake_gpu_with_cpu_torch, t
     text = pathlib.Path(report.write_report(profile.load_profile(str(path)), str(tmp_path / "r"), load_specs())[-1]).read_text()
     assert "| tensor-core matmul bf16 |" in text and "(datasheet, dense)" in text
     assert "| torch-sdpa[math] |" in text
+    # the seed page's H100 drill takes the fp16 tensor-core rate as the peak, as `harness model` does for fp16 weights
+    assert "#### The seed page's drill problems, for gpu0" in text  # CPU torch's fp16 matmul: slower than the FMA
+    fp16 = 100 * sec["peak_flops"]["fp32"]["flops_per_s"]  # a real H100's: about 15x its fp32 FMA
+    sec["tensor_flops"]["fp16"]["flops_per_s"] = sec["tensor_flops"]["bf16"]["flops_per_s"] = fp16
+    g = report.gpu_data(doc, "gpu0", sec)
+    assert g["drills"]["peak"] == fp16 and g["drills"]["peak_what"] == "tensor-core fp16 matmul peak"
+    text = "\n".join(report.gpu_markdown(g))
+    assert f"- Machine balance: {si(fp16, 'FLOP/s')} (tensor-core fp16 matmul peak) / " in text
+    assert f"Its tensor cores compute {si(fp16, 'FLOP/s')} (bf16 matmul)" in text  # the first of a tie
 
 
 def test_a_tensor_core_matmul_torch_refuses_is_named_and_the_rest_measured(fake_gpu_with_cpu_torch, monkeypatch,
