@@ -48,9 +48,10 @@ def roofline(series, path):
     top = max(measured or [c["flops_per_s"] for c in series["ceilings"]] or [1e12])
     ax.axvspan(0.5, 2.0, color="gold", alpha=0.18)
     ax.text(1.0, top * 1.6, "decode attention\n(fp32 0.5 ... int8 2 FLOP/B)", ha="center", va="bottom", fontsize=8)
-    for c in series["ceilings"]:
+    for c in series["ceilings"]:  # a matmul's roof dash-dot: a GPU's fp16 FMA and fp16 matmul share a colour
+        style = "--" if not c["measured"] else "-." if " matmul" in c["label"] else "-"
         ax.plot([lo, hi], [c["flops_per_s"]] * 2, color=DTYPE_COLOURS.get(c["dtype"], "grey"),
-                linestyle="-" if c["measured"] else "--", linewidth=1.6 if c["measured"] else 1.0,
+                linestyle=style, linewidth=1.6 if c["measured"] else 1.0,
                 label=f"{c['label']}: {c['flops_per_s'] / 1e9:,.0f} G{operation(c['dtype'])}/s")
     for s in series["slopes"]:  # each level's roof: min(I x bandwidth, the highest measured ceiling)
         ax.plot(xs, np.minimum(xs * s["bytes_per_s"], top), color=LEVEL_COLOURS.get(s["level"], "grey"),
@@ -59,7 +60,7 @@ def roofline(series, path):
     for r in series["ridges"]:
         ax.plot([r["intensity"]], [r["flops_per_s"]], marker="*", markersize=14, color=DTYPE_COLOURS.get(r["dtype"], "grey"),
                 linestyle="none")
-        ax.annotate(f"ridge {r['dtype']}: {r['intensity']:.1f} {operation(r['dtype'])}/B", (r["intensity"], r["flops_per_s"]),
+        ax.annotate(f"ridge {r['name']}: {r['intensity']:.1f} {operation(r['dtype'])}/B", (r["intensity"], r["flops_per_s"]),
                     textcoords="offset points", xytext=(8, -14), fontsize=8)
     for p in series["points"]:
         colour = DTYPE_COLOURS.get(p["dtype"], "grey")

@@ -134,8 +134,9 @@ def roofline_series(who, sec, llc, memory="DRAM", clock="nominal clock"):
                 ceilings.append({"dtype": dtype, "label": f"{dtype} matmul (theoretical, {clock})",
                                  "flops_per_s": rec["theoretical_flops_per_s"], "measured": False})
     bw, _ = roofs(sec)
-    ridges = [{"dtype": c["dtype"], "intensity": c["flops_per_s"] / bw, "flops_per_s": c["flops_per_s"]}
-              for c in ceilings if c["measured"]] if bw else []
+    # each ridge named by its roof: a GPU's fp16 has two, the half2 FMA chains' and the tensor cores'
+    ridges = [{"dtype": c["dtype"], "name": c["label"].removesuffix(" (measured)").removesuffix(" peak"), "intensity": c["flops_per_s"] / bw,
+               "flops_per_s": c["flops_per_s"]} for c in ceilings if c["measured"]] if bw else []
     points = []
     for r in large_decode_points(sec, llc):
         points.append({"impl": r["impl"], "dtype": r["dtype"], "intensity": r["model"]["intensity"],
@@ -155,7 +156,7 @@ def roofline_series(who, sec, llc, memory="DRAM", clock="nominal clock"):
             if key not in best or p["seq_len"] > best[key]["seq_len"]:
                 best[key] = p
     hi = max([r["intensity"] for r in ridges] + [1.0]) * 30
-    return {"title": f"{who}: roofline (solid measured, dashed theoretical)",
+    return {"title": f"{who}: roofline (solid measured FMA, dash-dot measured matmul, dashed theoretical)",
             "slopes": slopes, "ceilings": ceilings, "ridges": ridges, "points": list(best.values()),
             "intensity_range": [0.1, hi]}
 

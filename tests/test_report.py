@@ -36,6 +36,12 @@ def test_roofline_series_hold_levels_ceilings_ridges_and_decode_points(doc):
     read = doc["devices"]["cpu"]["bandwidth"]["read"]["bytes_per_s"]
     fp32 = next(r for r in roof["ridges"] if r["dtype"] == "fp32")
     assert fp32["intensity"] == pytest.approx(doc["devices"]["cpu"]["peak_flops"]["fp32"]["flops_per_s"] / read)
+    assert fp32["name"] == "fp32 FMA"
+    both = copy.deepcopy(doc["devices"]["cpu"])  # a GPU's fp16: half2 FMA chains and tensor cores, two ridges
+    both["peak_flops"]["fp16"] = dict(both["peak_flops"]["fp32"], dtype="fp16")
+    both["tensor_flops"] = {"fp16": {"validated": True, "flops_per_s": 15 * both["peak_flops"]["fp32"]["flops_per_s"]}}
+    ridges = report.roofline_series("m", both, 1 << 20)["ridges"]
+    assert [r["name"] for r in ridges if r["dtype"] == "fp16"] == ["fp16 FMA", "fp16 matmul"]
     points = {(p["impl"], p["dtype"]) for p in roof["points"]}
     assert {("numba-fused", d) for d in ("fp32", "bf16", "fp16", "int8")} <= points
     assert all(p["source"] == "analytic" for p in roof["points"])  # no counters in this profile
