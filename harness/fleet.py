@@ -144,7 +144,7 @@ def node_metrics(doc):
                 if isinstance(rec, dict) and rec.get("flops_per_s"):
                     out[f"{dev}.{group}.{dtype}"] = (rec["median_flops_per_s"], True)
         per_dtype = (section.get("model_validation") or {}).get("per_dtype") or {}
-        decode = per_dtype.get(headline_dtype(per_dtype)) or {}  # the dtype the model's verdict is of: a GPU's fp16
+        decode = per_dtype.get(headline_dtype(per_dtype)) or {}  # the dtype the model's verdict is of
         if decode.get("fraction_of_bandwidth"):
             out[f"{dev}.decode.fraction_of_bandwidth"] = (decode["fraction_of_bandwidth"], True)
         for probe, tele in (section.get("telemetry") or {}).items():

@@ -315,7 +315,8 @@ def short_of_roofs(large):
 
 def headline_dtype(per_dtype):
     """The cache dtype whose best point decides whether the model holds: fp32 where the sweep
-    reached DRAM in it, else the first of bf16, fp16, int8 that did (a GPU sweep's fp16)."""
+    reached memory in it (both sweeps take it there), else the first of bf16, fp16, int8 that did
+    (a quick GPU run's: its fp32 cache stays in the L2)."""
     return next((d for d in ("fp32", "bf16", "fp16", "int8") if d in per_dtype), None)
 
 
