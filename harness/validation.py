@@ -316,7 +316,7 @@ def short_of_roofs(large):
 def headline_dtype(per_dtype):
     """The cache dtype whose best point decides whether the model holds: fp32 where the sweep
     reached memory in it (both sweeps take it there), else the first of bf16, fp16, int8 that did
-    (a quick GPU run's: its fp32 cache stays in the L2)."""
+    (where the fp32 point's output check failed, or its cache stayed in the last-level cache)."""
     return next((d for d in ("fp32", "bf16", "fp16", "int8") if d in per_dtype), None)
 
 

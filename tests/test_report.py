@@ -256,7 +256,7 @@ def test_index_lists_machines_and_specs(doc, tmp_path):
     assert row[3] == f"{si(3 * fma, 'FLOP/s')} bf16 matmul" and row[5].endswith(" (bf16 matmul)")
     v = amx["devices"]["cpu"]["model_validation"]  # the decode column names the cache dtype it gives
     assert row[6] == f"{v['per_dtype']['fp32']['fraction_of_bandwidth']:.2f} (fp32)"
-    v["per_dtype"] = {d: p for d, p in v["per_dtype"].items() if d != "fp32"}  # a quick GPU run: no fp32 from memory
+    v["per_dtype"] = {d: p for d, p in v["per_dtype"].items() if d != "fp32"}  # no fp32 point from memory
     assert report.index_rows([amx], [])[0][6].endswith(f" ({validation.headline_dtype(v['per_dtype'])})")
     assert [report.balance_text(x) for x in (5.461, 14.66, 295.2)] == ["5.5", "14.7", "295"]  # the spec rows' too
     assert report.best_float_rate({}) == (None, None)

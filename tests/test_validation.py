@@ -92,7 +92,7 @@ def test_without_an_fp32_point_the_verdict_is_a_16_bit_caches_and_the_report_say
     from harness import report
 
     recs = [validation.derive_point(record(dtype=d, efficiency=e), BW, PEAK) for d, e in (("int8", 0.5), ("fp16", 0.9))]
-    v = validation.model_validation(recs, LLC, BW)  # a quick GPU run's: no fp32 cache from memory
+    v = validation.model_validation(recs, LLC, BW)  # no fp32 point from memory
     assert validation.headline_dtype(v["per_dtype"]) == "fp16" and v["model_holds"] is True
     assert "numba-fused fp16 at 0.90" in v["finding"]
     text = "\n".join(report.decode_markdown({"decode_attention": recs, "model_validation": v}, "decode.png", "##"))
