@@ -14,7 +14,10 @@ from harness.summary import operation, si  # noqa: E402
 
 LEVEL_COLOURS = {"DRAM": "tab:blue", "HBM": "tab:blue", "L3": "tab:green", "L2": "tab:orange", "L1": "tab:red"}
 DTYPE_COLOURS = {"fp64": "black", "fp32": "tab:purple", "bf16": "tab:brown", "fp16": "tab:olive", "int8": "tab:cyan"}
-IMPL_MARKERS = {"numba-fused": "o", "torch-sdpa": "s", "torch-naive": "^", "cupy-fused": "D"}
+IMPL_MARKERS = {"numba-fused": "o", "torch-sdpa": "s", "torch-naive": "^", "cupy-fused": "D",
+                # a GPU's SDPA backends, one marker each, so that two of one dtype are told apart
+                "torch-sdpa[flash_attention]": "s", "torch-sdpa[efficient_attention]": "P",
+                "torch-sdpa[cudnn_attention]": "X", "torch-sdpa[math]": "v"}
 
 
 def save_atomically(fig, path):
@@ -98,14 +101,14 @@ def decode_vs_seq_len(series, path):
         ax.grid(True, which="both", alpha=0.25)
         if series.get("llc_seq_len"):
             ax.axvline(series["llc_seq_len"], color="grey", linestyle="--", linewidth=0.8)
-            ax.annotate("cache = last-level cache (fp32)", (series["llc_seq_len"], 0.02), xycoords=("data", "axes fraction"),
+            ax.annotate(f"cache = {series['cache']} (fp32)", (series["llc_seq_len"], 0.02), xycoords=("data", "axes fraction"),
                         fontsize=7, rotation=90)
     ax_t.set_yscale("log")
     ax_t.set_ylabel("time per decode step (s)")
     ax_t.set_title("decode attention: measured (solid) vs model (dotted)")
     ax_f.axhline(1.0, color="grey", linewidth=0.8)
-    ax_f.set_ylabel("achieved bytes/s / measured DRAM read bandwidth")
-    ax_f.set_title("fraction of DRAM read bandwidth (above 1: cache-resident)")
+    ax_f.set_ylabel(f"achieved bytes/s / measured {series['memory']} read bandwidth")
+    ax_f.set_title(f"fraction of {series['memory']} read bandwidth (above 1: cache-resident)")
     ax_t.legend(fontsize=7, ncol=2)
     ax_f.legend(fontsize=7, ncol=2)
     fig.suptitle(series["title"])

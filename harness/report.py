@@ -161,9 +161,10 @@ def roofline_series(who, sec, llc, memory="DRAM", clock="nominal clock"):
             "intensity_range": [0.1, hi]}
 
 
-def decode_series(who, sec, llc):
+def decode_series(who, sec, llc, memory="DRAM", cache="last-level cache"):
     """Per (impl, dtype), for the shape the sweep varied seq_len over (the most common batch and
-    heads: batch 1, H_kv = H on the CPU): time, prediction and fraction of bandwidth by seq_len."""
+    heads: batch 1, H_kv = H on the CPU): time, prediction and fraction of bandwidth by seq_len;
+    llc_seq_len, where that shape's fp32 cache fills `cache` (a GPU's L2)."""
     valid = [r for r in sec.get("decode_attention") or [] if r.get("validated")]
     batch, heads, kv_heads = swept_shape(valid)
     groups = {}
@@ -181,11 +182,11 @@ def decode_series(who, sec, llc):
     for s in series:
         if any(p is not None for p in s["predicted_time_s"]) and len(s["seq_len"]) > len(models.get(s["dtype"], {}).get("seq_len", [])):
             models[s["dtype"]] = {"dtype": s["dtype"], "seq_len": s["seq_len"], "predicted_time_s": s["predicted_time_s"]}
-    first = next(iter(sec.get("decode_attention") or []), None)
-    llc_seq = llc / (2 * first["kv_heads"] * first["head_dim"] * 4) if first else None
+    swept = next((r for r in valid if (r["batch"], r["heads"], r["kv_heads"]) == (batch, heads, kv_heads)), None)
+    llc_seq = llc / (2 * batch * kv_heads * swept["head_dim"] * 4) if swept and llc else None  # K and V, fp32
     shape = f"batch {batch}, H_kv = H" if kv_heads == heads else f"batch {batch}, H = {heads}, H_kv = {kv_heads}"
     return {"title": f"{who}: decode attention, {shape}", "series": series,
-            "models": list(models.values()), "llc_seq_len": llc_seq}
+            "models": list(models.values()), "llc_seq_len": llc_seq, "memory": memory, "cache": cache}
 
 
 def drills(sec, gpu=False):
@@ -297,7 +298,7 @@ def gpu_data(doc, name, sec, specs=()):
     spec = match_spec(info.get("name"), [s for s in specs if s["kind"] == "gpu"])
     who = f"{doc['machine']['id']} {name}"
     roofline = roofline_series(who, sec, l2, "HBM", "SM clock during the run") if sec.get("peak_flops") else None
-    decode = decode_series(who, sec, l2) if sec.get("decode_attention") else None
+    decode = decode_series(who, sec, l2, "HBM", "L2") if sec.get("decode_attention") else None
     return {"name": name, "sec": sec, "info": info, "spec": spec, "roofline": roofline, "decode": decode,
             "hierarchy": hierarchy_series(who, sec),
             "peaks": peak_rows(sec, spec) + tensor_rows(sec, spec), "drills": drills(sec, gpu=True),

@@ -539,3 +539,14 @@ def test_a_gpu_probe_is_counted_by_ncu_when_asked_and_perf_is_refused(fake_gpu_m
     assert "not counted: ncu re-runs only" in section["bandwidth_fp32"]["copy"]["counters"]["reason"]
     assert cli.main(["probe", "peak", "--device", "gpu0", "--counters", "perf"]) == 2
     assert "--counters perf counts CPU probes; gpu0 is counted by ncu" in capsys.readouterr().err
+
+
+def test_every_decode_impl_has_its_own_marker_in_the_plots():
+    from harness.plots import IMPL_MARKERS
+    from probes import cpu_decode, gpu_decode
+
+    impls = ["numba-fused", "torch-sdpa", "torch-naive", "cupy-fused"]
+    impls += [f"torch-sdpa[{b.lower()}]" for b in gpu_decode.SDPA_BACKENDS]  # as run_decode names them
+    assert set(cpu_decode.IMPLS) | set(gpu_decode.IMPLS) <= set(impls)
+    gpu = [IMPL_MARKERS[i] for i in impls if i.startswith("torch-sdpa[")] + [IMPL_MARKERS[i] for i in ("torch-naive", "cupy-fused")]
+    assert len(set(gpu)) == len(gpu)  # a GPU's decode plot draws them side by side

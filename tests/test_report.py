@@ -120,6 +120,17 @@ def test_decode_series_hold_measurement_and_model(doc):
     assert fused["seq_len"] == sorted(fused["seq_len"]) and len(fused["seq_len"]) >= 4
     assert all(p > 0 for p in fused["predicted_time_s"])
     assert {m["dtype"] for m in series["models"]} == {"fp32", "bf16", "fp16", "int8"}
+    assert (series["memory"], series["cache"]) == ("DRAM", "last-level cache")
+
+
+def test_the_cache_line_of_the_decode_plot_is_where_the_swept_shapes_cache_fills_it(doc):
+    cpu = copy.deepcopy(doc["devices"]["cpu"])
+    # a GPU's sweep: batch 8, H_kv 8, and its first record not of that shape
+    records = [dict(r, batch=8, heads=32, kv_heads=8) for r in cpu["decode_attention"] if r["impl"] == "numba-fused"]
+    cpu["decode_attention"] = [dict(records[0], batch=1, kv_heads=32)] + records
+    series = report.decode_series("m gpu0", cpu, 50 << 20, "HBM", "L2")
+    assert series["llc_seq_len"] == (50 << 20) / (2 * 8 * 8 * 128 * 4)  # K and V in fp32 for 8 sequences
+    assert (series["memory"], series["cache"]) == ("HBM", "L2")
 
 
 def test_report_files_are_written_and_valid(doc, tmp_path):
