@@ -135,8 +135,9 @@ def roofline_series(who, sec, llc, memory="DRAM", clock="nominal clock"):
                                  "flops_per_s": rec["theoretical_flops_per_s"], "measured": False})
     bw, _ = roofs(sec)
     # each ridge named by its roof: a GPU's fp16 has two, the half2 FMA chains' and the tensor cores'
-    ridges = [{"dtype": c["dtype"], "name": c["label"].removesuffix(" (measured)").removesuffix(" peak"), "intensity": c["flops_per_s"] / bw,
-               "flops_per_s": c["flops_per_s"]} for c in ceilings if c["measured"]] if bw else []
+    ridges = [{"dtype": c["dtype"], "name": c["label"].removesuffix(" (measured)").removesuffix(" peak"),
+               "intensity": c["flops_per_s"] / bw, "flops_per_s": c["flops_per_s"]}
+              for c in ceilings if c["measured"]] if bw else []
     points = []
     for r in large_decode_points(sec, llc):
         points.append({"impl": r["impl"], "dtype": r["dtype"], "intensity": r["model"]["intensity"],
@@ -503,9 +504,9 @@ def gpu_markdown(g):
         best, what = best_float_rate(sec)
         tensor = (f" Its tensor cores compute {si(best, 'FLOP/s')} ({what}), a balance of {balance_text(best / bw)} "
                   "FLOP/byte." if what != "fp32" else "")
+        where = attention_sentence(peak / bw)
         out += [f"Reads HBM at {si(bw, 'B/s')} and computes {si(peak, 'FLOP/s')} in fp32 (FMA), a balance of "
-                f"{peak / bw:.1f} FLOP/byte.{tensor} {attention_sentence(peak / bw)[0].upper()}"
-                f"{attention_sentence(peak / bw)[1:]}", ""]
+                f"{peak / bw:.1f} FLOP/byte.{tensor} {where[0].upper()}{where[1:]}", ""]
     out += [table(["", ""], [
         ["UUID / PCI bus id", f"{info.get('uuid')} / {info.get('pci_bus_id') or 'n/a'}"],
         ["compute capability / SMs", f"{'.'.join(map(str, info.get('compute_capability') or []))} / {info.get('sm_count')}"],

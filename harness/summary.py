@@ -136,7 +136,8 @@ def decode_shape(rec):
     """A decode point's dtype and shape, one way everywhere: 'fp32 B=1 H=32/8 d_h=128 S=16384'
     (d_h where the record has it: a GPU's unsupported SDPA backend names no shape)."""
     head_dim = f" d_h={rec['head_dim']}" if rec.get("head_dim") else ""
-    return f"{rec['dtype']} B={rec.get('batch')} H={rec.get('heads')}/{rec.get('kv_heads')}{head_dim} S={rec.get('seq_len')}"
+    return (f"{rec['dtype']} B={rec.get('batch')} H={rec.get('heads')}/{rec.get('kv_heads')}{head_dim} "
+            f"S={rec.get('seq_len')}")
 
 
 def record_name(key, name, rec):
@@ -217,7 +218,8 @@ def decode_line(rec):
     err = rec.get("model_error")
     status = "ok" if rec.get("validated") else f"WRONG OUTPUT: {rec.get('error')}"
     warn = f"  [{len(rec['warnings'])} warning(s)]" if rec.get("warnings") else ""
-    return (f"decode {rec['impl']:<11} {decode_shape(rec):<34} {rec['time_s'] * 1e3:9.3f} ms  {si(a.get('bytes_per_s'), 'B/s'):>11}"
+    return (f"decode {rec['impl']:<11} {decode_shape(rec):<34} {rec['time_s'] * 1e3:9.3f} ms  "
+            f"{si(a.get('bytes_per_s'), 'B/s'):>11}"
             + (f"  {frac:.2f} of read bw" if frac is not None else "")
             + (f" ({adjacent:.2f} of the read beside it)" if adjacent is not None else "")
             + (f"  model error {err:+.0%}" if err is not None else "") + f"  {status}{warn}")
