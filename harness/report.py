@@ -485,7 +485,7 @@ def measurements_markdown(sec, peaks, h, hierarchy_png=None):
     if levels:
         out += [table(["level", "bandwidth (median of points)", "best point", "points", "working sets"],
                       [[lv, si(v.get("bytes_per_s"), "B/s"), si(v.get("max_bytes_per_s"), "B/s"),
-                        v.get("points", v.get("reason", "")), working_set_band(v)] for lv, v in levels.items()]), "",
+                        v.get("points", 0), working_set_band(v) or v.get("reason", "")] for lv, v in levels.items()]), "",
                 "Each level's bandwidth is the median over the points well inside it (the working sets in the last "
                 "column), so the points at a boundary, partly in two levels, set no level.", ""]
     else:
