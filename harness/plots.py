@@ -52,7 +52,7 @@ def roofline(series, path):
     ax.axvspan(0.5, 2.0, color="gold", alpha=0.18)
     ax.text(1.0, top * 1.6, "decode attention\n(fp32 0.5 ... int8 2 FLOP/B)", ha="center", va="bottom", fontsize=8)
     for c in series["ceilings"]:  # a matmul's roof dash-dot: a GPU's fp16 FMA and fp16 matmul share a colour
-        style = "--" if not c["measured"] else "-." if " matmul" in c["label"] else "-"
+        style = "--" if not c["measured"] else "-." if c["roof"] == "matmul" else "-"
         ax.plot([lo, hi], [c["flops_per_s"]] * 2, color=DTYPE_COLOURS.get(c["dtype"], "grey"),
                 linestyle=style, linewidth=1.6 if c["measured"] else 1.0,
                 label=f"{c['label']}: {c['flops_per_s'] / 1e9:,.0f} G{operation(c['dtype'])}/s")

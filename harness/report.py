@@ -121,22 +121,24 @@ def roofline_series(who, sec, llc, memory="DRAM", clock="nominal clock"):
     ceilings = []
     for dtype, rec in (sec.get("peak_flops") or {}).items():
         if rec.get("flops_per_s"):
-            ceilings.append({"dtype": dtype, "label": f"{dtype} FMA peak (measured)", "flops_per_s": rec["flops_per_s"], "measured": True})
+            ceilings.append({"dtype": dtype, "roof": "FMA", "label": f"{dtype} FMA peak (measured)",
+                             "flops_per_s": rec["flops_per_s"], "measured": True})
         t = theoretical_peak(rec, theory, dtype)
         if t:
-            ceilings.append({"dtype": dtype, "label": f"{dtype} peak (theoretical, {clock})", "flops_per_s": t, "measured": False})
+            ceilings.append({"dtype": dtype, "roof": "FMA", "label": f"{dtype} peak (theoretical, {clock})",
+                             "flops_per_s": t, "measured": False})
     fma = max([c["flops_per_s"] for c in ceilings if c["measured"]], default=0)
     for dtype, rec in (sec.get("tensor_flops") or {}).items():  # matmuls that raise the roof (bf16, int8)
         if isinstance(rec, dict) and rec.get("validated") and (rec.get("flops_per_s") or 0) > fma:
-            ceilings.append({"dtype": dtype, "label": f"{dtype} matmul (measured)", "flops_per_s": rec["flops_per_s"],
-                             "measured": True})
+            ceilings.append({"dtype": dtype, "roof": "matmul", "label": f"{dtype} matmul (measured)",
+                             "flops_per_s": rec["flops_per_s"], "measured": True})
             if rec.get("theoretical_flops_per_s"):  # a CPU's matrix units (AMX) at the nominal clock
-                ceilings.append({"dtype": dtype, "label": f"{dtype} matmul (theoretical, {clock})",
+                ceilings.append({"dtype": dtype, "roof": "matmul", "label": f"{dtype} matmul (theoretical, {clock})",
                                  "flops_per_s": rec["theoretical_flops_per_s"], "measured": False})
     bw, _ = roofs(sec)
     # each ridge named by its roof: a GPU's fp16 has two, the half2 FMA chains' and the tensor cores'
-    ridges = [{"dtype": c["dtype"], "name": c["label"].removesuffix(" (measured)").removesuffix(" peak"),
-               "intensity": c["flops_per_s"] / bw, "flops_per_s": c["flops_per_s"]}
+    ridges = [{"dtype": c["dtype"], "name": f"{c['dtype']} {c['roof']}", "intensity": c["flops_per_s"] / bw,
+               "flops_per_s": c["flops_per_s"]}
               for c in ceilings if c["measured"]] if bw else []
     points = []
     for r in large_decode_points(sec, llc):
@@ -608,7 +610,7 @@ def drills_markdown(d, h="##", who="this machine"):
         return [title, "", "Not answerable: the profile has no measured read bandwidth and fp32 peak.", ""]
     l2, l8, l3 = d["llama2_fp16"], d["llama2_int8"], d["llama3_fp16"]
     return [title, "",
-            f"- Machine balance: {si(d['peak'], 'FLOP/s')} ({d.get('peak_what', 'fp32 FMA peak')}) / "
+            f"- Machine balance: {si(d['peak'], 'FLOP/s')} ({d['peak_what']}) / "
             f"{si(d['bandwidth'], 'B/s')} = **{balance_text(d['balance'])} FLOP/byte**.",
             f"- Attainable FLOP/s of decode attention: fp32 cache (I = 0.5) **{si(d['attainable_fp32_decode'], 'FLOP/s')}** "
             f"({d['fraction_fp32_decode']:.1%} of peak); fp16 cache (I = 1) **{si(d['attainable_fp16_decode'], 'FLOP/s')}** "
