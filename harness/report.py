@@ -195,7 +195,7 @@ def decode_series(who, sec, llc, memory="DRAM", cache="last-level cache"):
 def drills(sec, gpu=False):
     """The seed page's drill problems answered with a device's measured roofs: its read bandwidth,
     and as peak the CPU's fp32 FMA chains (the page's i5-8250U figure) or a GPU's fp16 tensor-core
-    matmul (the page's H100 figure, 990 TFLOP/s), its FMA chains where no matmul was measured."""
+    matmul (the page's H100 figure, 990 TFLOP/s), its half2 fp16 FMA chains where no matmul was measured."""
     bw, peak = roofs(sec)
     if not (bw and peak):
         return None

@@ -42,12 +42,14 @@ def matmul_rate(tensor, dtype):
 
 def compute_roof(section, dtypes, kind="torch"):
     """(FLOP/s, what it is) of the fastest measured way to compute on data of `dtypes`: a validated
-    `kind` matmul of one of them, or the fp32 FMA peak (the data widened to fp32, as the CPU decode
-    kernels do): torch's fp16 matmul on a CPU without fp16 arithmetic is a slow fallback, not a roof.
-    (None, why) without an fp32 peak or matmul."""
+    `kind` matmul of one of them, an FMA peak of one of them (a GPU's half2 fp16 chains), or the fp32
+    FMA peak (the data widened to fp32, as the CPU decode kernels do): torch's fp16 matmul on a CPU
+    without fp16 arithmetic is a slow fallback, not a roof. (None, why) without an fp32 peak or matmul."""
     _, fma = roofs(section)
     tensor = section.get("tensor_flops") or {}
+    chains = section.get("peak_flops") or {}
     rate, how = max([(matmul_rate(tensor, d) or 0, f"{kind} {d} matmul peak") for d in dtypes]
+                    + [((chains.get(d) or {}).get("flops_per_s") or 0, f"{d} FMA peak") for d in dtypes if d != "fp32"]
                     + [(fma or 0, "fp32 FMA peak")])
     return (rate, how) if rate else (None, "no measured fp32 peak or matmul")
 

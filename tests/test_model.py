@@ -287,6 +287,11 @@ def test_the_compute_roof_is_the_fastest_measured_way_to_compute_on_the_data():
     assert compute_roof(sec, ("int8",)) == (480e9, "fp32 FMA peak")  # a wrong product is no roof either
     assert compute_roof(sec, ("bf16", "fp16"), "tensor-core") == (800e9, "tensor-core bf16 matmul peak")
     assert compute_roof({}, ("fp16",))[0] is None
+    # a GPU without torch: its half2 chains compute fp16 at twice the fp32 rate, and are its fp16 roof
+    gpu = {"peak_flops": {"fp32": {"flops_per_s": 60e12}, "fp16": {"flops_per_s": 120e12}},
+           "tensor_flops": {"reason": "torch is not installed"}}
+    assert compute_roof(gpu, ("fp16",), "tensor-core") == (120e12, "fp16 FMA peak")
+    assert compute_roof(gpu, ("bf16",), "tensor-core") == (60e12, "fp32 FMA peak")
 
 
 def test_the_ffn_crossover_is_the_first_whole_batch_past_the_balance():
