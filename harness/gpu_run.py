@@ -111,16 +111,17 @@ def gpu_section(index, cpu, quick, tiny, progress):
         section["theoretical"] = gpus.theoretical(info, clock_hz=clock.get("median"))
     finally:
         pynvml.nvmlShutdown()
-    flag_against_theory(section, section["theoretical"])
-    validation.flag_disagreeing_memory_reads(section, "HBM")
-    validation.flag_cache_beyond_reported(section, info["l2_bytes"], "HBM")
+    memory = gpus.memory_name(info)
+    flag_against_theory(section, section["theoretical"], memory)
+    validation.flag_disagreeing_memory_reads(section, memory)
+    validation.flag_cache_beyond_reported(section, info["l2_bytes"], memory)
     section["balance"] = validation.balance(section)
-    section["balance_basis"] = "measured peak_flops (FMA) / measured bandwidth.read (HBM, fp64 sum)"
-    validation.validate_section(section, info["l2_bytes"], fused_impl="cupy-fused", memory="HBM")
+    section["balance_basis"] = f"measured peak_flops (FMA) / measured bandwidth.read ({memory}, fp64 sum)"
+    validation.validate_section(section, info["l2_bytes"], fused_impl="cupy-fused", memory=memory)
     return section
 
 
-def flag_against_theory(section, theory):
+def flag_against_theory(section, theory, memory):
     """Fraction of the theoretical rates (FMA at the SM clock NVML reported during the peak probe);
     a figure above its theoretical rate carries a warning."""
     for dtype, rec in (section.get("peak_flops") or {}).items():
@@ -130,7 +131,7 @@ def flag_against_theory(section, theory):
             if rec["flops_per_s"] > peak:
                 rec["warnings"].append(f"exceeds the theoretical {dtype} FMA rate {peak / 1e12:.1f} TFLOP/s "
                                        "at the SM clock NVML reported while it ran")
-    validation.flag_bandwidth(section, theory.get("bytes_per_s"), "HBM")
+    validation.flag_bandwidth(section, theory.get("bytes_per_s"), memory)
 
 
 def ncu_targets(section):

@@ -25,6 +25,9 @@ FMA_PER_CLOCK_PER_SM = {
 FMA_SOURCE = "NVIDIA CUDA C++ Programming Guide, Arithmetic Instructions: results per clock cycle per multiprocessor"
 BANDWIDTH_FORMULA = ("2 x max memory clock x bus width / 8: NVML reports the memory clock at half the data rate for "
                      "HBM2e/HBM3/HBM3e and GDDR6/GDDR6X alike (DDR signalling); ECC overheads not subtracted")
+# NVML reports no memory type, but its bus width tells them apart: an HBM stack's interface alone is
+# 1024 bits (A100 and H100 5120, H200 6144), a GDDR bus at most 512 (L4 192, L40S and RTX 4090 384)
+HBM_MIN_BUS_BITS = 1024
 THROTTLE_NAMES = {  # NVML clocks-event reasons (nvml.h's nvmlClocksEventReason*/nvmlClocksThrottleReason* bits)
     0x1: "gpu idle", 0x2: "applications clocks setting", 0x4: "sw power cap", 0x8: "hw slowdown",
     0x10: "sync boost", 0x20: "sw thermal slowdown", 0x40: "hw thermal slowdown", 0x80: "hw power brake slowdown",
@@ -142,6 +145,13 @@ def identify_gpu(nvml, h, index, sm_count=None):
         "ecc_mode": ecc[0] if ecc else None,
         "mig_mode": mig[0] if mig else None,
     }
+
+
+def memory_name(gpu):
+    """What a GPU's device memory is called in its levels and reports: HBM, GDDR, or DRAM where NVML
+    gave no bus width."""
+    bits = gpu.get("memory_bus_width_bits")
+    return "DRAM" if not bits else "HBM" if bits >= HBM_MIN_BUS_BITS else "GDDR"
 
 
 def _mhz(value):

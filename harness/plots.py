@@ -12,7 +12,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, MaxNLocator  # noqa: E4
 from harness.errors import HarnessError  # noqa: E402
 from harness.summary import operation, si  # noqa: E402
 
-LEVEL_COLOURS = {"DRAM": "tab:blue", "HBM": "tab:blue", "L3": "tab:green", "L2": "tab:orange", "L1": "tab:red"}
+LEVEL_COLOURS = {"DRAM": "tab:blue", "HBM": "tab:blue", "GDDR": "tab:blue", "L3": "tab:green", "L2": "tab:orange", "L1": "tab:red"}
 DTYPE_COLOURS = {"fp64": "black", "fp32": "tab:purple", "bf16": "tab:brown", "fp16": "tab:olive", "int8": "tab:cyan"}
 IMPL_MARKERS = {"numba-fused": "o", "torch-sdpa": "s", "torch-naive": "^", "cupy-fused": "D",
                 # a GPU's SDPA backends, one marker each, so that two of one dtype are told apart

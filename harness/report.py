@@ -7,6 +7,7 @@ it with harness/plots.py. A report never runs a probe; every number comes from t
 import os
 
 from harness import model, plots
+from harness.gpus import memory_name
 from harness.machine import last_level_cache_bytes
 from harness.profile import atomic_write_text, by_device, labelled_records
 from harness.specs import match_spec, spec_flag
@@ -14,7 +15,7 @@ from harness.summary import (crossover_phrase, rate_unit, record_name, record_wa
                              short_of_roofs_phrase, si, switch_text, unmeasured_phrases, working_set_band)
 from harness.validation import LARGE_CACHE_FACTOR, compute_roof, headline_dtype, matmul_rate, roofs, swept_shape
 
-LEVELS = ("L1", "L2", "L3", "DRAM", "HBM")
+LEVELS = ("L1", "L2", "L3", "DRAM", "HBM", "GDDR")
 FLOAT_MATMULS = ("bf16", "fp16", "tf32", "fp32")  # tensor_flops in FLOP/s (int8's are OP/s)
 SATURATION_SHARE = 0.9  # of the best triad rate of the sweep: the threads that reach it saturate the memory
 SWEPT_KERNELS = {"triad": "triad (fp64)", "peak_fp32": "fp32 FMA peak"}  # thread_sweep's kernels, as labelled
@@ -300,8 +301,9 @@ def gpu_data(doc, name, sec, specs=()):
     l2 = info.get("l2_bytes") or 0
     spec = match_spec(info.get("name"), [s for s in specs if s["kind"] == "gpu"])
     who = f"{doc['machine']['id']} {name}"
-    roofline = roofline_series(who, sec, l2, "HBM", "SM clock during the run") if sec.get("peak_flops") else None
-    decode = decode_series(who, sec, l2, "HBM", "L2") if sec.get("decode_attention") else None
+    memory = memory_name(info)
+    roofline = roofline_series(who, sec, l2, memory, "SM clock during the run") if sec.get("peak_flops") else None
+    decode = decode_series(who, sec, l2, memory, "L2") if sec.get("decode_attention") else None
     return {"name": name, "sec": sec, "info": info, "spec": spec, "roofline": roofline, "decode": decode,
             "hierarchy": hierarchy_series(who, sec),
             "peaks": peak_rows(sec, spec) + tensor_rows(sec, spec), "drills": drills(sec, gpu=True),
@@ -507,7 +509,7 @@ def gpu_markdown(g):
         tensor = (f" Its tensor cores compute {si(best, 'FLOP/s')} ({what}), a balance of {balance_text(best / bw)} "
                   "FLOP/byte." if what != "fp32" else "")
         where = attention_sentence(peak / bw)
-        out += [f"Reads HBM at {si(bw, 'B/s')} and computes {si(peak, 'FLOP/s')} in fp32 (FMA), a balance of "
+        out += [f"Reads {memory_name(info)} at {si(bw, 'B/s')} and computes {si(peak, 'FLOP/s')} in fp32 (FMA), a balance of "
                 f"{peak / bw:.1f} FLOP/byte.{tensor} {where[0].upper()}{where[1:]}", ""]
     out += [table(["", ""], [
         ["UUID / PCI bus id", f"{info.get('uuid')} / {info.get('pci_bus_id') or 'n/a'}"],

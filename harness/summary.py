@@ -3,6 +3,7 @@
 import math
 import re
 
+from harness.gpus import memory_name
 from harness.profile import labelled_records
 
 
@@ -101,7 +102,7 @@ def section_lines(section):
             for dtype, b in value.items():
                 lines.append(f"{'balance ' + dtype:<28} {b:.1f} FLOP/byte" if b else f"balance {dtype}: n/a")
         elif key == "theoretical":
-            memory = "HBM" if "gpu" in section else "DRAM"  # a GPU's device memory, as its levels name it
+            memory = memory_name(section["gpu"]) if "gpu" in section else "DRAM"  # as its levels name it
             lines.append(f"{'theoretical ' + memory:<28} {si(value['bytes_per_s'], 'B/s')}")
             for dtype, f in value["flops_per_s"].items():
                 lines.append(f"{'theoretical ' + dtype:<28} {si(f, rate_unit(dtype))}")

@@ -30,7 +30,7 @@ PROBES = {
                         "cache and at least 256 MiB (4x the L2 on GPU)", cpu_buffers="probes.cpu_stream:stream_buffers"),
     "hierarchy": ProbeSpec("hierarchy", {"cpu": "probes.cpu_stream:run_hierarchy",
                                          "gpu": "probes.gpu_stream:run_hierarchy"},
-                           "read bandwidth swept over working sets from L1 to DRAM (L1, L2 and HBM on GPU)",
+                           "read bandwidth swept over working sets from L1 to DRAM (L1, L2 and HBM or GDDR on GPU)",
                            cpu_buffers="probes.cpu_stream:hierarchy_buffers"),
     "peak": ProbeSpec("peak", {"cpu": "probes.cpu_peak:run_peak", "gpu": "probes.gpu_peak:run_peak"},
                       "FMA-chain peak FLOP/s, fp64 and fp32 (and fp16 half2, tensor-core matmul on GPU)"),

@@ -9,6 +9,7 @@ import numpy as np
 
 from harness import model
 from harness.errors import HarnessError, first_line
+from harness.gpus import memory_name
 from harness.workload import Workload
 from probes.cpu_decode import DecodeCache, relative_error, tolerance
 from probes.gpu_common import (DECODE_GROUPS, DECODE_HEAD_DIMS, DECODE_THREADS, cuda_path, decode_chunking,
@@ -168,7 +169,7 @@ def decode_workload(gpu, impl, shape, seed, backend=None, tuning=None, data=None
 
 
 def sweep(ctx):
-    """(impl, shape, backend) points: seq_len from L2-resident to HBM-sized, dtypes, GQA, batch 8."""
+    """(impl, shape, backend) points: seq_len from L2-resident to device-memory-sized, dtypes, GQA, batch 8."""
     h, hkv, d = (8, 2, 64) if ctx.tiny else (32, 8, 128)
     lens = [256, 1024] if ctx.tiny else [1024, 4096, 16384, 32768, 65536]
     shape = lambda dtype="fp16", s=lens[-2], kv=hkv, b=8: model.DecodeShape(  # noqa: E731
@@ -223,7 +224,7 @@ def run_decode(ctx):
         rec.update(w.info)
         if not rec["l2_cold"]:
             rec["warnings"].append(f"the L2 ({ctx.gpu['l2_bytes'] >> 20} MiB) holds all {rec['l2_copies']} rotated copies "
-                                   "of this cache: it was timed warm, from L2, not from HBM")
+                                   f"of this cache: it was timed warm, from L2, not from {memory_name(ctx.gpu)}")
         if rec.get("local_bytes_per_thread"):
             rec["warnings"].append(f"{impl} spills {rec['local_bytes_per_thread']} bytes per thread to local memory "
                                    "as compiled here: its loads compete with the cache's")

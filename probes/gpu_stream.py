@@ -131,13 +131,15 @@ def read_workload(gpu, n_vectors, buf, bytes_per_launch=None, through="L2"):
 
 def run_hierarchy(ctx):
     """devices.gpuN.hierarchy and hierarchy_levels: L1 from reads whose slice per SM sits deep in L1
-    (16 to 64 KiB per SM, through L1); L2 and HBM from reads that bypass L1, 1 MiB to dram_bytes of
+    (16 to 64 KiB per SM, through L1); L2 and device memory (HBM or GDDR) from reads that bypass L1, 1 MiB to dram_bytes of
     the L2 (without the bypass every block would re-read its own slice from its SM's L1, and the L2
     points would measure L1 up to about SMs x 256 KiB)."""
     import cupy as cp
 
+    from harness.gpus import memory_name
     from probes.cpu_stream import dram_bytes, level_entry, summarize_levels
 
+    memory = memory_name(ctx.gpu)
     l2, sms = ctx.gpu["l2_bytes"], ctx.gpu["sm_count"]
     top = (4 << 20) if ctx.tiny else dram_bytes(l2)
     sizes, ws = [], 1 << 20
@@ -156,9 +158,9 @@ def run_hierarchy(ctx):
     for ws in sizes:
         ctx.progress(f"gpu{ctx.gpu['index']} hierarchy read, working set {ws >> 20} MiB")
         rec = ctx.measure(read_workload(ctx.gpu, ws // 16, buf, launch))
-        rec["level"] = "L2" if ws <= l2 else "HBM"
+        rec["level"] = "L2" if ws <= l2 else memory
         points.append(rec)
     levels = {"L1": level_entry(l1_points, bytes_per_sm_range=[L1_SLICES_BYTES[0], L1_SLICES_BYTES[-1]]),
               **summarize_levels(points, [("L2", l2)])}
-    levels["HBM"] = levels.pop("DRAM")
+    levels[memory] = levels.pop("DRAM")
     return {"hierarchy": l1_points + points, "hierarchy_levels": levels}

@@ -16,10 +16,10 @@ import pytest
 import fakes
 import nvrtc
 from conftest import ROOT, undocumented_fields
-from harness import profile, report, run, validation
+from harness import gpu_run, gpus, profile, report, run, validation
 from harness.errors import HarnessError
 from harness.specs import load_specs
-from harness.summary import si
+from harness.summary import section_lines, si
 from probes import gpu_common
 
 COMMITTED_PROFILE = os.path.join(ROOT, "profiles", "amd-epyc-zen4-2c.yaml")
@@ -79,7 +79,6 @@ def test_gpu_profile_section_report_with_numpy_standing_in(fake_gpu_machine, tmp
     assert judged == [("gpu0", "HBM"), (sec["gpu"]["l2_bytes"], "HBM")]
     assert "cupy-fused" in sec["model_validation"]["finding"] and "HBM" in sec["model_validation"]["finding"]
 
-    from harness.summary import section_lines
     assert any(line.startswith("theoretical HBM ") and line.endswith("3.4 TB/s") for line in section_lines(sec))
 
     path = tmp_path / "gpu.yaml"
@@ -119,6 +118,23 @@ def test_single_gpu_probes_and_options_with_numpy_standing_in(fake_gpu_machine):
         (80, 0, 3, "registers")
     with pytest.raises(Exception, match="gpu0 to gpu0"):
         run.run_single_probe("stream", device="gpu1")
+
+
+def test_a_gddr_gpu_names_its_memory_gddr_not_hbm(fake_gpu_machine, monkeypatch):
+    """An L4's 192-bit GDDR6 bus: its sweep's memory level, the report and `show` say GDDR."""
+    monkeypatch.setattr(fakes.FakeNVML, "nvmlDeviceGetMemoryBusWidth", lambda self, h: 192)
+    monkeypatch.setattr(fakes.FakeNVML, "nvmlDeviceGetName", lambda self, h: b"NVIDIA L4")
+    sec = run.run_single_probe("hierarchy", device="gpu0")
+    assert set(sec["hierarchy_levels"]) == {"L1", "L2", "GDDR"}
+    assert {p["level"] for p in sec["hierarchy"]} == {"L1", "L2", "GDDR"}
+    info, _ = gpu_run.identify(0)
+    sec.update(gpu=info, bandwidth={"read": {"bytes_per_s": 250e9}}, peak_flops={"fp32": {"flops_per_s": 30e12}},
+               theoretical=gpus.theoretical(info))
+    doc = {"machine": {"id": "m"}, "devices": {"gpu0": sec}}
+    text = "\n".join(report.gpu_markdown(report.gpu_data(doc, "gpu0", sec)))
+    assert "Reads GDDR at 250.0 GB/s" in text and "| GDDR |" in text
+    assert text.replace("HBM2e/HBM3/HBM3e and GDDR6", "").count("HBM") == 0, text  # the formula names both
+    assert any(line.startswith("theoretical GDDR ") for line in section_lines(sec))
 
 
 def ptx_signatures(ptx):

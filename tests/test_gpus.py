@@ -38,6 +38,14 @@ def test_blackwell_parts_have_theoretical_fma_rates_and_unknown_ones_say_why():
     assert unknown["flops_per_s"]["fp32"] is None and "compute capability 10.3 not in the table" in unknown["source"]
 
 
+def test_a_gpus_memory_is_named_by_its_bus_width():
+    assert gpus.memory_name(h100()) == "HBM"  # 5120 bits: five HBM3 stacks
+    assert gpus.memory_name({"memory_bus_width_bits": 6144}) == "HBM"  # H200, GH200
+    for gddr_bits in (128, 192, 384, 512):  # RTX 4060, L4, L40S and RTX 4090, RTX 5090
+        assert gpus.memory_name({"memory_bus_width_bits": gddr_bits}) == "GDDR"
+    assert gpus.memory_name({"memory_bus_width_bits": None}) == "DRAM"
+
+
 def test_theoretical_without_sm_count_says_why():
     t = gpus.theoretical(h100(sm_count=None))
     assert t["flops_per_s"]["fp32"] is None and "not derivable" in t["source"]
