@@ -14,6 +14,10 @@ from harness.summary import operation, si  # noqa: E402
 
 LEVEL_COLOURS = {"DRAM": "tab:blue", "HBM": "tab:blue", "GDDR": "tab:blue", "L3": "tab:green", "L2": "tab:orange", "L1": "tab:red"}
 DTYPE_COLOURS = {"fp64": "black", "fp32": "tab:purple", "bf16": "tab:brown", "fp16": "tab:olive", "int8": "tab:cyan"}
+RIDGE_FONT_PT = 8
+RIDGE_LINE_PT = 11  # one line of a ridge's label
+RIDGE_LABEL_SHIFT_PT = 8  # right of its star
+CHAR_WIDTH_EM = 0.6  # DejaVu Sans's mean glyph width, generously: labels are sized before they are drawn
 IMPL_MARKERS = {"numba-fused": "o", "torch-sdpa": "s", "torch-naive": "^", "cupy-fused": "D",
                 # a GPU's SDPA backends, one marker each, so that two of one dtype are told apart
                 "torch-sdpa[flash_attention]": "s", "torch-sdpa[efficient_attention]": "P",
@@ -63,8 +67,6 @@ def roofline(series, path):
     for r in series["ridges"]:
         ax.plot([r["intensity"]], [r["flops_per_s"]], marker="*", markersize=14, color=DTYPE_COLOURS.get(r["dtype"], "grey"),
                 linestyle="none")
-        ax.annotate(f"ridge {r['name']}: {r['intensity']:.1f} {operation(r['dtype'])}/B", (r["intensity"], r["flops_per_s"]),
-                    textcoords="offset points", xytext=(8, -14), fontsize=8)
     for p in series["points"]:
         colour = DTYPE_COLOURS.get(p["dtype"], "grey")
         ax.plot([p["intensity"]], [p["flops_per_s"]], marker=IMPL_MARKERS.get(p["impl"], "x"), color=colour,
@@ -74,12 +76,41 @@ def roofline(series, path):
     ax.set_yscale("log")
     ax.set_xlim(lo, hi)
     ax.set_ylim(top / 3000, max([top * 4] + [2 * c["flops_per_s"] for c in series["ceilings"]]))  # theory can be far above
+    label_ridges(ax, series["ridges"])
     ax.set_xlabel("arithmetic intensity (FLOP/byte)")
     ax.set_ylabel("FLOP/s" + (" (int8 matmul: OP/s)" if any(c["dtype"] == "int8" for c in series["ceilings"]) else ""))
     ax.set_title(series["title"])
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))
     save_atomically(fig, path)
+
+
+def label_ridges(ax, ridges):
+    """Each ridge's name and intensity beside its star, a line lower where it would cover another's
+    label (once the axes' scales and limits are set: the labels are placed in points on the page)."""
+    points_per_pixel = 72 / ax.figure.dpi
+    texts = [f"ridge {r['name']}: {r['intensity']:.1f} {operation(r['dtype'])}/B" for r in ridges]
+    anchors = [tuple(v * points_per_pixel for v in ax.transData.transform((r["intensity"], r["flops_per_s"])))
+               for r in ridges]
+    offsets = stack_labels([(x + RIDGE_LABEL_SHIFT_PT, y) for x, y in anchors],
+                           [len(t) * RIDGE_FONT_PT * CHAR_WIDTH_EM for t in texts], RIDGE_LINE_PT)
+    for r, text, dy in zip(ridges, texts, offsets):
+        ax.annotate(text, (r["intensity"], r["flops_per_s"]), textcoords="offset points",
+                    xytext=(RIDGE_LABEL_SHIFT_PT, dy), fontsize=RIDGE_FONT_PT)
+
+
+def stack_labels(lefts, widths, line, first=-14):
+    """Vertical offsets in points of one-line labels whose left ends are at `lefts` ((x, y) points)
+    and `widths` points wide: `first` below their anchor, or a line lower per label placed before
+    it that it would cover there (a GPU's fp16 and bf16 matmuls share a ridge)."""
+    placed, offsets = [], []
+    for (x, y), width in zip(lefts, widths):
+        dy = first
+        while any(x < px + pw and px < x + width and abs(y + dy - py) < line for px, py, pw in placed):
+            dy -= line
+        placed.append((x, y + dy, width))
+        offsets.append(dy)
+    return offsets
 
 
 def decode_vs_seq_len(series, path):

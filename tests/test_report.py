@@ -48,6 +48,24 @@ def test_roofline_series_hold_levels_ceilings_ridges_and_decode_points(doc):
     assert all(0.4 <= p["intensity"] <= 2.1 for p in roof["points"])
 
 
+def test_ridge_labels_that_would_cover_each_other_stack_a_line_apart(doc, tmp_path, monkeypatch):
+    from harness import plots
+
+    # a GPU's fp16 and bf16 matmuls on one ridge; one far right of them; one just below them
+    assert plots.stack_labels([(100, 300), (100, 300), (400, 300), (150, 295)], [150] * 4, 11) == [-14, -25, -14, -36]
+    assert plots.stack_labels([(100, 300), (100, 200)], [150] * 2, 11) == [-14, -14]  # a decade apart: no clash
+    sec = copy.deepcopy(doc["devices"]["cpu"])
+    rate = 20 * sec["peak_flops"]["fp32"]["flops_per_s"]
+    sec["tensor_flops"] = {d: {"validated": True, "flops_per_s": rate * k} for d, k in (("fp16", 1), ("bf16", 1.02))}
+    drawn = []
+    monkeypatch.setattr(plots, "save_atomically", lambda fig, path: drawn.extend(
+        (t.get_text(), t.xyann[1]) for t in fig.axes[0].texts if t.get_text().startswith("ridge ")))
+    plots.roofline(report.roofline_series("m", sec, 1 << 20), str(tmp_path / "r.png"))
+    offsets = dict((text.split(":")[0], dy) for text, dy in drawn)
+    assert offsets["ridge bf16 matmul"] <= offsets["ridge fp16 matmul"] - plots.RIDGE_LINE_PT, drawn  # a line or more below
+    assert offsets["ridge fp32 FMA"] == offsets["ridge fp64 FMA"] == -14, drawn  # apart from the others
+
+
 def test_hierarchy_series_hold_every_point_and_each_levels_band(doc):
     series = report.report_data(doc)["hierarchy"]
     sweep = doc["devices"]["cpu"]["hierarchy"]
