@@ -18,6 +18,7 @@ RIDGE_FONT_PT = 8
 RIDGE_LINE_PT = 11  # one line of a ridge's label
 RIDGE_LABEL_SHIFT_PT = 8  # right of its star
 CHAR_WIDTH_EM = 0.6  # DejaVu Sans's mean glyph width, generously: labels are sized before they are drawn
+LEGEND_INSIDE_MAX = 12
 IMPL_MARKERS = {"numba-fused": "o", "torch-sdpa": "s", "torch-naive": "^", "cupy-fused": "D",
                 # a GPU's SDPA backends, one marker each, so that two of one dtype are told apart
                 "torch-sdpa[flash_attention]": "s", "torch-sdpa[efficient_attention]": "P",
@@ -140,10 +141,21 @@ def decode_vs_seq_len(series, path):
     ax_f.axhline(1.0, color="grey", linewidth=0.8)
     ax_f.set_ylabel(f"achieved bytes/s / measured {series['memory']} read bandwidth")
     ax_f.set_title(f"fraction of {series['memory']} read bandwidth (above 1: cache-resident)")
-    ax_t.legend(fontsize=7, ncol=2)
-    ax_f.legend(fontsize=7, ncol=2)
+    for ax in (ax_t, ax_f):
+        place_legend(ax)
     fig.suptitle(series["title"])
     save_atomically(fig, path)
+
+
+def place_legend(ax):
+    """The axes' legend in two columns: inside, where matplotlib finds it room, or below the axes
+    when it has more than LEGEND_INSIDE_MAX entries (a GPU's decode sweep: our kernel and each SDPA
+    backend per dtype, and the models), which would cover the points."""
+    entries = len(ax.get_legend_handles_labels()[1])
+    if entries > LEGEND_INSIDE_MAX:
+        ax.legend(fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.14))
+    elif entries:
+        ax.legend(fontsize=7, ncol=2)
 
 
 def hierarchy(series, path):

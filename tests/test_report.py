@@ -66,6 +66,29 @@ def test_ridge_labels_that_would_cover_each_other_stack_a_line_apart(doc, tmp_pa
     assert offsets["ridge fp32 FMA"] == offsets["ridge fp64 FMA"] == -14, drawn  # apart from the others
 
 
+def test_a_decode_legend_too_long_for_the_axes_goes_below_them(tmp_path, monkeypatch):
+    from harness import plots
+
+    def series(impls):
+        return {"title": "t", "llc_seq_len": None, "memory": "HBM", "cache": "L2", "models": [],
+                "series": [{"impl": impl, "dtype": dtype, "seq_len": [1024, 4096], "time_s": [1e-4, 4e-4],
+                            "fraction_of_bandwidth": [0.5, 0.8]} for impl in impls for dtype in ("fp16", "bf16")]}
+
+    below = {}
+
+    def keep(fig, path):
+        fig.canvas.draw()
+        below[path] = [ax.get_legend().get_window_extent().y1 <= ax.get_window_extent().y0 for ax in fig.axes]
+        plots.plt.close(fig)
+
+    monkeypatch.setattr(plots, "save_atomically", keep)
+    gpu = ["cupy-fused", "torch-naive"] + [f"torch-sdpa[{b}]" for b in ("flash_attention", "efficient_attention",
+                                                                          "cudnn_attention", "math")]
+    plots.decode_vs_seq_len(series(gpu), "gpu")  # 12 entries each: inside
+    plots.decode_vs_seq_len(series(gpu + ["numba-fused"]), "more")  # 14 entries: below
+    assert below == {"gpu": [False, False], "more": [True, True]}
+
+
 def test_hierarchy_series_hold_every_point_and_each_levels_band(doc):
     series = report.report_data(doc)["hierarchy"]
     sweep = doc["devices"]["cpu"]["hierarchy"]
