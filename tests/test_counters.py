@@ -329,6 +329,9 @@ def test_ncu_parser_skips_logs_and_applies_units():
     assert b["bytes_ratio"] == pytest.approx(1.0, rel=0.01)  # the triad's declared bytes, counted
     assert b["flops"] == pytest.approx(2 * 134217728)  # one fmul and one fadd per element
     assert ncu.parse_ncu_csv("==PROF== nothing profiled\n") == []
+    header_only = read("ncu-raw-handmade.csv").split("\n")
+    header_only = "\n".join(header_only[:next(i for i, l in enumerate(header_only) if l.startswith('"ID"')) + 1])
+    assert ncu.parse_ncu_csv(header_only) == []  # cut off after its header (ncu killed): no kernel, no crash
     # a decode call launches three kernels: counts per call sum the kernels, each averaged over its launches
     calls = [{"Kernel Name": name, "dram__bytes_read.sum": b, "dram__bytes_write.sum": 0.0}
              for _ in range(2) for name, b in (("cupy_fill", 0.0), ("decode_partial", 1e9), ("decode_merge", 2e6))]

@@ -95,6 +95,8 @@ def parse_ncu_csv(text):
     header = rows[0]
     if "Metric Name" in header and "Metric Value" in header:
         return _details_page(header, rows[1:])
+    if len(rows) < 2:  # cut off after its header: no units row, no kernel
+        return []
     units, kernels = rows[1], []
     for row in rows[2:]:
         if len(row) == len(header):
