@@ -1,6 +1,7 @@
 """Who is this machine: CPU model, caches, SIMD features, frequency, memory, OS and software."""
 
 import importlib.metadata
+import math
 import os
 import platform
 import re
@@ -163,12 +164,28 @@ def read_meminfo(path="/proc/meminfo"):
     return values.get("MemTotal"), values.get("MemAvailable", values.get("MemFree"))
 
 
+def number(text):
+    """`text` as a finite float, or None where it is absent or no such number."""
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def whole_number(text):
+    """`text` as an int, or None where it is absent or no whole number."""
+    value = number(text)
+    return int(value) if value is not None and value.is_integer() else None
+
+
 def read_frequency(fields, cpufreq_dir="/sys/devices/system/cpu/cpu0/cpufreq"):
-    """Nominal and current core clock in Hz, with where the nominal figure came from."""
-    current = float(fields["cpu MHz"]) * 1e6 if "cpu MHz" in fields else None
-    max_khz = read_text(os.path.join(cpufreq_dir, "cpuinfo_max_freq"))
+    """Nominal and current core clock in Hz, with where the nominal figure came from (a figure that
+    is no number counts as absent)."""
+    mhz, max_khz = number(fields.get("cpu MHz")), number(read_text(os.path.join(cpufreq_dir, "cpuinfo_max_freq")))
+    current = mhz * 1e6 if mhz else None
     if max_khz:
-        return {"nominal_hz": int(max_khz) * 1e3, "current_hz": current,
+        return {"nominal_hz": max_khz * 1e3, "current_hz": current,
                 "source": "cpufreq cpuinfo_max_freq (maximum boost the OS may request)"}
     m = re.search(r"@\s*([\d.]+)\s*GHz", fields.get("model name", ""))
     if m:
@@ -271,12 +288,12 @@ def identify_cpu(cpuinfo_path="/proc/cpuinfo"):
     if "physical id" not in fields:
         info["sockets"] = sysfs_sockets() or info["sockets"]
     threads = info["processors"] or (os.cpu_count() or 1)
-    cores_per_socket = int(fields.get("cpu cores", 0)) or max(1, threads // info["sockets"])
+    cores_per_socket = whole_number(fields.get("cpu cores")) or max(1, threads // info["sockets"])
     cores = cores_per_socket * info["sockets"]
     arm = arm_identity(fields)
     model = fields.get("model name") or (arm and arm[2]) or platform.processor() or platform.machine()
     vendor = arm[0] if arm else fields.get("vendor_id", "unknown")
-    family = int(fields["cpu family"]) if "cpu family" in fields else None
+    family = whole_number(fields.get("cpu family"))
     model_number = arm[1] if arm else int(fields["model"]) if fields.get("model", "").isdigit() else None
     total, available = read_meminfo()
     limits = cgroups.limits()

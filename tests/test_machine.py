@@ -1,4 +1,5 @@
 import os
+import re
 import subprocess
 import sys
 
@@ -115,6 +116,9 @@ def test_frequency_sources(tmp_path):
     (tmp_path / "cpuinfo_max_freq").write_text("3400000\n")
     f = machine.read_frequency({"cpu MHz": "1800"}, cpufreq_dir=str(tmp_path))
     assert f["nominal_hz"] == pytest.approx(3.4e9) and "cpufreq" in f["source"]
+    (tmp_path / "cpuinfo_max_freq").write_text("<unknown>\n")  # a figure that is no number is no figure
+    f = machine.read_frequency({"cpu MHz": "n/a"}, cpufreq_dir=str(tmp_path))
+    assert f["nominal_hz"] is None and f["current_hz"] is None and f["source"].startswith("unknown")
 
 
 def test_identify_this_cpu():
@@ -148,6 +152,17 @@ def test_theoretical_flops_zen4_from_this_vms_cpuinfo():
     zen3 = dict(cpu, model_number=0x01)  # Milan: the same pipes, no AVX-512
     assert cpu_peaks.theoretical_flops(zen3)["flops_per_cycle_per_core"] == {"fp64": 16, "fp32": 32}
     assert "Zen 3" in cpu_peaks.theoretical_flops(zen3)["source"]
+
+
+def test_cpuinfo_fields_that_are_no_numbers_count_as_absent(tmp_path):
+    """A field the kernel should print as a number but does not ('cpu cores', 'cpu family', 'cpu
+    MHz'): unknown, and the rest of the machine is still identified."""
+    text = open(os.path.join(FIXTURES, "cpuinfo-amd-epyc-zen4-kvm.txt")).read()
+    for field in ("cpu cores", "cpu family", "cpu MHz"):
+        text = re.sub(rf"^{field}\s*:.*$", f"{field}\t: n/a", text, flags=re.MULTILINE)
+    (tmp_path / "cpuinfo").write_text(text)
+    cpu = machine.identify_cpu(str(tmp_path / "cpuinfo"))
+    assert cpu["family"] is None and cpu["cores"] >= 1 and cpu["model"].startswith("AMD EPYC")
 
 
 def test_theoretical_flops_zen5_and_unknown(cpu):
