@@ -112,10 +112,17 @@ def threads_markdown(series, image):
 
 
 def roofline_series(who, sec, llc, memory="DRAM", clock="nominal clock"):
-    """Slopes per memory level, ceilings per dtype (measured and theoretical), ridges, decode points."""
+    """Slopes per memory level, ceilings per dtype (measured and theoretical), ridges, decode points.
+    The memory's slope is bandwidth.read, the roof the ridges, the model and the drills divide by (its
+    sweep level, a few seconds away, can differ: validation warns past REPEAT_AGREEMENT), so each
+    ridge sits where the slope meets its ceiling; the caches' slopes are their sweep levels."""
     levels = sec.get("hierarchy_levels") or {}
+    bw, _ = roofs(sec)
     slopes = [{"level": lv, "label": f"{lv} read (measured)", "bytes_per_s": levels[lv]["bytes_per_s"], "measured": True}
-              for lv in LEVELS if (levels.get(lv) or {}).get("bytes_per_s")]
+              for lv in LEVELS if (levels.get(lv) or {}).get("bytes_per_s") and not (bw and lv == memory)]
+    if bw:
+        slopes.append({"level": memory, "label": f"{memory} read (measured, bandwidth.read)", "bytes_per_s": bw,
+                       "measured": True})
     theory = sec.get("theoretical") or {}
     if theory.get("bytes_per_s"):
         slopes.append({"level": memory, "label": f"{memory} (theoretical)", "bytes_per_s": theory["bytes_per_s"], "measured": False})
@@ -136,7 +143,6 @@ def roofline_series(who, sec, llc, memory="DRAM", clock="nominal clock"):
             if rec.get("theoretical_flops_per_s"):  # a CPU's matrix units (AMX) at the nominal clock
                 ceilings.append({"dtype": dtype, "roof": "matmul", "label": f"{dtype} matmul (theoretical, {clock})",
                                  "flops_per_s": rec["theoretical_flops_per_s"], "measured": False})
-    bw, _ = roofs(sec)
     # each ridge named by its roof: a GPU's fp16 has two, the half2 FMA chains' and the tensor cores'
     ridges = [{"dtype": c["dtype"], "name": f"{c['dtype']} {c['roof']}", "intensity": c["flops_per_s"] / bw,
                "flops_per_s": c["flops_per_s"]}

@@ -94,8 +94,8 @@ def flag_disagreeing_repeats(section):
 def flag_disagreeing_memory_reads(section, memory):
     """A warning where the hierarchy sweep's memory level and bandwidth.read, one read kernel over
     working sets beyond the caches (the last sweep point is the read's own size), differ more than
-    REPEAT_AGREEMENT: the roofline draws its memory slope from the level and the model takes its roof
-    from the read, so they would disagree. On the shared Zen 4 VM the sweep's DRAM level read
+    REPEAT_AGREEMENT: the hierarchy's memory level would then disagree with the roof the model, the
+    drills and the roofline take from the read. On the shared Zen 4 VM the sweep's DRAM level read
     59.6 GB/s and bandwidth.read 34.7 GB/s a few seconds apart, each with no spread to show it."""
     level = ((section.get("hierarchy_levels") or {}).get(memory) or {}).get("bytes_per_s")
     read = ((section.get("bandwidth") or {}).get("read") or {}).get("bytes_per_s")
@@ -103,8 +103,8 @@ def flag_disagreeing_memory_reads(section, memory):
         section.setdefault("warnings", []).append(
             f"the hierarchy sweep's {memory} level ({si(level, 'B/s')}) and bandwidth.read ({si(read, 'B/s')}), "
             f"the same reads beyond the caches, differ {max(level, read) / min(level, read):.2f}x: the memory's speed "
-            f"changed between them (a shared host), so the roofline's {memory} slope and the model's roof disagree: "
-            "run again")
+            f"changed between them (a shared host), so the hierarchy's {memory} level and the roof the model and "
+            "the roofline take from bandwidth.read disagree: run again")
 
 
 def cached_bytes_needed(point_bps, working_set_bytes, memory_bps, cache_bps):

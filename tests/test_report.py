@@ -29,8 +29,11 @@ def test_roofline_series_hold_levels_ceilings_ridges_and_decode_points(doc):
     data = report.report_data(doc, load_specs())
     roof = data["roofline"]
     assert [s["level"] for s in roof["slopes"] if s["measured"]] == ["L1", "L2", "L3", "DRAM"]
+    # the memory's slope is the read the ridges divide by, so each ridge sits on it (not its sweep level)
+    assert roof["slopes"][-1]["bytes_per_s"] == doc["devices"]["cpu"]["bandwidth"]["read"]["bytes_per_s"]
+    assert roof["slopes"][-1]["label"] == "DRAM read (measured, bandwidth.read)"
     levels = doc["devices"]["cpu"]["hierarchy_levels"]
-    assert roof["slopes"][-1]["bytes_per_s"] == levels["DRAM"]["bytes_per_s"]
+    assert roof["slopes"][0]["bytes_per_s"] == levels["L1"]["bytes_per_s"]
     ceilings = {(c["dtype"], c["measured"]) for c in roof["ceilings"]}
     assert ceilings == {("fp64", True), ("fp64", False), ("fp32", True), ("fp32", False)}
     read = doc["devices"]["cpu"]["bandwidth"]["read"]["bytes_per_s"]
