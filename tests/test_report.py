@@ -61,8 +61,12 @@ def test_ridge_labels_that_would_cover_each_other_stack_a_line_apart(doc, tmp_pa
     rate = 20 * sec["peak_flops"]["fp32"]["flops_per_s"]
     sec["tensor_flops"] = {d: {"validated": True, "flops_per_s": rate * k} for d, k in (("fp16", 1), ("bf16", 1.02))}
     drawn = []
-    monkeypatch.setattr(plots, "save_atomically", lambda fig, path: drawn.extend(
-        (t.get_text(), t.xyann[1]) for t in fig.axes[0].texts if t.get_text().startswith("ridge ")))
+
+    def keep(fig, path):
+        drawn.extend((t.get_text(), t.xyann[1]) for t in fig.axes[0].texts if t.get_text().startswith("ridge "))
+        plots.plt.close(fig)
+
+    monkeypatch.setattr(plots, "save_atomically", keep)
     plots.roofline(report.roofline_series("m", sec, 1 << 20), str(tmp_path / "r.png"))
     offsets = dict((text.split(":")[0], dy) for text, dy in drawn)
     assert offsets["ridge bf16 matmul"] <= offsets["ridge fp16 matmul"] - plots.RIDGE_LINE_PT, drawn  # a line or more below
