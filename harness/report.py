@@ -512,8 +512,9 @@ def gpu_markdown(g):
         out += [f"![Roofline of {name}](roofline-{name}.png)", ""]
     if bw and peak:
         best, what = best_float_rate(sec)
-        tensor = (f" Its tensor cores compute {si(best, 'FLOP/s')} ({what}), a balance of {balance_text(best / bw)} "
-                  "FLOP/byte." if what != "fp32" else "")
+        units = "tensor cores" if what.endswith("matmul") else "half2 FMA chains" if what == "fp16 FMA" else None
+        tensor = (f" Its {units} compute {si(best, 'FLOP/s')} ({what}), a balance of {balance_text(best / bw)} "
+                  "FLOP/byte." if units else "")
         where = attention_sentence(peak / bw)
         out += [f"Reads {memory_name(info)} at {si(bw, 'B/s')} and computes {si(peak, 'FLOP/s')} in fp32 (FMA), a balance of "
                 f"{peak / bw:.1f} FLOP/byte.{tensor} {where[0].upper()}{where[1:]}", ""]
@@ -658,10 +659,12 @@ def write_report(doc, out_dir, specs=(), source=None):
 
 def best_float_rate(sec):
     """(FLOP/s, what) of a device's fastest validated floating-point rate, as a datasheet's headline
-    is its fastest: a matmul (tensor cores, a CPU's AMX through torch) or the fp32 FMA chains."""
+    is its fastest: a matmul (tensor cores, a CPU's AMX through torch), a GPU's half2 fp16 FMA chains
+    (twice its fp32 rate: the fastest where torch is missing) or the fp32 FMA chains."""
     _, fma = roofs(sec)
-    rates = [(fma or 0, "fp32")] + [(matmul_rate(sec.get("tensor_flops") or {}, d) or 0, f"{d} matmul")
-                                    for d in FLOAT_MATMULS]
+    half2 = ((sec.get("peak_flops") or {}).get("fp16") or {}).get("flops_per_s")
+    rates = [(fma or 0, "fp32"), (half2 or 0, "fp16 FMA")] + [
+        (matmul_rate(sec.get("tensor_flops") or {}, d) or 0, f"{d} matmul") for d in FLOAT_MATMULS]
     rate, what = max(rates, key=lambda r: r[0])
     return (rate, what) if rate else (None, None)
 

@@ -99,7 +99,7 @@ def test_gpu_profile_section_report_with_numpy_standing_in(fake_gpu_machine, tmp
                    "Tensor-core peaks not measured: torch is not installed", "#### Decode attention",
                    "| cupy-fused | int8 | 8 | 8/2 | 64 |", "Model holds (|error| <= 25% for the best fp16 implementation)", "Decode points not measured: torch-sdpa, torch-naive (torch is not installed",
                    "#### Does the model hold here?", "#### Telemetry while measuring",
-                   "| HBM | n/a | n/a | 0 | no sweep point lies well inside this level |", "#### The seed page's drill problems, for gpu0", "(fp16 FMA peak) / ", "cupy-fused split-K kernels as loaded: bf16 d=64 G=4: 80 registers, 0 B local per thread, "
+                   "| HBM | n/a | n/a | 0 | no sweep point lies well inside this level |", "#### The seed page's drill problems, for gpu0", "(fp16 FMA peak) / ", "Its half2 FMA chains compute ", "cupy-fused split-K kernels as loaded: bf16 d=64 G=4: 80 registers, 0 B local per thread, "
                    "3 blocks per SM (registers)"):
         assert needle in gpu_part, needle
 

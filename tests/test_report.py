@@ -319,6 +319,10 @@ def test_index_lists_machines_and_specs(doc, tmp_path):
     assert report.index_rows([amx], [])[0][6].endswith(f" ({validation.headline_dtype(v['per_dtype'])})")
     assert [report.balance_text(x) for x in (5.461, 14.66, 295.2)] == ["5.5", "14.7", "295"]  # the spec rows' too
     assert report.best_float_rate({}) == (None, None)
+    # a GPU without torch: its half2 fp16 chains (twice its fp32 FMA) are its fastest
+    no_torch = {"peak_flops": {"fp32": {"flops_per_s": 60e12}, "fp16": {"flops_per_s": 120e12}},
+                "tensor_flops": {"reason": "torch is not installed"}}
+    assert report.best_float_rate(no_torch) == (120e12, "fp16 FMA")
 
 
 def test_export_llm_analysis(doc):
