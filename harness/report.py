@@ -202,7 +202,8 @@ def decode_series(who, sec, llc, memory="DRAM", cache="last-level cache"):
 def drills(sec, gpu=False):
     """The seed page's drill problems answered with a device's measured roofs: its read bandwidth,
     and as peak the CPU's fp32 FMA chains (the page's i5-8250U figure) or a GPU's fp16 tensor-core
-    matmul (the page's H100 figure, 990 TFLOP/s), its half2 fp16 FMA chains where no matmul was measured."""
+    matmul (the page's H100 figure, 990 TFLOP/s), its half2 fp16 FMA chains where no matmul was measured;
+    the GQA groups each against their cache dtype's own roof (compute_bound_groups)."""
     bw, peak = roofs(sec)
     if not (bw and peak):
         return None
@@ -222,9 +223,19 @@ def drills(sec, gpu=False):
         "fraction_fp16_decode": model.fraction_of_peak(1.0, peak, bw),
         "llama2_fp16": step16, "llama2_int8": step8, "llama3_fp16": gqa,
         "bandwidth": bw, "peak": peak, "peak_what": what,
-        "compute_bound_group": {d: model.compute_bound_group(model.machine_balance(peak, bw), d)
-                                for d in ("fp32", "fp16", "int8")},
+        "compute_bound_group": compute_bound_groups(sec, bw, "tensor-core" if gpu else "torch"),
     }
+
+
+def compute_bound_groups(sec, bw, kind):
+    """{cache dtype: (the GQA group from which decode attention on it turns compute-bound, the roof
+    that sets it)}: against the fastest measured way to compute on that dtype's data (compute_roof),
+    not one peak for all: an fp32 cache has no fp16 tensor cores to run on."""
+    groups = {}
+    for dtype in ("fp32", "fp16", "int8"):
+        rate, how = compute_roof(sec, model.MATMUL_DTYPES[dtype], kind)
+        groups[dtype] = (model.compute_bound_group(model.machine_balance(rate, bw), dtype), how)
+    return groups
 
 
 def peak_rows(sec, spec):
@@ -637,8 +648,8 @@ def drills_markdown(d, h="##", who="this machine"):
             f"- The FFN's weight read {crossover_phrase(l2['crossover_batch'])} (fp16).",
             "- GQA shares each KV head among a group of query heads and multiplies attention's intensity by the "
             "group: decode attention turns compute-bound here from a group of "
-            + ", ".join(f"{g} with an {dt} cache" for dt, g in d["compute_bound_group"].items())
-            + " (Llama-3-8B's group is 4, Llama-3-70B's 8).", ""]
+            + ", ".join(f"{g} with an {dt} cache ({how})" for dt, (g, how) in d["compute_bound_group"].items())
+            + ". Llama-3-8B's group is 4, Llama-3-70B's 8.", ""]
 
 
 def write_report(doc, out_dir, specs=(), source=None):

@@ -147,11 +147,20 @@ def test_where_decode_attention_sits_is_computed_from_the_balance_not_assumed(do
     assert "sits 6.0x or more below that ridge, so it is memory-bound here" in report.attention_sentence(12.0)
     assert report.attention_sentence(2.0).endswith("reaches that ridge: on int8 caches it is compute-bound here.")
     assert report.attention_sentence(0.9).endswith("on fp16 and int8 caches it is compute-bound here.")
+    cpu = doc["devices"]["cpu"]
     d = report.report_data(doc)["drills"]
-    assert d["compute_bound_group"] == {dt: int(d["balance"] // model.mha_intensity(dt)) + 1 for dt in ("fp32", "fp16", "int8")}
+    groups = {dt: g for dt, (g, _) in d["compute_bound_group"].items()}
+    assert groups == {dt: int(d["balance"] // model.mha_intensity(dt)) + 1 for dt in ("fp32", "fp16", "int8")}
     text = "\n".join(report.drills_markdown(d))
-    assert (f"turns compute-bound here from a group of {d['compute_bound_group']['fp32']} with an fp32 cache, "
-            f"{d['compute_bound_group']['fp16']} with an fp16 cache, {d['compute_bound_group']['int8']} with an int8 cache") in text
+    assert (f"turns compute-bound here from a group of {groups['fp32']} with an fp32 cache (fp32 FMA peak), "
+            f"{groups['fp16']} with an fp16 cache (fp32 FMA peak), {groups['int8']} with an int8 cache") in text
+    # each cache dtype against the fastest way to compute on its data: a GPU's fp32 cache is not on its
+    # fp16 tensor cores (an H100's would need a group of ~480 against them, ~40 against its fp32 FMA)
+    bw = cpu["bandwidth"]["read"]["bytes_per_s"]
+    gpu = {"bandwidth": {"read": {"bytes_per_s": bw}}, "peak_flops": {"fp32": {"flops_per_s": 20 * bw}},
+           "tensor_flops": {d: {"validated": True, "flops_per_s": k * bw} for d, k in (("fp16", 240), ("int8", 480))}}
+    assert report.drills(gpu, gpu=True)["compute_bound_group"] == {
+        "fp32": (41, "fp32 FMA peak"), "fp16": (241, "tensor-core fp16 matmul peak"), "int8": (241, "tensor-core int8 matmul peak")}
 
 
 def test_working_set_bands_in_words():
