@@ -51,7 +51,7 @@ KINDS = {
     "records": (lambda v: isinstance(v, list) and all(isinstance(x, dict) for x in v), "a list of mappings"),
     "unread": (lambda v: True, "anything: no reader reads it"),
 }
-NUMBER_SUFFIXES = ("_s", "_bytes", "_hz", "_ratio", "_fraction", "_error", "_per_call", "_per_sm", "_w", "_c")
+NUMBER_SUFFIXES = ("_s", "_bytes", "_bits", "_hz", "_ratio", "_fraction", "_error", "_per_call", "_per_sm", "_w", "_c")
 NUMBER_PREFIXES = ("fraction_of_", "model_error", "time_ratio")
 NAMED = {
     **dict.fromkeys(("intensity", "flops", "softmax_flops", "bytes", "tolerance", "holds_within", "measured_over_model",

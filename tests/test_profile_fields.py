@@ -60,6 +60,8 @@ def test_every_committed_profile_loads(path):
     (("machine", "cpu", "frequency"), -1.5, "machine.cpu.frequency must be a mapping"),
     (("machine", "cpu", "cores"), 0, "machine.cpu.cores must be a whole number, at least 1"),
     (("software", "packages"), "numba", "software.packages must be a mapping"),
+    # a GPU's bus width names its memory (HBM or GDDR)
+    (("machine", "gpus"), [{"index": 0, "memory_bus_width_bits": [5120]}], "machine.gpus[0].memory_bus_width_bits must be a number or null"),
 ])
 def test_a_wrong_field_is_named_on_load(stored, tmp_path, path, value, message):
     doc = copy.deepcopy(stored)
