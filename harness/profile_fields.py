@@ -55,7 +55,8 @@ NUMBER_SUFFIXES = ("_s", "_bytes", "_bits", "_hz", "_ratio", "_fraction", "_erro
 NUMBER_PREFIXES = ("fraction_of_", "model_error", "time_ratio")
 NAMED = {
     **dict.fromkeys(("intensity", "flops", "softmax_flops", "bytes", "tolerance", "holds_within", "measured_over_model",
-                     "elements", "points", "seed", "min", "median", "max", "samples", "efficiency_cores"), "number"),
+                     "elements", "points", "seed", "min", "median", "max", "samples", "efficiency_cores",
+                     "ecc_mode", "mig_mode"), "number"),
     **dict.fromkeys(("samples_s", "reads_before_samples_bytes_per_s", "working_set_bytes_range", "bytes_per_sm_range",
                      "compute_capability"), "numbers"),
     # no reader reads these: perf's raw counts by event name (which the names above must not type), ncu's

@@ -62,6 +62,7 @@ def test_every_committed_profile_loads(path):
     (("software", "packages"), "numba", "software.packages must be a mapping"),
     # a GPU's bus width names its memory (HBM or GDDR)
     (("machine", "gpus"), [{"index": 0, "memory_bus_width_bits": [5120]}], "machine.gpus[0].memory_bus_width_bits must be a number or null"),
+    (("machine", "gpus"), [{"index": 0, "mig_mode": {"on": 1}}], "machine.gpus[0].mig_mode must be a number or null"),  # NVML's 1/0
 ])
 def test_a_wrong_field_is_named_on_load(stored, tmp_path, path, value, message):
     doc = copy.deepcopy(stored)
