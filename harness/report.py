@@ -321,8 +321,8 @@ def gpu_data(doc, name, sec, specs=()):
     memory = memory_name(info)
     roofline = roofline_series(who, sec, l2, memory, "SM clock during the run") if sec.get("peak_flops") else None
     decode = decode_series(who, sec, l2, memory, "L2") if sec.get("decode_attention") else None
-    return {"name": name, "sec": sec, "info": info, "spec": spec, "roofline": roofline, "decode": decode,
-            "hierarchy": hierarchy_series(who, sec),
+    return {"name": name, "sec": sec, "info": info, "spec": spec, "memory": memory, "roofline": roofline,
+            "decode": decode, "hierarchy": hierarchy_series(who, sec),
             "peaks": peak_rows(sec, spec) + tensor_rows(sec, spec), "drills": drills(sec, gpu=True),
             "warnings": collect_warnings(sec)}
 
@@ -527,7 +527,7 @@ def gpu_markdown(g):
         tensor = (f" Its {units} compute {si(best, 'FLOP/s')} ({what}), a balance of {balance_text(best / bw)} "
                   "FLOP/byte." if units else "")
         where = attention_sentence(peak / bw)
-        out += [f"Reads {memory_name(info)} at {si(bw, 'B/s')} and computes {si(peak, 'FLOP/s')} in fp32 (FMA), a balance of "
+        out += [f"Reads {g['memory']} at {si(bw, 'B/s')} and computes {si(peak, 'FLOP/s')} in fp32 (FMA), a balance of "
                 f"{peak / bw:.1f} FLOP/byte.{tensor} {where[0].upper()}{where[1:]}", ""]
     out += [table(["", ""], [
         ["UUID / PCI bus id", f"{info.get('uuid')} / {info.get('pci_bus_id') or 'n/a'}"],
