@@ -53,19 +53,27 @@ def cgroup_dirs(controller, root=""):
     return None, []
 
 
+def _share(quota_us, period_us):
+    """quota / period where both are positive whole microseconds; None for "max", v1's -1 (no
+    limit) or anything unreadable."""
+    if not (quota_us and period_us and quota_us.isdigit() and period_us.isdigit()):
+        return None
+    quota, period = int(quota_us), int(period_us)
+    return quota / period if quota > 0 and period > 0 else None
+
+
 def cpu_quota(root=""):
     """CPUs' worth of time per period the cgroup may use (1.5 for --cpus=1.5), or None."""
     version, dirs = cgroup_dirs("cpu", root)
     quotas = []
     for d in dirs:
         if version == 2:
-            fields = (read_text(f"{d}/cpu.max") or "max").split()
-            if fields[0] != "max" and len(fields) == 2:
-                quotas.append(int(fields[0]) / int(fields[1]))
+            fields = (read_text(f"{d}/cpu.max") or "").split()
+            share = _share(*fields) if len(fields) == 2 else None
         else:
-            quota, period = read_text(f"{d}/cpu.cfs_quota_us"), read_text(f"{d}/cpu.cfs_period_us")
-            if quota and period and int(quota) > 0:
-                quotas.append(int(quota) / int(period))
+            share = _share(read_text(f"{d}/cpu.cfs_quota_us"), read_text(f"{d}/cpu.cfs_period_us"))
+        if share is not None:
+            quotas.append(share)
     return min(quotas, default=None)
 
 
@@ -83,7 +91,8 @@ def memory_limit(root=""):
     if not (used and used.isdigit()):
         return min(limits), None
     stat = dict(line.split() for line in (read_text(f"{dirs[0]}/memory.stat") or "").splitlines() if len(line.split()) == 2)
-    return min(limits), max(0, int(used) - int(stat.get(inactive, 0)))
+    reclaimable = stat.get(inactive, "0")
+    return min(limits), max(0, int(used) - (int(reclaimable) if reclaimable.isdigit() else 0))
 
 
 def limits(root=""):

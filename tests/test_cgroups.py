@@ -90,6 +90,21 @@ def test_v2_without_the_controllers_or_outside_the_mounts_view(tmp_path):
                                                          "memory_used_bytes": None}
 
 
+def test_unreadable_limits_count_as_none(tmp_path):
+    # a zero period, a word where a number belongs, a v1 quota beside garbage: no limit read, no crash
+    root = v2_pod(tmp_path / "v2")
+    write(root, "/sys/fs/cgroup/kubepods/pod1/cpu.max", "250000 0\n")
+    write(root, "/sys/fs/cgroup/kubepods/pod1/ctr/cpu.max", "lots 100000\n")
+    write(root, "/sys/fs/cgroup/kubepods/pod1/ctr/memory.stat", "inactive_file many\n")
+    assert cgroups.limits(root) == {"cpu_quota": None, "memory_limit_bytes": 8 << 30, "memory_used_bytes": 3 << 30}
+    root = kvm_v1(tmp_path / "v1", cpu_path="/hx")
+    write(root, "/sys/fs/cgroup/cpu/hx/cpu.cfs_quota_us", "150000\n")
+    write(root, "/sys/fs/cgroup/cpu/hx/cpu.cfs_period_us", "?\n")
+    assert cgroups.cpu_quota(root) is None
+    write(root, "/sys/fs/cgroup/cpu/hx/cpu.cfs_period_us", "100000\n")
+    assert cgroups.cpu_quota(root) == 1.5
+
+
 def test_threads_stay_within_whole_cpus_of_the_quota():
     assert cgroups.cpus_within(None, 4) == 4
     assert cgroups.cpus_within(1.5, 2) == 1
