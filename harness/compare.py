@@ -147,12 +147,15 @@ def section_metrics(sec):
             # drifting between runs moves both, so this moves only with the kernel's efficiency
             out[f"{name}.fraction_of_adjacent_read"] = (
                 [rec["model"]["bytes"] / t / r for t, r in zip(samples, reads)], True, "", rec.get("probe_hash"))
-    read, peaks = out.get("bandwidth.read"), {k: v for k, v in out.items() if k.startswith("peak_flops.")}
+    read = out.get("bandwidth.read")
+    # the profile's balance keys: an FMA peak by its dtype, a matmul as matmul_<dtype>
+    peaks = {("" if k.startswith("peak_flops.") else "matmul_") + k.split(".")[1]: v for k, v in out.items()
+             if k.startswith(("peak_flops.", "tensor_flops."))}
     if read and read[0]:
-        for name, (samples, _, _, digest) in peaks.items():
+        for key, (samples, _, unit, digest) in peaks.items():
             # each peak sample over the median read: the read's own spread shows in bandwidth.read
-            out[f"balance.{name.split('.')[1]}"] = ([s / float(np.median(read[0])) for s in samples], None, "FLOP/B",
-                                                    f"{digest}+{read[3]}")
+            out[f"balance.{key}"] = ([s / float(np.median(read[0])) for s in samples], None,
+                                     unit.replace("/s", "/B"), f"{digest}+{read[3]}")
     return out
 
 

@@ -305,7 +305,7 @@ def report_data(doc, specs=()):
         "hierarchy": hierarchy_series(doc["machine"]["id"], cpu),
         "threads": thread_series(doc["machine"]["id"], cpu),
         "peaks": peak_rows(cpu, spec) + tensor_rows(cpu, spec, "matmul (torch)"), "drills": drills(cpu),
-        "warnings": collect_warnings(cpu),
+        "balance": balance_table(cpu, "DRAM"), "warnings": collect_warnings(cpu),
         "gpus": [gpu_data(doc, name, sec, specs) for name, sec in by_device(doc)
                  if name.startswith("gpu")],
     }
@@ -324,7 +324,28 @@ def gpu_data(doc, name, sec, specs=()):
     return {"name": name, "sec": sec, "info": info, "spec": spec, "memory": memory, "roofline": roofline,
             "decode": decode, "hierarchy": hierarchy_series(who, sec),
             "peaks": peak_rows(sec, spec) + tensor_rows(sec, spec), "drills": drills(sec, gpu=True),
-            "warnings": collect_warnings(sec)}
+            "balance": balance_table(sec, memory), "warnings": collect_warnings(sec)}
+
+
+def balance_table(sec, memory):
+    """The balance per compute roof and memory level, or None: each measured FMA peak and validated
+    matmul over each cache level's read bandwidth (the hierarchy sweep) and the memory's
+    (bandwidth.read: the column that is the profile's `balance`). Data in a level meets that level's
+    roof below its figure: decode attention's 0.5 to 2 FLOP/byte against a cache that fits in L2 is
+    still bound by L2's bandwidth wherever L2's column is above them."""
+    bw, _ = roofs(sec)
+    levels = sec.get("hierarchy_levels") or {}
+    columns = [(lv, levels[lv]["bytes_per_s"]) for lv in LEVELS
+               if lv != memory and (levels.get(lv) or {}).get("bytes_per_s")] + ([(f"{memory} (read)", bw)] if bw else [])
+    tensor = sec.get("tensor_flops") or {}
+    computes = [(f"{d} FMA", rec["flops_per_s"], d) for d, rec in (sec.get("peak_flops") or {}).items()
+                if rec.get("flops_per_s") and rec.get("validated") is not False] + [
+        (f"{d} matmul", rate, d) for d in tensor if (rate := matmul_rate(tensor, d))]
+    if not (columns and computes):
+        return None
+    return {"levels": [name for name, _ in columns],
+            "rows": [{"compute": what, "rate": rate, "unit": rate_unit(dtype),
+                      "per_level": [rate / level_bw for _, level_bw in columns]} for what, rate, dtype in computes]}
 
 
 def tensor_rows(sec, spec, what="tensor-core matmul"):
@@ -463,7 +484,7 @@ def markdown(data, source=None):
         ["datasheet spec", data["spec"]["name"] if data["spec"] else "none matches this CPU in profiles/specs/"],
     ]), ""]
     if "cpu" in doc["devices"] or not data["gpus"]:
-        out += measurements_markdown(cpu, data["peaks"], "##", "hierarchy.png" if data["hierarchy"] else None)
+        out += measurements_markdown(cpu, data["peaks"], data["balance"], "##", "hierarchy.png" if data["hierarchy"] else None)
         out += matmul_notes(cpu, gpu=False)
         out += threads_markdown(data["threads"], "threads.png")
         out += decode_markdown(cpu, "decode.png", "##")
@@ -482,9 +503,9 @@ def markdown(data, source=None):
     return "\n".join(out)
 
 
-def measurements_markdown(sec, peaks, h, hierarchy_png=None):
-    """Peaks against theory, balance and the hierarchy of one device section, under headings `h`
-    (with the sweep's figure where there is one)."""
+def measurements_markdown(sec, peaks, balance, h, hierarchy_png=None):
+    """Peaks against theory, balance (balance_table) and the hierarchy of one device section, under
+    headings `h` (with the sweep's figure where there is one)."""
     out = [f"{h} Peaks: measured against theoretical", ""]
     if peaks:
         out += [table(["metric", "best", "median", "theoretical", "fraction", "flag"],
@@ -494,9 +515,15 @@ def measurements_markdown(sec, peaks, h, hierarchy_png=None):
     else:
         out += ["No bandwidth or peak measurements in this profile.", ""]
     out += [f"{h} Balance", ""]
-    if sec.get("balance"):
-        out += [table(["dtype", "FLOP/byte"], [[d, num(b, "{:.1f}")] for d, b in sec["balance"].items()]), "",
-                f"Basis: {sec.get('balance_basis', '')}.", ""]
+    if balance:
+        out += [table(["compute", "rate", *balance["levels"]],
+                      [[r["compute"], si(r["rate"], r["unit"]), *(balance_text(b) for b in r["per_level"])]
+                       for r in balance["rows"]]), "",
+                "FLOP (int8: OP) per byte: each compute rate over each level's read bandwidth, the caches' from the "
+                "hierarchy sweep below, the memory's from bandwidth.read "
+                f"(the profile's `balance`: {sec.get('balance_basis') or 'not stored in this profile'}). A kernel "
+                "whose data sits in a level is bound by that level's bandwidth below its figure, by the compute "
+                "above it.", ""]
     else:
         out += ["No balance: the profile lacks a bandwidth or a peak measurement.", ""]
     out += [f"{h} Memory hierarchy (read kernel)", ""]
@@ -540,7 +567,7 @@ def gpu_markdown(g):
         ["ECC / MIG", f"{switch_text(info.get('ecc_mode'))} / {switch_text(info.get('mig_mode'))}"],
         ["datasheet spec", g["spec"]["name"] if g["spec"] else "none matches this GPU in profiles/specs/"],
     ]), ""]
-    out += measurements_markdown(sec, g["peaks"], "####", f"hierarchy-{name}.png" if g["hierarchy"] else None)
+    out += measurements_markdown(sec, g["peaks"], g["balance"], "####", f"hierarchy-{name}.png" if g["hierarchy"] else None)
     out += matmul_notes(sec, gpu=True)
     out += decode_markdown(sec, f"decode-{name}.png", "####")
     out += fused_kernel_markdown(sec)

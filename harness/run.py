@@ -233,7 +233,8 @@ def cpu_section(ctx, probe_names):
     section["theoretical"] = theory
     if "peak_flops" in section and "bandwidth" in section:
         section["balance"] = validation.balance(section)
-        section["balance_basis"] = "measured peak_flops / measured bandwidth.read (DRAM, fp64 sum)"
+        section["balance_basis"] = ("measured peak_flops (FMA) and validated tensor_flops (torch matmul, matmul_<dtype>) / "
+                                      "measured bandwidth.read (DRAM, fp64 sum)")
     validation.validate_section(section, machine.last_level_cache_bytes(ctx.cpu))
     return section
 

@@ -55,10 +55,16 @@ def compute_roof(section, dtypes, kind="torch"):
 
 
 def balance(section):
-    """FLOP per byte: measured peak per dtype over measured read bandwidth (the fp64 sum)."""
+    """FLOP (int8: OP) per byte of the memory: each measured FMA peak (by its dtype) and each
+    validated matmul (matmul_<dtype>: a CPU's AMX, a GPU's tensor cores) over the measured read
+    bandwidth (the fp64 sum)."""
     read, _ = roofs(section)
-    return {dtype: rec["flops_per_s"] / read if rec.get("flops_per_s") and read else None
-            for dtype, rec in (section.get("peak_flops") or {}).items()}
+    out = {dtype: rec["flops_per_s"] / read if rec.get("flops_per_s") and read else None
+           for dtype, rec in (section.get("peak_flops") or {}).items()}
+    tensor = section.get("tensor_flops") or {}
+    out.update({f"matmul_{dtype}": rate / read if read else None
+                for dtype in tensor if (rate := matmul_rate(tensor, dtype))})
+    return out
 
 
 def flag_bandwidth(section, theoretical_bytes_per_s, memory):

@@ -40,6 +40,21 @@ def test_profile_writes_a_valid_profile_with_the_contract_keys(quick_profile):
         rec = cpu["peak_flops"][dtype]
         assert rec["validated"] and rec["flops_per_s"] > 0 and rec["flops_per_call"] > 0
         assert cpu["balance"][dtype] == pytest.approx(rec["flops_per_s"] / cpu["bandwidth"]["read"]["bytes_per_s"])
+    matmuls = [d for d, rec in (cpu.get("tensor_flops") or {}).items() if isinstance(rec, dict) and rec.get("validated")]
+    for dtype in matmuls:  # torch's matmuls (AMX, VNNI) have a balance of their own
+        assert cpu["balance"][f"matmul_{dtype}"] == pytest.approx(
+            cpu["tensor_flops"][dtype]["flops_per_s"] / cpu["bandwidth"]["read"]["bytes_per_s"])
+    assert set(cpu["balance"]) == {"fp64", "fp32", *(f"matmul_{d}" for d in matmuls)}
+    # the report's balance table: the memory's column is the stored balance, a cache's divides by its level
+    from harness import report
+
+    table = report.report_data(doc)["balance"]
+    assert table["levels"][-1] == "DRAM (read)" and table["levels"][:-1] == [
+        lv for lv in ("L1", "L2", "L3") if (cpu["hierarchy_levels"].get(lv) or {}).get("bytes_per_s")]
+    stored = [cpu["balance"][k] for k in ("fp64", "fp32")] + [cpu["balance"][f"matmul_{d}"] for d in matmuls]
+    assert [r["per_level"][-1] for r in table["rows"]] == pytest.approx(stored)
+    l1 = cpu["hierarchy_levels"]["L1"]["bytes_per_s"]
+    assert table["rows"][1]["per_level"][0] == pytest.approx(cpu["peak_flops"]["fp32"]["flops_per_s"] / l1)
     assert all({"working_set_bytes", "bytes_per_s", "level"} <= set(p) for p in cpu["hierarchy"])
     assert set(cpu["theoretical"]) >= {"bytes_per_s", "flops_per_s", "source"}
     assert [r["threads"] for r in cpu["thread_sweep"]["triad"]][-1] == cpu["threads"]

@@ -380,6 +380,39 @@ def test_integer_matmuls_are_rated_in_operations_not_flops(doc):
     assert any("tensor_flops.int8" in line and "1.7 TOP/s" in line for line in section_lines(cpu_doc["devices"]["cpu"]))
     assert compare.section_metrics(cpu_doc["devices"]["cpu"])["tensor_flops.int8"][2] == "OP/s"
     assert compare.section_metrics(cpu_doc["devices"]["cpu"])["peak_flops.fp32"][2] == "FLOP/s"
+    assert compare.section_metrics(cpu_doc["devices"]["cpu"])["balance.matmul_int8"][2] == "OP/B"
+    assert compare.section_metrics(cpu_doc["devices"]["cpu"])["balance.fp32"][2] == "FLOP/B"
+
+
+def test_balance_is_tabled_per_compute_roof_and_memory_level(doc):
+    cpu_doc = copy.deepcopy(doc)
+    sec = cpu_doc["devices"]["cpu"]
+    fp32 = sec["peak_flops"]["fp32"]
+    sec["tensor_flops"] = {"bf16": dict(fp32, dtype="bf16", flops_per_s=4 * fp32["flops_per_s"]),
+                           "int8": dict(fp32, dtype="int8", flops_per_s=1.5e12),
+                           "fp16": dict(fp32, dtype="fp16", validated=False, flops_per_s=9e15)}  # a wrong answer: no roof
+    read = sec["bandwidth"]["read"]["bytes_per_s"]
+    stored = validation.balance(sec)
+    assert set(stored) == {"fp64", "fp32", "matmul_bf16", "matmul_int8"}
+    assert stored["matmul_bf16"] == pytest.approx(4 * fp32["flops_per_s"] / read)
+    sec["balance"] = stored
+    table = report.report_data(cpu_doc)["balance"]
+    levels = sec["hierarchy_levels"]
+    assert table["levels"] == ["L1", "L2", "L3", "DRAM (read)"]
+    assert [r["compute"] for r in table["rows"]] == ["fp64 FMA", "fp32 FMA", "bf16 matmul", "int8 matmul"]
+    fp32_row = table["rows"][1]
+    assert fp32_row["per_level"] == pytest.approx([fp32["flops_per_s"] / levels[lv]["bytes_per_s"] for lv in ("L1", "L2", "L3")]
+                                                  + [stored["fp32"]])
+    text = report.markdown(report.report_data(cpu_doc))
+    assert "| compute | rate | L1 | L2 | L3 | DRAM (read) |" in text
+    assert f"| int8 matmul | 1.5 TOP/s | {report.balance_text(1.5e12 / levels['L1']['bytes_per_s'])} |" in text
+    assert any(line.startswith("balance matmul_int8") and line.endswith("OP/byte") for line in section_lines(sec))
+    assert any(line.startswith("balance fp32") and line.endswith("FLOP/byte") for line in section_lines(sec))
+    del sec["hierarchy_levels"]  # no sweep: the memory's column alone
+    assert report.report_data(cpu_doc)["balance"]["levels"] == ["DRAM (read)"]
+    del sec["bandwidth"]
+    assert report.report_data(cpu_doc)["balance"] is None
+    assert "No balance: the profile lacks a bandwidth or a peak measurement." in report.markdown(report.report_data(cpu_doc))
 
 
 def test_cli_report_and_export(tmp_path):
