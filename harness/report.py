@@ -708,7 +708,10 @@ def best_float_rate(sec):
 
 
 def balance_text(flop_per_byte):
-    """A balance with three significant figures or more: 5.5, 14.7, 295."""
+    """A balance with two significant figures or more: 0.0086, 0.55, 5.5, 14.7, 295 (a slow fallback
+    matmul against L1 is no 0.0)."""
+    if flop_per_byte < 1:
+        return f"{flop_per_byte:.2g}"
     return f"{flop_per_byte:.1f}" if flop_per_byte < 100 else f"{flop_per_byte:.0f}"
 
 
