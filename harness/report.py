@@ -11,7 +11,7 @@ from harness.gpus import memory_name
 from harness.machine import last_level_cache_bytes
 from harness.profile import atomic_write_text, by_device, labelled_records
 from harness.specs import match_spec, spec_flag
-from harness.summary import (crossover_phrase, rate_unit, record_name, record_warnings, seed_weights_change,
+from harness.summary import (balance_text, crossover_phrase, rate_unit, record_name, record_warnings, seed_weights_change,
                              short_of_roofs_phrase, si, switch_text, unmeasured_phrases, working_set_band)
 from harness.validation import LARGE_CACHE_FACTOR, compute_roof, headline_dtype, matmul_rate, roofs, swept_shape
 
@@ -705,14 +705,6 @@ def best_float_rate(sec):
         (matmul_rate(sec.get("tensor_flops") or {}, d) or 0, f"{d} matmul") for d in FLOAT_MATMULS]
     rate, what = max(rates, key=lambda r: r[0])
     return (rate, what) if rate else (None, None)
-
-
-def balance_text(flop_per_byte):
-    """A balance with two significant figures or more: 0.0086, 0.55, 5.5, 14.7, 295 (a slow fallback
-    matmul against L1 is no 0.0)."""
-    if flop_per_byte < 1:
-        return f"{flop_per_byte:.2g}"
-    return f"{flop_per_byte:.1f}" if flop_per_byte < 100 else f"{flop_per_byte:.0f}"
 
 
 def index_rows(docs, specs):

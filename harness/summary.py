@@ -7,6 +7,14 @@ from harness.gpus import memory_name
 from harness.profile import labelled_records
 
 
+def balance_text(flop_per_byte):
+    """A balance with two significant figures or more: 0.0086, 0.55, 5.5, 14.7, 295 (a slow fallback
+    matmul against L1 is no 0.0)."""
+    if flop_per_byte < 1:
+        return f"{flop_per_byte:.2g}"
+    return f"{flop_per_byte:.1f}" if flop_per_byte < 100 else f"{flop_per_byte:.0f}"
+
+
 def si(value, unit):
     """12.3e9, 'B/s' -> '12.3 GB/s'; None -> 'n/a'."""
     if value is None:
@@ -101,7 +109,7 @@ def section_lines(section):
         elif key == "balance":
             for key, b in value.items():  # fp32, matmul_int8, ...
                 unit = f"{operation(key.split('_')[-1])}/byte"
-                lines.append(f"{'balance ' + key:<28} {b:.1f} {unit}" if b else f"balance {key}: n/a")
+                lines.append(f"{'balance ' + key:<28} {balance_text(b)} {unit}" if b else f"balance {key}: n/a")
         elif key == "theoretical":
             memory = memory_name(section["gpu"]) if "gpu" in section else "DRAM"  # as its levels name it
             lines.append(f"{'theoretical ' + memory:<28} {si(value['bytes_per_s'], 'B/s')}")

@@ -408,6 +408,8 @@ def test_balance_is_tabled_per_compute_roof_and_memory_level(doc):
     assert f"| int8 matmul | 1.5 TOP/s | {report.balance_text(1.5e12 / levels['L1']['bytes_per_s'])} |" in text
     assert any(line.startswith("balance matmul_int8") and line.endswith("OP/byte") for line in section_lines(sec))
     assert any(line.startswith("balance fp32") and line.endswith("FLOP/byte") for line in section_lines(sec))
+    slow = validation.balance(dict(sec, tensor_flops={"fp16": dict(fp32, dtype="fp16", flops_per_s=read / 50)}))
+    assert "balance matmul_fp16          0.02 FLOP/byte" in section_lines(dict(sec, balance=slow))  # not 0.0
     del sec["hierarchy_levels"]  # no sweep: the memory's column alone
     assert report.report_data(cpu_doc)["balance"]["levels"] == ["DRAM (read)"]
     del sec["bandwidth"]
