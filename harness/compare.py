@@ -291,14 +291,15 @@ def _iqr(samples):
 
 
 def value_text(value, unit):
-    """A metric's value in its unit: '24.2 GB/s', '6.224 ms', '0.812' (a ratio); None: 'n/a'."""
+    """A metric's value in its unit: '24.2 GB/s', '6.224 ms', '12.3 FLOP/B' (a balance), '0.812' (a
+    ratio); None: 'n/a'."""
     if value is None:
         return "n/a"
     if unit in ("B/s", "FLOP/s", "OP/s"):
         return si(value, unit)
     if unit == "s":
         return f"{value * 1e3:.3f} ms"
-    return f"{value:.3g}"
+    return f"{value:.3g}" + (f" {unit}" if unit else "")
 
 
 def markdown(result, base_path, new_path):

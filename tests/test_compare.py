@@ -299,7 +299,8 @@ def test_cli_bad_input_changes_no_file(tmp_path):
 def test_values_are_written_in_their_units():
     assert compare.value_text(24.2e9, "B/s") == "24.2 GB/s" and compare.value_text(6.2244e-3, "s") == "6.224 ms"
     assert compare.value_text(937e9, "OP/s") == "937.0 GOP/s" and compare.value_text(0.8123, "") == "0.812"
-    assert compare.value_text(None, "B/s") == "n/a"
+    assert compare.value_text(None, "B/s") == "n/a" and compare.value_text(None, None) == "n/a"
+    assert compare.value_text(12.34, "FLOP/B") == "12.3 FLOP/B" and compare.value_text(35.2, "OP/B") == "35.2 OP/B"
 
 
 def test_history_table_png_and_steps(tmp_path):
