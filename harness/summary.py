@@ -92,7 +92,7 @@ def section_lines(section):
         elif key == "thread_sweep":
             for kernel, recs in value.items():
                 for rec in recs:
-                    lines.append(record_line(f"threads {kernel} x{rec['threads']}", rec))
+                    lines.append(record_line(f"thread_sweep.{kernel}.{rec['threads']}", rec))  # compare's name
         elif key == "decode_attention":
             lines.extend(decode_line(rec) for rec in value)
         elif key == "decode_unsupported":

@@ -139,6 +139,14 @@ def test_show_summarises_a_profile(quick_profile):
     out, _ = quick_profile
     proc = run_cli("show", str(out))
     assert proc.returncode == 0 and "bandwidth.triad" in proc.stdout
+    # a record's line bears the name compare gives its metric (a hierarchy point's is its level)
+    from harness import compare
+
+    names = [m for m in compare.section_metrics(load_profile(out)["devices"]["cpu"])
+             if m.split(".")[0] in ("bandwidth", "bandwidth_fp32", "peak_flops", "tensor_flops", "thread_sweep")]
+    assert "thread_sweep.triad.1" in names
+    shown = {line.split()[0] for line in proc.stdout.splitlines() if line.strip()}
+    assert set(names) <= shown, set(names) - shown
 
 
 @pytest.mark.parametrize("args,needle", [
