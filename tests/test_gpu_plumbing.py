@@ -265,6 +265,14 @@ def test_gpu_profile_with_torch_tensor_cores_and_sdpa(fake_gpu_with_cpu_torch, t
     text = pathlib.Path(report.write_report(profile.load_profile(str(path)), str(tmp_path / "r"), load_specs())[-1]).read_text()
     assert "| tensor-core matmul bf16 |" in text and "(datasheet, dense)" in text
     assert "| torch-sdpa[math] |" in text
+    # the tensor cores' balance beside the FMA chains', against each level the sweep found and the HBM read
+    read = sec["bandwidth"]["read"]["bytes_per_s"]
+    assert {k: v * read for k, v in sec["balance"].items() if k.startswith("matmul_")} == pytest.approx(
+        {f"matmul_{d}": r["flops_per_s"] for d, r in sec["tensor_flops"].items()})
+    table = report.gpu_data(doc, "gpu0", sec)["balance"]
+    assert table["levels"][-1] == "HBM (read)" and "| compute | rate | " in text and "| int8 matmul |" in text
+    assert [r["compute"] for r in table["rows"]] == ["fp64 FMA", "fp32 FMA", "fp16 FMA", "fp16 matmul", "bf16 matmul",
+                                                     "tf32 matmul", "int8 matmul"]
     # the seed page's H100 drill takes the fp16 tensor-core rate as the peak, as `harness model` does for fp16 weights
     assert "#### The seed page's drill problems, for gpu0" in text  # CPU torch's fp16 matmul: slower than the FMA
     fp16 = 100 * sec["peak_flops"]["fp32"]["flops_per_s"]  # a real H100's: about 15x its fp32 FMA
