@@ -97,7 +97,8 @@ def label_ridges(ax, ridges):
                            [len(t) * RIDGE_FONT_PT * CHAR_WIDTH_EM for t in texts], RIDGE_LINE_PT)
     for r, text, dy in zip(ridges, texts, offsets):
         ax.annotate(text, (r["intensity"], r["flops_per_s"]), textcoords="offset points",
-                    xytext=(RIDGE_LABEL_SHIFT_PT, dy), fontsize=RIDGE_FONT_PT)
+                    xytext=(RIDGE_LABEL_SHIFT_PT, dy), fontsize=RIDGE_FONT_PT,
+                    bbox={"facecolor": "white", "alpha": 0.8, "edgecolor": "none", "pad": 1})  # legible over a roof
 
 
 def stack_labels(lefts, widths, line, first=-14):
