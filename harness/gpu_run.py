@@ -170,8 +170,13 @@ def count_with_ncu(section, index, progress, budget_s=NCU_BUDGET_S, clock=time.m
 
     device = f"gpu{index}"
     deadline = clock() + budget_s
+    failed = None  # the first run's failure that every later run would meet (ncu.recurs)
     for rec, probe, nvtx_range, args in ncu_targets(section):
         left = deadline - clock()
+        if failed:
+            rec["counters"] = unavailable(f"not counted: ncu's run of {failed[0]} failed so, as every run here "
+                                          f"would: {failed[1]}")
+            continue
         if left < NCU_MIN_RUN_S:
             rec["counters"] = unavailable(f"not counted: the {budget_s:.0f} s this profile gives ncu were spent on "
                                           "the workloads before it")
@@ -179,6 +184,8 @@ def count_with_ncu(section, index, progress, budget_s=NCU_BUDGET_S, clock=time.m
         progress(f"{device} counting {probe} {nvtx_range} under ncu")
         rec["counters"] = ncu.count(probe, device, nvtx_range, ["--quick", *args], rec.get("bytes_per_call"),
                                     timeout_s=left)
+        if rec["counters"].get("source") == "unavailable" and ncu.recurs(rec["counters"].get("reason")):
+            failed = (f"{probe} {nvtx_range}", rec["counters"]["reason"])
 
 
 def gpu_probe_reason():

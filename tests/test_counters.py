@@ -464,6 +464,15 @@ def test_ncu_count_runs_the_tool_and_reads_its_output(tmp_path, monkeypatch):
     assert b["source"] == "ncu" and b["metrics_rejected"] == [tensor] and b["dram_bytes"] > 0
     fake.write_text("#!/bin/sh\necho '==ERROR== Failed to find metric dram__bytes_read' >&2\nexit 1\n")
     assert "Failed to find metric" in ncu.count("stream", "gpu0", "triad")["reason"]
+    # the profiler does not load (as under gVisor; these lines hand-made from the message seen there) and
+    # the application runs unprofiled, exit 0: that failure is the reason, not an empty NVTX range
+    fake.write_text("#!/bin/sh\necho '==PROF== Connected to process 4242'\n"
+                    "echo '==ERROR== Failed to initialize the profiler: LibraryNotLoaded' >&2\n"
+                    "echo 'bandwidth.triad  best 3.1 TB/s'\nexit 0\n")
+    b = ncu.count("stream", "gpu0", "triad")
+    assert b["source"] == "unavailable" and b["reason"] == (
+        "ncu counted nothing: ==ERROR== Failed to initialize the profiler: LibraryNotLoaded")
+    assert ncu.recurs(b["reason"]) and not ncu.recurs("ncu failed (exit 3): ncu crashed") and not ncu.recurs(None)
 
 
 def test_ncu_details_page_is_read_as_well_as_the_raw_page():

@@ -531,6 +531,32 @@ def test_ncu_runs_share_one_time_budget(fake_gpu_machine, monkeypatch):
     assert "the 100 s this profile gives ncu were spent" in decode["counters"]["reason"]
 
 
+def test_a_failure_every_ncu_run_would_meet_stops_the_later_runs(fake_gpu_machine, monkeypatch):
+    from harness import gpu_run
+    from harness.counters import ncu
+
+    section = run.build_profile(device="gpu", quick=True, counters="off")["devices"]["gpu0"]
+    given = []
+    reason = "ncu counted nothing: ==ERROR== Failed to initialize the profiler: LibraryNotLoaded"
+
+    def fake_count(probe, device, nvtx_range, args, model_bytes, timeout_s):
+        given.append(nvtx_range)
+        return {"source": "unavailable", "reason": reason}
+
+    monkeypatch.setattr(ncu, "count", fake_count)
+    gpu_run.count_with_ncu(section, 0, lambda m: None)
+    assert given == ["triad"]  # one run: the others would have met the same failure
+    blocks = [rec["counters"] for rec, *_ in gpu_run.ncu_targets(section)]
+    assert len(blocks) >= 3 and blocks[0]["reason"] == reason
+    assert all(b["source"] == "unavailable" and b["reason"] == f"not counted: ncu's run of stream triad failed so, "
+               f"as every run here would: {reason}" for b in blocks[1:])
+    given.clear()
+    monkeypatch.setattr(ncu, "count", lambda *a, **k: given.append(a[2]) or {"source": "unavailable",
+                                                                             "reason": "ncu failed (exit 3): x"})
+    gpu_run.count_with_ncu(section, 0, lambda m: None)
+    assert len(given) == len(blocks)  # a failure of one run alone: each run is tried
+
+
 def test_measurements_are_written_before_ncu_counts_and_survive_it_being_cut_short(fake_gpu_machine, monkeypatch, tmp_path):
     from harness.cli import main
     from harness.counters import ncu

@@ -67,6 +67,23 @@ def permission_error(text):
     return "ERR_NVGPUCTRPERM" in text
 
 
+# ncu's failures that every later run on this machine meets too: no driver, counters refused to this
+# user, and the profiler library not loading (seen under gVisor: «Failed to initialize the profiler:
+# LibraryNotLoaded», the application run unprofiled)
+RECURRING = ("ERR_NVGPUCTRPERM", "failed to connect to the CUDA driver", "Failed to initialize the profiler")
+
+
+def recurs(reason):
+    """True where a counters block's reason is a failure every ncu run here would meet (RECURRING)."""
+    return any(r in (reason or "") for r in RECURRING)
+
+
+def error_line(text):
+    """The ==ERROR== line of ncu's output that says most: one of RECURRING's, else its last; None without one."""
+    errors = [line.strip() for line in text.splitlines() if line.startswith("==ERROR==")]
+    return next((e for e in errors if recurs(e)), errors[-1] if errors else None)
+
+
 def unit_scale(unit):
     """The factor from `unit` to its base unit (1e6 for "Mbyte"; 1 for "%" and no unit), or None
     for a unit this parser does not know."""
@@ -195,9 +212,14 @@ def count(probe, device, nvtx_range, extra_args=(), model_bytes=None, timeout_s=
             break
         dropped += rejected  # once more without them: one unknown metric must not lose the others
         metrics = [m for m in metrics if m not in rejected]
+    error = error_line(output)
     if proc.returncode != 0:
-        return block("unavailable", f"ncu failed (exit {proc.returncode}): {output.strip().splitlines()[-1] if output.strip() else ''}")
-    result = derive(parse_ncu_csv(proc.stdout), model_bytes)
+        last = output.strip().splitlines()[-1] if output.strip() else ""
+        return block("unavailable", f"ncu failed (exit {proc.returncode}): {error or last}")
+    kernels = parse_ncu_csv(proc.stdout)
+    if not kernels and error:  # the application ran, unprofiled
+        return block("unavailable", f"ncu counted nothing: {error}")
+    result = derive(kernels, model_bytes)
     if dropped:
         result["metrics_rejected"] = dropped
     return result
