@@ -310,3 +310,14 @@ def test_gpu_session_script_builds_the_ncu_commands(tmp_path):
     assert "--kernel-name regex:decode_partial --launch-count 2 --section SpeedOfLight" in proc.stdout
     assert "ncu" in (tmp_path / "got" / "ncu-decode-sections.log").read_text()
     assert proc.stdout.count("exit 127") == 4  # ncu is not installed here: three raw captures, the sections
+    # an ncu whose profiler does not load (gVisor's message; the script hand-made): one capture, then the rest skipped
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "ncu").write_text("#!/bin/sh\necho '==ERROR== Failed to initialize the profiler: "
+                                          "LibraryNotLoaded' >&2\nexit 0\n")
+    (tmp_path / "bin" / "ncu").chmod(0o755)
+    env["PATH"] = f"{tmp_path / 'bin'}:/usr/bin:/bin"
+    proc = subprocess.run(["bash", "benchmarks/gpu_session.sh", str(tmp_path / "out2"), "ncu"], capture_output=True,
+                          text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr
+    assert "--nvtx-include harness-triad/" in proc.stdout and "harness-fma_fp32/" not in proc.stdout
+    assert "ncu cannot count on this machine (ncu-triad.log says why): the other ncu runs are skipped" in proc.stdout
