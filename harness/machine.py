@@ -334,10 +334,13 @@ def identify_software():
     }
 
 
+ASSUMED_LLC_BYTES = 32 << 20  # the last-level cache sizes are taken from where sysfs shows no caches
+
+
 def last_level_cache_bytes(cpu):
-    """Total size of the largest cache level (all instances), or 32 MiB if none is known."""
+    """Total size of the largest cache level (all instances), or ASSUMED_LLC_BYTES if none is known."""
     caches = cpu.get("caches") or []
     if not caches:
-        return 32 << 20
+        return ASSUMED_LLC_BYTES
     top = max(c["level"] for c in caches)
     return sum(c["size_bytes"] * c["instances"] for c in caches if c["level"] == top)

@@ -8,7 +8,7 @@ import os
 
 from harness import model, plots
 from harness.gpus import memory_name
-from harness.machine import last_level_cache_bytes
+from harness.machine import ASSUMED_LLC_BYTES, last_level_cache_bytes
 from harness.profile import atomic_write_text, by_device, labelled_records
 from harness.specs import match_spec, spec_flag
 from harness.summary import (balance_text, crossover_phrase, rate_unit, record_name, record_warnings, seed_weights_change,
@@ -473,7 +473,9 @@ def markdown(data, source=None):
         ["cores / threads / sockets", f"{core_count(info)} / {info.get('threads')} / {info.get('sockets')}"],
         ["SIMD", ", ".join(info.get("simd", []))],
         ["clock", f"{si((info.get('frequency') or {}).get('nominal_hz'), 'Hz')} nominal ({(info.get('frequency') or {}).get('source')})"],
-        ["caches", ", ".join(f"L{c['level']} {c['size_bytes'] // 1024} KiB x{c['instances']}" for c in info.get("caches", []))],
+        ["caches", ", ".join(f"L{c['level']} {c['size_bytes'] // 1024} KiB x{c['instances']}" for c in info.get("caches") or [])
+         or f"unknown (none visible in sysfs: sizes that depend on the last-level cache assumed one of "
+            f"{ASSUMED_LLC_BYTES >> 20} MiB)"],
         ["memory", si(info.get("memory_bytes"), "B")],
         ["hypervisor", info.get("hypervisor") or "none (bare metal)"],
         ["cgroup limits", cgroup_limits(info.get("cgroup"))],

@@ -211,6 +211,18 @@ def flag_unpinned_sockets(section, ctx):
             "OMP_PLACES=cores) to measure each socket's memory as STREAM does")
 
 
+def flag_unknown_caches(section, cpu):
+    """A warning where sysfs shows no caches (gVisor, some containers): every size taken from the
+    last-level cache (STREAM's arrays, the decode points counted as from DRAM) assumed one of
+    ASSUMED_LLC_BYTES, which a server's cache can hold."""
+    if not cpu.get("caches"):
+        section.setdefault("warnings", []).append(
+            "no caches are visible here (/sys/devices/system/cpu/cpu0/cache is missing or empty): the STREAM arrays "
+            f"and the decode points counted as from DRAM were sized as if the last-level cache were "
+            f"{machine.ASSUMED_LLC_BYTES >> 20} MiB; a larger one would serve part of them, and their bandwidth would "
+            "read high (the hierarchy sweep's drop to memory shows where the cache really ends)")
+
+
 def cpu_section(ctx, probe_names):
     """devices.cpu: every probe's records, theoretical peaks, flags and balance."""
     section = {"threads": ctx.threads, "quick": ctx.quick}
@@ -230,6 +242,7 @@ def cpu_section(ctx, probe_names):
     validation.flag_cache_beyond_reported(section, machine.last_level_cache_bytes(ctx.cpu), "DRAM")
     validation.flag_disagreeing_precisions(section, theory)
     flag_unpinned_sockets(section, ctx)
+    flag_unknown_caches(section, ctx.cpu)
     section["theoretical"] = theory
     if "peak_flops" in section and "bandwidth" in section:
         section["balance"] = validation.balance(section)

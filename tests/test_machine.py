@@ -97,6 +97,25 @@ def test_read_caches_from_a_sysfs_tree(tmp_path):
     assert machine.last_level_cache_bytes({"caches": caches}) == 32 << 20
 
 
+def test_caches_sysfs_does_not_show_are_said_to_be_unknown_not_left_blank(tmp_path, monkeypatch):
+    # gVisor's sysfs has CPU directories without cache/: the sizes are assumed, and the profile says so
+    from harness import report, run
+
+    assert machine.read_caches(str(tmp_path / "cpu0" / "cache"), online_cpus=16) == []
+    monkeypatch.setattr(machine, "read_caches", lambda *a, **k: [])
+    doc = run.build_profile(device="cpu", quick=True, probe_names=("stream",), counters="off")
+    cpu = doc["machine"]["cpu"]
+    assert cpu["caches"] == [] and machine.last_level_cache_bytes(cpu) == machine.ASSUMED_LLC_BYTES
+    (warning,) = [w for w in doc["devices"]["cpu"]["warnings"] if "no caches are visible" in w]
+    assert "sized as if the last-level cache were 32 MiB" in warning
+    text = report.markdown(report.report_data(doc))
+    assert "| caches | unknown (none visible in sysfs: sizes that depend on the last-level cache assumed one of 32 MiB) |" in text
+    assert f"- {warning}" in text
+    section = {}
+    run.flag_unknown_caches(section, {"caches": [{"level": 3, "size_bytes": 1 << 25, "instances": 1}]})
+    assert section == {}  # caches known: nothing to say
+
+
 def test_sockets_from_the_kernel_topology_where_cpuinfo_names_none(tmp_path):
     # Arm's /proc/cpuinfo has no "physical id": a two-socket Ampere Altra counts its packages in sysfs
     for cpu, package in ((0, 0), (1, 0), (2, 1), (3, 1)):
