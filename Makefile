@@ -3,7 +3,8 @@
 #   PYTHON=python3.12      interpreter that creates the venv
 #   SYSTEM_SITE=1          let the venv see the system's site-packages (torch/CuPy already there)
 #   PY=/path/to/python3    use that interpreter as it is: no venv, nothing installed (GPU boxes
-#                          without internet); the source tree goes on PYTHONPATH
+#                          without internet); the source tree goes on PYTHONPATH. Without PY or a
+#                          venv, $(PYTHON) is used so where it holds every dependency, GPU ones too
 #   TORCH_SPEC=...         what pip installs for torch (empty: no torch)
 #   ARGS=...               extra arguments for `harness profile` / `harness compare`
 
@@ -12,6 +13,17 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 ARGS ?=
 PYTEST_ARGS ?=
+
+# No venv yet and an interpreter that already holds every dependency, the GPU ones included (a GPU
+# box's image, often without the internet a venv would install from): use it as it is, as PY= does
+ifndef PY
+ifeq ($(wildcard $(VENV)/.installed),)
+ifeq ($(shell $(PYTHON) -c 'import numpy, numba, yaml, matplotlib, torch, cupy, pynvml, pytest' >/dev/null 2>&1 && echo ready),ready)
+PY := $(shell command -v $(PYTHON))
+$(info $(PY) holds every dependency (GPU ones too): used as it is, no venv (PY= chooses another))
+endif
+endif
+endif
 
 ifdef PY
 RUN := PYTHONPATH=$(CURDIR) $(PY)

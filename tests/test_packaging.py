@@ -76,3 +76,24 @@ def test_the_installed_wheel_runs_without_the_source_tree(wheel, tmp_path):
     proc = subprocess.run([sys.executable, "-S", "-m", "harness", "model", "llama-3-8b", "--bandwidth", "1e11",
                            "--flops", "1e12"], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=120)
     assert proc.returncode == 0 and "llama-3-8b fp16" in proc.stdout, proc.stderr
+
+
+@pytest.mark.skipif(shutil.which("make") is None, reason="make is not installed here")
+def test_make_uses_an_interpreter_that_holds_every_dependency_as_it_is(tmp_path):
+    """A GPU box's image holds torch, CuPy and the rest and often has no internet for a venv: without
+    PY= or a venv, `make profile` runs its python3 as it is; anywhere else it creates the venv."""
+    for name, status in (("ready", 0), ("bare", 1)):  # stand-ins: `python -c 'import ...'` succeeds or fails
+        (tmp_path / name).write_text(f"#!/bin/sh\nexit {status}\n")
+        (tmp_path / name).chmod(0o755)
+
+    def dry_run(python):
+        proc = subprocess.run(["make", "-n", "-C", ROOT, "profile", f"PYTHON={tmp_path / python}",
+                               f"VENV={tmp_path / 'venv'}"], capture_output=True, text=True, timeout=60)
+        assert proc.returncode == 0, proc.stderr
+        return proc.stdout
+
+    ready = dry_run("ready")
+    assert f"PYTHONPATH={ROOT} {tmp_path / 'ready'} -m harness profile" in ready and "-m venv" not in ready
+    assert "holds every dependency (GPU ones too): used as it is" in ready
+    bare = dry_run("bare")
+    assert f"{tmp_path / 'bare'} -m venv" in bare and f"{tmp_path / 'venv'}/bin/python -m harness profile" in bare
