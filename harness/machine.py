@@ -334,7 +334,7 @@ def identify_software():
     }
 
 
-ASSUMED_LLC_BYTES = 32 << 20  # the last-level cache sizes are taken from where sysfs shows no caches
+ASSUMED_LLC_BYTES = 32 << 20  # the last-level cache assumed where sysfs shows no caches (gVisor)
 
 
 def last_level_cache_bytes(cpu):
