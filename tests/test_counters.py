@@ -473,6 +473,8 @@ def test_ncu_count_runs_the_tool_and_reads_its_output(tmp_path, monkeypatch):
     assert b["source"] == "unavailable" and b["reason"] == (
         "ncu counted nothing: ==ERROR== Failed to initialize the profiler: LibraryNotLoaded")
     assert ncu.recurs(b["reason"]) and not ncu.recurs("ncu failed (exit 3): ncu crashed") and not ncu.recurs(None)
+    fake.write_text("#!/bin/sh\necho '==ERROR== ERR_NVGPUCTRPERM - The user does not have permission' >&2\nexit 1\n")
+    assert ncu.recurs(ncu.count("stream", "gpu0", "triad")["reason"])  # refused once, refused every time
 
 
 def test_ncu_details_page_is_read_as_well_as_the_raw_page():
