@@ -116,6 +116,15 @@ def test_caches_sysfs_does_not_show_are_said_to_be_unknown_not_left_blank(tmp_pa
     assert section == {}  # caches known: nothing to say
 
 
+def test_a_kernel_file_that_is_no_text_counts_as_unreadable(tmp_path):
+    from harness.sysfs import read_text
+
+    (tmp_path / "size").write_bytes(b"\xff\xfe32K\n")
+    (tmp_path / "level").write_text(" 3\n")
+    assert read_text(str(tmp_path / "size")) is None and read_text(str(tmp_path / "level")) == "3"
+    assert read_text(str(tmp_path / "missing")) is None
+
+
 def test_sockets_from_the_kernel_topology_where_cpuinfo_names_none(tmp_path):
     # Arm's /proc/cpuinfo has no "physical id": a two-socket Ampere Altra counts its packages in sysfs
     for cpu, package in ((0, 0), (1, 0), (2, 1), (3, 1)):
