@@ -188,7 +188,7 @@ def load_config(path):
     try:
         with open(path, encoding="utf-8") as f:
             cfg = yaml.safe_load(f) or {}
-    except (OSError, yaml.YAMLError) as e:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
         raise HarnessError(f"compare config {path} cannot be read: {first_line(e)}") from None
     if not isinstance(cfg, dict) or not isinstance(cfg.get("metrics", {}), dict):
         raise HarnessError(f"compare config {path} is malformed: expected threshold_pct and a metrics mapping "

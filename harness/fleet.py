@@ -193,8 +193,8 @@ def load_fleet(folder):
         try:
             with open(spath, encoding="utf-8") as f:
                 summary = yaml.load(f, Loader=LOADER)
-        except yaml.YAMLError as e:
-            raise HarnessError(f"fleet summary {spath} is not valid YAML: {first_line(e)}") from None
+        except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+            raise HarnessError(f"fleet summary {spath} cannot be read: {first_line(e)}") from None
         failed = summary.get("failed", []) if isinstance(summary, dict) else None
         if not (isinstance(failed, list) and all(isinstance(f, dict) and {"rank", "host", "error"} <= set(f) for f in failed)):
             raise HarnessError(f"fleet summary {spath} is malformed: expected a mapping whose `failed` lists ranks "

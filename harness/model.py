@@ -272,7 +272,7 @@ def load_preset(name_or_path):
     try:
         with open(path, encoding="utf-8") as f:
             doc = yaml.safe_load(f)  # JSON is YAML too
-    except (OSError, yaml.YAMLError) as e:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
         raise HarnessError(f"model preset {path} cannot be read: {first_line(e)}") from None
     if not isinstance(doc, dict):
         raise HarnessError(f"model preset {path} is malformed: expected a mapping")

@@ -31,7 +31,7 @@ def load_spec(path):
     try:
         with open(path, encoding="utf-8") as f:
             doc = yaml.safe_load(f)
-    except (OSError, yaml.YAMLError) as e:
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
         raise HarnessError(f"spec {path} cannot be read: {first_line(e)}") from None
     if not isinstance(doc, dict) or not isinstance(doc.get("name"), str) or doc.get("kind") not in ("cpu", "gpu"):
         raise HarnessError(f"spec {path} is malformed: needs name and kind (cpu or gpu)")

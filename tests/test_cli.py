@@ -149,6 +149,21 @@ def test_show_summarises_a_profile(quick_profile):
     assert set(names) <= shown, set(names) - shown
 
 
+def test_a_file_that_is_no_text_is_one_clear_message(tmp_path):
+    """A model config, a compare config or a spec that is no UTF-8 text: exit 2, the file named."""
+    from harness import specs
+    from harness.errors import HarnessError
+
+    for name in ("config.json", "thresholds.yaml", "spec.yaml"):
+        (tmp_path / name).write_bytes(b"\xff\xfe\x00 not text")
+    proc = run_cli("model", str(tmp_path / "config.json"), "--bandwidth", "1e11", "--flops", "1e12")
+    assert proc.returncode == 2 and f"model preset {tmp_path / 'config.json'} cannot be read: 'utf-8' codec" in proc.stderr
+    proc = run_cli("compare", COMMITTED_PROFILE, COMMITTED_PROFILE, "--config", str(tmp_path / "thresholds.yaml"))
+    assert proc.returncode == 2 and f"compare config {tmp_path / 'thresholds.yaml'} cannot be read" in proc.stderr
+    with pytest.raises(HarnessError, match="spec .*spec.yaml cannot be read: 'utf-8' codec"):
+        specs.load_spec(str(tmp_path / "spec.yaml"))
+
+
 @pytest.mark.parametrize("args,needle", [
     (["probe", "nosuch"], "valid probes are stream"),
     (["probe", "stream", "--device", "tpu"], "unknown device 'tpu'"),

@@ -142,6 +142,9 @@ def test_fleet_report_cli_exit_codes_and_pngs(tmp_path):
         pathlib.Path(one_bad, "summary.yaml").write_text(summary)
         proc = run_cli("fleet", "report", one_bad)
         assert proc.returncode == 2 and "summary.yaml is malformed" in proc.stderr
+    pathlib.Path(one_bad, "summary.yaml").write_bytes(b"\xff\xfe fleet")  # no text at all
+    proc = run_cli("fleet", "report", one_bad)
+    assert proc.returncode == 2 and "summary.yaml cannot be read: 'utf-8' codec can't decode" in proc.stderr
 
 
 def test_rank_from_launcher_environment():
