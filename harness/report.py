@@ -466,8 +466,12 @@ def markdown(data, source=None):
     if data["roofline"]:
         out += ["![Roofline](roofline.png)", ""]
     if bw and peak:
+        best, what = best_float_rate(cpu)
+        matmul = (f" (its {what} through torch: {si(best, 'FLOP/s')}, a balance of {balance_text(best / bw)})"
+                  if what.endswith("matmul") else "")  # a CPU's matrix units (AMX) beyond its FMA chains
         out += [f"**In one sentence:** this machine reads DRAM at {si(bw, 'B/s')} and computes "
-                f"{si(peak, 'FLOP/s')} in fp32, a balance of {peak / bw:.1f} FLOP/byte; {attention_sentence(peak / bw)}", ""]
+                f"{si(peak, 'FLOP/s')} in fp32, a balance of {peak / bw:.1f} FLOP/byte{matmul}; "
+                f"{attention_sentence(peak / bw)}", ""]
     out += ["## Machine and software", "", table(["", ""], [
         ["CPU", f"{info.get('model')} ({info.get('vendor')}, {cpu_numbers(info)})"],
         ["cores / threads / sockets", f"{core_count(info)} / {info.get('threads')} / {info.get('sockets')}"],

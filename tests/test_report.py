@@ -359,6 +359,10 @@ def test_a_cpus_torch_matmuls_are_tabled_and_exported(doc):
     assert any(r["dtype"] == "bf16" for r in data["roofline"]["ridges"])
     text = report.markdown(data)
     assert "| matmul (torch) bf16 |" in text and "Matmuls torch refused here: int8 (no _int_mm here)." in text
+    read = cpu_doc["devices"]["cpu"]["bandwidth"]["read"]["bytes_per_s"]  # the summary names the matrix units' roof too
+    assert (f"a balance of {fp32_fma / read:.1f} FLOP/byte (its bf16 matmul through torch: {si(2 * fp32_fma, 'FLOP/s')}, "
+            f"a balance of {report.balance_text(2 * fp32_fma / read)}); decode attention") in text
+    assert "through torch" not in report.markdown(report.report_data(doc))  # no matmul measured: the FMA alone
     assert "- tensor_flops.fp16: timed at n=256" in text
     config, notes = export(cpu_doc, "llm-analysis", "cpu")
     assert config["peak_fp16_TFLOPS"] == pytest.approx(2 * fp32_fma / 1e12, rel=1e-3)  # bf16, not the slow fp16
