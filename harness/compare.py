@@ -16,9 +16,8 @@ Mann-Whitney p-value says whether the samples differ, not by how much). A verdic
 import fnmatch
 
 import numpy as np
-import yaml
 
-from harness.errors import HarnessError, first_line, refuse_unknown_keys
+from harness.errors import HarnessError, read_yaml, refuse_unknown_keys
 from harness.profile import by_device
 from harness.profile_fields import is_finite_number
 from harness.summary import natural_key, rate_unit, si
@@ -185,11 +184,7 @@ def verdict(ratio, low, high, higher_is_better, threshold):
 
 def load_config(path):
     """{'threshold_pct': 5, 'metrics': {glob: pct}} from YAML; clear error if malformed."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            cfg = yaml.safe_load(f) or {}
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise HarnessError(f"compare config {path} cannot be read: {first_line(e)}") from None
+    cfg = read_yaml(path, "compare config") or {}
     if not isinstance(cfg, dict) or not isinstance(cfg.get("metrics", {}), dict):
         raise HarnessError(f"compare config {path} is malformed: expected threshold_pct and a metrics mapping "
                            "of glob pattern to percent")

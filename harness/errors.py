@@ -1,4 +1,7 @@
-"""The one exception a user's input can cause; the CLI prints it and exits with code 2."""
+"""The one exception a user's input can cause (the CLI prints it and exits with code 2), and the
+reading of a user's YAML file that raises it."""
+
+import yaml
 
 
 class HarnessError(Exception):
@@ -17,3 +20,13 @@ def refuse_unknown_keys(doc, valid, where):
     if unknown:
         raise HarnessError(f"{where}: unknown key {', '.join(map(repr, unknown))}: valid keys are "
                            f"{', '.join(sorted(valid))}")
+
+
+def read_yaml(path, what, loader=yaml.SafeLoader):
+    """The YAML (or JSON) document at `path`; a HarnessError "{what} {path} cannot be read: ..." where
+    the file is missing, unreadable, no UTF-8 text or no YAML."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return yaml.load(f, Loader=loader)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise HarnessError(f"{what} {path} cannot be read: {first_line(e)}") from None

@@ -13,9 +13,7 @@ import socket
 import statistics
 import traceback
 
-import yaml
-
-from harness.errors import HarnessError, first_line
+from harness.errors import HarnessError, read_yaml
 from harness.profile import LOADER, atomic_write_text, dump, load_readable, save_profile, utc_now
 from harness.compare import metric_failures
 from harness.summary import natural_key, rate_unit, si, switch_text
@@ -190,11 +188,7 @@ def load_fleet(folder):
     summary = None
     spath = os.path.join(folder, "summary.yaml")
     if os.path.exists(spath):
-        try:
-            with open(spath, encoding="utf-8") as f:
-                summary = yaml.load(f, Loader=LOADER)
-        except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-            raise HarnessError(f"fleet summary {spath} cannot be read: {first_line(e)}") from None
+        summary = read_yaml(spath, "fleet summary", LOADER)
         failed = summary.get("failed", []) if isinstance(summary, dict) else None
         if not (isinstance(failed, list) and all(isinstance(f, dict) and {"rank", "host", "error"} <= set(f) for f in failed)):
             raise HarnessError(f"fleet summary {spath} is malformed: expected a mapping whose `failed` lists ranks "

@@ -11,9 +11,7 @@ import math
 import os
 from dataclasses import dataclass
 
-import yaml
-
-from harness.errors import HarnessError, first_line, refuse_unknown_keys
+from harness.errors import HarnessError, read_yaml, refuse_unknown_keys
 from harness.profile_fields import is_count
 from harness.shipped import shipped_folder
 
@@ -269,11 +267,7 @@ def load_preset(name_or_path):
     if not os.path.exists(path):
         raise HarnessError(f"unknown model preset {name_or_path!r}: valid presets are {', '.join(preset_names())} "
                            "(or a path to a preset YAML or a Hugging Face config.json)")
-    try:
-        with open(path, encoding="utf-8") as f:
-            doc = yaml.safe_load(f)  # JSON is YAML too
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise HarnessError(f"model preset {path} cannot be read: {first_line(e)}") from None
+    doc = read_yaml(path, "model preset")  # JSON is YAML too
     if not isinstance(doc, dict):
         raise HarnessError(f"model preset {path} is malformed: expected a mapping")
     if path.endswith(".json"):

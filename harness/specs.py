@@ -3,9 +3,7 @@
 import os
 import re
 
-import yaml
-
-from harness.errors import HarnessError, first_line, refuse_unknown_keys
+from harness.errors import HarnessError, read_yaml, refuse_unknown_keys
 from harness.profile_fields import is_finite_number
 from harness.shipped import shipped_folder
 
@@ -28,11 +26,7 @@ def _sourced(value, where, path):
 
 def load_spec(path):
     """One spec file, validated: name, kind, match patterns, sourced bandwidth and FLOP/s."""
-    try:
-        with open(path, encoding="utf-8") as f:
-            doc = yaml.safe_load(f)
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
-        raise HarnessError(f"spec {path} cannot be read: {first_line(e)}") from None
+    doc = read_yaml(path, "spec")
     if not isinstance(doc, dict) or not isinstance(doc.get("name"), str) or doc.get("kind") not in ("cpu", "gpu"):
         raise HarnessError(f"spec {path} is malformed: needs name and kind (cpu or gpu)")
     refuse_unknown_keys(doc, SPEC_KEYS, f"spec {path} is malformed")
