@@ -47,10 +47,10 @@ MIN_JIFFIES = 50  # fewer CPU ticks than this between two readings: too coarse t
 
 
 def read_cpu_times(path="/proc/stat"):
-    """CpuTimes now, or None where /proc/stat is unreadable."""
+    """CpuTimes now, or None where /proc/stat is unreadable or holds no such line."""
     fields = (read_text(path) or "").split("\n", 1)[0].split()
-    if not fields or fields[0] != "cpu":
-        return None
+    if not fields or fields[0] != "cpu" or not all(v.isdigit() for v in fields[1:9]) or len(fields) < 6:
+        return None  # no aggregate line with idle and iowait (a sandbox's own /proc, say)
     values = [int(v) for v in fields[1:9]]  # user nice system idle iowait irq softirq steal
     steal = values[7] if len(values) > 7 else 0
     own = os.times()

@@ -112,6 +112,11 @@ def test_read_cpu_times_parses_proc_stat(tmp_path):
     assert got.own >= 0
     assert timing.read_cpu_times(str(tmp_path / "missing")) is None
     assert timing.steal_fraction(None, timing.CpuTimes(1, 0, 2, 0)) is None
+    p.write_text("cpu  2736 0 1344 26265 85 0 18\n")  # an older kernel's line: no steal column
+    assert timing.read_cpu_times(str(p)).steal == 0
+    for short in ("cpu  2736 0 1344\n", "cpu  2736 0 1344 n/a 85 0 18 6\n", "cpu0 1 2 3 4 5\n"):
+        p.write_text(short)  # too short, no number, or no aggregate line: unknown, not a crash
+        assert timing.read_cpu_times(str(p)) is None
 
 
 def test_repeats_must_be_positive(fake_clock):
