@@ -83,7 +83,10 @@ def efficiency_cores(devices="/sys/devices"):
     one thread each, beside cpu_core's P-cores), or 0 where the CPU is not hybrid."""
     if read_text(os.path.join(devices, "cpu_core", "cpus")) is None:
         return 0
-    return count_cpu_list(read_text(os.path.join(devices, "cpu_atom", "cpus")) or "")
+    try:
+        return count_cpu_list(read_text(os.path.join(devices, "cpu_atom", "cpus")) or "")
+    except ValueError:  # no CPU list
+        return 0
 
 
 def amd_zen_generation(family, model):
@@ -120,7 +123,7 @@ def parse_size_bytes(text):
 
 
 def count_cpu_list(text):
-    """'0-3,8' -> 5."""
+    """'0-3,8' -> 5; ValueError where `text` is no CPU list."""
     n = 0
     for part in text.strip().split(","):
         if "-" in part:
@@ -154,12 +157,12 @@ def read_caches(cpu_dir="/sys/devices/system/cpu/cpu0/cache", online_cpus=None):
 
 
 def read_meminfo(path="/proc/meminfo"):
-    """(total, available) bytes of RAM."""
+    """(total, available) bytes of RAM (a value that is no whole number of kB counts as absent)."""
     values = {}
     for line in (read_text(path) or "").splitlines():
         key, _, rest = line.partition(":")
         parts = rest.split()
-        if parts:
+        if parts and parts[0].isdigit():
             values[key] = int(parts[0]) * 1024
     return values.get("MemTotal"), values.get("MemAvailable", values.get("MemFree"))
 

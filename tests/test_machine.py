@@ -116,6 +116,13 @@ def test_caches_sysfs_does_not_show_are_said_to_be_unknown_not_left_blank(tmp_pa
     assert section == {}  # caches known: nothing to say
 
 
+def test_meminfo_values_that_are_no_numbers_count_as_absent(tmp_path):
+    (tmp_path / "meminfo").write_text("MemTotal:       24683584 kB\nMemFree: lots kB\nMemAvailable:   20000000 kB\n")
+    assert machine.read_meminfo(str(tmp_path / "meminfo")) == (24683584 * 1024, 20000000 * 1024)
+    (tmp_path / "meminfo").write_text("MemTotal: ? kB\nMemFree: 1 kB\n")
+    assert machine.read_meminfo(str(tmp_path / "meminfo")) == (None, 1024)
+
+
 def test_a_kernel_file_that_is_no_text_counts_as_unreadable(tmp_path):
     from harness.sysfs import read_text
 
@@ -432,6 +439,9 @@ def test_a_hybrid_intel_cpus_e_cores_count_at_their_own_fma_width(tmp_path):
     (tmp_path / "cpu_atom" / "cpus").write_text("12-19\n")
     assert machine.efficiency_cores(str(tmp_path)) == 8
     assert machine.efficiency_cores(str(tmp_path / "nowhere")) == 0  # not hybrid
+    (tmp_path / "cpu_atom" / "cpus").write_text("12-x\n")
+    assert machine.efficiency_cores(str(tmp_path)) == 0  # no CPU list: none counted, no crash
+    (tmp_path / "cpu_atom" / "cpus").write_text("12-19\n")
     alder = {"vendor": "GenuineIntel", "family": 6, "model_number": 154, "cores": 14, "efficiency_cores": 8,
              "simd": ["avx", "avx2", "fma"], "frequency": {"nominal_hz": 2.3e9, "source": "cpufreq base_frequency"},
              "hypervisor": None}
