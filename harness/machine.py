@@ -190,7 +190,7 @@ def read_frequency(fields, cpufreq_dir="/sys/devices/system/cpu/cpu0/cpufreq"):
     if max_khz:
         return {"nominal_hz": max_khz * 1e3, "current_hz": current,
                 "source": "cpufreq cpuinfo_max_freq (maximum boost the OS may request)"}
-    m = re.search(r"@\s*([\d.]+)\s*GHz", fields.get("model name", ""))
+    m = re.search(r"@\s*(\d+(?:\.\d+)?)\s*GHz", fields.get("model name", ""))
     if m:
         return {"nominal_hz": float(m.group(1)) * 1e9, "current_hz": current,
                 "source": "model name (base clock; boost clocks are higher)"}

@@ -154,6 +154,8 @@ def test_frequency_sources(tmp_path):
     (tmp_path / "cpuinfo_max_freq").write_text("<unknown>\n")  # a figure that is no number is no figure
     f = machine.read_frequency({"cpu MHz": "n/a"}, cpufreq_dir=str(tmp_path))
     assert f["nominal_hz"] is None and f["current_hz"] is None and f["source"].startswith("unknown")
+    f = machine.read_frequency({"model name": "Odd CPU @ 1.2.3GHz", "cpu MHz": "1800"}, cpufreq_dir=str(tmp_path))
+    assert f["nominal_hz"] == pytest.approx(1.8e9)  # no clock in the name: the next source, not a ValueError
 
 
 def test_identify_this_cpu():
