@@ -13,9 +13,9 @@ import socket
 import statistics
 import traceback
 
+from harness.compare import metric_failures
 from harness.errors import HarnessError, read_yaml
 from harness.profile import LOADER, atomic_write_text, dump, load_readable, save_profile, utc_now
-from harness.compare import metric_failures
 from harness.summary import natural_key, rate_unit, si, switch_text
 from harness.validation import headline_dtype
 
