@@ -337,7 +337,7 @@ def identify_software():
     }
 
 
-ASSUMED_LLC_BYTES = 32 << 20  # the last-level cache assumed where sysfs shows no caches (gVisor)
+ASSUMED_LLC_BYTES = 32 << 20  # the last-level cache assumed where sysfs shows no caches
 
 
 def last_level_cache_bytes(cpu):

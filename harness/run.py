@@ -212,7 +212,7 @@ def flag_unpinned_sockets(section, ctx):
 
 
 def flag_unknown_caches(section, cpu):
-    """A warning where sysfs shows no caches (gVisor, some containers): every size taken from the
+    """A warning where sysfs shows no caches (some containers; perhaps gVisor, unchecked): every size taken from the
     last-level cache (STREAM's arrays, the decode points counted as from DRAM) assumed one of
     ASSUMED_LLC_BYTES, which a server's cache can hold."""
     if not cpu.get("caches"):

@@ -98,7 +98,7 @@ def test_read_caches_from_a_sysfs_tree(tmp_path):
 
 
 def test_caches_sysfs_does_not_show_are_said_to_be_unknown_not_left_blank(tmp_path, monkeypatch):
-    # gVisor's sysfs has CPU directories without cache/: the sizes are assumed, and the profile says so
+    # a sysfs with CPU directories but no cache/ (some containers; perhaps gVisor, unchecked): sizes assumed, and said
     from harness import report, run
 
     assert machine.read_caches(str(tmp_path / "cpu0" / "cache"), online_cpus=16) == []
