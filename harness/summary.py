@@ -107,9 +107,9 @@ def section_lines(section):
         elif key == "warnings":
             lines.extend(f"WARNING: {w}" for w in value)
         elif key == "balance":
-            for key, b in value.items():  # fp32, matmul_int8, ...
-                unit = f"{operation(key.split('_')[-1])}/byte"
-                lines.append(f"{'balance ' + key:<28} {balance_text(b)} {unit}" if b else f"balance {key}: n/a")
+            for name, b in value.items():  # fp32, matmul_int8, ...
+                unit = f"{operation(name.split('_')[-1])}/byte"
+                lines.append(f"{'balance ' + name:<28} {balance_text(b)} {unit}" if b else f"balance {name}: n/a")
         elif key == "theoretical":
             memory = memory_name(section["gpu"]) if "gpu" in section else "DRAM"  # as its levels name it
             lines.append(f"{'theoretical ' + memory:<28} {si(value['bytes_per_s'], 'B/s')}")
