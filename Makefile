@@ -4,7 +4,7 @@
 #   SYSTEM_SITE=1          let the venv see the system's site-packages (torch/CuPy already there)
 #   PY=/path/to/python3    use that interpreter as it is: no venv, nothing installed (GPU boxes
 #                          without internet); the source tree goes on PYTHONPATH. Without PY or a
-#                          venv, $(PYTHON) is used so where it holds every dependency, GPU ones too
+#                          venv, $(PYTHON) is used this way where it holds every dependency, GPU ones too
 #   TORCH_SPEC=...         what pip installs for torch (empty: no torch)
 #   ARGS=...               extra arguments for `harness profile` / `harness compare`
 

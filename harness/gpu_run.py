@@ -116,8 +116,8 @@ def gpu_section(index, cpu, quick, tiny, progress):
     validation.flag_disagreeing_memory_reads(section, memory)
     validation.flag_cache_beyond_reported(section, info["l2_bytes"], memory)
     section["balance"] = validation.balance(section)
-    section["balance_basis"] = (f"measured peak_flops (FMA) and validated tensor_flops (tensor-core matmul, matmul_<dtype>) / "
-                              f"measured bandwidth.read ({memory}, fp64 sum)")
+    section["balance_basis"] = ("measured peak_flops (FMA) and validated tensor_flops (tensor-core matmul, "
+                                f"matmul_<dtype>) / measured bandwidth.read ({memory}, fp64 sum)")
     validation.validate_section(section, info["l2_bytes"], fused_impl="cupy-fused", memory=memory)
     return section
 

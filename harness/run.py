@@ -212,9 +212,9 @@ def flag_unpinned_sockets(section, ctx):
 
 
 def flag_unknown_caches(section, cpu):
-    """A warning where sysfs shows no caches (some containers; perhaps gVisor, unchecked): every size taken from the
-    last-level cache (STREAM's arrays, the decode points counted as from DRAM) assumed one of
-    ASSUMED_LLC_BYTES, which a server's cache can hold."""
+    """A warning where sysfs shows no caches (some containers; perhaps gVisor, unchecked): every size
+    taken from the last-level cache (STREAM's arrays, the decode points counted as from DRAM) assumed
+    one of ASSUMED_LLC_BYTES, which a server's cache can hold."""
     if not cpu.get("caches"):
         section.setdefault("warnings", []).append(
             "no caches are visible here (/sys/devices/system/cpu/cpu0/cache is missing or empty): the STREAM arrays "
@@ -246,8 +246,8 @@ def cpu_section(ctx, probe_names):
     section["theoretical"] = theory
     if "peak_flops" in section and "bandwidth" in section:
         section["balance"] = validation.balance(section)
-        section["balance_basis"] = ("measured peak_flops (FMA) and validated tensor_flops (torch matmul, matmul_<dtype>) / "
-                                      "measured bandwidth.read (DRAM, fp64 sum)")
+        section["balance_basis"] = ("measured peak_flops (FMA) and validated tensor_flops (torch matmul, "
+                                    "matmul_<dtype>) / measured bandwidth.read (DRAM, fp64 sum)")
     validation.validate_section(section, machine.last_level_cache_bytes(ctx.cpu))
     return section
 

@@ -3,6 +3,7 @@
 
 import numpy as np
 
+from harness.gpus import memory_name
 from harness.workload import Workload
 from probes.cpu_stream import COUNTING, RTOL, SCALAR, STREAM_WEIGHTS
 from probes.gpu_common import THREADS, cuda_path, grid_blocks, load_module, nvtx, stream_vectors
@@ -131,12 +132,11 @@ def read_workload(gpu, n_vectors, buf, bytes_per_launch=None, through="L2"):
 
 def run_hierarchy(ctx):
     """devices.gpuN.hierarchy and hierarchy_levels: L1 from reads whose slice per SM sits deep in L1
-    (16 to 64 KiB per SM, through L1); L2 and device memory (HBM or GDDR) from reads that bypass L1, 1 MiB to dram_bytes of
-    the L2 (without the bypass every block would re-read its own slice from its SM's L1, and the L2
-    points would measure L1 up to about SMs x 256 KiB)."""
+    (16 to 64 KiB per SM, through L1); L2 and device memory (HBM or GDDR) from reads that bypass L1,
+    1 MiB to dram_bytes of the L2 (without the bypass every block would re-read its own slice from its
+    SM's L1, and the L2 points would measure L1 up to about SMs x 256 KiB)."""
     import cupy as cp
 
-    from harness.gpus import memory_name
     from probes.cpu_stream import dram_bytes, level_entry, summarize_levels
 
     memory = memory_name(ctx.gpu)
