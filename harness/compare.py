@@ -47,6 +47,7 @@ IDENTITY_FIELDS = [  # (label, path into the profile); compared and listed when 
 ]
 
 
+CPU_CLOCK, GPU_CLOCK = "clock implied by the fp32 FMA peak", "SM clock during the peak probe (NVML)"
 PROBE_CHANGED = "the probe's source or parameters changed (probe hash)"  # a not-comparable row's reason
 
 
@@ -220,6 +221,44 @@ def identity_differences(base, new):
     return diffs
 
 
+def _median_of(recs, key):
+    values = [r[key] for r in recs if is_finite_number(r.get(key))]
+    return float(np.median(values)) if values else None
+
+
+def run_conditions(doc):
+    """{device: {condition: value}}: how fast the machine ran while it was profiled, which no
+    identity field shows. A CPU's clock implied by its fp32 FMA peak (flat-out FMA chains: on a VM
+    the host's turbo and load set it, and an SMT sibling busy with another guest halves it) and the
+    median steal and other load over its measurements; a GPU's median SM clock during its peak
+    probe, from NVML."""
+    out = {}
+    for device, sec in by_device(doc):
+        recs = [rec for _, rec, _, _ in named_records(sec)]
+        if device == "cpu":
+            got = {CPU_CLOCK: _get(sec, ("peak_flops", "fp32", "implied_clock_hz")),
+                   "CPU steal (median of measurements)": _median_of(recs, "steal_fraction"),
+                   "other load (median of measurements)": _median_of(recs, "other_load_fraction")}
+        else:
+            got = {GPU_CLOCK: _get(sec, ("telemetry", "peak", "sm_clock_hz", "median"))}
+        got = {k: v for k, v in got.items() if is_finite_number(v)}
+        if got:
+            out[device] = got
+    return out
+
+
+def condition_rows(base, new, threshold):
+    """[(device, condition, base value, new value)] of the conditions either run recorded, and the
+    devices whose clock moved by at least the threshold between the runs."""
+    cb, cn = run_conditions(base), run_conditions(new)
+    rows = [(d, k, (cb.get(d) or {}).get(k), (cn.get(d) or {}).get(k))
+            for d in sorted(set(cb) | set(cn), key=natural_key)
+            for k in {**(cb.get(d) or {}), **(cn.get(d) or {})}]
+    moved = [(d, n / b - 1) for d, k, b, n in rows if k in (CPU_CLOCK, GPU_CLOCK) and b and n
+             and abs(n / b - 1) >= threshold]
+    return rows, moved
+
+
 def compare(base, new, threshold=DEFAULT_THRESHOLD, overrides=None, seed=0):
     """Every metric's baseline, new value, change, spread and verdict, plus identity differences."""
     overrides = overrides or {}
@@ -258,6 +297,7 @@ def compare(base, new, threshold=DEFAULT_THRESHOLD, overrides=None, seed=0):
             row.update(change=ratio - 1, ci=[low - 1, high - 1], threshold=t, verdict=verdict(ratio, low, high, better, t))
         rows.append(row)
     names = [r["metric"] for r in rows]
+    conditions, clock_moved = condition_rows(base, new, threshold)
     devices = {side: [name for name, _ in by_device(doc)] for side, doc in (("base", base), ("new", new))}
     return {"same_machine": _get(base, ("machine", "id")) == _get(new, ("machine", "id")),
             # a device profiled in one run only (`--device cpu` beside `--device all`)
@@ -267,6 +307,7 @@ def compare(base, new, threshold=DEFAULT_THRESHOLD, overrides=None, seed=0):
             # a misspelt glob sets no threshold: said, not ignored
             "unmatched_patterns": [p for p in overrides if not any(fnmatch.fnmatch(n, p) for n in names)],
             "run_warnings": {"base": run_warnings(base), "new": run_warnings(new)},
+            "conditions": conditions, "clock_moved": clock_moved,
             "base_created": base.get("created_utc"), "new_created": new.get("created_utc")}
 
 
@@ -297,6 +338,27 @@ def value_text(value, unit):
     return f"{value:.3g}" + (f" {unit}" if unit else "")
 
 
+def condition_text(condition, value):
+    if value is None:
+        return "n/a"
+    return f"{value / 1e9:.2f} GHz" if condition in (CPU_CLOCK, GPU_CLOCK) else f"{value:.1%}"
+
+
+def conditions_markdown(result):
+    """The run-conditions table, and a sentence per device whose clock moved past the threshold."""
+    rows = result.get("conditions") or []
+    if not rows:
+        return []
+    out = ["## Run conditions", "", "| device | condition | base | new |", "|---|---|---|---|"]
+    out += [f"| {d} | {k} | {condition_text(k, b)} | {condition_text(k, n)} |" for d, k, b, n in rows]
+    out += [""]
+    for d, change in result.get("clock_moved") or []:
+        out += [f"**The {d}'s clock differs by {change:+.0%} between the runs**: rates bound by its compute move with "
+                "it, and on a VM a host busy enough to move the clock moves memory figures too; verdicts on them then "
+                "say how the machine ran, not what the code does.", ""]
+    return out
+
+
 def markdown(result, base_path, new_path):
     """The regression report."""
     rows = result["rows"]
@@ -313,6 +375,7 @@ def markdown(result, base_path, new_path):
         out.append("")
     else:
         out += ["Machine identity, software versions and thread count are the same in both runs.", ""]
+    out += conditions_markdown(result)
     warned = result.get("run_warnings") or {}
     if any(warned.values()):
         out += ["## Warnings about the runs", "",
@@ -355,8 +418,10 @@ def as_json(result, base_path, new_path):
     the exit status says), and every row, with the identity differences and run warnings as
     named fields rather than tuples."""
     return {"base": base_path, "new": new_path, "regressed": has_regression(result),
-            **{k: v for k, v in result.items() if k not in ("differences", "run_warnings")},
+            **{k: v for k, v in result.items() if k not in ("differences", "run_warnings", "conditions", "clock_moved")},
             "differences": [{"field": label, "base": b, "new": n} for label, b, n in result["differences"]],
+            "conditions": [{"device": d, "condition": k, "base": b, "new": n} for d, k, b, n in result["conditions"]],
+            "clock_moved": [{"device": d, "change": c} for d, c in result["clock_moved"]],
             "run_warnings": [{"side": side, "device": device, "warning": w}
                              for side, pairs in result["run_warnings"].items() for device, w in pairs]}
 

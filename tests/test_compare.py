@@ -175,6 +175,36 @@ def test_each_runs_own_warnings_head_the_report():
     assert "Warnings about the runs" not in compare.markdown(quiet, "a.yaml", "b.yaml")
 
 
+def clocked(cpu_clock_hz, gpu_clock_hz=None, steal=0.0):
+    doc = profile({"read": rate_record(35e9, 0.01) | {"steal_fraction": steal, "other_load_fraction": 0.02}})
+    doc["devices"]["cpu"]["peak_flops"] = {"fp32": rate_record(3e11, 0.01) | {"implied_clock_hz": cpu_clock_hz}}
+    if gpu_clock_hz:
+        doc["devices"]["gpu0"] = {"gpu": {"name": "H100"}, "telemetry": {"peak": {"sm_clock_hz": {"median": gpu_clock_hz}}}}
+    return doc
+
+
+def test_a_clock_that_moved_between_the_runs_is_shown_and_said():
+    result = compare.compare(clocked(2.75e9, 1.98e9, steal=0.0), clocked(3.84e9, 1.755e9, steal=0.1))
+    rows = {(d, k): (b, n) for d, k, b, n in result["conditions"]}
+    assert rows[("cpu", compare.CPU_CLOCK)] == (2.75e9, 3.84e9)
+    assert rows[("cpu", "CPU steal (median of measurements)")] == (0.0, 0.1)
+    assert rows[("cpu", "other load (median of measurements)")] == (0.02, 0.02)
+    assert rows[("gpu0", compare.GPU_CLOCK)] == (1.98e9, 1.755e9)
+    assert [(d, round(c, 3)) for d, c in result["clock_moved"]] == [("cpu", 0.396), ("gpu0", -0.114)]
+    text = compare.markdown(result, "a.yaml", "b.yaml")
+    assert "| cpu | clock implied by the fp32 FMA peak | 2.75 GHz | 3.84 GHz |" in text
+    assert "| cpu | CPU steal (median of measurements) | 0.0% | 10.0% |" in text
+    assert "The cpu's clock differs by +40% between the runs" in text
+    assert "The gpu0's clock differs by -11% between the runs" in text
+    doc = compare.as_json(result, "a.yaml", "b.yaml")
+    assert {"device": "cpu", "condition": compare.CPU_CLOCK, "base": 2.75e9, "new": 3.84e9} in doc["conditions"]
+    assert doc["clock_moved"][0] == {"device": "cpu", "change": pytest.approx(0.396, abs=1e-3)}
+    steady = compare.compare(clocked(2.75e9), clocked(2.8e9))  # under the 5% threshold
+    assert steady["clock_moved"] == [] and "clock differs" not in compare.markdown(steady, "a.yaml", "b.yaml")
+    bare = compare.compare(profile({}), profile({}))  # nothing recorded: no table
+    assert bare["conditions"] == [] and "Run conditions" not in compare.markdown(bare, "a.yaml", "b.yaml")
+
+
 def test_two_guests_of_one_name_are_told_apart_by_family_and_model():
     """The committed Zen 5 and Zen 4 VM profiles both say 'AMD EPYC', 2 cores: their family, model
     number and SIMD features are what a reader needs to see differ."""
@@ -273,6 +303,7 @@ def test_cli_json_carries_every_verdict_and_the_exit_status(tmp_path):
     assert row["change"] == pytest.approx(-0.2, abs=0.02) and row["ci"][0] < row["change"] < row["ci"][1]
     assert {"field": "package numba", "base": "0.68.1", "new": "0.69.0"} in doc["differences"]
     assert doc["run_warnings"] == [{"side": "new", "device": "cpu", "warning": "the threads shared cores"}]
+    assert doc["conditions"] == [] and doc["clock_moved"] == []
     same = json.loads(run_cli("compare", base, base, "--json").stdout)
     assert same["regressed"] is False and same["rows"][0]["verdict"] == "unchanged"
 
