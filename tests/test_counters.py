@@ -327,7 +327,7 @@ def test_ncu_parser_skips_logs_and_applies_units():
     b = ncu.derive(kernels, model_bytes=3 * 134217728 * 4)
     assert b["source"] == "ncu" and b["launches"] == 2
     assert b["bytes_ratio"] == pytest.approx(1.0, rel=0.01)  # the triad's declared bytes, counted
-    assert b["flops"] == pytest.approx(2 * 134217728)  # one fmul and one fadd per element
+    assert b["flops"] == pytest.approx(2 * 134217728)  # one FFMA per element (test_gpu_code reads it in the SASS)
     assert ncu.parse_ncu_csv("==PROF== nothing profiled\n") == []
     header_only = read("ncu-raw-handmade.csv").split("\n")
     header_only = "\n".join(header_only[:next(i for i, l in enumerate(header_only) if l.startswith('"ID"')) + 1])

@@ -121,6 +121,25 @@ def test_decode_passes_load_16_bytes_and_keep_off_local_memory_on_sm_90():
     assert headline["blocks_per_sm"] == 3  # 24 warps' loads in flight: docs/decode-kernel.md
 
 
+@pytest.mark.skipif(NVCC is None or decode_sass.nvdisasm() is None,
+                    reason="needs nvcc and nvdisasm (the dev extra's nvidia-cuda-nvdisasm wheel)")
+def test_stream_arithmetic_is_what_ncu_will_count_on_sm_90(tmp_path):
+    """ncu counts a FLOP per FMUL or FADD and two per FFMA: nvcc contracts the triad's s * c + b into
+    one FMA per element (the recorded ncu page's counts follow this), scale is a multiply and add an add."""
+    src, cubin = tmp_path / "stream.cu", tmp_path / "stream.cubin"
+    src.write_text(gpu_common.cuda_source("stream"))
+    subprocess.run([NVCC, "-arch=sm_90", "-cubin", "-o", str(cubin), str(src)], check=True, timeout=300)
+    code = decode_sass.disassemble(cubin.read_bytes(), decode_sass.nvdisasm())
+
+    def ops(kernel):
+        return {op for _, ins in code[kernel] for op in re.findall(r"\b([DF](?:FMA|MUL|ADD))\b", ins)}
+
+    for p, suffix in (("F", "fp32"), ("D", "fp64")):
+        assert ops(f"triad_{suffix}") == {f"{p}FMA"}, suffix
+        assert ops(f"scale_{suffix}") == {f"{p}MUL"} and ops(f"add_{suffix}") == {f"{p}ADD"}, suffix
+        assert ops(f"copy_{suffix}") == set(), suffix
+
+
 @pytest.mark.skipif(nvrtc.unavailable_reason() is not None, reason=str(nvrtc.unavailable_reason()))
 @pytest.mark.parametrize("arch", ["compute_80", "compute_90"])
 @pytest.mark.parametrize("name", gpu_common.CUDA_SOURCES)
