@@ -16,7 +16,7 @@ import pytest
 import fakes
 import nvrtc
 from conftest import ROOT, undocumented_fields
-from harness import gpu_run, gpus, profile, report, run, validation
+from harness import compare, gpu_run, gpus, profile, report, run, validation
 from harness.errors import HarnessError
 from harness.specs import load_specs
 from harness.summary import section_lines, si
@@ -84,6 +84,8 @@ def test_gpu_profile_section_report_with_numpy_standing_in(fake_gpu_machine, tmp
     path = tmp_path / "gpu.yaml"
     profile.save_profile(doc, str(path))
     back = profile.load_profile(str(path))
+    clock = compare.compare(back, back)["conditions"]  # the regression report's run conditions
+    assert clock == [("gpu0", compare.GPU_CLOCK, *[sec["telemetry"]["peak"]["sm_clock_hz"]["median"]] * 2)]
     paths = report.write_report(back, str(tmp_path / "reports"), load_specs())
     text = pathlib.Path(paths[-1]).read_text()
     assert [r[1] for r in report.index_rows([back], [])] == ["measured (gpu0: NVIDIA H100 80GB HBM3)"]
