@@ -2,12 +2,13 @@
 
 Each comparable metric is a set of raw samples in each profile, turned into rates (bytes/s,
 FLOP/s) or kept as times. The statistical test is a bootstrap 95% confidence interval of the
-ratio of medians (new / base): it needs no distributional assumption, works on the same median the
-profile reports, and yields an effect size that sits directly beside the practical threshold (a
+ratio of medians (new / base; for a model error, whose ratio near zero means little, their
+difference in percentage points): it needs no distributional assumption, works on the same median
+the profile reports, and yields an effect size that sits directly beside the practical threshold (a
 Mann-Whitney p-value says whether the samples differ, not by how much). A verdict needs both:
-  regressed / improved: the interval excludes 1 and the change is at least the threshold
+  regressed / improved: the interval excludes no change and the change is at least the threshold
   unchanged:            the change is under the threshold
-  noisy:                the change is at least the threshold but the interval includes 1
+  noisy:                the change is at least the threshold but the interval includes no change
   wrong output:         the new run's output check failed (a regression: compare exits 1)
   not comparable:       missing on one side, the base run's output check failed, or the probe's
                         source or parameters changed
@@ -159,28 +160,45 @@ def section_metrics(sec):
     return out
 
 
-def bootstrap_ratio(base, new, rng, resamples=BOOTSTRAP_RESAMPLES):
-    """(ratio of medians new/base, low, high) with a percentile bootstrap interval."""
+def by_difference(name):
+    """Whether a metric's change is the difference of medians, not their ratio: a model error near
+    zero has no useful ratio (0.02 to 0.04 is +100%), so it moves in percentage points."""
+    return name.endswith(".abs_model_error")
+
+
+def bootstrap_change(base, new, rng, difference=False, resamples=BOOTSTRAP_RESAMPLES):
+    """(change, low, high): the medians' ratio new/base - 1 (or, with `difference`, new - base) and
+    its percentile bootstrap interval."""
     b, n = np.asarray(base, dtype=float), np.asarray(new, dtype=float)
-    point = float(np.median(n) / np.median(b))
     bi = rng.integers(0, len(b), size=(resamples, len(b)))
     ni = rng.integers(0, len(n), size=(resamples, len(n)))
-    ratios = np.median(n[ni], axis=1) / np.median(b[bi], axis=1)
+    nm, bm = np.median(n[ni], axis=1), np.median(b[bi], axis=1)
+    if difference:
+        point, changes = float(np.median(n) - np.median(b)), nm - bm
+    else:
+        point, changes = float(np.median(n) / np.median(b)) - 1, nm / bm - 1
     alpha = (1 - CONFIDENCE) / 2
-    return point, float(np.quantile(ratios, alpha)), float(np.quantile(ratios, 1 - alpha))
+    return point, float(np.quantile(changes, alpha)), float(np.quantile(changes, 1 - alpha))
 
 
-def verdict(ratio, low, high, higher_is_better, threshold):
-    """regressed / improved / unchanged / noisy for one metric (see the module docstring)."""
-    change = ratio - 1
+def verdict(change, low, high, higher_is_better, threshold):
+    """regressed / improved / unchanged / noisy for one metric's change and its interval, 0 being
+    no change (see the module docstring)."""
     if abs(change) < threshold:
         return "unchanged"
-    if low <= 1 <= high:
+    if low <= 0 <= high:
         return "noisy"
     if higher_is_better is None:  # a ratio with no better direction (balance): a change, not a regression
         return "changed"
     better = change > 0 if higher_is_better else change < 0
     return "improved" if better else "regressed"
+
+
+def change_text(row, key="change"):
+    """A row's change (key 'change') or one end of its interval ('ci', index): '+4.2%' as a ratio,
+    '+2.7 pts' as a difference of model errors."""
+    value = row[key] if isinstance(key, str) else row["ci"][key]
+    return f"{value * 100:+.1f} pts" if row.get("change_kind") == "difference" else f"{value:+.1%}"
 
 
 def load_config(path):
@@ -293,8 +311,10 @@ def compare(base, new, threshold=DEFAULT_THRESHOLD, overrides=None, seed=0):
             row.update(verdict="not comparable", reason="fewer than two samples")
         else:
             t = threshold_for(name, threshold, overrides)
-            ratio, low, high = bootstrap_ratio(bs, ns, rng)
-            row.update(change=ratio - 1, ci=[low - 1, high - 1], threshold=t, verdict=verdict(ratio, low, high, better, t))
+            kind = "difference" if by_difference(name) else "ratio"
+            change, low, high = bootstrap_change(bs, ns, rng, difference=kind == "difference")
+            row.update(change=change, ci=[low, high], change_kind=kind, threshold=t,
+                       verdict=verdict(change, low, high, better, t))
         rows.append(row)
     names = [r["metric"] for r in rows]
     conditions, clock_moved = condition_rows(base, new, threshold)
@@ -393,8 +413,9 @@ def markdown(result, base_path, new_path):
         if "change" in r:
             out.append(f"| {r['verdict']} | {metric_label(r['metric'])} | {value_text(r['base'], r['unit'])} | "
                        f"{value_text(r['new'], r['unit'])} | "
-                       f"{r['change']:+.1%} | [{r['ci'][0]:+.1%}, {r['ci'][1]:+.1%}] | "
-                       f"{value_text(r['base_iqr'], r['unit'])} / {value_text(r['new_iqr'], r['unit'])} | {r['threshold']:.0%} |")
+                       f"{change_text(r)} | [{change_text(r, 0)}, {change_text(r, 1)}] | "
+                       f"{value_text(r['base_iqr'], r['unit'])} / {value_text(r['new_iqr'], r['unit'])} | "
+                       f"{r['threshold'] * 100:.0f}{' pts' if r['change_kind'] == 'difference' else '%'} |")
         else:
             out.append(f"| {r['verdict']} | {metric_label(r['metric'])} | {value_text(r.get('base'), r.get('unit'))} | "
                        f"{value_text(r.get('new'), r.get('unit'))} | | | | {r.get('reason', '')} |")

@@ -59,7 +59,7 @@ def trend(docs, metric, threshold=compare.DEFAULT_THRESHOLD):
                 result = compare.compare(previous, doc, threshold)
                 match = next((r for r in result["rows"] if r["metric"] == metric), None)
                 if match and match["verdict"] in ("regressed", "improved", "changed"):
-                    row["step"] = f"{match['verdict']} {match['change']:+.1%}"
+                    row["step"] = f"{match['verdict']} {compare.change_text(match)}"
                 elif match and match.get("reason") == compare.PROBE_CHANGED:
                     row["step"] = "probe changed: not comparable with the point before"
             previous = doc

@@ -72,6 +72,24 @@ def test_time_metrics_regress_upward():
     assert verdict_of(compare.compare(slower, base), name) == "improved"
 
 
+def test_a_model_error_moves_in_points_not_as_a_ratio():
+    def erring(error):  # samples 1% apart around `error` above the prediction
+        rec = decode_record(10e-3, 0.01)
+        rec["model"]["predicted_time_s"] = float(np.median(rec["samples_s"])) / (1 + error)
+        return profile({}, decode=[rec])
+
+    name = "decode.numba-fused.fp32.B1.H32.KV32.D128.S16384.abs_model_error"
+    doubled = next(r for r in compare.compare(erring(0.02), erring(0.04))["rows"] if r["metric"] == name)
+    assert doubled["change_kind"] == "difference" and doubled["change"] == pytest.approx(0.02, abs=0.002)
+    assert doubled["verdict"] == "unchanged"  # +100% as a ratio, 2 points under the 5-point threshold
+    worse = next(r for r in compare.compare(erring(0.02), erring(0.12))["rows"] if r["metric"] == name)
+    assert worse["verdict"] == "regressed" and worse["ci"][0] > 0.05
+    text = compare.markdown(compare.compare(erring(0.02), erring(0.12)), "a.yaml", "b.yaml")
+    assert "| +10.0 pts | [+" in text and "pts] |" in text and "| 5 pts |" in text
+    time_row = next(r for r in compare.compare(erring(0.02), erring(0.12))["rows"] if r["metric"].endswith(".time"))
+    assert time_row["change_kind"] == "ratio"
+
+
 def test_memory_drift_between_runs_moves_decode_time_but_not_its_fraction_of_the_adjacent_read():
     def paired(time_s, efficiency):  # each sample moved `efficiency` of the read taken right before it
         rec = decode_record(time_s, 0.01)
