@@ -20,7 +20,8 @@ def si(value, unit):
     if value is None:
         return "n/a"
     for factor, prefix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(value) >= factor:
+        # from where the prefix below would print 1000.0 (no prefix: '.3g' prints 1e+03 from 999.5)
+        if abs(value) >= factor * (0.99995 if factor > 1e3 else 0.9995):
             return f"{value / factor:.1f} {prefix}{unit}"
     return f"{value:.3g} {unit}"
 
