@@ -12,7 +12,7 @@ def balance_text(flop_per_byte):
     matmul against L1 is no 0.0)."""
     if flop_per_byte < 1:
         return f"{flop_per_byte:.2g}"
-    return f"{flop_per_byte:.1f}" if flop_per_byte < 100 else f"{flop_per_byte:.0f}"
+    return f"{flop_per_byte:.1f}" if round(flop_per_byte, 1) < 100 else f"{flop_per_byte:.0f}"  # 99.97: '100', not '100.0'
 
 
 def si(value, unit):
