@@ -240,6 +240,7 @@ def identity_differences(base, new):
 
 
 def _median_of(recs, key):
+    """The median of a field over records, those holding a number; None where none does."""
     values = [r[key] for r in recs if is_finite_number(r.get(key))]
     return float(np.median(values)) if values else None
 
@@ -247,7 +248,7 @@ def _median_of(recs, key):
 def run_conditions(doc):
     """{device: {condition: value}}: how fast the machine ran while it was profiled, which no
     identity field shows. A CPU's clock implied by its fp32 FMA peak (flat-out FMA chains: on a VM
-    the host's turbo and load set it, and an SMT sibling busy with another guest halves it) and the
+    the host's turbo and load set it, and an SMT sibling busy with another guest lowers it) and the
     median steal and other load over its measurements; a GPU's median SM clock during its peak
     probe, from NVML."""
     out = {}
@@ -278,7 +279,8 @@ def condition_rows(base, new, threshold):
 
 
 def compare(base, new, threshold=DEFAULT_THRESHOLD, overrides=None, seed=0):
-    """Every metric's baseline, new value, change, spread and verdict, plus identity differences."""
+    """Every metric's baseline, new value, change, spread and verdict, plus identity differences,
+    run conditions and each run's own warnings."""
     overrides = overrides or {}
     rng = np.random.default_rng(seed)
     mb, mn = metric_samples(base), metric_samples(new)
