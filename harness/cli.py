@@ -275,7 +275,8 @@ def cmd_history(args):
         history.plot(metric, rows, path, f"{args.machine_id}: {metric} over time")
         print(f"{metric}")
         for r in rows:
-            print(f"  {r['created_utc']}  {compare.value_text(r['median'], r['unit']):>14}  {r['step']}")
+            clock = f"at {r['clock_hz'] / 1e9:.2f} GHz" if r["clock_hz"] else ""
+            print(f"  {r['created_utc']}  {compare.value_text(r['median'], r['unit']):>14}  {clock:<13}  {r['step']}")
         print(f"  wrote {path}")
     return 0
 

@@ -43,12 +43,17 @@ def headline_metrics(docs):
 
 
 def trend(docs, metric, threshold=compare.DEFAULT_THRESHOLD):
-    """Rows per profile: created, median, and the verdict against the previous profile ('probe
-    changed' where the probe's code or parameters did between them: the step may be the probe's)."""
+    """Rows per profile: created, median, the clock the metric's device ran at (compare's run
+    conditions: a step with the clock is the host's, not the code's) and the verdict against the
+    previous profile ('probe changed' where the probe's code or parameters did between them: the
+    step may be the probe's)."""
     rows, previous = [], None
+    device = compare.metric_device(metric)
     for path, doc in docs:
         samples = compare.metric_samples(doc).get(metric)
-        row = {"created_utc": doc["created_utc"], "path": path, "median": None, "step": "", "unit": None}
+        conditions = compare.run_conditions(doc).get(device) or {}
+        row = {"created_utc": doc["created_utc"], "path": path, "median": None, "step": "", "unit": None,
+               "clock_hz": conditions.get(compare.CPU_CLOCK) or conditions.get(compare.GPU_CLOCK)}
         failed = compare.metric_failures(doc).get(metric)
         if failed:
             row["step"] = f"wrong output: {failed}"

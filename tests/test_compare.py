@@ -358,11 +358,16 @@ def test_history_table_png_and_steps(tmp_path):
     hist.mkdir(parents=True)
     for i, rate in enumerate([50e9, 50.2e9, 40e9]):
         doc = profile({"read": rate_record(rate, 0.005)}, created=f"2026-11-2{i + 1}T08:00:00Z")
+        if i == 2:  # the last run's clock, as its FMA peak implied it: shown beside its median
+            doc["devices"]["cpu"]["peak_flops"] = {"fp32": {
+                "dtype": "fp32", "threads": 2, "flops_per_call": 3e8, "flops_per_s": 3e11, "median_flops_per_s": 3e11,
+                "samples_s": [1e-3] * 3, "validated": True, "warnings": [], "implied_clock_hz": 2.75e9}}
         save_profile(doc, str(hist / f"2026112{i + 1}T080000Z.yaml"))
     proc = run_cli("history", "m-2c", "--metric", "bandwidth.read", "--profiles", str(folder), "--out", str(tmp_path / "r"))
     assert proc.returncode == 0, proc.stderr
     lines = [l for l in proc.stdout.splitlines() if l.startswith("  2026")]
     assert len(lines) == 3 and "regressed" in lines[2] and "regressed" not in lines[1]
+    assert "at 2.75 GHz" in lines[2] and "GHz" not in lines[0]
     assert " GB/s" in lines[0] and "e+10" not in lines[0]  # in its unit, not 5.001e+10
     assert (tmp_path / "r" / "m-2c" / "history-bandwidth.read.png").exists()
     docs, _ = history.profiles_of("m-2c", str(folder))
@@ -371,7 +376,7 @@ def test_history_table_png_and_steps(tmp_path):
         assert row["median"] == pytest.approx(reported["base"])
     proc = run_cli("history", "m-2c", "--metric", "bandwidth.raed", "--profiles", str(folder), "--out", str(tmp_path / "r"))
     assert proc.returncode == 2 and "metric 'bandwidth.raed' is in none of the profiles of m-2c" in proc.stderr
-    assert "valid are bandwidth.read\n" in proc.stderr  # every metric the profiles have, not a fixed list
+    assert "valid are balance.fp32, bandwidth.read, peak_flops.fp32\n" in proc.stderr  # every metric the profiles have
     proc = run_cli("history", "nobody", "--profiles", str(folder))
     assert proc.returncode == 2 and "no readable profiles of machine" in proc.stderr
     (hist / "20261124T080000Z.yaml").write_text("schema_version: 1\nmachine: [")  # one cut short: left out, named
