@@ -6,7 +6,7 @@ it with harness/plots.py. A report never runs a probe; every number comes from t
 
 import os
 
-from harness import model, plots
+from harness import compare, model, plots
 from harness.gpus import memory_name
 from harness.machine import ASSUMED_LLC_BYTES, last_level_cache_bytes
 from harness.profile import atomic_write_text, by_device, labelled_records
@@ -22,6 +22,17 @@ SWEPT_KERNELS = {"triad": "triad (fp64)", "peak_fp32": "fp32 FMA peak"}  # threa
 FIGURES = (("roofline", plots.roofline), ("decode", plots.decode_vs_seq_len), ("hierarchy", plots.hierarchy),
            ("threads", plots.thread_scaling))  # report_data's series and how each is drawn
 HOLDS = {True: "yes", False: "no", None: "undecided (the memory's speed changed while the point ran: profile again)"}
+
+
+def conditions_text(doc):
+    """How the CPU ran while it was measured, as compare's run conditions give it ('' where none is
+    recorded): the clock its fp32 FMA peak implies, the median steal and other load."""
+    got = compare.run_conditions(doc).get("cpu") or {}
+    parts = [f"cores at {got[compare.CPU_CLOCK] / 1e9:.2f} GHz (implied by the fp32 FMA peak)"] if compare.CPU_CLOCK in got else []
+    shares = [f"{name.split(' (')[0]} {value:.1%}" for name, value in got.items() if name != compare.CPU_CLOCK]
+    if shares:
+        parts.append(", ".join(shares) + " (medians over the measurements)")
+    return "; ".join(parts)
 
 
 def pct(x):
@@ -487,6 +498,7 @@ def markdown(data, source=None):
         ["OS / Python", f"{doc['software'].get('os')} {doc['software'].get('kernel')} / Python {doc['software'].get('python')}"],
         ["packages", ", ".join(f"{k} {v}" for k, v in (doc["software"].get("packages") or {}).items() if v)],
         *([["threads used", cpu["threads"]]] if cpu.get("threads") else []),
+        *([["while measuring", measuring]] if (measuring := conditions_text(doc)) else []),
         ["datasheet spec", data["spec"]["name"] if data["spec"] else "none matches this CPU in profiles/specs/"],
     ]), ""]
     if "cpu" in doc["devices"] or not data["gpus"]:

@@ -204,6 +204,8 @@ def test_report_files_are_written_and_valid(doc, tmp_path):
     assert si(cpu["bandwidth"]["read"]["bytes_per_s"], "B/s") in text
     assert si(cpu["peak_flops"]["fp32"]["flops_per_s"], "FLOP/s") in text
     assert cpu["model_validation"]["finding"] in text
+    assert (f"| while measuring | cores at {cpu['peak_flops']['fp32']['implied_clock_hz'] / 1e9:.2f} GHz (implied by "
+            "the fp32 FMA peak); CPU steal ") in text  # as the regression report's run conditions give them
     assert "| effect | measured time ratio | at equal read bandwidth | model byte ratio |" in text  # reads paired
     assert "Llama-2-7B" in text and "drill problems" in text
     assert "(13.2 GB of weights:" in text and "the page's 12·L·d² gives 12.9 GB (-2%)" in text
