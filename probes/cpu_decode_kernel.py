@@ -52,7 +52,8 @@ Not adopted: bf16 rows read as 32-bit pairs (the low element by a shift, the hig
 against a de-interleaved q), half the widening instructions of zero-extend and shift: on the Xeon
 VM a 4-row score loop alone over 1 GiB from DRAM (9 interleaved rounds, medians) ran at 25.1 GB/s
 against 22.5 GB/s as written here (read 31.8, fp32 rows 34.2): 1.12x on one pass, for a paired copy
-of every score and sum loop and a de-interleaved accumulator.
+of every score and sum loop and a de-interleaved accumulator (in two passes over the row, low
+halves then high ones, it was slower: 18.3 GB/s against 22.3 in a second run).
 Tried on Zen 5 and slower from DRAM: online softmax interleaving K and V blocks; prefetch into L2
 only, to every other line, or a line (0.51) or half a row (0.24) at a time inside the copy;
 dynamic scheduling; a head dim fixed at compile time (faster in L2); an extra prefetch into L2
