@@ -43,9 +43,13 @@ IDENTITY_FIELDS = [  # (label, path into the profile); compared and listed when 
     ("numba threading layer", ("software", "numba", "layer")),
     ("OpenMP affinity", ("software", "numba", "openmp_affinity")), ("threads used", ("devices", "cpu", "threads")),
     ("quick run", ("devices", "cpu", "quick")),  # --quick sweeps fewer points: the others are in one profile only
-    ("GPU 0", ("devices", "gpu0", "gpu", "name")), ("GPU 0 UUID", ("devices", "gpu0", "gpu", "uuid")),
     ("GPU driver", ("devices", "gpu0", "gpu", "driver_version")),
 ]
+# each GPU's own (label after the device's name, key of its devices.gpuN.gpu): what it is and the
+# settings that cap what it can measure (a lower power limit or max clock, ECC on or off, MIG)
+GPU_IDENTITY_FIELDS = [("", "name"), ("UUID", "uuid"), ("power limit W", "power_limit_w"),
+                       ("max SM clock Hz", "max_sm_clock_hz"), ("max memory clock Hz", "max_memory_clock_hz"),
+                       ("ECC mode", "ecc_mode"), ("MIG mode", "mig_mode")]
 
 
 CPU_CLOCK, GPU_CLOCK = "clock implied by the fp32 FMA peak", "SM clock during the peak probe (NVML)"
@@ -232,7 +236,10 @@ def _differ(label, a, b):
 
 def identity_differences(base, new):
     """[(label, base value, new value)] for identity fields and package versions that differ."""
-    diffs = [(label, _get(base, path), _get(new, path)) for label, path in IDENTITY_FIELDS
+    gpus = sorted({d for doc in (base, new) for d, _ in by_device(doc) if d != "cpu"}, key=natural_key)
+    fields = IDENTITY_FIELDS + [(f"{d} {label}".strip(), ("devices", d, "gpu", key))
+                                for d in gpus for label, key in GPU_IDENTITY_FIELDS]
+    diffs = [(label, _get(base, path), _get(new, path)) for label, path in fields
              if _differ(label, _get(base, path), _get(new, path))]
     bp, np_ = _get(base, ("software", "packages")) or {}, _get(new, ("software", "packages")) or {}
     diffs += [(f"package {k}", bp.get(k), np_.get(k)) for k in sorted(set(bp) | set(np_)) if bp.get(k) != np_.get(k)]

@@ -403,7 +403,12 @@ def test_regression_report_covers_gpu_metrics(fake_gpu_machine):
     new["devices"]["gpu0"]["gpu"]["uuid"] = "GPU-00000003-5a5a"  # another GPU of the node (CUDA_VISIBLE_DEVICES)
     differences = [list(d) for d in compare.identity_differences(base, new)]
     assert ["GPU driver", "580.82.07", "590.1"] in differences
-    assert ["GPU 0 UUID", "GPU-00000000-5a5a", "GPU-00000003-5a5a"] in differences
+    assert ["gpu0 UUID", "GPU-00000000-5a5a", "GPU-00000003-5a5a"] in differences
+    new["devices"]["gpu0"]["gpu"]["power_limit_w"] = 500.0  # capped: every figure it bounds can drop
+    new["devices"]["gpu1"] = {**new["devices"]["gpu0"], "gpu": {**new["devices"]["gpu0"]["gpu"], "index": 1}}
+    differences = [list(d) for d in compare.identity_differences(base, new)]
+    assert ["gpu0 power limit W", 700.0, 500.0] in differences and ["gpu1", None, "NVIDIA H100 80GB HBM3"] in differences
+    assert not any(label.startswith("gpu0 max") or label == "gpu0" for label, *_ in differences)
 
 
 def test_export_for_llm_analysis_takes_the_gpu(fake_gpu_machine):
