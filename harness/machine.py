@@ -284,6 +284,21 @@ def memory_settings(root=""):
             "numa_balancing": int(balancing) if balancing.isdigit() else None}
 
 
+def clock_settings(root=""):
+    """Kernel settings that move the cores' clock (cpufreq, as pyperf's `system show` checks them;
+    all None without cpufreq, as under most hypervisors): cpu0's scaling governor and energy/performance
+    preference, the highest clock the OS lets it ask for (scaling_max_freq: below cpuinfo_max_freq
+    it caps every compute figure) and whether turbo/boost is enabled (intel_pstate's no_turbo, else
+    cpufreq's boost)."""
+    cpu = f"{root}/sys/devices/system/cpu"
+    cap_khz = number(read_text(f"{cpu}/cpu0/cpufreq/scaling_max_freq"))
+    no_turbo, boost = read_text(f"{cpu}/intel_pstate/no_turbo"), read_text(f"{cpu}/cpufreq/boost")
+    turbo = {"0": True, "1": False}.get(no_turbo) if no_turbo is not None else {"1": True, "0": False}.get(boost)
+    return {"governor": read_text(f"{cpu}/cpu0/cpufreq/scaling_governor") or None,
+            "energy_performance_preference": read_text(f"{cpu}/cpu0/cpufreq/energy_performance_preference") or None,
+            "scaling_max_hz": cap_khz * 1e3 if cap_khz else None, "turbo": turbo}
+
+
 def identify_cpu(cpuinfo_path="/proc/cpuinfo"):
     """Everything the profile records about the CPU and its memory."""
     info = parse_cpuinfo(read_text(cpuinfo_path) or "")
@@ -323,6 +338,7 @@ def identify_cpu(cpuinfo_path="/proc/cpuinfo"):
         "memory_available_bytes": available,
         "cgroup": limits,
         "memory_settings": memory_settings(),
+        "clock_settings": clock_settings(),
         "hypervisor": hypervisor_vendor(flags),
     }
 

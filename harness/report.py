@@ -293,6 +293,20 @@ def memory_settings(settings):
             f"{settings.get('numa_nodes') or 'unknown'} NUMA node(s), NUMA balancing {balancing or 'unknown'}")
 
 
+def clock_settings(settings):
+    """cpufreq's governor, energy/performance preference, turbo and clock cap, as the profile recorded
+    them; 'not visible' where it recorded none (no cpufreq, as under most hypervisors)."""
+    if settings is None:
+        return "not recorded"
+    if all(v is None for v in settings.values()):
+        return "not visible (no cpufreq; under a hypervisor the host sets the clock)"
+    turbo = {True: "on", False: "off"}.get(settings.get("turbo"), "unknown")
+    cap = settings.get("scaling_max_hz")
+    return (f"governor {settings.get('governor') or 'unknown'}, energy/performance preference "
+            f"{settings.get('energy_performance_preference') or 'unknown'}, turbo {turbo}, "
+            f"OS cap {f'{cap / 1e9:.2f} GHz' if cap else 'unknown'}")
+
+
 def collect_warnings(sec):
     """A device section's failed probes, its own warnings, then every timed record's warnings
     (the thread sweep's included), named as the terminal names them."""
@@ -495,6 +509,7 @@ def markdown(data, source=None):
         ["hypervisor", info.get("hypervisor") or "none (bare metal)"],
         ["cgroup limits", cgroup_limits(info.get("cgroup"))],
         ["memory settings", memory_settings(info.get("memory_settings"))],
+        ["clock settings", clock_settings(info.get("clock_settings"))],
         ["OS / Python", f"{doc['software'].get('os')} {doc['software'].get('kernel')} / Python {doc['software'].get('python')}"],
         ["packages", ", ".join(f"{k} {v}" for k, v in (doc["software"].get("packages") or {}).items() if v)],
         *([["threads used", cpu["threads"]]] if cpu.get("threads") else []),

@@ -223,6 +223,25 @@ def flag_unknown_caches(section, cpu):
             "read high (the hierarchy sweep's drop to memory shows where the cache really ends)")
 
 
+def flag_clock_settings(section, cpu):
+    """A warning where cpufreq holds the cores below the clock the theoretical peaks assume (its
+    cpuinfo_max_freq): a lower scaling_max_freq, or turbo switched off."""
+    settings, freq = cpu.get("clock_settings") or {}, cpu.get("frequency") or {}
+    nominal = freq.get("nominal_hz") if (freq.get("source") or "").startswith("cpufreq") else None
+    if not nominal:
+        return
+    cap, warnings = settings.get("scaling_max_hz"), []
+    if cap and cap < 0.99 * nominal:
+        warnings.append(f"the OS caps the cores at {cap / 1e9:.2f} GHz (cpufreq scaling_max_freq), below the "
+                        f"{nominal / 1e9:.2f} GHz (cpuinfo_max_freq) the theoretical peaks assume: compute figures "
+                        "fall short of them by as much")
+    if settings.get("turbo") is False:
+        warnings.append(f"turbo is switched off: the cores stay at their base clock, below the {nominal / 1e9:.2f} GHz "
+                        "(cpuinfo_max_freq) the theoretical peaks assume")
+    if warnings:
+        section.setdefault("warnings", []).extend(warnings)
+
+
 def cpu_section(ctx, probe_names):
     """devices.cpu: every probe's records, theoretical peaks, flags and balance."""
     section = {"threads": ctx.threads, "quick": ctx.quick}
@@ -243,6 +262,7 @@ def cpu_section(ctx, probe_names):
     validation.flag_disagreeing_precisions(section, theory)
     flag_unpinned_sockets(section, ctx)
     flag_unknown_caches(section, ctx.cpu)
+    flag_clock_settings(section, ctx.cpu)
     section["theoretical"] = theory
     if "peak_flops" in section and "bandwidth" in section:
         section["balance"] = validation.balance(section)

@@ -178,6 +178,11 @@ def test_machine_and_software_differences_are_listed():
     full = profile({})
     full["devices"]["cpu"]["quick"] = False
     assert ["quick run", False, True] in [list(d) for d in compare.identity_differences(full, quick)]
+    tuned = profile({})
+    tuned["machine"]["cpu"]["clock_settings"] = {"governor": "performance", "turbo": False}
+    full["machine"]["cpu"]["clock_settings"] = {"governor": "powersave", "turbo": True}
+    diffs = [list(d) for d in compare.identity_differences(full, tuned)]
+    assert ["CPU governor", "powersave", "performance"] in diffs and ["turbo", True, False] in diffs
 
 
 def test_each_runs_own_warnings_head_the_report():

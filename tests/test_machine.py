@@ -431,6 +431,40 @@ def test_memory_settings_that_move_bandwidth_are_read(tmp_path):
     assert report.memory_settings(None) == "not recorded"
 
 
+def test_clock_settings_that_move_compute_are_read_and_flagged(tmp_path):
+    """cpufreq as a bare-metal Intel with intel_pstate shows it (HAND-MADE: this VM has no cpufreq),
+    then as acpi-cpufreq's boost switch shows it, then none."""
+    from harness import report, run
+
+    cpu0 = "sys/devices/system/cpu/cpu0/cpufreq"
+    for path, text in ((f"{cpu0}/scaling_governor", "powersave\n"), (f"{cpu0}/energy_performance_preference",
+                       "balance_performance\n"), (f"{cpu0}/scaling_max_freq", "2000000\n"),
+                       (f"{cpu0}/cpuinfo_max_freq", "3800000\n"), ("sys/devices/system/cpu/intel_pstate/no_turbo", "1\n")):
+        (tmp_path / path).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / path).write_text(text)
+    settings = machine.clock_settings(str(tmp_path))
+    assert settings == {"governor": "powersave", "energy_performance_preference": "balance_performance",
+                        "scaling_max_hz": 2e9, "turbo": False}
+    assert report.clock_settings(settings) == ("governor powersave, energy/performance preference balance_performance, "
+                                               "turbo off, OS cap 2.00 GHz")
+    cpu = {"clock_settings": settings, "frequency": machine.read_frequency({}, str(tmp_path / cpu0))}
+    section = {}
+    run.flag_clock_settings(section, cpu)
+    assert [w.split(":")[0] for w in section["warnings"]] == [
+        "the OS caps the cores at 2.00 GHz (cpufreq scaling_max_freq), below the 3.80 GHz (cpuinfo_max_freq) the "
+        "theoretical peaks assume", "turbo is switched off"]
+    (tmp_path / "sys/devices/system/cpu/intel_pstate/no_turbo").unlink()
+    (tmp_path / "sys/devices/system/cpu/cpufreq").mkdir()
+    (tmp_path / "sys/devices/system/cpu/cpufreq/boost").write_text("1\n")  # acpi-cpufreq, amd-pstate
+    assert machine.clock_settings(str(tmp_path))["turbo"] is True
+    none = machine.clock_settings(str(tmp_path / "none"))  # this VM: no cpufreq at all
+    assert none == {"governor": None, "energy_performance_preference": None, "scaling_max_hz": None, "turbo": None}
+    assert report.clock_settings(none).startswith("not visible (no cpufreq") and report.clock_settings(None) == "not recorded"
+    section = {}
+    run.flag_clock_settings(section, {"clock_settings": none, "frequency": {"nominal_hz": 2.1e9, "source": "/proc/cpuinfo"}})
+    assert section == {}  # no cpufreq maximum to fall short of
+
+
 def test_a_hybrid_intel_cpus_e_cores_count_at_their_own_fma_width(tmp_path):
     """An Alder Lake i7-12700H (HAND-MADE topology: 6 P-cores with SMT, cpu_core 0-11; 8 E-cores,
     cpu_atom 12-19): E-cores have two 128-bit FMA pipes to a P-core's two 256-bit ones, so 14 cores
