@@ -371,6 +371,16 @@ def value_text(value, unit):
     return f"{value:.3g}" + (f" {unit}" if unit else "")
 
 
+def identity_text(label, value):
+    """An identity field's value for the report: clocks in GHz, memory in GB (labels ending 'Hz',
+    'bytes'), anything else as it is."""
+    if is_finite_number(value) and label.endswith(" Hz"):
+        return f"{value / 1e9:.2f} GHz"
+    if is_finite_number(value) and label.endswith(" bytes"):
+        return si(value, "B")
+    return value
+
+
 def condition_text(condition, value):
     if value is None:
         return "n/a"
@@ -404,7 +414,7 @@ def markdown(result, base_path, new_path):
         out += ["**These are two different machines**: the comparison is across hardware, not across time.", ""]
     if result["differences"]:
         out += ["## What differs between the runs", "", "| field | base | new |", "|---|---|---|"]
-        out += [f"| {label} | {b} | {n} |" for label, b, n in result["differences"]]
+        out += [f"| {label} | {identity_text(label, b)} | {identity_text(label, n)} |" for label, b, n in result["differences"]]
         out.append("")
     else:
         out += ["Machine identity, software versions and thread count are the same in both runs.", ""]

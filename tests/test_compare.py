@@ -183,6 +183,9 @@ def test_machine_and_software_differences_are_listed():
     full["machine"]["cpu"]["clock_settings"] = {"governor": "powersave", "turbo": True}
     diffs = [list(d) for d in compare.identity_differences(full, tuned)]
     assert ["CPU governor", "powersave", "performance"] in diffs and ["turbo", True, False] in diffs
+    full["machine"]["cpu"]["clock_settings"]["scaling_max_hz"] = 2e9
+    text = compare.markdown(compare.compare(full, tuned), "a.yaml", "b.yaml")
+    assert "| OS clock cap Hz | 2.00 GHz | None |" in text and "| turbo | True | False |" in text
 
 
 def test_each_runs_own_warnings_head_the_report():
