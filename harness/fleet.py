@@ -157,14 +157,20 @@ CONFIG_FIELDS = (("driver", ("gpu", "driver_version"), str), ("ecc", ("gpu", "ec
                  ("power limit", ("gpu", "power_limit_w"), lambda w: f"{w:.0f} W"))
 
 
+CPU_CLOCK_FIELDS = (("governor", "governor", str), ("energy/performance preference", "energy_performance_preference", str),
+                    ("turbo", "turbo", switch_text), ("clock cap", "scaling_max_hz", lambda hz: f"{hz / 1e6:.0f} MHz"))
+
+
 def config_of(doc):
     """Configuration a healthy fleet shares, as the text the report shows (and compares, so a
     MemTotal a few hundred KiB apart between boots is the same 25.3 GB): CPU, memory, kernel,
-    Python, packages, GPU driver/ECC/clocks."""
+    Python, packages, the CPU's cpufreq settings, GPU driver/ECC/clocks."""
     memory = doc["machine"].get("cpu", {}).get("memory_bytes")
     cfg = {"cpu model": doc["machine"].get("cpu", {}).get("model"), "memory": si(memory, "B") if memory else None,
            "kernel": doc["software"].get("kernel"), "python": doc["software"].get("python")}
     cfg.update({f"package {k}": v for k, v in (doc["software"].get("packages") or {}).items()})
+    clock = doc["machine"].get("cpu", {}).get("clock_settings") or {}  # a node left on powersave, or capped
+    cfg.update({f"cpu {label}": text(clock[key]) for label, key, text in CPU_CLOCK_FIELDS if clock.get(key) is not None})
     for dev, section in (doc.get("devices") or {}).items():
         for label, (a, b), text in CONFIG_FIELDS:
             value = (section.get(a) or {}).get(b)

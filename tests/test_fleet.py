@@ -112,6 +112,11 @@ def test_configuration_differences_are_listed():
     assert "memory" not in differences  # the same 25.3 GB
     assert differences["gpu0 ecc"] == {"n0": "on", "n1": "off", "n2": None}
     assert differences["gpu0 max SM clock"]["n0"] == "1980 MHz" and differences["gpu0 power limit"]["n1"] == "500 W"
+    docs["n1"]["machine"]["cpu"]["clock_settings"] = {"governor": "powersave", "turbo": False, "scaling_max_hz": 2e9}
+    docs["n0"]["machine"]["cpu"]["clock_settings"] = {"governor": "performance", "turbo": True, "scaling_max_hz": None}
+    differences = fleet.analyse(docs)["differences"]
+    assert differences["cpu governor"] == {"n0": "performance", "n1": "powersave", "n2": None}
+    assert differences["cpu turbo"]["n1"] == "off" and differences["cpu clock cap"]["n1"] == "2000 MHz"
 
 
 def test_fleet_report_cli_exit_codes_and_pngs(tmp_path):
