@@ -19,7 +19,7 @@ import fnmatch
 import numpy as np
 
 from harness.errors import HarnessError, read_yaml, refuse_unknown_keys
-from harness.profile import by_device
+from harness.profile import CPU_CLOCK, GPU_CLOCK, by_device, run_conditions
 from harness.profile_fields import is_finite_number
 from harness.summary import natural_key, rate_unit, si
 
@@ -56,7 +56,6 @@ GPU_IDENTITY_FIELDS = [("", "name"), ("UUID", "uuid"), ("power limit W", "power_
                        ("ECC mode", "ecc_mode"), ("MIG mode", "mig_mode")]
 
 
-CPU_CLOCK, GPU_CLOCK = "clock implied by the fp32 FMA peak", "SM clock during the peak probe (NVML)"
 PROBE_CHANGED = "the probe's source or parameters changed (probe hash)"  # a not-comparable row's reason
 
 
@@ -248,33 +247,6 @@ def identity_differences(base, new):
     bp, np_ = _get(base, ("software", "packages")) or {}, _get(new, ("software", "packages")) or {}
     diffs += [(f"package {k}", bp.get(k), np_.get(k)) for k in sorted(set(bp) | set(np_)) if bp.get(k) != np_.get(k)]
     return diffs
-
-
-def _median_of(recs, key):
-    """The median of a field over records, those holding a number; None where none does."""
-    values = [r[key] for r in recs if is_finite_number(r.get(key))]
-    return float(np.median(values)) if values else None
-
-
-def run_conditions(doc):
-    """{device: {condition: value}}: how fast the machine ran while it was profiled, which no
-    identity field shows. A CPU's clock implied by its fp32 FMA peak (flat-out FMA chains: on a VM
-    the host's turbo and load set it, and an SMT sibling busy with another guest lowers it) and the
-    median steal and other load over its measurements; a GPU's median SM clock during its peak
-    probe, from NVML."""
-    out = {}
-    for device, sec in by_device(doc):
-        recs = [rec for _, rec, _, _ in named_records(sec)]
-        if device == "cpu":
-            got = {CPU_CLOCK: _get(sec, ("peak_flops", "fp32", "implied_clock_hz")),
-                   "CPU steal (median of measurements)": _median_of(recs, "steal_fraction"),
-                   "other load (median of measurements)": _median_of(recs, "other_load_fraction")}
-        else:
-            got = {GPU_CLOCK: _get(sec, ("telemetry", "peak", "sm_clock_hz", "median"))}
-        got = {k: v for k, v in got.items() if is_finite_number(v)}
-        if got:
-            out[device] = got
-    return out
 
 
 def condition_rows(base, new, threshold):

@@ -8,7 +8,7 @@ import statistics
 from matplotlib.ticker import FuncFormatter
 
 from harness import compare, plots
-from harness.profile import STAMP_FORMAT, device_order, load_readable
+from harness.profile import CPU_CLOCK, GPU_CLOCK, STAMP_FORMAT, device_order, load_readable, run_conditions
 from harness.summary import natural_key
 
 HEADLINE = ("bandwidth.read", "bandwidth.triad", "peak_flops.fp32", "peak_flops.fp64")
@@ -51,9 +51,9 @@ def trend(docs, metric, threshold=compare.DEFAULT_THRESHOLD):
     device = compare.metric_device(metric)
     for path, doc in docs:
         samples = compare.metric_samples(doc).get(metric)
-        conditions = compare.run_conditions(doc).get(device) or {}
+        conditions = run_conditions(doc).get(device) or {}
         row = {"created_utc": doc["created_utc"], "path": path, "median": None, "step": "", "unit": None,
-               "clock_hz": conditions.get(compare.CPU_CLOCK) or conditions.get(compare.GPU_CLOCK)}
+               "clock_hz": conditions.get(CPU_CLOCK) or conditions.get(GPU_CLOCK)}
         failed = compare.metric_failures(doc).get(metric)
         if failed:
             row["step"] = f"wrong output: {failed}"

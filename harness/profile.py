@@ -8,6 +8,7 @@ Changelog of the format (loading an unknown version is an error):
 import datetime as dt
 import os
 import re
+import statistics
 import tempfile
 
 import yaml
@@ -90,6 +91,36 @@ def labelled_records(section):
 def measurement_records(section):
     """Every timed record of a device section (or of one probe's output)."""
     return (rec for _, _, rec in labelled_records(section))
+
+
+CPU_CLOCK, GPU_CLOCK = "clock implied by the fp32 FMA peak", "SM clock during the peak probe (NVML)"
+
+
+def _median_of(records, key):
+    """The median of a field over records, those holding a number; None where none does."""
+    values = [r[key] for r in records if profile_fields.is_finite_number(r.get(key))]
+    return float(statistics.median(values)) if values else None
+
+
+def run_conditions(doc):
+    """{device: {condition: value}}: how fast the machine ran while it was profiled, which no
+    identity field shows. A CPU's clock implied by its fp32 FMA peak (flat-out FMA chains: on a VM
+    the host's turbo and load set it, and an SMT sibling busy with another guest lowers it) and the
+    median steal and other load over its measurements; a GPU's median SM clock during its peak
+    probe, from NVML. Compare, history and the report show them."""
+    out = {}
+    for device, sec in by_device(doc):
+        if device == "cpu":
+            records = list(measurement_records(sec))
+            got = {CPU_CLOCK: ((sec.get("peak_flops") or {}).get("fp32") or {}).get("implied_clock_hz"),
+                   "CPU steal (median of measurements)": _median_of(records, "steal_fraction"),
+                   "other load (median of measurements)": _median_of(records, "other_load_fraction")}
+        else:
+            got = {GPU_CLOCK: (((sec.get("telemetry") or {}).get("peak") or {}).get("sm_clock_hz") or {}).get("median")}
+        got = {k: v for k, v in got.items() if profile_fields.is_finite_number(v)}
+        if got:
+            out[device] = got
+    return out
 
 
 def device_order(name):

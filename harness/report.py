@@ -6,10 +6,10 @@ it with harness/plots.py. A report never runs a probe; every number comes from t
 
 import os
 
-from harness import compare, model, plots
+from harness import model, plots
 from harness.gpus import memory_name
 from harness.machine import ASSUMED_LLC_BYTES, last_level_cache_bytes
-from harness.profile import atomic_write_text, by_device, labelled_records
+from harness.profile import CPU_CLOCK, atomic_write_text, by_device, labelled_records, run_conditions
 from harness.specs import match_spec, spec_flag
 from harness.summary import (balance_text, crossover_phrase, rate_unit, record_name, record_warnings, seed_weights_change,
                              short_of_roofs_phrase, si, switch_text, unmeasured_phrases, working_set_band)
@@ -27,9 +27,9 @@ HOLDS = {True: "yes", False: "no", None: "undecided (the memory's speed changed 
 def conditions_text(doc):
     """How the CPU ran while it was measured, as compare's run conditions give it ('' where none is
     recorded): the clock its fp32 FMA peak implies, the median steal and other load."""
-    got = compare.run_conditions(doc).get("cpu") or {}
-    parts = [f"cores at {got[compare.CPU_CLOCK] / 1e9:.2f} GHz (implied by the fp32 FMA peak)"] if compare.CPU_CLOCK in got else []
-    shares = [f"{name.split(' (')[0]} {value:.1%}" for name, value in got.items() if name != compare.CPU_CLOCK]
+    got = run_conditions(doc).get("cpu") or {}
+    parts = [f"cores at {got[CPU_CLOCK] / 1e9:.2f} GHz (implied by the fp32 FMA peak)"] if CPU_CLOCK in got else []
+    shares = [f"{name.split(' (')[0]} {value:.1%}" for name, value in got.items() if name != CPU_CLOCK]
     if shares:
         parts.append(", ".join(shares) + " (medians over the measurements)")
     return "; ".join(parts)
