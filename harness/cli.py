@@ -258,6 +258,7 @@ def cmd_compare(args):
 def cmd_history(args):
     """A metric's trend over profiles/history/<id>/, as a table and a PNG."""
     from harness import compare, history
+    from harness.summary import ghz
 
     docs, unreadable = history.profiles_of(args.machine_id, args.profiles)
     for _, error in unreadable:
@@ -275,7 +276,7 @@ def cmd_history(args):
         history.plot(metric, rows, path, f"{args.machine_id}: {metric} over time")
         print(f"{metric}")
         for r in rows:
-            clock = f"at {r['clock_hz'] / 1e9:.2f} GHz" if r["clock_hz"] else ""
+            clock = f"at {ghz(r['clock_hz'])}" if r["clock_hz"] else ""
             print(f"  {r['created_utc']}  {compare.value_text(r['median'], r['unit']):>14}  {clock:<13}  {r['step']}")
         print(f"  wrote {path}")
     return 0

@@ -21,7 +21,7 @@ import numpy as np
 from harness.errors import HarnessError, read_yaml, refuse_unknown_keys
 from harness.profile import CPU_CLOCK, GPU_CLOCK, by_device, run_conditions
 from harness.profile_fields import is_finite_number
-from harness.summary import natural_key, rate_unit, si
+from harness.summary import ghz, natural_key, rate_unit, si
 
 DEFAULT_THRESHOLD = 0.05
 CONFIG_KEYS = {"threshold_pct", "metrics"}
@@ -347,7 +347,7 @@ def identity_text(label, value):
     """An identity field's value for the report: clocks in GHz, memory in GB (labels ending 'Hz',
     'bytes'), anything else as it is."""
     if is_finite_number(value) and label.endswith(" Hz"):
-        return f"{value / 1e9:.2f} GHz"
+        return ghz(value)
     if is_finite_number(value) and label.endswith(" bytes"):
         return si(value, "B")
     return value
@@ -356,7 +356,7 @@ def identity_text(label, value):
 def condition_text(condition, value):
     if value is None:
         return "n/a"
-    return f"{value / 1e9:.2f} GHz" if condition in (CPU_CLOCK, GPU_CLOCK) else f"{value:.1%}"
+    return ghz(value) if condition in (CPU_CLOCK, GPU_CLOCK) else f"{value:.1%}"
 
 
 def conditions_markdown(result):

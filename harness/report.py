@@ -11,7 +11,7 @@ from harness.gpus import memory_name
 from harness.machine import ASSUMED_LLC_BYTES, last_level_cache_bytes
 from harness.profile import CPU_CLOCK, atomic_write_text, by_device, labelled_records, run_conditions
 from harness.specs import match_spec, spec_flag
-from harness.summary import (balance_text, crossover_phrase, rate_unit, record_name, record_warnings, seed_weights_change,
+from harness.summary import (balance_text, crossover_phrase, ghz, rate_unit, record_name, record_warnings, seed_weights_change,
                              short_of_roofs_phrase, si, switch_text, unmeasured_phrases, working_set_band)
 from harness.validation import LARGE_CACHE_FACTOR, compute_roof, headline_dtype, matmul_rate, roofs, swept_shape
 
@@ -28,7 +28,7 @@ def conditions_text(doc):
     """How the CPU ran while it was measured, as compare's run conditions give it ('' where none is
     recorded): the clock its fp32 FMA peak implies, the median steal and other load."""
     got = run_conditions(doc).get("cpu") or {}
-    parts = [f"cores at {got[CPU_CLOCK] / 1e9:.2f} GHz (implied by the fp32 FMA peak)"] if CPU_CLOCK in got else []
+    parts = [f"cores at {ghz(got[CPU_CLOCK])} (implied by the fp32 FMA peak)"] if CPU_CLOCK in got else []
     shares = [f"{name.split(' (')[0]} {value:.1%}" for name, value in got.items() if name != CPU_CLOCK]
     if shares:
         parts.append(", ".join(shares) + " (medians over the measurements)")
@@ -265,10 +265,10 @@ def peak_rows(sec, spec):
         s = ((spec or {}).get("flops_per_s") or {}).get(dtype, {}).get("value")
         flag = spec_flag(rec.get("flops_per_s"), s) or ""
         if t and rec.get("flops_per_s") and rec["flops_per_s"] > t:
-            flag = "above the theoretical peak" + (f" at the nominal clock: implies {rec['implied_clock_hz'] / 1e9:.2f} GHz"
+            flag = "above the theoretical peak" + (f" at the nominal clock: implies {ghz(rec['implied_clock_hz'])}"
                                                    if rec.get("implied_clock_hz") else "")
         elif not t and rec.get("implied_clock_hz"):
-            flag = f"no clock reported: the measurement implies {rec['implied_clock_hz'] / 1e9:.2f} GHz"
+            flag = f"no clock reported: the measurement implies {ghz(rec['implied_clock_hz'])}"
         rows.append({"metric": f"peak {dtype} FMA", "best": si(rec.get("flops_per_s"), "FLOP/s"),
                      "median": si(rec.get("median_flops_per_s"), "FLOP/s"), "theoretical": si(t, "FLOP/s") if t else "n/a",
                      "fraction": pct(rec.get("fraction_of_theoretical")), "flag": flag})
@@ -304,7 +304,7 @@ def clock_settings(settings):
     cap = settings.get("scaling_max_hz")
     return (f"governor {settings.get('governor') or 'unknown'}, energy/performance preference "
             f"{settings.get('energy_performance_preference') or 'unknown'}, turbo {turbo}, "
-            f"OS cap {f'{cap / 1e9:.2f} GHz' if cap else 'unknown'}")
+            f"OS cap {ghz(cap) if cap else 'unknown'}")
 
 
 def collect_warnings(sec):
@@ -386,7 +386,7 @@ def tensor_rows(sec, spec, what="tensor-core matmul"):
         flag = spec_flag(measured, sheet) or ""
         if theory and measured and measured > theory:
             implied = rec.get("implied_clock_hz")
-            flag = "above the theoretical peak at the nominal clock" + (f": implies {implied / 1e9:.2f} GHz" if implied else "")
+            flag = "above the theoretical peak at the nominal clock" + (f": implies {ghz(implied)}" if implied else "")
         theoretical = (f"{si(sheet, unit)} (datasheet, dense)" if sheet
                        else f"{si(theory, unit)} (nominal clock)" if theory else "n/a")
         rows.append({"metric": f"{what} {dtype}", "best": si(measured, unit),

@@ -10,7 +10,7 @@ from harness.counters import check_mode
 from harness.gpus import detect_gpus
 from harness.profile import SCHEMA_VERSION, load_profile, utc_now
 from harness.specs import load_specs, match_spec
-from harness.summary import rate_unit, si
+from harness.summary import ghz, rate_unit, si
 from harness.workload import Context, tiny_sizes
 from probes import PROBES, load_runner, reserve_cpu_buffers, unavailable_reason
 
@@ -196,8 +196,8 @@ def flag_against_theory(section, theory, cpu):
                 rec["implied_clock_hz"] = clock_hz
                 rec["warnings"].append(
                     f"exceeds the theoretical peak of {cores} core{'s' * (cores > 1)} ({si(peak, rate_unit(dtype))} at "
-                    f"the nominal {cpu['frequency']['nominal_hz'] / 1e9:.2f} GHz): the cores ran at about "
-                    f"{rec['implied_clock_hz'] / 1e9:.2f} GHz, above the clock this machine reports")
+                    f"the nominal {ghz(cpu['frequency']['nominal_hz'])}): the cores ran at about "
+                    f"{ghz(rec['implied_clock_hz'])}, above the clock this machine reports")
     validation.flag_bandwidth(section, theory.get("bytes_per_s"), "DRAM")
 
 
@@ -231,7 +231,7 @@ def flag_clock_settings(section, cpu):
     nominal = freq.get("nominal_hz") if (freq.get("source") or "").startswith("cpufreq") else None
     if nominal and cap and cap < 0.99 * nominal:
         section.setdefault("warnings", []).append(
-            f"the OS caps the cores at {cap / 1e9:.2f} GHz (cpufreq scaling_max_freq), below the {nominal / 1e9:.2f} GHz "
+            f"the OS caps the cores at {ghz(cap)} (cpufreq scaling_max_freq), below the {ghz(nominal)} "
             "(cpuinfo_max_freq) the theoretical peaks assume: compute figures fall short of them by as much")
 
 

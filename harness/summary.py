@@ -15,6 +15,11 @@ def balance_text(flop_per_byte):
     return f"{flop_per_byte:.1f}" if round(flop_per_byte, 1) < 100 else f"{flop_per_byte:.0f}"  # 99.97: '100', not '100.0'
 
 
+def ghz(hz):
+    """A clock in hertz as '3.86 GHz'."""
+    return f"{hz / 1e9:.2f} GHz"
+
+
 def si(value, unit):
     """12.3e9, 'B/s' -> '12.3 GB/s'; None -> 'n/a'."""
     if value is None:
