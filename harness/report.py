@@ -19,6 +19,7 @@ LEVELS = ("L1", "L2", "L3", "DRAM", "HBM", "GDDR")
 FLOAT_MATMULS = ("bf16", "fp16", "tf32", "fp32")  # tensor_flops in FLOP/s (int8's are OP/s)
 SATURATION_SHARE = 0.9  # of the best triad rate of the sweep: the threads that reach it saturate the memory
 SWEPT_KERNELS = {"triad": "triad (fp64)", "peak_fp32": "fp32 FMA peak"}  # thread_sweep's kernels, as labelled
+CLOCK_SHIFT = 0.05  # of the nominal clock: an fp32 FMA peak that implies a clock this far from it re-rates the matmul units
 FIGURES = (("roofline", plots.roofline), ("decode", plots.decode_vs_seq_len), ("hierarchy", plots.hierarchy),
            ("threads", plots.thread_scaling))  # report_data's series and how each is drawn
 HOLDS = {True: "yes", False: "no", None: "undecided (the memory's speed changed while the point ran: profile again)"}
@@ -373,6 +374,15 @@ def balance_table(sec, memory):
                       "per_level": [rate / level_bw for _, level_bw in columns]} for what, rate, dtype in computes]}
 
 
+def fma_clock_shift(sec):
+    """The clock the fp32 FMA peak implies over the nominal one (its fraction of the theoretical
+    peak at the nominal clock), where the two differ by CLOCK_SHIFT or more; None otherwise. A CPU's
+    matmul fraction at the nominal clock misleads by this factor when the host runs the cores faster."""
+    rec = (sec.get("peak_flops") or {}).get("fp32") or {}
+    shift = rec.get("fraction_of_theoretical")
+    return shift if shift and rec.get("implied_clock_hz") and abs(shift - 1) >= CLOCK_SHIFT else None
+
+
 def tensor_rows(sec, spec, what="tensor-core matmul"):
     """Matmul peaks (a GPU's tensor cores, a CPU's through torch) against the datasheet's dense rate
     (NVML gives no tensor figures), or a CPU's against its units' rate at the nominal clock."""
@@ -387,6 +397,10 @@ def tensor_rows(sec, spec, what="tensor-core matmul"):
         if theory and measured and measured > theory:
             implied = rec.get("implied_clock_hz")
             flag = "above the theoretical peak at the nominal clock" + (f": implies {ghz(implied)}" if implied else "")
+        shift = fma_clock_shift(sec)
+        if theory and measured and shift and rec.get("validated"):
+            flag = "; ".join(f for f in (flag, f"{pct(measured / (theory * shift))} of the units' rate at the "
+                                               f"{ghz(sec['peak_flops']['fp32']['implied_clock_hz'])} the fp32 FMA peak implies") if f)
         theoretical = (f"{si(sheet, unit)} (datasheet, dense)" if sheet
                        else f"{si(theory, unit)} (nominal clock)" if theory else "n/a")
         rows.append({"metric": f"{what} {dtype}", "best": si(measured, unit),

@@ -386,6 +386,15 @@ def test_a_cpus_matmul_rows_against_its_matrix_units():
         "Theoretical matmul figures, at the nominal clock: bf16: AMX-BF16 tiles (TDPBF16PS), 1024 per cycle per core; "
         "int8: not derivable: no int8 matrix unit; rates from the manual.")
     assert report.matmul_theory_lines({"theoretical": {"source": "a profile made before matmul theory"}}) == []
+    # a host that runs the cores 1.84x the nominal clock (the fp32 FMA peak says so) re-rates the units
+    fast = {**sec, "peak_flops": {"fp32": {"flops_per_s": 4.94e11, "fraction_of_theoretical": 1.84,
+                                           "implied_clock_hz": 3.86e9}}}
+    bf16, int8 = report.tensor_rows(fast, None, "matmul (torch)")
+    assert bf16["fraction"] == "20%" and bf16["flag"] == "11% of the units' rate at the 3.86 GHz the fp32 FMA peak implies"
+    assert int8["flag"] == ("above the theoretical peak at the nominal clock: implies 2.20 GHz; "
+                            "57% of the units' rate at the 3.86 GHz the fp32 FMA peak implies")
+    steady = {**sec, "peak_flops": {"fp32": {"fraction_of_theoretical": 0.97, "implied_clock_hz": 2.04e9}}}
+    assert report.tensor_rows(steady, None, "matmul (torch)")[0]["flag"] == ""  # within CLOCK_SHIFT: no re-rating
     series = report.roofline_series("m", {**sec, "peak_flops": {"fp32": {"flops_per_s": 3.3e11}}}, 32 << 20)
     assert {c["label"] for c in series["ceilings"] if not c["measured"]} == {
         "bf16 matmul (theoretical, nominal clock)", "int8 matmul (theoretical, nominal clock)"}
