@@ -345,7 +345,15 @@ def value_text(value, unit):
 
 def identity_text(label, value):
     """An identity field's value for the report: clocks in GHz, memory in GB (labels ending 'Hz',
-    'bytes'), anything else as it is."""
+    'bytes'), switches as yes/no, settings as NAME=value, lists joined, nothing recorded as 'n/a'."""
+    if value is None:
+        return "n/a"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, dict):
+        return ", ".join(f"{k}={v}" for k, v in value.items()) or "none"
+    if isinstance(value, list):
+        return ", ".join(map(str, value)) or "none"
     if is_finite_number(value) and label.endswith(" Hz"):
         return ghz(value)
     if is_finite_number(value) and label.endswith(" bytes"):

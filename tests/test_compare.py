@@ -185,7 +185,11 @@ def test_machine_and_software_differences_are_listed():
     assert ["CPU governor", "powersave", "performance"] in diffs and ["turbo", True, False] in diffs
     full["machine"]["cpu"]["clock_settings"]["scaling_max_hz"] = 2e9
     text = compare.markdown(compare.compare(full, tuned), "a.yaml", "b.yaml")
-    assert "| OS clock cap Hz | 2.00 GHz | None |" in text and "| turbo | True | False |" in text
+    assert "| OS clock cap Hz | 2.00 GHz | n/a |" in text and "| turbo | yes | no |" in text
+    assert compare.identity_text("OpenMP affinity", {"OMP_PROC_BIND": "spread", "OMP_PLACES": "cores"}) == (
+        "OMP_PROC_BIND=spread, OMP_PLACES=cores")  # settings, not a Python dict
+    assert compare.identity_text("transparent huge pages", None) == "n/a"
+    assert compare.identity_text("SIMD", ["avx2", "fma"]) == "avx2, fma"
 
 
 def test_each_runs_own_warnings_head_the_report():
