@@ -21,7 +21,7 @@ import numpy as np
 from harness.errors import HarnessError, read_yaml, refuse_unknown_keys
 from harness.profile import CPU_CLOCK, GPU_CLOCK, by_device, run_conditions
 from harness.profile_fields import is_finite_number
-from harness.summary import ghz, natural_key, rate_unit, si
+from harness.summary import CLOCK_SETTINGS, ghz, natural_key, rate_unit, si
 
 DEFAULT_THRESHOLD = 0.05
 CONFIG_KEYS = {"threshold_pct", "metrics"}
@@ -39,10 +39,7 @@ IDENTITY_FIELDS = [  # (label, path into the profile); compared and listed when 
     ("transparent huge pages", ("machine", "cpu", "memory_settings", "transparent_hugepages")),
     ("NUMA nodes", ("machine", "cpu", "memory_settings", "numa_nodes")),
     ("NUMA balancing", ("machine", "cpu", "memory_settings", "numa_balancing")),
-    ("CPU governor", ("machine", "cpu", "clock_settings", "governor")),
-    ("energy/performance preference", ("machine", "cpu", "clock_settings", "energy_performance_preference")),
-    ("turbo", ("machine", "cpu", "clock_settings", "turbo")),
-    ("OS clock cap Hz", ("machine", "cpu", "clock_settings", "scaling_max_hz")),
+    *((f"cpufreq {label}", ("machine", "cpu", "clock_settings", key)) for key, label, _ in CLOCK_SETTINGS),
     ("kernel", ("software", "kernel")), ("python", ("software", "python")),
     ("numba threading layer", ("software", "numba", "layer")),
     ("OpenMP affinity", ("software", "numba", "openmp_affinity")), ("threads used", ("devices", "cpu", "threads")),
@@ -56,6 +53,7 @@ GPU_IDENTITY_FIELDS = [("", "name"), ("UUID", "uuid"), ("power limit W", "power_
                        ("ECC mode", "ecc_mode"), ("MIG mode", "mig_mode")]
 
 
+CLOCK_SETTING_TEXT = {f"cpufreq {label}": text for _, label, text in CLOCK_SETTINGS}
 PROBE_CHANGED = "the probe's source or parameters changed (probe hash)"  # a not-comparable row's reason
 
 
@@ -348,6 +346,8 @@ def identity_text(label, value):
     'bytes'), switches as yes/no, settings as NAME=value, lists joined, nothing recorded as 'n/a'."""
     if value is None:
         return "n/a"
+    if label in CLOCK_SETTING_TEXT:
+        return CLOCK_SETTING_TEXT[label](value)
     if isinstance(value, bool):
         return "yes" if value else "no"
     if isinstance(value, dict):

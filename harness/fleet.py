@@ -16,7 +16,7 @@ import traceback
 from harness.compare import metric_failures
 from harness.errors import HarnessError, read_yaml
 from harness.profile import LOADER, atomic_write_text, dump, load_readable, save_profile, utc_now
-from harness.summary import natural_key, rate_unit, si, switch_text
+from harness.summary import CLOCK_SETTINGS, natural_key, rate_unit, si, switch_text
 from harness.validation import headline_dtype
 
 ENV_LAUNCHERS = (  # (rank, size, local rank) variables of common launchers
@@ -157,10 +157,6 @@ CONFIG_FIELDS = (("driver", ("gpu", "driver_version"), str), ("ecc", ("gpu", "ec
                  ("power limit", ("gpu", "power_limit_w"), lambda w: f"{w:.0f} W"))
 
 
-CPU_CLOCK_FIELDS = (("governor", "governor", str), ("energy/performance preference", "energy_performance_preference", str),
-                    ("turbo", "turbo", switch_text), ("clock cap", "scaling_max_hz", lambda hz: f"{hz / 1e6:.0f} MHz"))
-
-
 def config_of(doc):
     """Configuration a healthy fleet shares, as the text the report shows (and compares, so a
     MemTotal a few hundred KiB apart between boots is the same 25.3 GB): CPU, memory, kernel,
@@ -170,7 +166,7 @@ def config_of(doc):
            "kernel": doc["software"].get("kernel"), "python": doc["software"].get("python")}
     cfg.update({f"package {k}": v for k, v in (doc["software"].get("packages") or {}).items()})
     clock = doc["machine"].get("cpu", {}).get("clock_settings") or {}  # a node left on powersave, or capped
-    cfg.update({f"cpu {label}": text(clock[key]) for label, key, text in CPU_CLOCK_FIELDS if clock.get(key) is not None})
+    cfg.update({f"cpu {label}": text(clock[key]) for key, label, text in CLOCK_SETTINGS if clock.get(key) is not None})
     for dev, section in (doc.get("devices") or {}).items():
         for label, (a, b), text in CONFIG_FIELDS:
             value = (section.get(a) or {}).get(b)

@@ -11,7 +11,7 @@ from harness.gpus import memory_name
 from harness.machine import ASSUMED_LLC_BYTES, last_level_cache_bytes
 from harness.profile import CPU_CLOCK, atomic_write_text, by_device, labelled_records, run_conditions
 from harness.specs import match_spec, spec_flag
-from harness.summary import (balance_text, crossover_phrase, ghz, rate_unit, record_name, record_warnings, seed_weights_change,
+from harness.summary import (CLOCK_SETTINGS, balance_text, crossover_phrase, ghz, rate_unit, record_name, record_warnings, seed_weights_change,
                              short_of_roofs_phrase, si, switch_text, unmeasured_phrases, working_set_band)
 from harness.validation import LARGE_CACHE_FACTOR, compute_roof, headline_dtype, matmul_rate, roofs, swept_shape
 
@@ -301,11 +301,8 @@ def clock_settings(settings):
         return "not recorded"
     if all(v is None for v in settings.values()):
         return "not visible (no cpufreq; under a hypervisor the host sets the clock)"
-    turbo = {True: "on", False: "off"}.get(settings.get("turbo"), "unknown")
-    cap = settings.get("scaling_max_hz")
-    return (f"governor {settings.get('governor') or 'unknown'}, energy/performance preference "
-            f"{settings.get('energy_performance_preference') or 'unknown'}, turbo {turbo}, "
-            f"OS cap {ghz(cap) if cap else 'unknown'}")
+    return ", ".join(f"{label} {'unknown' if settings.get(key) is None else text(settings[key])}"
+                     for key, label, text in CLOCK_SETTINGS)
 
 
 def collect_warnings(sec):

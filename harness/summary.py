@@ -20,6 +20,14 @@ def ghz(hz):
     return f"{hz / 1e9:.2f} GHz"
 
 
+CLOCK_SETTINGS = (  # machine.cpu.clock_settings (key, label, text): named and shown one way by report, compare and fleet
+    ("governor", "governor", str),
+    ("energy_performance_preference", "energy/performance preference", str),
+    ("turbo", "turbo", lambda on: "on" if on else "off"),
+    ("scaling_max_hz", "OS clock cap", ghz),
+)
+
+
 def si(value, unit):
     """12.3e9, 'B/s' -> '12.3 GB/s'; None -> 'n/a'."""
     if value is None:

@@ -182,10 +182,10 @@ def test_machine_and_software_differences_are_listed():
     tuned["machine"]["cpu"]["clock_settings"] = {"governor": "performance", "turbo": False}
     full["machine"]["cpu"]["clock_settings"] = {"governor": "powersave", "turbo": True}
     diffs = [list(d) for d in compare.identity_differences(full, tuned)]
-    assert ["CPU governor", "powersave", "performance"] in diffs and ["turbo", True, False] in diffs
+    assert ["cpufreq governor", "powersave", "performance"] in diffs and ["cpufreq turbo", True, False] in diffs
     full["machine"]["cpu"]["clock_settings"]["scaling_max_hz"] = 2e9
     text = compare.markdown(compare.compare(full, tuned), "a.yaml", "b.yaml")
-    assert "| OS clock cap Hz | 2.00 GHz | n/a |" in text and "| turbo | yes | no |" in text
+    assert "| cpufreq OS clock cap | 2.00 GHz | n/a |" in text and "| cpufreq turbo | on | off |" in text
     assert compare.identity_text("OpenMP affinity", {"OMP_PROC_BIND": "spread", "OMP_PLACES": "cores"}) == (
         "OMP_PROC_BIND=spread, OMP_PLACES=cores")  # settings, not a Python dict
     assert compare.identity_text("transparent huge pages", None) == "n/a"

@@ -116,7 +116,7 @@ def test_configuration_differences_are_listed():
     docs["n0"]["machine"]["cpu"]["clock_settings"] = {"governor": "performance", "turbo": True, "scaling_max_hz": None}
     differences = fleet.analyse(docs)["differences"]
     assert differences["cpu governor"] == {"n0": "performance", "n1": "powersave", "n2": None}
-    assert differences["cpu turbo"]["n1"] == "off" and differences["cpu clock cap"]["n1"] == "2000 MHz"
+    assert differences["cpu turbo"]["n1"] == "off" and differences["cpu OS clock cap"]["n1"] == "2.00 GHz"
 
 
 def test_fleet_report_cli_exit_codes_and_pngs(tmp_path):

@@ -446,7 +446,7 @@ def test_clock_settings_that_move_compute_are_read_and_flagged(tmp_path):
     assert settings == {"governor": "powersave", "energy_performance_preference": "balance_performance",
                         "scaling_max_hz": 2e9, "turbo": False}
     assert report.clock_settings(settings) == ("governor powersave, energy/performance preference balance_performance, "
-                                               "turbo off, OS cap 2.00 GHz")
+                                               "turbo off, OS clock cap 2.00 GHz")
     cpu = {"clock_settings": settings, "frequency": machine.read_frequency({}, str(tmp_path / cpu0))}
     section = {}
     run.flag_clock_settings(section, cpu)
