@@ -374,7 +374,8 @@ def conditions_markdown(result):
         return []
     out = ["## Run conditions", "", "| device | condition | base | new |", "|---|---|---|---|"]
     out += [f"| {d} | {k} | {condition_text(k, b)} | {condition_text(k, n)} |" for d, k, b, n in rows]
-    out += [""]
+    out += ["", "CPU steal and other load are medians over each profile's measurements.", ""] if any(
+        k not in (CPU_CLOCK, GPU_CLOCK) for _, k, _, _ in rows) else [""]
     for d, change in result.get("clock_moved") or []:
         out += [f"**The {d}'s clock differs by {change:+.0%} between the runs**: rates bound by its compute move with "
                 "it, and on a VM a host busy enough to move the clock moves memory figures too; verdicts on them then "

@@ -106,15 +106,15 @@ def run_conditions(doc):
     """{device: {condition: value}}: how fast the machine ran while it was profiled, which no
     identity field shows. A CPU's clock implied by its fp32 FMA peak (flat-out FMA chains: on a VM
     the host's turbo and load set it, and an SMT sibling busy with another guest lowers it) and the
-    median steal and other load over its measurements; a GPU's median SM clock during its peak
+    median steal and other load over its measurements ('CPU steal', 'other load'); a GPU's median SM clock during its peak
     probe, from NVML. Compare, history and the report show them."""
     out = {}
     for device, sec in by_device(doc):
         if device == "cpu":
             records = list(measurement_records(sec))
             got = {CPU_CLOCK: ((sec.get("peak_flops") or {}).get("fp32") or {}).get("implied_clock_hz"),
-                   "CPU steal (median of measurements)": _median_of(records, "steal_fraction"),
-                   "other load (median of measurements)": _median_of(records, "other_load_fraction")}
+                   "CPU steal": _median_of(records, "steal_fraction"),
+                   "other load": _median_of(records, "other_load_fraction")}
         else:
             got = {GPU_CLOCK: (((sec.get("telemetry") or {}).get("peak") or {}).get("sm_clock_hz") or {}).get("median")}
         got = {k: v for k, v in got.items() if profile_fields.is_finite_number(v)}

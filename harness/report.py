@@ -30,7 +30,7 @@ def conditions_text(doc):
     recorded): the clock its fp32 FMA peak implies, the median steal and other load."""
     got = run_conditions(doc).get("cpu") or {}
     parts = [f"cores at {ghz(got[CPU_CLOCK])} (implied by the fp32 FMA peak)"] if CPU_CLOCK in got else []
-    shares = [f"{name.split(' (')[0]} {value:.1%}" for name, value in got.items() if name != CPU_CLOCK]
+    shares = [f"{name} {value:.1%}" for name, value in got.items() if name != CPU_CLOCK]
     if shares:
         parts.append(", ".join(shares) + " (medians over the measurements)")
     return "; ".join(parts)
