@@ -393,7 +393,7 @@ def tensor_rows(sec, spec, what="tensor-core matmul"):
         flag = spec_flag(measured, sheet) or ""
         if theory and measured and measured > theory:
             implied = rec.get("implied_clock_hz")
-            flag = "above the theoretical peak at the nominal clock" + (f": implies {ghz(implied)}" if implied else "")
+            flag = "above the theoretical peak at the nominal clock" + (f": implies at least {ghz(implied)}" if implied else "")
         shift = fma_clock_shift(sec)
         if theory and measured and shift and rec.get("validated"):
             flag = "; ".join(f for f in (flag, f"{pct(measured / (theory * shift))} of the units' rate at the "

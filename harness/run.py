@@ -193,11 +193,12 @@ def flag_against_theory(section, theory, cpu):
             rec["theoretical_flops_per_s"] = peak
             rec["fraction_of_theoretical"] = rec["flops_per_s"] / peak
             if rec["flops_per_s"] > peak:
-                rec["implied_clock_hz"] = clock_hz
+                rec["implied_clock_hz"] = clock_hz  # a matmul's: a floor (it does not run the units flat out)
                 rec["warnings"].append(
                     f"exceeds the theoretical peak of {cores} core{'s' * (cores > 1)} ({si(peak, rate_unit(dtype))} at "
-                    f"the nominal {ghz(cpu['frequency']['nominal_hz'])}): the cores ran at about "
-                    f"{ghz(rec['implied_clock_hz'])}, above the clock this machine reports")
+                    f"the nominal {ghz(cpu['frequency']['nominal_hz'])}): the cores ran at "
+                    f"{'about' if key == 'peak_flops' else 'at least'} {ghz(rec['implied_clock_hz'])}, above the clock "
+                    "this machine reports")
     validation.flag_bandwidth(section, theory.get("bytes_per_s"), "DRAM")
 
 
