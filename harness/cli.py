@@ -270,7 +270,7 @@ def cmd_history(args):
         rows = history.trend(docs, metric)
         if all(r["median"] is None and not r["step"] for r in rows):  # a step: its output check failed there
             raise HarnessError(f"metric {metric!r} is in none of the profiles of {args.machine_id}: valid are "
-                               f"{', '.join(history.metric_names(docs)) or 'none (no validated measurement)'}")
+                               f"{history.metric_choices(metric, history.metric_names(docs))}")
         path = os.path.join(args.out, args.machine_id, f"history-{metric.replace('/', '_')}.png")
         # the PNG before printing, which fails where the reader went away
         history.plot(metric, rows, path, f"{args.machine_id}: {metric} over time")

@@ -1,6 +1,7 @@
 """A metric's trend over a machine's stored profiles, with step changes flagged (no probe runs)."""
 
 import datetime
+import difflib
 import glob
 import os
 import statistics
@@ -26,9 +27,28 @@ def profiles_of(machine_id, folder="profiles"):
     return sorted(docs, key=lambda pd: pd[1]["created_utc"]), unreadable
 
 
+MAX_LISTED = 12  # valid metric names an error lists before it narrows them to the likeliest
+
+
 def metric_names(docs):
     """Every metric name that some profile of `docs` measured, numbers in them in number order."""
     return sorted({name for _, doc in docs for name in compare.metric_samples(doc)}, key=natural_key)
+
+
+def metric_choices(metric, names, shown=MAX_LISTED):
+    """What to say of the valid names when `metric` is none of them: all of them if few; else those
+    it begins (a family: 'decode'), else the closest spellings, else each family with its count."""
+    if len(names) <= shown:
+        return ", ".join(names) or "none (no validated measurement)"
+    begun = [n for n in names if n.startswith(metric)]
+    close = begun or difflib.get_close_matches(metric, names, n=shown, cutoff=0.75)
+    if close:
+        more = f" and {len(close) - shown} more" if len(close) > shown else ""
+        return ", ".join(close[:shown]) + more
+    families = {}
+    for n in names:
+        families.setdefault(n.split(".")[0], []).append(n)
+    return "; ".join(f"{len(members)} {family}.* (as {members[0]})" for family, members in families.items())
 
 
 def headline_metrics(docs):

@@ -469,3 +469,18 @@ def test_probe_code_is_the_same_on_every_python():
     from harness.workload import stable_dump
 
     assert stable_dump(ast.parse(SNIPPET)) == SNIPPET_DUMP_311
+
+
+def test_an_unknown_history_metric_is_answered_with_the_likeliest_names():
+    from harness import history
+
+    few = ["balance.fp32", "bandwidth.read"]
+    assert history.metric_choices("x", few) == "balance.fp32, bandwidth.read"  # few: every one
+    assert history.metric_choices("x", []) == "none (no validated measurement)"
+    names = ([f"hierarchy.{1 << i}" for i in range(10, 30)] + ["bandwidth.read", "bandwidth.triad"]
+             + [f"decode.numba-fused.fp32.S{s}.time" for s in (4096, 16384)])
+    assert history.metric_choices("decode", names) == "decode.numba-fused.fp32.S4096.time, decode.numba-fused.fp32.S16384.time"
+    assert history.metric_choices("hierarchy", names, shown=3) == "hierarchy.1024, hierarchy.2048, hierarchy.4096 and 17 more"
+    assert history.metric_choices("bandwidth.raed", names).startswith("bandwidth.read")  # a misspelling: the closest
+    assert history.metric_choices("nope", names) == (
+        "20 hierarchy.* (as hierarchy.1024); 2 bandwidth.* (as bandwidth.read); 2 decode.* (as decode.numba-fused.fp32.S4096.time)")
