@@ -21,7 +21,7 @@ import numpy as np
 from harness.errors import HarnessError, read_yaml, refuse_unknown_keys
 from harness.profile import CPU_CLOCK, GPU_CLOCK, by_device, run_conditions
 from harness.profile_fields import is_finite_number
-from harness.summary import CLOCK_SETTINGS, ghz, natural_key, rate_unit, si
+from harness.summary import CLOCK_SETTINGS, ghz, natural_key, rate_unit, si, switch_text
 
 DEFAULT_THRESHOLD = 0.05
 CONFIG_KEYS = {"threshold_pct", "metrics"}
@@ -343,7 +343,10 @@ def value_text(value, unit):
 
 def identity_text(label, value):
     """An identity field's value for the report: clocks in GHz, memory in GB (labels ending 'Hz',
-    'bytes'), switches as yes/no, settings as NAME=value, lists joined, nothing recorded as 'n/a'."""
+    'bytes'), NVML modes (ECC, MIG) as on/off, switches as yes/no, settings as NAME=value, lists
+    joined, nothing recorded as 'n/a'."""
+    if label.endswith(" mode"):
+        return switch_text(value)
     if value is None:
         return "n/a"
     if label in CLOCK_SETTING_TEXT:

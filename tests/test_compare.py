@@ -190,6 +190,7 @@ def test_machine_and_software_differences_are_listed():
         "OMP_PROC_BIND=spread, OMP_PLACES=cores")  # settings, not a Python dict
     assert compare.identity_text("transparent huge pages", None) == "n/a"
     assert compare.identity_text("SIMD", ["avx2", "fma"]) == "avx2, fma"
+    assert [compare.identity_text("gpu0 ECC mode", m) for m in (1, 0, None)] == ["on", "off", "not supported"]
 
 
 def test_each_runs_own_warnings_head_the_report():
