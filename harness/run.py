@@ -197,8 +197,8 @@ def flag_against_theory(section, theory, cpu):
                 rec["warnings"].append(
                     f"exceeds the theoretical peak of {cores} core{'s' * (cores > 1)} ({si(peak, rate_unit(dtype))} at "
                     f"the nominal {ghz(cpu['frequency']['nominal_hz'])}): the cores ran at "
-                    f"{'about' if key == 'peak_flops' else 'at least'} {ghz(rec['implied_clock_hz'])}, above the clock "
-                    "this machine reports")
+                    + (f"about {ghz(clock_hz)}" if key == "peak_flops" else f"{ghz(clock_hz)} or faster")
+                    + ", above the clock this machine reports")
     validation.flag_bandwidth(section, theory.get("bytes_per_s"), "DRAM")
 
 
