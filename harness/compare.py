@@ -102,7 +102,9 @@ def metric_device(name):
 
 def named_records(sec):
     """(metric name, record, work key, unit) for every measurement record of a device section,
-    validated or not; a decode record's name is its shape's ('decode.numba-fused.fp32.B1...S16384')."""
+    validated or not; a decode record's name is its shape's ('decode.numba-fused.fp32.B1...S16384'), and
+    its in-core task's that name's with '.in_core' (its loops' rate with the rows in L2: a change to the
+    kernel shows there without the memory's drift)."""
     for group in ("bandwidth", "bandwidth_fp32"):
         for kernel, rec in (sec.get(group) or {}).items():
             yield f"{group}.{kernel}", rec, "bytes_per_call", "B/s"
@@ -117,8 +119,11 @@ def named_records(sec):
             work = "bytes_per_call" if "bytes_per_call" in rec else "flops_per_call"
             yield f"thread_sweep.{kernel}.{rec['threads']}", rec, work, "B/s" if work == "bytes_per_call" else "FLOP/s"
     for rec in sec.get("decode_attention") or []:
-        yield (f"decode.{rec['impl']}.{rec['dtype']}.B{rec['batch']}.H{rec['heads']}.KV{rec['kv_heads']}"
-               f".D{rec['head_dim']}.S{rec['seq_len']}"), rec, None, "s"
+        name = (f"decode.{rec['impl']}.{rec['dtype']}.B{rec['batch']}.H{rec['heads']}.KV{rec['kv_heads']}"
+                f".D{rec['head_dim']}.S{rec['seq_len']}")
+        yield name, rec, None, "s"
+        if (rec.get("in_core") or {}).get("samples_s") is not None:  # else {reason}
+            yield f"{name}.in_core", rec["in_core"], "bytes_per_call", "B/s"
 
 
 def section_failures(sec):

@@ -72,7 +72,7 @@ NAMED = {
     **dict.fromkeys(("validated", "model_holds", "quick", "against_adjacent_read", "stage_rows_in_l1", "l2_cold",
                      "available"), "flag"),
     **dict.fromkeys(("warnings", "simd", "matrix_units", "clocks_event_reasons"), "texts"),
-    **dict.fromkeys(("counters", "model", "achieved", "kernel_config", "frequency", "cgroup",
+    **dict.fromkeys(("counters", "model", "achieved", "kernel_config", "in_core", "frequency", "cgroup",
                      "memory_settings", "clock_settings", "gpu", "sm_limits"), "mapping"),
     **dict.fromkeys(("median_s_per_setting", "calls_per_setting"), "table"),
     **dict.fromkeys(("caches", "short_of_roofs", "decode_unsupported"), "records"),
@@ -149,6 +149,8 @@ def check_decode_record(rec, where):
             ("bytes_per_s", "flops_per_s", "fraction_of_bandwidth", "fraction_of_peak_flops"), filled=False)
     if rec.get("validated"):
         require(rec, where, ("rel_error", "tolerance"))
+    if (rec.get("in_core") or {}).get("samples_s") is not None:  # else {reason}: the CPU reports no L2
+        check_timing_record(rec["in_core"], f"{where}.in_core", "bytes_per_s", "bytes_per_call")
     if rec.get("registers") is not None:  # a GPU kernel as the driver loaded it
         require(rec, where, ("local_bytes_per_thread",))
     if rec.get("blocks_per_sm"):

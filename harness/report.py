@@ -11,7 +11,7 @@ from harness.gpus import memory_name
 from harness.machine import ASSUMED_LLC_BYTES, last_level_cache_bytes
 from harness.profile import CPU_CLOCK, atomic_write_text, by_device, labelled_records, run_conditions
 from harness.specs import match_spec, spec_flag
-from harness.summary import (CLOCK_SETTINGS, balance_text, crossover_phrase, ghz, rate_unit, record_name, record_warnings, seed_weights_change,
+from harness.summary import (CLOCK_SETTINGS, balance_text, crossover_phrase, decode_shape, ghz, rate_unit, record_name, record_warnings, seed_weights_change,
                              short_of_roofs_phrase, si, switch_text, unmeasured_phrases, working_set_band)
 from harness.validation import LARGE_CACHE_FACTOR, compute_roof, headline_dtype, matmul_rate, roofs, swept_shape
 
@@ -691,7 +691,27 @@ def decode_markdown(sec, image, h):
         short = short_of_roofs_phrase(v.get("short_of_roofs"))
         if short:
             out += [short[0].upper() + short[1:] + ".", ""]
-    return out
+    return out + in_core_markdown(recs, h)
+
+
+def in_core_markdown(recs, h):
+    """Where the fused kernel's time goes at each point from memory that has its in-core rate: its
+    loops' time with the rows in L2 and the memory's at the read beside it, against their sum and
+    their maximum (validation.derive_in_core)."""
+    rows = [[f"{r['impl']} {decode_shape(r)}", f"{r['time_s'] * 1e3:.1f}"]
+            + [f"{r['in_core'][key] * 1e3:.1f}" for key in ("core_time_s", "memory_time_s", "no_overlap_time_s",
+                                                             "full_overlap_time_s")]
+            + [num(r["time_s"] / r["in_core"]["no_overlap_time_s"])]
+            for r in recs if (r.get("in_core") or {}).get("core_time_s")]
+    if not rows:
+        return []
+    return [f"{h} Where the fused kernel's time goes", "",
+            table(["point", "median ms", "loops ms (rows in L2)", "memory ms (read beside it)", "sum ms (no overlap)",
+                   "max ms (full overlap)", "median / sum"], rows), "",
+            "Loops: the kernel's own task, on one thread with its K and V rows in L2 (no memory to wait for), timed "
+            "and checked against float64, at the point's bytes and threads; memory: the point's bytes at the DRAM "
+            "read measured beside it. Near the sum, the loops and the memory take turns (as the ECM model assumes of "
+            "Intel cores): every cycle the loops save shortens the step. Near the max, the shorter one is hidden.", ""]
 
 
 def drills_markdown(d, h="##", who="this machine"):

@@ -148,7 +148,9 @@ def short_of_roofs_phrase(points):
     return ("below both roofs (the roofline leaves out what sets their time: the kernel's loads, conversions, "
             "reductions or latency): " + "; ".join(
                 f"{p['point']} at {p['fraction_of_roof']:.2f} of its {p['roof'].split('-')[0]} roof, "
-                f"{p['fraction_of_peak_flops']:.1%} of the compute peak" for p in points))
+                f"{p['fraction_of_peak_flops']:.1%} of the compute peak"
+                + (f", its loops alone (rows in L2) {p['in_core_fraction_of_time']:.2f} of its time"
+                   if p.get("in_core_fraction_of_time") else "") for p in points))
 
 
 def switch_text(mode):

@@ -252,6 +252,23 @@ def derive_point(rec, bw, peak):
     return rec
 
 
+def derive_in_core(rec):
+    """Where a point from DRAM carries its kernel's in-core rate (probes/cpu_decode.py in_core_workload)
+    and a read measured beside it: rec.in_core's core_time_s (the point's bytes at that rate on each of
+    its threads), memory_time_s (the bytes at the read beside it) and the two bounds of their overlap,
+    no_overlap_time_s (their sum: the loops wait for memory and memory for the loops) and
+    full_overlap_time_s (the longer of the two)."""
+    core = rec.get("in_core") or {}
+    rate = core.get("median_bytes_per_s")
+    fraction = (rec.get("achieved") or {}).get("fraction_of_adjacent_read")
+    if not (core.get("validated") and rate and fraction):
+        return
+    core["core_time_s"] = rec["model"]["bytes"] / (rate * rec["threads"])
+    core["memory_time_s"] = rec["time_s"] * fraction  # the bytes at the read bandwidth beside the point
+    core["no_overlap_time_s"] = core["core_time_s"] + core["memory_time_s"]
+    core["full_overlap_time_s"] = max(core["core_time_s"], core["memory_time_s"])
+
+
 def flag_faster_than_profiled_read(rec, bw, llc_bytes, memory):
     """A warning (once) where a point whose cache is LARGE_CACHE_FACTOR x the last-level cache moved its
     bytes FASTER_THAN_READ x as fast as the profile's read bandwidth: no cache serves it, so the memory
@@ -315,9 +332,11 @@ def short_of_roofs(large):
     for r in large:
         error = r.get("model_error_adjacent") if r.get("model_error_adjacent") is not None else r.get("model_error")
         if r.get("validated") and error is not None and 1 / (1 + error) < ROOF_ATTAINED:
+            core = (r.get("in_core") or {}).get("core_time_s")
             found.append({"point": record_name("decode", None, r), "fraction_of_roof": 1 / (1 + error),
                           "roof": r["model"].get("regime"), "fraction_of_peak_flops": r["achieved"]["fraction_of_peak_flops"],
-                          "against_adjacent_read": r.get("model_error_adjacent") is not None})
+                          "against_adjacent_read": r.get("model_error_adjacent") is not None,
+                          **({"in_core_fraction_of_time": core / r["time_s"]} if core else {})})
     return sorted(found, key=lambda f: f["fraction_of_roof"])
 
 
@@ -422,6 +441,7 @@ def validate_section(section, llc_bytes, fused_impl="numba-fused", memory="DRAM"
     bw, peak = roofs(section)
     for rec in records:
         derive_point(rec, bw, peak)
+        derive_in_core(rec)
         flag_faster_than_profiled_read(rec, bw, llc_bytes, memory)
     section["model_validation"] = model_validation(records, llc_bytes, bw, fused_impl, memory)
     return section

@@ -21,7 +21,7 @@ from harness.validation import LARGE_CACHE_FACTOR
 from harness.workload import Workload, set_cpu_threads
 from probes import torch_unavailable_reason
 from probes.cpu_decode_kernel import (STORAGE, _f32_bits, _f32_to_fp16_bits, chunk_length, decode_kernel, kernel_configs,
-                                      quantised, widen)
+                                      quantised, task_loops, widen)
 from probes.cpu_stream import (READ_OFFSET_ELEMS, POOL, aligned_empty, fill_random, pooled_arrays, read_workload,
                                stream_elements)
 
@@ -494,6 +494,55 @@ def sweep(ctx):
 
 
 READ_SAMPLE_S = 0.01  # seconds of DRAM reads timed right before each sample of a large decode point
+IN_CORE_L2_SHARE = 0.5  # of one L2: the in-core task's K and V rows, leaving room for its scores and output
+IN_CORE_REPEATS = 7
+
+
+def l2_bytes(cpu):
+    """The size of one L2 cache (what one core's task has to itself), or None where none is reported."""
+    return next((c["size_bytes"] for c in cpu.get("caches") or [] if c.get("level") == 2), None)
+
+
+def in_core_workload(shape, config, cpu, seed):
+    """A Workload (one thread) running one task of the numba-fused kernel over a KV head's rows that
+    fit in half an L2, with the point's kernel setting, checked against the float64 reference;
+    None where the CPU reports no L2. Its rate is the kernel's own compute ceiling: what its loops
+    (widening, dot products, softmax, weighted sums) do per second with no memory to wait for."""
+    l2 = l2_bytes(cpu)
+    if not l2:
+        return None
+    per_token = 2 * (shape.head_dim * np.dtype(STORAGE[shape.dtype]).itemsize + 4 * (shape.dtype == "int8"))
+    tokens = max(64, int(l2 * IN_CORE_L2_SHARE) // per_token // 64 * 64)
+    task = model.DecodeShape(seq_len=tokens, heads=shape.group, kv_heads=1, head_dim=shape.head_dim, dtype=shape.dtype)
+    cache = DecodeCache(task, seed)
+    po = np.empty((shape.group, shape.head_dim), np.float32)
+    pm, pl = np.empty(shape.group, np.float32), np.empty(shape.group, np.float32)
+    stage, ahead = config["stage_rows_in_l1"], config["prefetch_rows_ahead"]
+    info = {"seq_len": tokens, "heads": task.heads, "kv_heads": 1, "seed": seed,
+            "how": f"one task of {tokens} tokens (a KV head's K and V rows, {tokens * per_token} bytes, in one L2 of "
+                   f"{l2} bytes) on one thread, {'staged' if stage else 'direct'}, prefetch {ahead}"}
+
+    def check():
+        on_stored, on_original = cache.reference()
+        ref = on_stored if shape.dtype == "int8" else on_original
+        info["rel_error"] = err = relative_error(po / pl[:, None], ref)
+        info["tolerance"] = bound = tolerance(task)
+        return None if err <= bound else f"in-core task {shape.dtype}: relative error {err:.3g} exceeds {bound:g}"
+
+    return Workload(name="numba-fused in-core", dtype=shape.dtype, threads=1, info=info, check=check,
+                    poison=lambda: po.fill(np.nan), working_set_bytes=model.cache_bytes(task),
+                    bytes_per_call=model.decode_bytes(task), flops_per_call=model.attention_flops(task),
+                    run=lambda loops: task_loops(cache.q, task.heads, cache.k, cache.v, cache.k_scale, cache.v_scale,
+                                                 stage, ahead, loops, po, pm, pl))
+
+
+def measure_in_core(ctx, rec, shape, seed):
+    """rec["in_core"]: the in-core task's timing record (in_core_workload), or the reason there is none."""
+    w = in_core_workload(shape, rec["kernel_config"], ctx.cpu, seed)
+    if w is None:
+        rec["in_core"] = {"reason": "the CPU reports no L2 cache to size the in-core task by"}
+        return
+    rec["in_core"] = ctx.measure(w, repeats=IN_CORE_REPEATS)
 
 
 def adjacent_reader(ctx):
@@ -573,6 +622,8 @@ def run_decode(ctx):
             rec["adjacent_read_bytes_per_s"] = float(np.median(reads)) if all(reads) else None
             if not all(reads):
                 rec["warnings"].append("a DRAM read sample beside this point summed wrong: no adjacent read bandwidth")
+            if impl == "numba-fused" and rec.get("validated"):  # what its loops cost with no memory to wait for
+                measure_in_core(ctx, rec, shape, seed=2000 + i)
         records.append(rec)
     return {"decode_attention": records, **({"decode_unsupported": left_out} if left_out else {})}
 

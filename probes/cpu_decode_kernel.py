@@ -429,6 +429,20 @@ def _chunk(q2, qrow, group, k2, v2, kscale, vscale, r0, r1, scale, scores, po, p
         _weighted_sum(v2, r0, r1, group, scores, po, prow, buf, stage, False, 0)
 
 
+@njit(fastmath=True, cache=True)
+def task_loops(q2, group, k2, v2, kscale, vscale, stage, ahead, loops, po, pm, pl):
+    """`loops` runs of one task over every row of k2 and v2 on this thread, as decode_kernel runs
+    each: the in-core timing, its rows in the core's L2 (po, pm, pl: the task's partial output)."""
+    n, d = k2.shape
+    scores = np.empty((group, n), np.float32)
+    buf = aligned_rows(8, d)
+    ebits = np.empty(n, np.int32)
+    scale = np.float32(1.0 / np.sqrt(d))
+    first = 0 * n  # an int64, not a literal 0: _chunk then reuses decode_kernel's compiled code (10 s a dtype)
+    for _ in range(loops):
+        _chunk(q2, first, group, k2, v2, kscale, vscale, first, n, scale, scores, po, pm, pl, first, buf, ebits, stage, ahead)
+
+
 @njit(parallel=True, fastmath=True, cache=True)
 def decode_kernel(q2, k2, v2, kscale, vscale, batch, heads, kv_heads, seq_len, chunk_len, stage, ahead, out2):
     """out2 [B*H, D] = softmax(q k^T / sqrt(D)) v for one decode step, split over (batch, kv head,

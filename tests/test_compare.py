@@ -485,3 +485,16 @@ def test_an_unknown_history_metric_is_answered_with_the_likeliest_names():
     assert history.metric_choices("bandwidth.raed", names).startswith("bandwidth.read")  # a misspelling: the closest
     assert history.metric_choices("nope", names) == (
         "20 hierarchy.* (as hierarchy.1024); 2 bandwidth.* (as bandwidth.read); 2 decode.* (as decode.numba-fused.fp32.S4096.time)")
+
+
+def test_a_decode_points_in_core_rate_is_a_metric_and_its_failure_is_wrong_output():
+    rec = {"impl": "numba-fused", "dtype": "bf16", "batch": 1, "heads": 32, "kv_heads": 32, "head_dim": 128,
+           "seq_len": 262144, "validated": True, "samples_s": [0.16, 0.17], "model": {"bytes": 4e9},
+           "in_core": {"validated": True, "bytes_per_call": 1 << 20, "samples_s": [1e-4, 2e-4], "probe_hash": "h"}}
+    name = "decode.numba-fused.bf16.B1.H32.KV32.D128.S262144"
+    samples, higher_is_better, unit, digest = compare.section_metrics({"decode_attention": [rec]})[f"{name}.in_core"]
+    assert samples == [(1 << 20) / 1e-4, (1 << 20) / 2e-4] and higher_is_better and unit == "B/s" and digest == "h"
+    rec["in_core"] = {**rec["in_core"], "validated": False, "error": "in-core task bf16: relative error inf exceeds 0.01"}
+    assert compare.section_failures({"decode_attention": [rec]}) == {f"{name}.in_core": rec["in_core"]["error"]}
+    rec["in_core"] = {"reason": "the CPU reports no L2 cache to size the in-core task by"}
+    assert not [m for m in compare.section_metrics({"decode_attention": [rec]}) if m.endswith(".in_core")]

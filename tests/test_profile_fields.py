@@ -132,3 +132,24 @@ def test_random_damage_is_refused_on_load_or_read_without_a_traceback(stored, tm
         except HarnessError:
             pass  # a reader's own clear refusal (a roof the export needs is gone)
     assert 0 < refused < 80
+
+
+def test_an_in_core_record_is_checked_as_a_timing_record(stored, tmp_path):
+    doc = copy.deepcopy(stored)
+    rec = doc["devices"]["cpu"]["decode_attention"][0]
+    rec["in_core"] = {"samples_s": [1e-5, 1.1e-5], "bytes_per_call": 1 << 20, "threads": 1, "bytes_per_s": 1e11,
+                      "median_bytes_per_s": 9.5e10, "validated": True, "core_time_s": 0.07}
+    assert profile.load_profile(write(doc, tmp_path))["devices"]["cpu"]["decode_attention"][0]["in_core"]["threads"] == 1
+    for key, value, message in (("samples_s", "fast", "in_core.samples_s must be a list of numbers"),
+                                ("median_bytes_per_s", REMOVE, "in_core has no median_bytes_per_s"),
+                                ("core_time_s", "long", "in_core.core_time_s must be a number")):
+        bad = copy.deepcopy(doc)
+        target = bad["devices"]["cpu"]["decode_attention"][0]["in_core"]
+        if value is REMOVE:
+            del target[key]
+        else:
+            target[key] = value
+        with pytest.raises(HarnessError, match=message.replace(".", r"\.")):
+            profile.load_profile(write(bad, tmp_path))
+    rec["in_core"] = {"reason": "the CPU reports no L2 cache to size the in-core task by"}
+    assert profile.load_profile(write(doc, tmp_path))

@@ -489,3 +489,16 @@ def test_a_hybrid_cpus_cores_are_split_into_p_and_e_cores(doc):
     lines = report.markdown(report.report_data(hybrid, load_specs())).splitlines()
     assert "| cores / threads / sockets | 14 (6 P + 8 E) / 20 / 1 |" in lines
     assert "| cores / threads / sockets | 2 / 2 / 1 |" in report.markdown(report.report_data(doc, load_specs())).splitlines()
+
+
+def test_where_the_fused_kernels_time_goes_is_tabled_for_points_with_their_in_core_rate():
+    rec = {"impl": "numba-fused", "dtype": "bf16", "batch": 1, "heads": 32, "kv_heads": 32, "head_dim": 128,
+           "seq_len": 262144, "time_s": 0.1595,
+           "in_core": {"core_time_s": 0.0734, "memory_time_s": 0.1212, "no_overlap_time_s": 0.1946,
+                       "full_overlap_time_s": 0.1212}}
+    lines = report.in_core_markdown([rec, {**rec, "in_core": {"reason": "no L2"}}, {**rec, "impl": "torch-sdpa",
+                                                                                      "in_core": None}], "##")
+    assert lines[0] == "## Where the fused kernel's time goes"
+    rows = [line for line in "\n".join(lines).splitlines() if line.startswith("| numba")]
+    assert rows == ["| numba-fused bf16 B=1 H=32/32 d_h=128 S=262144 | 159.5 | 73.4 | 121.2 | 194.6 | 121.2 | 0.82 |"]
+    assert report.in_core_markdown([{**rec, "in_core": {"reason": "no L2"}}], "##") == []

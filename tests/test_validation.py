@@ -328,3 +328,28 @@ def test_fp32_and_fp64_peaks_off_their_lane_ratio_are_flagged():
     unknown = {"peak_flops": dict(halved["peak_flops"])}  # no table entry: no ratio to hold them to
     validation.flag_disagreeing_precisions(unknown, {"flops_per_cycle_per_core": None})
     assert "warnings" not in honest and "1.00x the fp64 one" in fp32_halved["warnings"][0] and "warnings" not in unknown
+
+
+def test_a_points_time_is_set_against_its_loops_in_core_and_its_memory():
+    """The int8 point of the Xeon VM (2026-12-06): 2 threads at 24.3 GB/s, 0.69 of the read beside it,
+    its kernel's task 16.3 GB/s per thread with the rows in L2: loops and memory about half hidden."""
+    rec = record(dtype="int8", efficiency=0.5)
+    nbytes = rec["model"]["bytes"]
+    rec.update(threads=2, time_s=nbytes / 24.3e9, adjacent_read_bytes_per_s=24.3e9 / 0.69,
+               in_core={"validated": True, "median_bytes_per_s": 16.3e9})
+    section = {"bandwidth": {"read": {"bytes_per_s": 36e9}}, "peak_flops": {"fp32": {"flops_per_s": PEAK}},
+               "decode_attention": [rec]}
+    validation.validate_section(section, LLC)
+    core = rec["in_core"]
+    assert core["core_time_s"] == pytest.approx(nbytes / 32.6e9)
+    assert core["memory_time_s"] == pytest.approx(rec["time_s"] * 0.69)
+    assert core["no_overlap_time_s"] == pytest.approx(core["core_time_s"] + core["memory_time_s"])
+    assert core["full_overlap_time_s"] == pytest.approx(core["core_time_s"])  # its loops take longer than its bytes
+    assert core["full_overlap_time_s"] < rec["time_s"] < core["no_overlap_time_s"]
+    (short,) = section["model_validation"]["short_of_roofs"]
+    assert short["in_core_fraction_of_time"] == pytest.approx(24.3 / 32.6)
+    assert short_of_roofs_phrase([short]).endswith("of the compute peak, its loops alone (rows in L2) 0.75 of its time")
+    for core in ({"validated": False, "median_bytes_per_s": None}, {"reason": "the CPU reports no L2"}):
+        other = dict(rec, in_core=dict(core))
+        validation.derive_in_core(other)
+        assert "core_time_s" not in other["in_core"]  # nothing derived from a wrong or missing task
