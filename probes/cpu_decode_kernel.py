@@ -54,6 +54,12 @@ VM a 4-row score loop alone over 1 GiB from DRAM (9 interleaved rounds, medians)
 against 22.5 GB/s as written here (read 31.8, fp32 rows 34.2): 1.12x on one pass, for a paired copy
 of every score and sum loop and a de-interleaved accumulator (in two passes over the row, low
 halves then high ones, it was slower: 18.3 GB/s against 22.3 in a second run).
+Software prefetch is not free: on the Xeon VM (family 6 model 207, at 3.86 GHz) with the rows in L2,
+16 rows ahead took the bf16 score from 21 to 32 cycles a token and the weighted sum from 17 to 29
+(one thread, group 1): a third of the task's in-core time (66 against 44 cycles a token), yet from DRAM it
+made bf16 1.4x faster than none (tuning: 40 against 58 ms at S=65536). Cheaper forms lost there
+(bf16, S=131072, 7 interleaved rounds): one line per row ahead 22.7 GB/s against 25.5 for every
+line, prefetcht1 (into L2) 24.2 against 24.5.
 Tried on Zen 5 and slower from DRAM: online softmax interleaving K and V blocks; prefetch into L2
 only, to every other line, or a line (0.51) or half a row (0.24) at a time inside the copy;
 dynamic scheduling; a head dim fixed at compile time (faster in L2); an extra prefetch into L2
