@@ -10,7 +10,8 @@ from harness import model
 from harness.errors import HarnessError
 from harness.workload import Context, time_workload
 from probes import cpu_decode
-from probes.cpu_decode_kernel import MAX_CHUNK_TOKENS, aligned_rows, chunk_length, exp_nonpositive, kernel_configs
+from probes.cpu_decode_kernel import (MAX_CHUNK_TOKENS, aligned_rows, chunk_length, exp_nonpositive, kernel_configs,
+                                      row_max)
 
 HAS_TORCH = cpu_decode.torch_reason() is None
 
@@ -127,6 +128,18 @@ def test_a_kernel_that_leaves_the_poison_fails(cpu, monkeypatch):
     rec = time_workload(w, repeats=2, min_sample_s=1e-4)
     assert not rec["validated"] and rec["bytes_per_s"] is None
     assert "relative error inf" in rec["error"]
+
+
+@pytest.mark.parametrize("n", [1, 7, 16, 17, 31, 64, 100])
+def test_row_max_is_the_maximum_wherever_it_lies(n):
+    rng = np.random.default_rng(n)
+    a2 = rng.standard_normal((3, 128)).astype(np.float32) - 5  # all negative, as scores can be
+    for where in {0, n // 2, n - 1}:  # first, middle, last (the tail beyond the 16 lanes)
+        row = a2.copy()
+        row[1, where] = 7.5
+        row[1, n:] = 99.0  # beyond n: never read
+        assert row_max(row, 1, n) == 7.5
+    assert row_max(a2, 2, n) == a2[2, :n].max()
 
 
 def test_exp_matches_numpy_for_nonpositive_inputs():
