@@ -62,7 +62,9 @@ Software prefetch is not free: on the Xeon VM (family 6 model 207, at 3.86 GHz) 
 (one thread, group 1): a third of the task's in-core time (66 against 44 cycles a token), yet from DRAM it
 made bf16 1.4x faster than none (tuning: 40 against 58 ms at S=65536). Cheaper forms lost there
 (bf16, S=131072, 7 interleaved rounds): one line per row ahead 22.7 GB/s against 25.5 for every
-line, prefetcht1 (into L2) 24.2 against 24.5.
+line, prefetcht1 (into L2) 24.2 against 24.5; a step's rows prefetched as one contiguous span under one
+bounds check, not row by row, made the bf16 task 1.26x faster in L2 but from DRAM 1.02x (0.98-1.10 by
+round; bf16 group 4 1.01x, int8 1.03x), so it was left out.
 Tried on Zen 5 and slower from DRAM: online softmax interleaving K and V blocks; prefetch into L2
 only, to every other line, or a line (0.51) or half a row (0.24) at a time inside the copy;
 dynamic scheduling; a head dim fixed at compile time (faster in L2); an extra prefetch into L2
