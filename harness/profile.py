@@ -106,8 +106,8 @@ def run_conditions(doc):
     """{device: {condition: value}}: how fast the machine ran while it was profiled, which no
     identity field shows. A CPU's clock implied by its fp32 FMA peak (flat-out FMA chains: on a VM
     the host's turbo and load set it, and an SMT sibling busy with another guest lowers it) and the
-    median steal and other load over its measurements ('CPU steal', 'other load'); a GPU's median SM clock during its peak
-    probe, from NVML. Compare, history and the report show them."""
+    median steal and other load over its measurements ('CPU steal', 'other load'); a GPU's median SM
+    clock during its peak probe, from NVML. Compare, history and the report show them."""
     out = {}
     for device, sec in by_device(doc):
         if device == "cpu":

@@ -11,8 +11,9 @@ from harness.gpus import memory_name
 from harness.machine import ASSUMED_LLC_BYTES, last_level_cache_bytes
 from harness.profile import CPU_CLOCK, atomic_write_text, by_device, labelled_records, run_conditions
 from harness.specs import match_spec, spec_flag
-from harness.summary import (CLOCK_SETTINGS, balance_text, crossover_phrase, decode_shape, ghz, rate_unit, record_name, record_warnings, seed_weights_change,
-                             short_of_roofs_phrase, si, switch_text, unmeasured_phrases, working_set_band)
+from harness.summary import (CLOCK_SETTINGS, balance_text, crossover_phrase, decode_shape, ghz, rate_unit, record_name,
+                             record_warnings, seed_weights_change, short_of_roofs_phrase, si, switch_text,
+                             unmeasured_phrases, working_set_band)
 from harness.validation import LARGE_CACHE_FACTOR, compute_roof, headline_dtype, matmul_rate, roofs, swept_shape
 
 LEVELS = ("L1", "L2", "L3", "DRAM", "HBM", "GDDR")
@@ -372,18 +373,22 @@ def balance_table(sec, memory):
 
 
 def fma_clock_shift(sec):
-    """The clock the fp32 FMA peak implies over the nominal one (its fraction of the theoretical
-    peak at the nominal clock), where the two differ by CLOCK_SHIFT or more; None otherwise. A CPU's
-    matmul fraction at the nominal clock misleads by this factor when the host runs the cores faster."""
+    """(the clock the fp32 FMA peak implies over the nominal one, that clock in Hz) where the two
+    differ by CLOCK_SHIFT or more, else (None, None): the ratio is the peak's fraction of its
+    theoretical rate at the nominal clock. A CPU's matmul fraction at the nominal clock misleads by
+    this factor when the host runs the cores faster."""
     rec = (sec.get("peak_flops") or {}).get("fp32") or {}
     shift = rec.get("fraction_of_theoretical")
-    return shift if shift and rec.get("implied_clock_hz") and abs(shift - 1) >= CLOCK_SHIFT else None
+    if shift and rec.get("implied_clock_hz") and abs(shift - 1) >= CLOCK_SHIFT:
+        return shift, rec["implied_clock_hz"]
+    return None, None
 
 
 def tensor_rows(sec, spec, what="tensor-core matmul"):
     """Matmul peaks (a GPU's tensor cores, a CPU's through torch) against the datasheet's dense rate
     (NVML gives no tensor figures), or a CPU's against its units' rate at the nominal clock."""
     rows = []
+    shift, clock_hz = fma_clock_shift(sec)
     for dtype, rec in (sec.get("tensor_flops") or {}).items():
         if not isinstance(rec, dict):
             continue
@@ -394,10 +399,9 @@ def tensor_rows(sec, spec, what="tensor-core matmul"):
         if theory and measured and measured > theory:
             implied = rec.get("implied_clock_hz")
             flag = "above the theoretical peak at the nominal clock" + (f": implies at least {ghz(implied)}" if implied else "")
-        shift = fma_clock_shift(sec)
         if theory and measured and shift and rec.get("validated"):
-            flag = "; ".join(f for f in (flag, f"{pct(measured / (theory * shift))} of the units' rate at the "
-                                               f"{ghz(sec['peak_flops']['fp32']['implied_clock_hz'])} the fp32 FMA peak implies") if f)
+            at_clock = f"{pct(measured / (theory * shift))} of the units' rate at the {ghz(clock_hz)} the fp32 FMA peak implies"
+            flag = f"{flag}; {at_clock}" if flag else at_clock
         theoretical = (f"{si(sheet, unit)} (datasheet, dense)" if sheet
                        else f"{si(theory, unit)} (nominal clock)" if theory else "n/a")
         rows.append({"metric": f"{what} {dtype}", "best": si(measured, unit),
