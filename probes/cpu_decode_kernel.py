@@ -62,9 +62,10 @@ Software prefetch is not free: on the Xeon VM (family 6 model 207, at 3.86 GHz) 
 (one thread, group 1): a third of the task's in-core time (66 against 44 cycles a token), yet from DRAM it
 made bf16 1.4x faster than none (tuning: 40 against 58 ms at S=65536). Cheaper forms lost there
 (bf16, S=131072, 7 interleaved rounds): one line per row ahead 22.7 GB/s against 25.5 for every
-line, prefetcht1 (into L2) 24.2 against 24.5; a step's rows prefetched as one contiguous span under one
-bounds check, not row by row, made the bf16 task 1.26x faster in L2 but from DRAM 1.02x (0.98-1.10 by
-round; bf16 group 4 1.01x, int8 1.03x), so it was left out.
+line, prefetcht1 (into L2) 24.2 against 24.5. Reading rows directly, a step's rows are prefetched as
+one contiguous span under one bounds check (prefetch_rows), not row by row: with the rows in L2 bf16
+1.26x, int8 1.09x, bf16 at group 4 1.07x, fp32 1.00-1.02x; from DRAM (9 interleaved rounds, every
+round faster) bf16 1.02x, int8 1.04x, bf16 at group 4 1.02x.
 Tried on Zen 5 and slower from DRAM: online softmax interleaving K and V blocks; prefetch into L2
 only, to every other line, or a line (0.51) or half a row (0.24) at a time inside the copy;
 dynamic scheduling; a head dim fixed at compile time (faster in L2); an extra prefetch into L2
@@ -130,6 +131,15 @@ def aligned_rows(rows, cols):
     raw = np.empty(rows * cols + 16, np.float32)
     first = (-raw.ctypes.data % 64) // 4
     return raw[first:first + rows * cols].reshape((rows, cols))
+
+
+@njit(inline="always")
+def prefetch_rows(a2, first, count, end):
+    """Prefetch every cache line of the rows first..first + count (contiguous: a C-ordered cache) if
+    they all lie below end: one bounds check for a step's rows, not one per row."""
+    if first + count <= end:
+        for col in range(0, count * a2.shape[1], max(1, 64 // a2.itemsize)):
+            _prefetch(a2, first, col)
 
 
 @njit(inline="always")
@@ -372,8 +382,7 @@ def _scores(q2, qrow, group, k2, r0, r1, scores, buf, stage, prefetching, ahead)
             _score_four(q2, qrow, group, buf, 0, scores, t)
         else:
             if prefetching:
-                for a in range(4):
-                    prefetch_row(k2, r + ahead + a, r1)
+                prefetch_rows(k2, r + ahead, 4, r1)
             _score_four(q2, qrow, group, k2, r, scores, t)
         t += 4
     while t < n:
@@ -406,8 +415,7 @@ def _weighted_sum(v2, r0, r1, group, scores, po, prow, buf, stage, prefetching, 
             _add_eight(buf, 0, group, scores, t, acc)
         else:
             if prefetching:
-                for a in range(8):
-                    prefetch_row(v2, r + ahead + a, r1)
+                prefetch_rows(v2, r + ahead, 8, r1)
             _add_eight(v2, r, group, scores, t, acc)
         t += 8
     while t < n:
