@@ -399,6 +399,20 @@ def tune(runner, shape, seq_len, level, clock):
                                   for (st, ah), t in zip(configs, samples)}}
 
 
+def check_output(cache, out, info, what):
+    """Compare `out` with the cache's float64 reference (int8 against the dequantised cache, the others
+    against the original data), recording rel_error, reference, tolerance and storage_error (what the
+    cache dtype itself costs) in `info`; the error, or None."""
+    s = cache.shape
+    on_stored, on_original = cache.reference()
+    err = relative_error(out, on_stored if s.dtype == "int8" else on_original)
+    info["rel_error"] = err
+    info["reference"] = "float64 on the dequantised cache" if s.dtype == "int8" else "float64 on the original data"
+    info["tolerance"] = bound = tolerance(s)
+    info["storage_error"] = relative_error(on_stored, on_original)
+    return None if err <= bound else f"{what} {s.dtype}: relative error {err:.3g} exceeds {bound:g}"
+
+
 def decode_workload(impl, shape, cpu, threads, seed, reuse=False):
     """A Workload for one point, its output checked against the float64 reference after timing
     (`reuse`: the cache on the process's kept buffers; one such workload at a time)."""
@@ -410,23 +424,9 @@ def decode_workload(impl, shape, cpu, threads, seed, reuse=False):
         run, output, info["kernel_config"] = numba_runner(cache, threads, last_level_cache_bytes(cpu))
     else:
         run, output = torch_runner(impl, cache, threads)
-
-    def check():
-        on_stored, on_original = cache.reference()
-        # int8 is checked against the dequantised cache; the others against the original data
-        ref = on_stored if shape.dtype == "int8" else on_original
-        err = relative_error(output(), ref)
-        info["rel_error"] = err
-        info["reference"] = "float64 on the dequantised cache" if shape.dtype == "int8" else "float64 on the original data"
-        info["tolerance"] = bound = tolerance(shape)
-        info["storage_error"] = relative_error(on_stored, on_original)  # what the cache dtype itself costs
-        if not err <= bound:
-            return f"{impl} {shape.dtype}: relative error {err:.3g} exceeds {bound:g}"
-        return None
-
-    return Workload(name=impl, run=run, check=check, poison=lambda: None, threads=threads, dtype=shape.dtype,
-                    bytes_per_call=model.decode_bytes(shape), flops_per_call=model.attention_flops(shape),
-                    working_set_bytes=model.cache_bytes(shape), info=info)
+    return Workload(name=impl, run=run, check=lambda: check_output(cache, output(), info, impl), poison=lambda: None,
+                    threads=threads, dtype=shape.dtype, bytes_per_call=model.decode_bytes(shape),
+                    flops_per_call=model.attention_flops(shape), working_set_bytes=model.cache_bytes(shape), info=info)
 
 
 def measure_point(ctx, impl, shape, seed, between=None):
@@ -495,7 +495,7 @@ def sweep(ctx):
 
 READ_SAMPLE_S = 0.01  # seconds of DRAM reads timed right before each sample of a large decode point
 IN_CORE_L2_SHARE = 0.5  # of one L2: the in-core task's K and V rows, leaving room for its scores and output
-IN_CORE_REPEATS = 7
+IN_CORE_REPEATS = 7  # samples of the in-core task (under a second at the profile's sample length)
 
 
 def l2_bytes(cpu):
@@ -522,14 +522,8 @@ def in_core_workload(shape, config, cpu, seed):
             "how": f"one task of {tokens} tokens (a KV head's K and V rows, {tokens * per_token} bytes, in one L2 of "
                    f"{l2} bytes) on one thread, {'staged' if stage else 'direct'}, prefetch {ahead}"}
 
-    def check():
-        on_stored, on_original = cache.reference()
-        ref = on_stored if shape.dtype == "int8" else on_original
-        info["rel_error"] = err = relative_error(po / pl[:, None], ref)
-        info["tolerance"] = bound = tolerance(task)
-        return None if err <= bound else f"in-core task {shape.dtype}: relative error {err:.3g} exceeds {bound:g}"
-
-    return Workload(name="numba-fused in-core", dtype=shape.dtype, threads=1, info=info, check=check,
+    return Workload(name="numba-fused in-core", dtype=shape.dtype, threads=1, info=info,
+                    check=lambda: check_output(cache, po / pl[:, None], info, "in-core task"),
                     poison=lambda: po.fill(np.nan), working_set_bytes=model.cache_bytes(task),
                     bytes_per_call=model.decode_bytes(task), flops_per_call=model.attention_flops(task),
                     run=lambda loops: task_loops(cache.q, task.heads, cache.k, cache.v, cache.k_scale, cache.v_scale,
