@@ -56,7 +56,10 @@ against a de-interleaved q), half the widening instructions of zero-extend and s
 VM a 4-row score loop alone over 1 GiB from DRAM (9 interleaved rounds, medians) ran at 25.1 GB/s
 against 22.5 GB/s as written here (read 31.8, fp32 rows 34.2): 1.12x on one pass, for a paired copy
 of every score and sum loop and a de-interleaved accumulator (in two passes over the row, low
-halves then high ones, it was slower: 18.3 GB/s against 22.3 in a second run).
+halves then high ones, it was slower: 18.3 GB/s against 22.3 in a second run). Tried again on the
+model 207 Xeon with both passes paired at group 1 (q and the output de-interleaved once a task): the
+task 1.48x faster with its rows in L2 (38 against 57 cycles a token), yet bf16 from DRAM only 1.04x
+(1.01-1.05 by round, S=262144, and 1.01x without prefetch): the gap to the read there is not the loops.
 Software prefetch is not free: on the Xeon VM (family 6 model 207, at 3.86 GHz) with the rows in L2,
 16 rows ahead took the bf16 score from 21 to 32 cycles a token and the weighted sum from 17 to 29
 (one thread, group 1): a third of the task's in-core time (66 against 44 cycles a token), yet from DRAM it
