@@ -717,8 +717,7 @@ def in_core_markdown(recs, h):
             "read measured beside it. The step takes at least the longer of the two (max) and at most both in turn "
             "(sum, as the ECM model assumes of Intel cores). Where the loops are the longer, they set the step and a "
             "faster loop shortens it; where the memory is, the median's place between the bounds says how much of "
-            "the loops it hid, not what a faster loop would gain (on the Xeon VM a bf16 task 1.48x faster in L2 made "
-            "its point from DRAM 1.04x faster).", ""]
+            "the loops it hid, not what a faster loop would gain (README: Decode attention and the model).", ""]
 
 
 def drills_markdown(d, h="##", who="this machine"):
