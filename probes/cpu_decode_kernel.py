@@ -50,7 +50,16 @@ setting, tuned per machine by the probe (probes/cpu_decode.py `tune`): the best 
   of two heads x eight rows in place of the 4 x 4 ones was slower (bf16 0.93x in L2, 0.98x from
   DRAM; int8 0.99x, 0.96x);
 - caches and scratch rows start on 64-byte boundaries (callers allocate the caches so): a vector
-  load straddling two lines made the kernel 1.2-1.5x slower in L2.
+  load straddling two lines made the kernel 1.2-1.5x slower in L2;
+- software prefetch is not free: on the Xeon VM (family 6 model 207, at 3.86 GHz) with the rows in L2,
+  16 rows ahead took the bf16 score from 21 to 32 cycles a token and the weighted sum from 17 to 29
+  (one thread, group 1): a third of the task's in-core time (66 against 44 cycles a token), yet from DRAM it
+  made bf16 1.4x faster than none (tuning: 40 against 58 ms at S=65536). Cheaper forms lost there
+  (bf16, S=131072, 7 interleaved rounds): one line per row ahead 22.7 GB/s against 25.5 for every
+  line, prefetcht1 (into L2) 24.2 against 24.5. Reading rows directly, a step's rows are prefetched as
+  one contiguous span under one bounds check (prefetch_rows), not row by row: with the rows in L2 bf16
+  1.26x, int8 1.09x, bf16 at group 4 1.07x, fp32 1.00-1.02x; from DRAM (9 interleaved rounds, every
+  round faster) bf16 1.02x, int8 1.04x, bf16 at group 4 1.02x.
 Not adopted: bf16 rows read as 32-bit pairs (the low element by a shift, the high one by a mask,
 against a de-interleaved q), half the widening instructions of zero-extend and shift: on the Xeon
 VM a 4-row score loop alone over 1 GiB from DRAM (9 interleaved rounds, medians) ran at 25.1 GB/s
@@ -60,15 +69,6 @@ halves then high ones, it was slower: 18.3 GB/s against 22.3 in a second run). T
 model 207 Xeon with both passes paired at group 1 (q and the output de-interleaved once a task): the
 task 1.48x faster with its rows in L2 (38 against 57 cycles a token), yet bf16 from DRAM only 1.04x
 (1.01-1.05 by round, S=262144, and 1.01x without prefetch): the gap to the read there is not the loops.
-Software prefetch is not free: on the Xeon VM (family 6 model 207, at 3.86 GHz) with the rows in L2,
-16 rows ahead took the bf16 score from 21 to 32 cycles a token and the weighted sum from 17 to 29
-(one thread, group 1): a third of the task's in-core time (66 against 44 cycles a token), yet from DRAM it
-made bf16 1.4x faster than none (tuning: 40 against 58 ms at S=65536). Cheaper forms lost there
-(bf16, S=131072, 7 interleaved rounds): one line per row ahead 22.7 GB/s against 25.5 for every
-line, prefetcht1 (into L2) 24.2 against 24.5. Reading rows directly, a step's rows are prefetched as
-one contiguous span under one bounds check (prefetch_rows), not row by row: with the rows in L2 bf16
-1.26x, int8 1.09x, bf16 at group 4 1.07x, fp32 1.00-1.02x; from DRAM (9 interleaved rounds, every
-round faster) bf16 1.02x, int8 1.04x, bf16 at group 4 1.02x.
 Tried on Zen 5 and slower from DRAM: online softmax interleaving K and V blocks; prefetch into L2
 only, to every other line, or a line (0.51) or half a row (0.24) at a time inside the copy;
 dynamic scheduling; a head dim fixed at compile time (faster in L2); an extra prefetch into L2
