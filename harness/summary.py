@@ -238,17 +238,20 @@ def unmeasured_phrases(points):
 
 
 def decode_line(rec):
-    """One decode point: shape, median time, achieved bandwidth and fractions, model error, warning count."""
+    """One decode point: shape, median time, achieved bandwidth and fractions, model error, its loops'
+    time with the rows in L2 where measured, warning count."""
     a = rec.get("achieved") or {}
     frac, adjacent = a.get("fraction_of_bandwidth"), a.get("fraction_of_adjacent_read")
     err = rec.get("model_error")
+    loops = (rec.get("in_core") or {}).get("core_time_s")
     status = "ok" if rec.get("validated") else f"WRONG OUTPUT: {rec.get('error')}"
     warn = f"  [{len(rec['warnings'])} warning(s)]" if rec.get("warnings") else ""
     return (f"decode {rec['impl']:<11} {decode_shape(rec):<34} {rec['time_s'] * 1e3:9.3f} ms  "
             f"{si(a.get('bytes_per_s'), 'B/s'):>11}"
             + (f"  {frac:.2f} of read bw" if frac is not None else "")
             + (f" ({adjacent:.2f} of the read beside it)" if adjacent is not None else "")
-            + (f"  model error {err:+.0%}" if err is not None else "") + f"  {status}{warn}")
+            + (f"  model error {err:+.0%}" if err is not None else "")
+            + (f"  loops {loops * 1e3:.1f} ms in L2" if loops else "") + f"  {status}{warn}")
 
 
 def seed_weights_change(step):

@@ -502,3 +502,13 @@ def test_where_the_fused_kernels_time_goes_is_tabled_for_points_with_their_in_co
     rows = [line for line in "\n".join(lines).splitlines() if line.startswith("| numba")]
     assert rows == ["| numba-fused bf16 B=1 H=32/32 d_h=128 S=262144 | 159.5 | 73.4 | 121.2 | 194.6 | 121.2 | 0.82 |"]
     assert report.in_core_markdown([{**rec, "in_core": {"reason": "no L2"}}], "##") == []
+
+
+def test_a_decode_line_names_its_loops_time_where_the_in_core_task_ran():
+    rec = {"impl": "numba-fused", "dtype": "fp32", "batch": 1, "heads": 32, "kv_heads": 32, "head_dim": 128,
+           "seq_len": 262144, "time_s": 0.2739, "validated": True, "model_error": 0.11,
+           "achieved": {"bytes_per_s": 31.4e9, "fraction_of_bandwidth": 0.90, "fraction_of_adjacent_read": 0.93},
+           "in_core": {"core_time_s": 0.0423}}
+    line = summary.decode_line(rec)
+    assert line.endswith("0.90 of read bw (0.93 of the read beside it)  model error +11%  loops 42.3 ms in L2  ok")
+    assert "loops" not in summary.decode_line({**rec, "in_core": {"reason": "the CPU reports no L2"}})
