@@ -353,3 +353,7 @@ def test_a_points_time_is_set_against_its_loops_in_core_and_its_memory():
         other = dict(rec, in_core=dict(core))
         validation.derive_in_core(other)
         assert "core_time_s" not in other["in_core"]  # nothing derived from a wrong or missing task
+    unpaired = dict(rec, in_core={"validated": True, "median_bytes_per_s": 16.3e9},
+                    achieved={k: v for k, v in rec["achieved"].items() if k != "fraction_of_adjacent_read"})
+    validation.derive_in_core(unpaired)  # no read beside it (one summed wrong): no memory time to set it against
+    assert "core_time_s" not in unpaired["in_core"]
