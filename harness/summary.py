@@ -180,9 +180,13 @@ def record_name(key, name, rec):
 
 def record_warnings(section):
     """'NAME: WARNING' for each warning of every timed record of a section, each record named by
-    record_name (a decode point by its whole shape, so two points of one length stay apart)."""
-    return [f"{record_name(key, name, rec)}: {w}" for key, name, rec in labelled_records(section)
-            for w in rec.get("warnings") or []]
+    record_name (a decode point by its whole shape, so two points of one length stay apart), and
+    of a decode point's in-core task under the point's name."""
+    out = []
+    for key, name, rec in labelled_records(section):
+        out += [f"{record_name(key, name, rec)}: {w}" for w in rec.get("warnings") or []]
+        out += [f"{record_name(key, name, rec)}, its in-core task: {w}" for w in (rec.get("in_core") or {}).get("warnings") or []]
+    return out
 
 
 def warning_lines(section):

@@ -512,3 +512,11 @@ def test_a_decode_line_names_its_loops_time_where_the_in_core_task_ran():
     line = summary.decode_line(rec)
     assert line.endswith("0.90 of read bw (0.93 of the read beside it)  model error +11%  loops 42.3 ms in L2  ok")
     assert "loops" not in summary.decode_line({**rec, "in_core": {"reason": "the CPU reports no L2"}})
+
+
+def test_an_in_core_tasks_warnings_are_named_under_its_point():
+    rec = {"impl": "numba-fused", "dtype": "int8", "batch": 1, "heads": 32, "kv_heads": 32, "head_dim": 128,
+           "seq_len": 262144, "samples_s": [0.09], "warnings": [],
+           "in_core": {"samples_s": [1.2e-4, 6e-5], "warnings": ["wide spread: IQR is 83% of the median"]}}
+    assert summary.record_warnings({"decode_attention": [rec]}) == [
+        "decode numba-fused int8 B=1 H=32/32 d_h=128 S=262144, its in-core task: wide spread: IQR is 83% of the median"]

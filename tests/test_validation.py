@@ -336,7 +336,7 @@ def test_a_points_time_is_set_against_its_loops_in_core_and_its_memory():
     rec = record(dtype="int8", efficiency=0.5)
     nbytes = rec["model"]["bytes"]
     rec.update(threads=2, time_s=nbytes / 24.3e9, adjacent_read_bytes_per_s=24.3e9 / 0.69,
-               in_core={"validated": True, "median_bytes_per_s": 16.3e9})
+               in_core={"validated": True, "bytes_per_s": 16.3e9, "median_bytes_per_s": 12e9})
     section = {"bandwidth": {"read": {"bytes_per_s": 36e9}}, "peak_flops": {"fp32": {"flops_per_s": PEAK}},
                "decode_attention": [rec]}
     validation.validate_section(section, LLC)
@@ -349,11 +349,11 @@ def test_a_points_time_is_set_against_its_loops_in_core_and_its_memory():
     (short,) = section["model_validation"]["short_of_roofs"]
     assert short["in_core_fraction_of_time"] == pytest.approx(24.3 / 32.6)
     assert short_of_roofs_phrase([short]).endswith("of the compute peak, its loops alone (rows in L2) 0.75 of its time")
-    for core in ({"validated": False, "median_bytes_per_s": None}, {"reason": "the CPU reports no L2"}):
+    for core in ({"validated": False, "bytes_per_s": None}, {"reason": "the CPU reports no L2"}):
         other = dict(rec, in_core=dict(core))
         validation.derive_in_core(other)
         assert "core_time_s" not in other["in_core"]  # nothing derived from a wrong or missing task
-    unpaired = dict(rec, in_core={"validated": True, "median_bytes_per_s": 16.3e9},
+    unpaired = dict(rec, in_core={"validated": True, "bytes_per_s": 16.3e9},
                     achieved={k: v for k, v in rec["achieved"].items() if k != "fraction_of_adjacent_read"})
     validation.derive_in_core(unpaired)  # no read beside it (one summed wrong): no memory time to set it against
     assert "core_time_s" not in unpaired["in_core"]
