@@ -46,7 +46,9 @@ setting, tuned per machine by the probe (probes/cpu_decode.py `tune`): the best 
   heads: from DRAM at group 4 (H=32/8, S=16384, 2 threads, 7 interleaved rounds, three runs) bf16
   1.11-1.31x, fp16 1.11-1.16x, int8 1.12-1.30x, the score tile giving most of it (1.09-1.12x
   alone). fp32 rows keep the per-head loops: the score tile gained nothing (1.00-1.01x), the sum
-  tile lost (0.94x; five of its sixteen weights spilled to the stack), both 0.87-0.94x; a sum tile
+  tile lost (0.94x; five of its sixteen weights spilled to the stack), both 0.87-0.94x (on the model
+  207 Xeon both tiles for fp32 at group 4 from DRAM: 1.07x without prefetch, 0.995-0.998x with the 8
+  or 16 rows ahead its tuning picks there, 9 interleaved rounds); a sum tile
   of two heads x eight rows in place of the 4 x 4 ones was slower (bf16 0.93x in L2, 0.98x from
   DRAM; int8 0.99x, 0.96x);
 - caches and scratch rows start on 64-byte boundaries (callers allocate the caches so): a vector
