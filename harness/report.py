@@ -714,10 +714,11 @@ def in_core_markdown(recs, h):
                    "max ms (full overlap)", "median / sum"], rows), "",
             "Loops: the kernel's own task, on one thread with its K and V rows in L2 (no memory to wait for), timed "
             "and checked against float64, at the point's bytes and threads; memory: the point's bytes at the DRAM "
-            "read measured beside it. The step should take between the longer of the two (max: the other hidden) and "
-            "both in turn (sum: none hidden, as the ECM model assumes of Intel cores). Where the loops are the longer, they set the step and a "
-            "faster loop shortens it; where the memory is, the median's place between the bounds says how much of "
-            "the loops it hid, not what a faster loop would gain (README: Decode attention and the model).", ""]
+            "read measured beside it. The step should take between the longer of the two (max: the other hidden) "
+            "and both in turn (sum: none hidden, as the ECM model assumes of Intel cores). Where the loops are the "
+            "longer, they set the step and a faster loop shortens it; where the memory is, the median's place "
+            "between the bounds says how much of the loops it hid, not what a faster loop would gain (README: "
+            "Decode attention and the model).", ""]
 
 
 def drills_markdown(d, h="##", who="this machine"):
