@@ -370,6 +370,7 @@ def identity_text(label, value):
 
 
 def condition_text(condition, value):
+    """A run condition's value for the report: a clock in GHz, a share of CPU time in percent."""
     if value is None:
         return "n/a"
     return ghz(value) if condition in (CPU_CLOCK, GPU_CLOCK) else f"{value:.1%}"

@@ -22,7 +22,7 @@ setting, tuned per machine by the probe (probes/cpu_decode.py `tune`): the best 
   and 0.87 vs 0.93 for fp16 (8 rounds); it also needs no 2**112 rescaling trick for fp16;
 - exp is a vectorisable polynomial (libm's is a scalar call that dominated the int8 cache), and the
   scores' maximum is taken in 16 lanes (row_max): against a running max() on the Xeon VM (model 207,
-  9 interleaved rounds, medians) 1.06-1.15x with the rows in L2 (fp32, bf16, int8 at group 1; fp32 and
+  9 interleaved rounds, medians) 1.05-1.15x with the rows in L2 (fp32, bf16, int8 at group 1; fp32 and
   bf16 at group 4) and from DRAM 1.01x (fp32), 1.04x (int8), 1.07x (bf16 at group 4, S=1048576);
 - int8 is bound by widening its elements, not by memory: in L2 (S=512, one thread) fp16, bf16 and
   int8 all ran at 34.5-35.0 G elements/s (fp32 28.6), so an int8 byte costs twice the work of a
@@ -60,8 +60,9 @@ setting, tuned per machine by the probe (probes/cpu_decode.py `tune`): the best 
   (bf16, S=131072, 7 interleaved rounds): one line per row ahead 22.7 GB/s against 25.5 for every
   line, prefetcht1 (into L2) 24.2 against 24.5. Reading rows directly, a step's rows are prefetched as
   one contiguous span under one bounds check (prefetch_rows), not row by row: with the rows in L2 bf16
-  1.26x, int8 1.09x, bf16 at group 4 1.07x, fp32 1.00-1.02x; from DRAM (9 interleaved rounds, every
-  round faster) bf16 1.02x, int8 1.04x, bf16 at group 4 1.02x.
+  1.26x, int8 1.09x, bf16 at group 4 1.07x, fp32 1.00-1.02x; from DRAM (9 interleaved rounds) while
+  memory was fast bf16 1.02x, int8 1.04x, bf16 at group 4 1.02x, every round faster, and while it was
+  slow 1.01-1.03x, some rounds slower (0.97-0.98).
 Not adopted: bf16 rows read as 32-bit pairs (the low element by a shift, the high one by a mask,
 against a de-interleaved q), half the widening instructions of zero-extend and shift: on the Xeon
 VM a 4-row score loop alone over 1 GiB from DRAM (9 interleaved rounds, medians) ran at 25.1 GB/s
