@@ -717,8 +717,8 @@ def in_core_markdown(recs, h):
             "read measured beside it. The step should take between the longer of the two (max: the other hidden) "
             "and both in turn (sum: none hidden, as the ECM model assumes of Intel cores). Where the loops are the "
             "longer, they set the step and a faster loop shortens it; where the memory is, the median's place "
-            "between the bounds says how much of the loops it hid, not what a faster loop would gain (README: "
-            "Decode attention and the model).", ""]
+            "between the bounds says how much of the loops it hid, not what a faster loop would gain (the "
+            "harness's docs/decode.md).", ""]
 
 
 def drills_markdown(d, h="##", who="this machine"):

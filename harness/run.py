@@ -203,7 +203,7 @@ def flag_against_theory(section, theory, cpu):
 
 
 def flag_unpinned_sockets(section, ctx):
-    """A warning where threads spanned sockets unpinned (the harness pins none: see README): a
+    """A warning where threads spanned sockets unpinned (the harness pins none: see docs/methodology.md): a
     thread can move to the other socket after first-touching its pages, then read them remotely."""
     if ctx.cpu["sockets"] > 1 and ctx.threads > 1 and not any(os.environ.get(v) for v in machine.AFFINITY_VARIABLES):
         section.setdefault("warnings", []).append(
