@@ -712,8 +712,8 @@ def in_core_markdown(recs, h):
     return [f"{h} Where the fused kernel's time goes", "",
             table(["point", "median ms", "loops ms (rows in L2)", "memory ms (read beside it)", "sum ms (no overlap)",
                    "max ms (full overlap)", "median / sum"], rows), "",
-            "Loops: the kernel's own task, on one thread with its K and V rows in L2 (no memory to wait for), timed "
-            "and checked against float64, at the point's bytes and threads; memory: the point's bytes at the DRAM "
+            "Loops: the kernel's own tasks, one on each of the point's threads at once, each with its K and V rows "
+            "in its core's L2 (no memory to wait for), timed and checked against float64, at the point's bytes; memory: the point's bytes at the DRAM "
             "read measured beside it. The step should take between the longer of the two (max: the other hidden) "
             "and both in turn (sum: none hidden, as the ECM model assumes of Intel cores). Where the loops are the "
             "longer, they set the step and a faster loop shortens it; where the memory is, the median's place "

@@ -499,40 +499,46 @@ IN_CORE_REPEATS = 7  # samples of the in-core task (under a second at the profil
 
 
 def l2_bytes(cpu):
-    """The size of one L2 cache (what one core's task has to itself), or None where none is reported."""
-    return next((c["size_bytes"] for c in cpu.get("caches") or [] if c.get("level") == 2), None)
+    """The share of one L2 cache a thread has to itself (its size over the CPUs that share it), or None
+    where none is reported."""
+    l2 = next((c for c in cpu.get("caches") or [] if c.get("level") == 2), None)
+    return l2["size_bytes"] // max(1, l2.get("shared_by_cpus") or 1) if l2 else None
 
 
-def in_core_workload(shape, config, cpu, seed):
-    """A Workload (one thread) running one task of the numba-fused kernel over a KV head's rows that
-    fit in half an L2, with the point's kernel setting, checked against the float64 reference;
-    None where the CPU reports no L2. Its rate is the kernel's own compute ceiling: what its loops
-    (widening, dot products, softmax, weighted sums) do per second with no memory to wait for."""
+def in_core_workload(shape, config, cpu, threads, seed):
+    """A Workload running the numba-fused kernel's tasks on `threads` threads at once, one each, every
+    task over its own KV head's rows sized to half a thread's L2, with the point's kernel setting,
+    checked against the float64 reference; None where the CPU reports no L2. Its rate is the kernel's
+    own compute ceiling on those threads: what its loops (widening, dot products, softmax, weighted
+    sums) do per second with no memory to wait for, every core busy as in the point."""
     l2 = l2_bytes(cpu)
     if not l2:
         return None
     per_token = 2 * (shape.head_dim * np.dtype(STORAGE[shape.dtype]).itemsize + 4 * (shape.dtype == "int8"))
     tokens = max(64, int(l2 * IN_CORE_L2_SHARE) // per_token // 64 * 64)
-    task = model.DecodeShape(seq_len=tokens, heads=shape.group, kv_heads=1, head_dim=shape.head_dim, dtype=shape.dtype)
-    cache = DecodeCache(task, seed)
-    po = np.empty((shape.group, shape.head_dim), np.float32)
-    pm, pl = np.empty(shape.group, np.float32), np.empty(shape.group, np.float32)
+    tasks = model.DecodeShape(seq_len=tokens, heads=shape.group * threads, kv_heads=threads, head_dim=shape.head_dim,
+                              dtype=shape.dtype)
+    cache = DecodeCache(tasks, seed)
+    po = np.empty((tasks.heads, shape.head_dim), np.float32)
+    pm, pl = np.empty(tasks.heads, np.float32), np.empty(tasks.heads, np.float32)
     stage, ahead = config["stage_rows_in_l1"], config["prefetch_rows_ahead"]
-    info = {"seq_len": tokens, "heads": task.heads, "kv_heads": 1, "seed": seed,
-            "how": f"one task of {tokens} tokens (a KV head's K and V rows, {tokens * per_token} bytes, in one L2 of "
-                   f"{l2} bytes) on one thread, {'staged' if stage else 'direct'}, prefetch {ahead}"}
+    info = {"seq_len": tokens, "heads": tasks.heads, "kv_heads": threads, "seed": seed,
+            "how": f"{threads} task(s) at once, one a thread, each of {tokens} tokens (a KV head's K and V rows, "
+                   f"{tokens * per_token} bytes, in a thread's {l2} bytes of L2), "
+                   f"{'staged' if stage else 'direct'}, prefetch {ahead}"}
 
-    return Workload(name="numba-fused in-core", dtype=shape.dtype, threads=1, info=info,
-                    check=lambda: check_output(cache, po / pl[:, None], info, "in-core task"),
-                    poison=lambda: po.fill(np.nan), working_set_bytes=model.cache_bytes(task),
-                    bytes_per_call=model.decode_bytes(task), flops_per_call=model.attention_flops(task),
-                    run=lambda loops: task_loops(cache.q, task.heads, cache.k, cache.v, cache.k_scale, cache.v_scale,
-                                                 stage, ahead, loops, po, pm, pl))
+    return Workload(name="numba-fused in-core", dtype=shape.dtype, threads=threads, info=info,
+                    check=lambda: check_output(cache, po / pl[:, None], info, "in-core tasks"),
+                    poison=lambda: po.fill(np.nan), working_set_bytes=model.cache_bytes(tasks),
+                    bytes_per_call=model.decode_bytes(tasks), flops_per_call=model.attention_flops(tasks),
+                    run=lambda loops: task_loops(cache.q, shape.group, cache.k, cache.v, cache.k_scale, cache.v_scale,
+                                                 threads, stage, ahead, loops, po, pm, pl))
 
 
 def measure_in_core(ctx, rec, shape, seed):
-    """rec["in_core"]: the in-core task's timing record (in_core_workload), or the reason there is none."""
-    w = in_core_workload(shape, rec["kernel_config"], ctx.cpu, seed)
+    """rec["in_core"]: the in-core tasks' timing record (in_core_workload) at the point's threads, or the
+    reason there is none."""
+    w = in_core_workload(shape, rec["kernel_config"], ctx.cpu, ctx.threads, seed)
     if w is None:
         rec["in_core"] = {"reason": "the CPU reports no L2 cache to size the in-core task by"}
         return

@@ -474,18 +474,23 @@ def _chunk(q2, qrow, group, k2, v2, kscale, vscale, r0, r1, scale, scores, po, p
         _weighted_sum(v2, r0, r1, group, scores, po, prow, buf, stage, False, 0)
 
 
-@njit(fastmath=True, cache=True)
-def task_loops(q2, group, k2, v2, kscale, vscale, stage, ahead, loops, po, pm, pl):
-    """`loops` runs of one task over every row of k2 and v2 on this thread, as decode_kernel runs
-    each: the in-core timing, its rows in the core's L2 (po, pm, pl: the task's partial output)."""
-    n, d = k2.shape
-    scores = np.empty((group, n), np.float32)
-    buf = aligned_rows(8, d)
-    ebits = np.empty(n, np.int32)
+@njit(parallel=True, fastmath=True, cache=True)
+def task_loops(q2, group, k2, v2, kscale, vscale, tasks, stage, ahead, loops, po, pm, pl):
+    """`loops` runs of `tasks` tasks at once, as decode_kernel runs each: task w over its own block of
+    the rows of k2 and v2 (rows w*n..(w+1)*n, n = rows / tasks) and the query heads w*group.., its
+    partial output in po, pm, pl at those heads. The in-core timing: with as many tasks as threads
+    (Numba's static schedule gives each thread one) and each block in its core's L2, the loops run
+    on every thread at once, with no memory to wait for."""
+    n, d = k2.shape[0] // tasks, k2.shape[1]
     scale = np.float32(1.0 / np.sqrt(d))
-    first = 0 * n  # an int64, not a literal 0: _chunk then reuses decode_kernel's compiled code (10 s a dtype)
-    for _ in range(loops):
-        _chunk(q2, first, group, k2, v2, kscale, vscale, first, n, scale, scores, po, pm, pl, first, buf, ebits, stage, ahead)
+    for w in prange(tasks):
+        scores = np.empty((group, n), np.float32)
+        buf = aligned_rows(8, d)
+        ebits = np.empty(n, np.int32)
+        first = w * n  # an int64, as decode_kernel's row numbers: _chunk reuses its compiled code (10 s a dtype)
+        for _ in range(loops):
+            _chunk(q2, w * group, group, k2, v2, kscale, vscale, first, first + n, scale, scores, po, pm, pl,
+                   w * group, buf, ebits, stage, ahead)
 
 
 @njit(parallel=True, fastmath=True, cache=True)

@@ -388,10 +388,10 @@ def test_large_points_pair_each_sample_with_a_read_before_it(cpu, monkeypatch):
     assert rec["validated"] and len(reads) == len(rec["samples_s"]) == ctx.repeats
     assert all(r > 0 for r in reads)
     assert rec["adjacent_read_bytes_per_s"] == pytest.approx(float(np.median(reads)))
-    core = rec["in_core"]  # the fused kernel's own task, rows in half an L2, on one thread
+    core = rec["in_core"]  # the fused kernel's own tasks, one a thread at once, rows in half a thread's L2
     l2 = cpu_decode.l2_bytes(cpu)
-    assert core["validated"] and core["rel_error"] <= core["tolerance"] and core["threads"] == 1
-    assert core["seq_len"] == max(64, l2 // 2 // (2 * 32 * 4) // 64 * 64) and core["heads"] == 1
+    assert core["validated"] and core["rel_error"] <= core["tolerance"] and core["threads"] == 2
+    assert core["seq_len"] == max(64, l2 // 2 // (2 * 32 * 4) // 64 * 64) and core["heads"] == core["kv_heads"] == 2
     assert core["median_bytes_per_s"] > 0 and len(core["samples_s"]) == 3
 
 
@@ -404,15 +404,24 @@ def test_the_in_core_task_is_checked_against_float64(cpu, dtype, monkeypatch):
     cpu_decode.measure_in_core(Context(cpu=small_l2, threads=2, tiny=True), rec, shape, seed=5)
     core = rec["in_core"]
     per_token = 2 * 80 * {"fp32": 4, "bf16": 2, "fp16": 2, "int8": 1}[dtype] + 8 * (dtype == "int8")
-    assert core["validated"] and core["rel_error"] <= core["tolerance"] and core["heads"] == 6
+    assert core["validated"] and core["rel_error"] <= core["tolerance"] and core["threads"] == 2
+    assert (core["heads"], core["kv_heads"]) == (12, 2)  # a task of group 6 on each thread
     assert core["seq_len"] == max(64, (32 << 10) // per_token // 64 * 64)
-    assert core["bytes_per_call"] == model.decode_bytes(model.DecodeShape(seq_len=core["seq_len"], heads=6, kv_heads=1,
+    assert core["bytes_per_call"] == model.decode_bytes(model.DecodeShape(seq_len=core["seq_len"], heads=12, kv_heads=2,
                                                                           head_dim=80, dtype=dtype))
     monkeypatch.setattr(cpu_decode, "task_loops", lambda *args: None)  # a kernel that leaves the poison: caught
     cpu_decode.measure_in_core(ctx, rec, shape, seed=5)
     assert not rec["in_core"]["validated"] and "relative error inf" in rec["in_core"]["error"]
     cpu_decode.measure_in_core(Context(cpu=dict(cpu, caches=[]), threads=2, tiny=True), rec, shape, seed=5)
     assert rec["in_core"] == {"reason": "the CPU reports no L2 cache to size the in-core task by"}
+
+
+def test_the_in_core_tasks_fit_a_threads_share_of_l2():
+    """Where CPUs share an L2 (SMT siblings), a task's rows fit its thread's share of it."""
+    l2 = {"level": 2, "size_bytes": 2 << 20, "instances": 4}
+    assert cpu_decode.l2_bytes({"caches": [dict(l2, shared_by_cpus=2)]}) == 1 << 20
+    assert cpu_decode.l2_bytes({"caches": [dict(l2, shared_by_cpus=None)]}) == 2 << 20
+    assert cpu_decode.l2_bytes({"caches": [{"level": 3, "size_bytes": 1 << 25}]}) is None
 
 
 def test_a_wrong_read_beside_a_point_is_named_not_used(cpu, monkeypatch):

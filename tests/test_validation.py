@@ -332,7 +332,8 @@ def test_fp32_and_fp64_peaks_off_their_lane_ratio_are_flagged():
 
 def test_a_points_time_is_set_against_its_loops_in_core_and_its_memory():
     """The int8 point of the Xeon VM (2026-12-06): 2 threads at 24.3 GB/s, 0.69 of the read beside it,
-    its kernel's task 16.3 GB/s per thread with the rows in L2: loops and memory about half hidden."""
+    its kernel's task 16.3 GB/s on one thread with the rows in L2 (a record from before the tasks ran on
+    every thread at once: scaled to the point's threads): loops and memory about half hidden."""
     rec = record(dtype="int8", efficiency=0.5)
     nbytes = rec["model"]["bytes"]
     rec.update(threads=2, time_s=nbytes / 24.3e9, adjacent_read_bytes_per_s=24.3e9 / 0.69,
@@ -353,6 +354,9 @@ def test_a_points_time_is_set_against_its_loops_in_core_and_its_memory():
         other = dict(rec, in_core=dict(core))
         validation.derive_in_core(other)
         assert "core_time_s" not in other["in_core"]  # nothing derived from a wrong or missing task
+    on_both = dict(rec, in_core={"validated": True, "bytes_per_s": 31.9e9, "threads": 2})  # tasks on both threads at once
+    validation.derive_in_core(on_both)
+    assert on_both["in_core"]["core_time_s"] == pytest.approx(nbytes / 31.9e9)  # its rate as measured, not scaled
     unpaired = dict(rec, in_core={"validated": True, "bytes_per_s": 16.3e9},
                     achieved={k: v for k, v in rec["achieved"].items() if k != "fraction_of_adjacent_read"})
     validation.derive_in_core(unpaired)  # no read beside it (one summed wrong): no memory time to set it against
