@@ -402,37 +402,40 @@ def model_validation(records, llc_bytes, bw, fused_impl="numba-fused", memory="D
             break
     batched = [r for r in large if r["impl"] == fused_impl and r["batch"] > 1 and r["kv_heads"] == r["heads"]]
     batch = _ratio_check(batched[0] if batched else None, fused(1, 1), "batch > 1 / batch 1")
-    dtype = headline_dtype(per_dtype)
-    headline = per_dtype.get(dtype)
-    if headline:
-        adjacent = headline["model_error_adjacent"] is not None
-        error = headline["model_error_adjacent"] if adjacent else headline["model_error"]
-        holds = abs(error) <= MODEL_HOLDS_WITHIN
-        sped_up = adjacent and headline["fraction_of_adjacent_read"] > FASTER_THAN_READ
-        if sped_up:  # the read beside it no longer describes the memory the point ran on
-            holds = None
-        finding = f"{headline['regime'] or 'regime unknown'}: {headline['impl']} {dtype} at "
-        if adjacent:
-            finding += (f"{headline['fraction_of_adjacent_read']:.2f} of the {memory} read bandwidth measured beside it "
-                        f"({headline['fraction_of_bandwidth']:.2f} of the profile's); model error {error:+.0%} "
-                        f"({headline['model_error']:+.0%} against the profile's bandwidth)")
-        else:
-            finding += f"{headline['fraction_of_bandwidth']:.2f} of {memory} read bandwidth; model error {error:+.0%}"
-        ratios = [f"{k.split('_')[0]} {v['measured_time_ratio']:.2f}x fp32's time ("
-                  + (f"{v['time_ratio_at_equal_read']:.2f}x at equal read bandwidth; " if v.get("time_ratio_at_equal_read") else "")
-                  + f"model {v['model_bytes_ratio']:.2f})"
-                  for k, v in dtype_ratios.items() if v.get("measured_time_ratio")]
-        if ratios:
-            finding += "; " + ", ".join(ratios)
-        if sped_up:
-            finding += "; undecided: the memory's speed changed while that point ran"
-    else:
-        holds = False
-        finding = f"no point of the swept shape (batch {shape[0]}, H {shape[1]}, H_kv {shape[2]}) to validate"
+    holds, finding = model_finding(per_dtype, dtype_ratios, shape, memory)
     return {"model_holds": holds, "holds_within": MODEL_HOLDS_WITHIN, "per_dtype": per_dtype,
             "dtype_ratios": dtype_ratios, "gqa": gqa, "gqa_widened": gqa_widened, "batch": batch, "finding": finding,
             "short_of_roofs": short_of_roofs(large),
             "large_cache_bytes": LARGE_CACHE_FACTOR * llc_bytes}
+
+
+def model_finding(per_dtype, dtype_ratios, shape, memory):
+    """(model holds: True, False or None where undecided, the one-line finding) from the headline
+    dtype's best point (against the read beside it where paired) and the dtype ratios."""
+    dtype = headline_dtype(per_dtype)
+    headline = per_dtype.get(dtype)
+    if not headline:
+        return False, f"no point of the swept shape (batch {shape[0]}, H {shape[1]}, H_kv {shape[2]}) to validate"
+    adjacent = headline["model_error_adjacent"] is not None
+    error = headline["model_error_adjacent"] if adjacent else headline["model_error"]
+    sped_up = adjacent and headline["fraction_of_adjacent_read"] > FASTER_THAN_READ
+    holds = None if sped_up else abs(error) <= MODEL_HOLDS_WITHIN  # sped up: the read beside it no longer describes the memory
+    finding = f"{headline['regime'] or 'regime unknown'}: {headline['impl']} {dtype} at "
+    if adjacent:
+        finding += (f"{headline['fraction_of_adjacent_read']:.2f} of the {memory} read bandwidth measured beside it "
+                    f"({headline['fraction_of_bandwidth']:.2f} of the profile's); model error {error:+.0%} "
+                    f"({headline['model_error']:+.0%} against the profile's bandwidth)")
+    else:
+        finding += f"{headline['fraction_of_bandwidth']:.2f} of {memory} read bandwidth; model error {error:+.0%}"
+    ratios = [f"{k.split('_')[0]} {v['measured_time_ratio']:.2f}x fp32's time ("
+              + (f"{v['time_ratio_at_equal_read']:.2f}x at equal read bandwidth; " if v.get("time_ratio_at_equal_read") else "")
+              + f"model {v['model_bytes_ratio']:.2f})"
+              for k, v in dtype_ratios.items() if v.get("measured_time_ratio")]
+    if ratios:
+        finding += "; " + ", ".join(ratios)
+    if sped_up:
+        finding += "; undecided: the memory's speed changed while that point ran"
+    return holds, finding
 
 
 def validate_section(section, llc_bytes, fused_impl="numba-fused", memory="DRAM"):
