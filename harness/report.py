@@ -779,9 +779,10 @@ def best_float_rate(sec):
 
 
 def index_rows(docs, specs):
-    """reports/README.md rows: measured machines, then datasheet specs."""
+    """reports/README.md rows: measured machines by id (the same order however they were named), then
+    datasheet specs."""
     rows = []
-    for doc in docs:
+    for doc in sorted(docs, key=lambda d: d["machine"]["id"]):
         link = f"[{doc['machine']['id']}]({doc['machine']['id']}/report.md)"
         for name, sec in by_device(doc):
             bw, _ = roofs(sec)

@@ -328,6 +328,10 @@ def test_index_lists_machines_and_specs(doc, tmp_path):
     assert row[6] == f"{v['per_dtype']['fp32']['fraction_of_bandwidth']:.2f} (fp32)"
     v["per_dtype"] = {d: p for d, p in v["per_dtype"].items() if d != "fp32"}  # no fp32 point from memory
     assert report.index_rows([amx], [])[0][6].endswith(f" ({validation.headline_dtype(v['per_dtype'])})")
+    other = copy.deepcopy(doc)
+    other["machine"]["id"] = "aaa-first-2c"  # machines in id order, whichever the command named first
+    assert [r[0] for r in report.index_rows([doc, other], [])] == [r[0] for r in report.index_rows([other, doc], [])]
+    assert report.index_rows([doc, other], [])[0][0].startswith("[aaa-first-2c]")
     assert [report.balance_text(x) for x in (0.00861, 0.553, 5.461, 14.66, 99.97, 295.2)] == ["0.0086", "0.55", "5.5", "14.7", "100", "295"]  # the spec rows' too
     # a value just under a prefix's step is written in the next prefix, never as 1000.0 of this one
     assert [si(v, "B/s") for v in (999.97e9, 999.94e9, 999.96e3, 999.5, 999.4, 3.352e12)] == [
