@@ -75,7 +75,7 @@ def cmd_profile(args):
                         progress=progress, gpu_selection=args.gpus, counters=args.counters, checkpoint=checkpoint)
     save_profile(doc, out, keep_history=not written)  # the checkpoint is this run's, not history
     print("\n".join(profile_lines(doc)))
-    print(f"profile written to {out}")
+    print(f"profile written to {out}; its report (markdown and plots): harness report {out}")
     failed = [f"{device}: {name}: {message}" for device, sec in doc["devices"].items()
               for name, message in (sec.get("probe_errors") or {}).items()]
     for line in failed:

@@ -60,7 +60,7 @@ def test_profile_writes_a_valid_profile_with_the_contract_keys(quick_profile):
     assert [r["threads"] for r in cpu["thread_sweep"]["triad"]][-1] == cpu["threads"]
     assert doc["machine"]["id"] and doc["software"]["numba"]["layer"]
     assert "stream fp64 triad" in proc.stderr  # progress goes to stderr
-    assert "profile written to" in proc.stdout
+    assert "profile written to" in proc.stdout and "its report (markdown and plots): harness report " in proc.stdout
 
 
 def test_profiling_again_keeps_history(quick_profile):
