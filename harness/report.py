@@ -713,12 +713,13 @@ def in_core_markdown(recs, h):
             table(["point", "median ms", "loops ms (rows in L2)", "memory ms (read beside it)", "sum ms (no overlap)",
                    "max ms (full overlap)", "median / sum"], rows), "",
             "Loops: the kernel's own tasks, one on each of the point's threads at once, each with its K and V rows "
-            "in its core's L2 (no memory to wait for), timed and checked against float64, at the point's bytes; memory: the point's bytes at the DRAM "
-            "read measured beside it. The step should take between the longer of the two (max: the other hidden) "
-            "and both in turn (sum: none hidden, as the ECM model assumes of Intel cores). Where the loops are the "
-            "longer, they set the step and a faster loop shortens it; where the memory is, the median's place "
-            "between the bounds says how much of the loops it hid, not what a faster loop would gain (the "
-            "harness's docs/decode.md).", ""]
+            "in its core's L2 (no memory to wait for), timed and checked against float64, at the point's bytes; "
+            "memory: the point's bytes at the DRAM read measured beside it. The step should take between the "
+            "longer of the two (max: the other hidden) and both in turn (sum: none hidden, as the ECM model assumes "
+            "of Intel cores). Where the loops are the longer, they bound the step from below and only a faster loop "
+            "lowers that bound; where the memory is, the median's place between the bounds says how much of the "
+            "loops it hid, not what a faster loop would gain (the harness's docs/decode.md: on the AMX Xeon VM, "
+            "bf16 at group 4 with most of its arithmetic removed ran only 1.10x faster).", ""]
 
 
 def drills_markdown(d, h="##", who="this machine"):

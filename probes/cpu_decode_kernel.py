@@ -63,6 +63,17 @@ setting, tuned per machine by the probe (probes/cpu_decode.py `tune`): the best 
   1.26x, int8 1.09x, bf16 at group 4 1.07x, fp32 1.00-1.02x; from DRAM (9 interleaved rounds) while
   memory was fast bf16 1.02x, int8 1.04x, bf16 at group 4 1.02x, every round faster, and while it was
   slow 1.01-1.03x, some rounds slower (0.97-0.98).
+- what keeps bf16 at group 4 below the read is mostly not its loops: on the model 207 Xeon (H=32/8,
+  S=524288, 16 rows prefetched ahead, from DRAM, 15 interleaved rounds, medians) the kernel ran 1.03x
+  faster with the score tile's arithmetic removed (every cache line of the rows still loaded), 1.10x
+  with the weighted sum's removed too and 1.17x without the softmax as well, where the read kernel
+  over the same bytes ran 1.53x faster; bare loads of those lines in the kernel's order reached
+  0.84-0.86 of the read with 16 to 64 rows prefetched ahead and 0.56 without (a dense sum of each row
+  0.59; of the same bytes as fp32 rows 0.69 without prefetch, 0.92 with): the gap is mostly in how
+  a task's rows stream from DRAM.
+Not adopted: the softmax's exp taken in blocks of 64 tokens right before the V rows they weight, so
+that memory streams meanwhile: on the model 207 Xeon from DRAM (9 interleaved rounds, medians) bf16
+at group 4 0.95x, bf16 0.98x, int8 1.00x, fp32 0.98x.
 Not adopted: bf16 rows read as 32-bit pairs (the low element by a shift, the high one by a mask,
 against a de-interleaved q), half the widening instructions of zero-extend and shift: on the Xeon
 VM a 4-row score loop alone over 1 GiB from DRAM (9 interleaved rounds, medians) ran at 25.1 GB/s
