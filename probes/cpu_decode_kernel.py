@@ -69,8 +69,10 @@ setting, tuned per machine by the probe (probes/cpu_decode.py `tune`): the best 
   with the weighted sum's removed too and 1.17x without the softmax as well, where the read kernel
   over the same bytes ran 1.53x faster; bare loads of those lines in the kernel's order reached
   0.84-0.86 of the read with 16 to 64 rows prefetched ahead and 0.56 without (a dense sum of each row
-  0.59; of the same bytes as fp32 rows 0.69 without prefetch, 0.92 with): the gap is mostly in how
-  a task's rows stream from DRAM.
+  0.59; of the same bytes as fp32 rows 0.69 without prefetch, 0.92 with), while the same chunks in the
+  same order summed flat, as the read kernel sums, ran at 0.98-1.00 of it without any prefetch (5
+  rounds): the order is not the gap, the row loops are, by how few cache lines they keep in flight
+  (each line costs them many more instructions than the read kernel's one load and add).
 Not adopted: the softmax's exp taken in blocks of 64 tokens right before the V rows they weight, so
 that memory streams meanwhile: on the model 207 Xeon from DRAM (9 interleaved rounds, medians) bf16
 at group 4 0.95x, bf16 0.98x, int8 1.00x, fp32 0.98x.
