@@ -340,13 +340,13 @@ def tuning_seq_len(shape, llc_bytes):
 
 def numba_runner(cache, threads, llc_bytes, config=None, clock=time.perf_counter_ns):
     """run() and output getter for numba-fused, and its kernel_config record. The kernel's row
-    staging and prefetch distance are tuned on this machine (or given as (stage, ahead)): the first
+    staging and prefetch distances are tuned on this machine (or given as (stage, ahead, l2_ahead)): the first
     point of each dtype, GQA group and memory level in a process times every setting (on a prefix
     of a long cache: tuning_seq_len) and the following ones reuse its choice."""
     s = cache.shape
     out = np.empty((s.batch * s.heads, s.head_dim), np.float32)
 
-    def runner(stage, ahead, seq_len=s.seq_len):
+    def runner(stage, ahead, l2_ahead, seq_len=s.seq_len):
         """run(loops) over the first seq_len tokens of every (batch, kv head) cache; only the whole
         cache's output is checked."""
         chunk = chunk_length(s.batch, s.kv_heads, seq_len, threads)
@@ -357,18 +357,18 @@ def numba_runner(cache, threads, llc_bytes, config=None, clock=time.perf_counter
             for _ in range(loops):
                 out.fill(np.nan)  # poisoned before every call
                 decode_kernel(cache.q, ks, vs, cache.k_scale, cache.v_scale, s.batch, s.heads, s.kv_heads,
-                              seq_len, chunk, stage, ahead, out)
+                              seq_len, chunk, stage, ahead, l2_ahead, out)
         return run
 
     level = memory_level(s, llc_bytes)
     key = (s.dtype, s.group, level, threads)
     if config is not None:
-        record = {"stage_rows_in_l1": config[0], "prefetch_rows_ahead": config[1], "chosen_by": "given"}
+        record = {**config_record(config), "chosen_by": "given"}
     elif key in _TUNED:
         record = _TUNED[key]
     else:
         record = _TUNED[key] = tune(runner, s, tuning_seq_len(s, llc_bytes) if level == 2 else s.seq_len, level, clock)
-    return runner(record["stage_rows_in_l1"], record["prefetch_rows_ahead"]), (lambda: out), copy.deepcopy(record)
+    return runner(*record_config(record)), (lambda: out), copy.deepcopy(record)
 
 
 def tune(runner, shape, seq_len, level, clock):
@@ -390,13 +390,28 @@ def tune(runner, shape, seq_len, level, clock):
             samples[i].append(timed_s(runs[i], 1, clock))
     medians = [float(np.median(t)) for t in samples]
     best = min(timing, key=lambda i: medians[i])
-    return {"stage_rows_in_l1": configs[best][0], "prefetch_rows_ahead": configs[best][1],
+    return {**config_record(configs[best]),
             "chosen_by": (f"tuned on this machine: fastest median of {TUNING_ROUNDS} interleaved calls at S={seq_len}, "
                           f"B={shape.batch}, H_kv={shape.kv_heads} ({MEMORY_LEVELS[level]})"),
-            "median_s_per_setting": {f"{'staged' if st else 'direct'}, prefetch {ah}": m
-                                     for (st, ah), m in zip(configs, medians)},
-            "calls_per_setting": {f"{'staged' if st else 'direct'}, prefetch {ah}": len(t)
-                                  for (st, ah), t in zip(configs, samples)}}
+            "median_s_per_setting": {config_name(c): m for c, m in zip(configs, medians)},
+            "calls_per_setting": {config_name(c): len(t) for c, t in zip(configs, samples)}}
+
+
+def config_record(config):
+    """A (stage, ahead, l2_ahead) kernel setting as the kernel_config record's fields."""
+    stage, ahead, l2_ahead = config
+    return {"stage_rows_in_l1": stage, "prefetch_rows_ahead": ahead, "prefetch_l2_rows_ahead": l2_ahead}
+
+
+def record_config(record):
+    """The (stage, ahead, l2_ahead) setting a kernel_config record names."""
+    return record["stage_rows_in_l1"], record["prefetch_rows_ahead"], record["prefetch_l2_rows_ahead"]
+
+
+def config_name(config):
+    """A kernel setting in words: 'direct, prefetch 16, L2 128'."""
+    stage, ahead, l2_ahead = config
+    return f"{'staged' if stage else 'direct'}, prefetch {ahead}, L2 {l2_ahead}"
 
 
 def check_output(cache, out, info, what):
@@ -521,18 +536,18 @@ def in_core_workload(shape, config, cpu, threads, seed):
     cache = DecodeCache(tasks, seed)
     po = np.empty((tasks.heads, shape.head_dim), np.float32)
     pm, pl = np.empty(tasks.heads, np.float32), np.empty(tasks.heads, np.float32)
-    stage, ahead = config["stage_rows_in_l1"], config["prefetch_rows_ahead"]
+    stage, ahead, l2_ahead = record_config(config)
     info = {"seq_len": tokens, "heads": tasks.heads, "kv_heads": threads, "seed": seed,
             "how": f"{threads} task(s) at once, one a thread, each of {tokens} tokens (a KV head's K and V rows, "
                    f"{tokens * per_token} bytes, in a thread's {l2} bytes of L2), "
-                   f"{'staged' if stage else 'direct'}, prefetch {ahead}"}
+                   f"{config_name((stage, ahead, l2_ahead))}"}
 
     return Workload(name="numba-fused in-core", dtype=shape.dtype, threads=threads, info=info,
                     check=lambda: check_output(cache, po / pl[:, None], info, "in-core tasks"),
                     poison=lambda: po.fill(np.nan), working_set_bytes=model.cache_bytes(tasks),
                     bytes_per_call=model.decode_bytes(tasks), flops_per_call=model.attention_flops(tasks),
                     run=lambda loops: task_loops(cache.q, shape.group, cache.k, cache.v, cache.k_scale, cache.v_scale,
-                                                 threads, stage, ahead, loops, po, pm, pl))
+                                                 threads, stage, ahead, l2_ahead, loops, po, pm, pl))
 
 
 def measure_in_core(ctx, rec, shape, seed):

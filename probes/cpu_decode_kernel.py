@@ -53,6 +53,14 @@ setting, tuned per machine by the probe (probes/cpu_decode.py `tune`): the best 
   DRAM; int8 0.99x, 0.96x);
 - caches and scratch rows start on 64-byte boundaries (callers allocate the caches so): a vector
   load straddling two lines made the kernel 1.2-1.5x slower in L2;
+- a second prefetch, into L2 and 128 rows ahead (prefetcht1), beside the one into L1 keeps the memory
+  streaming: on the model 207 Xeon from DRAM (7 interleaved rounds, medians, 16 or 32 rows ahead into
+  L1 either way) bf16 at group 1 1.25x (0.79 of the read kernel beside it to 0.99), bf16 at group 4
+  1.19x (0.62 to 0.74; at S=1048576 0.60 to 0.72), fp32 1.12x (0.92 to 1.03), int8 1.07x (0.71 to
+  0.76), every round faster; 64 and 256 rows ahead gained alike. Bare loads of a bf16 cache's lines in
+  the kernel's order reached 1.00 of the read with it, 0.83 with the prefetch into L1 alone. It is a
+  tuned setting (PREFETCH_L2_CHOICES): on the Zen 5 VM a prefetch into L2 further ahead once gained 5%
+  while memory was slow and lost 23% while it was fast;
 - software prefetch is not free: on the Xeon VM (family 6 model 207, at 3.86 GHz) with the rows in L2,
   16 rows ahead took the bf16 score from 21 to 32 cycles a token and the weighted sum from 17 to 29
   (one thread, group 1): a third of the task's in-core time (66 against 44 cycles a token), yet from DRAM it
@@ -63,8 +71,9 @@ setting, tuned per machine by the probe (probes/cpu_decode.py `tune`): the best 
   1.26x, int8 1.09x, bf16 at group 4 1.07x, fp32 1.00-1.02x; from DRAM (9 interleaved rounds) while
   memory was fast bf16 1.02x, int8 1.04x, bf16 at group 4 1.02x, every round faster, and while it was
   slow 1.01-1.03x, some rounds slower (0.97-0.98).
-- what keeps bf16 at group 4 below the read is mostly not its loops: on the model 207 Xeon (H=32/8,
-  S=524288, 16 rows prefetched ahead, from DRAM, 15 interleaved rounds, medians) the kernel ran 1.03x
+- what kept bf16 at group 4 below the read was mostly not its loops: on the model 207 Xeon (H=32/8,
+  S=524288, 16 rows prefetched ahead into L1 and none into L2, from DRAM, 15 interleaved rounds,
+  medians) the kernel ran 1.03x
   faster with the score tile's arithmetic removed (every cache line of the rows still loaded), 1.10x
   with the weighted sum's removed too and 1.17x without the softmax as well, where the read kernel
   over the same bytes ran 1.53x faster; bare loads of those lines in the kernel's order reached
@@ -72,7 +81,8 @@ setting, tuned per machine by the probe (probes/cpu_decode.py `tune`): the best 
   0.59; of the same bytes as fp32 rows 0.69 without prefetch, 0.92 with), while the same chunks in the
   same order summed flat, as the read kernel sums, ran at 0.98-1.00 of it without any prefetch (5
   rounds): the order is not the gap, the row loops are, by how few cache lines they keep in flight
-  (each line costs them many more instructions than the read kernel's one load and add).
+  (each line costs them many more instructions than the read kernel's one load and add), which the
+  prefetch into L2 below mostly makes up for.
 Not adopted: the softmax's exp taken in blocks of 64 tokens right before the V rows they weight, so
 that memory streams meanwhile: on the model 207 Xeon from DRAM (9 interleaved rounds, medians) bf16
 at group 4 0.95x, bf16 0.98x, int8 1.00x, fp32 0.98x.
@@ -87,8 +97,7 @@ task 1.48x faster with its rows in L2 (38 against 57 cycles a token), yet bf16 f
 (1.01-1.05 by round, S=262144, and 1.01x without prefetch): the gap to the read there is not the loops.
 Tried on Zen 5 and slower from DRAM: online softmax interleaving K and V blocks; prefetch into L2
 only, to every other line, or a line (0.51) or half a row (0.24) at a time inside the copy;
-dynamic scheduling; a head dim fixed at compile time (faster in L2); an extra prefetch into L2
-further ahead (gained 5% while memory was slow, lost 23% while it was fast).
+dynamic scheduling; a head dim fixed at compile time (faster in L2).
 """
 
 import numpy as np
@@ -109,37 +118,49 @@ LN2_LO = np.float32(-2.12194440e-4)
 # (480 MiB L3) read directly without software prefetch (0.88-0.90; staged 0.50-0.69). bf16 wanted
 # 16 rows ahead on Zen 5 and 4 on the Xeon (0.80 there, 0.51 without); int8 none on Zen 5, 16 on
 # the Xeon (0.63 vs 0.44).
-PREFETCH_CHOICES = (0, 4, 8, 16, 32)  # rows prefetched ahead (0: none)
+PREFETCH_CHOICES = (0, 4, 8, 16, 32)  # rows prefetched ahead into L1 (0: none)
+# rows prefetched into L2 far ahead (0: none), beside or instead of L1's: on the model 207 Xeon from DRAM
+# 64, 128 and 256 rows gained alike (see the notes above)
+PREFETCH_L2_CHOICES = (0, 128)
 MAX_CHUNK_TOKENS = 16384  # a task's scores (group x tokens fp32) stay within a 2 MiB L2 up to group 8
 
 
 def kernel_configs(kind):
-    """The (stage rows in L1, rows prefetched ahead) settings worth trying for one cache dtype:
-    staging only for fp32 (16-bit rows widened into L1 were slower than widened inside the dot
-    and the update; see the notes above)."""
-    return [(stage, ahead) for stage in ((False, True) if kind == "fp32" else (False,)) for ahead in PREFETCH_CHOICES]
+    """The (stage rows in L1, rows prefetched ahead into L1, rows prefetched ahead into L2) settings
+    worth trying for one cache dtype: staging only for fp32 (16-bit rows widened into L1 were slower
+    than widened inside the dot and the update; see the notes above)."""
+    return [(stage, ahead, l2_ahead) for stage in ((False, True) if kind == "fp32" else (False,))
+            for l2_ahead in PREFETCH_L2_CHOICES for ahead in PREFETCH_CHOICES]
 
 
 _PREFETCH = "llvm.prefetch.p0" if llvm_binding.llvm_version_info[0] >= 15 else "llvm.prefetch.p0i8"
 
 
-@intrinsic
-def _prefetch(typingctx, arr, row, col):
-    """Software prefetch of arr[row, col] for reading, into all cache levels."""
+def _prefetcher(locality):
+    """An intrinsic f(arr, row, col): software prefetch of arr[row, col] for reading, with LLVM's
+    locality hint (3: into every level, prefetcht0 on x86; 2: into L2 and below, prefetcht1)."""
 
-    def codegen(context, builder, signature, args):
-        aryty = signature.args[0]
-        ary = context.make_array(aryty)(context, builder, args[0])
-        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1], args[2]],
-                                       wraparound=False, boundscheck=False)
-        i8p = builder.bitcast(ptr, ir.IntType(8).as_pointer())
-        i32 = ir.IntType(32)
-        fnty = ir.FunctionType(ir.VoidType(), [i8p.type, i32, i32, i32])
-        fn = cgutils.get_or_insert_function(builder.module, fnty, _PREFETCH)
-        builder.call(fn, [i8p, ir.Constant(i32, 0), ir.Constant(i32, 3), ir.Constant(i32, 1)])
-        return context.get_dummy_value()
+    @intrinsic
+    def prefetch(typingctx, arr, row, col):
+        def codegen(context, builder, signature, args):
+            aryty = signature.args[0]
+            ary = context.make_array(aryty)(context, builder, args[0])
+            ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1], args[2]],
+                                           wraparound=False, boundscheck=False)
+            i8p = builder.bitcast(ptr, ir.IntType(8).as_pointer())
+            i32 = ir.IntType(32)
+            fnty = ir.FunctionType(ir.VoidType(), [i8p.type, i32, i32, i32])
+            fn = cgutils.get_or_insert_function(builder.module, fnty, _PREFETCH)
+            builder.call(fn, [i8p, ir.Constant(i32, 0), ir.Constant(i32, locality), ir.Constant(i32, 1)])
+            return context.get_dummy_value()
 
-    return types.void(arr, row, col), codegen
+        return types.void(arr, row, col), codegen
+
+    return prefetch
+
+
+_prefetch = _prefetcher(3)
+_prefetch_l2 = _prefetcher(2)
 
 
 @njit(inline="always")
@@ -153,20 +174,27 @@ def aligned_rows(rows, cols):
 
 
 @njit(inline="always")
-def prefetch_rows(a2, first, count, end):
+def prefetch_rows(a2, first, count, end, l2=False):
     """Prefetch every cache line of the rows first..first + count (contiguous: a C-ordered cache) if
-    they all lie below end: one bounds check for a step's rows, not one per row."""
+    they all lie below end: one bounds check for a step's rows, not one per row. Into L1, or with
+    `l2` (a constant where inlined) into L2."""
     if first + count <= end:
         for col in range(0, count * a2.shape[1], max(1, 64 // a2.itemsize)):
-            _prefetch(a2, first, col)
+            if l2:
+                _prefetch_l2(a2, first, col)
+            else:
+                _prefetch(a2, first, col)
 
 
 @njit(inline="always")
-def prefetch_row(a2, row, end):
-    """Prefetch every cache line of a2[row] if row < end."""
+def prefetch_row(a2, row, end, l2=False):
+    """Prefetch every cache line of a2[row] if row < end (into L2 with `l2`, as in prefetch_rows)."""
     if row < end:
         for col in range(0, a2.shape[1], max(1, 64 // a2.itemsize)):
-            _prefetch(a2, row, col)
+            if l2:
+                _prefetch_l2(a2, row, col)
+            else:
+                _prefetch(a2, row, col)
 
 
 def _widen_codegen(word):
@@ -384,10 +412,11 @@ def _add_eight(rows, first, group, scores, t, acc):
 
 
 @njit(fastmath=True, inline="always")
-def _scores(q2, qrow, group, k2, r0, r1, scores, buf, stage, prefetching, ahead):
+def _scores(q2, qrow, group, k2, r0, r1, scores, buf, stage, prefetching, ahead, l2_ahead):
     """scores[g, t] = q2[qrow + g] . K row r0 + t for the rows r0..r1, four rows a step, each read
-    once for every head of the group. `prefetching` is a constant where it is inlined (_chunk):
-    the loops with and without prefetch are separate copies."""
+    once for every head of the group, prefetching `ahead` rows ahead into L1 and `l2_ahead` into L2
+    (0: none). `prefetching` (either) is a constant where it is inlined (_chunk): the loops with and
+    without prefetch are separate copies."""
     d = q2.shape[1]
     n = r1 - r0
     t = 0
@@ -396,12 +425,18 @@ def _scores(q2, qrow, group, k2, r0, r1, scores, buf, stage, prefetching, ahead)
         if stage:
             for a in range(4):  # each row's prefetch right before its copy, not all four at once
                 if prefetching:
-                    prefetch_row(k2, r + ahead + a, r1)
+                    if ahead > 0:
+                        prefetch_row(k2, r + ahead + a, r1)
+                    if l2_ahead > 0:
+                        prefetch_row(k2, r + l2_ahead + a, r1, True)
                 _copy_row(k2, r + a, buf, a)
             _score_four(q2, qrow, group, buf, 0, scores, t)
         else:
             if prefetching:
-                prefetch_rows(k2, r + ahead, 4, r1)
+                if ahead > 0:
+                    prefetch_rows(k2, r + ahead, 4, r1)
+                if l2_ahead > 0:
+                    prefetch_rows(k2, r + l2_ahead, 4, r1, True)
             _score_four(q2, qrow, group, k2, r, scores, t)
         t += 4
     while t < n:
@@ -415,11 +450,11 @@ def _scores(q2, qrow, group, k2, r0, r1, scores, buf, stage, prefetching, ahead)
 
 
 @njit(fastmath=True, inline="always")
-def _weighted_sum(v2, r0, r1, group, scores, po, prow, buf, stage, prefetching, ahead):
+def _weighted_sum(v2, r0, r1, group, scores, po, prow, buf, stage, prefetching, ahead, l2_ahead):
     """po[prow + g] = sum over the rows r0..r1 of scores[g, t] x V row r0 + t, eight rows a step,
     summed in a fresh local array (LLVM then knows it aliases no V row: accumulating eight rows
     straight into po ran at 0.83 of the read kernel's bandwidth, locally 0.905, four rows into po
-    0.87; fp32 from DRAM on the Xeon VM, 8 interleaved rounds); `prefetching` as in _scores."""
+    0.87; fp32 from DRAM on the Xeon VM, 8 interleaved rounds); the prefetch settings as in _scores."""
     d = v2.shape[1]
     n = r1 - r0
     acc = np.zeros((group, d), np.float32)
@@ -429,12 +464,18 @@ def _weighted_sum(v2, r0, r1, group, scores, po, prow, buf, stage, prefetching, 
         if stage:
             for a in range(8):
                 if prefetching:
-                    prefetch_row(v2, r + ahead + a, r1)
+                    if ahead > 0:
+                        prefetch_row(v2, r + ahead + a, r1)
+                    if l2_ahead > 0:
+                        prefetch_row(v2, r + l2_ahead + a, r1, True)
                 _copy_row(v2, r + a, buf, a)
             _add_eight(buf, 0, group, scores, t, acc)
         else:
             if prefetching:
-                prefetch_rows(v2, r + ahead, 8, r1)
+                if ahead > 0:
+                    prefetch_rows(v2, r + ahead, 8, r1)
+                if l2_ahead > 0:
+                    prefetch_rows(v2, r + l2_ahead, 8, r1, True)
             _add_eight(v2, r, group, scores, t, acc)
         t += 8
     while t < n:
@@ -451,20 +492,23 @@ def _weighted_sum(v2, r0, r1, group, scores, po, prow, buf, stage, prefetching, 
 
 @njit(fastmath=True, cache=True)
 def _chunk(q2, qrow, group, k2, v2, kscale, vscale, r0, r1, scale, scores, po, pm, pl, prow, buf, ebits,
-          stage, ahead):
+          stage, ahead, l2_ahead):
     """One task: scores of rows r0..r1 for every head of the group, their softmax numerators, and
     the weighted sum of V rows into po, with the maximum (pm) and sum (pl) the merge needs.
-    stage: copy (widened) rows to L1 before use; ahead: rows prefetched ahead (0: none). With and
+    stage: copy (widened) rows to L1 before use; ahead: rows prefetched ahead into L1, l2_ahead: into
+    L2 (0: none). With and
     without prefetch run separate copies of the loops: a branch on it inside them cost fp32 8% of
     its DRAM bandwidth on the Xeon VM (0.80 vs 0.87 of read, 10 interleaved rounds); staging's
-    branch cost nothing measurable."""
+    branch cost nothing measurable, nor, inside the prefetching copy, a branch a step on each
+    distance (against a copy for each of the four combinations, on the model 207 Xeon from DRAM:
+    0.99-1.01x, 7 interleaved rounds, at half the compile time: 15 s against 29 for bf16)."""
     scaled = quantised(k2)
     n = r1 - r0
     stage = stage and stageable(k2)  # stageable: a constant, False but for fp32 (their staged code is dead)
-    if ahead > 0:
-        _scores(q2, qrow, group, k2, r0, r1, scores, buf, stage, True, ahead)
+    if ahead > 0 or l2_ahead > 0:
+        _scores(q2, qrow, group, k2, r0, r1, scores, buf, stage, True, ahead, l2_ahead)
     else:
-        _scores(q2, qrow, group, k2, r0, r1, scores, buf, stage, False, 0)
+        _scores(q2, qrow, group, k2, r0, r1, scores, buf, stage, False, 0, 0)
     for g in range(group):  # score scale (and int8 key scales)
         for t in range(n):
             scores[g, t] *= scale * kscale[r0 + t] if scaled else scale
@@ -481,14 +525,14 @@ def _chunk(q2, qrow, group, k2, v2, kscale, vscale, r0, r1, scale, scores, po, p
         if scaled:
             for t in range(n):
                 scores[g, t] *= vscale[r0 + t]
-    if ahead > 0:
-        _weighted_sum(v2, r0, r1, group, scores, po, prow, buf, stage, True, ahead)
+    if ahead > 0 or l2_ahead > 0:
+        _weighted_sum(v2, r0, r1, group, scores, po, prow, buf, stage, True, ahead, l2_ahead)
     else:
-        _weighted_sum(v2, r0, r1, group, scores, po, prow, buf, stage, False, 0)
+        _weighted_sum(v2, r0, r1, group, scores, po, prow, buf, stage, False, 0, 0)
 
 
 @njit(parallel=True, fastmath=True, cache=True)
-def task_loops(q2, group, k2, v2, kscale, vscale, tasks, stage, ahead, loops, po, pm, pl):
+def task_loops(q2, group, k2, v2, kscale, vscale, tasks, stage, ahead, l2_ahead, loops, po, pm, pl):
     """`loops` runs of `tasks` tasks at once, as decode_kernel runs each: task w over its own block of
     the rows of k2 and v2 (rows w*n..(w+1)*n, n = rows / tasks) and the query heads w*group.., its
     partial output in po, pm, pl at those heads. The in-core timing: with as many tasks as threads
@@ -503,11 +547,12 @@ def task_loops(q2, group, k2, v2, kscale, vscale, tasks, stage, ahead, loops, po
         first = w * n  # an int64, as decode_kernel's row numbers: _chunk reuses its compiled code (10 s a dtype)
         for _ in range(loops):
             _chunk(q2, w * group, group, k2, v2, kscale, vscale, first, first + n, scale, scores, po, pm, pl,
-                   w * group, buf, ebits, stage, ahead)
+                   w * group, buf, ebits, stage, ahead, l2_ahead)
 
 
 @njit(parallel=True, fastmath=True, cache=True)
-def decode_kernel(q2, k2, v2, kscale, vscale, batch, heads, kv_heads, seq_len, chunk_len, stage, ahead, out2):
+def decode_kernel(q2, k2, v2, kscale, vscale, batch, heads, kv_heads, seq_len, chunk_len, stage, ahead, l2_ahead,
+                  out2):
     """out2 [B*H, D] = softmax(q k^T / sqrt(D)) v for one decode step, split over (batch, kv head,
     chunk of chunk_len tokens) tasks in parallel; the cache dtype comes from the arrays' word type
     (STORAGE), int8 with per-row scales kscale/vscale (unread otherwise)."""
@@ -528,7 +573,7 @@ def decode_kernel(q2, k2, v2, kscale, vscale, batch, heads, kv_heads, seq_len, c
         buf = aligned_rows(8, d)  # staged rows: four K or eight V
         ebits = np.empty(s1 - s0, np.int32)
         _chunk(q2, b * heads + h * group, group, k2, v2, kscale, vscale, bh * seq_len + s0,
-           bh * seq_len + s1, scale, scores, po, pm, pl, task * group, buf, ebits, stage, ahead)
+           bh * seq_len + s1, scale, scores, po, pm, pl, task * group, buf, ebits, stage, ahead, l2_ahead)
     for row in range(batch * heads):  # merge the chunks of each query head (serial: a few microseconds)
         b, hq = row // heads, row % heads
         h, g = hq // group, hq % group

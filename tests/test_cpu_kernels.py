@@ -235,10 +235,11 @@ def test_decode_kernel_widens_16_bit_caches_in_packed_registers(dtype, widening)
     group, f32 = 2, np.float32
     chunk(cache.q, 0, group, cache.k, cache.v, cache.k_scale, cache.v_scale, 0, 64, f32(0.125),
           np.empty((group, 64), f32), np.empty((group, 64), f32), np.empty(group, f32), np.empty(group, f32), 0,
-          np.empty((8, 64), f32), np.empty(64, np.int32), False, 4)
+          np.empty((8, 64), f32), np.empty(64, np.int32), False, 4, 128)
     asm = _asm(chunk)
     assert len(re.findall(rf"{widening}\s+[^\n]*%[yz]mm", asm)) >= 8
     assert len(re.findall(r"vfmadd\w*ps\s+[^\n]*%[yz]mm", asm)) >= 8
+    assert re.search(r"prefetcht0\s", asm) and re.search(r"prefetcht1\s", asm)  # rows ahead into L1, further into L2
 
 
 

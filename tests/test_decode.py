@@ -54,11 +54,11 @@ SETTINGS = [(dtype, config) for dtype in ("fp32", "bf16", "fp16", "int8") for co
 @pytest.mark.parametrize("dtype,config", SETTINGS, ids=lambda x: str(x))
 @pytest.mark.parametrize("dims", SHAPES[1:4], ids=lambda d: "S{}-d{}-H{}-Hkv{}-B{}".format(*d))
 def test_numba_fused_matches_float64_in_every_kernel_setting(dtype, config, dims):
-    """Every row staging and prefetch distance the tuning may choose, at small odd sizes."""
+    """Every row staging and prefetch distance (into L1, into L2) the tuning may choose, at small odd sizes."""
     shape = shape_of(*dims, dtype)
     cache = cpu_decode.DecodeCache(shape, seed=5)
     run, output, record = cpu_decode.numba_runner(cache, threads=2, llc_bytes=0, config=config)
-    assert (record["stage_rows_in_l1"], record["prefetch_rows_ahead"]) == config
+    assert cpu_decode.record_config(record) == config
     run(1)
     on_stored, on_original = cache.reference()
     err = cpu_decode.relative_error(output(), on_stored if dtype == "int8" else on_original)
@@ -66,8 +66,8 @@ def test_numba_fused_matches_float64_in_every_kernel_setting(dtype, config, dims
 
 
 def test_tuning_picks_the_fastest_setting_and_reuses_it(monkeypatch, fake_clock):
-    """With a fake clock the 'direct, prefetch 8' setting is made fastest and 'direct, prefetch 0'
-    a close second: after the first rounds only those two are timed. A second cache of the same
+    """With a fake clock the 'direct, prefetch 8, L2 128' setting is made fastest and 'direct, prefetch 0,
+    L2 0' a close second: after the first rounds only those two are timed. A second cache of the same
     dtype, group and memory level reuses the choice without timing again."""
     monkeypatch.setattr(cpu_decode, "_TUNED", {})
     shape = shape_of(67, 64, 8, 4, 1, "fp32")
@@ -75,22 +75,22 @@ def test_tuning_picks_the_fastest_setting_and_reuses_it(monkeypatch, fake_clock)
     calls = []
 
     def timed_kernel(*args):
-        stage, ahead = args[-3], args[-2]
-        calls.append((stage, ahead))
-        fake_clock.advance_s({(False, 8): 0.001, (False, 0): 0.00105}.get((stage, ahead), 0.002 + 0.0001 * ahead))
+        setting = args[-4:-1]  # stage, ahead, l2_ahead
+        calls.append(setting)
+        fake_clock.advance_s({(False, 8, 128): 0.001, (False, 0, 0): 0.00105}.get(setting, 0.002 + 0.0001 * setting[1]))
         real(*args)
 
     monkeypatch.setattr(cpu_decode, "decode_kernel", timed_kernel)
     run, _, record = cpu_decode.numba_runner(cpu_decode.DecodeCache(shape, 1), 2, llc_bytes=0, clock=fake_clock)
-    assert (record["stage_rows_in_l1"], record["prefetch_rows_ahead"]) == (False, 8)
+    assert (record["stage_rows_in_l1"], record["prefetch_rows_ahead"], record["prefetch_l2_rows_ahead"]) == (False, 8, 128)
     settings = kernel_configs("fp32")
     first, rounds = cpu_decode.TUNING_FIRST_ROUNDS, cpu_decode.TUNING_ROUNDS
     assert len(calls) == (1 + first) * len(settings) + (rounds - first) * 2  # a warm-up, every setting, the contenders
     assert calls[len(settings):2 * len(settings)] == settings  # interleaved: each round runs every setting once
-    assert calls[-2:] == [(False, 0), (False, 8)]
-    assert record["calls_per_setting"] == {k: rounds if k in ("direct, prefetch 0", "direct, prefetch 8") else first
-                                           for k in record["median_s_per_setting"]}
-    assert record["median_s_per_setting"]["direct, prefetch 8"] == pytest.approx(0.001, abs=1e-8)
+    assert calls[-2:] == [(False, 0, 0), (False, 8, 128)]
+    contenders = ("direct, prefetch 0, L2 0", "direct, prefetch 8, L2 128")
+    assert record["calls_per_setting"] == {k: rounds if k in contenders else first for k in record["median_s_per_setting"]}
+    assert record["median_s_per_setting"]["direct, prefetch 8, L2 128"] == pytest.approx(0.001, abs=1e-8)
     assert "streaming from DRAM" in record["chosen_by"]
     calls.clear()
     _, _, again = cpu_decode.numba_runner(cpu_decode.DecodeCache(shape, 2), 2, llc_bytes=0, clock=fake_clock)
@@ -399,7 +399,7 @@ def test_large_points_pair_each_sample_with_a_read_before_it(cpu, monkeypatch):
 def test_the_in_core_task_is_checked_against_float64(cpu, dtype, monkeypatch):
     ctx = Context(cpu=cpu, threads=2, tiny=True)
     shape = model.DecodeShape(seq_len=1 << 20, heads=12, kv_heads=2, head_dim=80, dtype=dtype)  # group 6
-    rec = {"kernel_config": {"stage_rows_in_l1": dtype == "fp32", "prefetch_rows_ahead": 8}}
+    rec = {"kernel_config": {"stage_rows_in_l1": dtype == "fp32", "prefetch_rows_ahead": 8, "prefetch_l2_rows_ahead": 128}}
     small_l2 = dict(cpu, caches=[{"level": 2, "size_bytes": 64 << 10, "instances": 2, "shared_by_cpus": 1}])
     cpu_decode.measure_in_core(Context(cpu=small_l2, threads=2, tiny=True), rec, shape, seed=5)
     core = rec["in_core"]
