@@ -719,7 +719,8 @@ def in_core_markdown(recs, h):
             "of Intel cores). Where the loops are the longer, they bound the step from below and only a faster loop "
             "lowers that bound; where the memory is, the median's place between the bounds says how much of the "
             "loops it hid, not what a faster loop would gain (the harness's docs/decode.md: on the AMX Xeon VM, "
-            "bf16 at group 4 with most of its arithmetic removed ran only 1.10x faster).", ""]
+            "bf16 at group 4 with most of its arithmetic removed ran only 1.10x faster, before its prefetch into L2).",
+            ""]
 
 
 def drills_markdown(d, h="##", who="this machine"):
