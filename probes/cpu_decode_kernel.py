@@ -82,7 +82,9 @@ setting, tuned per machine by the probe (probes/cpu_decode.py `tune`): the best 
   same order summed flat, as the read kernel sums, ran at 0.98-1.00 of it without any prefetch (5
   rounds): the order is not the gap, the row loops are, by how few cache lines they keep in flight
   (each line costs them many more instructions than the read kernel's one load and add), which the
-  prefetch into L2 below mostly makes up for.
+  prefetch into L2 below mostly makes up for. With it (8 rows ahead into L1, 128 into L2; 11 rounds)
+  bf16 at group 4 ran at 0.75 of the read: 1.00x with the score tile's arithmetic removed, 1.11x with
+  the weighted sum's too, so what is left of its loops' cost is in the weighted sum.
 Not adopted: the softmax's exp taken in blocks of 64 tokens right before the V rows they weight, so
 that memory streams meanwhile: on the model 207 Xeon from DRAM (9 interleaved rounds, medians) bf16
 at group 4 0.95x, bf16 0.98x, int8 1.00x, fp32 0.98x.
