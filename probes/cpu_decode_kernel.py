@@ -48,7 +48,8 @@ setting, tuned per machine by the probe (probes/cpu_decode.py `tune`): the best 
   alone). fp32 rows keep the per-head loops: the score tile gained nothing (1.00-1.01x), the sum
   tile lost (0.94x; five of its sixteen weights spilled to the stack), both 0.87-0.94x (on the model
   207 Xeon both tiles for fp32 at group 4 from DRAM: 1.07x without prefetch, 0.995-0.998x with the 8
-  or 16 rows ahead its tuning picks there, 9 interleaved rounds); a sum tile
+  or 16 rows ahead its tuning picks there, 9 interleaved rounds; with 8 ahead and 128 into L2, 1.01x,
+  15 rounds, the score tile alone 1.00x); a sum tile
   of two heads x eight rows in place of the 4 x 4 ones was slower (bf16 0.93x in L2, 0.98x from
   DRAM; int8 0.99x, 0.96x);
 - caches and scratch rows start on 64-byte boundaries (callers allocate the caches so): a vector
