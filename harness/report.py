@@ -698,11 +698,21 @@ def decode_markdown(sec, image, h):
     return out + in_core_markdown(recs, h)
 
 
+def kernel_setting(config):
+    """A kernel_config record in words: how the rows reach the core ('direct, 16 rows ahead into L1, 128
+    into L2'); 'n/a' where none is recorded (a profile from before prefetching into L2 names no L2)."""
+    if "stage_rows_in_l1" not in config:
+        return "n/a"
+    ahead, l2 = config["prefetch_rows_ahead"], config.get("prefetch_l2_rows_ahead")
+    text = f"{'staged' if config['stage_rows_in_l1'] else 'direct'}, " + (f"{ahead} rows ahead into L1" if ahead else "no prefetch into L1")
+    return text + ("" if l2 is None else f", {l2} into L2" if l2 else ", none into L2")
+
+
 def in_core_markdown(recs, h):
     """Where the fused kernel's time goes at each point from memory that has its in-core rate: its
     loops' time with the rows in L2 and the memory's at the read beside it, against their sum and
     their maximum (validation.derive_in_core)."""
-    rows = [[f"{r['impl']} {decode_shape(r)}", f"{r['time_s'] * 1e3:.1f}"]
+    rows = [[f"{r['impl']} {decode_shape(r)}", kernel_setting(r.get("kernel_config") or {}), f"{r['time_s'] * 1e3:.1f}"]
             + [f"{r['in_core'][key] * 1e3:.1f}" for key in ("core_time_s", "memory_time_s", "no_overlap_time_s",
                                                              "full_overlap_time_s")]
             + [num(r["time_s"] / r["in_core"]["no_overlap_time_s"])]
@@ -710,8 +720,8 @@ def in_core_markdown(recs, h):
     if not rows:
         return []
     return [f"{h} Where the fused kernel's time goes", "",
-            table(["point", "median ms", "loops ms (rows in L2)", "memory ms (read beside it)", "sum ms (no overlap)",
-                   "max ms (full overlap)", "median / sum"], rows), "",
+            table(["point", "setting (tuned)", "median ms", "loops ms (rows in L2)", "memory ms (read beside it)",
+                   "sum ms (no overlap)", "max ms (full overlap)", "median / sum"], rows), "",
             "Loops: the kernel's own tasks, one on each of the point's threads at once, each with its K and V rows "
             "in its core's L2 (no memory to wait for), timed and checked against float64, at the point's bytes; "
             "memory: the point's bytes at the DRAM read measured beside it. The step should take between the "

@@ -504,8 +504,16 @@ def test_where_the_fused_kernels_time_goes_is_tabled_for_points_with_their_in_co
                                                                                       "in_core": None}], "##")
     assert lines[0] == "## Where the fused kernel's time goes"
     rows = [line for line in "\n".join(lines).splitlines() if line.startswith("| numba")]
-    assert rows == ["| numba-fused bf16 B=1 H=32/32 d_h=128 S=262144 | 159.5 | 73.4 | 121.2 | 194.6 | 121.2 | 0.82 |"]
+    assert rows == ["| numba-fused bf16 B=1 H=32/32 d_h=128 S=262144 | n/a | 159.5 | 73.4 | 121.2 | 194.6 | 121.2 | 0.82 |"]
     assert report.in_core_markdown([{**rec, "in_core": {"reason": "no L2"}}], "##") == []
+    tuned = {"stage_rows_in_l1": False, "prefetch_rows_ahead": 16, "prefetch_l2_rows_ahead": 128}
+    (row,) = [line for line in "\n".join(report.in_core_markdown([{**rec, "kernel_config": tuned}], "##")).splitlines()
+              if line.startswith("| numba")]
+    assert row.startswith("| numba-fused bf16 B=1 H=32/32 d_h=128 S=262144 | direct, 16 rows ahead into L1, 128 into L2 | 159.5 |")
+    before_l2 = {k: v for k, v in tuned.items() if k != "prefetch_l2_rows_ahead"}  # a profile from before the L2 setting
+    assert report.kernel_setting(before_l2) == "direct, 16 rows ahead into L1"
+    assert report.kernel_setting({"stage_rows_in_l1": True, "prefetch_rows_ahead": 0, "prefetch_l2_rows_ahead": 0}) == \
+        "staged, no prefetch into L1, none into L2"
 
 
 def test_a_decode_line_names_its_loops_time_where_the_in_core_task_ran():
