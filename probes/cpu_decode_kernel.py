@@ -190,14 +190,13 @@ def prefetch_rows(a2, first, count, end, l2=False):
 
 
 @njit(inline="always")
-def prefetch_row(a2, row, end, l2=False):
-    """Prefetch every cache line of a2[row] if row < end (into L2 with `l2`, as in prefetch_rows)."""
-    if row < end:
-        for col in range(0, a2.shape[1], max(1, 64 // a2.itemsize)):
-            if l2:
-                _prefetch_l2(a2, row, col)
-            else:
-                _prefetch(a2, row, col)
+def prefetch_ahead(a2, first, count, end, ahead, l2_ahead):
+    """Prefetch the rows first..first + count, `ahead` rows on into L1 and `l2_ahead` rows on into L2
+    (0: not into that level), each only where those rows lie below end."""
+    if ahead > 0:
+        prefetch_rows(a2, first + ahead, count, end)
+    if l2_ahead > 0:
+        prefetch_rows(a2, first + l2_ahead, count, end, True)
 
 
 def _widen_codegen(word):
@@ -428,18 +427,12 @@ def _scores(q2, qrow, group, k2, r0, r1, scores, buf, stage, prefetching, ahead,
         if stage:
             for a in range(4):  # each row's prefetch right before its copy, not all four at once
                 if prefetching:
-                    if ahead > 0:
-                        prefetch_row(k2, r + ahead + a, r1)
-                    if l2_ahead > 0:
-                        prefetch_row(k2, r + l2_ahead + a, r1, True)
+                    prefetch_ahead(k2, r + a, 1, r1, ahead, l2_ahead)
                 _copy_row(k2, r + a, buf, a)
             _score_four(q2, qrow, group, buf, 0, scores, t)
         else:
             if prefetching:
-                if ahead > 0:
-                    prefetch_rows(k2, r + ahead, 4, r1)
-                if l2_ahead > 0:
-                    prefetch_rows(k2, r + l2_ahead, 4, r1, True)
+                prefetch_ahead(k2, r, 4, r1, ahead, l2_ahead)
             _score_four(q2, qrow, group, k2, r, scores, t)
         t += 4
     while t < n:
@@ -467,18 +460,12 @@ def _weighted_sum(v2, r0, r1, group, scores, po, prow, buf, stage, prefetching, 
         if stage:
             for a in range(8):
                 if prefetching:
-                    if ahead > 0:
-                        prefetch_row(v2, r + ahead + a, r1)
-                    if l2_ahead > 0:
-                        prefetch_row(v2, r + l2_ahead + a, r1, True)
+                    prefetch_ahead(v2, r + a, 1, r1, ahead, l2_ahead)
                 _copy_row(v2, r + a, buf, a)
             _add_eight(buf, 0, group, scores, t, acc)
         else:
             if prefetching:
-                if ahead > 0:
-                    prefetch_rows(v2, r + ahead, 8, r1)
-                if l2_ahead > 0:
-                    prefetch_rows(v2, r + l2_ahead, 8, r1, True)
+                prefetch_ahead(v2, r, 8, r1, ahead, l2_ahead)
             _add_eight(v2, r, group, scores, t, acc)
         t += 8
     while t < n:
