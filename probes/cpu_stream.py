@@ -77,8 +77,12 @@ def fill_random(a, seed):
 
 @njit(parallel=True, cache=True)
 def k_copy(a, c):
+    """c = a with the plain stores scale, add and triad use. `+ 0.0` (kept without fast-math, as it
+    turns -0.0 into +0.0; the data are positive) stops LLVM from making the loop a memcpy call,
+    whose non-temporal stores skip the write-allocate read: on the model 207 Xeon VM that copy ran
+    at 1.80x scale's rate, as a loop 1.00x."""
     for i in prange(a.shape[0]):
-        c[i] = a[i]
+        c[i] = a[i] + 0.0
 
 
 @njit(parallel=True, cache=True)

@@ -31,6 +31,17 @@ def test_stream_kernels_validate_and_count_bytes(tiny_ctx, dtype, threads):
     assert recs["read"]["bytes_per_call"] == (n // threads) * threads * itemsize
 
 
+@pytest.mark.parametrize("name, arrays, scalar", [("k_copy", 2, []), ("k_scale", 2, [3.0]),
+                                                   ("k_add", 3, []), ("k_triad", 3, [3.0])])
+def test_stream_kernels_store_through_the_cache_not_through_memcpy(name, arrays, scalar):
+    """A copy loop LLVM turns into a memcpy call times glibc's non-temporal stores, not the plain
+    stores the other three kernels use (1.80x scale's rate on the model 207 Xeon VM)."""
+    kernel = numba.njit(parallel=True)(getattr(cpu_stream, name).py_func)  # uncached: its IR can be read
+    kernel(*[np.ones(64) for _ in range(arrays)], *scalar)
+    ir = "".join(kernel.inspect_llvm().values())
+    assert "vector.body" in ir and "memcpy" not in ir and "memmove" not in ir
+
+
 def test_random_fill_is_not_constant_and_in_range():
     a = cpu_stream.aligned_empty(4096, np.float64)
     cpu_stream.fill_random(a, 1)
