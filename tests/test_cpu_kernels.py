@@ -88,13 +88,14 @@ def test_exact_sum_matches_fsum_across_blocks(monkeypatch):
 
 @pytest.mark.parametrize("dtype", ["fp64", "fp32"])
 @pytest.mark.parametrize("reps", [1, 2, 5])
-def test_read_kernel_with_reps_matches_float64_reference(dtype, reps):
+@pytest.mark.parametrize("streams", [1, 2])
+def test_read_kernel_with_reps_matches_float64_reference(dtype, reps, streams):
     t = cpu_stream.DTYPES[dtype]
-    threads, per = 2, 997
+    threads, per = 2, 997  # odd: the two streams' halves leave an element over
     a = cpu_stream.aligned_empty(threads * per + cpu_stream.READ_OFFSET_ELEMS * threads, t)
     cpu_stream.fill_random(a, 3)
     out = np.full(threads, np.nan)
-    cpu_stream.k_read(a, out, per, reps)
+    cpu_stream.k_read(a, out, per, reps, streams)
     ref = cpu_stream.read_reference(a, threads, per, reps)
     assert cpu_stream.check_close(out, ref, cpu_stream.RTOL[dtype], "read") is None
 
@@ -122,6 +123,9 @@ def test_hierarchy_points_are_validated_and_labelled(tiny_ctx):
     sizes = [p["working_set_bytes"] for p in points]
     assert sizes == sorted(sizes)
     assert points[0]["level"] == "L1" and points[-1]["level"] == "L2"  # tiny sweep stops at 1 MiB
+    l1_bytes = dict(cpu_stream.cache_capacities(tiny_ctx.cpu, tiny_ctx.threads))["L1"]
+    assert [p["read_streams"] for p in points] == [2 if ws <= l1_bytes else 1 for ws in sizes]
+    assert {1, 2} <= {p["read_streams"] for p in points}
     assert section["hierarchy_levels"]["L1"]["bytes_per_s"] > 0
     assert section["hierarchy_levels"]["DRAM"]["bytes_per_s"] is None
 
@@ -219,9 +223,10 @@ def test_peak_kernel_assembly_holds_packed_fmas(cpu, dtype):
     assert not scalar
 
 
-def test_read_kernel_assembly_is_vectorised():
+@pytest.mark.parametrize("name", ["_chunk_sum", "_chunk_sum_halves"])
+def test_read_kernel_assembly_is_vectorised(name):
     # the cached kernel cannot be inspected: compile the same source again without a cache
-    chunk_sum = numba.njit(fastmath=True)(cpu_stream._chunk_sum.py_func)
+    chunk_sum = numba.njit(fastmath=True)(getattr(cpu_stream, name).py_func)
     chunk_sum(np.ones(64))
     asm = _asm(chunk_sum)
     assert re.search(r"vaddpd\s+[^\n]*%[xyz]mm", asm)
