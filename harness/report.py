@@ -583,10 +583,18 @@ def measurements_markdown(sec, peaks, balance, h, hierarchy_png=None):
                       [[lv, si(v.get("bytes_per_s"), "B/s"), si(v.get("max_bytes_per_s"), "B/s"),
                         v.get("points", 0), working_set_band(v) or v.get("reason", "")] for lv, v in levels.items()]), "",
                 "Each level's bandwidth is the median over the points well inside it (the working sets in the last "
-                "column), so the points at a boundary, partly in two levels, set no level.", ""]
+                "column), so the points at a boundary, partly in two levels, set no level." + two_stream_note(sec), ""]
     else:
         out += ["No hierarchy sweep in this profile.", ""]
     return out
+
+
+def two_stream_note(sec):
+    """What the sweep's L1-sized points did differently, where they record it (read_streams)."""
+    if not any(p.get("read_streams") == 2 for p in sec.get("hierarchy") or []):
+        return ""
+    return (" Working sets that fit L1 are summed in two streams (each thread's chunk's halves at once), so that "
+            "the adds' latency does not bound the loads (the harness's docs/methodology.md).")
 
 
 def gpu_markdown(g):

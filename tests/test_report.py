@@ -244,6 +244,14 @@ def test_a_profile_without_decode_gpu_or_counters_states_the_absences(doc, tmp_p
     assert "No bandwidth or peak measurements" in text and "Not answerable" in text
 
 
+def test_the_hierarchy_section_says_where_l1_reads_used_two_streams(doc):
+    note = "Working sets that fit L1 are summed in two streams"
+    assert note not in report.markdown(report.report_data(doc))  # a profile from before read_streams
+    two = copy.deepcopy(doc)
+    two["devices"]["cpu"]["hierarchy"][0]["read_streams"] = 2
+    assert note in report.markdown(report.report_data(two))
+
+
 def test_the_machine_row_names_an_arm_cpu_by_its_part(doc):
     text = report.markdown(report.report_data(doc))
     assert "(AuthenticAMD, family 26, model 2)" in text
