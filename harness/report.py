@@ -712,7 +712,8 @@ def kernel_setting(config):
     if "stage_rows_in_l1" not in config:
         return "n/a"
     ahead, l2 = config["prefetch_rows_ahead"], config.get("prefetch_l2_rows_ahead")
-    text = f"{'staged' if config['stage_rows_in_l1'] else 'direct'}, " + (f"{ahead} rows ahead into L1" if ahead else "no prefetch into L1")
+    text = (f"{'staged' if config['stage_rows_in_l1'] else 'direct'}, "
+            + (f"{ahead} rows ahead into L1" if ahead else "no prefetch into L1"))
     return text + ("" if l2 is None else f", {l2} into L2" if l2 else ", none into L2")
 
 

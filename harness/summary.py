@@ -184,8 +184,9 @@ def record_warnings(section):
     of a decode point's in-core task under the point's name."""
     out = []
     for key, name, rec in labelled_records(section):
-        out += [f"{record_name(key, name, rec)}: {w}" for w in rec.get("warnings") or []]
-        out += [f"{record_name(key, name, rec)}, its in-core task: {w}" for w in (rec.get("in_core") or {}).get("warnings") or []]
+        label = record_name(key, name, rec)
+        out += [f"{label}: {w}" for w in rec.get("warnings") or []]
+        out += [f"{label}, its in-core task: {w}" for w in (rec.get("in_core") or {}).get("warnings") or []]
     return out
 
 

@@ -255,9 +255,9 @@ def derive_point(rec, bw, peak):
 def derive_in_core(rec):
     """Where a point from DRAM carries its kernel's in-core rate (probes/cpu_decode.py in_core_workload)
     and a read measured beside it: rec.in_core's core_time_s (the point's bytes at that rate, taken on
-    the point's threads; a record taken on one thread is scaled to them), memory_time_s (the bytes at the read beside it) and the two bounds of their overlap,
-    no_overlap_time_s (their sum: the loops wait for memory and memory for the loops) and
-    full_overlap_time_s (the longer of the two). The rate is the task's best sample: the loops' own
+    the point's threads; a record taken on one thread is scaled to them), memory_time_s (the bytes at
+    the read beside it) and the two bounds of their overlap, no_overlap_time_s (their sum: the loops
+    wait for memory and memory for the loops) and full_overlap_time_s (the longer of the two). The rate is the task's best sample: the loops' own
     cost, which a busy host only lengthens (on the Xeon VM one profile's int8 task took 119-125 us in
     its first three samples and 58-71 in the other four)."""
     core = rec.get("in_core") or {}
