@@ -7,6 +7,9 @@ import subprocess
 from harness.machine import ARM, ARM_PARTS, amd_zen_generation
 
 DTYPE_BYTES = {"fp64": 8, "fp32": 4}
+# flags of native fp16 vector FMAs, on the same FMA units as fp32's with twice the lanes (Intel's
+# optimisation manual: VFMADD*PH as VFMADD*PS on Sapphire Rapids; Arm's guides: FMLA .8H as .4S)
+NATIVE_FP16_FLAGS = {"avx512_fp16": "AVX512-FP16", "asimdhp": "Arm Advanced SIMD FP16"}
 TABLE_SOURCE = ("FMA units and datapath width per core from the vendors' optimisation guides (AMD "
                 "Software Optimization Guides for family 17h/19h/1Ah; Intel 64 and IA-32 Architectures "
                 "Optimization Reference Manual; Arm Neoverse Software Optimization Guides)")
@@ -85,17 +88,23 @@ def theoretical_matmul_flops(cpu, fma):
     return {"flops_per_s": flops, "ops_per_cycle_per_core": per_cycle, "source": how, "table_source": MATRIX_SOURCE}
 
 
+def fma_dtype_bytes(flags):
+    """{dtype: bytes} the CPU's FMA units compute on: fp64 and fp32, and fp16 where it is native."""
+    return {**DTYPE_BYTES, **({"fp16": 2} if set(flags) & set(NATIVE_FP16_FLAGS) else {})}
+
+
 def theoretical_flops(cpu):
-    """{'flops_per_s': {fp64, fp32}, 'flops_per_cycle_per_core': {...}, 'source': str}."""
+    """{'flops_per_s': {fp64, fp32, fp16 where native}, 'flops_per_cycle_per_core': {...}, 'source': str}."""
     flags = set(cpu.get("simd", []))
     units, bits, arch = fma_datapath(cpu.get("vendor"), cpu.get("family"), cpu.get("model_number"), flags)
     freq = cpu.get("frequency", {}).get("nominal_hz")
+    widths = fma_dtype_bytes(flags)
     if units is None:
-        return {"flops_per_s": {d: None for d in DTYPE_BYTES}, "flops_per_cycle_per_core": None,
+        return {"flops_per_s": {d: None for d in widths}, "flops_per_cycle_per_core": None,
                 "source": f"not derivable: {arch}"}
-    per_cycle = {d: units * (bits // (8 * b)) * 2 for d, b in DTYPE_BYTES.items()}
+    per_cycle = {d: units * (bits // (8 * b)) * 2 for d, b in widths.items()}
     if not freq:  # a cloud Arm VM has neither cpufreq nor "cpu MHz": FLOPs per cycle still give the clock implied
-        return {"flops_per_s": {d: None for d in DTYPE_BYTES}, "flops_per_cycle_per_core": per_cycle,
+        return {"flops_per_s": {d: None for d in widths}, "flops_per_cycle_per_core": per_cycle,
                 "source": f"not derivable: the core clock is unknown ({arch}: {per_cycle['fp32']} fp32 FLOP per "
                           f"cycle per core; the peak probe gives the clock it implies); {TABLE_SOURCE}"}
     cores, e_cores = cpu["cores"], cpu.get("efficiency_cores") or 0
@@ -104,7 +113,7 @@ def theoretical_flops(cpu):
     if e_cores and cpu.get("vendor") == "GenuineIntel" and 0 < e_cores < cores:
         e_units, e_bits = E_CORE_FMA
         per_cycle = {d: ((cores - e_cores) * per_cycle[d] + e_cores * e_units * (e_bits // (8 * b)) * 2) / cores
-                     for d, b in DTYPE_BYTES.items()}
+                     for d, b in widths.items()}
         source = (f"hybrid: {cores - e_cores} P-cores x {units} FMA units x ({bits}-bit lanes) + {e_cores} E-cores x "
                   f"{e_units} x ({e_bits}-bit lanes), x 2 FLOP x {freq / 1e9:.3f} GHz (the E-cores' own clock is "
                   f"lower: this overstates them); per core, their mean; clock from {cpu['frequency']['source']}; "

@@ -420,9 +420,12 @@ def matmul_theory_lines(sec):
 
 
 def matmul_notes(sec, gpu):
-    """Lines saying why matmul peaks are missing: no torch, or products torch refused here."""
+    """Lines saying why peaks are missing: FMA chains of a dtype the cores have no native arithmetic
+    for (a CPU's fp16), no torch, or products torch refused here."""
+    left_out = [f"{u['dtype']} ({u['reason']})" for u in sec.get("peak_flops_unsupported") or []]
+    out = [f"FMA peaks not measured: {'; '.join(left_out)}.", ""] if left_out else []
     peaks, products = ("Tensor-core peaks", "Tensor-core matmuls") if gpu else ("Matmul peaks", "Matmuls")
-    out = [f"{peaks} not measured: {sec['tensor_flops']['reason']}.", ""] if (sec.get("tensor_flops") or {}).get("reason") else []
+    out += [f"{peaks} not measured: {sec['tensor_flops']['reason']}.", ""] if (sec.get("tensor_flops") or {}).get("reason") else []
     refused = [f"{u['dtype']} ({u['reason']})" for u in sec.get("tensor_flops_unsupported") or []]
     return out + ([f"{products} torch refused here: {'; '.join(refused)}.", ""] if refused else [])
 

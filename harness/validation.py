@@ -153,22 +153,26 @@ def flag_cache_beyond_reported(section, llc_bytes, memory):
 
 
 def flag_disagreeing_precisions(section, theory):
-    """A warning where the fp32 and fp64 FMA peaks, timed one after the other on the same threads,
-    are further than REPEAT_AGREEMENT from the ratio their SIMD lanes give (2: twice the fp32
-    lanes per vector on every CPU of the table): one of them ran on fewer cores. On the 2-vCPU
-    Zen 4 VM a profile's fp64 peak read 58.6 GFLOP/s beside fp32's 230.6, below the theory and
-    with no spread to show it, so nothing else flagged it."""
+    """A warning where an FMA peak (fp64, fp16 where native), timed one after another on the same
+    threads as fp32's, is further than REPEAT_AGREEMENT from the ratio their SIMD lanes give (fp64
+    half fp32's lanes per vector, fp16 twice): one of them ran on fewer cores. On the 2-vCPU Zen 4
+    VM a profile's fp64 peak read 58.6 GFLOP/s beside fp32's 230.6, below the theory and with no
+    spread to show it, so nothing else flagged it."""
     per_cycle = theory.get("flops_per_cycle_per_core") or {}
     peaks = section.get("peak_flops") or {}
-    rates = {d: (peaks.get(d) or {}).get("median_flops_per_s") for d in ("fp32", "fp64")}
-    if not (all(rates.values()) and per_cycle.get("fp32") and per_cycle.get("fp64")):
+    fp32 = (peaks.get("fp32") or {}).get("median_flops_per_s")
+    if not (fp32 and per_cycle.get("fp32")):
         return
-    expected, measured = per_cycle["fp32"] / per_cycle["fp64"], rates["fp32"] / rates["fp64"]
-    if max(measured / expected, expected / measured) > REPEAT_AGREEMENT:
-        section.setdefault("warnings", []).append(
-            f"the fp32 FMA peak (median {si(rates['fp32'], 'FLOP/s')}) is {measured:.2f}x the fp64 one "
-            f"(median {si(rates['fp64'], 'FLOP/s')}) where their SIMD lanes give {expected:g}x: one of them ran "
-            "on fewer cores (a shared host co-scheduling the vCPUs), so the roofs taken from them are suspect: run again")
+    for dtype in ("fp64", "fp16"):
+        rate = (peaks.get(dtype) or {}).get("median_flops_per_s")
+        if not (rate and per_cycle.get(dtype)):
+            continue
+        expected, measured = per_cycle["fp32"] / per_cycle[dtype], fp32 / rate
+        if max(measured / expected, expected / measured) > REPEAT_AGREEMENT:
+            section.setdefault("warnings", []).append(
+                f"the fp32 FMA peak (median {si(fp32, 'FLOP/s')}) is {measured:.2f}x the {dtype} one "
+                f"(median {si(rate, 'FLOP/s')}) where their SIMD lanes give {expected:g}x: one of them ran "
+                "on fewer cores (a shared host co-scheduling the vCPUs), so the roofs taken from them are suspect: run again")
 
 
 def cores_of(threads, cpu):

@@ -44,13 +44,17 @@ class Context:
     threads: int
     quick: bool = False
     tiny: bool = False  # test-only: tiny arrays and few samples (HARNESS_TINY=1)
-    dtypes: tuple = ("fp64", "fp32")
+    dtypes: tuple = ("fp64", "fp32", "fp16")  # asked for: each probe measures those it has (of_dtypes)
     full: bool = False  # the long sweeps (`harness profile --full`)
     options: dict = field(default_factory=dict)  # probe options from `harness probe NAME --...`
     gpu: dict | None = None  # the GPU a GPU probe runs on (index, sm_count, l2_bytes, ...)
     counters: str = "off"  # auto | off | perf | ncu (harness/counters)
     progress: Callable[[str], None] = lambda msg: None
     clock: Callable[[], int] = time.perf_counter_ns
+
+    def of_dtypes(self, valid):
+        """The dtypes asked for that a probe has (`valid`), in the order asked."""
+        return tuple(d for d in self.dtypes if d in valid)
 
     @property
     def repeats(self):

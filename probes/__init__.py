@@ -33,7 +33,8 @@ PROBES = {
                            "read bandwidth swept over working sets from L1 to DRAM (L1, L2 and HBM or GDDR on GPU)",
                            cpu_buffers="probes.cpu_stream:hierarchy_buffers"),
     "peak": ProbeSpec("peak", {"cpu": "probes.cpu_peak:run_peak", "gpu": "probes.gpu_peak:run_peak"},
-                      "FMA-chain peak FLOP/s, fp64 and fp32 (and fp16 half2, tensor-core matmul on GPU)"),
+                      "FMA-chain peak FLOP/s, fp64, fp32 and fp16 (where the CPU has native fp16 FMAs: AVX512-FP16, "
+                      "Arm FP16; half2 on GPU, with tensor-core matmul)", dtypes=("fp64", "fp32", "fp16")),
     "matmul": ProbeSpec("matmul", {"cpu": "probes.cpu_matmul:run_matmul"},
                         "matmul peaks through torch (oneDNN: AVX-512 BF16, VNNI, AMX), fp32, bf16, fp16 and int8, "
                         "checked against float64 (a GPU's tensor-core matmuls are in its peak probe)", dtypes=(),

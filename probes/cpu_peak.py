@@ -3,7 +3,9 @@
 Each thread holds a block of accumulators, `a = a * x + y`, enough independent vector chains to
 cover FMA latency on every FMA pipe (16 vector registers' worth with AVX-512, 12 with AVX2, 24 with
 Arm's Advanced SIMD: a Neoverse V1/V2 core needs 16, four pipes of 4-cycle FMLA, of its 32 registers).
-Only FMA contraction is allowed (no reassociation), so the chains cannot be folded.
+Only FMA contraction is allowed (no reassociation), so the chains cannot be folded. fp16 runs the
+same chains in LLVM IR (probes/cpu_half.py) where the cores do fp16 arithmetic natively, checked
+step for step against an exact emulation.
 """
 
 import functools
@@ -12,12 +14,19 @@ import numpy as np
 from numba import njit, prange
 
 from harness.workload import Workload
+from probes import cpu_half
 
-DTYPES = {"fp64": np.float64, "fp32": np.float32}
-# x close to 1 keeps the recurrence contractive, so rounding error stays near eps / (1 - x)
-X = {"fp64": 1.0 - 2.0 ** -20, "fp32": 1.0 - 2.0 ** -12}
-Y = 2.0 ** -13
-RTOL = {"fp64": 1e-9, "fp32": 1e-3}
+DTYPES = {"fp64": np.float64, "fp32": np.float32, "fp16": np.float16}
+# x close to 1 keeps the recurrence contractive, so rounding error stays near eps / (1 - x); fp16's
+# chains reach their fixed point, 4, within a few hundred steps, and are checked exactly (fp16_reference)
+X = {"fp64": 1.0 - 2.0 ** -20, "fp32": 1.0 - 2.0 ** -12, "fp16": 1.0 - 2.0 ** -6}
+Y = {"fp64": 2.0 ** -13, "fp32": 2.0 ** -13, "fp16": 2.0 ** -4}
+RTOL = {"fp64": 1e-9, "fp32": 1e-3, "fp16": 0.0}
+# The timed runs leave the chains at their fixed point, where a step more or less changes nothing:
+# the check also runs COUNT_STEPS steps from fresh values, each step moving them by ~1e-4 (fp16:
+# ~1e-2), with a few steps' rounding allowed, so the kernel is shown to do the steps it is counted for
+COUNT_STEPS = 3
+COUNT_RTOL = {"fp64": 1e-12, "fp32": 1e-6, "fp16": 0.0}
 
 
 def simd_bits(cpu):
@@ -54,12 +63,37 @@ def closed_form(a0, x, y, iters):
     return fixed + (a0 - fixed) * x ** iters
 
 
+def fp16_reference(a0, x, y, steps):
+    """fp16 chains stepped exactly: each fma in float64 (a product of two halves is exact there, and
+    so is adding y at this probe's magnitudes), rounded once to fp16, for `steps` steps or until no
+    value changes (a rounded fma with x > 0 is monotone, so a chain that stops moving stays)."""
+    a = np.asarray(a0, dtype=np.float16)
+    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
+    for _ in range(steps):
+        step = (a.astype(np.float64) * x + y).astype(np.float16)
+        if np.array_equal(step, a):
+            break
+        a = step
+    return a
+
+
+def fp16_kernel(cpu, n):
+    """The fp16 chains of `n` accumulators as kernel(acc, x, y, iters), like fma_kernel's."""
+    lanes = simd_bits(cpu) // 16
+    chains = cpu_half.parallel_chains(n // lanes, lanes)
+
+    def kernel(acc, x, y, iters):
+        chains(acc.view(np.uint16), np.array([x, y], np.float16).view(np.uint16), iters)
+
+    return kernel
+
+
 def peak_workload(cpu, dtype, threads, iters_per_call):
     """Workload for the FMA kernel; `flops_per_call` = 2 x accumulators x threads x iterations."""
     t = DTYPES[dtype]
     n = accumulators(cpu, dtype)
-    kernel = fma_kernel(n)
-    x, y = t(X[dtype]), t(Y)
+    kernel = fp16_kernel(cpu, n) if dtype == "fp16" else fma_kernel(n)
+    x, y = t(X[dtype]), t(Y[dtype])
     rng = np.random.default_rng(12345)
     acc = np.empty((threads, n), dtype=t)
     state = {"a0": None, "iters": 0}
@@ -73,14 +107,27 @@ def peak_workload(cpu, dtype, threads, iters_per_call):
         kernel(acc, x, y, iters_per_call * loops)
         state["iters"] += iters_per_call * loops
 
-    def check():
-        ref = closed_form(state["a0"], float(x), float(y), state["iters"])
-        got = acc.astype(np.float64)
-        bad = ~(np.abs(got - ref) <= RTOL[dtype] * np.abs(ref))
+    def expected(a0, steps):
+        if dtype == "fp16":
+            return fp16_reference(a0, x, y, steps).astype(np.float64)
+        return closed_form(a0, float(x), float(y), steps)
+
+    def mismatch(values, a0, steps, rtol, what):
+        ref, got = expected(a0, steps), values.astype(np.float64)
+        bad = ~(np.abs(got - ref) <= rtol * np.abs(ref))
         if bad.any():
             i = np.unravel_index(int(np.argmax(bad)), bad.shape)
-            return f"fma accumulator {i} is {got[i]!r}, expected {ref[i]!r} after {state['iters']} steps"
+            return f"fma accumulator {i} is {got[i]!r}, expected {ref[i]!r} after {steps} steps{what}"
         return None
+
+    def check():
+        error = mismatch(acc, state["a0"], state["iters"], RTOL[dtype], "")
+        if error:
+            return error
+        fresh = rng.uniform(0.5, 1.5, size=acc.shape).astype(t)
+        a0 = fresh.astype(np.float64)
+        kernel(fresh, x, y, COUNT_STEPS)
+        return mismatch(fresh, a0, COUNT_STEPS, COUNT_RTOL[dtype], " of a fresh run (a step skipped or repeated)")
 
     return Workload(name=f"fma_{dtype}", run=run, check=check, poison=poison, threads=threads, dtype=dtype,
                     flops_per_call=2 * n * threads * iters_per_call,
@@ -93,9 +140,14 @@ def iterations(ctx):
 
 
 def run_peak(ctx):
-    """devices.cpu.peak_flops.<dtype>: best and median FLOP/s of the FMA chains."""
-    out = {}
-    for dtype in ctx.dtypes:
+    """devices.cpu.peak_flops.<dtype>: best and median FLOP/s of the FMA chains; fp16 where the
+    cores have it natively, else peak_flops_unsupported says why."""
+    out, unsupported = {}, []
+    for dtype in ctx.of_dtypes(DTYPES):
+        reason = cpu_half.native_fp16_reason(ctx.cpu) if dtype == "fp16" else None
+        if reason:
+            unsupported.append({"dtype": dtype, "reason": reason})
+            continue
         ctx.progress(f"peak {dtype} FMA, {ctx.threads} threads")
         out[dtype] = ctx.measure(peak_workload(ctx.cpu, dtype, ctx.threads, iterations(ctx)))
-    return {"peak_flops": out}
+    return {"peak_flops": out, **({"peak_flops_unsupported": unsupported} if unsupported else {})}

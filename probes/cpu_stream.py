@@ -234,7 +234,7 @@ def stream_elements(ctx, dtype):
 
 def stream_buffers(ctx):
     """{pool buffer: bytes} the STREAM kernels (and the thread sweep's triad) will ask for."""
-    need = max(stream_elements(ctx, d)[0] * np.dtype(DTYPES[d]).itemsize for d in ctx.dtypes)
+    need = max(stream_elements(ctx, d)[0] * np.dtype(DTYPES[d]).itemsize for d in ctx.of_dtypes(DTYPES))
     return {name: need for name in POOL}
 
 
@@ -281,7 +281,7 @@ def stream_workloads(ctx, dtype, n, threads):
 def run_stream(ctx):
     """devices.cpu.bandwidth (fp64) and bandwidth_fp32: best and median per kernel."""
     section = {}
-    for dtype in ctx.dtypes:
+    for dtype in ctx.of_dtypes(DTYPES):
         key = "bandwidth" if dtype == "fp64" else f"bandwidth_{dtype}"
         n, warnings = stream_elements(ctx, dtype)
         section[key] = {}
@@ -375,14 +375,14 @@ def level_entry(points, **where):
 
 def hierarchy_buffers(ctx):
     """{pool buffer: bytes} the hierarchy sweep will ask for."""
-    itemsize = np.dtype(DTYPES[ctx.dtypes[0]]).itemsize
+    itemsize = np.dtype(DTYPES[ctx.of_dtypes(DTYPES)[0]]).itemsize
     return {POOL[0]: hierarchy_sizes(ctx, itemsize, ctx.threads)[-1] + ctx.threads * READ_OFFSET_ELEMS * itemsize}
 
 
 def run_hierarchy(ctx):
     """devices.cpu.hierarchy (one point per working set) and hierarchy_levels (best per level),
-    for the first of ctx.dtypes (fp64 by default)."""
-    dtype = ctx.dtypes[0]
+    for the first of ctx.dtypes it has (fp64 by default)."""
+    dtype = ctx.of_dtypes(DTYPES)[0]
     t = DTYPES[dtype]
     itemsize = np.dtype(t).itemsize
     sizes = hierarchy_sizes(ctx, itemsize, ctx.threads)

@@ -5,7 +5,7 @@ import numpy as np
 
 from harness.gpus import memory_name
 from harness.workload import Workload
-from probes.cpu_stream import COUNTING, RTOL, SCALAR, STREAM_WEIGHTS
+from probes.cpu_stream import COUNTING, DTYPES, RTOL, SCALAR, STREAM_WEIGHTS
 from probes.gpu_common import THREADS, cuda_path, grid_blocks, load_module, nvtx, stream_vectors
 
 LANES = {"fp32": 4, "fp64": 2}  # elements per 16-byte vector
@@ -72,7 +72,7 @@ def run_stream(ctx):
 
     free, _ = cp.cuda.runtime.memGetInfo()
     section = {}
-    for dtype in ctx.dtypes:
+    for dtype in ctx.of_dtypes(DTYPES):
         n_vec = 1 << 16 if ctx.tiny else stream_vectors(ctx.gpu["l2_bytes"], free)
         key = "bandwidth" if dtype == "fp64" else f"bandwidth_{dtype}"
         section[key] = {}

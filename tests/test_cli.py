@@ -36,7 +36,13 @@ def test_profile_writes_a_valid_profile_with_the_contract_keys(quick_profile):
                     "working_set_bytes", "threads", "validated", "warnings"):
             assert key in rec, (kernel, key)
         assert rec["validated"] and rec["bytes_per_s"] >= rec["median_bytes_per_s"] > 0
-    for dtype in ("fp64", "fp32"):
+    from probes.cpu_half import native_fp16_reason
+
+    # fp16's FMA chains where the cores have them, else the reason they were left out
+    fp16 = native_fp16_reason(doc["machine"]["cpu"])
+    peaks = ("fp64", "fp32") + (() if fp16 else ("fp16",))
+    assert cpu.get("peak_flops_unsupported", []) == ([{"dtype": "fp16", "reason": fp16}] if fp16 else [])
+    for dtype in peaks:
         rec = cpu["peak_flops"][dtype]
         assert rec["validated"] and rec["flops_per_s"] > 0 and rec["flops_per_call"] > 0
         assert cpu["balance"][dtype] == pytest.approx(rec["flops_per_s"] / cpu["bandwidth"]["read"]["bytes_per_s"])
@@ -44,14 +50,14 @@ def test_profile_writes_a_valid_profile_with_the_contract_keys(quick_profile):
     for dtype in matmuls:  # torch's matmuls (AMX, VNNI) have a balance of their own
         assert cpu["balance"][f"matmul_{dtype}"] == pytest.approx(
             cpu["tensor_flops"][dtype]["flops_per_s"] / cpu["bandwidth"]["read"]["bytes_per_s"])
-    assert set(cpu["balance"]) == {"fp64", "fp32", *(f"matmul_{d}" for d in matmuls)}
+    assert set(cpu["balance"]) == {*peaks, *(f"matmul_{d}" for d in matmuls)}
     # the report's balance table: the memory's column is the stored balance, a cache's divides by its level
     from harness import report
 
     table = report.report_data(doc)["balance"]
     assert table["levels"][-1] == "DRAM (read)" and table["levels"][:-1] == [
         lv for lv in ("L1", "L2", "L3") if (cpu["hierarchy_levels"].get(lv) or {}).get("bytes_per_s")]
-    stored = [cpu["balance"][k] for k in ("fp64", "fp32")] + [cpu["balance"][f"matmul_{d}"] for d in matmuls]
+    stored = [cpu["balance"][k] for k in peaks] + [cpu["balance"][f"matmul_{d}"] for d in matmuls]
     assert [r["per_level"][-1] for r in table["rows"]] == pytest.approx(stored)
     l1 = cpu["hierarchy_levels"]["L1"]["bytes_per_s"]
     assert table["rows"][1]["per_level"][0] == pytest.approx(cpu["peak_flops"]["fp32"]["flops_per_s"] / l1)
@@ -294,14 +300,21 @@ def test_model_against_a_profile(quick_profile):
     assert "predicted per-token latency" in proc.stdout and "window 4096" in proc.stdout
     assert "(the seed page's 12*L*d^2 counts 12.9 GB, -9%)" in proc.stdout  # mistral's weights: 14.2 GB
     assert "note: seq_len 32768 is beyond mistral-7b's 8192-token context" in proc.stdout
-    doc = load_profile(out)  # a CPU whose torch fp16 matmul is a slow fallback: fp16 weights run at the FMA peak
+    # a CPU without fp16 arithmetic, whose torch fp16 matmul is a slow fallback: fp16 weights run at the fp32 FMA peak
+    doc = load_profile(out)
     fma = doc["devices"]["cpu"]["peak_flops"]["fp32"]
+    doc["devices"]["cpu"]["peak_flops"].pop("fp16", None)
     doc["devices"]["cpu"]["tensor_flops"] = {"fp16": dict(fma, dtype="fp16", flops_per_s=fma["flops_per_s"] / 100)}
     slow_fp16 = out.parent / "slow-fp16.yaml"
     save_profile(doc, slow_fp16)
     proc = run_cli("model", "llama-2-7b", "--profile", str(slow_fp16), "--json")
     step = json.loads(proc.stdout)
     assert step["peak_flops_per_s"] == fma["flops_per_s"] and "fp32 FMA peak" in step["machine"]
+    # one with native fp16 FMA chains (AVX512-FP16) computes on fp16 weights at their rate
+    doc["devices"]["cpu"]["peak_flops"]["fp16"] = dict(fma, dtype="fp16", flops_per_s=2 * fma["flops_per_s"])
+    save_profile(doc, slow_fp16)
+    step = json.loads(run_cli("model", "llama-2-7b", "--profile", str(slow_fp16), "--json").stdout)
+    assert step["peak_flops_per_s"] == 2 * fma["flops_per_s"] and "fp16 FMA peak" in step["machine"]
 
 
 @pytest.mark.parametrize("args,needle", [

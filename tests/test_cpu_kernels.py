@@ -204,6 +204,80 @@ def has_fma_flag():
     return has_cpu_flag("fma")
 
 
+def native_fp16_here():
+    from harness.machine import identify_cpu
+
+    here = identify_cpu()
+    if cpu_peak.cpu_half.native_fp16_reason(here):
+        pytest.skip(f"this CPU cannot run the fp16 chains: {cpu_peak.cpu_half.native_fp16_reason(here)}")
+    return here
+
+
+def test_fp16_peak_chains_match_the_exact_emulation_bit_for_bit():
+    here = native_fp16_here()
+    w = cpu_peak.peak_workload(here, "fp16", threads=2, iters_per_call=40)
+    rec = time_workload(w, repeats=2, min_sample_s=1e-4)
+    assert rec["validated"], rec.get("error")
+    n = cpu_peak.accumulators(here, "fp16")
+    assert n == 2 * cpu_peak.accumulators(here, "fp32")  # twice fp32's lanes in the same registers
+    assert rec["flops_per_call"] == 2 * n * 2 * 40 and rec["flops_per_s"] > 0
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "fp16"])
+def test_peak_check_catches_a_step_too_few(cpu, monkeypatch, dtype):
+    # the timed runs leave the chains at their fixed point, where one step fewer changes nothing:
+    # the check's fresh run of COUNT_STEPS steps shows it
+    here = native_fp16_here() if dtype == "fp16" else cpu
+    factory = "fp16_kernel" if dtype == "fp16" else "fma_kernel"
+    real = getattr(cpu_peak, factory)
+
+    def short_factory(*args):
+        good = real(*args)
+        return lambda acc, x, y, iters: good(acc, x, y, iters - 1)
+
+    monkeypatch.setattr(cpu_peak, factory, short_factory)
+    w = cpu_peak.peak_workload(here, dtype, threads=1, iters_per_call=cpu_peak.iterations(Context(cpu, 1, tiny=True)))
+    rec = time_workload(w, repeats=2, min_sample_s=1e-4)
+    assert not rec["validated"] and "fresh run" in rec["error"] and "after 3 steps" in rec["error"]
+
+
+def test_fp16_reference_rounds_each_step_once():
+    # fused: one rounding of a*x + y; numpy's float16 arithmetic rounds the product first, and differs
+    rng = np.random.default_rng(3)
+    a, x, y = (rng.uniform(0.5, 4.0, 4096).astype(np.float16) for _ in range(3))
+    fused = cpu_peak.fp16_reference(a, x, y, 1)
+    assert np.array_equal(fused, (a.astype(np.float64) * x + y).astype(np.float16))
+    assert not np.array_equal(fused, a * x + y)
+    # the probe's chains: x = 1 - 2**-6, y = 2**-4 move 1.0 toward 4, and stop moving within the steps asked
+    x, y = np.float16(cpu_peak.X["fp16"]), np.float16(cpu_peak.Y["fp16"])
+    assert cpu_peak.fp16_reference(np.float16([1.0]), x, y, 0)[0] == 1.0
+    assert 1.0 < cpu_peak.fp16_reference(np.float16([1.0]), x, y, 5)[0] < 2.0
+    # returns once the chain stands still: within 2**-4 of 4, where a step's gain is half an ulp or less
+    settled = cpu_peak.fp16_reference(np.float16([1.0]), x, y, 10 ** 9)
+    assert 4.0 - 2.0 ** -4 <= float(settled[0]) <= 4.0
+
+
+def test_fp16_peak_is_left_out_where_the_cpu_has_no_native_fp16(cpu):
+    from harness.workload import Context
+
+    ctx = Context(cpu=cpu, threads=1, tiny=True, dtypes=("fp32", "fp16"))
+    section = cpu_peak.run_peak(ctx)
+    assert set(section["peak_flops"]) == {"fp32"} and section["peak_flops"]["fp32"]["validated"]
+    (skipped,) = section["peak_flops_unsupported"]
+    assert skipped["dtype"] == "fp16" and "avx512_fp16 or asimdhp" in skipped["reason"]
+    assert cpu_peak.cpu_half.native_fp16_reason(dict(cpu, simd=["asimd", "asimdhp"])) is None
+
+
+@pytest.mark.skipif(not has_cpu_flag("avx512_fp16"), reason="this CPU has no AVX512-FP16")
+def test_fp16_chains_assembly_holds_packed_half_fmas_and_no_conversions():
+    from harness.machine import identify_cpu
+
+    n = cpu_peak.accumulators(identify_cpu(), "fp16")
+    _, asm = cpu_peak.cpu_half.compile_chains(n // 32, 32)
+    assert len(re.findall(r"vfmadd\d+ph\s+[^\n]*%zmm", asm)) == n // 32
+    assert not re.search(r"vcvtph2ps|vcvtps2ph", asm)
+
+
 @pytest.mark.skipif(not has_fma_flag(), reason="this CPU has no FMA instructions")
 @pytest.mark.parametrize("dtype", ["fp64", "fp32"])
 def test_peak_kernel_assembly_holds_packed_fmas(cpu, dtype):

@@ -220,8 +220,8 @@ def test_an_arm_server_is_named_by_its_part_and_its_peak_derived(tmp_path):
     assert cpu["id"] == "neoverse-v2-2c" and {"asimd", "sve"} <= set(cpu["simd"])
     grace = dict(cpu, cores=72, frequency={"nominal_hz": 3.0e9, "source": "test"}, hypervisor=None)
     t = cpu_peaks.theoretical_flops(grace)
-    # 4 x 128-bit FMA pipes: 4 x 4 fp32 lanes x 2 = 32 FLOP per cycle per core
-    assert t["flops_per_cycle_per_core"] == {"fp64": 16, "fp32": 32} and "Neoverse V2" in t["source"]
+    # 4 x 128-bit FMA pipes: 4 x 4 fp32 lanes x 2 = 32 FLOP per cycle per core; asimdhp: fp16's 8 lanes
+    assert t["flops_per_cycle_per_core"] == {"fp64": 16, "fp32": 32, "fp16": 64} and "Neoverse V2" in t["source"]
     assert t["flops_per_s"]["fp32"] == pytest.approx(72 * 32 * 3.0e9)
     assert machine.arm_identity({"CPU implementer": "0x41", "CPU part": "0xfff"}) == ("ARM", 0xFFF, "ARM part 0xfff")
     assert machine.arm_identity({"vendor_id": "GenuineIntel"}) is None
@@ -233,7 +233,7 @@ def test_an_arm_server_is_named_by_its_part_and_its_peak_derived(tmp_path):
 
     clockless = dict(grace, frequency={"nominal_hz": None, "source": "unknown"})
     t = cpu_peaks.theoretical_flops(clockless)
-    assert t["flops_per_s"] == {"fp64": None, "fp32": None} and t["flops_per_cycle_per_core"]["fp32"] == 32
+    assert t["flops_per_s"] == {"fp64": None, "fp32": None, "fp16": None} and t["flops_per_cycle_per_core"]["fp32"] == 32
     assert "the core clock is unknown" in t["source"]
     section = {"peak_flops": {"fp32": {"flops_per_s": 2 * 32 * 2.6e9, "threads": 2, "warnings": []}}}
     run.flag_against_theory(section, {"flops_per_s": t["flops_per_s"], "flops_per_cycle_per_core": t["flops_per_cycle_per_core"]},
@@ -256,6 +256,8 @@ def test_theoretical_matmul_rates_of_this_amx_xeon_vm():
     assert t["flops_per_s"]["int8"] == pytest.approx(2 * 2048 * 2.1e9)
     assert t["flops_per_s"]["fp32"] == fma["flops_per_s"]["fp32"]
     assert "AMX-BF16" in t["source"]["bf16"] and "AVX512-FP16" in t["source"]["fp16"] and "Optimization" in t["table_source"]
+    # AVX512-FP16's FMAs, twice fp32's lanes on the same two units: the fp16 FMA chains' theory
+    assert fma["flops_per_cycle_per_core"] == {"fp64": 32, "fp32": 64, "fp16": 128}
     granite = dict(cpu, matrix_units=["amx_bf16", "amx_fp16", "amx_int8", "avx512_fp16"])
     assert cpu_peaks.theoretical_matmul_flops(granite, fma)["ops_per_cycle_per_core"]["fp16"] == 1024  # tiles win
 

@@ -370,12 +370,16 @@ def test_a_cpus_torch_matmuls_are_tabled_and_exported(doc):
     rec = dict(cpu_doc["devices"]["cpu"]["peak_flops"]["fp32"], flops_per_s=2 * fp32_fma, median_flops_per_s=2 * fp32_fma)
     cpu_doc["devices"]["cpu"]["tensor_flops"] = {"bf16": rec, "fp16": dict(rec, flops_per_s=2.3e9, warnings=["timed at n=256"])}
     cpu_doc["devices"]["cpu"]["tensor_flops_unsupported"] = [{"dtype": "int8", "reason": "no _int_mm here"}]
+    cpu_doc["devices"]["cpu"]["peak_flops_unsupported"] = [{"dtype": "fp16", "reason": "no native fp16"}]
     data = report.report_data(cpu_doc)
     measured = {c["label"] for c in data["roofline"]["ceilings"] if c["measured"]}
     assert "bf16 matmul (measured)" in measured and "fp16 matmul (measured)" not in measured  # 2.3 GFLOP/s: no roof
     assert any(r["dtype"] == "bf16" for r in data["roofline"]["ridges"])
     text = report.markdown(data)
     assert "| matmul (torch) bf16 |" in text and "Matmuls torch refused here: int8 (no _int_mm here)." in text
+    assert "FMA peaks not measured: fp16 (no native fp16)." in text
+    lines = summary.section_lines(cpu_doc["devices"]["cpu"])
+    assert "FMA peak fp16 not measured: no native fp16" in lines and "matmul int8 not measured: no _int_mm here" in lines
     read = cpu_doc["devices"]["cpu"]["bandwidth"]["read"]["bytes_per_s"]  # the summary names the matrix units' roof too
     assert (f"a balance of {fp32_fma / read:.1f} FLOP/byte (its bf16 matmul through torch: {si(2 * fp32_fma, 'FLOP/s')}, "
             f"a balance of {report.balance_text(2 * fp32_fma / read)}); decode attention") in text

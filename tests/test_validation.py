@@ -328,6 +328,16 @@ def test_fp32_and_fp64_peaks_off_their_lane_ratio_are_flagged():
     unknown = {"peak_flops": dict(halved["peak_flops"])}  # no table entry: no ratio to hold them to
     validation.flag_disagreeing_precisions(unknown, {"flops_per_cycle_per_core": None})
     assert "warnings" not in honest and "1.00x the fp64 one" in fp32_halved["warnings"][0] and "warnings" not in unknown
+    # fp16's chains (AVX512-FP16) have twice fp32's lanes: held to 0.5x
+    xeon = {"flops_per_cycle_per_core": {"fp64": 32, "fp32": 64, "fp16": 128}}
+    fp16 = {"fp64": {"median_flops_per_s": 246e9}, "fp32": {"median_flops_per_s": 493e9}}
+    together = {"peak_flops": dict(fp16, fp16={"median_flops_per_s": 998e9})}
+    validation.flag_disagreeing_precisions(together, xeon)
+    one_core = {"peak_flops": dict(fp16, fp16={"median_flops_per_s": 499e9})}
+    validation.flag_disagreeing_precisions(one_core, xeon)
+    assert "warnings" not in together
+    (warning,) = one_core["warnings"]
+    assert "is 0.99x the fp16 one (median 499.0 GFLOP/s) where their SIMD lanes give 0.5x" in warning
 
 
 def test_a_points_time_is_set_against_its_loops_in_core_and_its_memory():

@@ -1,0 +1,86 @@
+"""fp16 FMA chains on the CPU, in LLVM IR JIT-compiled by llvmlite: Numba has no CPU float16.
+
+Where the cores do fp16 arithmetic natively (x86 AVX512-FP16: vfmadd*ph on 32 halves; Arm's
+Advanced SIMD FP16: fmla on 8), `vectors` independent chains of `a = fma(a, x, y)` on
+<lanes x half> vectors run `iters` steps, one llvm.fma intrinsic each, compiled for this host's
+CPU and features. Without native fp16 LLVM would widen every step to fp32 and back: a rate of
+conversions, not of fp16 FMAs, so the probe does not run there (native_fp16_reason).
+
+llvmlite is Numba's own code generator (a dependency of numba, not an extra one); Numba's
+parallel loop calls the compiled function through ctypes, one call per thread.
+"""
+
+import ctypes
+import functools
+
+from harness.cpu_peaks import NATIVE_FP16_FLAGS
+
+SIGNATURE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)  # (acc, [x, y], iters)
+
+
+def native_fp16_reason(cpu):
+    """None where the CPU flags name native fp16 vector FMAs, else why the fp16 peak is not measured."""
+    if set(cpu.get("simd", [])) & set(NATIVE_FP16_FLAGS):
+        return None
+    return (f"no native fp16 vector arithmetic among the CPU's flags ({' or '.join(NATIVE_FP16_FLAGS)}): "
+            "fp16 FMAs would be widened to fp32 and back, a rate of conversions, not of fp16 arithmetic")
+
+
+def chains_ir(vectors, lanes):
+    """LLVM IR of `void chains(ptr acc, ptr xy, i64 iters)`: `vectors` <lanes x half> accumulators
+    loaded from acc, each stepped `iters` times as fma(a, x, y) in registers, stored back."""
+    vec = f"<{lanes} x half>"
+    fma = f"@llvm.fma.v{lanes}f16"
+    lines = ["define void @chains(ptr %acc, ptr %xy, i64 %iters) {", "entry:",
+             "  %x1 = load half, ptr %xy", "  %yp = getelementptr half, ptr %xy, i64 1", "  %y1 = load half, ptr %yp"]
+    for name in ("x", "y"):
+        lines += [f"  %{name}i = insertelement {vec} poison, half %{name}1, i64 0",
+                  f"  %{name} = shufflevector {vec} %{name}i, {vec} poison, <{lanes} x i32> zeroinitializer"]
+    for j in range(vectors):
+        lines += [f"  %p{j} = getelementptr {vec}, ptr %acc, i64 {j}", f"  %a{j} = load {vec}, ptr %p{j}, align 2"]
+    lines += ["  %none = icmp sle i64 %iters, 0", "  br i1 %none, label %done, label %loop", "loop:",
+              "  %i = phi i64 [0, %entry], [%inext, %loop]"]
+    lines += [f"  %v{j} = phi {vec} [%a{j}, %entry], [%n{j}, %loop]" for j in range(vectors)]
+    lines += [f"  %n{j} = call {vec} {fma}({vec} %v{j}, {vec} %x, {vec} %y)" for j in range(vectors)]
+    lines += ["  %inext = add i64 %i, 1", "  %more = icmp slt i64 %inext, %iters",
+              "  br i1 %more, label %loop, label %exit", "exit:"]
+    lines += [f"  store {vec} %n{j}, ptr %p{j}, align 2" for j in range(vectors)]
+    lines += ["  br label %done", "done:", "  ret void", "}", f"declare {vec} {fma}({vec}, {vec}, {vec})"]
+    return "\n".join(lines)
+
+
+@functools.lru_cache(maxsize=None)
+def compile_chains(vectors, lanes):
+    """(the compiled chains as a ctypes function, its assembly) for this host's CPU and features;
+    the execution engine that owns the code is kept alive with them."""
+    import numba  # noqa: F401  (initialises LLVM's native target the way Numba's own kernels use it)
+    import llvmlite.binding as llvm
+
+    llvm.initialize_native_target()
+    llvm.initialize_native_asmprinter()
+    module = llvm.parse_assembly(chains_ir(vectors, lanes))
+    module.verify()
+    machine = llvm.Target.from_default_triple().create_target_machine(
+        cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten(), opt=3)
+    assembly = machine.emit_assembly(module)
+    engine = llvm.create_mcjit_compiler(module, machine)
+    engine.finalize_object()
+    function = SIGNATURE(engine.get_function_address("chains"))
+    function.engine = engine  # the code lives as long as the engine
+    return function, assembly
+
+
+@functools.lru_cache(maxsize=None)
+def parallel_chains(vectors, lanes):
+    """A Numba kernel that runs the chains on each row of a uint16 [threads, vectors * lanes] array
+    (fp16 bits: Numba cannot hold float16) in its own thread, `iters` steps from xy's [x, y]."""
+    from numba import njit, prange
+
+    chains, _ = compile_chains(vectors, lanes)
+
+    @njit(parallel=True)
+    def kernel(acc_bits, xy_bits, iters):
+        for t in prange(acc_bits.shape[0]):
+            chains(acc_bits[t].ctypes.data, xy_bits.ctypes.data, iters)
+
+    return kernel
