@@ -230,7 +230,10 @@ def derive_point(rec, bw, peak):
     m = rec["model"]
     time_s = rec["time_s"]
     rec["achieved"] = {"bytes_per_s": m["bytes"] / time_s, "flops_per_s": m["flops"] / time_s}
-    if not (bw and peak):
+    if not (bw and peak):  # and nothing left of an earlier derivation (a stored profile's, re-derived)
+        for key in ("regime", "predicted_time_adjacent_s"):
+            m.pop(key, None)
+        rec.pop("model_error_adjacent", None)
         rec["model"]["predicted_time_s"] = None
         rec["model_error"] = None
         rec["achieved"].update(fraction_of_bandwidth=None, fraction_of_peak_flops=None)
@@ -363,6 +366,9 @@ def model_validation(records, llc_bytes, bw, fused_impl="numba-fused", memory="D
         return {"finding": f"no validated decode point has a cache of at least {LARGE_CACHE_FACTOR}x the "
                            f"last-level cache ({si(LARGE_CACHE_FACTOR * llc_bytes, 'B')}): the model's DRAM bytes "
                            "would be served partly by the cache"}
+    if all(r["model_error"] is None for r in large):  # derive_point had no compute roof
+        return {"finding": "the profile has no fp32 FMA peak (peak_flops.fp32: not measured, or its output check "
+                           "failed) to predict the decode points' time with"}
     shape = swept_shape(large)
     mha = [r for r in large if (r["batch"], r["heads"], r["kv_heads"]) == shape]
     per_dtype = {}

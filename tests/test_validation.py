@@ -31,6 +31,21 @@ def test_derive_point_without_roofs_says_none():
     assert rec["achieved"]["bytes_per_s"] > 0
 
 
+def test_a_section_without_an_fp32_peak_says_so_and_keeps_nothing_of_an_earlier_derivation():
+    # the peak probe failed (or its check did): a stored profile's records, re-derived, crashed the
+    # verdict on the adjacent-read error left from before
+    recs = [dict(record(efficiency=0.85), adjacent_read_bytes_per_s=BW), record(dtype="bf16", efficiency=0.8)]
+    for r in recs:
+        validation.derive_point(r, BW, PEAK)
+    assert recs[0]["model_error_adjacent"] is not None
+    section = {"bandwidth": {"read": {"bytes_per_s": BW}}, "decode_attention": recs}
+    validation.validate_section(section, LLC)
+    assert section["model_validation"]["finding"] == (
+        "the profile has no fp32 FMA peak (peak_flops.fp32: not measured, or its output check failed) to predict "
+        "the decode points' time with")
+    assert all(r["model_error"] is None and "model_error_adjacent" not in r and "regime" not in r["model"] for r in recs)
+
+
 def test_model_validation_verdict_and_effects():
     recs = [record(efficiency=0.85), record("torch-sdpa", efficiency=0.4),
             record(dtype="bf16", efficiency=0.8), record(dtype="int8", efficiency=0.6),
