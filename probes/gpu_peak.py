@@ -13,6 +13,9 @@ ACC = 8  # chains per thread, as in probes/cuda/fma.cu
 # point 1/2 exactly (x close to 1 stalls in fp16, where the step falls under half an ulp)
 X, Y = 0.5, 0.25
 RTOL = {"fp64": 1e-12, "fp32": 1e-6, "fp16": 1e-3}
+# The timed chains end at that fixed point, where a step more or less changes nothing: the check also
+# launches one block for COUNT_STEPS steps, each of which halves the chains' distance to 1/2
+COUNT_STEPS = 3
 KERNEL_FILES = (cuda_path("fma"),)
 
 
@@ -37,10 +40,16 @@ def fma_workload(gpu, dtype, iters):
         for _ in range(loops):
             kernel((blocks,), (threads,), (out, x, y, np.int32(iters)))
 
+    def error(values, want, what):
+        err = float(cp.abs(values.astype(cp.float64) - want).max()) / want
+        return None if err <= RTOL[dtype] else f"fma {dtype}: relative error {err:.3g} against the closed form{what}"
+
     def check():
-        got = out.astype(cp.float64)
-        err = float(cp.abs(got - expected).max()) / expected
-        return None if err <= RTOL[dtype] else f"fma {dtype}: relative error {err:.3g} against the closed form"
+        fresh = cp.empty(threads, out.dtype)
+        fresh.fill(np.nan)
+        kernel((1,), (threads,), (fresh, x, y, np.int32(COUNT_STEPS)))
+        return error(out, expected, "") or error(fresh, closed_form_sum(COUNT_STEPS) * per_instruction,
+                                                  f" after {COUNT_STEPS} steps of one block (a step skipped or repeated)")
 
     return Workload(name=f"fma_{dtype}", run=nvtx(f"fma_{dtype}", run), check=check, poison=lambda: out.fill(np.nan),
                     threads=blocks * threads, dtype=dtype, device="gpu",

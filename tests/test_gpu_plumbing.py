@@ -616,3 +616,19 @@ def test_every_decode_impl_has_its_own_marker_in_the_plots():
     assert set(cpu_decode.IMPLS) | set(gpu_decode.IMPLS) <= set(impls)
     gpu = [IMPL_MARKERS[i] for i in impls if i.startswith("torch-sdpa[")] + [IMPL_MARKERS[i] for i in ("torch-naive", "cupy-fused")]
     assert len(set(gpu)) == len(gpu)  # a GPU's decode plot draws them side by side
+
+
+@pytest.mark.parametrize("dtype", ["fp64", "fp32", "fp16"])
+def test_an_fma_kernel_a_step_short_is_caught_though_its_chains_converge(fake_gpu_machine, monkeypatch, dtype):
+    # after the timed launches the chains stand at their fixed point, where one step fewer changes
+    # nothing: the check's own launch of COUNT_STEPS steps shows it
+    from probes import gpu_peak
+
+    w = gpu_peak.fma_workload({"sm_count": 4}, dtype, 64)
+    w.poison()
+    w.run(2)
+    assert w.check() is None
+    real = fakes._fma
+    monkeypatch.setattr(fakes, "_fma", lambda name, grid, block, args: real(name, grid, block, (*args[:3], args[3] - 1)))
+    w.run(2)
+    assert "after 3 steps of one block" in w.check()
