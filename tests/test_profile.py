@@ -184,11 +184,13 @@ def test_a_failing_cpu_probe_is_recorded_and_the_rest_kept(monkeypatch, tmp_path
 
     monkeypatch.setenv("HARNESS_TINY", "1")
     monkeypatch.setattr(cpu_peak, "run_peak", crash)
-    doc = run.build_profile(device="cpu", quick=True, probe_names=("stream", "peak"), counters="off")
+    doc = run.build_profile(device="cpu", quick=True, probe_names=("stream", "peak", "decode"), counters="off")
     sec = doc["devices"]["cpu"]
     assert sec["probe_errors"] == {"peak": "MemoryError: cannot allocate the peak probe's buffers"}
     assert sec["bandwidth"] and all(r["validated"] for r in profile.measurement_records(sec))
     assert "peak_flops" not in sec and "balance" not in sec
+    # decode points without a compute roof have no prediction: written and loaded all the same
+    assert sec["decode_attention"] and all(r["model"]["predicted_time_s"] is None for r in sec["decode_attention"])
     path = tmp_path / "p.yaml"
     profile.save_profile(doc, str(path))
     assert profile.load_profile(str(path))["devices"]["cpu"]["probe_errors"] == sec["probe_errors"]
