@@ -20,7 +20,7 @@ from harness import compare, gpu_run, gpus, profile, report, run, validation
 from harness.errors import HarnessError
 from harness.specs import load_specs
 from harness.summary import section_lines, si
-from probes import gpu_common
+from probes import PROBES, gpu_common
 
 COMMITTED_PROFILE = os.path.join(ROOT, "profiles", "amd-epyc-zen4-2c.yaml")
 
@@ -632,3 +632,24 @@ def test_an_fma_kernel_a_step_short_is_caught_though_its_chains_converge(fake_gp
     monkeypatch.setattr(fakes, "_fma", lambda name, grid, block, args: real(name, grid, block, (*args[:3], args[3] - 1)))
     w.run(2)
     assert "after 3 steps of one block" in w.check()
+
+
+@pytest.mark.parametrize("probe", ["stream", "hierarchy", "peak"])
+def test_any_failing_gpu_probe_leaves_a_profile_that_loads_and_reports(fake_gpu_machine, monkeypatch, tmp_path, probe):
+    # without the stream or the peak probe the decode points have no roofs: no prediction, and no crash
+    import importlib
+
+    from harness import cli
+
+    def crash(ctx):
+        raise RuntimeError("cudaErrorMemoryAllocation: out of memory")
+
+    module, function = PROBES[probe].runners["gpu"].split(":")
+    monkeypatch.setattr(importlib.import_module(module), function, crash)
+    out = tmp_path / "gpu.yaml"
+    assert cli.main(["profile", "--device", "gpu", "--quick", "--counters", "off", "--out", str(out)]) == 1
+    doc = profile.load_profile(str(out))
+    assert doc["devices"]["gpu0"]["probe_errors"] == {probe: "RuntimeError: cudaErrorMemoryAllocation: out of memory"}
+    assert doc["devices"]["gpu0"]["decode_attention"]
+    text = pathlib.Path(report.write_report(doc, str(tmp_path / "r"), load_specs())[-1]).read_text()
+    assert f"gpu0 probe {probe} failed" in text
