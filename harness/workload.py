@@ -166,6 +166,12 @@ def python_code(path):
 MEASURED_INFO = ("seed", "kernel_config")  # info that varies between runs of the same probe: not hashed
 
 
+def probe_module_name(value):
+    """The module a name in a probe's namespace comes from: the module itself where it is one
+    (`from probes import cpu_half`), else where its function or class was defined."""
+    return value.__name__ if inspect.ismodule(value) else getattr(value, "__module__", None) or ""
+
+
 def probe_hash(w):
     """A short hash of the probe's code (its module and the probes.* modules it uses, as syntax
     trees, so an edited comment or docstring changes nothing; the kernel files they list in
@@ -175,7 +181,7 @@ def probe_hash(w):
     (`make regress`) until the machine is profiled again."""
     module = inspect.getmodule(w.run)
     modules = {module} | {inspect.getmodule(v) for v in vars(module).values()
-                          if (getattr(v, "__module__", None) or "").startswith("probes.")} if module else set()
+                          if probe_module_name(v).startswith("probes.")} if module else set()
     modules = sorted((m for m in modules if m is not None), key=lambda m: m.__name__)
     h = hashlib.sha256()
     for m in modules:
