@@ -108,8 +108,10 @@ def theoretical_flops(cpu):
                 "source": f"not derivable: the core clock is unknown ({arch}: {per_cycle['fp32']} fp32 FLOP per "
                           f"cycle per core; the peak probe gives the clock it implies); {TABLE_SOURCE}"}
     cores, e_cores = cpu["cores"], cpu.get("efficiency_cores") or 0
+    fp16 = " or ".join(NATIVE_FP16_FLAGS[f] for f in NATIVE_FP16_FLAGS if f in flags)
     source = (f"{cores} cores x {units} FMA units x ({bits}-bit lanes) x 2 FLOP x {freq / 1e9:.3f} GHz; "
-              f"{arch}; clock from {cpu['frequency']['source']}; {TABLE_SOURCE}")
+              + (f"fp16 ({fp16}) on the same units, twice fp32's lanes; " if fp16 else "")
+              + f"{arch}; clock from {cpu['frequency']['source']}; {TABLE_SOURCE}")
     if e_cores and cpu.get("vendor") == "GenuineIntel" and 0 < e_cores < cores:
         e_units, e_bits = E_CORE_FMA
         per_cycle = {d: ((cores - e_cores) * per_cycle[d] + e_cores * e_units * (e_bits // (8 * b)) * 2) / cores

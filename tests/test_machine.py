@@ -258,6 +258,7 @@ def test_theoretical_matmul_rates_of_this_amx_xeon_vm():
     assert "AMX-BF16" in t["source"]["bf16"] and "AVX512-FP16" in t["source"]["fp16"] and "Optimization" in t["table_source"]
     # AVX512-FP16's FMAs, twice fp32's lanes on the same two units: the fp16 FMA chains' theory
     assert fma["flops_per_cycle_per_core"] == {"fp64": 32, "fp32": 64, "fp16": 128}
+    assert "fp16 (AVX512-FP16) on the same units, twice fp32's lanes" in fma["source"]
     granite = dict(cpu, matrix_units=["amx_bf16", "amx_fp16", "amx_int8", "avx512_fp16"])
     assert cpu_peaks.theoretical_matmul_flops(granite, fma)["ops_per_cycle_per_core"]["fp16"] == 1024  # tiles win
 
