@@ -86,7 +86,7 @@ def cmd_profile(args):
 def cmd_list(args):
     """Every probe, its devices, and whether it can run here."""
     from harness.run import gpu_absence
-    from probes import PROBES, torch_left_out, unavailable_reason
+    from probes import PROBES, cpu_left_out, unavailable_reason
 
     rows = []
     for spec in PROBES.values():
@@ -94,7 +94,7 @@ def cmd_list(args):
             reason = unavailable_reason(spec, device)
             if device == "gpu" and reason is None:
                 reason = gpu_absence()
-            nothing, left_out = torch_left_out(spec) if device == "cpu" and reason is None else (False, None)
+            nothing, left_out = cpu_left_out(spec) if device == "cpu" and reason is None else (False, None)
             rows.append({"probe": spec.name, "device": device, "runs_here": reason is None and not nothing,
                          "reason": reason or left_out, "description": spec.description})
     if args.json:

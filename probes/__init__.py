@@ -18,6 +18,7 @@ class ProbeSpec:
     cpu_buffers: str = ""  # "module:function": {pool buffer: bytes} its CPU run will ask for (cpu_stream.POOL)
     elsewhere: dict = field(default_factory=dict)  # device kind it has no runner for -> why, or what runs there
     torch_impls: tuple = ()  # on the CPU, what of it torch runs: ("all",) or the impls left out without torch
+    left_out: str = ""  # "module:function": what of it this CPU cannot run (a phrase), or None
 
     @property
     def devices(self):
@@ -34,7 +35,8 @@ PROBES = {
                            cpu_buffers="probes.cpu_stream:hierarchy_buffers"),
     "peak": ProbeSpec("peak", {"cpu": "probes.cpu_peak:run_peak", "gpu": "probes.gpu_peak:run_peak"},
                       "FMA-chain peak FLOP/s, fp64, fp32 and fp16 (where the CPU has native fp16 FMAs: AVX512-FP16, "
-                      "Arm FP16; half2 on GPU, with tensor-core matmul)", dtypes=("fp64", "fp32", "fp16")),
+                      "Arm FP16; half2 on GPU, with tensor-core matmul)", dtypes=("fp64", "fp32", "fp16"),
+                      left_out="probes.cpu_half:fp16_left_out"),
     "matmul": ProbeSpec("matmul", {"cpu": "probes.cpu_matmul:run_matmul"},
                         "matmul peaks through torch (oneDNN: AVX-512 BF16, VNNI, AMX), fp32, bf16, fp16 and int8, "
                         "checked against float64 (a GPU's tensor-core matmuls are in its peak probe)", dtypes=(),
@@ -77,6 +79,14 @@ def torch_left_out(spec):
     if not why:
         return False, None
     return (True, why) if spec.torch_impls == ("all",) else (False, f"{', '.join(spec.torch_impls)} left out: {why}")
+
+
+def cpu_left_out(spec):
+    """On the CPU, what of `spec` cannot run here: (all of it?, phrase or None), from torch's absence
+    (torch_left_out) and the probe's own limits (its `left_out`: fp16 chains without native fp16)."""
+    nothing, phrase = torch_left_out(spec)
+    own = _load(spec.left_out)() if spec.left_out and not nothing else None
+    return nothing, "; ".join(p for p in (phrase, own) if p) or None
 
 
 def unavailable_reason(spec, device):

@@ -26,6 +26,14 @@ def native_fp16_reason(cpu):
             "fp16 FMAs would be widened to fp32 and back, a rate of conversions, not of fp16 arithmetic")
 
 
+def fp16_left_out():
+    """`harness list`'s phrase for this machine's CPU where it cannot run the fp16 chains, else None."""
+    from harness.machine import identify_cpu
+
+    reason = native_fp16_reason(identify_cpu())
+    return f"fp16 left out: {reason}" if reason else None
+
+
 def chains_ir(vectors, lanes):
     """LLVM IR of `void chains(ptr acc, ptr xy, i64 iters)`: `vectors` <lanes x half> accumulators
     loaded from acc, each stepped `iters` times as fma(a, x, y) in registers, stored back."""

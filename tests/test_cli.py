@@ -430,6 +430,20 @@ def test_list_says_what_torch_leaves_out_without_it(monkeypatch, capsys):
     assert "decode     cpu  yes (torch-sdpa, torch-naive left out: torch is not importable" in capsys.readouterr().out
 
 
+def test_list_says_where_the_cpu_cannot_run_the_fp16_chains(monkeypatch, capsys):
+    from harness import cli, machine
+
+    cpu = machine.identify_cpu()
+    monkeypatch.setattr(machine, "identify_cpu", lambda: dict(cpu, simd=["avx2", "fma"]))
+    assert cli.main(["list", "--json"]) == 0
+    peak = {(r["probe"], r["device"]): r for r in json.loads(capsys.readouterr().out)}["peak", "cpu"]
+    assert peak["runs_here"] and peak["reason"].startswith("fp16 left out: no native fp16 vector arithmetic")
+    monkeypatch.setattr(machine, "identify_cpu", lambda: dict(cpu, simd=["avx512f", "avx512_fp16"]))
+    assert cli.main(["list", "--json"]) == 0
+    peak = {(r["probe"], r["device"]): r for r in json.loads(capsys.readouterr().out)}["peak", "cpu"]
+    assert peak["runs_here"] and peak["reason"] is None
+
+
 def test_the_readmes_cli_synopsis_names_every_option():
     import argparse
 
