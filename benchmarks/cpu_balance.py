@@ -4,6 +4,7 @@ Interleaved rounds on this machine (so drifting noise hits both sides alike), me
 ratios reported:
   triad:  harness (Numba) triad  vs  C/OpenMP triad (gcc -O3 -march=native -fopenmp), same arrays size
   fp32:   harness FMA peak       vs  the better of a C FMA-intrinsics loop and torch fp32 matmul 4096^2
+  fp16:   harness fp16 FMA peak  vs  the same C loop in AVX512-FP16 intrinsics (where the CPU has them)
 Usage: python benchmarks/cpu_balance.py [--rounds 5] [--threads N] [--json PATH]
 """
 
@@ -18,6 +19,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 from harness.machine import identify_cpu  # noqa: E402
 from harness.workload import Context, time_workload  # noqa: E402
+from probes.cpu_half import native_fp16_reason  # noqa: E402
 from probes.cpu_peak import peak_workload  # noqa: E402
 from probes.cpu_stream import stream_elements, stream_workloads  # noqa: E402
 from summary import finish  # noqa: E402
@@ -25,13 +27,15 @@ from summary import finish  # noqa: E402
 BUILD = os.path.join(os.path.dirname(HERE), "build")
 TARGETS = {"triad_ratio": (">=", 0.9, "harness triad / C OpenMP triad"),
            "fp32_ratio": (">=", 0.9, "harness fp32 peak / best(C FMA intrinsics, torch matmul)")}
+FP16_TARGET = {"fp16_ratio": (">=", 0.9, "harness fp16 peak / C AVX512-FP16 intrinsics")}
 
 
-def compile_c(name):
+def compile_c(name, variant=""):
+    """gcc -O3 -march=native build of benchmarks/c/<name>.c; `variant` (FP16) is a -D define and a suffix."""
     os.makedirs(BUILD, exist_ok=True)
-    exe = os.path.join(BUILD, name)
-    subprocess.run(["gcc", "-O3", "-march=native", "-fopenmp", os.path.join(HERE, "c", f"{name}.c"),
-                    "-o", exe, "-lm"], check=True)
+    exe = os.path.join(BUILD, f"{name}_{variant.lower()}" if variant else name)
+    subprocess.run(["gcc", "-O3", "-march=native", "-fopenmp", *([f"-D{variant}"] if variant else []),
+                    os.path.join(HERE, "c", f"{name}.c"), "-o", exe, "-lm"], check=True)
     return exe
 
 
@@ -69,6 +73,11 @@ def main():
     n, _ = stream_elements(ctx, "fp64")
     triad_c, fma_c = compile_c("triad"), compile_c("fma")
     triad = next(w for w in stream_workloads(ctx, "fp64", n, threads) if w.name == "triad")
+    no_fp16 = native_fp16_reason(cpu)
+    if no_fp16:
+        print(f"fp16 left out: {no_fp16}")
+    targets = TARGETS if no_fp16 else {**TARGETS, **FP16_TARGET}
+    fma16_c = None if no_fp16 else compile_c("fma", "FP16")
 
     rows = []
     for r in range(args.rounds):
@@ -82,13 +91,21 @@ def main():
         row["triad_ratio"] = row["harness_triad_bytes_per_s"] / row["c_triad_bytes_per_s"]
         row["fp32_ratio"] = row["harness_peak_fp32_flops_per_s"] / max(
             row["c_fma_fp32_flops_per_s"], row["torch_matmul_fp32_flops_per_s"])
+        fp16 = ""
+        if fma16_c:
+            row["c_fma_fp16_flops_per_s"] = run_c(fma16_c, [2_000_000, 5], threads)
+            row["harness_peak_fp16_flops_per_s"] = time_workload(peak_workload(cpu, "fp16", threads, 20_000), 10,
+                                                                 0.05)["flops_per_s"]
+            row["fp16_ratio"] = row["harness_peak_fp16_flops_per_s"] / row["c_fma_fp16_flops_per_s"]
+            fp16 = (f" | fp16 C-FMA {row['c_fma_fp16_flops_per_s'] / 1e9:6.1f}, harness "
+                    f"{row['harness_peak_fp16_flops_per_s'] / 1e9:6.1f} GFLOP/s (x{row['fp16_ratio']:.3f})")
         rows.append(row)
         print(f"round {r + 1}: triad C {row['c_triad_bytes_per_s'] / 1e9:6.1f} GB/s, harness "
               f"{row['harness_triad_bytes_per_s'] / 1e9:6.1f} GB/s (x{row['triad_ratio']:.3f}) | fp32 C-FMA "
               f"{row['c_fma_fp32_flops_per_s'] / 1e9:6.1f}, torch matmul {row['torch_matmul_fp32_flops_per_s'] / 1e9:6.1f}, "
-              f"harness {row['harness_peak_fp32_flops_per_s'] / 1e9:6.1f} GFLOP/s (x{row['fp32_ratio']:.3f})", flush=True)
+              f"harness {row['harness_peak_fp32_flops_per_s'] / 1e9:6.1f} GFLOP/s (x{row['fp32_ratio']:.3f}){fp16}", flush=True)
 
-    finish(rows, TARGETS, f"{cpu['model']}, {threads} threads, {n * 8 / 2**20:.0f} MiB per triad array", args.json,
+    finish(rows, targets, f"{cpu['model']}, {threads} threads, {n * 8 / 2**20:.0f} MiB per triad array", args.json,
            {"cpu": cpu["model"], "threads": threads})
 
 
