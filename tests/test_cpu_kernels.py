@@ -1,11 +1,15 @@
 """Each CPU kernel at tiny sizes, its output checked; poisoned outputs caught; packed FMAs in the asm."""
 
+import os
 import re
+import shutil
+import subprocess
 
 import numba
 import numpy as np
 import pytest
 
+from conftest import ROOT
 from harness.workload import Context, time_workload
 from probes import cpu_peak, cpu_stream
 
@@ -380,3 +384,18 @@ def test_the_profile_reserves_every_probes_largest_buffers_before_the_first_prob
     for name in cpu_stream.POOL:
         assert need[name] == max(stream[name], decode[name], cpu_stream.hierarchy_buffers(ctx).get(name, 0))
         assert cpu_stream._POOL[name].nbytes >= need[name]
+
+
+@pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is not installed: `make bench` cannot build its C references")
+@pytest.mark.parametrize("name,variant", [("triad", ""), ("fma", ""), ("fma", "FP16")])
+def test_the_benchmarks_c_references_build_and_check_their_output(tmp_path, name, variant):
+    # benchmarks/cpu_balance.py's yardsticks, run tiny: each checks its own result and prints a rate
+    if variant == "FP16" and not has_cpu_flag("avx512_fp16"):
+        pytest.skip("this CPU has no AVX512-FP16: the fp16 reference is built only where it has")
+    exe = tmp_path / name
+    subprocess.run(["gcc", "-O3", "-march=native", "-fopenmp", *([f"-D{variant}"] if variant else []),
+                    os.path.join(ROOT, "benchmarks", "c", f"{name}.c"), "-o", str(exe), "-lm"], check=True)
+    out = subprocess.run([str(exe), "100000", "2"], capture_output=True, text=True,  # fma: enough steps to converge
+                         env=dict(os.environ, OMP_NUM_THREADS="2"))
+    assert out.returncode == 0, out.stderr
+    assert float(out.stdout) > 0
