@@ -75,7 +75,8 @@ NAMED = {
     **dict.fromkeys(("counters", "model", "achieved", "kernel_config", "in_core", "frequency", "cgroup",
                      "memory_settings", "clock_settings", "gpu", "sm_limits"), "mapping"),
     **dict.fromkeys(("median_s_per_setting", "calls_per_setting"), "table"),
-    **dict.fromkeys(("caches", "short_of_roofs", "decode_unsupported"), "records"),
+    **dict.fromkeys(("caches", "short_of_roofs", "decode_unsupported", "peak_flops_unsupported",
+                     "tensor_flops_unsupported"), "records"),
 }
 
 
@@ -242,9 +243,11 @@ def check_section(sec, where):
         require(point, f"{where}.hierarchy[{i}]", ("level", "working_set_bytes"))
     for i, rec in enumerate(sec.get("decode_attention") or []):
         check_decode_record(rec, f"{where}.decode_attention[{i}]")
-    check_value(sec.get("decode_unsupported", []), f"{where}.decode_unsupported", "records")
-    for i, point in enumerate(sec.get("decode_unsupported") or []):
-        require(point, f"{where}.decode_unsupported[{i}]", ("impl", "dtype", "reason"))
+    for key, fields in (("decode_unsupported", ("impl", "dtype", "reason")), ("peak_flops_unsupported", ("dtype", "reason")),
+                        ("tensor_flops_unsupported", ("dtype", "reason"))):
+        check_value(sec.get(key, []), f"{where}.{key}", "records")
+        for i, point in enumerate(sec.get(key) or []):
+            require(point, f"{where}.{key}[{i}]", fields)
     check_mapping({k: v for k, v in sec.items() if k not in CHECKED_APART}, where)
     for key, value in (sec.get("balance") or {}).items():
         check_value(value, f"{where}.balance.{key}", "number")

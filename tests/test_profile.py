@@ -2,6 +2,7 @@
 
 import glob
 import os
+import re
 
 import pytest
 import yaml
@@ -202,6 +203,23 @@ def test_probe_errors_must_name_probes_and_messages(tmp_path):
     doc["devices"]["cpu"]["probe_errors"] = {"peak": 3}
     path.write_text(yaml.safe_dump(doc))
     with pytest.raises(HarnessError, match="devices.cpu.probe_errors.peak must be a string, got 3"):
+        profile.load_profile(str(path))
+
+
+@pytest.mark.parametrize("key,point,message", [
+    ("peak_flops_unsupported", {"dtype": "fp16"}, "devices.cpu.peak_flops_unsupported[0] has no reason"),
+    ("tensor_flops_unsupported", [{"dtype": "int8", "reason": "no _int_mm"}, {"reason": "?"}],
+     "devices.cpu.tensor_flops_unsupported[1] has no dtype"),
+    ("decode_unsupported", {"impl": "torch-sdpa", "dtype": "int8"}, "devices.cpu.decode_unsupported[0] has no reason"),
+    ("peak_flops_unsupported", "fp16", "devices.cpu.peak_flops_unsupported must be a list of mappings")])
+def test_what_a_probe_left_out_must_say_what_and_why(tmp_path, key, point, message):
+    # the report names each left-out dtype and its reason: a hand-edited entry without them is
+    # refused on load, not met as a KeyError while rendering
+    path = tmp_path / "bad.yaml"
+    doc = make_doc()
+    doc["devices"]["cpu"][key] = point if isinstance(point, (list, str)) else [point]
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(HarnessError, match=re.escape(message)):
         profile.load_profile(str(path))
 
 
