@@ -596,8 +596,9 @@ def two_stream_note(sec):
     """What the sweep's L1-sized points did differently, where they record it (read_streams)."""
     if not any(p.get("read_streams") == 2 for p in sec.get("hierarchy") or []):
         return ""
-    return (" Working sets that fit L1 are summed in two streams (each thread's chunk's halves at once), so that "
-            "the adds' latency does not bound the loads (the harness's docs/methodology.md).")
+    return (" Working sets that fit L1 are summed in two streams (two reps of each thread's chunk in one loop), so "
+            "that neither the adds' latency nor each rep's reduction bounds the loads (the harness's "
+            "docs/methodology.md).")
 
 
 def gpu_markdown(g):

@@ -95,7 +95,7 @@ def test_exact_sum_matches_fsum_across_blocks(monkeypatch):
 @pytest.mark.parametrize("streams", [1, 2])
 def test_read_kernel_with_reps_matches_float64_reference(dtype, reps, streams):
     t = cpu_stream.DTYPES[dtype]
-    threads, per = 2, 997  # odd: the two streams' halves leave an element over
+    threads, per = 2, 997  # odd reps: a pair of reps summed together (streams 2) leaves one over
     a = cpu_stream.aligned_empty(threads * per + cpu_stream.READ_OFFSET_ELEMS * threads, t)
     cpu_stream.fill_random(a, 3)
     out = np.full(threads, np.nan)
@@ -272,6 +272,19 @@ def test_fp16_peak_is_left_out_where_the_cpu_has_no_native_fp16(cpu):
     assert cpu_peak.cpu_half.native_fp16_reason(dict(cpu, simd=["asimd", "asimdhp"])) is None
 
 
+def test_fp16_chains_that_do_not_compile_leave_the_other_peaks(cpu, monkeypatch):
+    # llvmlite's JIT builds them, not Numba's: an LLVM that cannot target this CPU must not cost fp32's peak
+    def refuse(vectors, lanes):
+        raise RuntimeError("LLVM ERROR: Cannot select: fma v32f16\nmore")
+
+    monkeypatch.setattr(cpu_peak.cpu_half, "parallel_chains", refuse)
+    ctx = Context(cpu=dict(cpu, simd=cpu["simd"] + ["avx512_fp16"]), threads=1, tiny=True, dtypes=("fp32", "fp16"))
+    section = cpu_peak.run_peak(ctx)
+    assert section["peak_flops"]["fp32"]["validated"] and "fp16" not in section["peak_flops"]
+    assert section["peak_flops_unsupported"] == [
+        {"dtype": "fp16", "reason": "the fp16 chains did not compile here: RuntimeError: LLVM ERROR: Cannot select: fma v32f16"}]
+
+
 @pytest.mark.skipif(not has_cpu_flag("avx512_fp16"), reason="this CPU has no AVX512-FP16")
 def test_fp16_chains_assembly_holds_packed_half_fmas_and_no_conversions():
     from harness.machine import identify_cpu
@@ -301,11 +314,11 @@ def test_peak_kernel_assembly_holds_packed_fmas(cpu, dtype):
     assert not scalar
 
 
-@pytest.mark.parametrize("name", ["_chunk_sum", "_chunk_sum_halves"])
+@pytest.mark.parametrize("name", ["_chunk_sum", "_pair_sum"])
 def test_read_kernel_assembly_is_vectorised(name):
     # the cached kernel cannot be inspected: compile the same source again without a cache
     chunk_sum = numba.njit(fastmath=True)(getattr(cpu_stream, name).py_func)
-    chunk_sum(np.ones(64))
+    chunk_sum(*((np.ones(64),) if name == "_chunk_sum" else (np.ones(80), 0, 64, 16)))
     asm = _asm(chunk_sum)
     assert re.search(r"vaddpd\s+[^\n]*%[xyz]mm", asm)
 
