@@ -510,8 +510,9 @@ def markdown(data, source=None):
         out += ["![Roofline](roofline.png)", ""]
     if bw and peak:
         best, what = best_float_rate(cpu)
-        matmul = (f" (its {what} through torch: {si(best, 'FLOP/s')}, a balance of {balance_text(best / bw)})"
-                  if what.endswith("matmul") else "")  # a CPU's matrix units (AMX) beyond its FMA chains
+        # a CPU's matrix units (AMX) or its fp16 FMA chains (AVX512-FP16) beyond its fp32 ones
+        how = f"{what} through torch" if what.endswith("matmul") else "fp16 FMA chains" if what == "fp16 FMA" else None
+        matmul = f" (its {how}: {si(best, 'FLOP/s')}, a balance of {balance_text(best / bw)})" if how else ""
         out += [f"**In one sentence:** this machine reads DRAM at {si(bw, 'B/s')} and computes "
                 f"{si(peak, 'FLOP/s')} in fp32, a balance of {peak / bw:.1f} FLOP/byte{matmul}; "
                 f"{attention_sentence(peak / bw)}", ""]

@@ -384,6 +384,11 @@ def test_a_cpus_torch_matmuls_are_tabled_and_exported(doc):
     assert (f"a balance of {fp32_fma / read:.1f} FLOP/byte (its bf16 matmul through torch: {si(2 * fp32_fma, 'FLOP/s')}, "
             f"a balance of {report.balance_text(2 * fp32_fma / read)}); decode attention") in text
     assert "through torch" not in report.markdown(report.report_data(doc))  # no matmul measured: the FMA alone
+    half = copy.deepcopy(doc)  # AVX512-FP16 chains, no torch: the summary names them as its fastest
+    half["devices"]["cpu"]["peak_flops"]["fp16"] = dict(half["devices"]["cpu"]["peak_flops"]["fp32"],
+                                                        dtype="fp16", flops_per_s=2 * fp32_fma)
+    assert (f"FLOP/byte (its fp16 FMA chains: {si(2 * fp32_fma, 'FLOP/s')}, a balance of "
+            f"{report.balance_text(2 * fp32_fma / read)}); decode attention") in report.markdown(report.report_data(half))
     assert "- tensor_flops.fp16: timed at n=256" in text
     config, notes = export(cpu_doc, "llm-analysis", "cpu")
     assert config["peak_fp16_TFLOPS"] == pytest.approx(2 * fp32_fma / 1e12, rel=1e-3)  # bf16, not the slow fp16
