@@ -189,6 +189,34 @@ def test_peak_check_catches_a_skipped_accumulator(cpu, monkeypatch):
     assert "accumulator" in rec["error"]
 
 
+def cross_assembly(triple, cpu, features, vectors, lanes):
+    """The fp16 chains' assembly for another machine (llvmlite holds LLVM's other targets), or a skip."""
+    import llvmlite.binding as llvm
+
+    llvm.initialize_all_targets()
+    llvm.initialize_all_asmprinters()
+    try:
+        target = llvm.Target.from_triple(triple)
+    except RuntimeError as e:
+        pytest.skip(f"this llvmlite has no {triple} target: {e}")
+    module = llvm.parse_assembly(cpu_peak.cpu_half.chains_ir(vectors, lanes))
+    return target.create_target_machine(cpu=cpu, features=features, opt=3).emit_assembly(module)
+
+
+@pytest.mark.parametrize("triple,cpu,native,widened,packed", [
+    ("aarch64-unknown-linux-gnu", "neoverse-v2", "+neon,+fullfp16", "+neon,-fullfp16", r"fmla\s+v\d+\.8h"),
+    ("x86_64-unknown-linux-gnu", "sapphirerapids", "+avx512f,+avx512fp16", "+avx512f,-avx512fp16",
+     r"vfmadd\d+ph\s+[^\n]*%zmm")])
+def test_fp16_chains_are_native_fma_only_where_the_cpu_has_fp16_arithmetic(triple, cpu, native, widened, packed):
+    # why native_fp16_reason holds the fp16 peak back: without the feature (Arm's asimdhp, x86's
+    # avx512_fp16) LLVM widens every step to fp32 and back, and the probe would time conversions
+    lanes = 8 if triple.startswith("aarch64") else 32
+    asm = cross_assembly(triple, cpu, native, 24, lanes)
+    assert len(re.findall(packed, asm)) == 24 and not re.search(r"fcvt|vcvtph2ps", asm)
+    asm = cross_assembly(triple, cpu, widened, 24, lanes)
+    assert not re.findall(packed, asm) and re.search(r"fcvt|vcvtph2ps", asm)
+
+
 def test_closed_form():
     assert cpu_peak.closed_form(1.0, 0.5, 1.0, 0) == 1.0
     assert cpu_peak.closed_form(1.0, 0.5, 1.0, 1) == 1.5
