@@ -3,6 +3,7 @@
 Interleaved rounds on this machine (so drifting noise hits both sides alike), medians of per-round
 ratios reported:
   triad:  harness (Numba) triad  vs  C/OpenMP triad (gcc -O3 -march=native -fopenmp), same arrays size
+  read:   harness read (the decode roof)  vs  a C/OpenMP vectorised sum of an array of that size
   fp32:   harness FMA peak       vs  the better of a C FMA-intrinsics loop and torch fp32 matmul 4096^2
   fp16:   harness fp16 FMA peak  vs  the same C loop in AVX512-FP16 intrinsics (where the CPU has them)
 Usage: python benchmarks/cpu_balance.py [--rounds 5] [--threads N] [--json PATH]
@@ -26,6 +27,7 @@ from summary import finish  # noqa: E402
 
 BUILD = os.path.join(os.path.dirname(HERE), "build")
 TARGETS = {"triad_ratio": (">=", 0.9, "harness triad / C OpenMP triad"),
+           "read_ratio": (">=", 0.9, "harness read / C OpenMP sum"),
            "fp32_ratio": (">=", 0.9, "harness fp32 peak / best(C FMA intrinsics, torch matmul)")}
 FP16_TARGET = {"fp16_ratio": (">=", 0.9, "harness fp16 peak / C AVX512-FP16 intrinsics")}
 
@@ -71,8 +73,8 @@ def main():
     threads = args.threads or cpu["usable_cpus"]
     ctx = Context(cpu=cpu, threads=threads)
     n, _ = stream_elements(ctx, "fp64")
-    triad_c, fma_c = compile_c("triad"), compile_c("fma")
-    triad = next(w for w in stream_workloads(ctx, "fp64", n, threads) if w.name == "triad")
+    triad_c, read_c, fma_c = compile_c("triad"), compile_c("read"), compile_c("fma")
+    stream = {w.name: w for w in stream_workloads(ctx, "fp64", n, threads)}
     no_fp16 = native_fp16_reason(cpu)
     if no_fp16:
         print(f"fp16 left out: {no_fp16}")
@@ -83,12 +85,15 @@ def main():
     for r in range(args.rounds):
         row = {
             "c_triad_bytes_per_s": run_c(triad_c, [n, 10], threads),
-            "harness_triad_bytes_per_s": time_workload(triad, 10, 0.05)["bytes_per_s"],
+            "harness_triad_bytes_per_s": time_workload(stream["triad"], 10, 0.05)["bytes_per_s"],
+            "c_read_bytes_per_s": run_c(read_c, [n, 10], threads),
+            "harness_read_bytes_per_s": time_workload(stream["read"], 10, 0.05)["bytes_per_s"],
             "c_fma_fp32_flops_per_s": run_c(fma_c, [2_000_000, 5], threads),
             "torch_matmul_fp32_flops_per_s": torch_matmul_flops(threads),
             "harness_peak_fp32_flops_per_s": time_workload(peak_workload(cpu, "fp32", threads, 20_000), 10, 0.05)["flops_per_s"],
         }
         row["triad_ratio"] = row["harness_triad_bytes_per_s"] / row["c_triad_bytes_per_s"]
+        row["read_ratio"] = row["harness_read_bytes_per_s"] / row["c_read_bytes_per_s"]
         row["fp32_ratio"] = row["harness_peak_fp32_flops_per_s"] / max(
             row["c_fma_fp32_flops_per_s"], row["torch_matmul_fp32_flops_per_s"])
         fp16 = ""
@@ -101,7 +106,9 @@ def main():
                     f"{row['harness_peak_fp16_flops_per_s'] / 1e9:6.1f} GFLOP/s (x{row['fp16_ratio']:.3f})")
         rows.append(row)
         print(f"round {r + 1}: triad C {row['c_triad_bytes_per_s'] / 1e9:6.1f} GB/s, harness "
-              f"{row['harness_triad_bytes_per_s'] / 1e9:6.1f} GB/s (x{row['triad_ratio']:.3f}) | fp32 C-FMA "
+              f"{row['harness_triad_bytes_per_s'] / 1e9:6.1f} GB/s (x{row['triad_ratio']:.3f}) | read C "
+              f"{row['c_read_bytes_per_s'] / 1e9:6.1f}, harness {row['harness_read_bytes_per_s'] / 1e9:6.1f} GB/s "
+              f"(x{row['read_ratio']:.3f}) | fp32 C-FMA "
               f"{row['c_fma_fp32_flops_per_s'] / 1e9:6.1f}, torch matmul {row['torch_matmul_fp32_flops_per_s'] / 1e9:6.1f}, "
               f"harness {row['harness_peak_fp32_flops_per_s'] / 1e9:6.1f} GFLOP/s (x{row['fp32_ratio']:.3f}){fp16}", flush=True)
 

@@ -428,7 +428,7 @@ def test_the_profile_reserves_every_probes_largest_buffers_before_the_first_prob
 
 
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is not installed: `make bench` cannot build its C references")
-@pytest.mark.parametrize("name,variant", [("triad", ""), ("fma", ""), ("fma", "FP16")])
+@pytest.mark.parametrize("name,variant", [("triad", ""), ("read", ""), ("fma", ""), ("fma", "FP16")])
 def test_the_benchmarks_c_references_build_and_check_their_output(tmp_path, name, variant):
     # benchmarks/cpu_balance.py's yardsticks, run tiny: each checks its own result and prints a rate
     if variant == "FP16" and not has_cpu_flag("avx512_fp16"):
