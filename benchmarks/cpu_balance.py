@@ -32,10 +32,11 @@ TARGETS = {"triad_ratio": (">=", 0.9, "harness triad / C OpenMP triad"),
 FP16_TARGET = {"fp16_ratio": (">=", 0.9, "harness fp16 peak / C AVX512-FP16 intrinsics")}
 
 
-def compile_c(name, variant=""):
-    """gcc -O3 -march=native build of benchmarks/c/<name>.c; `variant` (FP16) is a -D define and a suffix."""
-    os.makedirs(BUILD, exist_ok=True)
-    exe = os.path.join(BUILD, f"{name}_{variant.lower()}" if variant else name)
+def compile_c(name, variant="", out_dir=BUILD):
+    """gcc -O3 -march=native build of benchmarks/c/<name>.c into out_dir; `variant` (FP16) is a -D
+    define and a suffix."""
+    os.makedirs(out_dir, exist_ok=True)
+    exe = os.path.join(out_dir, f"{name}_{variant.lower()}" if variant else name)
     subprocess.run(["gcc", "-O3", "-march=native", "-fopenmp", *([f"-D{variant}"] if variant else []),
                     os.path.join(HERE, "c", f"{name}.c"), "-o", exe, "-lm"], check=True)
     return exe

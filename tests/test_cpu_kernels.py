@@ -429,14 +429,18 @@ def test_the_profile_reserves_every_probes_largest_buffers_before_the_first_prob
 
 @pytest.mark.skipif(shutil.which("gcc") is None, reason="gcc is not installed: `make bench` cannot build its C references")
 @pytest.mark.parametrize("name,variant", [("triad", ""), ("read", ""), ("fma", ""), ("fma", "FP16")])
-def test_the_benchmarks_c_references_build_and_check_their_output(tmp_path, name, variant):
+def test_the_benchmarks_c_references_build_and_check_their_output(tmp_path, monkeypatch, name, variant):
     # benchmarks/cpu_balance.py's yardsticks, run tiny: each checks its own result and prints a rate
     if variant == "FP16" and not has_cpu_flag("avx512_fp16"):
         pytest.skip("this CPU has no AVX512-FP16: the fp16 reference is built only where it has")
-    exe = tmp_path / name
-    subprocess.run(["gcc", "-O3", "-march=native", "-fopenmp", *([f"-D{variant}"] if variant else []),
-                    os.path.join(ROOT, "benchmarks", "c", f"{name}.c"), "-o", str(exe), "-lm"], check=True)
-    out = subprocess.run([str(exe), "100000", "2"], capture_output=True, text=True,  # fma: enough steps to converge
+    import importlib.util
+
+    monkeypatch.syspath_prepend(os.path.join(ROOT, "benchmarks"))  # as when it runs as a script
+    spec = importlib.util.spec_from_file_location("cpu_balance", os.path.join(ROOT, "benchmarks", "cpu_balance.py"))
+    bench = importlib.util.module_from_spec(spec)  # a benchmark script, not a package module
+    spec.loader.exec_module(bench)
+    exe = bench.compile_c(name, variant, out_dir=str(tmp_path))
+    out = subprocess.run([exe, "100000", "2"], capture_output=True, text=True,  # fma: enough steps to converge
                          env=dict(os.environ, OMP_NUM_THREADS="2"))
     assert out.returncode == 0, out.stderr
     assert float(out.stdout) > 0
