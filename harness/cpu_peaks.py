@@ -88,9 +88,14 @@ def theoretical_matmul_flops(cpu, fma):
     return {"flops_per_s": flops, "ops_per_cycle_per_core": per_cycle, "source": how, "table_source": MATRIX_SOURCE}
 
 
+def native_fp16(flags):
+    """The native fp16 FMA extensions among the CPU's flags, by name ([] where fp16 would be widened)."""
+    return [name for flag, name in NATIVE_FP16_FLAGS.items() if flag in flags]
+
+
 def fma_dtype_bytes(flags):
     """{dtype: bytes} the CPU's FMA units compute on: fp64 and fp32, and fp16 where it is native."""
-    return {**DTYPE_BYTES, **({"fp16": 2} if set(flags) & set(NATIVE_FP16_FLAGS) else {})}
+    return {**DTYPE_BYTES, **({"fp16": 2} if native_fp16(flags) else {})}
 
 
 def theoretical_flops(cpu):
@@ -108,7 +113,7 @@ def theoretical_flops(cpu):
                 "source": f"not derivable: the core clock is unknown ({arch}: {per_cycle['fp32']} fp32 FLOP per "
                           f"cycle per core; the peak probe gives the clock it implies); {TABLE_SOURCE}"}
     cores, e_cores = cpu["cores"], cpu.get("efficiency_cores") or 0
-    fp16 = " or ".join(NATIVE_FP16_FLAGS[f] for f in NATIVE_FP16_FLAGS if f in flags)
+    fp16 = " or ".join(native_fp16(flags))
     source = (f"{cores} cores x {units} FMA units x ({bits}-bit lanes) x 2 FLOP x {freq / 1e9:.3f} GHz; "
               + (f"fp16 ({fp16}) on the same units, twice fp32's lanes; " if fp16 else "")
               + f"{arch}; clock from {cpu['frequency']['source']}; {TABLE_SOURCE}")

@@ -512,9 +512,9 @@ def markdown(data, source=None):
         best, what = best_float_rate(cpu)
         # a CPU's matrix units (AMX) or its fp16 FMA chains (AVX512-FP16) beyond its fp32 ones
         how = f"{what} through torch" if what.endswith("matmul") else "fp16 FMA chains" if what == "fp16 FMA" else None
-        matmul = f" (its {how}: {si(best, 'FLOP/s')}, a balance of {balance_text(best / bw)})" if how else ""
+        beyond = f" (its {how}: {si(best, 'FLOP/s')}, a balance of {balance_text(best / bw)})" if how else ""
         out += [f"**In one sentence:** this machine reads DRAM at {si(bw, 'B/s')} and computes "
-                f"{si(peak, 'FLOP/s')} in fp32, a balance of {peak / bw:.1f} FLOP/byte{matmul}; "
+                f"{si(peak, 'FLOP/s')} in fp32, a balance of {peak / bw:.1f} FLOP/byte{beyond}; "
                 f"{attention_sentence(peak / bw)}", ""]
     out += ["## Machine and software", "", table(["", ""], [
         ["CPU", f"{info.get('model')} ({info.get('vendor')}, {cpu_numbers(info)})"],

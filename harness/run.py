@@ -17,7 +17,7 @@ from probes import PROBES, load_runner, reserve_cpu_buffers, unavailable_reason
 CPU_PROFILE_PROBES = ("stream", "hierarchy", "peak", "matmul", "threads", "decode")
 TORCH_PROBES = ("matmul", "decode")  # they run torch: it is imported before Numba's threads (torch_first)
 DEVICES = ("cpu", "gpu", "all")
-DTYPES = ("fp64", "fp32", "fp16")  # every probe's that `--dtype` can name: each measures those it has
+DTYPES = Context.dtypes  # every dtype a probe's `--dtype` can name: each probe measures those it has
 
 
 def check_threads(threads, cpu):
