@@ -240,8 +240,9 @@ def native_fp16_here():
     from harness.machine import identify_cpu
 
     here = identify_cpu()
-    if cpu_peak.cpu_half.native_fp16_reason(here):
-        pytest.skip(f"this CPU cannot run the fp16 chains: {cpu_peak.cpu_half.native_fp16_reason(here)}")
+    reason = cpu_peak.cpu_half.native_fp16_reason(here)
+    if reason:
+        pytest.skip(f"this CPU cannot run the fp16 chains: {reason}")
     return here
 
 
