@@ -13,14 +13,14 @@ parallel loop calls the compiled function through ctypes, one call per thread.
 import ctypes
 import functools
 
-from harness.cpu_peaks import NATIVE_FP16_FLAGS
+from harness.cpu_peaks import NATIVE_FP16_FLAGS, native_fp16
 
 SIGNATURE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)  # (acc, [x, y], iters)
 
 
 def native_fp16_reason(cpu):
     """None where the CPU flags name native fp16 vector FMAs, else why the fp16 peak is not measured."""
-    if set(cpu.get("simd", [])) & set(NATIVE_FP16_FLAGS):
+    if native_fp16(set(cpu.get("simd", []))):
         return None
     return (f"no native fp16 vector arithmetic among the CPU's flags ({' or '.join(NATIVE_FP16_FLAGS)}): "
             "fp16 FMAs would be widened to fp32 and back, a rate of conversions, not of fp16 arithmetic")

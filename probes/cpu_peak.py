@@ -140,19 +140,27 @@ def iterations(ctx):
     return 100 if ctx.tiny else 20_000
 
 
+def workload_or_reason(ctx, dtype):
+    """(the dtype's FMA workload, None), or (None, why this CPU leaves it out): fp16 where its cores
+    have no native fp16 FMAs or its chains do not compile (llvmlite's JIT builds them, not Numba's:
+    a failure there must not lose fp64 and fp32)."""
+    if dtype != "fp16":
+        return peak_workload(ctx.cpu, dtype, ctx.threads, iterations(ctx)), None
+    reason = cpu_half.native_fp16_reason(ctx.cpu)
+    if reason:
+        return None, reason
+    try:
+        return peak_workload(ctx.cpu, dtype, ctx.threads, iterations(ctx)), None
+    except Exception as e:  # noqa: BLE001
+        return None, f"the fp16 chains did not compile here: {type(e).__name__}: {first_line(e)}"
+
+
 def run_peak(ctx):
     """devices.cpu.peak_flops.<dtype>: best and median FLOP/s of the FMA chains; fp16 where the
     cores have it natively, else peak_flops_unsupported says why."""
     out, unsupported = {}, []
     for dtype in ctx.of_dtypes(DTYPES):
-        reason = cpu_half.native_fp16_reason(ctx.cpu) if dtype == "fp16" else None
-        if not reason:
-            try:
-                workload = peak_workload(ctx.cpu, dtype, ctx.threads, iterations(ctx))
-            except Exception as e:  # noqa: BLE001  (llvmlite's JIT, not Numba's, builds fp16's: it must not lose fp32's)
-                if dtype != "fp16":
-                    raise
-                reason = f"the fp16 chains did not compile here: {type(e).__name__}: {first_line(e)}"
+        workload, reason = workload_or_reason(ctx, dtype)
         if reason:
             unsupported.append({"dtype": dtype, "reason": reason})
             continue
