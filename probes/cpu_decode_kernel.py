@@ -24,12 +24,21 @@ setting, tuned per machine by the probe (probes/cpu_decode.py `tune`): the best 
   scores' maximum is taken in 16 lanes (row_max): against a running max() on the Xeon VM (model 207,
   9 interleaved rounds, medians) 1.05-1.15x with the rows in L2 (fp32, bf16, int8 at group 1; fp32 and
   bf16 at group 4) and from DRAM 1.01x (fp32), 1.04x (int8), 1.07x (bf16 at group 4, S=1048576);
-- int8 is bound by widening its elements, not by memory: in L2 (S=512, one thread) fp16, bf16 and
-  int8 all ran at 34.5-35.0 G elements/s (fp32 28.6), so an int8 byte costs twice the work of a
-  16-bit one and the int8 ceiling of two vCPUs (~69 GB/s) is close to the DRAM read (38-61 GB/s
-  the same hour); from DRAM int8 reached 0.48-0.62 of the read, and prefetching 16-256 rows ahead
-  did not help (0.56-0.60 against 0.62 without). An int16 q against int8 rows summed in int32
-  was 0.6x as fast as the float loop (LLVM emitted no vpmaddwd for it);
+- int8's loops cost twice a 16-bit cache's per byte, widening its elements: in L2 (S=512, one thread)
+  fp16, bf16 and int8 all ran at 34.5-35.0 G elements/s (fp32 28.6), so an int8 byte costs twice the
+  work of a 16-bit one and the int8 ceiling of two vCPUs (~69 GB/s) is close to the DRAM read (38-61
+  GB/s the same hour); from DRAM int8 reached 0.48-0.62 of the read before the prefetch into L2, and
+  prefetching 16-256 rows ahead did not help (0.56-0.60 against 0.62 without). An int16 q against int8
+  rows summed in int32 was 0.6x as fast as the float loop (LLVM emitted no vpmaddwd for it); written
+  with AVX512-VNNI intrinsics in C (q split into two int16 halves, vpdpwssd, exact int32 sums; four rows
+  a step, d=128) the score took 4.9 ns a token against 4.5 for the same loop widening to fp32 and FMAs
+  (0.91x, rows in L2, model 207 Xeon, best of 200 runs, twice); without the horizontal sums 1.8 against
+  3.4 ns: its two int32 sums a row (one per half) cost what the narrower loop saved. Nor would faster
+  loops help much from DRAM now: with 16 rows prefetched into L1 and 128 into L2 (its tuned setting)
+  int8 at S=262144 ran at 0.76 of the read beside it, 1.02x faster with the score's arithmetic removed
+  (each row's lines still loaded) and 1.06x (0.80 of the read) with the weighted sum's too (7
+  interleaved rounds, medians, model 207 Xeon); 512-2048 rows into L2 (16-64 into L1: 0.93-0.99x) and
+  chunks of 1024-65536 tokens (0.91-0.98x against 16384, 5 rounds) were slower;
 - K rows are scored four at a time and V rows consumed eight at a time (each output row loaded
   and stored once per eight);
 - a GQA group multiplies the FMAs per cache byte (each row, read once, feeds every head of the
