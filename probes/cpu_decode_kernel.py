@@ -37,7 +37,10 @@ setting, tuned per machine by the probe (probes/cpu_decode.py `tune`): the best 
   loops help much from DRAM now: with 16 rows prefetched into L1 and 128 into L2 (its tuned setting)
   int8 at S=262144 ran at 0.76 of the read beside it, 1.02x faster with the score's arithmetic removed
   (each row's lines still loaded) and 1.06x (0.80 of the read) with the weighted sum's too (7
-  interleaved rounds, medians, model 207 Xeon); 512-2048 rows into L2 (16-64 into L1: 0.93-0.99x) and
+  interleaved rounds, medians, model 207 Xeon); without the softmax 1.03x, and with none of the three
+  (bare loads of each line, prefetched as the kernel does) 1.13x, still 0.78 of the read (7 rounds
+  each): the rest of the gap is in the walk over the rows (their loads and prefetches, the per-token
+  scale passes), not in the loops' arithmetic; 512-2048 rows into L2 (16-64 into L1: 0.93-0.99x) and
   chunks of 1024-65536 tokens (0.91-0.98x against 16384, 5 rounds) were slower;
 - K rows are scored four at a time and V rows consumed eight at a time (each output row loaded
   and stored once per eight);
