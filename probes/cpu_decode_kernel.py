@@ -41,7 +41,9 @@ setting, tuned per machine by the probe (probes/cpu_decode.py `tune`): the best 
   (bare loads of each line, prefetched as the kernel does) 1.13x, still 0.78 of the read (7 rounds
   each): the rest of the gap is in the walk over the rows (their loads and prefetches, the per-token
   scale passes), not in the loops' arithmetic; 512-2048 rows into L2 (16-64 into L1: 0.93-0.99x) and
-  chunks of 1024-65536 tokens (0.91-0.98x against 16384, 5 rounds) were slower;
+  chunks of 1024-65536 tokens (0.91-0.98x against 16384, 5 rounds) were slower, and prefetching the K
+  and V scales into L2 128 or 512 rows ahead in the K pass gained nothing (0.995-1.00x; without the
+  scales at all, 3% of int8's bytes, 1.05x; 7 rounds);
 - K rows are scored four at a time and V rows consumed eight at a time (each output row loaded
   and stored once per eight);
 - a GQA group multiplies the FMAs per cache byte (each row, read once, feeds every head of the
