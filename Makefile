@@ -33,7 +33,7 @@ RUN := $(VENV)/bin/python
 SETUP := $(VENV)/.installed
 endif
 
-.PHONY: setup profile quick test bench report regress clean
+.PHONY: setup profile quick test lint bench report regress clean
 
 setup: $(SETUP)
 
@@ -51,6 +51,10 @@ quick: $(SETUP)
 
 test: $(SETUP)
 	$(RUN) -m pytest -q $(PYTEST_ARGS)
+
+# undefined and unused names, syntax errors (pyproject's [tool.ruff.lint]); make test runs it too
+lint: $(SETUP)
+	$(RUN) -m ruff check .
 
 # profile this machine quickly and compare with its committed profile: exit 1 on a regression
 # (build/regress/ is per machine: a checkout shared between machines keeps each one's run apart)
