@@ -100,6 +100,10 @@ setting, tuned per machine by the probe (probes/cpu_decode.py `tune`): the best 
   prefetch into L2 below mostly makes up for. With it (8 rows ahead into L1, 128 into L2; 11 rounds)
   bf16 at group 4 ran at 0.75 of the read: 1.00x with the score tile's arithmetic removed, 1.11x with
   the weighted sum's too, so what is left of its loops' cost is in the weighted sum.
+Not adopted: the score's four rows summed in LLVM IR, each row's vector sums reduced together in one
+tree of pairwise sums (LLVM reduces each row alone): both compiled in the process, on the model 207
+Xeon with the rows in L2 fp32 1.07x, at group 4 1.03x, bf16 1.01x, int8 0.99x (9 interleaved rounds),
+and from DRAM fp32 0.995x, at group 4 1.006x, bf16 1.007x (7 rounds).
 Not adopted: the softmax's exp taken in blocks of 64 tokens right before the V rows they weight, so
 that memory streams meanwhile: on the model 207 Xeon from DRAM (9 interleaved rounds, medians) bf16
 at group 4 0.95x, bf16 0.98x, int8 1.00x, fp32 0.98x.
@@ -535,7 +539,14 @@ def _chunk(q2, qrow, group, k2, v2, kscale, vscale, r0, r1, scale, scores, po, p
         _weighted_sum(v2, r0, r1, group, scores, po, prow, buf, stage, False, 0, 0)
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+# The two kernels that run the tasks are compiled in each process, never loaded from Numba's disk cache
+# (_chunk and the helpers it inlines are, for the bitcode the two link): on the model 207 Xeon the same
+# machine code loaded from the cache ran slower than when compiled in the process, byte for byte the
+# same but for its absolute addresses, side by side in one process (a serial loop over _chunk, one
+# thread, fp32 rows in L2: 47.0-47.4 against 62.3-63.1 GB/s, two runs), and from the harness (`harness
+# probe decode --quick`, fp32 at S=262144: loops 108 against 78 ms; at group 4 0.80 against 0.88 of the
+# read beside it; int8 alike both ways). Why is not known. It costs about 6 s of compiling a kernel and dtype.
+@njit(parallel=True, fastmath=True)
 def task_loops(q2, group, k2, v2, kscale, vscale, tasks, stage, ahead, l2_ahead, loops, po, pm, pl):
     """`loops` runs of `tasks` tasks at once, as decode_kernel runs each: task w over its own block of
     the rows of k2 and v2 (rows w*n..(w+1)*n, n = rows / tasks) and the query heads w*group.., its
@@ -554,7 +565,7 @@ def task_loops(q2, group, k2, v2, kscale, vscale, tasks, stage, ahead, l2_ahead,
                    w * group, buf, ebits, stage, ahead, l2_ahead)
 
 
-@njit(parallel=True, fastmath=True, cache=True)
+@njit(parallel=True, fastmath=True)  # compiled in each process: see task_loops
 def decode_kernel(q2, k2, v2, kscale, vscale, batch, heads, kv_heads, seq_len, chunk_len, stage, ahead, l2_ahead,
                   out2):
     """out2 [B*H, D] = softmax(q k^T / sqrt(D)) v for one decode step, split over (batch, kv head,
