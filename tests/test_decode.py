@@ -152,6 +152,16 @@ def test_exp_matches_numpy_for_nonpositive_inputs():
     assert np.all(got[x <= -87.0] == 0)
 
 
+
+def test_the_kernels_that_run_the_tasks_are_compiled_in_each_process():
+    # loaded from Numba's disk cache the same machine code ran slower (the notes above task_loops);
+    # the task body they inline stays cached, for its bitcode
+    from probes import cpu_decode_kernel as kernel
+
+    assert type(kernel.decode_kernel._cache).__name__ == type(kernel.task_loops._cache).__name__ == "NullCache"
+    assert type(kernel._chunk._cache).__name__ != "NullCache"
+
+
 def to_storage(block, dtype):
     """NumPy's fp32 rows -> (stored rows, per-row scales or None): what the probe's fill must write."""
     if dtype == "fp32":
