@@ -264,9 +264,9 @@ def derive_in_core(rec):
     and a read measured beside it: rec.in_core's core_time_s (the point's bytes at that rate, taken on
     the point's threads; a record taken on one thread is scaled to them), memory_time_s (the bytes at
     the read beside it) and the two bounds of their overlap, no_overlap_time_s (their sum: the loops
-    wait for memory and memory for the loops) and full_overlap_time_s (the longer of the two). The rate is the task's best sample: the loops' own
-    cost, which a busy host only lengthens (on the Xeon VM one profile's int8 task took 119-125 us in
-    its first three samples and 58-71 in the other four)."""
+    wait for memory and memory for the loops) and full_overlap_time_s (the longer of the two). The
+    rate is the task's best sample: the loops' own cost, which a busy host only lengthens (on the Xeon
+    VM one profile's int8 task took 119-125 us in its first three samples and 58-71 in the other four)."""
     core = rec.get("in_core") or {}
     rate = core.get("bytes_per_s")
     fraction = (rec.get("achieved") or {}).get("fraction_of_adjacent_read")

@@ -545,7 +545,8 @@ def _chunk(q2, qrow, group, k2, v2, kscale, vscale, r0, r1, scale, scores, po, p
 # same but for its absolute addresses, side by side in one process (a serial loop over _chunk, one
 # thread, fp32 rows in L2: 47.0-47.4 against 62.3-63.1 GB/s, two runs), and from the harness (`harness
 # probe decode --quick`, fp32 at S=262144: loops 108 against 78 ms; at group 4 0.80 against 0.88 of the
-# read beside it; int8 alike both ways). Why is not known. It costs about 6 s of compiling a kernel and dtype.
+# read beside it; int8 alike both ways). Why is not known. It costs compile time in every run: 5.7 s
+# for fp32's task_loops (with _chunk loaded from the cache).
 @njit(parallel=True, fastmath=True)
 def task_loops(q2, group, k2, v2, kscale, vscale, tasks, stage, ahead, l2_ahead, loops, po, pm, pl):
     """`loops` runs of `tasks` tasks at once, as decode_kernel runs each: task w over its own block of
