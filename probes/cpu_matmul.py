@@ -10,7 +10,7 @@ trial product projects past SLOW_CALL_S at the full size is timed at the trial s
 from harness.errors import first_line
 from harness.timing import timed_s
 from harness.workload import Workload
-from probes.torch_matmul import operands, product_error, via
+from probes.torch_matmul import operands, poison, product_error, via
 
 DTYPES = ("fp32", "bf16", "fp16", "int8")
 SIZE, TRIAL_SIZE, TINY_SIZE = 2048, 256, 64
@@ -23,18 +23,15 @@ def matmul_workload(dtype, n, threads):
     """torch's n x n x n product on `threads` threads, 2 n^3 operations a call."""
     import torch
 
-    a, b, op = operands(dtype, n)
-    state = {}
+    a, b, op, out = operands(dtype, n)
     torch.set_num_threads(threads)  # here, not in the timed calls
 
     def run(loops):
         for _ in range(loops):
-            state["out"] = op()
+            op()
 
-    def check():
-        return product_error(dtype, a, b, state["out"])
-
-    return Workload(name=f"matmul_{dtype}", run=run, check=check, poison=state.clear, threads=threads, dtype=dtype,
+    return Workload(name=f"matmul_{dtype}", run=run, check=lambda: product_error(dtype, a, b, out),
+                    poison=lambda: poison(out), threads=threads, dtype=dtype,
                     device="cpu", flops_per_call=2 * n ** 3, info={"n": n, "via": via(dtype)})
 
 
@@ -53,7 +50,7 @@ def size_for(dtype, threads, clock):
     import torch
 
     torch.set_num_threads(threads)
-    _, _, op = operands(dtype, TRIAL_SIZE)
+    op = operands(dtype, TRIAL_SIZE)[2]
     seconds = fastest_call_s(op, TRIAL_CALLS, clock)
     return TRIAL_SIZE if seconds * (SIZE / TRIAL_SIZE) ** 3 > SLOW_CALL_S else SIZE
 
@@ -64,7 +61,7 @@ def one_thread_flops(dtype, n, threads, clock):
     (validation.flag_matmul_scaling)."""
     import torch
 
-    _, _, op = operands(dtype, n)
+    op = operands(dtype, n)[2]
     torch.set_num_threads(1)
     try:
         seconds = fastest_call_s(op, ONE_THREAD_CALLS, clock)

@@ -6,7 +6,7 @@ import numpy as np
 from harness.errors import first_line
 from harness.workload import Workload
 from probes.gpu_common import cuda_path, load_module, nvtx
-from probes.torch_matmul import operands, product_error, via
+from probes.torch_matmul import operands, poison, product_error, via
 
 ACC = 8  # chains per thread, as in probes/cuda/fma.cu
 # x = 1/2, y = 1/4: every step is exact in fp16, fp32 and fp64 alike, so the chains reach the fixed
@@ -61,22 +61,19 @@ def matmul_workload(dtype, n):
     """torch's product on tensor cores: n x n x n, checked on a few rows against float64."""
     import torch
 
-    a, b, op = operands(dtype, n, "cuda")
-    state = {}
+    a, b, op, out = operands(dtype, n, "cuda")
 
     def run(loops):
         prev = torch.backends.cuda.matmul.allow_tf32
         torch.backends.cuda.matmul.allow_tf32 = dtype == "tf32"
         try:
             for _ in range(loops):
-                state["out"] = op()
+                op()
         finally:
             torch.backends.cuda.matmul.allow_tf32 = prev
 
-    def check():
-        return product_error(dtype, a, b, state["out"])
-
-    return Workload(name=f"matmul_{dtype}", run=run, check=check, poison=lambda: state.clear(), threads=1,
+    return Workload(name=f"matmul_{dtype}", run=run, check=lambda: product_error(dtype, a, b, out),
+                    poison=lambda: poison(out), threads=1,
                     dtype=dtype, device="gpu", flops_per_call=2 * n ** 3, info={"n": n, "via": via(dtype)})
 
 

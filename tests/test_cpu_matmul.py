@@ -34,12 +34,38 @@ def test_every_product_is_timed_and_validated_or_refused_with_torchs_reason(tiny
 def test_operands_are_seeded_by_size_and_int8_sums_stay_exact():
     from probes.torch_matmul import operands
 
-    a, b, _ = operands("bf16", 8)
-    again, _, _ = operands("bf16", 8)
+    a, b, _, _ = operands("bf16", 8)
+    again, _, _, _ = operands("bf16", 8)
     assert a.dtype == torch.bfloat16 and torch.equal(a, again) and not torch.equal(a, b)
-    a8, _, product = operands("int8", 32)
+    a8, _, product, out = operands("int8", 32)
     assert a8.dtype == torch.int8 and -8 <= int(a8.min()) and int(a8.max()) < 8
     assert product().dtype == torch.int32
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16", "fp16", "int8"])
+def test_the_product_writes_into_one_output_that_poison_fills(dtype):
+    """The timed call allocates nothing (its result goes into `out`, made once), and the poison
+    is a value no product of these operands gives, so the check sees this call's result."""
+    from probes.torch_matmul import operands, poison, product_error
+
+    a, b, product, out = operands(dtype, 16)
+    poison(out)
+    assert product_error(dtype, a, b, out) is not None  # the poison fails the check
+    assert product().data_ptr() == out.data_ptr()
+    assert product_error(dtype, a, b, out) is None
+
+
+def test_a_product_that_leaves_its_output_poisoned_is_caught(monkeypatch):
+    real = cpu_matmul.operands
+
+    def unwritten(dtype, n):
+        a, b, _, out = real(dtype, n)
+        return a, b, lambda: out, out
+
+    monkeypatch.setattr(cpu_matmul, "operands", unwritten)
+    for dtype in ("fp32", "int8"):
+        rec = time_workload(cpu_matmul.matmul_workload(dtype, 16, threads=1), repeats=2, min_sample_s=1e-4)
+        assert not rec["validated"] and f"matmul {dtype}: relative error" in rec["error"]
 
 
 def test_a_wrong_product_is_caught(monkeypatch):
@@ -47,7 +73,11 @@ def test_a_wrong_product_is_caught(monkeypatch):
     rec = time_workload(w, repeats=2, min_sample_s=1e-4)
     assert rec["validated"]
     real = cpu_matmul.operands
-    monkeypatch.setattr(cpu_matmul, "operands", lambda d, n: (*real(d, n)[:2], lambda: torch.zeros(n, n)))
+    def zeros(dtype, n):
+        a, b, _, out = real(dtype, n)
+        return a, b, out.zero_, out
+
+    monkeypatch.setattr(cpu_matmul, "operands", zeros)
     rec = time_workload(cpu_matmul.matmul_workload("fp32", 16, threads=1), repeats=2, min_sample_s=1e-4)
     assert not rec["validated"] and "relative error 1 against float64" in rec["error"]
 
@@ -55,7 +85,7 @@ def test_a_wrong_product_is_caught(monkeypatch):
 def test_a_dtype_without_a_fast_path_is_timed_at_the_trial_size(fake_clock, monkeypatch):
     def timed(seconds):
         def operands(dtype, n):
-            return None, None, lambda: fake_clock.advance_s(seconds)
+            return None, None, lambda: fake_clock.advance_s(seconds), None
         return operands
 
     monkeypatch.setattr(cpu_matmul, "operands", timed(0.015))  # fp16 on the Zen 5 VM: 2.3 GFLOP/s at n=256
@@ -70,7 +100,7 @@ def test_one_slow_trial_call_does_not_make_a_fast_path_slow(fake_clock, monkeypa
     calls = iter([0.01, 0.01, 1e-4, 0.01, 1e-4, 1e-4])  # warm-up, a slow call, then fast ones
 
     def operands(dtype, n):
-        return None, None, lambda: fake_clock.advance_s(next(calls))
+        return None, None, lambda: fake_clock.advance_s(next(calls)), None
 
     monkeypatch.setattr(cpu_matmul, "operands", operands)
     assert cpu_matmul.size_for("bf16", 2, fake_clock) == cpu_matmul.SIZE
@@ -79,7 +109,7 @@ def test_one_slow_trial_call_does_not_make_a_fast_path_slow(fake_clock, monkeypa
 def test_a_parallel_product_at_one_threads_rate_is_flagged(cpu, fake_clock, monkeypatch):
     """Three of ten profiles on the Zen 4 VM had int8 at 451-453 GOP/s, one thread's rate (two
     threads: 715-890): the rate is held to one thread's, timed on the same operands."""
-    monkeypatch.setattr(cpu_matmul, "operands", lambda dtype, n: (None, None, lambda: fake_clock.advance_s(2 * n ** 3 / 430e9)))
+    monkeypatch.setattr(cpu_matmul, "operands", lambda dtype, n: (None, None, lambda: fake_clock.advance_s(2 * n ** 3 / 430e9), None))
     one = cpu_matmul.one_thread_flops("int8", 2048, 2, fake_clock)
     halved = {"threads": 2, "flops_per_s": 451e9, "one_thread_flops_per_s": one, "warnings": []}
     scaled = {"threads": 2, "flops_per_s": 860e9, "one_thread_flops_per_s": one, "warnings": []}

@@ -290,7 +290,7 @@ def test_a_tensor_core_matmul_torch_refuses_is_named_and_the_rest_measured(fake_
                                                                            tmp_path):
     import torch
 
-    def refuse(a, b):
+    def refuse(a, b, out=None):
         raise RuntimeError("_int_mm_out_cuda not compiled for this platform\ndetail")
 
     monkeypatch.setattr(torch, "_int_mm", refuse)
