@@ -216,18 +216,22 @@ def drills(sec, gpu=False):
     """The seed page's drill problems answered with a device's measured roofs: its read bandwidth,
     and as peak the CPU's fp32 FMA chains (the page's i5-8250U figure) or a GPU's fp16 tensor-core
     matmul (the page's H100 figure, 990 TFLOP/s), its half2 fp16 FMA chains where no matmul was measured;
-    the GQA groups each against their cache dtype's own roof (compute_bound_groups)."""
+    the Llama steps, as `harness model` predicts them, and the GQA groups (compute_bound_groups) each
+    against their own dtype's roof."""
     bw, peak = roofs(sec)
     if not (bw and peak):
         return None
+    kind = "tensor-core" if gpu else "torch"
     what = "fp32 FMA peak"
     if gpu:
-        peak, what = compute_roof(sec, model.MATMUL_DTYPES["fp16"], "tensor-core")
+        peak, what = compute_roof(sec, model.MATMUL_DTYPES["fp16"], kind)
+    roof16, what16 = compute_roof(sec, model.MATMUL_DTYPES["fp16"], kind)
+    roof8, _ = compute_roof(sec, model.MATMUL_DTYPES["int8"], kind)
     llama2 = model.load_preset("llama-2-7b")
     llama3 = model.load_preset("llama-3-8b")
-    step16 = model.decode_step(llama2, "fp16", 1, 4096, bw, peak)
-    step8 = model.decode_step(llama2, "int8", 1, 4096, bw, peak)
-    gqa = model.decode_step(llama3, "fp16", 1, 4096, bw, peak)
+    step16 = model.decode_step(llama2, "fp16", 1, 4096, bw, roof16)
+    step8 = model.decode_step(llama2, "int8", 1, 4096, bw, roof8)
+    gqa = model.decode_step(llama3, "fp16", 1, 4096, bw, roof16)
     return {
         "balance": model.machine_balance(peak, bw),
         "attainable_fp32_decode": model.attainable_flops_per_s(0.5, peak, bw),
@@ -235,8 +239,8 @@ def drills(sec, gpu=False):
         "fraction_fp32_decode": model.fraction_of_peak(0.5, peak, bw),
         "fraction_fp16_decode": model.fraction_of_peak(1.0, peak, bw),
         "llama2_fp16": step16, "llama2_int8": step8, "llama3_fp16": gqa,
-        "bandwidth": bw, "peak": peak, "peak_what": what,
-        "compute_bound_group": compute_bound_groups(sec, bw, "tensor-core" if gpu else "torch"),
+        "bandwidth": bw, "peak": peak, "peak_what": what, "fp16_roof_what": what16,
+        "compute_bound_group": compute_bound_groups(sec, bw, kind),
     }
 
 
@@ -769,7 +773,8 @@ def drills_markdown(d, h="##", who="this machine"):
             f"- Quantising weights and cache to int8 halves both: {l8['predicted_time_s'] * 1e3:.0f} ms per token. "
             f"GQA as in Llama-3-8B (8 KV heads) cuts the cache read 4x: {si(l3['cache_bytes'], 'B')}, "
             f"{l3['cache_time_s'] * 1e3:.0f} ms instead of {l2['cache_time_s'] * 1e3:.0f} ms.",
-            f"- The FFN's weight read {crossover_phrase(l2['crossover_batch'])} (fp16).",
+            f"- The FFN's weight read {crossover_phrase(l2['crossover_batch'])} (fp16 weights, against the "
+            f"{d['fp16_roof_what']}: the roof `harness model` takes for them).",
             "- GQA shares each KV head among a group of query heads and multiplies attention's intensity by the "
             "group: decode attention turns compute-bound here from a group of "
             + ", ".join(f"{g} with an {dt} cache ({how})" for dt, (g, how) in d["compute_bound_group"].items())

@@ -549,3 +549,28 @@ def test_an_in_core_tasks_warnings_are_named_under_its_point():
            "in_core": {"samples_s": [1.2e-4, 6e-5], "warnings": ["wide spread: IQR is 83% of the median"]}}
     assert summary.record_warnings({"decode_attention": [rec]}) == [
         "decode numba-fused int8 B=1 H=32/32 d_h=128 S=262144, its in-core task: wide spread: IQR is 83% of the median"]
+
+
+def test_the_drills_predict_llama_as_harness_model_does(doc, tmp_path, capsys):
+    """The drills' Llama steps and FFN crossover take each weight dtype's roof, as `harness model`
+    does: on a CPU with fp16 FMAs twice fp32's rate, fp16 weights turn compute-bound at twice the
+    batch the fp32 FMA peak would give."""
+    from harness import cli
+
+    with_fp16 = copy.deepcopy(doc)
+    cpu = with_fp16["devices"]["cpu"]
+    fp32 = cpu["peak_flops"]["fp32"]
+    cpu["peak_flops"]["fp16"] = {**copy.deepcopy(fp32), "dtype": "fp16", "flops_per_s": 2 * fp32["flops_per_s"]}
+    path = tmp_path / "with-fp16.yaml"
+    save_profile(with_fp16, str(path), keep_history=False)
+    d = report.drills(load_profile(str(path))["devices"]["cpu"])
+    for dtype, step in (("fp16", d["llama2_fp16"]), ("int8", d["llama2_int8"])):
+        assert cli.main(["model", "llama-2-7b", "--profile", str(path), "--dtype", dtype, "--json"]) == 0
+        predicted = json.loads(capsys.readouterr().out)
+        assert step["crossover_batch"] == pytest.approx(predicted["crossover_batch"])
+        assert step["predicted_time_s"] == pytest.approx(predicted["predicted_time_s"])
+    bw = cpu["bandwidth"]["read"]["bytes_per_s"]
+    assert d["llama2_fp16"]["crossover_batch"] == pytest.approx(2 * fp32["flops_per_s"] / bw)  # 2B/2 bytes = B FLOP/byte
+    text = "\n".join(report.drills_markdown(d))
+    assert "(fp16 weights, against the fp16 FMA peak: the roof `harness model` takes for them)" in text
+    assert f"Machine balance: {si(fp32['flops_per_s'], 'FLOP/s')} (fp32 FMA peak)" in text  # the page's drill: fp32
