@@ -222,11 +222,9 @@ def drills(sec, gpu=False):
     if not (bw and peak):
         return None
     kind = "tensor-core" if gpu else "torch"
-    what = "fp32 FMA peak"
-    if gpu:
-        peak, what = compute_roof(sec, model.MATMUL_DTYPES["fp16"], kind)
     roof16, what16 = compute_roof(sec, model.MATMUL_DTYPES["fp16"], kind)
     roof8, _ = compute_roof(sec, model.MATMUL_DTYPES["int8"], kind)
+    peak, what = (roof16, what16) if gpu else (peak, "fp32 FMA peak")
     llama2 = model.load_preset("llama-2-7b")
     llama3 = model.load_preset("llama-3-8b")
     step16 = model.decode_step(llama2, "fp16", 1, 4096, bw, roof16)
