@@ -37,7 +37,7 @@ def test_operands_are_seeded_by_size_and_int8_sums_stay_exact():
     a, b, _, _ = operands("bf16", 8)
     again, _, _, _ = operands("bf16", 8)
     assert a.dtype == torch.bfloat16 and torch.equal(a, again) and not torch.equal(a, b)
-    a8, _, product, out = operands("int8", 32)
+    a8, _, product, _ = operands("int8", 32)
     assert a8.dtype == torch.int8 and -8 <= int(a8.min()) and int(a8.max()) < 8
     assert product().dtype == torch.int32
 
@@ -73,6 +73,7 @@ def test_a_wrong_product_is_caught(monkeypatch):
     rec = time_workload(w, repeats=2, min_sample_s=1e-4)
     assert rec["validated"]
     real = cpu_matmul.operands
+
     def zeros(dtype, n):
         a, b, _, out = real(dtype, n)
         return a, b, out.zero_, out
