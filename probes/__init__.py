@@ -18,7 +18,7 @@ class ProbeSpec:
     cpu_buffers: str = ""  # "module:function": {pool buffer: bytes} its CPU run will ask for (cpu_stream.POOL)
     elsewhere: dict = field(default_factory=dict)  # device kind it has no runner for -> why, or what runs there
     torch_impls: tuple = ()  # on the CPU, what of it torch runs: ("all",) or the impls left out without torch
-    left_out: str = ""  # "module:function": what of it this CPU cannot run (a phrase), or None
+    left_out: str = ""  # "module:function" that says what of it this CPU cannot run (a phrase), or None
 
     @property
     def devices(self):
