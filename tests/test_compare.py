@@ -27,13 +27,15 @@ def decode_record(time_s, spread, n=10):
     return {"impl": "numba-fused", "dtype": "fp32", "batch": 1, "heads": 32, "kv_heads": 32, "head_dim": 128,
             "seq_len": 16384, "threads": 2, "bytes_per_call": 5.4e8, "bytes_per_s": 5.4e8 / times.min(),
             "samples_s": times.tolist(), "time_s": float(np.median(times)), "validated": True, "warnings": [],
-            "probe_hash": "dec", "model": {"bytes": 5.4e8, "flops": 2.7e8, "predicted_time_s": time_s * 0.9}}
+            "probe_hash": "dec", "model": {"bytes": 5.4e8, "cache_bytes": 5.4e8, "flops": 2.7e8,
+                                           "predicted_time_s": time_s * 0.9}}
 
 
 def profile(bandwidth, decode=None, machine_id="m-2c", threads=2, numba="0.68.1", created="2026-11-25T08:00:00Z"):
     cpu = {"threads": threads, "bandwidth": bandwidth}
-    if decode:
+    if decode:  # a last-level cache of 32 MiB: the records' 540 MB caches are beyond 4x it
         cpu["decode_attention"] = decode
+        cpu["model_validation"] = {"large_cache_bytes": 4 * 32 * 2**20}
     return {"schema_version": 1, "created_utc": created, "machine": {"id": machine_id, "cpu": {"model": "X"}},
             "software": {"python": "3.11.7", "packages": {"numba": numba}}, "devices": {"cpu": cpu}}
 
@@ -88,6 +90,29 @@ def test_a_model_error_moves_in_points_not_as_a_ratio():
     assert "| +10.0 pts | [+" in text and "pts] |" in text and "| 5 pts |" in text
     time_row = next(r for r in compare.compare(erring(0.02), erring(0.12))["rows"] if r["metric"].endswith(".time"))
     assert time_row["change_kind"] == "ratio"
+
+
+def test_a_model_error_is_compared_only_where_the_model_predicts_a_dram_time():
+    def at(time_s, cache_bytes):  # a point predicted at 10 ms, measured at time_s
+        rec = decode_record(time_s, 0.01)
+        rec["model"].update(cache_bytes=cache_bytes, predicted_time_s=10e-3)
+        return rec
+
+    name = "decode.numba-fused.fp32.B1.H32.KV32.D128.S16384"
+    large = 4 * 32 * 2**20
+    # the whole cache in the last-level cache: 20% faster widens its error from -5% to -24%
+    resident = compare.compare(profile({}, decode=[at(9.5e-3, large // 8)]),
+                               profile({}, decode=[at(7.6e-3, large // 8)]))
+    assert verdict_of(resident, f"{name}.time") == "improved"
+    assert f"{name}.abs_model_error" not in {r["metric"] for r in resident["rows"]}
+    assert not compare.has_regression(resident)
+    # from DRAM the same change is the model holding less well
+    dram = compare.compare(profile({}, decode=[at(9.5e-3, large)]), profile({}, decode=[at(7.6e-3, large)]))
+    assert verdict_of(dram, f"{name}.abs_model_error") == "regressed"
+    # a section whose validation found no point beyond 4x the last-level cache compares no model error
+    unvalidated = profile({}, decode=[at(9.5e-3, large)])
+    unvalidated["devices"]["cpu"]["model_validation"] = {"finding": "no validated decode point has a cache of ..."}
+    assert not [m for m in compare.section_metrics(unvalidated["devices"]["cpu"]) if m.endswith(".abs_model_error")]
 
 
 def test_memory_drift_between_runs_moves_decode_time_but_not_its_fraction_of_the_adjacent_read():
