@@ -65,7 +65,7 @@ NAMED = {
     **dict.fromkeys(("events", "metrics_rejected", "adjacent_reads_bytes_per_s"), "unread"),
     **dict.fromkeys(("threads", "seq_len", "heads", "kv_heads", "head_dim", "batch"), "count"),
     **dict.fromkeys(("impl", "dtype", "source", "regime", "level", "via", "roof", "point", "reference",
-                     "probe_hash", "finding", "chosen_by", "bytes_counted", "kernel", "backend",
+                     "probe_hash", "finding", "chosen_by", "bytes_counted", "kernel", "read_kernel", "backend",
                      "balance_basis", "name", "vendor", "arch", "hypervisor", "id", "type"), "text"),
     **dict.fromkeys(("reason", "gpus_reason", "error", "cpu_spec", "governor", "energy_performance_preference"), "note"),
     "turbo": "switch",

@@ -22,7 +22,7 @@ from harness.workload import Workload, set_cpu_threads
 from probes import torch_unavailable_reason
 from probes.cpu_decode_kernel import (STORAGE, _f32_bits, _f32_to_fp16_bits, chunk_length, decode_kernel, kernel_configs,
                                       quantised, task_loops, widen)
-from probes.cpu_stream import (READ_OFFSET_ELEMS, POOL, aligned_empty, fill_random, pooled_arrays, read_workload,
+from probes.cpu_stream import (READ_OFFSET_ELEMS, POOL, aligned_empty, dram_read_workload, fill_random, pooled_arrays,
                                stream_elements)
 
 IMPLS = ("numba-fused", "torch-sdpa", "torch-naive")
@@ -573,7 +573,7 @@ def adjacent_reader(ctx):
             n, _ = stream_elements(ctx, "fp64")
             (a,) = pooled_arrays(n + ctx.threads * READ_OFFSET_ELEMS, np.float64, POOL[:1])
             fill_random(a, 11)
-            state["w"] = w = read_workload(a, "fp64", n * 8, ctx.threads, n * 8)
+            state["w"] = w = dram_read_workload(ctx, a, "fp64", n * 8, ctx.threads)
             set_cpu_threads(w.threads)
             w.run(1)  # compiled and paged in outside the readings
             state["loops"] = calibrate_loops(w.run, READ_SAMPLE_S, 1 << 10, ctx.clock)

@@ -14,6 +14,7 @@ import ctypes
 import functools
 
 from harness.cpu_peaks import NATIVE_FP16_FLAGS, native_fp16
+from probes.llvm_jit import compile_ir
 
 SIGNATURE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)  # (acc, [x, y], iters)
 
@@ -61,21 +62,7 @@ def chains_ir(vectors, lanes):
 def compile_chains(vectors, lanes):
     """(the compiled chains as a ctypes function, its assembly) for this host's CPU and features;
     the execution engine that owns the code is kept alive with them."""
-    import numba  # noqa: F401  (initialises LLVM's native target the way Numba's own kernels use it)
-    import llvmlite.binding as llvm
-
-    llvm.initialize_native_target()
-    llvm.initialize_native_asmprinter()
-    module = llvm.parse_assembly(chains_ir(vectors, lanes))
-    module.verify()
-    machine = llvm.Target.from_default_triple().create_target_machine(
-        cpu=llvm.get_host_cpu_name(), features=llvm.get_host_cpu_features().flatten(), opt=3)
-    assembly = machine.emit_assembly(module)
-    engine = llvm.create_mcjit_compiler(module, machine)
-    engine.finalize_object()
-    function = SIGNATURE(engine.get_function_address("chains"))
-    function.engine = engine  # the code lives as long as the engine
-    return function, assembly
+    return compile_ir(chains_ir(vectors, lanes), "chains", SIGNATURE)
 
 
 @functools.lru_cache(maxsize=None)

@@ -10,7 +10,8 @@ import numpy as np
 from numba import njit, prange, uint64
 
 from harness.machine import last_level_cache_bytes
-from harness.workload import Workload
+from harness.workload import Workload, set_cpu_threads
+from probes import cpu_read
 
 DTYPES = {"fp64": np.float64, "fp32": np.float32}
 ALIGN_BYTES = 64
@@ -25,6 +26,7 @@ DRAM_FACTOR = 4
 DRAM_MIN_BYTES = 256 << 20
 RTOL = {"fp64": 1e-12, "fp32": 1e-5}
 STREAM_WEIGHTS = {"copy": 2, "scale": 2, "add": 3, "triad": 3, "read": 1}  # arrays touched per element
+HIERARCHY_TUNING_ROUNDS = 3  # interleaved calls of each read kernel at a working set beyond L2
 HIERARCHY_REPEATS = 5  # samples per working set: the sweep has ~35, and neighbouring points corroborate each other
 COUNTING = "STREAM: each array counted once per call; write-allocate traffic not counted"
 
@@ -251,7 +253,6 @@ def stream_workloads(ctx, dtype, n, threads):
         fill_random(x, seed + 1)
     s = t(SCALAR)
     rtol = RTOL[dtype]
-    out = np.empty(threads)
     per = n // threads
 
     def loop(fn, *args):
@@ -263,24 +264,22 @@ def stream_workloads(ctx, dtype, n, threads):
     def poison(x):
         return lambda: x.fill(np.nan)
 
-    def poison_out():
-        out.fill(np.nan)
-
+    read = dram_read_workload(ctx, a, dtype, per * threads * a.itemsize, threads)
     specs = {
         "copy": (loop(k_copy, a, c), poison(c), lambda: check_elementwise(c, a, a, s, "copy", rtol, "copy c")),
         "scale": (loop(k_scale, b, c, s), poison(b), lambda: check_elementwise(b, c, c, s, "scale", rtol, "scale b")),
         "add": (loop(k_add, a, b, c), poison(c), lambda: check_elementwise(c, a, b, s, "add", rtol, "add c")),
         "triad": (loop(k_triad, a, b, c, s), poison(a), lambda: check_elementwise(a, b, c, s, "triad", rtol, "triad a")),
-        "read": (loop(k_read, a, out, per, 1), poison_out,
-                 lambda: check_close(out, read_reference(a, threads, per, 1), rtol, "read sum")),
+        "read": (read.run, read.poison, read.check),
     }
     itemsize = a.itemsize
     for name, (run, poison_fn, check) in specs.items():
         weight = STREAM_WEIGHTS[name]
         counted = per * threads if name == "read" else n
+        tuned = {"kernel_config": read.info["kernel_config"]} if name == "read" else {}
         yield Workload(name=name, run=run, check=check, poison=poison_fn, threads=threads, dtype=dtype,
                        bytes_per_call=weight * counted * itemsize, working_set_bytes=weight * n * itemsize,
-                       info={"elements": int(n), "bytes_counted": COUNTING})
+                       info={"elements": int(n), "bytes_counted": COUNTING, **tuned})
 
 
 def run_stream(ctx):
@@ -329,18 +328,26 @@ def hierarchy_sizes(ctx, itemsize, threads):
     return sorted(set(sizes + [max(grain, hi // grain * grain)]))
 
 
-def read_workload(a, dtype, working_set, threads, bytes_per_call_target, streams=1):
-    """k_read over the first `working_set` bytes of `a`, repeated in-kernel to amortise the launch,
-    each thread's chunk summed in `streams` (1 or 2) streams."""
+def read_workload(a, dtype, working_set, threads, bytes_per_call_target, streams=1, setting=cpu_read.NUMBA):
+    """The read kernel `setting` names (k_read, or a cpu_read kernel: one stream) over the first
+    `working_set` bytes of `a`, repeated in-kernel to amortise the launch, each thread's chunk summed
+    in `streams` (1 or 2) streams."""
     itemsize = a.itemsize
     per = working_set // itemsize // threads
     reps = max(1, bytes_per_call_target // (per * threads * itemsize))
     out = np.empty(threads)
     reference = []  # the kernel never writes `a`: its float64 sums (~2 s for 256 MiB) are computed once
 
-    def run(loops):
-        for _ in range(loops):
-            k_read(a, out, per, reps, streams)
+    if setting == cpu_read.NUMBA:
+        def run(loops):
+            for _ in range(loops):
+                k_read(a, out, per, reps, streams)
+    else:
+        kernel = cpu_read.read_kernel(a.dtype, setting, READ_BLOCK, READ_OFFSET_ELEMS)
+
+        def run(loops):
+            for _ in range(loops):
+                kernel(a, out, per, reps)
 
     def check():
         if not reference:
@@ -351,6 +358,35 @@ def read_workload(a, dtype, working_set, threads, bytes_per_call_target, streams
         name="read", run=run, poison=lambda: out.fill(np.nan), threads=threads, dtype=dtype, check=check,
         bytes_per_call=per * threads * itemsize * reps, working_set_bytes=per * threads * itemsize,
         info={"reps_per_call": int(reps), "read_streams": streams})
+
+
+def dram_read_workload(ctx, a, dtype, working_set, threads):
+    """read_workload over a DRAM-sized working set of `a` (one pass a call) with the read kernel that
+    reads DRAM fastest here (cpu_read.tune_dram_read), whose record is its info's kernel_config."""
+    set_cpu_threads(threads)
+    config = cpu_read.tune_dram_read(ctx.cpu, a.dtype, threads, one_call(a, dtype, working_set, threads,
+                                                                          working_set), ctx.clock)
+    w = read_workload(a, dtype, working_set, threads, working_set, setting=config["read_kernel"])
+    w.info["kernel_config"] = config
+    return w
+
+
+def one_call(a, dtype, working_set, threads, bytes_per_call_target):
+    """f(setting): one call of read_workload's kernel at that setting."""
+    return lambda setting: read_workload(a, dtype, working_set, threads, bytes_per_call_target,
+                                         setting=setting).run(1)
+
+
+def beyond_l2_read_workload(ctx, a, dtype, working_set, target, dram_setting):
+    """read_workload over a working set beyond L2 with the faster of k_read and the kernel tuned for
+    DRAM (cpu_read), in HIERARCHY_TUNING_ROUNDS interleaved calls: which is faster changes across
+    a large L3 (model 167 Xeon VM: the same at 16-64 MiB, the DRAM kernel's 256-bit loads 1.2x at 256 MiB)."""
+    names = list(dict.fromkeys([cpu_read.NUMBA, dram_setting]))
+    config = cpu_read.fastest(names, one_call(a, dtype, working_set, ctx.threads, target), ctx.clock,
+                              "at this working set", rounds=HIERARCHY_TUNING_ROUNDS)
+    w = read_workload(a, dtype, working_set, ctx.threads, target, setting=config["read_kernel"])
+    w.info["kernel_config"] = config
+    return w
 
 
 def summarize_levels(points, capacities):
@@ -396,11 +432,18 @@ def run_hierarchy(ctx):
     capacities = cache_capacities(ctx.cpu, ctx.threads)
     target = (1 << 20) if ctx.tiny else (256 << 20)
     points = []
+    dram = None  # the read kernel tuned for DRAM, once a point lies beyond L2
     l1_bytes = dict(capacities).get("L1", 0)
     for i, ws in enumerate(sizes):
         ctx.progress(f"hierarchy {dtype} read, working set {ws / 1024:.0f} KiB ({i + 1}/{len(sizes)})")
         streams = 2 if ws <= l1_bytes else 1  # see _pair_sum
-        rec = ctx.measure(read_workload(a, dtype, ws, ctx.threads, target, streams), repeats=HIERARCHY_REPEATS)
+        if level_of(ws, capacities) in ("L1", "L2"):
+            w = read_workload(a, dtype, ws, ctx.threads, target, streams)
+        else:
+            if dram is None:  # tuned on the sweep's largest set: it is DRAM-sized
+                dram = dram_read_workload(ctx, a, dtype, sizes[-1], ctx.threads).info["kernel_config"]["read_kernel"]
+            w = beyond_l2_read_workload(ctx, a, dtype, ws, target, dram)
+        rec = ctx.measure(w, repeats=HIERARCHY_REPEATS)
         rec["level"] = level_of(rec["working_set_bytes"], capacities)
         points.append(rec)
     return {"hierarchy": points, "hierarchy_levels": summarize_levels(points, capacities)}

@@ -6,11 +6,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "pages.h"
+
 int main(int argc, char **argv) {
     if (argc != 3) { fprintf(stderr, "usage: read N REPS\n"); return 2; }
     long n = atol(argv[1]);
     int reps = atoi(argv[2]);
-    double *a = malloc(n * sizeof *a);
+    double *a = huge_array(n);
     if (!a) { fprintf(stderr, "out of memory\n"); return 1; }
     #pragma omp parallel for schedule(static)
     for (long i = 0; i < n; i++) a[i] = 1.0 + (i % 7);

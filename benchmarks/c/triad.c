@@ -4,11 +4,13 @@
 #include <stdio.h>
 #include <stdlib.h>
 
+#include "pages.h"
+
 int main(int argc, char **argv) {
     if (argc != 3) { fprintf(stderr, "usage: triad N REPS\n"); return 2; }
     long n = atol(argv[1]);
     int reps = atoi(argv[2]);
-    double *a = malloc(n * sizeof *a), *b = malloc(n * sizeof *b), *c = malloc(n * sizeof *c);
+    double *a = huge_array(n), *b = huge_array(n), *c = huge_array(n);
     if (!a || !b || !c) { fprintf(stderr, "out of memory\n"); return 1; }
     #pragma omp parallel for schedule(static)
     for (long i = 0; i < n; i++) { a[i] = 0.0; b[i] = 1.0 + (i % 7); c[i] = 0.5 + (i % 3); }
