@@ -565,7 +565,7 @@ def measurements_markdown(sec, peaks, balance, h, hierarchy_png=None):
         out += [table(["metric", "best", "median", "theoretical", "fraction", "flag"],
                       [[r["metric"], r["best"], r["median"], r["theoretical"], r["fraction"], r["flag"]] for r in peaks]), ""]
         out += [f"Theoretical figures: {(sec.get('theoretical') or {}).get('source', 'n/a')}", ""]
-        out += matmul_theory_lines(sec)
+        out += matmul_theory_lines(sec) + read_kernel_lines(sec)
     else:
         out += ["No bandwidth or peak measurements in this profile.", ""]
     out += [f"{h} Balance", ""]
@@ -593,6 +593,24 @@ def measurements_markdown(sec, peaks, balance, h, hierarchy_png=None):
     else:
         out += ["No hierarchy sweep in this profile.", ""]
     return out
+
+
+def read_kernel_lines(sec):
+    """Which read kernel bandwidth.read ran, where it was chosen by timing (kernel_config), and how
+    much faster than Numba's own it read DRAM."""
+    config = ((sec.get("bandwidth") or {}).get("read") or {}).get("kernel_config") or {}
+    medians, chosen = config.get("median_s_per_setting") or {}, config.get("read_kernel")
+    if not (chosen and medians.get(chosen)):
+        return []
+    if chosen == "numba":
+        gain = f"Numba's own kernel, the fastest of the {len(medians)} settings timed"
+    else:
+        gain = f"`{chosen}` (that width of vectors, that many sums in flight)"
+        if medians.get("numba"):
+            gain += f", {medians['numba'] / medians[chosen]:.2f}x the rate of Numba's own kernel"
+    return [f"The read (the balance's bandwidth, the decode roof) ran the read kernel timed fastest from DRAM "
+            f"here: {gain} (medians of interleaved calls: `kernel_config`; the harness's docs/methodology.md). "
+            "The hierarchy's points beyond L2 take the faster of that one and Numba's.", ""]
 
 
 def two_stream_note(sec):

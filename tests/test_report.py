@@ -574,3 +574,13 @@ def test_the_drills_predict_llama_as_harness_model_does(doc, tmp_path, capsys):
     text = "\n".join(report.drills_markdown(d))
     assert "(fp16 weights, against the fp16 FMA peak: the roof `harness model` takes for them)" in text
     assert f"Machine balance: {si(fp32['flops_per_s'], 'FLOP/s')} (fp32 FMA peak)" in text  # the page's drill: fp32
+
+
+def test_the_report_says_which_read_kernel_the_read_ran_and_what_it_gained():
+    sec = {"bandwidth": {"read": {"kernel_config": {"read_kernel": "256-bit x1", "median_s_per_setting": {
+        "numba": 0.0630, "256-bit x1": 0.0545, "512-bit x4": 0.0620}}}}}
+    line = report.read_kernel_lines(sec)[0]
+    assert "`256-bit x1`" in line and "1.16x the rate of Numba's own kernel" in line
+    sec["bandwidth"]["read"]["kernel_config"]["read_kernel"] = "numba"
+    assert "Numba's own kernel, the fastest of the 3 settings timed" in report.read_kernel_lines(sec)[0]
+    assert report.read_kernel_lines({"bandwidth": {"read": {}}}) == []  # a profile from before the tuning
