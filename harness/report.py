@@ -605,7 +605,8 @@ def read_kernel_lines(sec):
     if chosen == "numba":
         gain = f"Numba's own kernel, the fastest of the {len(medians)} settings timed"
     else:
-        gain = f"`{chosen}` (that width of vectors, that many sums in flight)"
+        bits, sums = chosen.split("-bit x")  # cpu_read's setting names: '<bits>-bit x<sums>'
+        gain = f"`{chosen}` ({'one sum' if sums == '1' else sums + ' sums'} of {bits}-bit vectors in flight)"
         if medians.get("numba"):
             gain += f", {medians['numba'] / medians[chosen]:.2f}x the rate of Numba's own kernel"
     return [f"The read (the balance's bandwidth, the decode roof) ran the read kernel timed fastest from DRAM "

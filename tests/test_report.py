@@ -580,7 +580,9 @@ def test_the_report_says_which_read_kernel_the_read_ran_and_what_it_gained():
     sec = {"bandwidth": {"read": {"kernel_config": {"read_kernel": "256-bit x1", "median_s_per_setting": {
         "numba": 0.0630, "256-bit x1": 0.0545, "512-bit x4": 0.0620}}}}}
     line = report.read_kernel_lines(sec)[0]
-    assert "`256-bit x1`" in line and "1.16x the rate of Numba's own kernel" in line
+    assert "`256-bit x1` (one sum of 256-bit vectors in flight)" in line and "1.16x the rate of Numba's own" in line
+    sec["bandwidth"]["read"]["kernel_config"]["read_kernel"] = "512-bit x4"
+    assert "(4 sums of 512-bit vectors in flight), 1.02x the rate" in report.read_kernel_lines(sec)[0]
     sec["bandwidth"]["read"]["kernel_config"]["read_kernel"] = "numba"
     assert "Numba's own kernel, the fastest of the 3 settings timed" in report.read_kernel_lines(sec)[0]
     assert report.read_kernel_lines({"bandwidth": {"read": {}}}) == []  # a profile from before the tuning
