@@ -82,8 +82,9 @@ def record_line(label, rec):
     status = "ok" if rec.get("validated") else f"WRONG OUTPUT: {rec.get('error')}"
     warn = f"  [{len(rec['warnings'])} warning(s)]" if rec.get("warnings") else ""
     ws = f"  ws {si(rec['working_set_bytes'], 'B')}" if rec.get("working_set_bytes") else ""
+    kernel = (rec.get("kernel_config") or {}).get("read_kernel")  # a read whose kernel was chosen by timing
     return (f"{label:<28} best {si(best, unit):>14}  median {si(median, unit):>14}{ws}"
-            f"  {rec['threads']} thr  {status}{warn}")
+            f"  {rec['threads']} thr  {status}{warn}" + (f"  read kernel {kernel}" if kernel else ""))
 
 
 def section_lines(section):

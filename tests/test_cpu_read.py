@@ -7,6 +7,7 @@ import re
 import numpy as np
 import pytest
 
+from harness import summary
 from harness.workload import Context, time_workload
 from probes import cpu_read, cpu_stream
 
@@ -109,6 +110,8 @@ def test_stream_read_records_the_kernel_it_chose(tiny_ctx, monkeypatch):
     assert set(config["median_s_per_setting"]) == set(cpu_read.settings(tiny_ctx.cpu))
     read.poison()
     assert read.check() is not None  # the poisoned output fails until the kernel runs again
+    line = summary.record_line("bandwidth.read", rec)
+    assert line.endswith(f"  read kernel {config['read_kernel']}")  # what harness probe stream prints
 
 
 def test_hierarchy_points_beyond_l2_take_the_faster_read_kernel(tiny_ctx, monkeypatch):
