@@ -129,13 +129,15 @@ def read_kernel(dtype, setting, block, offset):
     return kernel
 
 
-def tune_dram_read(cpu, dtype, threads, run, clock):
+def tune_dram_read(cpu, dtype, threads, run, clock, progress=lambda message: None):
     """The kernel_config record of the read kernel setting that reads DRAM fastest (fastest), chosen
-    once per dtype and thread count in a process: run(setting) is one call of it over a DRAM-sized
-    array."""
+    once per dtype and thread count in a process (said to `progress` when it is): run(setting) is one
+    call of it over a DRAM-sized array."""
     key = (np.dtype(dtype).str, threads)
     if key not in _TUNED:
-        _TUNED[key] = fastest(settings(cpu), run, clock, "from DRAM")
+        names = settings(cpu)
+        progress(f"read {np.dtype(dtype).name}: timing {len(names)} read kernels from DRAM, to keep the fastest")
+        _TUNED[key] = fastest(names, run, clock, "from DRAM")
     return copy.deepcopy(_TUNED[key])
 
 

@@ -364,8 +364,8 @@ def dram_read_workload(ctx, a, dtype, working_set, threads):
     """read_workload over a DRAM-sized working set of `a` (one pass a call) with the read kernel that
     reads DRAM fastest here (cpu_read.tune_dram_read), whose record is its info's kernel_config."""
     set_cpu_threads(threads)
-    config = cpu_read.tune_dram_read(ctx.cpu, a.dtype, threads, one_call(a, dtype, working_set, threads,
-                                                                          working_set), ctx.clock)
+    config = cpu_read.tune_dram_read(ctx.cpu, a.dtype, threads, one_call(a, dtype, working_set, threads, working_set),
+                                     ctx.clock, ctx.progress)
     w = read_workload(a, dtype, working_set, threads, working_set, setting=config["read_kernel"])
     w.info["kernel_config"] = config
     return w

@@ -92,10 +92,12 @@ def test_fastest_times_settings_interleaved_and_drops_the_slow_ones():
 def test_dram_tuning_happens_once_per_dtype_and_thread_count(monkeypatch, cpu):
     monkeypatch.setattr(cpu_read, "_TUNED", {})
     clock = FakeClock({name: 0.01 + 0.001 * i for i, name in enumerate(cpu_read.settings(cpu))})
-    first = cpu_read.tune_dram_read(cpu, np.float64, 2, clock.run, clock)
+    said = []
+    first = cpu_read.tune_dram_read(cpu, np.float64, 2, clock.run, clock, said.append)
     calls = len(clock.calls)
-    again = cpu_read.tune_dram_read(cpu, np.float64, 2, clock.run, clock)
+    again = cpu_read.tune_dram_read(cpu, np.float64, 2, clock.run, clock, said.append)
     assert again == first and len(clock.calls) == calls and first["read_kernel"] == "numba"
+    assert said == ["read float64: timing 13 read kernels from DRAM, to keep the fastest"]  # once, when it times
     cpu_read.tune_dram_read(cpu, np.float32, 2, clock.run, clock)
     assert len(clock.calls) > calls
 
