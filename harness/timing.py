@@ -6,6 +6,7 @@ unit of work. The clock and the CPU-time reader are parameters so tests can pass
 
 import math
 import os
+import statistics
 import time
 from collections import namedtuple
 from dataclasses import dataclass, field
@@ -86,6 +87,29 @@ def timed_s(run, loops, clock=time.perf_counter_ns):
     elapsed = (clock() - t0) / NS_PER_S
     interrupt.check()
     return elapsed
+
+
+TUNING_ROUNDS = 5
+TUNING_FIRST_ROUNDS = 2  # rounds of every setting; later rounds time only the contenders:
+TUNING_KEEP_WITHIN = 1.1  # settings within this factor of the fastest median so far
+
+
+def fastest_setting(settings, run, clock, rounds=TUNING_ROUNDS):
+    """(the fastest of `settings` by median, {setting: its seconds per call}) where run(setting) is one
+    call: each run once outside the rounds (compiled, paged in), then timed in `rounds` interleaved
+    rounds, every setting in the first TUNING_FIRST_ROUNDS, after them only those within
+    TUNING_KEEP_WITHIN of the fastest median so far (a probe's kernel tuning on this machine)."""
+    for setting in settings:
+        run(setting)
+    samples = {setting: [] for setting in settings}
+    timing = list(settings)
+    for rnd in range(rounds):
+        if rnd == TUNING_FIRST_ROUNDS:
+            best = min(statistics.median(samples[x]) for x in timing)
+            timing = [x for x in timing if statistics.median(samples[x]) <= TUNING_KEEP_WITHIN * best]
+        for setting in timing:
+            samples[setting].append(timed_s(lambda loops, setting=setting: run(setting), 1, clock))
+    return min(timing, key=lambda x: statistics.median(samples[x])), samples
 
 
 def calibrate_loops(run, min_sample_s, max_loops, clock):

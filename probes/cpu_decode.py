@@ -16,7 +16,7 @@ from numba import njit, prange
 from harness import model
 from harness.errors import HarnessError
 from harness.machine import last_level_cache_bytes
-from harness.timing import calibrate_loops, timed_s
+from harness.timing import TUNING_ROUNDS, calibrate_loops, fastest_setting, timed_s
 from harness.validation import LARGE_CACHE_FACTOR
 from harness.workload import Workload, set_cpu_threads
 from probes import torch_unavailable_reason
@@ -313,9 +313,6 @@ def torch_runner(impl, cache, threads):
 # interleaved rounds of every kernel setting; the lowest median time wins. With 3 rounds on a cache
 # 1.1x the LLC the Xeon VM once chose prefetch 4 for every longer fp32 cache, 17% slower than none
 # at S=32768: caches short of LARGE_CACHE_FACTOR x the LLC are now tuned apart (MEMORY_LEVELS)
-TUNING_ROUNDS = 5
-TUNING_FIRST_ROUNDS = 2  # rounds of every setting; later rounds time only the contenders:
-TUNING_KEEP_WITHIN = 1.1  # settings within this factor of the fastest median so far
 TUNING_CACHE_FACTOR = 2  # a longer cache is tuned on its prefix of at least this many last-level caches
 MEMORY_LEVELS = ("cache-resident", "just past the last-level cache", "streaming from DRAM")
 _TUNED = {}  # (dtype, group, memory level, threads) -> the kernel_config record chosen in this process
@@ -373,28 +370,16 @@ def numba_runner(cache, threads, llc_bytes, config=None, clock=time.perf_counter
 
 def tune(runner, shape, seq_len, level, clock):
     """Time every kernel setting over the first seq_len tokens of this cache in interleaved rounds
-    (after TUNING_FIRST_ROUNDS, only those within TUNING_KEEP_WITHIN of the best median so far);
-    the kernel_config record of the fastest (median), with every setting's median seconds per call
-    and how many calls it was timed."""
+    (harness.timing.fastest_setting); the kernel_config record of the fastest (median), with every
+    setting's median seconds per call and how many calls it was timed."""
     configs = kernel_configs(shape.dtype)
-    runs = [runner(*c, seq_len=seq_len) for c in configs]
-    for run in runs:
-        run(1)  # compiled and paged in outside the rounds
-    samples = [[] for _ in configs]
-    timing = list(range(len(configs)))
-    for rnd in range(TUNING_ROUNDS):
-        if rnd == TUNING_FIRST_ROUNDS:
-            fastest = min(np.median(samples[i]) for i in timing)
-            timing = [i for i in timing if np.median(samples[i]) <= TUNING_KEEP_WITHIN * fastest]
-        for i in timing:
-            samples[i].append(timed_s(runs[i], 1, clock))
-    medians = [float(np.median(t)) for t in samples]
-    best = min(timing, key=lambda i: medians[i])
-    return {**config_record(configs[best]),
+    runs = {c: runner(*c, seq_len=seq_len) for c in configs}
+    best, samples = fastest_setting(configs, lambda c: runs[c](1), clock)
+    return {**config_record(best),
             "chosen_by": (f"tuned on this machine: fastest median of {TUNING_ROUNDS} interleaved calls at S={seq_len}, "
                           f"B={shape.batch}, H_kv={shape.kv_heads} ({MEMORY_LEVELS[level]})"),
-            "median_s_per_setting": {config_name(c): m for c, m in zip(configs, medians)},
-            "calls_per_setting": {config_name(c): len(t) for c, t in zip(configs, samples)}}
+            "median_s_per_setting": {config_name(c): float(np.median(samples[c])) for c in configs},
+            "calls_per_setting": {config_name(c): len(samples[c]) for c in configs}}
 
 
 def config_record(config):

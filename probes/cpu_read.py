@@ -20,12 +20,10 @@ import functools
 
 import numpy as np
 
+from harness.timing import TUNING_ROUNDS, fastest_setting
 from probes.llvm_jit import compile_ir
 
 ACCUMULATORS = (1, 2, 4, 8)  # independent vector sums in flight: one, or as LLVM interleaves a reduction
-TUNING_ROUNDS = 5
-TUNING_FIRST_ROUNDS = 2  # rounds of every setting; later rounds time only the contenders:
-TUNING_KEEP_WITHIN = 1.1  # settings within this factor of the fastest median so far
 NUMBA = "numba"  # the setting that runs cpu_stream.k_read, vectorised as Numba compiles it
 _TUNED = {}  # (dtype, threads) -> the kernel_config record chosen in this process
 
@@ -142,22 +140,10 @@ def tune_dram_read(cpu, dtype, threads, run, clock, progress=lambda message: Non
 
 
 def fastest(names, run, clock, where, rounds=TUNING_ROUNDS):
-    """The kernel_config record of the fastest of the settings `names`, run(setting) being one call:
-    each timed on `clock` in `rounds` interleaved rounds (after TUNING_FIRST_ROUNDS only those within
-    TUNING_KEEP_WITHIN of the fastest median so far), with every setting's median seconds per call."""
-    from harness.timing import timed_s
-
-    for name in names:
-        run(name)  # compiled and paged in outside the rounds
-    samples = {name: [] for name in names}
-    timing = list(names)
-    for rnd in range(rounds):
-        if rnd == TUNING_FIRST_ROUNDS:
-            best = min(np.median(samples[n]) for n in timing)
-            timing = [n for n in timing if np.median(samples[n]) <= TUNING_KEEP_WITHIN * best]
-        for name in timing:
-            samples[name].append(timed_s(lambda loops, name=name: run(name), 1, clock))
-    medians = {name: float(np.median(s)) for name, s in samples.items()}
-    return {"read_kernel": min(timing, key=medians.get),
+    """The kernel_config record of the fastest of the settings `names`, run(setting) being one call
+    (harness.timing.fastest_setting), with every setting's median seconds per call."""
+    best, samples = fastest_setting(names, run, clock, rounds)
+    return {"read_kernel": best,
             "chosen_by": f"tuned on this machine: fastest median of {rounds} interleaved calls {where}",
-            "median_s_per_setting": medians, "calls_per_setting": {name: len(s) for name, s in samples.items()}}
+            "median_s_per_setting": {name: float(np.median(s)) for name, s in samples.items()},
+            "calls_per_setting": {name: len(s) for name, s in samples.items()}}

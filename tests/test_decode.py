@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from harness import model
+from harness import model, timing
 from harness.errors import HarnessError
 from harness.workload import Context, time_workload
 from probes import cpu_decode
@@ -84,7 +84,7 @@ def test_tuning_picks_the_fastest_setting_and_reuses_it(monkeypatch, fake_clock)
     run, _, record = cpu_decode.numba_runner(cpu_decode.DecodeCache(shape, 1), 2, llc_bytes=0, clock=fake_clock)
     assert (record["stage_rows_in_l1"], record["prefetch_rows_ahead"], record["prefetch_l2_rows_ahead"]) == (False, 8, 128)
     settings = kernel_configs("fp32")
-    first, rounds = cpu_decode.TUNING_FIRST_ROUNDS, cpu_decode.TUNING_ROUNDS
+    first, rounds = timing.TUNING_FIRST_ROUNDS, timing.TUNING_ROUNDS
     assert len(calls) == (1 + first) * len(settings) + (rounds - first) * 2  # a warm-up, every setting, the contenders
     assert calls[len(settings):2 * len(settings)] == settings  # interleaved: each round runs every setting once
     assert calls[-2:] == [(False, 0, 0), (False, 8, 128)]
