@@ -114,6 +114,7 @@ def gpu_section(index, cpu, quick, tiny, progress):
     memory = gpus.memory_name(info)
     flag_against_theory(section, section["theoretical"], memory)
     validation.flag_disagreeing_memory_reads(section, memory)
+    validation.flag_disagreeing_dtype_reads(section)
     validation.flag_cache_beyond_reported(section, info["l2_bytes"], memory)
     section["balance"] = validation.balance(section)
     section["balance_basis"] = ("measured peak_flops (FMA) and validated tensor_flops (tensor-core matmul, "

@@ -252,6 +252,7 @@ def cpu_section(ctx, probe_names):
     validation.flag_matmul_scaling(section, ctx.cpu)
     validation.flag_disagreeing_repeats(section)
     validation.flag_disagreeing_memory_reads(section, "DRAM")
+    validation.flag_disagreeing_dtype_reads(section)
     validation.flag_cache_beyond_reported(section, machine.last_level_cache_bytes(ctx.cpu), "DRAM")
     validation.flag_disagreeing_precisions(section, theory)
     flag_unpinned_sockets(section, ctx)

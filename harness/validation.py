@@ -113,6 +113,24 @@ def flag_disagreeing_memory_reads(section, memory):
             "the roofline take from bandwidth.read disagree: run again")
 
 
+def flag_disagreeing_dtype_reads(section):
+    """A warning where a STREAM kernel's fp64 and fp32 runs, the same bytes through the same memory
+    timed a few seconds apart, have medians more than REPEAT_AGREEMENT apart: the memory's speed
+    changed between them. On the 2-vCPU Zen 4 VM one profile's fp64 read gave 33.5 GB/s and its fp32
+    read 62.9 GB/s, the fp32 read's spread its only other sign."""
+    fp64, fp32 = section.get("bandwidth") or {}, section.get("bandwidth_fp32") or {}
+    pairs = [(kernel, fp64[kernel].get("median_bytes_per_s"), fp32[kernel].get("median_bytes_per_s"))
+             for kernel in fp64 if kernel in fp32]
+    apart = [(kernel, a, b) for kernel, a, b in pairs if a and b and max(a, b) / min(a, b) > REPEAT_AGREEMENT]
+    if apart:
+        listed = ", ".join(f"{kernel} {si(a, 'B/s')} fp64 and {si(b, 'B/s')} fp32 ({max(a, b) / min(a, b):.2f}x)"
+                           for kernel, a, b in apart)
+        section.setdefault("warnings", []).append(
+            f"STREAM medians that move the same bytes in fp64 and fp32 differ more than {REPEAT_AGREEMENT:g}x: "
+            f"{listed}: the memory's speed changed between them (a shared host), so the roofs taken from them "
+            "are suspect: run again")
+
+
 def cached_bytes_needed(point_bps, working_set_bytes, memory_bps, cache_bps):
     """Bytes of a working set a cache must have held for one read of it to run at point_bps: time per
     byte is h / cache_bps + (1 - h) / memory_bps for a share h of it cached."""

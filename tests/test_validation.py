@@ -295,6 +295,23 @@ def test_a_memory_level_and_read_bandwidth_that_disagree_are_flagged():
         assert "warnings" not in section
 
 
+def test_fp64_and_fp32_stream_medians_that_disagree_are_flagged():
+    # measured in one profile on the 2-vCPU Zen 4 VM: the fp32 read ran while the memory was faster
+    def kernels(**gbps):
+        return {kernel: {"median_bytes_per_s": rate * 1e9} for kernel, rate in gbps.items()}
+
+    drifted = {"bandwidth": kernels(triad=33.1, read=33.5), "bandwidth_fp32": kernels(triad=31.9, read=62.9)}
+    validation.flag_disagreeing_dtype_reads(drifted)
+    (warning,) = drifted["warnings"]  # the triads' 4% says nothing
+    assert warning.startswith("STREAM medians that move the same bytes in fp64 and fp32 differ more than 1.25x: "
+                              "read 33.5 GB/s fp64 and 62.9 GB/s fp32 (1.88x): the memory's speed changed")
+    steady = {"bandwidth": kernels(read=36.4), "bandwidth_fp32": kernels(read=36.3)}
+    unpaired = {"bandwidth": kernels(read=36.4), "bandwidth_fp32": {"read": {"reason": "fp32 not run"}}}
+    for section in (steady, unpaired, {"bandwidth": kernels(read=36.4)}, {}):
+        validation.flag_disagreeing_dtype_reads(section)
+        assert "warnings" not in section
+
+
 def sweep(levels, points_mib_gbps, memory="DRAM"):
     return {"hierarchy_levels": levels,
             "hierarchy": [{"working_set_bytes": mib << 20, "bytes_per_s": gbps * 1e9,
