@@ -17,7 +17,7 @@ from harness.compare import metric_failures
 from harness.errors import HarnessError, read_yaml
 from harness.profile import LOADER, atomic_write_text, dump, load_readable, save_profile, utc_now
 from harness.summary import CLOCK_SETTINGS, natural_key, rate_unit, si, switch_text
-from harness.validation import headline_dtype
+from harness.validation import headline_fraction
 
 ENV_LAUNCHERS = (  # (rank, size, local rank) variables of common launchers
     ("OMPI_COMM_WORLD_RANK", "OMPI_COMM_WORLD_SIZE", "OMPI_COMM_WORLD_LOCAL_RANK"),
@@ -27,7 +27,7 @@ ENV_LAUNCHERS = (  # (rank, size, local rank) variables of common launchers
 MAD_SCALE = 1.4826  # MAD of a normal sample x 1.4826 estimates its standard deviation
 OUTLIER_MADS = 3.0
 DEFAULT_THRESHOLD = 0.10
-HEADLINE_PLOTS = ("bandwidth.triad", "bandwidth.read", "peak_flops.fp32", "decode.fraction_of_bandwidth", "sm_clock_hz")
+HEADLINE_PLOTS = ("bandwidth.triad", "bandwidth.read", "peak_flops.fp32", "decode.fraction_of_read", "sm_clock_hz")
 
 
 def rank_info(environ=os.environ, use_mpi=True):
@@ -142,9 +142,9 @@ def node_metrics(doc):
                 if isinstance(rec, dict) and rec.get("flops_per_s"):
                     out[f"{dev}.{group}.{dtype}"] = (rec["median_flops_per_s"], True)
         per_dtype = (section.get("model_validation") or {}).get("per_dtype") or {}
-        decode = per_dtype.get(headline_dtype(per_dtype)) or {}  # the dtype the model's verdict is of
-        if decode.get("fraction_of_bandwidth"):
-            out[f"{dev}.decode.fraction_of_bandwidth"] = (decode["fraction_of_bandwidth"], True)
+        fraction, _ = headline_fraction(per_dtype)  # the point and figure the model's verdict is of
+        if fraction:
+            out[f"{dev}.decode.fraction_of_read"] = (fraction, True)
         for probe, tele in (section.get("telemetry") or {}).items():
             clock = (tele.get("sm_clock_hz") or {}).get("median")
             if clock:

@@ -14,7 +14,7 @@ from harness.specs import match_spec, spec_flag
 from harness.summary import (CLOCK_SETTINGS, balance_text, crossover_phrase, decode_shape, ghz, rate_unit, record_name,
                              record_warnings, seed_weights_change, short_of_roofs_phrase, si, switch_text,
                              unmeasured_phrases, working_set_band)
-from harness.validation import LARGE_CACHE_FACTOR, compute_roof, headline_dtype, matmul_rate, roofs, swept_shape
+from harness.validation import LARGE_CACHE_FACTOR, compute_roof, headline_dtype, headline_fraction, matmul_rate, roofs, swept_shape
 
 LEVELS = ("L1", "L2", "L3", "DRAM", "HBM", "GDDR")
 FLOAT_MATMULS = ("bf16", "fp16", "tf32", "fp32")  # tensor_flops in FLOP/s (int8's are OP/s)
@@ -837,11 +837,12 @@ def index_rows(docs, specs):
             peak, what = best_float_rate(sec)
             per_dtype = (sec.get("model_validation") or {}).get("per_dtype") or {}
             headline = headline_dtype(per_dtype)
+            fraction, of_what = headline_fraction(per_dtype)
             kind = "measured (CPU)" if name == "cpu" else f"measured ({name}: {(sec.get('gpu') or {}).get('name')})"
             rows.append([link, kind, si(bw, "B/s"), f"{si(peak, 'FLOP/s')} {what}" if peak else "n/a",
                          si(((sec.get("peak_flops") or {}).get("fp64") or {}).get("flops_per_s"), "FLOP/s"),
                          f"{balance_text(peak / bw)} ({what})" if bw and peak else "n/a",
-                         f"{num(per_dtype[headline].get('fraction_of_bandwidth'))} ({headline})" if headline else "n/a"])
+                         f"{num(fraction)} ({headline}, of {of_what})" if fraction is not None else "n/a"])
     for spec in specs:
         bw = spec["bandwidth_bytes_per_s"]["value"]
         rates = spec["flops_per_s"]
@@ -861,7 +862,7 @@ def write_index(docs, specs, out_dir):
         "Every profiled machine (measured) beside every datasheet spec (profiles/specs/, each number with its "
         "source; tensor rates dense, sparse kept apart in the spec files). Balance is peak FLOP/s over "
         "bandwidth: decode attention (0.5 to 2 FLOP/byte) is memory-bound wherever the balance is above that.", "",
-        table(["machine", "kind", "bandwidth", "peak", "fp64", "balance (FLOP/byte)", "decode fraction of read bw (cache dtype)"],
+        table(["machine", "kind", "bandwidth", "peak", "fp64", "balance (FLOP/byte)", "decode fraction of memory read bw (cache dtype, of which read)"],
               index_rows(docs, specs)), "",
         "Regenerate with `make report` (`harness report`); reports never run probes.", ""])
     path = os.path.join(out_dir, "README.md")

@@ -374,6 +374,18 @@ def headline_dtype(per_dtype):
     return next((d for d in ("fp32", "bf16", "fp16", "int8") if d in per_dtype), None)
 
 
+def headline_fraction(per_dtype):
+    """(fraction, of what) of the headline dtype's best point, the figure the model's verdict is of:
+    of the read timed beside it where paired (the memory's drift taken out), else of the profile's
+    read; (None, None) where there is no headline point."""
+    entry = per_dtype.get(headline_dtype(per_dtype)) or {}
+    if entry.get("fraction_of_adjacent_read") is not None:
+        return entry["fraction_of_adjacent_read"], "the read beside it"
+    if entry.get("fraction_of_bandwidth") is not None:
+        return entry["fraction_of_bandwidth"], "the profile's read"
+    return None, None
+
+
 def model_validation(records, llc_bytes, bw, fused_impl="numba-fused", memory="DRAM"):
     """devices.<name>.model_validation: per-dtype error, dtype/GQA/batch effects, a finding, at the
     shape the sweep varied (batch 1, H_kv = H on the CPU; the GPU sweep's batch and GQA group)."""

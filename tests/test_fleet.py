@@ -212,7 +212,7 @@ def test_a_rank_profiles_the_gpu_its_launcher_gave_it_or_its_local_ranks():
 def test_metric_units():
     assert [fleet.metric_unit(m) for m in ("cpu.bandwidth.triad", "gpu0.hierarchy.L2", "cpu.peak_flops.fp32",
                                            "gpu0.tensor_flops.int8", "gpu0.tensor_flops.bf16",
-                                           "gpu0.sm_clock_hz.stream", "cpu.decode.fraction_of_bandwidth")] == \
+                                           "gpu0.sm_clock_hz.stream", "cpu.decode.fraction_of_read")] == \
         ["B/s", "B/s", "FLOP/s", "OP/s", "FLOP/s", "Hz", ""]
 
 

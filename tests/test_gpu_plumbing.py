@@ -485,8 +485,8 @@ def test_fleet_metrics_of_a_gpu_node(fake_gpu_machine):
     assert metrics["gpu0.tensor_flops.bf16"] == (7.9e14, True)
     assert {"gpu0.bandwidth.read", "gpu0.peak_flops.fp32", "gpu0.sm_clock_hz.peak"} <= set(metrics)
     per_dtype = doc["devices"]["gpu0"]["model_validation"]["per_dtype"]  # test sizes: fp32's cache stays in the L2, fp16's
-    assert "fp32" not in per_dtype and metrics["gpu0.decode.fraction_of_bandwidth"] == (
-        per_dtype["fp16"]["fraction_of_bandwidth"], True)
+    assert "fp32" not in per_dtype and metrics["gpu0.decode.fraction_of_read"] == (
+        validation.headline_fraction(per_dtype)[0], True)
     assert fleet.config_of(doc)["gpu0 driver"] == "580.82.07"
 
 

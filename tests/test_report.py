@@ -333,9 +333,15 @@ def test_index_lists_machines_and_specs(doc, tmp_path):
     row = report.index_rows([amx], [])[0]
     assert row[3] == f"{si(3 * fma, 'FLOP/s')} bf16 matmul" and row[5].endswith(" (bf16 matmul)")
     v = amx["devices"]["cpu"]["model_validation"]  # the decode column names the cache dtype it gives
-    assert row[6] == f"{v['per_dtype']['fp32']['fraction_of_bandwidth']:.2f} (fp32)"
+    fp32 = v["per_dtype"]["fp32"]  # and which read it is a fraction of: the verdict's (the one beside it where timed)
+    fp32.update(fraction_of_bandwidth=1.14, fraction_of_adjacent_read=0.74)  # Zen 4 VM: the memory sped up meanwhile
+    assert report.index_rows([amx], [])[0][6] == "0.74 (fp32, of the read beside it)"
+    fp32["fraction_of_adjacent_read"] = None  # no read paired with its samples
+    assert report.index_rows([amx], [])[0][6] == "1.14 (fp32, of the profile's read)"
     v["per_dtype"] = {d: p for d, p in v["per_dtype"].items() if d != "fp32"}  # no fp32 point from memory
-    assert report.index_rows([amx], [])[0][6].endswith(f" ({validation.headline_dtype(v['per_dtype'])})")
+    assert f" ({validation.headline_dtype(v['per_dtype'])}, of the " in report.index_rows([amx], [])[0][6]
+    v["per_dtype"] = {}
+    assert report.index_rows([amx], [])[0][6] == "n/a"
     other = copy.deepcopy(doc)
     other["machine"]["id"] = "aaa-first-2c"  # machines in id order, whichever the command named first
     assert [r[0] for r in report.index_rows([doc, other], [])] == [r[0] for r in report.index_rows([other, doc], [])]
