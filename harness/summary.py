@@ -254,7 +254,8 @@ def decode_line(rec):
     err = rec.get("model_error")
     loops = (rec.get("in_core") or {}).get("core_time_s")
     status = "ok" if rec.get("validated") else f"WRONG OUTPUT: {rec.get('error')}"
-    warn = f"  [{len(rec['warnings'])} warning(s)]" if rec.get("warnings") else ""
+    count = len(rec.get("warnings") or []) + len((rec.get("in_core") or {}).get("warnings") or [])
+    warn = f"  [{count} warning(s)]" if count else ""  # its in-core task's too: warning_lines names both
     return (f"decode {rec['impl']:<11} {decode_shape(rec):<34} {rec['time_s'] * 1e3:9.3f} ms  "
             f"{si(a.get('bytes_per_s'), 'B/s'):>11}"
             + (f"  {frac:.2f} of read bw" if frac is not None else "")

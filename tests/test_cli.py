@@ -112,8 +112,10 @@ def test_show_names_each_warning_of_a_profile():
     assert proc.returncode == 0, proc.stderr
     doc = load_profile(COMMITTED_PROFILE)
     said = [line.strip() for line in proc.stdout.splitlines() if line.strip().startswith("warning: ")]
-    counted = sum(len(r.get("warnings") or []) for r in measurement_records(doc["devices"]["cpu"]))
-    assert counted and len(said) == counted  # every warning the record lines count, said
+    counts = [int(n) for n in re.findall(r"\[(\d+) warning\(s\)\]", proc.stdout)]
+    counted = sum(len(r.get("warnings") or []) + len((r.get("in_core") or {}).get("warnings") or [])
+                  for r in measurement_records(doc["devices"]["cpu"]))  # a decode point's in-core task's too
+    assert counted and len(said) == counted == sum(counts)  # every warning the record lines count, said
 
 
 def test_probe_json_prints_validated_records():

@@ -547,6 +547,12 @@ def test_a_decode_line_names_its_loops_time_where_the_in_core_task_ran():
     line = summary.decode_line(rec)
     assert line.endswith("0.90 of read bw (0.93 of the read beside it)  model error +11%  loops 42.3 ms in L2  ok")
     assert "loops" not in summary.decode_line({**rec, "in_core": {"reason": "the CPU reports no L2"}})
+    # its count takes in its in-core task's warnings, which the warning lines name under it
+    spread = ["wide spread: stdev is 12% of the mean (>= 10%)"]
+    assert summary.decode_line({**rec, "in_core": {"core_time_s": 0.0423, "warnings": spread}}).endswith(
+        "in L2  ok  [1 warning(s)]")
+    assert summary.decode_line({**rec, "warnings": spread * 2, "in_core": {"warnings": spread}}).endswith(
+        "ok  [3 warning(s)]")
 
 
 def test_an_in_core_tasks_warnings_are_named_under_its_point():
