@@ -707,9 +707,11 @@ def decode_markdown(sec, image, h):
     if v.get("per_dtype"):
         out += [f"Model holds (|error| <= {v['holds_within']:.0%} for the best {headline_dtype(v['per_dtype'])} "
                 f"implementation): **{HOLDS[v['model_holds']]}**.", "",
-                table(["dtype", "best impl", "seq_len", "model error", "of read bw", "model error (adjacent read)"],
+                table(["dtype", "best impl", "seq_len", "model error", "of read bw", "model error (adjacent read)",
+                       "of adjacent read"],
                       [[d, p["impl"], p["seq_len"], f"{p['model_error']:+.0%}", num(p["fraction_of_bandwidth"]),
-                        f"{p['model_error_adjacent']:+.0%}" if p.get("model_error_adjacent") is not None else "n/a"]
+                        f"{p['model_error_adjacent']:+.0%}" if p.get("model_error_adjacent") is not None else "n/a",
+                        num(p.get("fraction_of_adjacent_read"))]
                        for d, p in v["per_dtype"].items()]), ""]
         widened = v.get("gqa_widened") or {}
         named = list(v.get("dtype_ratios", {}).items()) + [("GQA group 4 vs 1", v.get("gqa") or {})]

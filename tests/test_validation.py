@@ -113,6 +113,10 @@ def test_without_an_fp32_point_the_verdict_is_a_16_bit_caches_and_the_report_say
     text = "\n".join(report.decode_markdown({"decode_attention": recs, "model_validation": v}, "decode.png", "##"))
     assert "Model holds (|error| <= 25% for the best fp16 implementation): **yes**." in text
     assert "| numba-fused | fp16 | 1 | 32/32 | 128 | 16384 |" in text  # the head dimension has its column
+    assert "| fp16 | numba-fused | 16384 | +11% | 0.90 | n/a | n/a |" in text  # no read timed beside it
+    v["per_dtype"]["fp16"].update(model_error_adjacent=0.07, fraction_of_adjacent_read=0.93)
+    text = "\n".join(report.decode_markdown({"decode_attention": recs, "model_validation": v}, "decode.png", "##"))
+    assert "| fp16 | numba-fused | 16384 | +11% | 0.90 | +7% | 0.93 |" in text  # the fraction the verdict is of
 
 
 def test_model_validation_without_large_caches():
