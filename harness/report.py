@@ -864,7 +864,7 @@ def write_index(docs, specs, out_dir):
         "Every profiled machine (measured) beside every datasheet spec (profiles/specs/, each number with its "
         "source; tensor rates dense, sparse kept apart in the spec files). Balance is peak FLOP/s over "
         "bandwidth: decode attention (0.5 to 2 FLOP/byte) is memory-bound wherever the balance is above that.", "",
-        table(["machine", "kind", "bandwidth", "peak", "fp64", "balance (FLOP/byte)", "decode fraction of memory read bw (cache dtype, of which read)"],
+        table(["machine", "kind", "bandwidth", "peak", "fp64", "balance (FLOP/byte)", "decode fraction of read bw (cache dtype, which read)"],
               index_rows(docs, specs)), "",
         "Regenerate with `make report` (`harness report`); reports never run probes.", ""])
     path = os.path.join(out_dir, "README.md")
