@@ -119,8 +119,8 @@ task 1.48x faster with its rows in L2 (38 against 57 cycles a token), yet bf16 f
 Not adopted: staging only the K rows or only the V rows in L1 (fp32), on the Zen 4 VM, whose fast memory
 spells (about 60 GB/s against 36) the staged setting's loops cannot follow (its tasks in L2: 25-26 GFLOP/s
 with 4-16 rows ahead into L1 and 128 into L2, K alone staged 33, V alone 35, neither 50): from DRAM, all
-rounds in the slow state, both staged 0.92-0.94 of the read beside them, K alone 0.88-0.92, V alone
-0.88-0.93 (S=16384, 21 interleaved rounds, twice); the fast state, where they might gain, did not come.
+rounds in the slow state, both staged 0.92-0.95 of the read beside them, K alone 0.87-0.92, V alone
+0.86-0.93 (S=16384, 21 interleaved rounds, three runs); the fast state, where they might gain, did not come.
 Tried on Zen 5 and slower from DRAM: online softmax interleaving K and V blocks; prefetch into L2
 only, to every other line, or a line (0.51) or half a row (0.24) at a time inside the copy;
 dynamic scheduling; a head dim fixed at compile time (faster in L2).
