@@ -63,7 +63,11 @@ setting, tuned per machine by the probe (probes/cpu_decode.py `tune`): the best 
   tile lost (0.94x; five of its sixteen weights spilled to the stack), both 0.87-0.94x (on the model
   207 Xeon both tiles for fp32 at group 4 from DRAM: 1.07x without prefetch, 0.995-0.998x with the 8
   or 16 rows ahead its tuning picks there, 9 interleaved rounds; with 8 ahead and 128 into L2, 1.01x,
-  15 rounds, the score tile alone 1.00x); a sum tile
+  15 rounds, the score tile alone 1.00x). With the rows in L2 on the Zen 4 VM the score tile made
+  fp32 group 4's tasks 1.07x faster at its tuned setting (staged, 8 rows ahead: 79 against 74
+  GFLOP/s) and 1.11x read directly without prefetch, both tiles 0.94x and 1.00x (3 interleaved
+  rounds): worth a try where its memory runs faster than those loops (fp32 at group 4 reached 0.51
+  of a 54 GB/s read beside it in one profile, 0.81 of a 35 GB/s one in another); a sum tile
   of two heads x eight rows in place of the 4 x 4 ones was slower (bf16 0.93x in L2, 0.98x from
   DRAM; int8 0.99x, 0.96x);
 - caches and scratch rows start on 64-byte boundaries (callers allocate the caches so): a vector
