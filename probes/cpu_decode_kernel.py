@@ -11,6 +11,18 @@ setting, tuned per machine by the probe (probes/cpu_decode.py `tune`): the best 
 (see PREFETCH_CHOICES). Performance notes, measured on the 2-core Zen 5 VM unless said:
 - rows are indexed as a2[row, j], never sliced out in hot loops: every view costs a call to an
   atomic reference-count update (on an array every thread shares, for K and V);
+- the helpers the row loops call are inlined by LLVM (forceinline), not in Numba's IR (inline="always"):
+  inlined there, a call that took an array left a reference-count increment and decrement around it
+  that Numba could not prune inside the loops: two calls a row to NRT_incref/NRT_decref in the staged
+  and prefetching loops, locked adds on the array's count, a cache line every thread shares (staged
+  fp32 rows in L2 on the Zen 4 VM, one thread: a fifth of `perf record -e cpu-clock`'s samples). Without
+  them, on the Zen 4 VM (H=32, S=16384, 2 threads, every tuning setting interleaved, 22-24 rounds, the
+  best setting's median fraction of the read beside it; "fast" and "slow" its two memory states): fp32
+  0.916 against 0.890 fast, int8 0.892 against 0.872 slow and 0.616 against 0.563 fast (5 rounds), bf16
+  at group 4 0.884 against 0.882 slow; with the rows in L2 (one thread, 7 rounds) fp32 staged 1.15x,
+  int8 1.08x, bf16 0.97-0.99x. The prefetch loops' step stays a run-time quotient: as a compile-time
+  constant (LLVM then unrolls them) fp32 staged ran 1.4-1.5x faster in L2 but slower from DRAM (best
+  setting 0.941 and 0.835 of the read, slow and fast, against 0.973 and 0.882; 30 rounds);
 - on Zen 5 one core keeps too few misses in flight while it also computes (fp32 read directly:
   0.65-0.74 of the read kernel's bandwidth, 0.55 without software prefetch); staged in L1 with
   each row's prefetch right before its copy it reached 0.81-0.89 (a burst of the four rows' 32
@@ -86,7 +98,7 @@ setting, tuned per machine by the probe (probes/cpu_decode.py `tune`): the best 
   made bf16 1.4x faster than none (tuning: 40 against 58 ms at S=65536). Cheaper forms lost there
   (bf16, S=131072, 7 interleaved rounds): one line per row ahead 22.7 GB/s against 25.5 for every
   line, prefetcht1 (into L2) 24.2 against 24.5. Reading rows directly, a step's rows are prefetched as
-  one contiguous span under one bounds check (prefetch_rows), not row by row: with the rows in L2 bf16
+  one contiguous span under one bounds check (prefetch_ahead), not row by row: with the rows in L2 bf16
   1.26x, int8 1.09x, bf16 at group 4 1.07x, fp32 1.00-1.02x; from DRAM (9 interleaved rounds) while
   memory was fast bf16 1.02x, int8 1.04x, bf16 at group 4 1.02x, every round faster, and while it was
   slow 1.01-1.03x, some rounds slower (0.97-0.98).
@@ -203,27 +215,18 @@ def aligned_rows(rows, cols):
     return raw[first:first + rows * cols].reshape((rows, cols))
 
 
-@njit(inline="always")
-def prefetch_rows(a2, first, count, end, l2=False):
-    """Prefetch every cache line of the rows first..first + count (contiguous: a C-ordered cache) if
-    they all lie below end: one bounds check for a step's rows, not one per row. Into L1, or with
-    `l2` (a constant where inlined) into L2."""
-    if first + count <= end:
-        for col in range(0, count * a2.shape[1], max(1, 64 // a2.itemsize)):
-            if l2:
-                _prefetch_l2(a2, first, col)
-            else:
-                _prefetch(a2, first, col)
-
-
-@njit(inline="always")
+@njit(forceinline=True)
 def prefetch_ahead(a2, first, count, end, ahead, l2_ahead):
-    """Prefetch the rows first..first + count, `ahead` rows on into L1 and `l2_ahead` rows on into L2
-    (0: not into that level), each only where those rows lie below end."""
-    if ahead > 0:
-        prefetch_rows(a2, first + ahead, count, end)
-    if l2_ahead > 0:
-        prefetch_rows(a2, first + l2_ahead, count, end, True)
+    """Prefetch every cache line of the rows first..first + count (contiguous: a C-ordered cache),
+    `ahead` rows on into L1 and `l2_ahead` rows on into L2 (0: not into that level), each span only
+    where its rows all lie below end: one bounds check for a step's rows, not one per row."""
+    step = max(1, 64 // a2.itemsize)
+    if ahead > 0 and first + ahead + count <= end:
+        for col in range(0, count * a2.shape[1], step):
+            _prefetch(a2, first + ahead, col)
+    if l2_ahead > 0 and first + l2_ahead + count <= end:
+        for col in range(0, count * a2.shape[1], step):
+            _prefetch_l2(a2, first + l2_ahead, col)
 
 
 def _widen_codegen(word):
@@ -293,7 +296,7 @@ def _f32_to_fp16_bits(typingctx, x):
     return types.int16(x), codegen
 
 
-@njit(fastmath=True, inline="always")
+@njit(fastmath=True, forceinline=True)
 def _copy_row(src, row, dst, slot):
     # a plain streaming copy into L1 keeps more misses in flight than loads feeding FMAs directly
     for j in range(dst.shape[1]):
@@ -326,7 +329,7 @@ def exp_nonpositive(x, bits):
         x[i] = x[i] * scale[i]
 
 
-@njit(fastmath=True, inline="always")
+@njit(fastmath=True, forceinline=True)
 def row_max(a2, row, n):
     """max(a2[row, :n]) for n >= 1, kept in 16 lanes that LLVM vectorises: a running max() is a chain
     of compare-and-selects it leaves serial (3.8 cycles a token against 0.6 on the Xeon VM, where that
@@ -348,7 +351,7 @@ def row_max(a2, row, n):
     return mx
 
 
-@njit(fastmath=True, inline="always")
+@njit(fastmath=True, forceinline=True)
 def _score_tile(q2, qrow, g, rows, first, scores, t):
     """scores[g:g + 4, t:t + 4]: four heads against four rows, the 16 sums in registers, so each
     query and row element is loaded once for the tile, not once per head."""
@@ -379,7 +382,7 @@ def _score_tile(q2, qrow, g, rows, first, scores, t):
     scores[g + 3, t], scores[g + 3, t + 1], scores[g + 3, t + 2], scores[g + 3, t + 3] = s30, s31, s32, s33
 
 
-@njit(fastmath=True, inline="always")
+@njit(fastmath=True, forceinline=True)
 def _score_four(q2, qrow, group, rows, first, scores, t):
     """scores[g, t:t + 4] = q2[qrow + g] . rows[first:first + 4] for every head of the group (rows:
     the cache itself, or its rows staged in L1). Rows that are widened (16-bit, int8) are scored
@@ -404,7 +407,7 @@ def _score_four(q2, qrow, group, rows, first, scores, t):
         scores[g, t], scores[g, t + 1], scores[g, t + 2], scores[g, t + 3] = sa, sb, sc, sd
 
 
-@njit(fastmath=True, inline="always")
+@njit(fastmath=True, forceinline=True)
 def _add_tile(rows, first, g, scores, t, acc):
     """acc[g:g + 4] += scores[g:g + 4, t:t + 4] x rows[first:first + 4]: each row element loaded
     once for four heads."""
@@ -420,7 +423,7 @@ def _add_tile(rows, first, g, scores, t, acc):
         acc[g + 3, j] += p30 * r0 + p31 * r1 + p32 * r2 + p33 * r3
 
 
-@njit(fastmath=True, inline="always")
+@njit(fastmath=True, forceinline=True)
 def _add_eight(rows, first, group, scores, t, acc):
     """acc[g] += sum of scores[g, t + i] x rows[first + i] for i < 8, every head of the group;
     widened rows four heads at a time while four remain, as in _score_four."""
@@ -554,8 +557,11 @@ def _chunk(q2, qrow, group, k2, v2, kscale, vscale, r0, r1, scale, scores, po, p
 # same but for its absolute addresses, side by side in one process (a serial loop over _chunk, one
 # thread, fp32 rows in L2: 47.0-47.4 against 62.3-63.1 GB/s, two runs), and from the harness (`harness
 # probe decode --quick`, fp32 at S=262144: loops 108 against 78 ms; at group 4 0.80 against 0.88 of the
-# read beside it; int8 alike both ways). Why is not known. It costs compile time in every run: 5.7 s
-# for fp32's task_loops (with _chunk loaded from the cache).
+# read beside it; int8 alike both ways). Why is not known; the gap came with the reference-count calls
+# the row loops made before (see the notes at the top): with them gone, on the Zen 4 VM (the same serial
+# loop, 7 interleaved rounds, three runs) loaded code ran at 0.96-1.03 of compiled with prefetches,
+# against 0.87-0.94 with them (seven runs, one setting once 1.08). It costs compile time in every run: 5.7 s for fp32's
+# task_loops (with _chunk loaded from the cache).
 @njit(parallel=True, fastmath=True)
 def task_loops(q2, group, k2, v2, kscale, vscale, tasks, stage, ahead, l2_ahead, loops, po, pm, pl):
     """`loops` runs of `tasks` tasks at once, as decode_kernel runs each: task w over its own block of

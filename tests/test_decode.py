@@ -162,6 +162,39 @@ def test_the_kernels_that_run_the_tasks_are_compiled_in_each_process():
     assert type(kernel._chunk._cache).__name__ != "NullCache"
 
 
+@pytest.mark.parametrize("word", [np.float32, np.uint16, np.int8])
+def test_the_row_loops_make_no_reference_count_calls(word):
+    # a helper inlined in Numba's IR left an NRT_incref/NRT_decref pair per call inside the loops: a
+    # locked add on a count every thread shares (the notes at the top of cpu_decode_kernel)
+    import re
+
+    from numba import njit
+
+    from probes import cpu_decode_kernel as kernel
+
+    @njit(fastmath=True)
+    def row_loops(q2, k2, buf, scores, acc, n, ahead, l2_ahead):
+        t = 0
+        while t + 8 <= n:
+            for a in range(8):
+                kernel.prefetch_ahead(k2, t + a, 1, n, ahead, l2_ahead)
+                kernel._copy_row(k2, t + a, buf, a)
+            kernel._score_four(q2, 0, q2.shape[0], buf, 0, scores, t)
+            kernel._score_four(q2, 0, q2.shape[0], k2, t, scores, t)
+            kernel._add_eight(k2, t, q2.shape[0], scores, t, acc)
+            kernel._add_eight(buf, 0, q2.shape[0], scores, t, acc)
+            t += 8
+
+    n, d, group = 16, 64, 4
+    args = (np.ones((group, d), np.float32), np.zeros((n, d), word), np.zeros((8, d), np.float32),
+            np.zeros((group, n), np.float32), np.zeros((group, d), np.float32), n, 4, 8)
+    row_loops(*args)
+    body = row_loops.inspect_llvm(row_loops.signatures[0]).split("\ndefine ")[1].split("{\n", 1)[1]
+    blocks = re.split(r"\n(?=[\w.$\"-]+:)", body)  # the function's basic blocks: the first takes the arguments
+    assert "@NRT_incref" in blocks[0]  # the arguments' references: the check below sees the calls
+    assert [b.split(":")[0] for b in blocks[1:] if "@NRT_incref" in b] == []
+
+
 def to_storage(block, dtype):
     """NumPy's fp32 rows -> (stored rows, per-row scales or None): what the probe's fill must write."""
     if dtype == "fp32":
