@@ -16,10 +16,10 @@ setting, tuned per machine by the probe (probes/cpu_decode.py `tune`): the best 
   that Numba could not prune inside the loops: two calls a row to NRT_incref/NRT_decref in the staged
   and prefetching loops, locked adds on the array's count, a cache line every thread shares (staged
   fp32 rows in L2 on the Zen 4 VM, one thread: a fifth of `perf record -e cpu-clock`'s samples). Without
-  them, on the Zen 4 VM (H=32, S=16384, 2 threads, every tuning setting interleaved, 22-24 rounds, the
-  best setting's median fraction of the read beside it; "fast" and "slow" its two memory states): fp32
-  0.916 against 0.890 fast, int8 0.892 against 0.872 slow and 0.616 against 0.563 fast (5 rounds), bf16
-  at group 4 0.884 against 0.882 slow; with the rows in L2 (one thread, 7 rounds) fp32 staged 1.15x,
+  them, on the Zen 4 VM (H=32, S=16384, 2 threads, every tuning setting interleaved, 24 rounds a dtype
+  split by the read beside them, "fast" or "slow", its two memory states; the best setting's median
+  fraction of that read): fp32 0.916 against 0.890 fast (22 rounds), int8 0.892 against 0.872 slow (19)
+  and 0.616 against 0.563 fast (5), bf16 at group 4 0.884 against 0.882 slow (24); with the rows in L2 (one thread, 7 rounds) fp32 staged 1.15x,
   int8 1.08x, bf16 0.97-0.99x. The prefetch loops' step stays a run-time quotient: as a compile-time
   constant (LLVM then unrolls them) fp32 staged ran 1.4-1.5x faster in L2 but slower from DRAM (best
   setting 0.941 and 0.835 of the read, slow and fast, against 0.973 and 0.882; 30 rounds);
