@@ -15,7 +15,8 @@ setting, tuned per machine by the probe (probes/cpu_decode.py `tune`): the best 
   inlined there, a call that took an array left a reference-count increment and decrement around it
   that Numba could not prune inside the loops: two calls a row to NRT_incref/NRT_decref in the staged
   and prefetching loops, locked adds on the array's count, a cache line every thread shares (staged
-  fp32 rows in L2 on the Zen 4 VM, one thread: a fifth of `perf record -e cpu-clock`'s samples). Without
+  fp32 rows in L2 on the Zen 4 VM, one thread: 37% of the loop's `perf record -e cpu-clock` samples
+  in those two functions, 0.5% after). Without
   them, on the Zen 4 VM (H=32, S=16384, 2 threads, every tuning setting interleaved, 24 rounds a dtype
   split by the read beside them, "fast" or "slow", its two memory states; the best setting's median
   fraction of that read): fp32 0.916 against 0.890 fast (22 rounds), int8 0.892 against 0.872 slow (19)
@@ -219,7 +220,9 @@ def aligned_rows(rows, cols):
 def prefetch_ahead(a2, first, count, end, ahead, l2_ahead):
     """Prefetch every cache line of the rows first..first + count (contiguous: a C-ordered cache),
     `ahead` rows on into L1 and `l2_ahead` rows on into L2 (0: not into that level), each span only
-    where its rows all lie below end: one bounds check for a step's rows, not one per row."""
+    where its rows all lie below end: one bounds check for a step's rows, not one per row. One function
+    for both levels: a call from here to a helper that took the array left a reference-count pair in
+    the row loops (see the notes at the top)."""
     step = max(1, 64 // a2.itemsize)
     if ahead > 0 and first + ahead + count <= end:
         for col in range(0, count * a2.shape[1], step):
@@ -560,7 +563,7 @@ def _chunk(q2, qrow, group, k2, v2, kscale, vscale, r0, r1, scale, scores, po, p
 # read beside it; int8 alike both ways). Why is not known; the gap came with the reference-count calls
 # the row loops made before (see the notes at the top): with them gone, on the Zen 4 VM (the same serial
 # loop, 7 interleaved rounds, three runs) loaded code ran at 0.96-1.03 of compiled with prefetches,
-# against 0.87-0.94 with them (seven runs, one setting once 1.08). It costs compile time in every run: 5.7 s for fp32's
+# against 0.87-0.94 with them (eight runs; one of them 1.01, one setting once 1.08). It costs compile time in every run: 5.7 s for fp32's
 # task_loops (with _chunk loaded from the cache).
 @njit(parallel=True, fastmath=True)
 def task_loops(q2, group, k2, v2, kscale, vscale, tasks, stage, ahead, l2_ahead, loops, po, pm, pl):
