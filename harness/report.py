@@ -5,6 +5,7 @@ it with harness/plots.py. A report never runs a probe; every number comes from t
 """
 
 import os
+import re
 
 from harness import model, plots
 from harness.gpus import memory_name
@@ -602,11 +603,14 @@ def read_kernel_lines(sec):
     medians, chosen = config.get("median_s_per_setting") or {}, config.get("read_kernel")
     if not (chosen and medians.get(chosen)):
         return []
+    setting = re.fullmatch(r"(\d+)-bit x(\d+)", chosen)  # cpu_read's setting names: '<bits>-bit x<sums>'
     if chosen == "numba":
         gain = f"Numba's own kernel, the fastest of the {len(medians)} settings timed"
     else:
-        bits, sums = chosen.split("-bit x")  # cpu_read's setting names: '<bits>-bit x<sums>'
-        gain = f"`{chosen}` ({'one sum' if sums == '1' else sums + ' sums'} of {bits}-bit vectors in flight)"
+        gain = f"`{chosen}`"  # a setting this version does not name (another version's profile): as recorded
+        if setting:
+            bits, sums = setting.groups()
+            gain += f" ({'one sum' if sums == '1' else sums + ' sums'} of {bits}-bit vectors in flight)"
         if medians.get("numba"):
             gain += f", {medians['numba'] / medians[chosen]:.2f}x the rate of Numba's own kernel"
     return [f"The read (the balance's bandwidth, the decode roof) ran the read kernel timed fastest from DRAM "
