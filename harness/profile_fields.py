@@ -41,6 +41,8 @@ def is_table(v):
 KINDS = {
     "number": (_number, "a number or null"),
     "numbers": (lambda v: isinstance(v, list) and all(_number(x) for x in v), "a list of numbers"),
+    "range": (lambda v: isinstance(v, list) and len(v) == 2 and all(_number(x) for x in v),
+              "[low, high], each a number or null (no bound)"),
     "count": (is_count, "a whole number, at least 1"),
     "text": (lambda v: isinstance(v, str), "a string"),
     "note": (lambda v: v is None or isinstance(v, str), "a string or null"),
@@ -58,8 +60,8 @@ NAMED = {
     **dict.fromkeys(("intensity", "flops", "softmax_flops", "bytes", "tolerance", "holds_within", "measured_over_model",
                      "elements", "points", "seed", "min", "median", "max", "samples", "efficiency_cores",
                      "ecc_mode", "mig_mode"), "number"),
-    **dict.fromkeys(("samples_s", "reads_before_samples_bytes_per_s", "working_set_bytes_range", "bytes_per_sm_range",
-                     "compute_capability"), "numbers"),
+    **dict.fromkeys(("samples_s", "reads_before_samples_bytes_per_s", "compute_capability"), "numbers"),
+    **dict.fromkeys(("working_set_bytes_range", "bytes_per_sm_range"), "range"),
     # no reader reads these: perf's raw counts by event name (which the names above must not type), ncu's
     # refused metrics, and reads_before_samples' earlier form (profiles of 2026-11-25)
     **dict.fromkeys(("events", "metrics_rejected", "adjacent_reads_bytes_per_s"), "unread"),
@@ -133,6 +135,8 @@ def check_timing_record(rec, where, rate_key, work_key):
     if not (isinstance(samples, list) and all(is_finite_number(s) for s in samples)):
         raise FieldError(f"{where}.samples_s must be a list of seconds")
     require(rec, where, (work_key, "threads"))
+    if rec.get("validated"):  # a checked output's rate is what every reader draws
+        require(rec, where, (rate_key,))
     if rec.get(rate_key) is not None:
         require(rec, where, (f"median_{rate_key}",))
     check_mapping(rec, where)

@@ -269,3 +269,28 @@ def test_every_field_of_a_real_profile_is_described_in_docs_profile_md():
         with open(path, encoding="utf-8") as f:
             missing |= undocumented_fields(yaml.safe_load(f))
     assert not missing, f"fields docs/profile.md does not describe: {sorted(missing)}"
+
+
+@pytest.mark.parametrize("edit,message", [
+    (lambda sec: sec["thread_sweep"]["triad"][0].pop("bytes_per_s"), "devices.cpu.thread_sweep.triad[0] has no bytes_per_s"),
+    (lambda sec: sec["thread_sweep"]["triad"][0].update(bytes_per_s=None),
+     "devices.cpu.thread_sweep.triad[0] has no bytes_per_s"),
+    (lambda sec: sec["hierarchy_levels"]["L1"].update(working_set_bytes_range=[16384]),
+     "devices.cpu.hierarchy_levels.L1.working_set_bytes_range must be [low, high]"),
+    (lambda sec: sec["hierarchy_levels"]["L1"].update(working_set_bytes_range=[1, 2, 3]),
+     "devices.cpu.hierarchy_levels.L1.working_set_bytes_range must be [low, high]")],
+    ids=["rate-missing", "rate-null", "range-of-one", "range-of-three"])
+def test_what_the_report_draws_is_checked_on_load(tmp_path, edit, message):
+    # a validated record without its rate, or a level's range that is not a pair, is refused on
+    # load, where the report and `harness show` met it as a KeyError or a failed unpacking
+    doc = make_doc()
+    sec = doc["devices"]["cpu"]
+    sec["thread_sweep"] = {"triad": [dict(record(), threads=1), record()]}
+    sec["hierarchy_levels"] = {"L1": {"bytes_per_s": 5.0e10, "working_set_bytes_range": [16384, None]}}
+    path = tmp_path / "p.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    profile.load_profile(str(path))  # as harness writes them: a range open above is a pair with null
+    edit(sec)
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(HarnessError, match=re.escape(message)):
+        profile.load_profile(str(path))
