@@ -1,15 +1,18 @@
 """Decode attention: every implementation at small odd sizes against float64, and its pieces."""
 
 import os
+import re
 
 import numpy as np
 import pytest
+from numba import njit
 
 from conftest import ROOT
 from harness import model, timing
 from harness.errors import HarnessError
 from harness.workload import Context, time_workload
 from probes import cpu_decode
+from probes import cpu_decode_kernel as kernel
 from probes.cpu_decode_kernel import (MAX_CHUNK_TOKENS, aligned_rows, chunk_length, exp_nonpositive, kernel_configs,
                                       row_max)
 
@@ -152,11 +155,9 @@ def test_exp_matches_numpy_for_nonpositive_inputs():
     assert np.all(got[x <= -87.0] == 0)
 
 
-
 def test_the_kernels_that_run_the_tasks_are_compiled_in_each_process():
     # loaded from Numba's disk cache the same machine code ran slower (the notes above task_loops);
     # the task body they inline stays cached, for its bitcode
-    from probes import cpu_decode_kernel as kernel
 
     assert type(kernel.decode_kernel._cache).__name__ == type(kernel.task_loops._cache).__name__ == "NullCache"
     assert type(kernel._chunk._cache).__name__ != "NullCache"
@@ -166,12 +167,6 @@ def test_the_kernels_that_run_the_tasks_are_compiled_in_each_process():
 def test_the_row_loops_make_no_reference_count_calls(word):
     # a helper inlined in Numba's IR left an NRT_incref/NRT_decref pair per call inside the loops: a
     # locked add on a count every thread shares (the notes at the top of cpu_decode_kernel)
-    import re
-
-    from numba import njit
-
-    from probes import cpu_decode_kernel as kernel
-
     @njit(fastmath=True)
     def row_loops(q2, k2, buf, scores, acc, n, ahead, l2_ahead):
         t = 0
