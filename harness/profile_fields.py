@@ -40,6 +40,7 @@ def is_table(v):
 
 KINDS = {
     "number": (_number, "a number or null"),
+    "amount": (lambda v: v is None or (is_finite_number(v) and v >= 0), "a number, 0 or more, or null"),
     "numbers": (lambda v: isinstance(v, list) and all(_number(x) for x in v), "a list of numbers"),
     "range": (lambda v: isinstance(v, list) and len(v) == 2 and all(_number(x) for x in v),
               "[low, high], each a number or null (no bound)"),
@@ -54,7 +55,8 @@ KINDS = {
     "records": (lambda v: isinstance(v, list) and all(isinstance(x, dict) for x in v), "a list of mappings"),
     "unread": (lambda v: True, "anything: no reader reads it"),
 }
-NUMBER_SUFFIXES = ("_s", "_bytes", "_bits", "_hz", "_ratio", "_fraction", "_error", "_per_call", "_per_sm", "_w", "_c")
+AMOUNT_SUFFIXES = ("_s", "_bytes", "_bits", "_hz", "_per_call", "_per_sm", "_w")  # times, sizes, rates: never below 0
+NUMBER_SUFFIXES = ("_ratio", "_fraction", "_error", "_c")
 NUMBER_PREFIXES = ("fraction_of_", "model_error", "time_ratio")
 NAMED = {
     **dict.fromkeys(("intensity", "flops", "softmax_flops", "bytes", "tolerance", "holds_within", "measured_over_model",
@@ -88,6 +90,8 @@ def kind_of(key):
         return None
     if key in NAMED:
         return NAMED[key]
+    if key.endswith(AMOUNT_SUFFIXES):
+        return "amount"
     if key.endswith(NUMBER_SUFFIXES) or key.startswith(NUMBER_PREFIXES):
         return "number"
     return None
@@ -212,7 +216,7 @@ def check_telemetry(telemetry, where):
         for key, value in entry.items():
             kind = kind_of(key)
             if kind:  # a sensor's name carries its unit (sm_clock_hz, power_w): its summary is a table
-                check_value(value, f"{where}.{probe}.{key}", "table" if kind == "number" and key != "samples" else kind)
+                check_value(value, f"{where}.{probe}.{key}", "table" if kind in ("number", "amount") and key != "samples" else kind)
 
 
 TIMED = (("bandwidth", "bytes_per_s", "bytes_per_call"), ("bandwidth_fp32", "bytes_per_s", "bytes_per_call"),

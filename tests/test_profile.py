@@ -278,17 +278,21 @@ def test_every_field_of_a_real_profile_is_described_in_docs_profile_md():
     (lambda sec: sec["hierarchy_levels"]["L1"].update(working_set_bytes_range=[16384]),
      "devices.cpu.hierarchy_levels.L1.working_set_bytes_range must be [low, high]"),
     (lambda sec: sec["hierarchy_levels"]["L1"].update(working_set_bytes_range=[1, 2, 3]),
-     "devices.cpu.hierarchy_levels.L1.working_set_bytes_range must be [low, high]")],
-    ids=["rate-missing", "rate-null", "range-of-one", "range-of-three"])
+     "devices.cpu.hierarchy_levels.L1.working_set_bytes_range must be [low, high]"),
+    (lambda sec: sec["peak_flops"]["fp32"].update(flops_per_s=-1.0),
+     "devices.cpu.peak_flops.fp32.flops_per_s must be a number, 0 or more, or null, got -1.0")],
+    ids=["rate-missing", "rate-null", "range-of-one", "range-of-three", "rate-below-0"])
 def test_what_the_report_draws_is_checked_on_load(tmp_path, edit, message):
-    # a validated record without its rate, or a level's range that is not a pair, is refused on
-    # load, where the report and `harness show` met it as a KeyError or a failed unpacking
+    # a validated record without its rate, a level's range that is not a pair or a rate below 0 is
+    # refused on load, where the report and `harness show` met it as a KeyError, a failed unpacking
+    # or a balance of None
     doc = make_doc()
     sec = doc["devices"]["cpu"]
     sec["thread_sweep"] = {"triad": [dict(record(), threads=1), record()]}
     sec["hierarchy_levels"] = {"L1": {"bytes_per_s": 5.0e10, "working_set_bytes_range": [16384, None]}}
     path = tmp_path / "p.yaml"
     path.write_text(yaml.safe_dump(doc))
+    sec["model_validation"] = {"finding": "f", "model_error": -0.12}  # an error may be below 0, a rate not
     profile.load_profile(str(path))  # as harness writes them: a range open above is a pair with null
     edit(sec)
     path.write_text(yaml.safe_dump(doc))
