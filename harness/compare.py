@@ -372,6 +372,17 @@ def identity_text(label, value):
     return value
 
 
+def difference_cells(result):
+    """(label, base text, new text) of each identity difference; a field of a GPU that one run did not
+    profile is 'n/a' on that side (not 'not supported', an NVML mode's None)."""
+    only = result.get("devices_only_in") or {}
+    missing = {"base": set(only.get("new", [])), "new": set(only.get("base", []))}
+
+    def text(label, value, side):
+        return "n/a" if label.split(" ", 1)[0] in missing[side] else identity_text(label, value)
+    return [(label, text(label, b, "base"), text(label, n, "new")) for label, b, n in result["differences"]]
+
+
 def condition_text(condition, value):
     """A run condition's value for the report: a clock in GHz, a share of CPU time in percent."""
     if value is None:
@@ -407,7 +418,7 @@ def markdown(result, base_path, new_path):
         out += ["**These are two different machines**: the comparison is across hardware, not across time.", ""]
     if result["differences"]:
         out += ["## What differs between the runs", "", "| field | base | new |", "|---|---|---|"]
-        out += [f"| {label} | {identity_text(label, b)} | {identity_text(label, n)} |" for label, b, n in result["differences"]]
+        out += [f"| {label} | {b} | {n} |" for label, b, n in difference_cells(result)]
         out.append("")
     else:
         out += ["Machine identity, software versions and thread count are the same in both runs.", ""]

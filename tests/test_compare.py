@@ -160,6 +160,11 @@ def test_a_device_profiled_in_one_run_only_is_named_once_not_metric_by_metric():
     assert "only in the new profile (4): every metric of device `gpu0` (2: the base profile has no gpu0), `bandwidth.add`, " \
            "`bandwidth.copy`" in flipped
     assert compare.metric_device("gpu12.bandwidth.read") == "gpu12" and compare.metric_device("gpuish.x") == "cpu"
+    base["devices"]["gpu0"]["gpu"] = {"name": "H100", "ecc_mode": 1, "mig_mode": None}
+    cells = {label: (b, n) for label, b, n in compare.difference_cells(compare.compare(base, profile({})))}
+    assert cells["gpu0"] == ("H100", "n/a") and cells["gpu0 ECC mode"] == ("on", "n/a")  # not "not supported"
+    flipped = {label: (b, n) for label, b, n in compare.difference_cells(compare.compare(profile({}), base))}
+    assert flipped["gpu0 ECC mode"] == ("n/a", "on")
 
 
 def test_a_kernel_whose_output_turned_wrong_is_a_regression_not_a_missing_metric(tmp_path):
