@@ -182,7 +182,8 @@ def load_fleet(folder):
     """(nodes {name: doc}, summary or None, unreadable [(file, error)]): every profile validated; one
     that is malformed is set aside with its error so that the others are still compared."""
     if not os.path.isdir(folder):
-        raise HarnessError(f"fleet folder {folder} does not exist")
+        raise HarnessError(f"fleet folder {folder} " + ("is a file: give the folder `harness fleet run` wrote (a profile per "
+                                                         "node and summary.yaml)" if os.path.exists(folder) else "does not exist"))
     paths = [p for p in sorted(glob.glob(os.path.join(folder, "*.yaml"))) if os.path.basename(p) != "summary.yaml"]
     loaded, unreadable = load_readable(paths)
     nodes = {os.path.basename(path)[:-5]: doc for path, doc in loaded}

@@ -133,6 +133,8 @@ def test_fleet_report_cli_exit_codes_and_pngs(tmp_path):
     proc = run_cli("fleet", "report", broken)
     assert proc.returncode == 1 and "rank 1 on gpu-7: CUDA error" in proc.stdout
     assert run_cli("fleet", "report", str(tmp_path / "nothing")).returncode == 2
+    with pytest.raises(HarnessError, match="is a file: give the folder `harness fleet run` wrote"):
+        fleet.load_fleet(os.path.join(healthy, "summary.yaml"))  # one of its files, not the folder
     (tmp_path / "bad").mkdir()
     (tmp_path / "bad" / "n0.yaml").write_text("schema_version: 1\nmachine: [")
     proc = run_cli("fleet", "report", str(tmp_path / "bad"))  # nothing readable: nothing to compare
