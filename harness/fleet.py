@@ -11,6 +11,7 @@ import glob
 import os
 import socket
 import statistics
+import tempfile
 import traceback
 
 from harness.compare import metric_failures
@@ -94,18 +95,35 @@ def profile_this_rank(info, quick, threads, progress):
     return result
 
 
+def output_problem(folder):
+    """Why rank 0 cannot write the fleet's results into `folder` (None: it can), found before any
+    rank profiles, not after the whole fleet has."""
+    try:
+        os.makedirs(folder, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=".probe-", dir=folder)
+        os.close(fd)
+        os.unlink(tmp)
+    except OSError as e:
+        return f"cannot write the fleet's results to {folder}: {e.strerror or e}"
+    return None
+
+
 def fleet_run(name, out_dir, quick=False, threads=None, progress=lambda m: None, environ=os.environ):
     """Run on every rank; rank 0 writes the profiles and the summary. Returns rank 0's summary or None."""
     info = rank_info(environ)
     if info["comm"] is None and info["size"] > 1:  # every rank stops before profiling for nothing
         raise HarnessError(f"launched as rank {info['rank']} of {info['size']} ({info['via']}) but mpi4py is not "
                            "installed, so results cannot be gathered: pip install mpi4py")
+    folder = os.path.join(out_dir, name)
+    problem = output_problem(folder) if info["rank"] == 0 else None
+    if info["comm"] is not None:  # every rank stops, not only the one that writes
+        problem = info["comm"].bcast(problem, root=0)
+    if problem:
+        raise HarnessError(problem)
     mine = profile_this_rank(info, quick, threads, progress)
     results = info["comm"].gather(mine, root=0) if info["comm"] is not None else [mine]
     if info["rank"] != 0:
         return None
-    folder = os.path.join(out_dir, name)
-    os.makedirs(folder, exist_ok=True)
     nodes, failed, owner = [], [], {}
     for r in sorted(results, key=lambda r: r["rank"]):
         if "doc" in r and owner.setdefault(r["name"], r["rank"]) != r["rank"]:

@@ -228,10 +228,29 @@ def test_ranks_without_mpi4py_stop_before_profiling(tmp_path, monkeypatch, rank)
         fleet.fleet_run("x", str(tmp_path), environ=env)
 
 
+@pytest.mark.parametrize("rank", [0, 1])
+def test_an_output_folder_rank_0_cannot_write_stops_every_rank_before_profiling(tmp_path, monkeypatch, rank):
+    # found after the whole fleet had profiled, it lost every result in a NotADirectoryError
+    (tmp_path / "taken").write_text("a file where the folder would go\n")
+    told = []  # rank 0's finding, as broadcast: rank 1 stops on it too
+
+    def bcast(self, problem, root):
+        told.append(problem)
+        return problem if rank == 0 else fleet.output_problem(str(tmp_path / "taken" / "f"))
+    monkeypatch.setattr(fleet, "rank_info", lambda environ: {"rank": rank, "size": 2, "local_rank": rank, "via": "test",
+                                                             "comm": type("C", (), {"bcast": bcast})()})
+    monkeypatch.setattr(fleet, "profile_this_rank", lambda *a: pytest.fail("profiled with nowhere to write"))
+    with pytest.raises(HarnessError, match="cannot write the fleet's results to .*taken/f: Not a directory"):
+        fleet.fleet_run("f", str(tmp_path / "taken"))
+    assert told == ["cannot write the fleet's results to " + str(tmp_path / "taken" / "f") + ": Not a directory"
+                    if rank == 0 else None]
+
+
 def test_two_ranks_on_one_device_keep_the_first_and_name_the_second(tmp_path, monkeypatch):
     results = [{"rank": r, "host": "n1", "local_rank": r, "name": "n1-gpu0", "doc": node(50e9)} for r in (0, 1)]
     monkeypatch.setattr(fleet, "rank_info", lambda environ: {"rank": 0, "size": 2, "local_rank": 0, "via": "test",
-                                                             "comm": type("C", (), {"gather": lambda self, x, root: results})()})
+                                                             "comm": type("C", (), {"gather": lambda self, x, root: results,
+                                                                                     "bcast": lambda self, x, root: x})()})
     monkeypatch.setattr(fleet, "profile_this_rank", lambda *a: results[0])
     summary = fleet.fleet_run("dup", str(tmp_path))
     assert [n["rank"] for n in summary["nodes"]] == [0]
