@@ -1,6 +1,7 @@
 """The `harness` command: one function per subcommand; user errors exit with code 2."""
 
 import argparse
+import glob
 import json
 import math
 import os
@@ -263,8 +264,14 @@ def cmd_history(args):
     docs, unreadable = history.profiles_of(args.machine_id, args.profiles)
     for _, error in unreadable:
         print(f"left out of the trend: {error}", file=sys.stderr)
+    if not os.path.isdir(args.profiles):
+        raise HarnessError(f"--profiles {args.profiles} is not a folder: give the one `harness profile` writes into "
+                           "(profiles/, with its history/)")
     if not docs:
-        raise HarnessError(f"no readable profiles of machine {args.machine_id!r} in {args.profiles}/ or its history/")
+        known = sorted({os.path.basename(p)[:-5] for p in glob.glob(os.path.join(args.profiles, "*.yaml"))}
+                       | {os.path.basename(p) for p in glob.glob(os.path.join(args.profiles, "history", "*"))})
+        raise HarnessError(f"no readable profiles of machine {args.machine_id!r} in {args.profiles}/ or its history/"
+                           + (f": machines there are {', '.join(known)}" if known else ""))
     metrics = [args.metric] if args.metric else history.headline_metrics(docs)
     for metric in metrics:
         rows = history.trend(docs, metric)
