@@ -261,12 +261,13 @@ def cmd_history(args):
     from harness import compare, history
     from harness.summary import ghz
 
+    if not os.path.isdir(args.profiles):
+        what = "is not a folder" if os.path.exists(args.profiles) else "does not exist"
+        raise HarnessError(f"--profiles {args.profiles} {what}: give the folder `harness profile` writes into "
+                           "(profiles/, with its history/)")
     docs, unreadable = history.profiles_of(args.machine_id, args.profiles)
     for _, error in unreadable:
         print(f"left out of the trend: {error}", file=sys.stderr)
-    if not os.path.isdir(args.profiles):
-        raise HarnessError(f"--profiles {args.profiles} is not a folder: give the one `harness profile` writes into "
-                           "(profiles/, with its history/)")
     if not docs:
         known = sorted({os.path.basename(p)[:-5] for p in glob.glob(os.path.join(args.profiles, "*.yaml"))}
                        | {os.path.basename(p) for p in glob.glob(os.path.join(args.profiles, "history", "*"))})

@@ -11,12 +11,11 @@ import glob
 import os
 import socket
 import statistics
-import tempfile
 import traceback
 
 from harness.compare import metric_failures
 from harness.errors import HarnessError, read_yaml
-from harness.profile import LOADER, atomic_write_text, dump, load_readable, save_profile, utc_now
+from harness.profile import LOADER, atomic_write_text, dump, load_readable, save_profile, try_writing_in, utc_now
 from harness.summary import CLOCK_SETTINGS, natural_key, rate_unit, si, switch_text
 from harness.validation import headline_fraction
 
@@ -99,10 +98,7 @@ def output_problem(folder):
     """Why rank 0 cannot write the fleet's results into `folder` (None: it can), found before any
     rank profiles, not after the whole fleet has."""
     try:
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".probe-", dir=folder)
-        os.close(fd)
-        os.unlink(tmp)
+        try_writing_in(folder)
     except OSError as e:
         return f"cannot write the fleet's results to {folder}: {e.strerror or e}"
     return None
@@ -199,9 +195,11 @@ def config_of(doc):
 def load_fleet(folder):
     """(nodes {name: doc}, summary or None, unreadable [(file, error)]): every profile validated; one
     that is malformed is set aside with its error so that the others are still compared."""
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise HarnessError(f"fleet folder {folder} is a file: give the folder `harness fleet run` wrote (a profile per "
+                           "node and summary.yaml)")
     if not os.path.isdir(folder):
-        raise HarnessError(f"fleet folder {folder} " + ("is a file: give the folder `harness fleet run` wrote (a profile per "
-                                                         "node and summary.yaml)" if os.path.exists(folder) else "does not exist"))
+        raise HarnessError(f"fleet folder {folder} does not exist")
     paths = [p for p in sorted(glob.glob(os.path.join(folder, "*.yaml"))) if os.path.basename(p) != "summary.yaml"]
     loaded, unreadable = load_readable(paths)
     nodes = {os.path.basename(path)[:-5]: doc for path, doc in loaded}

@@ -215,6 +215,14 @@ def history_path(path, previous):
     return os.path.join(folder, f"{stamp}.yaml")
 
 
+def try_writing_in(folder):
+    """Create `folder` where it is missing, and write and remove a file in it: OSError where either fails."""
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".probe-", dir=folder)
+    os.close(fd)
+    os.unlink(tmp)
+
+
 def check_writable(path, machine_id=None):
     """Fail early, before any probe runs, if `path` cannot be written or holds a malformed profile,
     or another machine's than `machine_id` (its name would then say one machine, its data another's).
@@ -224,10 +232,7 @@ def check_writable(path, machine_id=None):
     if os.path.isdir(path):
         raise HarnessError(f"--out {path} is a directory; give a file path such as {path}/machine.yaml")
     try:
-        os.makedirs(folder, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".probe-", dir=folder)
-        os.close(fd)
-        os.unlink(tmp)
+        try_writing_in(folder)
     except OSError as e:
         raise HarnessError(f"cannot write the profile to {path}: {e.strerror or e}") from None
     if not os.path.exists(path):

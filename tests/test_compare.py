@@ -424,7 +424,9 @@ def test_history_table_png_and_steps(tmp_path):
     assert proc.returncode == 2 and "no readable profiles of machine 'nobody'" in proc.stderr
     assert ": machines there are m-2c\n" in proc.stderr  # the ids it could have meant
     proc = run_cli("history", "m-2c", "--profiles", str(hist / "20261121T080000Z.yaml"))
-    assert proc.returncode == 2 and "is not a folder: give the one `harness profile` writes into" in proc.stderr
+    assert proc.returncode == 2 and "is not a folder: give the folder `harness profile` writes into" in proc.stderr
+    proc = run_cli("history", "m-2c", "--profiles", str(tmp_path / "nowhere"))
+    assert proc.returncode == 2 and "nowhere does not exist: give the folder" in proc.stderr
     (hist / "20261124T080000Z.yaml").write_text("schema_version: 1\nmachine: [")  # one cut short: left out, named
     proc = run_cli("history", "m-2c", "--metric", "bandwidth.read", "--profiles", str(folder), "--out", str(tmp_path / "r"))
     assert proc.returncode == 0 and len([l for l in proc.stdout.splitlines() if l.startswith("  2026")]) == 3
