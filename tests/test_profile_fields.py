@@ -158,3 +158,52 @@ def test_an_in_core_record_is_checked_as_a_timing_record(stored, tmp_path):
             profile.load_profile(write(bad, tmp_path))
     rec["in_core"] = {"reason": "the CPU reports no L2 cache to size the in-core task by"}
     assert profile.load_profile(write(doc, tmp_path))
+
+
+def edits_of(stored):
+    """(path, edit) of every field, mapping and list of `stored` (a list's first two items): removed,
+    or set to null, text, -1, 0, an empty list or an empty mapping."""
+    paths, stack = [], [((), stored)]
+    while stack:
+        path, node = stack.pop()
+        items = node.items() if isinstance(node, dict) else enumerate(node[:2]) if isinstance(node, list) else ()
+        for key, value in items:
+            paths.append(path + (key,))
+            stack.append((path + (key,), value))
+    return [(path, edit) for path in paths for edit in (REMOVE, None, "x", -1, 0, [], {})]
+
+
+def test_every_single_edit_of_a_committed_profile_is_refused_or_reported_without_a_traceback():
+    """Each edit of edits_of, one at a time, on the newest committed profile: refused on load, or the
+    report, `show` and the per-device readers cope (compare's and history's bootstrap make them too
+    slow for every edit: the seeded test above takes them). A sweep like this found a thread-sweep
+    record without its rate, a range that was not a pair and an unknown read-kernel name."""
+    stored, specs, read = profile.load_profile(os.path.join(ROOT, "profiles", "amd-epyc-zen4-2c.yaml")), load_specs(), 0
+    pristine = copy.deepcopy(stored)
+    for path, edit in edits_of(stored):
+        doc = holder = copy.copy(stored)  # the containers along the path copied, the rest shared
+        for step in path[:-1]:
+            holder[step] = copy.copy(holder[step])
+            holder = holder[step]
+        if edit is REMOVE:
+            del holder[path[-1]]
+        else:
+            holder[path[-1]] = edit
+        try:
+            profile.validate(doc, "edited")
+        except HarnessError:
+            continue
+        read += 1
+        try:
+            report.index_rows([doc], specs)
+            summary.profile_lines(doc)
+            report.markdown(report.report_data(doc, specs))
+            for device in doc["devices"]:
+                export.llm_analysis(doc, device)
+        except HarnessError:
+            pass  # a reader's own clear refusal
+        except Exception as e:
+            what = "removed" if edit is REMOVE else f"set to {edit!r}"
+            raise AssertionError(f"{'.'.join(map(str, path))} {what}: {type(e).__name__}: {e}") from e
+    assert read > 1000  # 3,160 of the 8,204 load (2026-12-07): the readers were exercised
+    assert stored == pristine  # no reader changed what it read (the edits shared it)
