@@ -290,9 +290,9 @@ def test_what_the_report_draws_is_checked_on_load(tmp_path, edit, message):
     sec = doc["devices"]["cpu"]
     sec["thread_sweep"] = {"triad": [dict(record(), threads=1), record()]}
     sec["hierarchy_levels"] = {"L1": {"bytes_per_s": 5.0e10, "working_set_bytes_range": [16384, None]}}
+    sec["model_validation"] = {"finding": "f", "model_error": -0.12}  # an error may be below 0, a rate not
     path = tmp_path / "p.yaml"
     path.write_text(yaml.safe_dump(doc))
-    sec["model_validation"] = {"finding": "f", "model_error": -0.12}  # an error may be below 0, a rate not
     profile.load_profile(str(path))  # as harness writes them: a range open above is a pair with null
     edit(sec)
     path.write_text(yaml.safe_dump(doc))
