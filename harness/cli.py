@@ -142,6 +142,9 @@ def cmd_model(args):
     if args.bandwidth is not None:
         if args.profile:
             raise HarnessError("give either --profile or --bandwidth/--flops, not both")
+        if args.device:
+            raise HarnessError(f"--device {args.device} picks a device of a profile: with --bandwidth/--flops there "
+                               "is none (drop --device, or give --profile PATH instead of the rates)")
         bw, peak, where, memory = args.bandwidth, args.flops, "given rates", None
     else:
         path = args.profile or default_profile_path(machine.identify_cpu()["id"])

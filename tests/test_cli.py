@@ -325,6 +325,7 @@ def test_model_against_a_profile(quick_profile):
     (["model", "llama-2-7b", "--weight-dtype", "int3", "--bandwidth", "1e9", "--flops", "1e9"], "unknown weight dtype 'int3'"),
     (["model", "llama-2-7b", "--cache-dtype", "fp8", "--bandwidth", "1e9", "--flops", "1e9"], "unknown cache dtype 'fp8'"),
     (["model", "llama-2-7b", "--bandwidth", "1e9"], "go together"),
+    (["model", "llama-2-7b", "--device", "gpu0", "--bandwidth", "1e9", "--flops", "1e9"], "picks a device of a profile"),
     (["model", "llama-2-7b", "--bandwidth", "-1", "--flops", "1e12"], "must be a finite number above 0"),
     (["model", "llama-2-7b", "--bandwidth", "1e9", "--flops", "0"], "must be a finite number above 0"),
     (["model", "llama-2-7b", "--bandwidth", "nan", "--flops", "1e12"], "must be a finite number above 0"),
