@@ -276,7 +276,7 @@ def cmd_history(args):
                        | {os.path.basename(p) for p in glob.glob(os.path.join(args.profiles, "history", "*"))})
         raise HarnessError(f"no readable profiles of machine {args.machine_id!r} in {args.profiles}/ or its history/"
                            + (f": machines there are {', '.join(known)}" if known else ""))
-    metrics = [args.metric] if args.metric else history.headline_metrics(docs)
+    metrics = args.metric or history.headline_metrics(docs)
     for metric in metrics:
         rows = history.trend(docs, metric)
         if all(r["median"] is None and not r["step"] for r in rows):  # a step: its output check failed there
@@ -440,7 +440,8 @@ def parser():
 
     sp = sub.add_parser("history", help="a metric's trend over a machine's stored profiles")
     sp.add_argument("machine_id")
-    sp.add_argument("--metric", help="e.g. bandwidth.read (default: the headline metrics)")
+    sp.add_argument("--metric", action="append", help="e.g. bandwidth.read; give it again for more "
+                                                      "(default: the headline metrics)")
     sp.add_argument("--profiles", default="profiles", help="profiles folder (default: profiles)")
     sp.add_argument("--out", default="reports", help="where the PNG goes (default: reports)")
     sp.set_defaults(func=cmd_history)

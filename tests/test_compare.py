@@ -420,6 +420,11 @@ def test_history_table_png_and_steps(tmp_path):
     proc = run_cli("history", "m-2c", "--metric", "bandwidth.raed", "--profiles", str(folder), "--out", str(tmp_path / "r"))
     assert proc.returncode == 2 and "metric 'bandwidth.raed' is in none of the profiles of m-2c" in proc.stderr
     assert "valid are balance.fp32, bandwidth.read, peak_flops.fp32\n" in proc.stderr  # every metric the profiles have
+    proc = run_cli("history", "m-2c", "--metric", "peak_flops.fp32", "--metric", "bandwidth.read", "--profiles",
+                   str(folder), "--out", str(tmp_path / "r2"))  # each metric given, in its order
+    assert proc.returncode == 0 and proc.stdout.index("peak_flops.fp32") < proc.stdout.index("bandwidth.read")
+    assert {p.name for p in (tmp_path / "r2" / "m-2c").iterdir()} == {"history-peak_flops.fp32.png",
+                                                                     "history-bandwidth.read.png"}
     proc = run_cli("history", "nobody", "--profiles", str(folder))
     assert proc.returncode == 2 and "no readable profiles of machine 'nobody'" in proc.stderr
     assert ": machines there are m-2c\n" in proc.stderr  # the ids it could have meant
