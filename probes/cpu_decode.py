@@ -215,13 +215,20 @@ def memory_refusal(shape, cpu):
     return None
 
 
+def dtype_refusal(impl, dtype):
+    """Why `impl` cannot take a `dtype` cache, or None where it can."""
+    if dtype not in DTYPES[impl]:
+        return f"{impl} does not support {dtype} caches: valid dtypes are {', '.join(DTYPES[impl])}"
+    return None
+
+
 def check_point(impl, shape, cpu, torch_required=True):
     """Clear errors before anything large is allocated (a torch impl without torch too, unless
     `torch_required` is False: `--impl all` then leaves it out, with the reason)."""
     if impl not in IMPLS:
         raise HarnessError(f"unknown decode impl {impl!r}: valid impls are {', '.join(IMPLS)}")
-    if shape.dtype not in DTYPES[impl]:
-        raise HarnessError(f"{impl} does not support {shape.dtype} caches: valid dtypes are {', '.join(DTYPES[impl])}")
+    if dtype_refusal(impl, shape.dtype):
+        raise HarnessError(dtype_refusal(impl, shape.dtype))
     if shape.window is not None:
         raise HarnessError("the decode probe times the whole cache; give seq-len = the window instead of a window")
     refusal = memory_refusal(shape, cpu)
@@ -586,7 +593,8 @@ def planned_points(ctx):
     torch_why = torch_reason() if any(impl.startswith("torch") for impl, _ in candidates) else None
     points, left_out = [], []
     for impl, shape in candidates:
-        why = (torch_why if impl.startswith("torch") else None) or (None if ctx.options else memory_refusal(shape, ctx.cpu))
+        why = (dtype_refusal(impl, shape.dtype) or (torch_why if impl.startswith("torch") else None)
+               or (None if ctx.options else memory_refusal(shape, ctx.cpu)))
         if why:
             left_out.append({"impl": impl, "dtype": shape.dtype, "batch": shape.batch, "heads": shape.heads,
                              "kv_heads": shape.kv_heads, "seq_len": shape.seq_len, "reason": why})
@@ -633,7 +641,8 @@ DEFAULT_POINT = {"impl": "numba-fused", "dtype": "fp32", "seq_len": 16384, "head
 
 
 def points_from_options(ctx):
-    """The points `harness probe decode --impl ... --dtype ...` asks for (impl 'all': every impl)."""
+    """The points `harness probe decode --impl ... --dtype ...` asks for (impl 'all': every impl, those
+    that do not take the dtype too, for planned_points to leave out with the reason)."""
     opts = {**DEFAULT_POINT, **{k: v for k, v in ctx.options.items() if v is not None}}
     unknown = set(opts) - set(DEFAULT_POINT)
     if unknown:
@@ -641,7 +650,8 @@ def points_from_options(ctx):
     shape = model.DecodeShape(seq_len=opts["seq_len"], heads=opts["heads"], kv_heads=opts["kv_heads"] or opts["heads"],
                               head_dim=opts["head_dim"], dtype=opts["dtype"], batch=opts["batch"])
     every = opts["impl"] == "all"
-    impls = [i for i in IMPLS if shape.dtype in DTYPES[i]] if every else [opts["impl"]]
+    impls = list(IMPLS) if every else [opts["impl"]]
     for impl in impls:
-        check_point(impl, shape, ctx.cpu, torch_required=not every)
+        if not (every and dtype_refusal(impl, shape.dtype)):
+            check_point(impl, shape, ctx.cpu, torch_required=not every)
     return [(impl, shape) for impl in impls]

@@ -21,6 +21,9 @@ MAX_COPIES = 64
 KERNEL_FILES = (cuda_path("decode"),)
 
 
+TORCH_INT8 = "does not support an int8 cache: valid dtypes are fp32, bf16, fp16"
+
+
 def check_shape(impl, shape):
     if impl == "cupy-fused":
         if shape.head_dim not in DECODE_HEAD_DIMS:
@@ -29,7 +32,7 @@ def check_shape(impl, shape):
             raise HarnessError(f"cupy-fused needs heads / kv-heads in {', '.join(map(str, DECODE_GROUPS))}, "
                                f"got {shape.group}")
     elif shape.dtype == "int8":
-        raise HarnessError(f"{impl} does not support an int8 cache: valid dtypes are fp32, bf16, fp16")
+        raise HarnessError(f"{impl} {TORCH_INT8}")
 
 
 def copies_for_cold_l2(cache_bytes, l2_bytes):
@@ -182,28 +185,32 @@ def sweep(ctx):
 
 
 def points_from_options(options):
-    """One shape from `harness probe decode --device gpuN --...` (impl 'all': every impl and backend)."""
+    """(points, left out) of one shape from `harness probe decode --device gpuN --...` (impl 'all':
+    every impl and backend, and those that do not take the dtype left out with the reason)."""
     opts = {"impl": "cupy-fused", "dtype": "fp16", "seq_len": 32768, "heads": 32, "kv_heads": 8, "head_dim": 128,
             "batch": 8, **{k: v for k, v in options.items() if v is not None}}
     shape = model.DecodeShape(seq_len=opts["seq_len"], heads=opts["heads"], kv_heads=opts["kv_heads"],
                               head_dim=opts["head_dim"], dtype=opts["dtype"], batch=opts["batch"])
     if opts["impl"] == "all":
-        impls = ["cupy-fused"] + (["torch-sdpa", "torch-naive"] if shape.dtype != "int8" else [])
+        impls = list(IMPLS)
     elif opts["impl"] in IMPLS:
         impls = [opts["impl"]]
     else:
         raise HarnessError(f"unknown GPU decode impl {opts['impl']!r}: valid impls are {', '.join(IMPLS)} or all")
-    points = []
+    points, left_out = [], []
     for impl in impls:
+        if opts["impl"] == "all" and impl != "cupy-fused" and shape.dtype == "int8":
+            left_out.append({"impl": impl, "dtype": shape.dtype, "reason": TORCH_INT8})
+            continue
         check_shape(impl, shape)
         points += [(impl, shape, b) for b in SDPA_BACKENDS] if impl == "torch-sdpa" else [(impl, shape, None)]
-    return points
+    return points, left_out
 
 
 def run_decode(ctx):
     """devices.gpuN.decode_attention; unsupported SDPA backends are recorded with the reason."""
-    records, skipped = [], []
-    points = points_from_options(ctx.options) if ctx.options else sweep(ctx)
+    records = []
+    points, skipped = points_from_options(ctx.options) if ctx.options else (sweep(ctx), [])
     try:
         import torch  # noqa: F401
     except ImportError as e:  # the cupy-fused points still run

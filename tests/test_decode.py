@@ -399,6 +399,11 @@ def test_probe_options_pick_one_shape(cpu, monkeypatch):
     ctx.options["impl"] = "torch-sdpa"  # asked for by name: an error
     with pytest.raises(HarnessError, match="torch-sdpa cannot run here: torch is not importable"):
         cpu_decode.planned_points(ctx)
+    ctx.options.update(impl="all", dtype="int8")  # `--impl all` on a cache torch's impls do not take: named
+    points, left_out = cpu_decode.planned_points(ctx)
+    assert [impl for impl, _ in points] == ["numba-fused"]
+    assert [(u["impl"], u["reason"]) for u in left_out] == [
+        (impl, f"{impl} does not support int8 caches: valid dtypes are fp32, bf16, fp16") for impl in ("torch-sdpa", "torch-naive")]
 
 
 def test_a_sweep_without_torch_names_torchs_points_as_not_measured(cpu, monkeypatch):

@@ -213,8 +213,8 @@ def test_gpu_decode_points_and_cold_l2_copies():
     from harness.errors import HarnessError
     from probes import gpu_decode
 
-    points = gpu_decode.points_from_options({"impl": "all", "dtype": "fp16", "seq_len": 64})
-    assert [p[0] for p in points].count("torch-sdpa") == len(gpu_decode.SDPA_BACKENDS)
+    points, left_out = gpu_decode.points_from_options({"impl": "all", "dtype": "fp16", "seq_len": 64})
+    assert [p[0] for p in points].count("torch-sdpa") == len(gpu_decode.SDPA_BACKENDS) and left_out == []
     assert points[0][0] == "cupy-fused" and points[0][1].batch == 8 and points[0][1].kv_heads == 8
     with pytest.raises(HarnessError, match="head-dim 64, 128, 256"):
         gpu_decode.points_from_options({"head_dim": 80})
@@ -222,6 +222,10 @@ def test_gpu_decode_points_and_cold_l2_copies():
         gpu_decode.points_from_options({"heads": 24, "kv_heads": 8})
     with pytest.raises(HarnessError, match="int8 cache"):
         gpu_decode.points_from_options({"impl": "torch-naive", "dtype": "int8"})
+    points, left_out = gpu_decode.points_from_options({"impl": "all", "dtype": "int8"})  # torch's: named, not dropped
+    assert [p[0] for p in points] == ["cupy-fused"]
+    assert left_out == [{"impl": impl, "dtype": "int8", "reason": "does not support an int8 cache: valid dtypes are "
+                         "fp32, bf16, fp16"} for impl in ("torch-sdpa", "torch-naive")]
     assert gpu_decode.copies_for_cold_l2(1 << 30, 50 << 20) == 1
     assert gpu_decode.copies_for_cold_l2(1 << 20, 50 << 20) == 64  # capped
     assert gpu_decode.copies_for_cold_l2(10 << 20, 50 << 20) == 10
