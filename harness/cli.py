@@ -1,7 +1,6 @@
 """The `harness` command: one function per subcommand; user errors exit with code 2."""
 
 import argparse
-import glob
 import json
 import math
 import os
@@ -272,8 +271,7 @@ def cmd_history(args):
     for _, error in unreadable:
         print(f"left out of the trend: {error}", file=sys.stderr)
     if not docs:
-        known = sorted({os.path.basename(p)[:-5] for p in glob.glob(os.path.join(args.profiles, "*.yaml"))}
-                       | {os.path.basename(p) for p in glob.glob(os.path.join(args.profiles, "history", "*"))})
+        known = history.machine_ids(args.profiles)
         raise HarnessError(f"no readable profiles of machine {args.machine_id!r} in {args.profiles}/ or its history/"
                            + (f": machines there are {', '.join(known)}" if known else ""))
     metrics = args.metric or history.headline_metrics(docs)

@@ -27,6 +27,12 @@ def profiles_of(machine_id, folder="profiles"):
     return sorted(docs, key=lambda pd: pd[1]["created_utc"]), unreadable
 
 
+def machine_ids(folder="profiles"):
+    """The machine ids with a profile in `folder`, or a history in its history/ (sorted)."""
+    current = {os.path.basename(p)[:-len(".yaml")] for p in glob.glob(os.path.join(folder, "*.yaml"))}
+    return sorted(current | {os.path.basename(p) for p in glob.glob(os.path.join(folder, "history", "*"))})
+
+
 MAX_LISTED = 12  # valid metric names an error lists before it narrows them to the likeliest
 
 

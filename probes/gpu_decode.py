@@ -21,7 +21,12 @@ MAX_COPIES = 64
 KERNEL_FILES = (cuda_path("decode"),)
 
 
-TORCH_INT8 = "does not support an int8 cache: valid dtypes are fp32, bf16, fp16"
+def dtype_refusal(impl, dtype):
+    """Why `impl` cannot take a `dtype` cache (after its name), or None where it can: torch's impls
+    take no int8 cache."""
+    if impl != "cupy-fused" and dtype == "int8":
+        return "does not support an int8 cache: valid dtypes are fp32, bf16, fp16"
+    return None
 
 
 def check_shape(impl, shape):
@@ -31,8 +36,8 @@ def check_shape(impl, shape):
         if shape.group not in DECODE_GROUPS:
             raise HarnessError(f"cupy-fused needs heads / kv-heads in {', '.join(map(str, DECODE_GROUPS))}, "
                                f"got {shape.group}")
-    elif shape.dtype == "int8":
-        raise HarnessError(f"{impl} {TORCH_INT8}")
+    elif why := dtype_refusal(impl, shape.dtype):
+        raise HarnessError(f"{impl} {why}")
 
 
 def copies_for_cold_l2(cache_bytes, l2_bytes):
@@ -199,8 +204,8 @@ def points_from_options(options):
         raise HarnessError(f"unknown GPU decode impl {opts['impl']!r}: valid impls are {', '.join(IMPLS)} or all")
     points, left_out = [], []
     for impl in impls:
-        if opts["impl"] == "all" and impl != "cupy-fused" and shape.dtype == "int8":
-            left_out.append({"impl": impl, "dtype": shape.dtype, "reason": TORCH_INT8})
+        if opts["impl"] == "all" and (why := dtype_refusal(impl, shape.dtype)):
+            left_out.append({"impl": impl, "dtype": shape.dtype, "reason": why})
             continue
         check_shape(impl, shape)
         points += [(impl, shape, b) for b in SDPA_BACKENDS] if impl == "torch-sdpa" else [(impl, shape, None)]
