@@ -15,6 +15,8 @@ into the one error that names the file.
 
 import math
 
+from harness import stats
+
 
 class FieldError(ValueError):
     """`where` (dotted path) must be `what`."""
@@ -144,8 +146,27 @@ def check_timing_record(rec, where, rate_key, work_key):
     if rec.get(rate_key) is not None:
         require(rec, where, (f"median_{rate_key}",))
     check_mapping(rec, where)
+    check_rates_from_samples(rec, where, rate_key, work_key)
     if rec.get("counters"):
         require(rec["counters"], f"{where}.counters", ("source",))
+
+
+def check_rates_from_samples(rec, where, rate_key, work_key):
+    """Every figure of a timed record follows from its raw samples, as the probe wrote it
+    (stats.sample_figures): a best or median time or rate that does not was edited or damaged after the
+    run, and every reader would draw it."""
+    samples = rec["samples_s"]
+    if not samples:
+        return
+    if not all(s > 0 for s in samples):
+        raise FieldError(f"{where}.samples_s must be seconds above 0, got {min(samples)!r}")
+    work = rec[work_key]
+    figures = stats.sample_figures(samples, work if is_finite_number(work) and work > 0 else 0, rate_key[:-len("_per_s")])
+    for key, value in figures.items():
+        if rec.get(key) is not None and not math.isclose(rec[key], value, rel_tol=1e-9):
+            raise FieldError(f"{where}.{key} is {rec[key]:.10g}, but its raw samples give {value:.10g} "
+                             f"({work_key} {work!r} over samples_s): a figure must follow from the samples it was "
+                             f"measured from (edited after the run?)")
 
 
 def check_decode_record(rec, where):

@@ -43,6 +43,15 @@ def summarize(samples):
     }
 
 
+def sample_figures(samples, work_per_call, unit):
+    """The figures a timed record draws from its raw samples (seconds per call): the fastest and the
+    median time, and `work_per_call` (bytes or FLOPs, as `unit` names it) over each as the best and
+    the median rate. The probes write them so, and the loader checks them so."""
+    best, median = min(samples), summarize(samples)["median"]
+    return {"best_time_s": best, "median_time_s": median,
+            f"{unit}_per_s": work_per_call / best, f"median_{unit}_per_s": work_per_call / median}
+
+
 def spread_warnings(samples):
     """Warnings about a wide spread of samples (pyperf's and torch's rules)."""
     s = summarize(samples)

@@ -6,6 +6,7 @@ import sys
 import pytest
 
 import harness  # noqa: F401  (first: it sets Numba's and OpenBLAS's environment before either loads)
+from harness.stats import sample_figures
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FIXTURES = os.path.join(ROOT, "tests", "fixtures")
@@ -86,3 +87,20 @@ def undocumented_fields(doc):
 
     walk(doc, None)
     return missing
+
+
+def timed(unit, work_per_call, samples_s, **fields):
+    """A timed record's figures as a probe writes them: `unit`_per_call (bytes or flops), the raw
+    samples, and the times and rates they give (the loader refuses a rate its samples do not give)."""
+    return {f"{unit}_per_call": work_per_call, "samples_s": list(samples_s),
+            **sample_figures(list(samples_s), work_per_call, unit), **fields}
+
+
+def faster(rec, factor):
+    """A copy of timed record `rec` whose samples are `factor` times shorter, its times and rates
+    following (a measurement `factor` times faster)."""
+    out = dict(rec, samples_s=[s / factor for s in rec["samples_s"]])
+    for unit in ("bytes", "flops"):
+        if f"{unit}_per_call" in rec:
+            out.update(sample_figures(out["samples_s"], rec[f"{unit}_per_call"], unit))
+    return out

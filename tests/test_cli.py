@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import ROOT, hf_config, run_cli
+from conftest import ROOT, faster, hf_config, run_cli
 from harness import cpu_peaks
 from harness.machine import identify_cpu
 from harness.profile import BANDWIDTH_KERNELS, load_profile, measurement_records, save_profile
@@ -306,17 +306,17 @@ def test_model_against_a_profile(quick_profile):
     doc = load_profile(out)
     fma = doc["devices"]["cpu"]["peak_flops"]["fp32"]
     doc["devices"]["cpu"]["peak_flops"].pop("fp16", None)
-    doc["devices"]["cpu"]["tensor_flops"] = {"fp16": dict(fma, dtype="fp16", flops_per_s=fma["flops_per_s"] / 100)}
+    doc["devices"]["cpu"]["tensor_flops"] = {"fp16": dict(faster(fma, 1 / 100), dtype="fp16")}
     slow_fp16 = out.parent / "slow-fp16.yaml"
     save_profile(doc, slow_fp16)
     proc = run_cli("model", "llama-2-7b", "--profile", str(slow_fp16), "--json")
     step = json.loads(proc.stdout)
     assert step["peak_flops_per_s"] == fma["flops_per_s"] and "fp32 FMA peak" in step["machine"]
     # one with native fp16 FMA chains (AVX512-FP16) computes on fp16 weights at their rate
-    doc["devices"]["cpu"]["peak_flops"]["fp16"] = dict(fma, dtype="fp16", flops_per_s=2 * fma["flops_per_s"])
+    doc["devices"]["cpu"]["peak_flops"]["fp16"] = dict(faster(fma, 2), dtype="fp16")
     save_profile(doc, slow_fp16)
     step = json.loads(run_cli("model", "llama-2-7b", "--profile", str(slow_fp16), "--json").stdout)
-    assert step["peak_flops_per_s"] == 2 * fma["flops_per_s"] and "fp16 FMA peak" in step["machine"]
+    assert step["peak_flops_per_s"] == pytest.approx(2 * fma["flops_per_s"]) and "fp16 FMA peak" in step["machine"]
 
 
 @pytest.mark.parametrize("args,needle", [

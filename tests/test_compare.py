@@ -7,7 +7,7 @@ import pathlib
 import numpy as np
 import pytest
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, run_cli, timed
 from harness import compare, history
 from harness.errors import HarnessError
 from harness.profile import load_profile, save_profile
@@ -17,9 +17,9 @@ RNG = np.random.default_rng(42)
 
 def rate_record(rate, spread, n=10, probe_hash="abc", bytes_per_call=1e9, pattern=None):
     rates = rate * (np.asarray(pattern) if pattern is not None else 1 + spread * RNG.standard_normal(n))
-    return {"dtype": "fp64", "threads": 2, "working_set_bytes": 1, "bytes_per_call": bytes_per_call,
-            "bytes_per_s": float(rates.max()), "median_bytes_per_s": float(np.median(rates)),
-            "samples_s": [float(bytes_per_call / r) for r in rates], "validated": True, "warnings": [], "probe_hash": probe_hash}
+    return {"dtype": "fp64", "threads": 2, "working_set_bytes": 1,
+            **timed("bytes", bytes_per_call, [float(bytes_per_call / r) for r in rates]),
+            "validated": True, "warnings": [], "probe_hash": probe_hash}
 
 
 def decode_record(time_s, spread, n=10):

@@ -10,7 +10,7 @@ import sys
 import pytest
 import yaml
 
-from conftest import ROOT, run_cli
+from conftest import ROOT, run_cli, timed
 from harness import fleet
 from harness.errors import HarnessError
 from harness.profile import dump, load_profile, save_profile
@@ -24,14 +24,13 @@ except ImportError:
 
 
 def node(triad, read=50e9, peak=500e9, numba="0.68.1"):
-    rec = lambda rate: {"dtype": "fp64", "threads": 2, "working_set_bytes": 1, "bytes_per_call": 1e9,  # noqa: E731
-                        "bytes_per_s": rate * 1.01, "median_bytes_per_s": rate, "samples_s": [1e9 / rate] * 3,
+    rec = lambda rate: {"dtype": "fp64", "threads": 2, "working_set_bytes": 1,  # noqa: E731
+                        **timed("bytes", 1e9, [1e9 / (rate * 1.01), 1e9 / rate, 1e9 / rate]),
                         "validated": True, "warnings": []}
     return {"schema_version": 1, "created_utc": "2026-11-25T08:00:00Z", "machine": {"id": "n-2c", "cpu": {"model": "X"}},
             "software": {"python": "3.11.7", "kernel": "6.1", "packages": {"numba": numba}},
             "devices": {"cpu": {"bandwidth": {"triad": rec(triad), "read": rec(read)},
-                                "peak_flops": {"fp32": {"threads": 2, "flops_per_call": 1e9, "flops_per_s": peak,
-                                                        "median_flops_per_s": peak, "samples_s": [1e9 / peak] * 3,
+                                "peak_flops": {"fp32": {"threads": 2, **timed("flops", 1e9, [1e9 / peak] * 3),
                                                         "validated": True, "warnings": []}}}}}
 
 

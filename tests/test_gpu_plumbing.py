@@ -15,7 +15,7 @@ import pytest
 
 import fakes
 import nvrtc
-from conftest import ROOT, undocumented_fields
+from conftest import ROOT, timed, undocumented_fields
 from harness import compare, gpu_run, gpus, profile, report, run, validation
 from harness.errors import HarnessError
 from harness.specs import load_specs
@@ -449,8 +449,7 @@ def test_model_predicts_with_a_gpus_roofs(fake_gpu_machine, tmp_path, capsys):
     from harness import cli
 
     doc = run.build_profile(device="gpu", quick=True, counters="off")
-    doc["devices"]["gpu0"]["tensor_flops"] = {"fp16": {"validated": True, "flops_per_s": 7.5e14, "samples_s": [1e-3],
-                                                       "median_flops_per_s": 7.4e14, "flops_per_call": 7.5e11,
+    doc["devices"]["gpu0"]["tensor_flops"] = {"fp16": {"validated": True, **timed("flops", 7.5e11, [1e-3]),
                                                        "threads": 1}}
     path = tmp_path / "gpu.yaml"
     profile.save_profile(doc, str(path))

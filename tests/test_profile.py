@@ -7,14 +7,13 @@ import re
 import pytest
 import yaml
 
-from conftest import ROOT, undocumented_fields
+from conftest import ROOT, timed, undocumented_fields
 from harness import profile
 from harness.errors import HarnessError
 
 
-def record(rate_key="bytes_per_s", work_key="bytes_per_call"):
-    return {"dtype": "fp64", "threads": 2, "working_set_bytes": 3 << 20, rate_key: 5.0e10,
-            f"median_{rate_key}": 4.8e10, work_key: 1 << 20, "samples_s": [2.1e-5, 2.2e-5, 2.0e-5],
+def record(unit="bytes"):
+    return {"dtype": "fp64", "threads": 2, "working_set_bytes": 3 << 20, **timed(unit, 1 << 20, [2.1e-5, 2.2e-5, 2.0e-5]),
             "loops_per_sample": 64, "validated": True, "warnings": []}
 
 
@@ -26,7 +25,7 @@ def make_doc(created="2026-11-25T08:00:00Z", machine_id="test-cpu-2c"):
         "devices": {"cpu": {
             "bandwidth": {k: record() for k in profile.BANDWIDTH_KERNELS},
             "hierarchy": [dict(record(), working_set_bytes=16384, level="L1")],
-            "peak_flops": {d: record("flops_per_s", "flops_per_call") for d in profile.PEAK_DTYPES},
+            "peak_flops": {d: record("flops") for d in profile.PEAK_DTYPES},
             "theoretical": {"bytes_per_s": None, "flops_per_s": {"fp64": 1.6e11, "fp32": 3.2e11}, "source": "t"},
             "balance": {"fp64": 3.3, "fp32": 6.6},
         }},
@@ -141,6 +140,48 @@ def test_bad_samples_are_rejected(tmp_path):
     path.write_text(yaml.safe_dump(doc))
     with pytest.raises(HarnessError, match="bandwidth.triad.samples_s"):
         profile.load_profile(path)
+
+
+@pytest.mark.parametrize("key,edit", [
+    ("bytes_per_s", lambda rec: 2 * rec["bytes_per_s"]),  # a figure "corrected" by hand
+    ("median_bytes_per_s", lambda rec: 1.0001 * rec["median_bytes_per_s"]),
+    ("best_time_s", lambda rec: rec["median_time_s"]),
+    ("median_time_s", lambda rec: rec["best_time_s"]),
+    ("bytes_per_call", lambda rec: rec["bytes_per_call"] // 2),  # the rates no longer follow from the work
+])
+def test_a_figure_its_raw_samples_do_not_give_is_refused(tmp_path, key, edit):
+    doc = make_doc()
+    rec = doc["devices"]["cpu"]["bandwidth"]["triad"]
+    rec[key] = edit(rec)
+    path = tmp_path / "edited.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    shown = key if key != "bytes_per_call" else "bytes_per_s"
+    with pytest.raises(HarnessError, match=rf"devices\.cpu\.bandwidth\.triad\.{shown} is .*, but its raw samples give "
+                                           r".*\(edited after the run\?\)"):
+        profile.load_profile(path)
+
+
+@pytest.mark.parametrize("sample", [0.0, -2e-5])
+def test_a_sample_of_no_time_is_refused(tmp_path, sample):
+    doc = make_doc()
+    doc["devices"]["cpu"]["peak_flops"]["fp32"]["samples_s"][1] = sample
+    path = tmp_path / "zero.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    with pytest.raises(HarnessError, match=r"peak_flops\.fp32\.samples_s must be seconds above 0, got "):
+        profile.load_profile(path)
+
+
+def test_figures_that_follow_from_their_samples_load(tmp_path):
+    """Times and rates as the probe derives them (stats.sample_figures), after a YAML round trip; a
+    record without a rate (its output check failed) has nothing to check."""
+    doc = make_doc()
+    rec = doc["devices"]["cpu"]["bandwidth"]["triad"]
+    assert rec["bytes_per_s"] == (1 << 20) / 2.0e-5 and rec["median_bytes_per_s"] == (1 << 20) / 2.1e-5
+    doc["devices"]["cpu"]["bandwidth"]["copy"].update(bytes_per_s=None, median_bytes_per_s=None, validated=False,
+                                                      error="copy: 3 of 1000 elements differ")
+    path = tmp_path / "p.yaml"
+    profile.save_profile(doc, path)
+    assert profile.load_profile(path) == doc
 
 
 def test_a_malformed_existing_profile_is_not_overwritten(tmp_path):

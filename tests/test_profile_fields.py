@@ -8,6 +8,7 @@ import random
 
 import pytest
 
+from conftest import timed
 from harness import compare, export, fleet, history, model, profile, report, summary, validation
 from harness.errors import HarnessError
 from harness.specs import load_specs
@@ -161,8 +162,7 @@ def test_random_damage_is_refused_on_load_or_read_without_a_traceback(source):
 def test_an_in_core_record_is_checked_as_a_timing_record(stored, tmp_path):
     doc = copy.deepcopy(stored)
     rec = doc["devices"]["cpu"]["decode_attention"][0]
-    rec["in_core"] = {"samples_s": [1e-5, 1.1e-5], "bytes_per_call": 1 << 20, "threads": 1, "bytes_per_s": 1e11,
-                      "median_bytes_per_s": 9.5e10, "validated": True, "core_time_s": 0.07}
+    rec["in_core"] = {**timed("bytes", 1 << 20, [1e-5, 1.1e-5]), "threads": 1, "validated": True, "core_time_s": 0.07}
     assert profile.load_profile(write(doc, tmp_path))["devices"]["cpu"]["decode_attention"][0]["in_core"]["threads"] == 1
     for key, value, message in (("samples_s", "fast", "in_core.samples_s must be a list of numbers"),
                                 ("median_bytes_per_s", REMOVE, "in_core has no median_bytes_per_s"),

@@ -9,7 +9,7 @@ import pathlib
 import matplotlib.image
 import pytest
 
-from conftest import FIXTURES, run_cli
+from conftest import FIXTURES, faster, run_cli
 from harness import compare, model, report, summary, validation
 from harness.export import export
 from harness.errors import HarnessError
@@ -572,7 +572,7 @@ def test_the_drills_predict_llama_as_harness_model_does(doc, tmp_path, capsys):
     with_fp16 = copy.deepcopy(doc)
     cpu = with_fp16["devices"]["cpu"]
     fp32 = cpu["peak_flops"]["fp32"]
-    cpu["peak_flops"]["fp16"] = {**copy.deepcopy(fp32), "dtype": "fp16", "flops_per_s": 2 * fp32["flops_per_s"]}
+    cpu["peak_flops"]["fp16"] = {**faster(copy.deepcopy(fp32), 2), "dtype": "fp16"}
     path = tmp_path / "with-fp16.yaml"
     save_profile(with_fp16, str(path), keep_history=False)
     d = report.drills(load_profile(str(path))["devices"]["cpu"])
