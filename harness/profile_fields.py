@@ -178,6 +178,10 @@ def check_decode_record(rec, where):
     require(rec["model"], f"{where}.model", ("predicted_time_s",), filled=False)  # null: the profile has no roofs
     require(rec["achieved"], f"{where}.achieved",
             ("bytes_per_s", "flops_per_s", "fraction_of_bandwidth", "fraction_of_peak_flops"), filled=False)
+    if rec["samples_s"] and not math.isclose(rec["time_s"], median := stats.summarize(rec["samples_s"])["median"],
+                                             rel_tol=1e-9):
+        raise FieldError(f"{where}.time_s is {rec['time_s']:.10g}, but the median of its samples is {median:.10g}: the "
+                         f"measured time the model is checked against must be it (edited after the run?)")
     if rec.get("validated"):
         require(rec, where, ("rel_error", "tolerance"))
     if (rec.get("in_core") or {}).get("samples_s") is not None:  # else {reason}: the CPU reports no L2

@@ -50,6 +50,9 @@ def test_every_committed_profile_loads(path):
     (("devices", "cpu", "decode_attention", 0, "heads"), [32], "decode_attention[0].heads must be a whole number"),
     (("devices", "cpu", "decode_attention", 0, "model", "cache_bytes"), None, "decode_attention[0].model has no cache_bytes"),
     (("devices", "cpu", "decode_attention", 0, "rel_error"), "tiny", "decode_attention[0].rel_error must be a number"),
+    # the measured time the model is checked against, and a rate, each as its raw samples give it
+    (("devices", "cpu", "decode_attention", 2, "time_s"), 1e-3, "decode_attention[2].time_s is 0.001, but the median of its samples is "),
+    (("devices", "cpu", "decode_attention", 2, "bytes_per_s"), 1e12, "decode_attention[2].bytes_per_s is 1e+12, but its raw samples give "),
     (("devices", "cpu", "model_validation", "per_dtype", "fp32", "fraction_of_bandwidth"), {}, "per_dtype.fp32.fraction_of_bandwidth must be a number"),
     (("devices", "cpu", "model_validation", "per_dtype", "fp32", "model_error"), None, "per_dtype.fp32 has no model_error"),
     (("devices", "cpu", "model_validation", "gqa", "measured_time_ratio"), "1.2", "model_validation.gqa.measured_time_ratio must be a number"),
@@ -166,6 +169,7 @@ def test_an_in_core_record_is_checked_as_a_timing_record(stored, tmp_path):
     assert profile.load_profile(write(doc, tmp_path))["devices"]["cpu"]["decode_attention"][0]["in_core"]["threads"] == 1
     for key, value, message in (("samples_s", "fast", "in_core.samples_s must be a list of numbers"),
                                 ("median_bytes_per_s", REMOVE, "in_core has no median_bytes_per_s"),
+                                ("median_bytes_per_s", 1.0, "in_core.median_bytes_per_s is 1, but its raw samples give"),
                                 ("core_time_s", "long", "in_core.core_time_s must be a number")):
         bad = copy.deepcopy(doc)
         target = bad["devices"]["cpu"]["decode_attention"][0]["in_core"]
