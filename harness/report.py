@@ -566,7 +566,7 @@ def measurements_markdown(sec, peaks, balance, h, hierarchy_png=None):
         out += [table(["metric", "best", "median", "theoretical", "fraction", "flag"],
                       [[r["metric"], r["best"], r["median"], r["theoretical"], r["fraction"], r["flag"]] for r in peaks]), ""]
         out += [f"Theoretical figures: {(sec.get('theoretical') or {}).get('source', 'n/a')}", ""]
-        out += matmul_theory_lines(sec) + read_kernel_lines(sec)
+        out += theory_share_lines(sec) + matmul_theory_lines(sec) + read_kernel_lines(sec)
     else:
         out += ["No bandwidth or peak measurements in this profile.", ""]
     out += [f"{h} Balance", ""]
@@ -594,6 +594,22 @@ def measurements_markdown(sec, peaks, balance, h, hierarchy_png=None):
     else:
         out += ["No hierarchy sweep in this profile.", ""]
     return out
+
+
+def theory_share_lines(sec):
+    """Where the compute rows' theoretical figures are a share of the machine's (fewer threads than cores:
+    `--threads`, a CPU quota), that share, so the figure the rows show follows from the one the source
+    line derives."""
+    whole = (sec.get("theoretical") or {}).get("flops_per_s") or {}
+    shares = {(rec["theoretical_flops_per_s"] / whole[dtype], rec.get("threads"))
+              for dtype, rec in (sec.get("peak_flops") or {}).items()
+              if isinstance(rec, dict) and rec.get("theoretical_flops_per_s") and whole.get(dtype)}
+    shares = {(share, threads) for share, threads in shares if share < 1 - 1e-9}
+    if not shares:
+        return []
+    share, threads = max(shares)
+    return [f"The table's theoretical FLOP/s are {share:.0%} of that figure: the peak of the cores the peak probes' "
+            f"{threads} thread{'s' * (threads != 1)} ran on.", ""]
 
 
 def read_kernel_lines(sec):

@@ -404,6 +404,13 @@ def test_a_peak_on_fewer_cores_than_the_machine_is_held_to_those_cores(cpu):
     run.flag_against_theory(smt, theory, cpu)
     assert smt["peak_flops"]["fp32"]["theoretical_flops_per_s"] == pytest.approx(332.3e9)
     assert smt["peak_flops"]["fp32"]["implied_clock_hz"] == pytest.approx(300e9 / 128)
+    # the report says the rows' figure is that share of the machine's, which its source line derives
+    from harness import report
+
+    theory["source"] = "2 cores x 2 FMA units x (512-bit lanes) x 2 FLOP x 2.596 GHz"
+    assert report.theory_share_lines(dict(one, theoretical=theory)) == [
+        "The table's theoretical FLOP/s are 50% of that figure: the peak of the cores the peak probes' 1 thread ran on.", ""]
+    assert report.theory_share_lines(dict(smt, theoretical=theory)) == []
 
 
 def test_threads_spanning_sockets_unpinned_are_warned(cpu, monkeypatch):
