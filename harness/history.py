@@ -24,7 +24,19 @@ def profiles_of(machine_id, folder="profiles"):
     if os.path.exists(current):
         paths.append(current)
     docs, unreadable = load_readable(paths)
-    return sorted(docs, key=lambda pd: pd[1]["created_utc"]), unreadable
+    return sorted(one_per_run(docs), key=lambda pd: pd[1]["created_utc"]), unreadable
+
+
+def one_per_run(docs):
+    """(path, doc) pairs with each run once: a profile whose copy is also in the history (restored with
+    git after a later run moved it there) is the current file, not two points of its trend."""
+    kept = {}
+    for path, doc in docs:  # the current profile comes last, and replaces its copy
+        same = [p for p, d in kept.items() if d == doc]
+        for p in same:
+            del kept[p]
+        kept[path] = doc
+    return list(kept.items())
 
 
 def machine_ids(folder="profiles"):

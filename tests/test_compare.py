@@ -448,6 +448,28 @@ def test_history_table_png_and_steps(tmp_path):
     assert rows[0]["median"] is None and rows[0]["step"] == "wrong output: read sum: 1.0 where 2.0 was due"
 
 
+def test_history_shows_a_run_once_where_a_restored_profile_left_its_copy_in_the_history(tmp_path):
+    """`harness profile` moved the current profile into the history, and `git checkout` brought it back
+    over the new run's: the same run in both places is one point of the trend, not two."""
+    folder = tmp_path / "profiles"
+    hist = folder / "history" / "m-2c"
+    hist.mkdir(parents=True)
+    first = profile({"read": rate_record(50e9, 0.005)}, created="2026-11-21T08:00:00Z")
+    current = profile({"read": rate_record(40e9, 0.005)}, created="2026-11-22T08:00:00Z")
+    save_profile(first, str(hist / "20261121T080000Z.yaml"))
+    save_profile(current, str(hist / "20261122T080000Z.yaml"))
+    save_profile(current, str(folder / "m-2c.yaml"), keep_history=False)
+    docs, _ = history.profiles_of("m-2c", str(folder))
+    assert [path for path, _ in docs] == [str(hist / "20261121T080000Z.yaml"), str(folder / "m-2c.yaml")]
+    rows = history.trend(docs, "bandwidth.read")
+    assert [r["created_utc"] for r in rows] == ["2026-11-21T08:00:00Z", "2026-11-22T08:00:00Z"]
+    assert "regressed" in rows[1]["step"]
+    # a different run that happens to carry the same time (another host's clock) is its own point
+    other = profile({"read": rate_record(45e9, 0.005)}, created="2026-11-22T08:00:00Z")
+    save_profile(other, str(hist / "20261122T080000Z.yaml"))
+    assert len(history.profiles_of("m-2c", str(folder))[0]) == 3
+
+
 PROBE_SOURCE = '''"""A probe."""
 
 SCALE = 2  # {comment}
