@@ -284,6 +284,7 @@ def check_section(sec, where):
     check_mapping({k: v for k, v in sec.items() if k not in CHECKED_APART}, where)
     for key, value in (sec.get("balance") or {}).items():
         check_value(value, f"{where}.balance.{key}", "number")
+    check_balance_from_rates(sec, where)
     for name, message in (sec.get("probe_errors") or {}).items():
         check_value(message, f"{where}.probe_errors.{name}", "text")
     if "theoretical" in sec:
@@ -291,6 +292,19 @@ def check_section(sec, where):
     check_telemetry(sec.get("telemetry") or {}, f"{where}.telemetry")
     if "model_validation" in sec:
         check_model_validation(sec["model_validation"], f"{where}.model_validation")
+
+
+def check_balance_from_rates(sec, where):
+    """Each stored balance is its rate over the read bandwidth, as the profile's records give them
+    (validation.balance, which the probes' sections are written with); an older profile may lack some."""
+    from harness import validation  # here, not at the top: validation imports summary, which imports profile, which imports this module
+
+    derived = validation.balance(sec)
+    for key, value in (sec.get("balance") or {}).items():
+        want = derived.get(key)
+        if value is not None and want is not None and not math.isclose(value, want, rel_tol=1e-9):
+            raise FieldError(f"{where}.balance.{key} is {value:.10g}, but the section's rate over its read bandwidth "
+                             f"is {want:.10g} (edited after the run?)")
 
 
 def check_software(software, where="software"):

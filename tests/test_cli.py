@@ -11,7 +11,7 @@ import time
 import pytest
 
 from conftest import ROOT, faster, hf_config, run_cli
-from harness import cpu_peaks
+from harness import cpu_peaks, validation
 from harness.machine import identify_cpu
 from harness.profile import BANDWIDTH_KERNELS, load_profile, measurement_records, save_profile
 
@@ -307,6 +307,7 @@ def test_model_against_a_profile(quick_profile):
     fma = doc["devices"]["cpu"]["peak_flops"]["fp32"]
     doc["devices"]["cpu"]["peak_flops"].pop("fp16", None)
     doc["devices"]["cpu"]["tensor_flops"] = {"fp16": dict(faster(fma, 1 / 100), dtype="fp16")}
+    doc["devices"]["cpu"]["balance"] = validation.balance(doc["devices"]["cpu"])  # as the probes write it
     slow_fp16 = out.parent / "slow-fp16.yaml"
     save_profile(doc, slow_fp16)
     proc = run_cli("model", "llama-2-7b", "--profile", str(slow_fp16), "--json")
@@ -314,6 +315,7 @@ def test_model_against_a_profile(quick_profile):
     assert step["peak_flops_per_s"] == fma["flops_per_s"] and "fp32 FMA peak" in step["machine"]
     # one with native fp16 FMA chains (AVX512-FP16) computes on fp16 weights at their rate
     doc["devices"]["cpu"]["peak_flops"]["fp16"] = dict(faster(fma, 2), dtype="fp16")
+    doc["devices"]["cpu"]["balance"] = validation.balance(doc["devices"]["cpu"])
     save_profile(doc, slow_fp16)
     step = json.loads(run_cli("model", "llama-2-7b", "--profile", str(slow_fp16), "--json").stdout)
     assert step["peak_flops_per_s"] == pytest.approx(2 * fma["flops_per_s"]) and "fp16 FMA peak" in step["machine"]

@@ -85,6 +85,7 @@ def test_gpu_profile_section_report_with_numpy_standing_in(fake_gpu_machine, tmp
     # than its fp32 (a busy machine), and the drills take the faster as the roof
     chains = sec["peak_flops"]
     chains["fp16"] = faster(chains["fp16"], 2 * chains["fp32"]["flops_per_s"] / chains["fp16"]["flops_per_s"])
+    sec["balance"] = validation.balance(sec)
     path = tmp_path / "gpu.yaml"
     profile.save_profile(doc, str(path))
     back = profile.load_profile(str(path))

@@ -53,6 +53,7 @@ def test_every_committed_profile_loads(path):
     # the measured time the model is checked against, and a rate, each as its raw samples give it
     (("devices", "cpu", "decode_attention", 2, "time_s"), 1e-3, "decode_attention[2].time_s is 0.001, but the median of its samples is "),
     (("devices", "cpu", "decode_attention", 2, "bytes_per_s"), 1e12, "decode_attention[2].bytes_per_s is 1e+12, but its raw samples give "),
+    (("devices", "cpu", "balance", "fp32"), 99.0, "devices.cpu.balance.fp32 is 99, but the section's rate over its read bandwidth is "),
     (("devices", "cpu", "model_validation", "per_dtype", "fp32", "fraction_of_bandwidth"), {}, "per_dtype.fp32.fraction_of_bandwidth must be a number"),
     (("devices", "cpu", "model_validation", "per_dtype", "fp32", "model_error"), None, "per_dtype.fp32 has no model_error"),
     (("devices", "cpu", "model_validation", "gqa", "measured_time_ratio"), "1.2", "model_validation.gqa.measured_time_ratio must be a number"),
