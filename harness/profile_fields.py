@@ -147,6 +147,11 @@ def check_timing_record(rec, where, rate_key, work_key):
         require(rec, where, (f"median_{rate_key}",))
     check_mapping(rec, where)
     check_rates_from_samples(rec, where, rate_key, work_key)
+    theory, fraction = rec.get("theoretical_flops_per_s"), rec.get("fraction_of_theoretical")
+    if theory and fraction is not None and rec.get("flops_per_s") is not None \
+            and not math.isclose(fraction, want := rec["flops_per_s"] / theory, rel_tol=1e-9):
+        raise FieldError(f"{where}.fraction_of_theoretical is {fraction:.10g}, but flops_per_s over "
+                         f"theoretical_flops_per_s is {want:.10g} (edited after the run?)")
     if rec.get("counters"):
         require(rec["counters"], f"{where}.counters", ("source",))
 

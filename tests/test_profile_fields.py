@@ -163,6 +163,16 @@ def test_random_damage_is_refused_on_load_or_read_without_a_traceback(source):
     assert 0 < refused < 80
 
 
+def test_a_peaks_fraction_of_theoretical_must_be_its_rate_over_its_theoretical_figure(tmp_path):
+    doc = profile.load_profile(os.path.join(ROOT, "profiles", "amd-epyc-zen4-2c.yaml"))  # records carrying both
+    rec = doc["devices"]["cpu"]["peak_flops"]["fp64"]
+    assert rec["fraction_of_theoretical"] == pytest.approx(rec["flops_per_s"] / rec["theoretical_flops_per_s"])
+    rec["fraction_of_theoretical"] = 0.5
+    with pytest.raises(HarnessError, match=r"devices\.cpu\.peak_flops\.fp64\.fraction_of_theoretical is 0\.5, but "
+                                           r"flops_per_s over theoretical_flops_per_s is 1\.4"):
+        profile.load_profile(write(doc, tmp_path))
+
+
 def test_an_in_core_record_is_checked_as_a_timing_record(stored, tmp_path):
     doc = copy.deepcopy(stored)
     rec = doc["devices"]["cpu"]["decode_attention"][0]
