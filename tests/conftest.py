@@ -98,9 +98,13 @@ def timed(unit, work_per_call, samples_s, **fields):
 
 def faster(rec, factor):
     """A copy of timed record `rec` whose samples are `factor` times shorter, its times and rates
-    following (a measurement `factor` times faster)."""
+    following, and with them its share of its theoretical peak and the clock it implies (a measurement
+    `factor` times faster)."""
     out = dict(rec, samples_s=[s / factor for s in rec["samples_s"]])
     for unit in ("bytes", "flops"):
         if f"{unit}_per_call" in rec:
             out.update(sample_figures(out["samples_s"], rec[f"{unit}_per_call"], unit))
+    for key in ("fraction_of_theoretical", "implied_clock_hz"):
+        if rec.get(key) is not None:
+            out[key] = rec[key] * factor
     return out
