@@ -43,11 +43,16 @@ def summarize(samples):
     }
 
 
+def sample_times(samples):
+    """(best, median) of a list of seconds: the fastest sample and their median."""
+    return min(samples), summarize(samples)["median"]
+
+
 def sample_figures(samples, work_per_call, unit):
     """The figures a timed record draws from its raw samples (seconds per call): the fastest and the
     median time, and `work_per_call` (bytes or FLOPs, as `unit` names it) over each as the best and
     the median rate. The probes write them so, and the loader checks them so."""
-    best, median = min(samples), summarize(samples)["median"]
+    best, median = sample_times(samples)
     return {"best_time_s": best, "median_time_s": median,
             f"{unit}_per_s": work_per_call / best, f"median_{unit}_per_s": work_per_call / median}
 

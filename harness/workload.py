@@ -113,9 +113,10 @@ def time_workload(w, repeats, min_sample_s, clock=time.perf_counter_ns, between=
             figures = stats.sample_figures(m.samples_s, int(work), key)
             rec[f"{key}_per_s"] = None if error else figures[f"{key}_per_s"]
             rec[f"median_{key}_per_s"] = None if error else figures[f"median_{key}_per_s"]
+    best, median = stats.sample_times(m.samples_s)
     rec.update({
-        "best_time_s": min(m.samples_s),
-        "median_time_s": stats.summarize(m.samples_s)["median"],
+        "best_time_s": best,
+        "median_time_s": median,
         "samples_s": [float(s) for s in m.samples_s],
         "loops_per_sample": m.loops_per_sample,
         "timer_resolution_s": m.timer_resolution_s,
