@@ -357,7 +357,9 @@ def _bounded(parse, noun, valid, bound):
 
 positive_int = _bounded(int, "a whole number", lambda v: v >= 1, "at least 1")
 nonnegative_float = _bounded(float, "a number", lambda v: v >= 0, "a finite number, 0 or more")
-positive_float = _bounded(float, "a number", lambda v: v > 0, "a finite number above 0")
+# a machine's bandwidth or FLOP rate: outside 1 to 1e30 per second it is no machine (the fastest are near
+# 1e18), and the ratio of two such figures (the balance, a crossover batch) can overflow
+rate_per_s = _bounded(float, "a number", lambda v: 1 <= v <= 1e30, "a rate from 1 to 1e30 per second")
 
 
 def parser():
@@ -403,8 +405,8 @@ def parser():
     sp.add_argument("name", help="model preset (profiles/models/NAME.yaml), a preset YAML path, or a Hugging "
                     "Face config.json (Llama, Mistral, Qwen2, Qwen3)")
     sp.add_argument("--profile", help="profile to take the measured roofs from (default: this machine's)")
-    sp.add_argument("--bandwidth", type=positive_float, help="bytes/s, instead of a profile (with --flops)")
-    sp.add_argument("--flops", type=positive_float, help="FLOP/s, instead of a profile (with --bandwidth)")
+    sp.add_argument("--bandwidth", type=rate_per_s, help="bytes/s, instead of a profile (with --flops)")
+    sp.add_argument("--flops", type=rate_per_s, help="FLOP/s, instead of a profile (with --bandwidth)")
     sp.add_argument("--device", help="the profile's device: cpu, gpu0, ... (default: its first GPU, else cpu)")
     sp.add_argument("--batch", type=positive_int, default=1)
     sp.add_argument("--seq-len", type=positive_int, default=4096)

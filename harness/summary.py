@@ -58,7 +58,9 @@ def working_set_band(entry):
 
 def crossover_phrase(batch):
     """How the FFN's weight read meets the balance: from the first whole batch at or past the
-    crossover `batch` (at 11.2, batch 11 is still memory-bound)."""
+    crossover `batch` (at 11.2, batch 11 is still memory-bound; past float's range, at none)."""
+    if not math.isfinite(batch):
+        return "stays memory-bound at every batch"
     first = math.ceil(batch - 1e-9)
     return "is compute-bound at every batch" if first <= 1 else f"turns compute-bound at batch >= {first}"
 

@@ -300,3 +300,4 @@ def test_the_ffn_crossover_is_the_first_whole_batch_past_the_balance():
     assert crossover_phrase(11.2) == "turns compute-bound at batch >= 12"  # batch 11: 2 x 11 / 2 < 11.2
     assert crossover_phrase(156.0) == "turns compute-bound at batch >= 156"
     assert crossover_phrase(0.1) == "is compute-bound at every batch"
+    assert crossover_phrase(float("inf")) == "stays memory-bound at every batch"  # a balance past float's range
