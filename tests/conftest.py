@@ -89,11 +89,11 @@ def undocumented_fields(doc):
     return missing
 
 
-def timed(unit, work_per_call, samples_s, **fields):
+def timed(unit, work_per_call, samples_s):
     """A timed record's figures as a probe writes them: `unit`_per_call (bytes or flops), the raw
     samples, and the times and rates they give (the loader refuses a rate its samples do not give)."""
     return {f"{unit}_per_call": work_per_call, "samples_s": list(samples_s),
-            **sample_figures(list(samples_s), work_per_call, unit), **fields}
+            **sample_figures(list(samples_s), work_per_call, unit)}
 
 
 def faster(rec, factor):
