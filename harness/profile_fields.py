@@ -147,7 +147,6 @@ def check_timing_record(rec, where, rate_key, work_key):
         require(rec, where, (f"median_{rate_key}",))
     check_mapping(rec, where)
     check_rates_from_samples(rec, where, rate_key, work_key)
-    check_fraction_of_theoretical(rec, where)
     if rec.get("counters"):
         require(rec["counters"], f"{where}.counters", ("source",))
 
@@ -170,14 +169,18 @@ def check_rates_from_samples(rec, where, rate_key, work_key):
                              f"measured from (edited after the run?)")
 
 
-def check_fraction_of_theoretical(rec, where):
-    """A peak's fraction_of_theoretical is its rate over its theoretical_flops_per_s, where it carries both
-    (a CPU's FMA and matmul records: run.flag_against_theory)."""
-    theory, fraction = rec.get("theoretical_flops_per_s"), rec.get("fraction_of_theoretical")
-    if theory and fraction is not None and rec.get("flops_per_s") is not None \
-            and not math.isclose(fraction, want := rec["flops_per_s"] / theory, rel_tol=1e-9):
-        raise FieldError(f"{where}.fraction_of_theoretical is {fraction:.10g}, but flops_per_s over "
-                         f"theoretical_flops_per_s is {want:.10g} (edited after the run?)")
+def check_fraction_of_theoretical(rec, where, section_theory=None):
+    """A peak's fraction_of_theoretical is its rate over its theoretical_flops_per_s (a CPU's FMA and
+    matmul records: run.flag_against_theory), else over `section_theory`, the section's figure for its
+    dtype (a GPU's FMA chains, at the SM clock NVML reported: gpu_run.flag_against_theory)."""
+    theory = rec.get("theoretical_flops_per_s") or section_theory
+    fraction = rec.get("fraction_of_theoretical")
+    if not (is_finite_number(theory) and theory > 0 and fraction is not None and rec.get("flops_per_s") is not None):
+        return
+    if not math.isclose(fraction, want := rec["flops_per_s"] / theory, rel_tol=1e-9):
+        source = "theoretical_flops_per_s" if rec.get("theoretical_flops_per_s") else "the section's theoretical rate"
+        raise FieldError(f"{where}.fraction_of_theoretical is {fraction:.10g}, but flops_per_s over {source} "
+                         f"is {want:.10g} (edited after the run?)")
 
 
 def check_decode_record(rec, where):
@@ -275,6 +278,12 @@ def check_section(sec, where):
                 check_value(rec, f"{where}.{key}.{name}", "text")
             else:
                 check_timing_record(rec, f"{where}.{key}.{name}", rate, work)
+    section_theory = (sec.get("theoretical") or {}).get("flops_per_s")
+    for key in ("peak_flops", "tensor_flops"):
+        for dtype, rec in (sec.get(key) or {}).items():
+            if isinstance(rec, dict):
+                whole = section_theory.get(dtype) if key == "peak_flops" and isinstance(section_theory, dict) else None
+                check_fraction_of_theoretical(rec, f"{where}.{key}.{dtype}", whole)
     for kernel, recs in (sec.get("thread_sweep") or {}).items():
         check_value(recs, f"{where}.thread_sweep.{kernel}", "records")
         for i, rec in enumerate(recs):

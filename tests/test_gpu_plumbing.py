@@ -448,6 +448,22 @@ def test_export_for_llm_analysis_takes_the_gpu(fake_gpu_machine):
         export(doc, "llm-analysis", "cpu")
 
 
+def test_a_gpu_peaks_fraction_of_theoretical_is_checked_against_the_sections_theory(fake_gpu_machine, tmp_path):
+    """A GPU's FMA records carry no theoretical figure of their own: their fraction is of the section's,
+    at the SM clock NVML reported while they ran."""
+    doc = run.build_profile(device="gpu", quick=True, counters="off")
+    sec = doc["devices"]["gpu0"]
+    rec = sec["peak_flops"]["fp32"]
+    assert "theoretical_flops_per_s" not in rec
+    assert rec["fraction_of_theoretical"] == pytest.approx(rec["flops_per_s"] / sec["theoretical"]["flops_per_s"]["fp32"])
+    rec["fraction_of_theoretical"] *= 2
+    path = tmp_path / "gpu.yaml"
+    path.write_text(profile.dump(doc))
+    with pytest.raises(HarnessError, match=r"devices\.gpu0\.peak_flops\.fp32\.fraction_of_theoretical is .*, but "
+                                           r"flops_per_s over the section's theoretical rate is "):
+        profile.load_profile(str(path))
+
+
 def test_model_predicts_with_a_gpus_roofs(fake_gpu_machine, tmp_path, capsys):
     import json
 
