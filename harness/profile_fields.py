@@ -160,8 +160,8 @@ def check_rates_from_samples(rec, where, rate_key, work_key):
         return
     if not all(s > 0 for s in samples):
         raise FieldError(f"{where}.samples_s must be seconds above 0, got {min(samples)!r}")
-    work = rec[work_key]
-    figures = stats.sample_figures(samples, work if is_finite_number(work) and work > 0 else 0, rate_key[:-len("_per_s")])
+    work = rec[work_key]  # a number, 0 or more: check_mapping and require have seen to it
+    figures = stats.sample_figures(samples, work, rate_key[:-len("_per_s")])
     for key, value in figures.items():
         if rec.get(key) is not None and not math.isclose(rec[key], value, rel_tol=1e-9):
             raise FieldError(f"{where}.{key} is {rec[key]:.10g}, but its raw samples give {value:.10g} "
