@@ -227,12 +227,11 @@ def check_point(impl, shape, cpu, torch_required=True):
     `torch_required` is False: `--impl all` then leaves it out, with the reason)."""
     if impl not in IMPLS:
         raise HarnessError(f"unknown decode impl {impl!r}: valid impls are {', '.join(IMPLS)}")
-    if dtype_refusal(impl, shape.dtype):
-        raise HarnessError(dtype_refusal(impl, shape.dtype))
+    if refusal := dtype_refusal(impl, shape.dtype):
+        raise HarnessError(refusal)
     if shape.window is not None:
         raise HarnessError("the decode probe times the whole cache; give seq-len = the window instead of a window")
-    refusal = memory_refusal(shape, cpu)
-    if refusal:
+    if refusal := memory_refusal(shape, cpu):
         raise HarnessError(refusal)
     if impl.startswith("torch") and torch_required:
         torch_unavailable = torch_reason()
