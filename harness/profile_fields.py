@@ -43,6 +43,7 @@ def is_table(v):
 KINDS = {
     "number": (_number, "a number or null"),
     "amount": (lambda v: v is None or (is_finite_number(v) and v >= 0), "a number, 0 or more, or null"),
+    "share": (lambda v: v is None or (is_finite_number(v) and 0 <= v <= 1), "a share from 0 to 1, or null"),
     "numbers": (lambda v: isinstance(v, list) and all(_number(x) for x in v), "a list of numbers"),
     "range": (lambda v: isinstance(v, list) and len(v) == 2 and all(_number(x) for x in v),
               "[low, high], each a number or null (no bound)"),
@@ -75,6 +76,7 @@ NAMED = {
                      "balance_basis", "name", "vendor", "arch", "hypervisor", "id", "type"), "text"),
     **dict.fromkeys(("reason", "gpus_reason", "error", "cpu_spec", "governor", "energy_performance_preference"), "note"),
     "turbo": "switch",
+    **dict.fromkeys(("steal_fraction", "other_load_fraction"), "share"),  # of the CPUs' time while measuring
     **dict.fromkeys(("validated", "model_holds", "quick", "against_adjacent_read", "stage_rows_in_l1", "l2_cold",
                      "available"), "flag"),
     **dict.fromkeys(("warnings", "simd", "matrix_units", "clocks_event_reasons"), "texts"),
@@ -140,9 +142,11 @@ def check_timing_record(rec, where, rate_key, work_key):
     samples = rec.get("samples_s")
     if not (isinstance(samples, list) and all(is_finite_number(s) for s in samples)):
         raise FieldError(f"{where}.samples_s must be a list of seconds")
-    require(rec, where, (work_key, "threads"))
+    require(rec, where, (work_key, "threads", "validated"))  # a record without its check's verdict is no measurement
     if rec.get("validated"):  # a checked output's rate is what every reader draws
         require(rec, where, (rate_key,))
+    else:  # and a failed one says what was wrong
+        require(rec, where, ("error",))
     if rec.get(rate_key) is not None:
         require(rec, where, (f"median_{rate_key}",))
     check_mapping(rec, where)

@@ -46,6 +46,14 @@ def test_every_committed_profile_loads(path):
     (("devices", "cpu", "bandwidth", "read", "counters", "dram_bytes"), "many", "bandwidth.read.counters.dram_bytes must be a number, 0 or more, or null, got 'many'"),
     (("devices", "cpu", "bandwidth", "read", "counters"), "none", "bandwidth.read.counters must be a mapping"),
     (("devices", "cpu", "bandwidth", "triad", "threads"), REMOVE, "bandwidth.triad has no threads"),
+    # the output check's verdict, and what it found where it failed: `show` printed "WRONG OUTPUT: None"
+    # for a record without either, while the balance still took its rate
+    (("devices", "cpu", "peak_flops", "fp32", "validated"), REMOVE, "peak_flops.fp32 has no validated"),
+    (("devices", "cpu", "hierarchy", 0, "validated"), None, "hierarchy[0] has no validated"),
+    (("devices", "cpu", "decode_attention", 0, "validated"), False, "decode_attention[0] has no error"),
+    # shares of the CPUs' time, which compare's run conditions print as percentages
+    (("devices", "cpu", "bandwidth", "copy", "other_load_fraction"), -3, "bandwidth.copy.other_load_fraction must be a share from 0 to 1"),
+    (("devices", "cpu", "thread_sweep", "triad", 0, "steal_fraction"), 1.5, "thread_sweep.triad[0].steal_fraction must be a share"),
     (("devices", "cpu", "decode_attention", 1, "seq_len"), {}, "decode_attention[1].seq_len must be a whole number, at least 1"),
     (("devices", "cpu", "decode_attention", 0, "heads"), [32], "decode_attention[0].heads must be a whole number"),
     (("devices", "cpu", "decode_attention", 0, "model", "cache_bytes"), None, "decode_attention[0].model has no cache_bytes"),
