@@ -145,8 +145,11 @@ def check_timing_record(rec, where, rate_key, work_key):
     require(rec, where, (work_key, "threads", "validated"))  # a record without its check's verdict is no measurement
     if rec.get("validated"):  # a checked output's rate is what every reader draws
         require(rec, where, (rate_key,))
-    else:  # and a failed one says what was wrong
+    else:  # a failed one says what was wrong, and has no rate for a reader to draw (the balance would)
         require(rec, where, ("error",))
+        drawn = [key for key in (rate_key, f"median_{rate_key}") if rec.get(key) is not None]
+        if drawn:
+            raise FieldError(f"{where}.{drawn[0]} must be null: the record's output check failed (validated: false)")
     if rec.get(rate_key) is not None:
         require(rec, where, (f"median_{rate_key}",))
     check_mapping(rec, where)

@@ -51,6 +51,7 @@ def test_every_committed_profile_loads(path):
     (("devices", "cpu", "peak_flops", "fp32", "validated"), REMOVE, "peak_flops.fp32 has no validated"),
     (("devices", "cpu", "hierarchy", 0, "validated"), None, "hierarchy[0] has no validated"),
     (("devices", "cpu", "decode_attention", 0, "validated"), False, "decode_attention[0] has no error"),
+    (("devices", "cpu", "peak_flops", "fp32", "validated"), False, "peak_flops.fp32 has no error"),
     # shares of the CPUs' time, which compare's run conditions print as percentages
     (("devices", "cpu", "bandwidth", "copy", "other_load_fraction"), -3, "bandwidth.copy.other_load_fraction must be a share from 0 to 1"),
     (("devices", "cpu", "thread_sweep", "triad", 0, "steal_fraction"), 1.5, "thread_sweep.triad[0].steal_fraction must be a share"),
@@ -179,6 +180,18 @@ def test_a_peaks_fraction_of_theoretical_must_be_its_rate_over_its_theoretical_f
     with pytest.raises(HarnessError, match=r"devices\.cpu\.peak_flops\.fp64\.fraction_of_theoretical is 0\.5, but "
                                            r"flops_per_s over theoretical_flops_per_s is 1\.4"):
         profile.load_profile(write(doc, tmp_path))
+
+
+def test_a_record_whose_output_check_failed_has_no_rate_to_draw(stored, tmp_path):
+    doc = copy.deepcopy(stored)
+    rec = doc["devices"]["cpu"]["peak_flops"]["fp32"]
+    rec.update(validated=False, error="fp32 chains: sum 0 differs from the float64 reference 512")
+    with pytest.raises(HarnessError, match=r"peak_flops\.fp32\.flops_per_s must be null: the record's output check failed"):
+        profile.load_profile(write(doc, tmp_path))  # else the balance took the rate of a wrong output
+    rec.update(flops_per_s=None, median_flops_per_s=None)
+    back = profile.load_profile(write(doc, tmp_path))
+    assert validation.balance(back["devices"]["cpu"])["fp32"] is None
+    assert "WRONG OUTPUT: fp32 chains: sum 0 differs" in "\n".join(summary.section_lines(back["devices"]["cpu"]))
 
 
 def test_an_in_core_record_is_checked_as_a_timing_record(stored, tmp_path):
