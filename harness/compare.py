@@ -221,6 +221,10 @@ def load_config(path):
         raise HarnessError(f"compare config {path} is malformed: expected threshold_pct and a metrics mapping "
                            "of glob pattern to percent")
     refuse_unknown_keys(cfg, CONFIG_KEYS, f"compare config {path}")
+    for pattern in cfg.get("metrics", {}):
+        if not isinstance(pattern, str):
+            raise HarnessError(f"compare config {path}: metrics pattern {pattern!r} must be a string, a glob pattern of "
+                               "metric names (quote a name YAML reads as a number or null)")
     for key, value in [("threshold_pct", cfg.get("threshold_pct", 5))] + list(cfg.get("metrics", {}).items()):
         if not is_finite_number(value) or value < 0:
             raise HarnessError(f"compare config {path}: {key} must be a non-negative percentage, got {value!r}")

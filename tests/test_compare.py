@@ -307,6 +307,8 @@ def test_per_metric_thresholds_from_a_config(tmp_path):
     assert "match no metric (no threshold set by them): `bandwith.*`" in compare.markdown(misspelt, "a", "b")
     for bad, needle in (("metrics:\n  x: -3\n", "non-negative"), ("threshold_pct: .nan\n", "non-negative"),
                         ("metrics:\n  x: .inf\n", "non-negative"),
+                        ("metrics:\n  123: 10\n", "metrics pattern 123 must be a string"),  # was a TypeError from fnmatch
+                        ("metrics:\n  null: 10\n", "metrics pattern None must be a string"),
                         ("treshold_pct: 5\n", "unknown key 'treshold_pct': valid keys are metrics, threshold_pct")):
         cfg.write_text(bad)
         with pytest.raises(HarnessError, match=needle):
