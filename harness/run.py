@@ -8,7 +8,7 @@ from harness import cpu_peaks, machine, validation
 from harness.errors import HarnessError, first_line
 from harness.counters import check_mode
 from harness.gpus import detect_gpus
-from harness.profile import SCHEMA_VERSION, load_profile, utc_now
+from harness.profile import SCHEMA_VERSION, load_profile, measurement_records, utc_now
 from harness.specs import load_specs, match_spec
 from harness.summary import ghz, rate_unit, si
 from harness.workload import Context, tiny_sizes
@@ -128,12 +128,22 @@ def run_single_probe(name, device="cpu", threads=None, quick=False, options=None
         return derive_from_stored(section, cpu, profile_path)
     ctx = make_context(cpu, threads, quick, progress, dtypes=[dtype] if dtype else DTYPES, counters=counters)
     section = run_probe_on_cpu(name, ctx)
+    refuse_unmeasured_dtype(section, name, dtype)
     theory = theoretical(cpu)
     flag_against_theory(section, theory, cpu)
     validation.flag_thread_scaling(section, cpu)
     validation.flag_matmul_scaling(section, cpu)
     validation.flag_disagreeing_precisions(section, theory)
     return section
+
+
+def refuse_unmeasured_dtype(section, name, dtype):
+    """The one dtype asked for (--dtype) that the probe left out here, as the error it is: its
+    reason (fp16 FMAs on a CPU without native fp16 arithmetic), not an empty result and exit 0."""
+    left_out = [entry for key, entries in section.items() if key.endswith("_unsupported") for entry in entries
+                if entry.get("dtype") == dtype]
+    if dtype and left_out and not any(rec.get("dtype") == dtype for rec in measurement_records(section)):
+        raise HarnessError(f"probe {name} cannot measure --dtype {dtype} here: {left_out[0]['reason']}")
 
 
 def derive_from_stored(section, cpu, profile_path=None):

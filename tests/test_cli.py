@@ -136,6 +136,18 @@ def test_probe_holds_its_records_to_the_theory_as_a_profile_does():
     assert any("exceeds the theoretical peak" in w for w in rec["warnings"]) == (rec.get("fraction_of_theoretical", 0) > 1)
 
 
+def test_probe_of_a_dtype_this_cpu_leaves_out_is_an_error_with_the_reason(monkeypatch):
+    from harness.errors import HarnessError
+    from harness.run import run_single_probe
+    from probes import cpu_half
+
+    monkeypatch.setattr(cpu_half, "native_fp16_reason", lambda cpu: "no native fp16 vector arithmetic (test)")
+    with pytest.raises(HarnessError, match=r"probe peak cannot measure --dtype fp16 here: no native fp16 vector "
+                                           r"arithmetic \(test\)"):  # was an empty result, exit 0
+        run_single_probe("peak", options={"dtype": "fp16"})
+    assert set(run_single_probe("peak", quick=True, options={"dtype": "fp64"})["peak_flops"]) == {"fp64"}
+
+
 def test_probe_text_output():
     proc = run_cli("probe", "peak", "--dtype", "fp64")
     assert proc.returncode == 0, proc.stderr
