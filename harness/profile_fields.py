@@ -13,6 +13,7 @@ fields, and an older profile may lack optional ones.
 into the one error that names the file.
 """
 
+import copy
 import math
 
 from harness import stats
@@ -140,8 +141,8 @@ def check_timing_record(rec, where, rate_key, work_key):
     """A timed measurement: raw samples, the work a call does, threads, and the median beside a best rate."""
     check_value(rec, where, "mapping")
     samples = rec.get("samples_s")
-    if not (isinstance(samples, list) and all(is_finite_number(s) for s in samples)):
-        raise FieldError(f"{where}.samples_s must be a list of seconds")
+    if not (isinstance(samples, list) and samples and all(is_finite_number(s) for s in samples)):
+        raise FieldError(f"{where}.samples_s must be a list of seconds, at least one (the figures are drawn from them)")
     require(rec, where, (work_key, "threads", "validated"))  # a record without its check's verdict is no measurement
     if rec.get("validated"):  # a checked output's rate is what every reader draws
         require(rec, where, (rate_key,))
@@ -163,8 +164,6 @@ def check_rates_from_samples(rec, where, rate_key, work_key):
     (stats.sample_figures): a best or median time or rate that does not was edited or damaged after the
     run, and every reader would draw it."""
     samples = rec["samples_s"]
-    if not samples:
-        return
     if not all(s > 0 for s in samples):
         raise FieldError(f"{where}.samples_s must be seconds above 0, got {min(samples)!r}")
     work = rec[work_key]  # a number, 0 or more: check_mapping and require have seen to it
@@ -199,7 +198,7 @@ def check_decode_record(rec, where):
     require(rec["model"], f"{where}.model", ("predicted_time_s",), filled=False)  # null: the profile has no roofs
     require(rec["achieved"], f"{where}.achieved",
             ("bytes_per_s", "flops_per_s", "fraction_of_bandwidth", "fraction_of_peak_flops"), filled=False)
-    if rec["samples_s"] and not math.isclose(rec["time_s"], median := stats.sample_times(rec["samples_s"])[1],
+    if not math.isclose(rec["time_s"], median := stats.sample_times(rec["samples_s"])[1],
                                              rel_tol=1e-9):
         raise FieldError(f"{where}.time_s is {rec['time_s']:.10g}, but the median of its samples is {median:.10g}: the "
                          f"measured time the model is checked against must be it (edited after the run?)")
@@ -312,6 +311,7 @@ def check_section(sec, where):
     for key, value in (sec.get("balance") or {}).items():
         check_value(value, f"{where}.balance.{key}", "number")
     check_balance_from_rates(sec, where)
+    check_decode_derivations(sec, where)
     for name, message in (sec.get("probe_errors") or {}).items():
         check_value(message, f"{where}.probe_errors.{name}", "text")
     if "theoretical" in sec:
@@ -332,6 +332,38 @@ def check_balance_from_rates(sec, where):
         if value is not None and want is not None and not math.isclose(value, want, rel_tol=1e-9):
             raise FieldError(f"{where}.balance.{key} is {value:.10g}, but the section's rate over its read bandwidth "
                              f"is {want:.10g} (edited after the run?)")
+
+
+DERIVED_DECODE_FIELDS = (("model_error",), ("model_error_adjacent",), ("model", "predicted_time_s"),
+                         ("model", "predicted_time_adjacent_s"), ("model", "regime"))
+
+
+def _at(mapping, path):
+    for key in path:
+        mapping = (mapping or {}).get(key)
+    return mapping
+
+
+def check_decode_derivations(sec, where):
+    """Each decode point's achieved rates, fractions, prediction and model error are what its time
+    and the section's roofs give (validation.derive_point, which wrote them): an edited model error or
+    fraction would be the model's verdict in every report. A field an older profile lacks is left alone."""
+    from harness import validation  # here, not at the top: see check_balance_from_rates
+
+    bw, peak = validation.roofs(sec)
+    for i, rec in enumerate(sec.get("decode_attention") or []):
+        want = validation.derive_point(copy.deepcopy(rec), bw, peak)
+        paths = [("achieved", key) for key in want["achieved"]] + list(DERIVED_DECODE_FIELDS)
+        for path in paths:
+            held, derived = _at(rec, path[:-1]) or {}, _at(want, path)
+            if path[-1] not in held:
+                continue
+            value = held[path[-1]]
+            same = (value == derived if value is None or derived is None or isinstance(value, str)
+                    else math.isclose(value, derived, rel_tol=1e-9))
+            if not same:
+                raise FieldError(f"{where}.decode_attention[{i}].{'.'.join(path)} is {value!r}, but the point's time "
+                                 f"and the section's roofs give {derived!r} (edited after the run?)")
 
 
 def check_software(software, where="software"):

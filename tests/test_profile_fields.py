@@ -62,6 +62,12 @@ def test_every_committed_profile_loads(path):
     # the measured time the model is checked against, and a rate, each as its raw samples give it
     (("devices", "cpu", "decode_attention", 2, "time_s"), 1e-3, "decode_attention[2].time_s is 0.001, but the median of its samples is "),
     (("devices", "cpu", "decode_attention", 2, "bytes_per_s"), 1e12, "decode_attention[2].bytes_per_s is 1e+12, but its raw samples give "),
+    # what the point's time and the section's roofs give: the model's verdict in every report
+    (("devices", "cpu", "decode_attention", 2, "model_error"), 0.01, "decode_attention[2].model_error is 0.01, but the point's time and the section's roofs give "),
+    (("devices", "cpu", "decode_attention", 3, "achieved", "fraction_of_bandwidth"), 0.99, "decode_attention[3].achieved.fraction_of_bandwidth is 0.99, but "),
+    (("devices", "cpu", "decode_attention", 3, "model", "predicted_time_s"), None, "decode_attention[3].model.predicted_time_s is None, but "),
+    (("devices", "cpu", "decode_attention", 0, "model", "regime"), "compute-bound", "decode_attention[0].model.regime is 'compute-bound', but "),
+    (("devices", "cpu", "bandwidth", "read", "samples_s"), [], "bandwidth.read.samples_s must be a list of seconds, at least one"),
     (("devices", "cpu", "balance", "fp32"), 99.0, "devices.cpu.balance.fp32 is 99, but the section's rate over its read bandwidth is "),
     (("devices", "cpu", "model_validation", "per_dtype", "fp32", "fraction_of_bandwidth"), {}, "per_dtype.fp32.fraction_of_bandwidth must be a number"),
     (("devices", "cpu", "model_validation", "per_dtype", "fp32", "model_error"), None, "per_dtype.fp32 has no model_error"),
@@ -184,14 +190,14 @@ def test_a_peaks_fraction_of_theoretical_must_be_its_rate_over_its_theoretical_f
 
 def test_a_record_whose_output_check_failed_has_no_rate_to_draw(stored, tmp_path):
     doc = copy.deepcopy(stored)
-    rec = doc["devices"]["cpu"]["peak_flops"]["fp32"]
-    rec.update(validated=False, error="fp32 chains: sum 0 differs from the float64 reference 512")
-    with pytest.raises(HarnessError, match=r"peak_flops\.fp32\.flops_per_s must be null: the record's output check failed"):
+    rec = doc["devices"]["cpu"]["peak_flops"]["fp64"]
+    rec.update(validated=False, error="fp64 chains: sum 0 differs from the float64 reference 512")
+    with pytest.raises(HarnessError, match=r"peak_flops\.fp64\.flops_per_s must be null: the record's output check failed"):
         profile.load_profile(write(doc, tmp_path))  # else the balance took the rate of a wrong output
     rec.update(flops_per_s=None, median_flops_per_s=None)
     back = profile.load_profile(write(doc, tmp_path))
-    assert validation.balance(back["devices"]["cpu"])["fp32"] is None
-    assert "WRONG OUTPUT: fp32 chains: sum 0 differs" in "\n".join(summary.section_lines(back["devices"]["cpu"]))
+    assert validation.balance(back["devices"]["cpu"])["fp64"] is None
+    assert "WRONG OUTPUT: fp64 chains: sum 0 differs" in "\n".join(summary.section_lines(back["devices"]["cpu"]))
 
 
 def test_an_in_core_record_is_checked_as_a_timing_record(stored, tmp_path):
