@@ -319,6 +319,7 @@ def check_section(sec, where):
     check_telemetry(sec.get("telemetry") or {}, f"{where}.telemetry")
     if "model_validation" in sec:
         check_model_validation(sec["model_validation"], f"{where}.model_validation")
+        check_model_verdict(sec, where)
 
 
 def check_balance_from_rates(sec, where):
@@ -344,6 +345,13 @@ def _at(mapping, path):
     return mapping
 
 
+def _same(value, derived):
+    """A stored figure and the one derived again: equal, to 1e-9 where both are numbers."""
+    if value is None or derived is None or isinstance(value, str) or isinstance(derived, str):
+        return value == derived
+    return math.isclose(value, derived, rel_tol=1e-9)
+
+
 def check_decode_derivations(sec, where):
     """Each decode point's achieved rates, fractions, prediction and model error are what its time
     and the section's roofs give (validation.derive_point, which wrote them): an edited model error or
@@ -359,11 +367,44 @@ def check_decode_derivations(sec, where):
             if path[-1] not in held:
                 continue
             value = held[path[-1]]
-            same = (value == derived if value is None or derived is None or isinstance(value, str)
-                    else math.isclose(value, derived, rel_tol=1e-9))
-            if not same:
+            if not _same(value, derived):
                 raise FieldError(f"{where}.decode_attention[{i}].{'.'.join(path)} is {value!r}, but the point's time "
                                  f"and the section's roofs give {derived!r} (edited after the run?)")
+
+
+# a model_validation.per_dtype entry's figures, as its decode point holds them
+PER_DTYPE_FIGURES = {"model_error": ("model_error",), "model_error_adjacent": ("model_error_adjacent",),
+                     "fraction_of_bandwidth": ("achieved", "fraction_of_bandwidth"),
+                     "fraction_of_adjacent_read": ("achieved", "fraction_of_adjacent_read"),
+                     "regime": ("model", "regime")}
+
+
+def check_model_verdict(sec, where):
+    """model_validation's per-dtype figures are those of the decode point each names, and model_holds
+    is what the headline dtype's error gives (validation.model_finding): the verdict a report states."""
+    from harness import validation  # here, not at the top: see check_balance_from_rates
+
+    mv = sec.get("model_validation") or {}
+    per_dtype = mv.get("per_dtype") or {}
+    for dtype, entry in per_dtype.items():
+        points = [r for r in sec.get("decode_attention") or [] if r.get("validated") and r["dtype"] == dtype
+                  and r["impl"] == entry["impl"] and r["seq_len"] == entry["seq_len"]]
+        if not any(all(_same(entry[key], _at(r, path)) for key, path in PER_DTYPE_FIGURES.items() if key in entry)
+                   for r in points):
+            raise FieldError(f"{where}.model_validation.per_dtype.{dtype} holds figures no validated {entry['impl']} "
+                             f"{dtype} point at seq_len {entry['seq_len']} gives (edited after the run?)")
+    dtype = validation.headline_dtype(per_dtype)
+    if dtype is None or "model_holds" not in mv:
+        return
+    headline = per_dtype[dtype]
+    adjacent = headline.get("model_error_adjacent") is not None
+    error = headline["model_error_adjacent"] if adjacent else headline["model_error"]
+    sped_up = adjacent and (headline.get("fraction_of_adjacent_read") or 0) > validation.FASTER_THAN_READ
+    holds = None if sped_up else abs(error) <= mv["holds_within"]
+    if mv["model_holds"] != holds:
+        raise FieldError(f"{where}.model_validation.model_holds is {mv['model_holds']!r}, but its headline point's "
+                         f"model error {error:+.1%} against holds_within {mv['holds_within']:.0%} gives {holds!r} "
+                         "(edited after the run?)")
 
 
 def check_software(software, where="software"):

@@ -67,6 +67,10 @@ def test_every_committed_profile_loads(path):
     (("devices", "cpu", "decode_attention", 3, "achieved", "fraction_of_bandwidth"), 0.99, "decode_attention[3].achieved.fraction_of_bandwidth is 0.99, but "),
     (("devices", "cpu", "decode_attention", 3, "model", "predicted_time_s"), None, "decode_attention[3].model.predicted_time_s is None, but "),
     (("devices", "cpu", "decode_attention", 0, "model", "regime"), "compute-bound", "decode_attention[0].model.regime is 'compute-bound', but "),
+    # the verdict a report states, and the figures it is stated from
+    (("devices", "cpu", "model_validation", "per_dtype", "fp32", "model_error"), 0.05, "model_validation.per_dtype.fp32 holds figures no validated "),
+    (("devices", "cpu", "model_validation", "per_dtype", "int8", "seq_len"), 4096, "per_dtype.int8 holds figures no validated numba-fused int8 point at seq_len 4096 gives"),
+    (("devices", "cpu", "model_validation", "model_holds"), False, "model_validation.model_holds is False, but its headline point's model error "),
     (("devices", "cpu", "bandwidth", "read", "samples_s"), [], "bandwidth.read.samples_s must be a list of seconds, at least one"),
     (("devices", "cpu", "balance", "fp32"), 99.0, "devices.cpu.balance.fp32 is 99, but the section's rate over its read bandwidth is "),
     (("devices", "cpu", "model_validation", "per_dtype", "fp32", "fraction_of_bandwidth"), {}, "per_dtype.fp32.fraction_of_bandwidth must be a number"),
