@@ -15,6 +15,7 @@ into the one error that names the file.
 
 import copy
 import math
+import statistics
 
 from harness import stats
 
@@ -312,6 +313,7 @@ def check_section(sec, where):
         check_value(value, f"{where}.balance.{key}", "number")
     check_balance_from_rates(sec, where)
     check_decode_derivations(sec, where)
+    check_levels_from_points(sec, where)
     for name, message in (sec.get("probe_errors") or {}).items():
         check_value(message, f"{where}.probe_errors.{name}", "text")
     if "theoretical" in sec:
@@ -370,6 +372,30 @@ def check_decode_derivations(sec, where):
             if not _same(value, derived):
                 raise FieldError(f"{where}.decode_attention[{i}].{'.'.join(path)} is {value!r}, but the point's time "
                                  f"and the section's roofs give {derived!r} (edited after the run?)")
+
+
+def check_levels_from_points(sec, where):
+    """Each hierarchy level's bandwidth is the median of the best rates of the sweep points inside
+    the working sets it names (a GPU's L1: the bytes per SM), its max and point count theirs, as
+    cpu_stream.level_entry wrote them: a level is a roof of the balance table. A level without its
+    range (an older profile) is left alone."""
+    for level, entry in (sec.get("hierarchy_levels") or {}).items():
+        if entry.get("bytes_per_s") is None:
+            continue
+        if entry.get("bytes_per_sm_range"):
+            key, (lo, hi), inside = "bytes_per_sm", entry["bytes_per_sm_range"], lambda p: "bytes_per_sm" in p
+        elif entry.get("working_set_bytes_range"):
+            key, (lo, hi), inside = "working_set_bytes", entry["working_set_bytes_range"], lambda p: "bytes_per_sm" not in p
+        else:
+            continue
+        rates = sorted(p["bytes_per_s"] for p in sec.get("hierarchy") or [] if inside(p) and p.get("bytes_per_s")
+                       and p.get(key) is not None and (lo is None or p[key] >= lo) and (hi is None or p[key] <= hi))
+        want = {"bytes_per_s": statistics.median(rates) if rates else None, "max_bytes_per_s": rates[-1] if rates else None,
+                "points": len(rates)}
+        for field, derived in want.items():
+            if field in entry and not _same(entry[field], derived):
+                raise FieldError(f"{where}.hierarchy_levels.{level}.{field} is {entry[field]!r}, but the sweep's points "
+                                 f"inside its range give {derived!r} (edited after the run?)")
 
 
 # a model_validation.per_dtype entry's figures, as its decode point holds them

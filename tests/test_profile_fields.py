@@ -77,6 +77,9 @@ def test_every_committed_profile_loads(path):
     (("devices", "cpu", "model_validation", "per_dtype", "fp32", "model_error"), None, "per_dtype.fp32 has no model_error"),
     (("devices", "cpu", "model_validation", "gqa", "measured_time_ratio"), "1.2", "model_validation.gqa.measured_time_ratio must be a number"),
     (("devices", "cpu", "hierarchy_levels", "L1"), 0, "hierarchy_levels.L1 must be a mapping"),
+    # a level's bandwidth is a roof of the balance table: the median of its points' best rates
+    (("devices", "cpu", "hierarchy_levels", "L2", "bytes_per_s"), 1e12, "hierarchy_levels.L2.bytes_per_s is 1000000000000.0, but the sweep's points inside its range give "),
+    (("devices", "cpu", "hierarchy_levels", "L3", "points"), 9, "hierarchy_levels.L3.points is 9, but the sweep's points inside its range give "),
     (("devices", "cpu", "hierarchy", 1, "median_bytes_per_s"), REMOVE, "hierarchy[1] has no median_bytes_per_s"),
     (("devices", "cpu", "theoretical", "flops_per_s"), 1.0, "theoretical.flops_per_s must be a mapping of names to numbers"),
     (("machine", "cpu", "caches", 0, "size_bytes"), {"k": 1}, "machine.cpu.caches[0].size_bytes must be a number, 0 or more"),
