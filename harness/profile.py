@@ -13,7 +13,7 @@ import tempfile
 
 import yaml
 
-from harness import profile_fields
+from harness import profile_fields, profile_relations
 from harness.errors import HarnessError, first_line
 
 SCHEMA_VERSION = 1
@@ -71,6 +71,7 @@ def validate(doc, source="<profile>"):
         profile_fields.check_software(doc["software"])
         for name, section in devices.items():
             profile_fields.check_section(section, f"devices.{name}")
+            profile_relations.check_section(section, f"devices.{name}")
     except profile_fields.FieldError as e:
         raise HarnessError(f"profile {source} is malformed: {e}") from None
     return doc

@@ -10,12 +10,12 @@ are checked by the place that holds them. Unknown fields are left alone: a newer
 fields, and an older profile may lack optional ones.
 
 `check_mapping` raises `FieldError` naming the first field that does not fit; profile.py turns it
-into the one error that names the file.
+into the one error that names the file. A timed record's best and median figures are checked against
+its raw samples here, with its type; the relations between records (a balance, a decode point's
+model error, a hierarchy level, the model's verdict) are profile_relations'.
 """
 
-import copy
 import math
-import statistics
 
 from harness import stats
 
@@ -176,20 +176,6 @@ def check_rates_from_samples(rec, where, rate_key, work_key):
                              f"measured from (edited after the run?)")
 
 
-def check_fraction_of_theoretical(rec, where, section_theory=None):
-    """A peak's fraction_of_theoretical is its rate over its theoretical_flops_per_s (a CPU's FMA and
-    matmul records: run.flag_against_theory), else over `section_theory`, the section's figure for its
-    dtype (a GPU's FMA chains, at the SM clock NVML reported: gpu_run.flag_against_theory)."""
-    theory = rec.get("theoretical_flops_per_s") or section_theory
-    fraction = rec.get("fraction_of_theoretical")
-    if not (is_finite_number(theory) and theory > 0 and fraction is not None and rec.get("flops_per_s") is not None):
-        return
-    if not math.isclose(fraction, want := rec["flops_per_s"] / theory, rel_tol=1e-9):
-        source = "theoretical_flops_per_s" if rec.get("theoretical_flops_per_s") else "the section's theoretical rate"
-        raise FieldError(f"{where}.fraction_of_theoretical is {fraction:.10g}, but flops_per_s over {source} "
-                         f"is {want:.10g} (edited after the run?)")
-
-
 def check_decode_record(rec, where):
     """A decode-attention point: a timed record with its shape and the model's prediction."""
     check_timing_record(rec, where, "bytes_per_s", "bytes_per_call")
@@ -285,12 +271,6 @@ def check_section(sec, where):
                 check_value(rec, f"{where}.{key}.{name}", "text")
             else:
                 check_timing_record(rec, f"{where}.{key}.{name}", rate, work)
-    section_theory = (sec.get("theoretical") or {}).get("flops_per_s")
-    for key in ("peak_flops", "tensor_flops"):
-        for dtype, rec in (sec.get(key) or {}).items():
-            if isinstance(rec, dict):
-                whole = section_theory.get(dtype) if key == "peak_flops" and isinstance(section_theory, dict) else None
-                check_fraction_of_theoretical(rec, f"{where}.{key}.{dtype}", whole)
     for kernel, recs in (sec.get("thread_sweep") or {}).items():
         check_value(recs, f"{where}.thread_sweep.{kernel}", "records")
         for i, rec in enumerate(recs):
@@ -311,9 +291,6 @@ def check_section(sec, where):
     check_mapping({k: v for k, v in sec.items() if k not in CHECKED_APART}, where)
     for key, value in (sec.get("balance") or {}).items():
         check_value(value, f"{where}.balance.{key}", "number")
-    check_balance_from_rates(sec, where)
-    check_decode_derivations(sec, where)
-    check_levels_from_points(sec, where)
     for name, message in (sec.get("probe_errors") or {}).items():
         check_value(message, f"{where}.probe_errors.{name}", "text")
     if "theoretical" in sec:
@@ -321,116 +298,6 @@ def check_section(sec, where):
     check_telemetry(sec.get("telemetry") or {}, f"{where}.telemetry")
     if "model_validation" in sec:
         check_model_validation(sec["model_validation"], f"{where}.model_validation")
-        check_model_verdict(sec, where)
-
-
-def check_balance_from_rates(sec, where):
-    """Each stored balance is its rate over the read bandwidth, as the profile's records give them
-    (validation.balance, which the probes' sections are written with); an older profile may lack some."""
-    from harness import validation  # here, not at the top: validation imports summary, which imports profile, which imports this module
-
-    derived = validation.balance(sec)
-    for key, value in (sec.get("balance") or {}).items():
-        want = derived.get(key)
-        if value is not None and want is not None and not math.isclose(value, want, rel_tol=1e-9):
-            raise FieldError(f"{where}.balance.{key} is {value:.10g}, but the section's rate over its read bandwidth "
-                             f"is {want:.10g} (edited after the run?)")
-
-
-DERIVED_DECODE_FIELDS = (("model_error",), ("model_error_adjacent",), ("model", "predicted_time_s"),
-                         ("model", "predicted_time_adjacent_s"), ("model", "regime"))
-
-
-def _at(mapping, path):
-    for key in path:
-        mapping = (mapping or {}).get(key)
-    return mapping
-
-
-def _same(value, derived):
-    """A stored figure and the one derived again: equal, to 1e-9 where both are numbers."""
-    if value is None or derived is None or isinstance(value, str) or isinstance(derived, str):
-        return value == derived
-    return math.isclose(value, derived, rel_tol=1e-9)
-
-
-def check_decode_derivations(sec, where):
-    """Each decode point's achieved rates, fractions, prediction and model error are what its time
-    and the section's roofs give (validation.derive_point, which wrote them): an edited model error or
-    fraction would be the model's verdict in every report. A field an older profile lacks is left alone."""
-    from harness import validation  # here, not at the top: see check_balance_from_rates
-
-    bw, peak = validation.roofs(sec)
-    for i, rec in enumerate(sec.get("decode_attention") or []):
-        want = validation.derive_point(copy.deepcopy(rec), bw, peak)
-        paths = [("achieved", key) for key in want["achieved"]] + list(DERIVED_DECODE_FIELDS)
-        for path in paths:
-            held, derived = _at(rec, path[:-1]) or {}, _at(want, path)
-            if path[-1] not in held:
-                continue
-            value = held[path[-1]]
-            if not _same(value, derived):
-                raise FieldError(f"{where}.decode_attention[{i}].{'.'.join(path)} is {value!r}, but the point's time "
-                                 f"and the section's roofs give {derived!r} (edited after the run?)")
-
-
-def check_levels_from_points(sec, where):
-    """Each hierarchy level's bandwidth is the median of the best rates of the sweep points inside
-    the working sets it names (a GPU's L1: the bytes per SM), its max and point count theirs, as
-    cpu_stream.level_entry wrote them: a level is a roof of the balance table. A level without its
-    range (an older profile) is left alone."""
-    for level, entry in (sec.get("hierarchy_levels") or {}).items():
-        if entry.get("bytes_per_s") is None:
-            continue
-        if entry.get("bytes_per_sm_range"):
-            key, (lo, hi), inside = "bytes_per_sm", entry["bytes_per_sm_range"], lambda p: "bytes_per_sm" in p
-        elif entry.get("working_set_bytes_range"):
-            key, (lo, hi), inside = "working_set_bytes", entry["working_set_bytes_range"], lambda p: "bytes_per_sm" not in p
-        else:
-            continue
-        rates = sorted(p["bytes_per_s"] for p in sec.get("hierarchy") or [] if inside(p) and p.get("bytes_per_s")
-                       and p.get(key) is not None and (lo is None or p[key] >= lo) and (hi is None or p[key] <= hi))
-        want = {"bytes_per_s": statistics.median(rates) if rates else None, "max_bytes_per_s": rates[-1] if rates else None,
-                "points": len(rates)}
-        for field, derived in want.items():
-            if field in entry and not _same(entry[field], derived):
-                raise FieldError(f"{where}.hierarchy_levels.{level}.{field} is {entry[field]!r}, but the sweep's points "
-                                 f"inside its range give {derived!r} (edited after the run?)")
-
-
-# a model_validation.per_dtype entry's figures, as its decode point holds them
-PER_DTYPE_FIGURES = {"model_error": ("model_error",), "model_error_adjacent": ("model_error_adjacent",),
-                     "fraction_of_bandwidth": ("achieved", "fraction_of_bandwidth"),
-                     "fraction_of_adjacent_read": ("achieved", "fraction_of_adjacent_read"),
-                     "regime": ("model", "regime")}
-
-
-def check_model_verdict(sec, where):
-    """model_validation's per-dtype figures are those of the decode point each names, and model_holds
-    is what the headline dtype's error gives (validation.model_finding): the verdict a report states."""
-    from harness import validation  # here, not at the top: see check_balance_from_rates
-
-    mv = sec.get("model_validation") or {}
-    per_dtype = mv.get("per_dtype") or {}
-    for dtype, entry in per_dtype.items():
-        points = [r for r in sec.get("decode_attention") or [] if r.get("validated") and r["dtype"] == dtype
-                  and r["impl"] == entry["impl"] and r["seq_len"] == entry["seq_len"]]
-        if not any(all(_same(entry[key], _at(r, path)) for key, path in PER_DTYPE_FIGURES.items() if key in entry)
-                   for r in points):
-            raise FieldError(f"{where}.model_validation.per_dtype.{dtype} holds figures no validated {entry['impl']} "
-                             f"{dtype} point at seq_len {entry['seq_len']} gives (edited after the run?)")
-    dtype = validation.headline_dtype(per_dtype)
-    if dtype is None or "model_holds" not in mv:
-        return
-    headline = per_dtype[dtype]
-    adjacent = headline.get("model_error_adjacent") is not None
-    error = headline["model_error_adjacent"] if adjacent else headline["model_error"]
-    sped_up = adjacent and (headline.get("fraction_of_adjacent_read") or 0) > validation.FASTER_THAN_READ
-    holds = None if sped_up else abs(error) <= mv["holds_within"]
-    if mv["model_holds"] != holds:
-        raise FieldError(f"{where}.model_validation.model_holds is {mv['model_holds']!r}, but its headline point's "
-                         f"model error {error:+.1%} against holds_within {mv['holds_within']:.0%} gives {holds!r} "
-                         "(edited after the run?)")
 
 
 def check_software(software, where="software"):
