@@ -132,7 +132,8 @@ PER_DTYPE_FIGURES = {"model_error": ("model_error",), "model_error_adjacent": ("
 
 def check_model_verdict(sec, where):
     """model_validation's per-dtype figures are those of the decode point each names, and model_holds
-    is what the headline dtype's error gives (validation.model_finding): the verdict a report states."""
+    is what the headline dtype's error gives (validation.headline_verdict, as model_finding judges it): the verdict
+    a report states."""
     from harness import validation
 
     mv = sec.get("model_validation") or {}
@@ -147,11 +148,7 @@ def check_model_verdict(sec, where):
     dtype = validation.headline_dtype(per_dtype)
     if dtype is None or "model_holds" not in mv:
         return
-    headline = per_dtype[dtype]
-    adjacent = headline.get("model_error_adjacent") is not None
-    error = headline["model_error_adjacent"] if adjacent else headline["model_error"]
-    sped_up = adjacent and (headline.get("fraction_of_adjacent_read") or 0) > validation.FASTER_THAN_READ
-    holds = None if sped_up else abs(error) <= mv["holds_within"]
+    holds, error, _, _ = validation.headline_verdict(per_dtype[dtype], mv["holds_within"])
     if mv["model_holds"] != holds:
         raise FieldError(f"{where}.model_validation.model_holds is {mv['model_holds']!r}, but its headline point's "
                          f"model error {error:+.1%} against holds_within {mv['holds_within']:.0%} gives {holds!r} "

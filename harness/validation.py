@@ -449,6 +449,15 @@ def model_validation(records, llc_bytes, bw, fused_impl="numba-fused", memory="D
             "large_cache_bytes": LARGE_CACHE_FACTOR * llc_bytes}
 
 
+def headline_verdict(headline, holds_within=MODEL_HOLDS_WITHIN):
+    """(holds: True, False or None where undecided, the model error it is judged by, whether that error
+    is against the read beside the point, whether the point outran that read) of a per_dtype entry."""
+    adjacent = headline.get("model_error_adjacent") is not None
+    error = headline["model_error_adjacent"] if adjacent else headline["model_error"]
+    sped_up = adjacent and (headline.get("fraction_of_adjacent_read") or 0) > FASTER_THAN_READ
+    return (None if sped_up else abs(error) <= holds_within), error, adjacent, sped_up  # sped up: the read beside it no longer describes the memory
+
+
 def model_finding(per_dtype, dtype_ratios, shape, memory):
     """(model holds: True, False or None where undecided, the one-line finding) from the headline
     dtype's best point (against the read beside it where paired) and the dtype ratios."""
@@ -456,10 +465,7 @@ def model_finding(per_dtype, dtype_ratios, shape, memory):
     headline = per_dtype.get(dtype)
     if not headline:
         return False, f"no point of the swept shape (batch {shape[0]}, H {shape[1]}, H_kv {shape[2]}) to validate"
-    adjacent = headline["model_error_adjacent"] is not None
-    error = headline["model_error_adjacent"] if adjacent else headline["model_error"]
-    sped_up = adjacent and headline["fraction_of_adjacent_read"] > FASTER_THAN_READ
-    holds = None if sped_up else abs(error) <= MODEL_HOLDS_WITHIN  # sped up: the read beside it no longer describes the memory
+    holds, error, adjacent, sped_up = headline_verdict(headline)
     finding = f"{headline['regime'] or 'regime unknown'}: {headline['impl']} {dtype} at "
     if adjacent:
         finding += (f"{headline['fraction_of_adjacent_read']:.2f} of the {memory} read bandwidth measured beside it "
