@@ -15,8 +15,8 @@ top: it imports summary, which imports profile, which imports this module.
 
 import copy
 import math
-import statistics
 
+from harness import stats
 from harness.profile_fields import FieldError, is_finite_number
 
 
@@ -100,10 +100,10 @@ def check_decode_derivations(sec, where):
 
 
 def check_levels_from_points(sec, where):
-    """Each hierarchy level's bandwidth is the median of the best rates of the sweep points inside
-    the working sets it names (a GPU's L1: the bytes per SM), its max and point count theirs, as
-    cpu_stream.level_entry wrote them: a level is a roof of the balance table. A level without its
-    range (an older profile) is left alone."""
+    """Each hierarchy level's bandwidth, best and point count are what stats.level_entry gives for the
+    sweep points inside the working sets it names (a GPU's L1: the bytes per SM), as the probe wrote
+    them: a level is a roof of the balance table. A level without its range (an older profile) is
+    left alone."""
     for level, entry in (sec.get("hierarchy_levels") or {}).items():
         if entry.get("bytes_per_s") is None:
             continue
@@ -113,14 +113,12 @@ def check_levels_from_points(sec, where):
             key, (lo, hi), inside = "working_set_bytes", entry["working_set_bytes_range"], lambda p: "bytes_per_sm" not in p
         else:
             continue
-        rates = sorted(p["bytes_per_s"] for p in sec.get("hierarchy") or [] if inside(p) and p.get("bytes_per_s")
-                       and p.get(key) is not None and (lo is None or p[key] >= lo) and (hi is None or p[key] <= hi))
-        want = {"bytes_per_s": statistics.median(rates) if rates else None, "max_bytes_per_s": rates[-1] if rates else None,
-                "points": len(rates)}
-        for field, derived in want.items():
-            if field in entry and not _same(entry[field], derived):
+        want = stats.level_entry([p for p in sec.get("hierarchy") or [] if inside(p) and p.get(key) is not None
+                                  and (lo is None or p[key] >= lo) and (hi is None or p[key] <= hi)])
+        for field in ("bytes_per_s", "max_bytes_per_s", "points"):
+            if field in entry and not _same(entry[field], want.get(field)):
                 raise FieldError(f"{where}.hierarchy_levels.{level}.{field} is {entry[field]!r}, but the sweep's points "
-                                 f"inside its range give {derived!r} (edited after the run?)")
+                                 f"inside its range give {want.get(field)!r} (edited after the run?)")
 
 
 # a model_validation.per_dtype entry's figures, as its decode point holds them

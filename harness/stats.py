@@ -91,3 +91,13 @@ def other_load_warning(fraction):
         return (f"machine busy: other work (processes, or the kernel) took {fraction:.0%} of the CPUs' time "
                 "during the measurement")
     return None
+
+
+def level_entry(points, **where):
+    """One level of hierarchy_levels from the sweep points inside it: the median of their best
+    samples and the best, with `where` (the working sets it covers), or the reason there is none.
+    The probes write it; the loader (profile_relations) derives it again to check a stored level."""
+    rates = sorted(p["bytes_per_s"] for p in points if p.get("bytes_per_s"))
+    if not rates:
+        return {"bytes_per_s": None, "reason": "no sweep point lies well inside this level"}
+    return {"bytes_per_s": float(statistics.median(rates)), "max_bytes_per_s": rates[-1], "points": len(rates), **where}

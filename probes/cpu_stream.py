@@ -10,6 +10,7 @@ import numpy as np
 from numba import njit, prange, uint64
 
 from harness.machine import last_level_cache_bytes
+from harness.stats import level_entry
 from harness.workload import Workload, set_cpu_threads
 from probes import cpu_read
 
@@ -403,15 +404,6 @@ def summarize_levels(points, capacities):
         levels[name] = level_entry([p for p in points if lo <= p["working_set_bytes"] <= hi],
                                    working_set_bytes_range=[lo, None if math.isinf(hi) else hi])
     return levels
-
-
-def level_entry(points, **where):
-    """One level of hierarchy_levels from the sweep points inside it: the median of their best
-    samples and the best, with `where` (the working sets it covers), or the reason there is none."""
-    rates = sorted(p["bytes_per_s"] for p in points if p.get("bytes_per_s"))
-    if not rates:
-        return {"bytes_per_s": None, "reason": "no sweep point lies well inside this level"}
-    return {"bytes_per_s": float(np.median(rates)), "max_bytes_per_s": rates[-1], "points": len(rates), **where}
 
 
 def hierarchy_buffers(ctx):

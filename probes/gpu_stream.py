@@ -137,7 +137,8 @@ def run_hierarchy(ctx):
     SM's L1, and the L2 points would measure L1 up to about SMs x 256 KiB)."""
     import cupy as cp
 
-    from probes.cpu_stream import dram_bytes, level_entry, summarize_levels
+    from harness.stats import level_entry
+    from probes.cpu_stream import dram_bytes, summarize_levels
 
     memory = memory_name(ctx.gpu)
     l2, sms = ctx.gpu["l2_bytes"], ctx.gpu["sm_count"]

@@ -330,7 +330,7 @@ def test_what_the_report_draws_is_checked_on_load(tmp_path, edit, message):
     doc = make_doc()
     sec = doc["devices"]["cpu"]
     sec["thread_sweep"] = {"triad": [dict(record(), threads=1), record()]}
-    point = sec["hierarchy"][0]["bytes_per_s"]  # the level is its one point, as level_entry derives it
+    point = sec["hierarchy"][0]["bytes_per_s"]  # the level is its one point, as stats.level_entry derives it
     sec["hierarchy_levels"] = {"L1": {"bytes_per_s": point, "working_set_bytes_range": [16384, None]}}
     sec["model_validation"] = {"finding": "f", "model_error": -0.12}  # an error may be below 0, a rate not
     path = tmp_path / "p.yaml"
