@@ -7,7 +7,8 @@ each figure derived from others must be what the harness derives from them, as t
 - each balance: its rate over the section's read bandwidth;
 - each decode point's achieved rates, fractions, prediction, regime and model errors;
 - each hierarchy level: the median, best and count of the sweep points inside its range;
-- model_validation: per-dtype figures those of the points they name, model_holds their verdict.
+- model_validation: per-dtype figures those of the points they name, model_holds their verdict,
+  each dtype, GQA and batch ratio that of a pair of validated points.
 
 A field an older profile lacks is left alone. `validation` is imported in the functions, not at the
 top: it imports summary, which imports profile, which imports this module.
@@ -33,6 +34,7 @@ def check_section(sec, where):
     check_levels_from_points(sec, where)
     if "model_validation" in sec:
         check_model_verdict(sec, where)
+        check_model_ratios(sec, where)
 
 
 def check_fraction_of_theoretical(rec, where, section_theory=None):
@@ -151,3 +153,33 @@ def check_model_verdict(sec, where):
         raise FieldError(f"{where}.model_validation.model_holds is {mv['model_holds']!r}, but its headline point's "
                          f"model error {error:+.1%} against holds_within {mv['holds_within']:.0%} gives {holds!r} "
                          "(edited after the run?)")
+
+
+def ratio_entries(mv):
+    """(name, entry, dtypes of its numerator and denominator or None) of each ratio model_validation
+    measured: dtype_ratios' <dtype>_vs_fp32, gqa_widened's of one dtype, gqa's and batch's of any.
+    An entry without the numerator's impl, seq_len and batch (an older profile) is left out."""
+    found = [(f"dtype_ratios.{key}", entry, key.split("_vs_")) for key, entry in (mv.get("dtype_ratios") or {}).items()]
+    found += [(key, mv.get(key), None) for key in ("gqa", "batch")]
+    widened = mv.get("gqa_widened") or {}
+    found.append(("gqa_widened", widened, [widened.get("dtype")] * 2))
+    return [(name, entry, dtypes) for name, entry, dtypes in found if isinstance(entry, dict)
+            and entry.get("measured_time_ratio") is not None and all(k in entry for k in ("impl", "seq_len", "batch"))]
+
+
+def check_model_ratios(sec, where):
+    """Each ratio model_validation states (a dtype's time over fp32's, GQA's, batch's) is what a pair of
+    validated decode points gives (validation.ratio_check, which wrote it), the numerator of the impl,
+    seq_len and batch it names: an edited ratio would be a finding about the model in every report."""
+    from harness import validation
+
+    points = [r for r in sec.get("decode_attention") or [] if r.get("validated")]
+    for name, entry, dtypes in ratio_entries(sec.get("model_validation") or {}):
+        nums = [r for r in points if r["impl"] == entry["impl"] and r["seq_len"] == entry["seq_len"]
+                and r["batch"] == entry["batch"] and (dtypes is None or r["dtype"] == dtypes[0])]
+        dens = [r for r in points if dtypes is None or r["dtype"] == dtypes[1]]
+        if not any(all(_same(value, pair[key]) for key, value in entry.items() if key in pair)
+                   for pair in (validation.ratio_check(num, den, name) for num in nums for den in dens)):
+            raise FieldError(f"{where}.model_validation.{name} holds a ratio no pair of validated decode points gives "
+                             f"(its numerator: {entry['impl']} at seq_len {entry['seq_len']}, batch {entry['batch']}; "
+                             "edited after the run?)")

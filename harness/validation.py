@@ -337,7 +337,9 @@ def _best(records, **match):
     return min(found, key=lambda r: r["time_s"]) if found else None
 
 
-def _ratio_check(num, den, what):
+def ratio_check(num, den, what):
+    """The measured time ratio of two points against the model's byte ratio, and at equal read bandwidth
+    where both were paired with a read; {available: False, reason} where either point is missing."""
     if not (num and den):
         return {"available": False, "reason": f"the sweep has no {what} pair"}
     measured = num["time_s"] / den["time_s"]
@@ -417,7 +419,7 @@ def model_validation(records, llc_bytes, bw, fused_impl="numba-fused", memory="D
     if fp32:
         for dtype in ("bf16", "fp16", "int8"):
             other = _best(mha, dtype=dtype, impl=fused_impl, seq_len=fp32["seq_len"])
-            dtype_ratios[f"{dtype}_vs_fp32"] = _ratio_check(other, fp32, f"{dtype}/fp32")
+            dtype_ratios[f"{dtype}_vs_fp32"] = ratio_check(other, fp32, f"{dtype}/fp32")
 
     def fused(batch, group, like=None):
         """The fused impl's fastest record of one batch and GQA group: fp32 at its longest cache, or
@@ -431,17 +433,17 @@ def model_validation(records, llc_bytes, bw, fused_impl="numba-fused", memory="D
         return _best(found, dtype=dtype, seq_len=max(lengths)) if lengths else None
 
     group1 = fused(shape[0], 1)
-    gqa = _ratio_check(fused(shape[0], 4, group1) if group1 else None, group1, "GQA group 4 / group 1")
+    gqa = ratio_check(fused(shape[0], 4, group1) if group1 else None, group1, "GQA group 4 / group 1")
     gqa_widened = {"available": False, "reason": "the sweep has no 16-bit or int8 GQA group 4 / group 1 pair"}
     for dtype in ("bf16", "fp16", "int8"):  # a widened cache's kernel shares each row among the group's heads
         by_group = {g: [r for r in large if r["impl"] == fused_impl and r["dtype"] == dtype and r["batch"] == shape[0]
                         and r["heads"] == shape[1] == g * r["kv_heads"]] for g in (1, 4)}
         if by_group[1] and by_group[4]:  # each at its longest cache (the CPU sweep's: the same bytes)
             four, one = (_best(found, seq_len=max(r["seq_len"] for r in found)) for found in (by_group[4], by_group[1]))
-            gqa_widened = dict(_ratio_check(four, one, f"{dtype} GQA group 4 / group 1"), dtype=dtype)
+            gqa_widened = dict(ratio_check(four, one, f"{dtype} GQA group 4 / group 1"), dtype=dtype)
             break
     batched = [r for r in large if r["impl"] == fused_impl and r["batch"] > 1 and r["kv_heads"] == r["heads"]]
-    batch = _ratio_check(batched[0] if batched else None, fused(1, 1), "batch > 1 / batch 1")
+    batch = ratio_check(batched[0] if batched else None, fused(1, 1), "batch > 1 / batch 1")
     holds, finding = model_finding(per_dtype, dtype_ratios, shape, memory)
     return {"model_holds": holds, "holds_within": MODEL_HOLDS_WITHIN, "per_dtype": per_dtype,
             "dtype_ratios": dtype_ratios, "gqa": gqa, "gqa_widened": gqa_widened, "batch": batch, "finding": finding,

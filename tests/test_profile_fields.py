@@ -72,6 +72,12 @@ def test_every_committed_profile_loads(path):
     (("devices", "cpu", "model_validation", "per_dtype", "fp32", "model_error"), 0.05, "model_validation.per_dtype.fp32 holds figures no validated "),
     (("devices", "cpu", "model_validation", "per_dtype", "int8", "seq_len"), 4096, "per_dtype.int8 holds figures no validated numba-fused int8 point at seq_len 4096 gives"),
     (("devices", "cpu", "model_validation", "model_holds"), False, "model_validation.model_holds is False, but its headline point's model error "),
+    # the dtype, GQA and batch findings: each a ratio of two validated points' times and bytes
+    (("devices", "cpu", "model_validation", "dtype_ratios", "bf16_vs_fp32", "measured_time_ratio"), 0.5, "model_validation.dtype_ratios.bf16_vs_fp32 holds a ratio no pair of validated decode points gives"),
+    (("devices", "cpu", "model_validation", "gqa", "model_bytes_ratio"), 0.3, "model_validation.gqa holds a ratio no pair"),
+    (("devices", "cpu", "model_validation", "batch", "measured_over_model"), 1.0, "model_validation.batch holds a ratio no pair"),
+    (("devices", "cpu", "model_validation", "gqa", "time_ratio_at_equal_read"), 1.0, "model_validation.gqa holds a ratio no pair"),
+    (("devices", "cpu", "model_validation", "dtype_ratios", "int8_vs_fp32", "seq_len"), 4096, "dtype_ratios.int8_vs_fp32 holds a ratio no pair of validated decode points gives (its numerator: numba-fused at seq_len 4096, batch 1; "),
     (("devices", "cpu", "bandwidth", "read", "samples_s"), [], "bandwidth.read.samples_s must be a list of seconds, at least one"),
     (("devices", "cpu", "balance", "fp32"), 99.0, "devices.cpu.balance.fp32 is 99, but the section's rate over its read bandwidth is "),
     (("devices", "cpu", "model_validation", "per_dtype", "fp32", "fraction_of_bandwidth"), {}, "per_dtype.fp32.fraction_of_bandwidth must be a number"),
