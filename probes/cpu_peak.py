@@ -117,8 +117,8 @@ def peak_workload(cpu, dtype, threads, iters_per_call):
         ref, got = expected(a0, steps), values.astype(np.float64)
         bad = ~(np.abs(got - ref) <= rtol * np.abs(ref))
         if bad.any():
-            i = np.unravel_index(int(np.argmax(bad)), bad.shape)
-            return f"fma accumulator {i} is {got[i]!r}, expected {ref[i]!r} after {steps} steps{what}"
+            i = tuple(int(k) for k in np.unravel_index(int(np.argmax(bad)), bad.shape))
+            return f"fma accumulator {i} is {float(got[i])!r}, expected {float(ref[i])!r} after {steps} steps{what}"
         return None
 
     def check():

@@ -180,7 +180,7 @@ def check_close(got, ref, rtol, what):
     if not bad.any():
         return None
     i = int(np.argmax(bad))
-    return f"{what}: element {i} is {got64[i]!r}, expected {ref[i]!r} (rtol {rtol:g})"
+    return f"{what}: element {i} is {float(got64[i])!r}, expected {float(ref[i])!r} (rtol {rtol:g})"
 
 
 REFERENCES = ("copy", "scale", "add", "triad")  # first_mismatch's `kind`: the index of the kernel's name
