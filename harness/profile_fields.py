@@ -81,7 +81,7 @@ NAMED = {
     **dict.fromkeys(("steal_fraction", "other_load_fraction"), "share"),  # of the CPUs' time while measuring
     **dict.fromkeys(("validated", "model_holds", "quick", "against_adjacent_read", "stage_rows_in_l1", "l2_cold",
                      "available"), "flag"),
-    **dict.fromkeys(("warnings", "simd", "matrix_units", "clocks_event_reasons"), "texts"),
+    **dict.fromkeys(("warnings", "simd", "matrix_units", "clocks_event_reasons", "interleaved_with"), "texts"),
     **dict.fromkeys(("counters", "model", "achieved", "kernel_config", "in_core", "frequency", "cgroup",
                      "memory_settings", "clock_settings", "gpu", "sm_limits"), "mapping"),
     **dict.fromkeys(("median_s_per_setting", "calls_per_setting"), "table"),

@@ -171,12 +171,45 @@ def measure(
         repeats = min(repeats, max(min_repeats, math.floor(budget_s / (samples[0] * loops))))
     while len(samples) < repeats:
         take()
-    after = cpu_times()
-    steal, others = steal_fraction(before, after), other_load_fraction(before, after)
+    return measurement(samples, loops, resolution, before, cpu_times())
 
+
+def measurement(samples, loops, resolution, before, after):
+    """A Measurement of samples taken between two read_cpu_times() readings, with its warnings."""
+    steal, others = steal_fraction(before, after), other_load_fraction(before, after)
     warnings = stats.spread_warnings(samples)
     for w in (stats.resolution_warning(min(samples) * loops, resolution), stats.steal_warning(steal),
               stats.other_load_warning(others)):
         if w:
             warnings.append(w)
     return Measurement(samples, loops, resolution, steal, others, warnings)
+
+
+def measure_interleaved(runs, *, repeats, min_sample_s, warmup=1, max_loops=1 << 24, clock=time.perf_counter_ns,
+                        cpu_times=read_cpu_times, around_last=None):
+    """One Measurement per callable of `runs`, their samples taken in `repeats` rounds of one sample
+    of each, in order (BabelStream's loop over its kernels): a memory whose speed drifts (a shared VM
+    host's) then slows every kernel alike, where timed one after another a drift between two kernels'
+    samples would be a difference between the kernels. Each is warmed up and calibrated on its own
+    first (calibration runs are not samples: they are not interleaved). `around_last[i]`, a pair of
+    callables, is called right before and right after run i's last sample, untimed (the poison and
+    the output check: each check sees that run's output before a later run overwrites it)."""
+    if repeats < 1:
+        raise ValueError("repeats must be >= 1")
+    for run in runs:
+        for _ in range(warmup):
+            run(1)
+    resolution = timer_resolution_s(clock)
+    before = cpu_times()
+    loops = [calibrate(run, min_sample_s, max_loops, clock)[0] for run in runs]
+    samples = [[] for _ in runs]
+    for rnd in range(repeats):
+        for i, run in enumerate(runs):
+            last = around_last[i] if around_last and rnd == repeats - 1 else None
+            if last:
+                last[0]()
+            samples[i].append(timed_s(run, loops[i], clock) / loops[i])
+            if last:
+                last[1]()
+    after = cpu_times()
+    return [measurement(s, n, resolution, before, after) for s, n in zip(samples, loops)]

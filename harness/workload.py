@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from harness import stats
-from harness.timing import measure
+from harness.timing import measure, measure_interleaved
 
 
 @dataclass
@@ -77,6 +77,13 @@ class Context:
         rec["counters"] = self.count(workload, rec)
         return rec
 
+    def measure_interleaved(self, workloads):
+        """measure, of workloads timed in interleaved rounds (time_interleaved): their records, in order."""
+        recs = time_interleaved(workloads, self.repeats, self.min_sample_s, self.clock)
+        for w, rec in zip(workloads, recs):
+            rec["counters"] = self.count(w, rec)
+        return recs
+
     def count(self, w, rec):
         """The counters block for a CPU record: counted by perf when asked (or when `auto` finds a
         PMU), else the reason. GPU records are counted afterwards by re-running under ncu."""
@@ -103,7 +110,33 @@ def time_workload(w, repeats, min_sample_s, clock=time.perf_counter_ns, between=
         set_cpu_threads(w.threads)
     w.poison()
     m = measure(w.run, repeats=repeats, min_sample_s=min_sample_s, clock=clock, between=between, budget_s=budget_s)
-    error = w.check()
+    return record(w, m, w.check(), digest)
+
+
+def time_interleaved(workloads, repeats, min_sample_s, clock=time.perf_counter_ns):
+    """Records of workloads (a CPU's: of one thread count) timed in interleaved rounds (timing.measure_interleaved),
+    each poisoned right before its last sample and checked right after it. Each record's
+    `interleaved_with` names the workloads its samples alternated with, in their order."""
+    digests = [probe_hash(w) for w in workloads]
+    if workloads[0].device == "cpu":
+        if {w.threads for w in workloads} != {workloads[0].threads}:
+            raise ValueError("interleaved CPU workloads must run on one thread count")
+        set_cpu_threads(workloads[0].threads)
+    errors = [None] * len(workloads)
+
+    def checked(i):
+        def check():
+            errors[i] = workloads[i].check()
+        return check
+    ms = measure_interleaved([w.run for w in workloads], repeats=repeats, min_sample_s=min_sample_s, clock=clock,
+                             around_last=[(w.poison, checked(i)) for i, w in enumerate(workloads)])
+    names = [w.name for w in workloads]
+    return [{**record(w, m, error, digest), "interleaved_with": names}
+            for w, m, error, digest in zip(workloads, ms, errors, digests)]
+
+
+def record(w, m, error, digest):
+    """The profile record of workload `w` from its Measurement `m` and its output check's error (None: valid)."""
     rec = {"dtype": w.dtype, "threads": w.threads, "working_set_bytes": int(w.working_set_bytes),
            "probe_hash": digest}
     rec.update(w.info)

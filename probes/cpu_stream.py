@@ -19,7 +19,7 @@ ALIGN_BYTES = 64
 READ_OFFSET_ELEMS = 16  # alternate reps start one cache line (or two) later, so no rep can be hoisted
 CHECK_CHUNK = 1 << 22
 READ_BLOCK = 1 << 16
-SCALAR = 3.0
+SCALAR = 0.4  # BabelStream's: a round of copy, scale, add, triad leaves `a` at 0.96x, so interleaved rounds stay finite
 # STREAM's rule is arrays >= 4x the last-level cache. On the Zen 5 KVM guest (32 MiB of L3 visible)
 # reads at 128 MiB still ran ~20% faster than at 256 MiB-1 GiB (caches of the host that the guest
 # does not see), so DRAM probes also use at least DRAM_MIN_BYTES.
@@ -247,7 +247,9 @@ def stream_buffers(ctx):
 
 
 def stream_workloads(ctx, dtype, n, threads):
-    """The five kernels over three arrays, in STREAM's order so each reads valid inputs."""
+    """The five kernels over three arrays, in STREAM's order so each reads valid inputs, run once
+    each or in interleaved rounds (the read sums `a`, which triad writes: its reference is taken when
+    it is checked)."""
     t = DTYPES[dtype]
     a, b, c = pooled_arrays(n, t, POOL)
     for seed, x in enumerate((a, b, c)):
@@ -284,15 +286,18 @@ def stream_workloads(ctx, dtype, n, threads):
 
 
 def run_stream(ctx):
-    """devices.cpu.bandwidth (fp64) and bandwidth_fp32: best and median per kernel."""
+    """devices.cpu.bandwidth (fp64) and bandwidth_fp32: best and median per kernel, the five kernels
+    timed in interleaved rounds (Context.measure_interleaved), so a drift of the memory's speed
+    slows each alike instead of whichever ran while it lasted."""
     section = {}
     for dtype in ctx.of_dtypes(DTYPES):
         key = "bandwidth" if dtype == "fp64" else f"bandwidth_{dtype}"
         n, warnings = stream_elements(ctx, dtype)
+        workloads = list(stream_workloads(ctx, dtype, n, ctx.threads))
+        ctx.progress(f"stream {dtype}: {', '.join(w.name for w in workloads)} in interleaved rounds, "
+                     f"{n * np.dtype(DTYPES[dtype]).itemsize / 2**20:.0f} MiB per array")
         section[key] = {}
-        for i, w in enumerate(stream_workloads(ctx, dtype, n, ctx.threads)):
-            ctx.progress(f"stream {dtype} {w.name} ({i + 1}/5), {n * np.dtype(DTYPES[dtype]).itemsize / 2**20:.0f} MiB per array")
-            rec = ctx.measure(w)
+        for w, rec in zip(workloads, ctx.measure_interleaved(workloads)):
             rec["warnings"] = warnings + rec["warnings"]
             section[key][w.name] = rec
     return section
@@ -337,7 +342,8 @@ def read_workload(a, dtype, working_set, threads, bytes_per_call_target, streams
     per = working_set // itemsize // threads
     reps = max(1, bytes_per_call_target // (per * threads * itemsize))
     out = np.empty(threads)
-    reference = []  # the kernel never writes `a`: its float64 sums (~2 s for 256 MiB) are computed once
+    reference = []  # the kernel never writes `a`: its float64 sums (~2 s for 256 MiB) are taken once, at the
+    # first check (in the stream probe's rounds, after the last triad wrote `a`)
 
     if setting == cpu_read.NUMBA:
         def run(loops):

@@ -67,7 +67,8 @@ def stream_workloads(gpu, dtype, n_vectors):
 
 
 def run_stream(ctx):
-    """devices.gpuN.bandwidth (fp64) and bandwidth_fp32."""
+    """devices.gpuN.bandwidth (fp64) and bandwidth_fp32, the kernels timed in interleaved rounds
+    (BabelStream's loop: Context.measure_interleaved)."""
     import cupy as cp
 
     free, _ = cp.cuda.runtime.memGetInfo()
@@ -77,9 +78,10 @@ def run_stream(ctx):
         key = "bandwidth" if dtype == "fp64" else f"bandwidth_{dtype}"
         section[key] = {}
         short = not ctx.tiny and n_vec * 16 < 4 * ctx.gpu["l2_bytes"]
-        for w in stream_workloads(ctx.gpu, dtype, n_vec):
-            ctx.progress(f"gpu{ctx.gpu['index']} stream {dtype} {w.name}")
-            rec = section[key][w.name] = ctx.measure(w)
+        workloads = list(stream_workloads(ctx.gpu, dtype, n_vec))
+        ctx.progress(f"gpu{ctx.gpu['index']} stream {dtype}: {', '.join(w.name for w in workloads)} in interleaved rounds")
+        for w, rec in zip(workloads, ctx.measure_interleaved(workloads)):
+            section[key][w.name] = rec
             if short:  # free memory could not hold three arrays of 4x the L2
                 rec["warnings"].append(f"arrays of {n_vec * 16 >> 20} MiB, under 4x the L2 ({ctx.gpu['l2_bytes'] >> 20} MiB): "
                                        f"only {free >> 20} MiB was free, so the L2 serves part of each pass")

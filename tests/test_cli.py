@@ -65,7 +65,7 @@ def test_profile_writes_a_valid_profile_with_the_contract_keys(quick_profile):
     assert set(cpu["theoretical"]) >= {"bytes_per_s", "flops_per_s", "source"}
     assert [r["threads"] for r in cpu["thread_sweep"]["triad"]][-1] == cpu["threads"]
     assert doc["machine"]["id"] and doc["software"]["numba"]["layer"]
-    assert "stream fp64 triad" in proc.stderr  # progress goes to stderr
+    assert "stream fp64: copy, scale, add, triad, read in interleaved rounds" in proc.stderr  # progress goes to stderr
     assert "profile written to" in proc.stdout and "its report (markdown and plots): harness report " in proc.stdout
 
 

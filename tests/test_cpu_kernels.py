@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from harness.workload import Context, time_workload
+from harness.workload import Context, time_interleaved, time_workload
 from probes import cpu_peak, cpu_stream
 
 
@@ -51,6 +51,31 @@ def test_random_fill_is_not_constant_and_in_range():
     cpu_stream.fill_random(a, 1)
     assert a.ctypes.data % 64 == 0
     assert 0.5 <= a.min() and a.max() < 1.5 and len(np.unique(a)) > 4000
+
+
+@pytest.mark.parametrize("dtype", ["fp64", "fp32"])
+def test_stream_kernels_in_interleaved_rounds_validate_each_against_the_arrays_it_read(tiny_ctx, dtype):
+    """Rounds of copy, scale, add, triad and read rewrite the arrays each round (the read sums what the
+    last triad wrote): each is checked right after its last sample, and BabelStream's scalar keeps the
+    values in range however many rounds run."""
+    workloads = list(cpu_stream.stream_workloads(tiny_ctx, dtype, 1001, 2))
+    recs = time_interleaved(workloads, repeats=30, min_sample_s=1e-4)
+    assert [r["validated"] for r in recs] == [True] * 5, [r.get("error") for r in recs]
+    assert all(r["interleaved_with"] == ["copy", "scale", "add", "triad", "read"] and len(r["samples_s"]) == 30
+               for r in recs)
+    assert recs[0]["steal_fraction"] == recs[-1]["steal_fraction"]  # one span of rounds
+
+
+def test_a_broken_kernel_in_interleaved_rounds_fails_alone(tiny_ctx):
+    workloads = list(cpu_stream.stream_workloads(tiny_ctx, "fp64", 256, 2))
+    workloads[4].run = lambda loops: None  # the read writes nothing: its poisoned sums stay NaN
+    recs = time_interleaved(workloads, repeats=2, min_sample_s=1e-4)
+    assert [r["validated"] for r in recs] == [True, True, True, True, False]
+    assert recs[4]["bytes_per_s"] is None and recs[4]["error"].startswith("read sum: element 0 is nan, expected ")
+    one = next(w for w in cpu_stream.stream_workloads(Context(cpu=tiny_ctx.cpu, threads=1, tiny=True), "fp64", 256, 1)
+               if w.name == "copy")
+    with pytest.raises(ValueError, match="one thread count"):
+        time_interleaved([workloads[0], one], repeats=2, min_sample_s=1e-4)
 
 
 def test_a_kernel_that_writes_nothing_fails_its_check(tiny_ctx):

@@ -44,6 +44,50 @@ def test_a_budget_cuts_samples_of_long_calls_to_what_fits(fake_clock):
     assert len(m.samples_s) == 10  # short calls: every repeat fits
 
 
+def test_interleaved_runs_take_their_samples_in_rounds_and_are_checked_right_after_their_last(fake_clock):
+    events = []
+
+    def run_of(name, seconds_per_loop):
+        def run(loops):
+            events.append((name, loops))
+            fake_clock.advance_s(seconds_per_loop * loops)
+        return run
+    hooks = [(lambda n=n: events.append(("poison", n)), lambda n=n: events.append(("check", n))) for n in "ab"]
+    ms = timing.measure_interleaved([run_of("a", 0.02), run_of("b", 1e-3)], repeats=3, min_sample_s=0.05,
+                                    clock=fake_clock, cpu_times=no_cpu_times, around_last=hooks)
+    la, lb = (m.loops_per_sample for m in ms)
+    assert la * 0.02 >= 0.05 and lb * 1e-3 >= 0.05  # each calibrated on its own
+    assert events[:2] == [("a", 1), ("b", 1)]  # warm-ups
+    rounds = events[-10:]
+    assert rounds == [("a", la), ("b", lb)] * 2 + [("poison", "a"), ("a", la), ("check", "a"),
+                                                   ("poison", "b"), ("b", lb), ("check", "b")]
+    assert events[-11] == ("b", lb)  # b's calibration, after a's
+    assert [len(m.samples_s) for m in ms] == [3, 3]
+    assert ms[0].samples_s == pytest.approx([0.02] * 3, rel=1e-3) and ms[1].samples_s == pytest.approx([1e-3] * 3, rel=1e-3)
+    with pytest.raises(ValueError):
+        timing.measure_interleaved([run_of("a", 0.02)], repeats=0, min_sample_s=0.05, clock=fake_clock)
+
+
+def test_interleaved_runs_share_the_drift_that_runs_one_after_another_split(fake_clock):
+    """A memory that halves its speed half-way through: timed one after the other, the second kernel
+    takes all of it; in rounds both see it alike, so their ratio stays their true 2:1."""
+    state = {"calls": 0}
+
+    def run_of(seconds_per_loop):
+        def run(loops):
+            state["calls"] += loops
+            fake_clock.advance_s(seconds_per_loop * loops * (2 if state["calls"] > 10 else 1))
+        return run
+    a, b = timing.measure_interleaved([run_of(0.1), run_of(0.05)], repeats=8, min_sample_s=0.01, clock=fake_clock,
+                                      cpu_times=no_cpu_times)
+    medians = [sorted(m.samples_s)[4] for m in (a, b)]
+    assert medians[0] / medians[1] == pytest.approx(2.0, rel=1e-3)
+    state["calls"] = 0
+    one = timing.measure(run_of(0.1), repeats=8, min_sample_s=0.01, clock=fake_clock, cpu_times=no_cpu_times)
+    two = timing.measure(run_of(0.05), repeats=8, min_sample_s=0.01, clock=fake_clock, cpu_times=no_cpu_times)
+    assert sorted(one.samples_s)[4] / sorted(two.samples_s)[4] == pytest.approx(1.0, rel=1e-3)  # the drift, not the kernels
+
+
 def test_the_calibration_run_is_the_first_sample_unless_each_sample_follows_between(fake_clock):
     run, calls = work_taking(fake_clock, 0.2)
     m = timing.measure(run, repeats=3, min_sample_s=0.05, clock=fake_clock, cpu_times=no_cpu_times)
