@@ -601,3 +601,12 @@ def test_the_report_says_which_read_kernel_the_read_ran_and_what_it_gained():
     sec["bandwidth"]["read"]["kernel_config"].update(read_kernel="vec512", median_s_per_setting={
         "numba": 0.0630, "vec512": 0.0600})  # a setting another version named: as recorded, no traceback
     assert "`vec512`, 1.05x the rate of Numba's own" in report.read_kernel_lines(sec)[0]
+
+
+def test_the_report_says_the_bandwidth_kernels_were_timed_in_interleaved_rounds(doc):
+    note = "The bandwidth kernels (copy, scale, add, triad, read) were timed in interleaved rounds"
+    assert note not in report.markdown(report.report_data(doc))  # a profile from before the rounds
+    rounds = copy.deepcopy(doc)
+    for rec in rounds["devices"]["cpu"]["bandwidth"].values():
+        rec["interleaved_with"] = ["copy", "scale", "add", "triad", "read"]
+    assert note in report.markdown(report.report_data(rounds))
