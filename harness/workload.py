@@ -77,10 +77,12 @@ class Context:
         rec["counters"] = self.count(workload, rec)
         return rec
 
-    def measure_interleaved(self, workloads):
+    def measure_interleaved(self, workloads, repeats=None):
         """measure, of workloads timed in interleaved rounds (time_interleaved): their records, in order."""
-        recs = time_interleaved(workloads, self.repeats, self.min_sample_s, self.clock)
+        recs = time_interleaved(workloads, min(self.repeats, repeats or self.repeats), self.min_sample_s, self.clock)
         for w, rec in zip(workloads, recs):
+            if w.device == "cpu":
+                set_cpu_threads(w.threads)  # perf counts its calls on the threads they were timed on
             rec["counters"] = self.count(w, rec)
         return recs
 
@@ -114,23 +116,27 @@ def time_workload(w, repeats, min_sample_s, clock=time.perf_counter_ns, between=
 
 
 def time_interleaved(workloads, repeats, min_sample_s, clock=time.perf_counter_ns):
-    """Records of workloads (a CPU's: of one thread count) timed in interleaved rounds (timing.measure_interleaved),
+    """Records of workloads timed in interleaved rounds (timing.measure_interleaved), each CPU one on its threads,
     each poisoned right before its last sample and checked right after it. Each record's
-    `interleaved_with` names the workloads its samples alternated with, in their order."""
+    `interleaved_with` names the workloads its samples alternated with, in their order (with their
+    threads, where they differ)."""
     digests = [probe_hash(w) for w in workloads]
+    runs = [w.run for w in workloads]
     if workloads[0].device == "cpu":
-        if {w.threads for w in workloads} != {workloads[0].threads}:
-            raise ValueError("interleaved CPU workloads must run on one thread count")
-        set_cpu_threads(workloads[0].threads)
+        if len({w.threads for w in workloads}) == 1:
+            set_cpu_threads(workloads[0].threads)
+        else:  # each sample sets its own (a few microseconds, inside samples of milliseconds)
+            runs = [lambda loops, w=w: (set_cpu_threads(w.threads), w.run(loops)) for w in workloads]
     errors = [None] * len(workloads)
 
     def checked(i):
         def check():
             errors[i] = workloads[i].check()
         return check
-    ms = measure_interleaved([w.run for w in workloads], repeats=repeats, min_sample_s=min_sample_s, clock=clock,
+    ms = measure_interleaved(runs, repeats=repeats, min_sample_s=min_sample_s, clock=clock,
                              around_last=[(w.poison, checked(i)) for i, w in enumerate(workloads)])
-    names = [w.name for w in workloads]
+    several = len({w.threads for w in workloads}) > 1
+    names = [f"{w.name} ({w.threads} thread{'s' * (w.threads != 1)})" if several else w.name for w in workloads]
     return [{**record(w, m, error, digest), "interleaved_with": names}
             for w, m, error, digest in zip(workloads, ms, errors, digests)]
 

@@ -246,10 +246,10 @@ def stream_buffers(ctx):
     return {name: need for name in POOL}
 
 
-def stream_workloads(ctx, dtype, n, threads):
-    """The five kernels over three arrays, in STREAM's order so each reads valid inputs, run once
-    each or in interleaved rounds (the read sums `a`, which triad writes: its reference is taken when
-    it is checked)."""
+def stream_workloads(ctx, dtype, n, threads, kernels=tuple(STREAM_WEIGHTS)):
+    """The kernels named (all five by default) over three arrays, in STREAM's order so each reads
+    valid inputs, run once each or in interleaved rounds (the read sums `a`, which triad writes: its
+    reference is taken when it is checked); the read's kernel is tuned only where it is asked for."""
     t = DTYPES[dtype]
     a, b, c = pooled_arrays(n, t, POOL)
     for seed, x in enumerate((a, b, c)):
@@ -267,16 +267,16 @@ def stream_workloads(ctx, dtype, n, threads):
     def poison(x):
         return lambda: x.fill(np.nan)
 
-    read = dram_read_workload(ctx, a, dtype, per * threads * a.itemsize, threads)
+    read = dram_read_workload(ctx, a, dtype, per * threads * a.itemsize, threads) if "read" in kernels else None
     specs = {
         "copy": (loop(k_copy, a, c), poison(c), lambda: check_elementwise(c, a, a, s, "copy", rtol, "copy c")),
         "scale": (loop(k_scale, b, c, s), poison(b), lambda: check_elementwise(b, c, c, s, "scale", rtol, "scale b")),
         "add": (loop(k_add, a, b, c), poison(c), lambda: check_elementwise(c, a, b, s, "add", rtol, "add c")),
         "triad": (loop(k_triad, a, b, c, s), poison(a), lambda: check_elementwise(a, b, c, s, "triad", rtol, "triad a")),
-        "read": (read.run, read.poison, read.check),
+        **({"read": (read.run, read.poison, read.check)} if read else {}),
     }
     itemsize = a.itemsize
-    for name, (run, poison_fn, check) in specs.items():
+    for name, (run, poison_fn, check) in ((k, specs[k]) for k in kernels):
         weight = STREAM_WEIGHTS[name]
         counted = per * threads if name == "read" else n
         tuned = {"kernel_config": read.info["kernel_config"]} if name == "read" else {}

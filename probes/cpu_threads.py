@@ -16,13 +16,14 @@ def thread_counts(max_threads):
 
 
 def run_thread_sweep(ctx):
-    """devices.cpu.thread_sweep: {triad: [...], peak_fp32: [...]} one record per thread count."""
+    """devices.cpu.thread_sweep: {triad: [...], peak_fp32: [...]} one record per thread count, every
+    point timed in interleaved rounds (Context.measure_interleaved): a drift of the host's memory or
+    of its scheduling then moves each thread count alike, not the speedup the sweep shows."""
     n, _ = stream_elements(ctx, "fp64")
-    sweep = {"triad": [], "peak_fp32": []}
-    for threads in thread_counts(ctx.threads):
-        ctx.progress(f"thread sweep: triad and fp32 peak at {threads} of {ctx.threads} threads")
-        triad = next(w for w in stream_workloads(ctx, "fp64", n, threads) if w.name == "triad")
-        sweep["triad"].append(ctx.measure(triad, repeats=SWEEP_REPEATS))
-        peak = peak_workload(ctx.cpu, "fp32", threads, iterations(ctx))
-        sweep["peak_fp32"].append(ctx.measure(peak, repeats=SWEEP_REPEATS))
-    return {"thread_sweep": sweep}
+    counts = thread_counts(ctx.threads)
+    triads = [next(stream_workloads(ctx, "fp64", n, threads, kernels=("triad",))) for threads in counts]
+    peaks = [peak_workload(ctx.cpu, "fp32", threads, iterations(ctx)) for threads in counts]
+    ctx.progress(f"thread sweep: triad and fp32 peak at {', '.join(map(str, counts))} of {ctx.threads} threads "
+                 "in interleaved rounds")
+    recs = ctx.measure_interleaved(triads + peaks, repeats=SWEEP_REPEATS)
+    return {"thread_sweep": {"triad": recs[:len(counts)], "peak_fp32": recs[len(counts):]}}

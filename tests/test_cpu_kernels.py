@@ -1,5 +1,6 @@
 """Each CPU kernel at tiny sizes, its output checked; poisoned outputs caught; packed FMAs in the asm."""
 
+import copy
 import os
 import re
 import shutil
@@ -11,7 +12,7 @@ import pytest
 
 from conftest import ROOT
 from harness.workload import Context, time_interleaved, time_workload
-from probes import cpu_peak, cpu_stream
+from probes import cpu_peak, cpu_stream, cpu_threads
 
 
 @pytest.fixture
@@ -72,10 +73,28 @@ def test_a_broken_kernel_in_interleaved_rounds_fails_alone(tiny_ctx):
     recs = time_interleaved(workloads, repeats=2, min_sample_s=1e-4)
     assert [r["validated"] for r in recs] == [True, True, True, True, False]
     assert recs[4]["bytes_per_s"] is None and recs[4]["error"].startswith("read sum: element 0 is nan, expected ")
-    one = next(w for w in cpu_stream.stream_workloads(Context(cpu=tiny_ctx.cpu, threads=1, tiny=True), "fp64", 256, 1)
-               if w.name == "copy")
-    with pytest.raises(ValueError, match="one thread count"):
-        time_interleaved([workloads[0], one], repeats=2, min_sample_s=1e-4)
+
+
+def test_the_thread_sweep_times_each_thread_count_in_the_same_rounds_on_its_own_threads(tiny_ctx):
+    """Each sample runs on its workload's threads (Numba's count set per sample), so the sweep's
+    1-thread and 2-thread points alternate; its triads need no tuned DRAM read."""
+    messages = []
+    ctx = Context(cpu=tiny_ctx.cpu, threads=2, tiny=True, progress=messages.append)
+    sweep = cpu_threads.run_thread_sweep(ctx)["thread_sweep"]
+    assert [r["threads"] for r in sweep["triad"]] == [r["threads"] for r in sweep["peak_fp32"]] == [1, 2]
+    assert all(r["validated"] for r in sweep["triad"] + sweep["peak_fp32"])
+    assert sweep["triad"][0]["interleaved_with"] == ["triad (1 thread)", "triad (2 threads)", "fma_fp32 (1 thread)",
+                                                     "fma_fp32 (2 threads)"]
+    assert not any("read kernels" in m for m in messages) and "in interleaved rounds" in messages[-1]
+    seen = []
+
+    def counting(threads):
+        w = copy.copy(next(cpu_stream.stream_workloads(ctx, "fp64", 256, threads, kernels=("copy",))))
+        run = w.run
+        w.run = lambda loops: (seen.append((threads, numba.get_num_threads())), run(loops))
+        return w
+    time_interleaved([counting(1), counting(2)], repeats=3, min_sample_s=1e-4)
+    assert seen and all(want == got for want, got in seen)
 
 
 def test_a_kernel_that_writes_nothing_fails_its_check(tiny_ctx):
