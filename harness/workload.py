@@ -122,8 +122,9 @@ def time_interleaved(workloads, repeats, min_sample_s, clock=time.perf_counter_n
     threads, where they differ)."""
     digests = [probe_hash(w) for w in workloads]
     runs = [w.run for w in workloads]
+    several = len({w.threads for w in workloads}) > 1
     if workloads[0].device == "cpu":
-        if len({w.threads for w in workloads}) == 1:
+        if not several:
             set_cpu_threads(workloads[0].threads)
         else:  # each sample sets its own (a few microseconds, inside samples of milliseconds)
             runs = [lambda loops, w=w: (set_cpu_threads(w.threads), w.run(loops)) for w in workloads]
@@ -135,7 +136,6 @@ def time_interleaved(workloads, repeats, min_sample_s, clock=time.perf_counter_n
         return check
     ms = measure_interleaved(runs, repeats=repeats, min_sample_s=min_sample_s, clock=clock,
                              around_last=[(w.poison, checked(i)) for i, w in enumerate(workloads)])
-    several = len({w.threads for w in workloads}) > 1
     names = [f"{w.name} ({w.threads} thread{'s' * (w.threads != 1)})" if several else w.name for w in workloads]
     return [{**record(w, m, error, digest), "interleaved_with": names}
             for w, m, error, digest in zip(workloads, ms, errors, digests)]
