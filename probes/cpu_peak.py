@@ -156,14 +156,19 @@ def workload_or_reason(ctx, dtype):
 
 
 def run_peak(ctx):
-    """devices.cpu.peak_flops.<dtype>: best and median FLOP/s of the FMA chains; fp16 where the
+    """devices.cpu.peak_flops.<dtype>: best and median FLOP/s of the FMA chains, the dtypes timed in
+    interleaved rounds (Context.measure_interleaved: a host spell that runs both vCPUs on one core
+    then slows each dtype alike, and rounds outside it keep their best samples); fp16 where the
     cores have it natively, else peak_flops_unsupported says why."""
-    out, unsupported = {}, []
+    workloads, unsupported = {}, []
     for dtype in ctx.of_dtypes(DTYPES):
         workload, reason = workload_or_reason(ctx, dtype)
         if reason:
             unsupported.append({"dtype": dtype, "reason": reason})
-            continue
-        ctx.progress(f"peak {dtype} FMA, {ctx.threads} threads")
-        out[dtype] = ctx.measure(workload)
+        else:
+            workloads[dtype] = workload
+    out = {}
+    if workloads:
+        ctx.progress(f"peak {', '.join(workloads)} FMA in interleaved rounds, {ctx.threads} threads")
+        out = dict(zip(workloads, ctx.measure_interleaved(list(workloads.values()))))
     return {"peak_flops": out, **({"peak_flops_unsupported": unsupported} if unsupported else {})}

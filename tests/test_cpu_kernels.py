@@ -335,6 +335,13 @@ def test_fp16_reference_rounds_each_step_once():
     assert 4.0 - 2.0 ** -4 <= float(settled[0]) <= 4.0
 
 
+def test_fma_peaks_of_every_dtype_are_timed_in_the_same_rounds(cpu):
+    section = cpu_peak.run_peak(Context(cpu=cpu, threads=2, tiny=True, dtypes=("fp64", "fp32")))
+    assert list(section["peak_flops"]) == ["fp64", "fp32"] and "peak_flops_unsupported" not in section
+    assert all(r["validated"] and r["interleaved_with"] == ["fma_fp64", "fma_fp32"] and r["threads"] == 2
+               for r in section["peak_flops"].values())
+
+
 def test_fp16_peak_is_left_out_where_the_cpu_has_no_native_fp16(cpu):
     from harness.workload import Context
 
