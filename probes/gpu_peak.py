@@ -78,11 +78,12 @@ def matmul_workload(dtype, n):
 
 
 def run_peak(ctx):
-    """devices.gpuN.peak_flops (FMA) and tensor_flops (matmul)."""
-    out = {"peak_flops": {}, "tensor_flops": {}}
-    for dtype in ("fp64", "fp32", "fp16"):
-        ctx.progress(f"gpu{ctx.gpu['index']} peak {dtype} FMA")
-        out["peak_flops"][dtype] = ctx.measure(fma_workload(ctx.gpu, dtype, 64 if ctx.tiny else 4096))
+    """devices.gpuN.peak_flops (FMA, the dtypes timed in interleaved rounds, as on the CPU: a clock
+    that sags under the load slows each alike) and tensor_flops (matmul)."""
+    dtypes = ("fp64", "fp32", "fp16")
+    ctx.progress(f"gpu{ctx.gpu['index']} peak {', '.join(dtypes)} FMA in interleaved rounds")
+    fmas = ctx.measure_interleaved([fma_workload(ctx.gpu, dtype, 64 if ctx.tiny else 4096) for dtype in dtypes])
+    out = {"peak_flops": dict(zip(dtypes, fmas)), "tensor_flops": {}}
     try:
         import torch  # noqa: F401
     except ImportError as e:

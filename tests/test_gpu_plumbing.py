@@ -60,6 +60,8 @@ def test_gpu_profile_section_report_with_numpy_standing_in(fake_gpu_machine, tmp
     assert records and all(r["validated"] for r in records)
     assert set(sec["bandwidth"]) == {"copy", "scale", "add", "triad", "read"}
     assert set(sec["peak_flops"]) == {"fp64", "fp32", "fp16"} and "torch" in sec["tensor_flops"]["reason"]
+    assert all(r["interleaved_with"] == list(sec["bandwidth"]) for r in sec["bandwidth"].values())  # in rounds
+    assert all(r["interleaved_with"] == ["fma_fp64", "fma_fp32", "fma_fp16"] for r in sec["peak_flops"].values())
     fused = [r for r in sec["decode_attention"] if r["impl"] == "cupy-fused"]
     assert {r["dtype"] for r in fused} == {"fp16", "fp32", "bf16", "int8"} and all(r["rel_error"] <= r["tolerance"] for r in fused)
     assert all(r["model"]["bytes"] > 0 and r["counters"]["source"] == "unavailable" for r in fused)
