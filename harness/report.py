@@ -566,7 +566,7 @@ def measurements_markdown(sec, peaks, balance, h, hierarchy_png=None):
         out += [table(["metric", "best", "median", "theoretical", "fraction", "flag"],
                       [[r["metric"], r["best"], r["median"], r["theoretical"], r["fraction"], r["flag"]] for r in peaks]), ""]
         out += [f"Theoretical figures: {(sec.get('theoretical') or {}).get('source', 'n/a')}", ""]
-        out += theory_share_lines(sec) + matmul_theory_lines(sec) + stream_rounds_lines(sec) + read_kernel_lines(sec)
+        out += theory_share_lines(sec) + matmul_theory_lines(sec) + rounds_lines(sec) + read_kernel_lines(sec)
     else:
         out += ["No bandwidth or peak measurements in this profile.", ""]
     out += [f"{h} Balance", ""]
@@ -612,15 +612,19 @@ def theory_share_lines(sec):
             f"{threads} thread{'s' * (threads != 1)} ran on.", ""]
 
 
-def stream_rounds_lines(sec):
-    """How the bandwidth kernels were timed, where their records say (interleaved_with)."""
-    kernels = next((rec["interleaved_with"] for key in ("bandwidth", "bandwidth_fp32")
-                    for rec in (sec.get(key) or {}).values() if isinstance(rec, dict) and rec.get("interleaved_with")), None)
-    if not kernels:
+def rounds_lines(sec):
+    """How the bandwidth kernels and the FMA peaks were timed, where their records say (interleaved_with)."""
+    def rounds(keys):
+        return next((rec["interleaved_with"] for key in keys for rec in (sec.get(key) or {}).values()
+                     if isinstance(rec, dict) and rec.get("interleaved_with")), None)
+    kernels, peaks = rounds(("bandwidth", "bandwidth_fp32")), rounds(("peak_flops",))
+    if not (kernels or peaks):
         return []
-    return [f"The bandwidth kernels ({', '.join(kernels)}) were timed in interleaved rounds, one sample of each in "
-            "turn (BabelStream's loop), so a drift of the memory's speed slows them alike and their ratios are the "
-            "kernels'; steal and other load are over all the rounds.", ""]
+    timed = " and ".join(f"the {what} ({', '.join(names)})" for what, names in
+                         (("bandwidth kernels", kernels), ("FMA peaks", peaks)) if names)
+    return [f"{timed[0].upper()}{timed[1:]} were timed in interleaved rounds, one sample of each in turn (BabelStream's "
+            "loop), so a drift of the memory's speed or of the host's scheduling slows them alike and their ratios are "
+            "the kernels'; steal and other load are over all the rounds.", ""]
 
 
 def read_kernel_lines(sec):

@@ -603,10 +603,18 @@ def test_the_report_says_which_read_kernel_the_read_ran_and_what_it_gained():
     assert "`vec512`, 1.05x the rate of Numba's own" in report.read_kernel_lines(sec)[0]
 
 
-def test_the_report_says_the_bandwidth_kernels_were_timed_in_interleaved_rounds(doc):
-    note = "The bandwidth kernels (copy, scale, add, triad, read) were timed in interleaved rounds"
+def test_the_report_says_the_bandwidth_kernels_and_peaks_were_timed_in_interleaved_rounds(doc):
+    note = "were timed in interleaved rounds"
     assert note not in report.markdown(report.report_data(doc))  # a profile from before the rounds
     rounds = copy.deepcopy(doc)
     for rec in rounds["devices"]["cpu"]["bandwidth"].values():
         rec["interleaved_with"] = ["copy", "scale", "add", "triad", "read"]
-    assert note in report.markdown(report.report_data(rounds))
+    assert "The bandwidth kernels (copy, scale, add, triad, read) were timed in interleaved rounds" in report.markdown(
+        report.report_data(rounds))
+    for rec in rounds["devices"]["cpu"]["peak_flops"].values():
+        rec["interleaved_with"] = ["fma_fp64", "fma_fp32"]
+    (line, _) = report.rounds_lines(rounds["devices"]["cpu"])
+    assert line.startswith("The bandwidth kernels (copy, scale, add, triad, read) and the FMA peaks (fma_fp64, fma_fp32) "
+                           "were timed in interleaved rounds")
+    del rounds["devices"]["cpu"]["bandwidth"]
+    assert report.rounds_lines(rounds["devices"]["cpu"])[0].startswith("The FMA peaks (fma_fp64, fma_fp32) were timed")
