@@ -620,9 +620,9 @@ def rounds_lines(sec):
     kernels, peaks = rounds(("bandwidth", "bandwidth_fp32")), rounds(("peak_flops",))
     if not (kernels or peaks):
         return []
-    timed = " and ".join(f"the {what} ({', '.join(names)})" for what, names in
-                         (("bandwidth kernels", kernels), ("FMA peaks", peaks)) if names)
-    return [f"{timed[0].upper()}{timed[1:]} were timed in interleaved rounds, one sample of each in turn (BabelStream's "
+    timed = " and the ".join(f"{what} ({', '.join(names)})" for what, names in
+                             (("bandwidth kernels", kernels), ("FMA peaks", peaks)) if names)
+    return [f"The {timed} were timed in interleaved rounds, one sample of each in turn (BabelStream's "
             "loop), so a drift of the memory's speed or of the host's scheduling slows them alike and their ratios are "
             "the kernels'; steal and other load are over all the rounds.", ""]
 
