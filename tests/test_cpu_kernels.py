@@ -499,15 +499,18 @@ def test_the_benchmarks_c_references_build_and_check_their_output(tmp_path, monk
     assert float(out.stdout) > 0
 
 
+@pytest.mark.parametrize("what", ["stream", "threads", "peaks"])
 @pytest.mark.parametrize("way", ["blocked", "interleaved"])
-def test_the_stream_rounds_benchmark_times_both_ways_with_checked_outputs(tiny_ctx, way):
-    # benchmarks/stream_rounds.py, run tiny: each way's five kernels validated, its ratios from their medians
+def test_the_rounds_benchmark_times_both_ways_with_checked_outputs(tiny_ctx, way, what):
+    # benchmarks/rounds.py, run tiny: each way's workloads validated, its figures from their medians
     import importlib.util
 
-    spec = importlib.util.spec_from_file_location("stream_rounds", os.path.join(ROOT, "benchmarks", "stream_rounds.py"))
+    spec = importlib.util.spec_from_file_location("rounds", os.path.join(ROOT, "benchmarks", "rounds.py"))
     bench = importlib.util.module_from_spec(spec)  # a benchmark script, not a package module
     spec.loader.exec_module(bench)
-    bench.REPEATS, bench.MIN_SAMPLE_S = 2, 1e-4  # this test's own copy of the module
-    row = bench.one_run(tiny_ctx, 1001, way)
-    assert set(row) == {"read_gb_per_s", "triad_over_read", "copy_over_scale", "add_over_triad"}
+    bench.REPEATS, bench.MIN_SAMPLE_S = dict.fromkeys(bench.SUITES, 2), 1e-4  # this test's own copy of the module
+    row = bench.one_run(tiny_ctx, 1001, way, what)
+    assert set(row) == {"stream": {"read_gb_per_s", "triad_over_read", "copy_over_scale", "add_over_triad"},
+                        "threads": {"triad_speedup", "fma_speedup"},
+                        "peaks": {"fp64_best_gflop_per_s", "fp32_over_fp64_best", "fp32_over_fp64_median"}}[what]
     assert all(v > 0 for v in row.values())

@@ -1,0 +1,108 @@
+"""Workloads timed one after another against timed in interleaved rounds (the probes' way:
+Context.measure_interleaved), alternating in one process: how far each way's ratios wander between
+runs on a host whose memory speed or scheduling drifts (a shared VM's).
+
+--what stream: the five STREAM kernels (fp64); per run the read's median rate and the median-rate
+  ratios triad/read, copy/scale, add/triad.
+--what threads: the thread sweep's triad and fp32 FMA at 1 and all threads; per run their speedups.
+--what peaks: the fp64 and fp32 FMA peaks; per run fp64's best and fp32/fp64 of best and median.
+Per way: each figure's median and max/min over the runs. Every run's outputs are checked.
+Usage: python benchmarks/rounds.py [--what stream] [--runs 8] [--threads N] [--json PATH]
+"""
+
+import argparse
+import json
+import os
+import statistics
+import sys
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.dirname(HERE))
+
+from harness.machine import identify_cpu  # noqa: E402
+from harness.workload import Context, time_interleaved, time_workload  # noqa: E402
+from probes.cpu_peak import iterations, peak_workload  # noqa: E402
+from probes.cpu_stream import stream_elements, stream_workloads  # noqa: E402
+
+MIN_SAMPLE_S = 0.05  # the probes', outside --quick
+REPEATS = {"stream": 10, "threads": 5, "peaks": 10}  # samples per workload, as each probe takes them
+
+
+def stream(ctx, n):
+    """The stream probe's five kernels, and figures(median rates, best rates) of their medians."""
+    workloads = list(stream_workloads(ctx, "fp64", n, ctx.threads))
+    at = {w.name: i for i, w in enumerate(workloads)}
+
+    def figures(rate, best):
+        copy, scale, add, triad, read = (rate[at[k]] for k in ("copy", "scale", "add", "triad", "read"))
+        return {"read_gb_per_s": read / 1e9, "triad_over_read": triad / read, "copy_over_scale": copy / scale,
+                "add_over_triad": add / triad}
+    return workloads, figures
+
+
+def threads(ctx, n):
+    """The thread sweep's triad and fp32 FMA at one thread and at all, and their speedups."""
+    counts = (1, ctx.threads)
+    workloads = ([next(stream_workloads(ctx, "fp64", n, t, kernels=("triad",))) for t in counts]
+                 + [peak_workload(ctx.cpu, "fp32", t, iterations(ctx)) for t in counts])
+
+    def figures(rate, best):
+        return {"triad_speedup": rate[1] / rate[0], "fma_speedup": rate[3] / rate[2]}
+    return workloads, figures
+
+
+def peaks(ctx, n):
+    """The peak probe's fp64 and fp32 FMA chains, and fp32/fp64 (best and median)."""
+    def figures(rate, best):
+        return {"fp64_best_gflop_per_s": best[0] / 1e9, "fp32_over_fp64_best": best[1] / best[0],
+                "fp32_over_fp64_median": rate[1] / rate[0]}
+    return [peak_workload(ctx.cpu, dtype, ctx.threads, iterations(ctx)) for dtype in ("fp64", "fp32")], figures
+
+
+SUITES = {"stream": stream, "threads": threads, "peaks": peaks}
+
+
+def one_run(ctx, n, way, what="stream"):
+    """{figure: value} of one timing of `what`'s workloads, `way` 'blocked' or 'interleaved'."""
+    workloads, figures = SUITES[what](ctx, n)
+    recs = ([time_workload(w, REPEATS[what], MIN_SAMPLE_S) for w in workloads] if way == "blocked"
+            else time_interleaved(workloads, REPEATS[what], MIN_SAMPLE_S))
+    bad = [f"{w.name}: {r['error']}" for w, r in zip(workloads, recs) if not r["validated"]]
+    if bad:
+        sys.exit(f"output check failed: {bad}")
+    return figures([r.get("median_bytes_per_s") or r["median_flops_per_s"] for r in recs],
+                   [r.get("bytes_per_s") or r["flops_per_s"] for r in recs])
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--what", choices=sorted(SUITES), default="stream")
+    parser.add_argument("--runs", type=int, default=8, help="runs of each way, alternating which goes first")
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--json", help="where the raw runs go (default build/bench/rounds-<what>.json)")
+    args = parser.parse_args()
+    path = args.json or f"build/bench/rounds-{args.what}.json"
+    ctx = Context(cpu=identify_cpu(), threads=args.threads)
+    n, _ = stream_elements(ctx, "fp64")
+    rows = {"blocked": [], "interleaved": []}
+    for i in range(args.runs):
+        for way in (("blocked", "interleaved") if i % 2 == 0 else ("interleaved", "blocked")):
+            rows[way].append(one_run(ctx, n, way, args.what))
+            print(way, {k: round(v, 3) for k, v in rows[way][-1].items()}, flush=True)
+    print(f"\n{args.what}: {args.runs} runs of each way, {n * 8 >> 20} MiB per array, {args.threads} threads")
+    summary = {}
+    for way, found in rows.items():
+        for key in found[0]:
+            values = [r[key] for r in found]
+            summary[f"{way} {key}"] = {"median": statistics.median(values), "max_over_min": max(values) / min(values)}
+            print(f"  {way:11s} {key:22s} median {statistics.median(values):8.3f}, max/min over runs "
+                  f"{max(values) / min(values):.3f}")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump({"what": args.what, "cpu": ctx.cpu["id"], "threads": args.threads, "runs": rows, "summary": summary},
+                  f, indent=2)
+    print(f"  raw runs written to {path}")
+
+
+if __name__ == "__main__":
+    main()
