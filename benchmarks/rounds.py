@@ -6,6 +6,8 @@ runs on a host whose memory speed or scheduling drifts (a shared VM's).
   ratios triad/read, copy/scale, add/triad.
 --what threads: the thread sweep's triad and fp32 FMA at 1 and all threads; per run their speedups.
 --what peaks: the fp64 and fp32 FMA peaks; per run fp64's best and fp32/fp64 of best and median.
+--what matmul: torch's fp32, bf16 and int8 products at the matmul probe's size; per run fp32's best
+  and bf16/fp32, int8/fp32 of median rates.
 Per way: each figure's median and max/min over the runs. Every run's outputs are checked.
 Usage: python benchmarks/rounds.py [--what stream] [--runs 8] [--threads N] [--json PATH]
 """
@@ -23,9 +25,10 @@ from harness.machine import identify_cpu  # noqa: E402
 from harness.workload import Context, time_interleaved, time_workload  # noqa: E402
 from probes.cpu_peak import iterations, peak_workload  # noqa: E402
 from probes.cpu_stream import stream_elements, stream_workloads  # noqa: E402
+from probes.torch_matmul import accepted  # noqa: E402
 
 MIN_SAMPLE_S = 0.05  # the probes', outside --quick
-REPEATS = {"stream": 10, "threads": 5, "peaks": 10}  # samples per workload, as each probe takes them
+REPEATS = {"stream": 10, "threads": 5, "peaks": 10, "matmul": 10}  # samples per workload, as each probe takes them
 
 
 def stream(ctx, n):
@@ -59,7 +62,23 @@ def peaks(ctx, n):
     return [peak_workload(ctx.cpu, dtype, ctx.threads, iterations(ctx)) for dtype in ("fp64", "fp32")], figures
 
 
-SUITES = {"stream": stream, "threads": threads, "peaks": peaks}
+def matmul(ctx, n):
+    """The matmul probe's fp32, bf16 and int8 products (its full size; tiny in tests), and bf16's and
+    int8's median rate over fp32's."""
+    from probes import cpu_matmul
+
+    size = cpu_matmul.TINY_SIZE if ctx.tiny else cpu_matmul.SIZE
+    workloads, refused = accepted([cpu_matmul.matmul_workload(d, size, ctx.threads) for d in ("fp32", "bf16", "int8")])
+    if refused:
+        sys.exit(f"torch refused: {refused}")
+
+    def figures(rate, best):
+        return {"fp32_best_gflop_per_s": best[0] / 1e9, "bf16_over_fp32_median": rate[1] / rate[0],
+                "int8_over_fp32_median": rate[2] / rate[0]}
+    return workloads, figures
+
+
+SUITES = {"stream": stream, "threads": threads, "peaks": peaks, "matmul": matmul}
 
 
 def one_run(ctx, n, way, what="stream"):
@@ -89,7 +108,8 @@ def main():
         for way in (("blocked", "interleaved") if i % 2 == 0 else ("interleaved", "blocked")):
             rows[way].append(one_run(ctx, n, way, args.what))
             print(way, {k: round(v, 3) for k, v in rows[way][-1].items()}, flush=True)
-    print(f"\n{args.what}: {args.runs} runs of each way, {n * 8 >> 20} MiB per array, {args.threads} threads")
+    arrays = "" if args.what == "matmul" else f", {n * 8 >> 20} MiB per array"
+    print(f"\n{args.what}: {args.runs} runs of each way{arrays}, {args.threads} threads")
     summary = {}
     for way, found in rows.items():
         for key in found[0]:

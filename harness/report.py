@@ -613,15 +613,17 @@ def theory_share_lines(sec):
 
 
 def rounds_lines(sec):
-    """How the bandwidth kernels and the FMA peaks were timed, where their records say (interleaved_with)."""
+    """How the bandwidth kernels, the FMA peaks and the matmul peaks were timed, where their records say
+    (interleaved_with)."""
     def rounds(keys):
         return next((rec["interleaved_with"] for key in keys for rec in (sec.get(key) or {}).values()
                      if isinstance(rec, dict) and rec.get("interleaved_with")), None)
-    kernels, peaks = rounds(("bandwidth", "bandwidth_fp32")), rounds(("peak_flops",))
-    if not (kernels or peaks):
+    sets = [f"{what} ({', '.join(names)})" for what, names in
+            (("bandwidth kernels", rounds(("bandwidth", "bandwidth_fp32"))), ("FMA peaks", rounds(("peak_flops",))),
+             ("matmul peaks", rounds(("tensor_flops",)))) if names]
+    if not sets:
         return []
-    timed = " and the ".join(f"{what} ({', '.join(names)})" for what, names in
-                             (("bandwidth kernels", kernels), ("FMA peaks", peaks)) if names)
+    timed = " and the ".join([", the ".join(sets[:-1]), sets[-1]] if len(sets) > 1 else sets)
     return [f"The {timed} were timed in interleaved rounds, one sample of each in turn (BabelStream's "
             "loop), so a drift of the memory's speed or of the host's scheduling slows them alike and their ratios are "
             "the kernels'; steal and other load are over all the rounds.", ""]

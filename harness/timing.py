@@ -186,14 +186,17 @@ def measurement(samples, loops, resolution, before, after):
 
 
 def measure_interleaved(runs, *, repeats, min_sample_s, warmup=1, max_loops=1 << 24, clock=time.perf_counter_ns,
-                        cpu_times=read_cpu_times, around_last=None):
+                        cpu_times=read_cpu_times, around_last=None, budget_s=None, min_repeats=3):
     """One Measurement per callable of `runs`, their samples taken in `repeats` rounds of one sample
     of each, in order (BabelStream's loop over its kernels): a memory whose speed drifts (a shared VM
     host's) then slows every kernel alike, where timed one after another a drift between two kernels'
     samples would be a difference between the kernels. Each is warmed up and calibrated on its own
     first (calibration runs are not samples: they are not interleaved). `around_last[i]`, a pair of
     callables, is called right before and right after run i's last sample, untimed (the poison and
-    the output check: each check sees that run's output before a later run overwrites it)."""
+    the output check: each check sees that run's output before a later run overwrites it). With
+    `budget_s`, rounds so long that `repeats` of them would pass budget_s a run are taken only as many
+    times as fit, and at least `min_repeats` times (measure's budget, over all the runs: the CPU's
+    matmuls of up to 1 s a call)."""
     if repeats < 1:
         raise ValueError("repeats must be >= 1")
     for run in runs:
@@ -201,7 +204,10 @@ def measure_interleaved(runs, *, repeats, min_sample_s, warmup=1, max_loops=1 <<
             run(1)
     resolution = timer_resolution_s(clock)
     before = cpu_times()
-    loops = [calibrate(run, min_sample_s, max_loops, clock)[0] for run in runs]
+    loops, calibrated_s = zip(*(calibrate(run, min_sample_s, max_loops, clock) for run in runs))
+    if budget_s:  # a calibration that hit max_loops lasted under min_sample_s
+        round_s = sum(min_sample_s if s is None else s for s in calibrated_s)
+        repeats = min(repeats, max(min_repeats, math.floor(budget_s * len(runs) / round_s)))
     samples = [[] for _ in runs]
     for rnd in range(repeats):
         for i, run in enumerate(runs):

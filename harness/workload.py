@@ -79,7 +79,8 @@ class Context:
 
     def measure_interleaved(self, workloads, repeats=None):
         """measure, of workloads timed in interleaved rounds (time_interleaved): their records, in order."""
-        recs = time_interleaved(workloads, min(self.repeats, repeats or self.repeats), self.min_sample_s, self.clock)
+        recs = time_interleaved(workloads, min(self.repeats, repeats or self.repeats), self.min_sample_s, self.clock,
+                                self.budget_s)
         for w, rec in zip(workloads, recs):
             if w.device == "cpu":
                 set_cpu_threads(w.threads)  # perf counts its calls on the threads they were timed on
@@ -115,11 +116,11 @@ def time_workload(w, repeats, min_sample_s, clock=time.perf_counter_ns, between=
     return record(w, m, w.check(), digest)
 
 
-def time_interleaved(workloads, repeats, min_sample_s, clock=time.perf_counter_ns):
+def time_interleaved(workloads, repeats, min_sample_s, clock=time.perf_counter_ns, budget_s=None):
     """Records of workloads timed in interleaved rounds (timing.measure_interleaved), each CPU one on its threads,
     each poisoned right before its last sample and checked right after it. Each record's
     `interleaved_with` names the workloads its samples alternated with, in their order (with their
-    threads, where they differ)."""
+    threads, where they differ). `budget_s`: as timing.measure_interleaved's."""
     digests = [probe_hash(w) for w in workloads]
     runs = [w.run for w in workloads]
     several = len({w.threads for w in workloads}) > 1
@@ -135,7 +136,7 @@ def time_interleaved(workloads, repeats, min_sample_s, clock=time.perf_counter_n
             errors[i] = workloads[i].check()
         return check
     ms = measure_interleaved(runs, repeats=repeats, min_sample_s=min_sample_s, clock=clock,
-                             around_last=[(w.poison, checked(i)) for i, w in enumerate(workloads)])
+                             around_last=[(w.poison, checked(i)) for i, w in enumerate(workloads)], budget_s=budget_s)
     names = [f"{w.name} ({w.threads} thread{'s' * (w.threads != 1)})" if several else w.name for w in workloads]
     return [{**record(w, m, error, digest), "interleaved_with": names}
             for w, m, error, digest in zip(workloads, ms, errors, digests)]

@@ -10,7 +10,7 @@ trial product projects past SLOW_CALL_S at the full size is timed at the trial s
 from harness.errors import first_line
 from harness.timing import timed_s
 from harness.workload import Workload
-from probes.torch_matmul import operands, poison, product_error, via
+from probes.torch_matmul import accepted, operands, poison, product_error, via
 
 DTYPES = ("fp32", "bf16", "fp16", "int8")
 SIZE, TRIAL_SIZE, TINY_SIZE = 2048, 256, 64
@@ -71,21 +71,28 @@ def one_thread_flops(dtype, n, threads, clock):
 
 
 def run_matmul(ctx):
-    """devices.cpu.tensor_flops.<dtype> (the matmul peaks, as a GPU's are named) and the dtypes torch
+    """devices.cpu.tensor_flops.<dtype> (the matmul peaks, as a GPU's are named: the dtypes timed in
+    interleaved rounds, as the FMA peaks are, so a host spell slows each alike) and the dtypes torch
     refused, with its reason."""
     try:
         import torch  # noqa: F401
     except ImportError as e:
         return {"tensor_flops": {"reason": f"torch is not installed ({e})"}}
-    out, refused = {}, []
+    sizes, refused = {}, []
     for dtype in DTYPES:
-        ctx.progress(f"matmul {dtype} (torch), {ctx.threads} threads")
+        ctx.progress(f"matmul {dtype} (torch): its size, {ctx.threads} threads")
         try:
-            n = TINY_SIZE if ctx.tiny else size_for(dtype, ctx.threads, ctx.clock)
-            rec = out[dtype] = ctx.measure(matmul_workload(dtype, n, ctx.threads))
+            sizes[dtype] = TINY_SIZE if ctx.tiny else size_for(dtype, ctx.threads, ctx.clock)
         except RuntimeError as e:  # this torch build has no such product on this CPU
             refused.append({"dtype": dtype, "reason": first_line(e)})
-            continue
+    workloads, refused_now = accepted([matmul_workload(dtype, n, ctx.threads) for dtype, n in sizes.items()])
+    refused = sorted(refused + refused_now, key=lambda r: DTYPES.index(r["dtype"]))
+    out = {}
+    if workloads:
+        ctx.progress(f"matmul {', '.join(w.dtype for w in workloads)} (torch) in interleaved rounds, {ctx.threads} threads")
+        out = {w.dtype: rec for w, rec in zip(workloads, ctx.measure_interleaved(workloads))}
+    for dtype, rec in out.items():
+        n = sizes[dtype]
         if n == TRIAL_SIZE:
             rec["warnings"].append(f"timed at n={n}: a {SIZE}-wide product would take over {SLOW_CALL_S:g} s "
                                    "(torch has no fast path for it on this CPU)")

@@ -3,10 +3,9 @@ closed form, and tensor-core matmul through torch for fp16, bf16, tf32 and int8.
 
 import numpy as np
 
-from harness.errors import first_line
 from harness.workload import Workload
 from probes.gpu_common import cuda_path, load_module, nvtx
-from probes.torch_matmul import operands, poison, product_error, via
+from probes.torch_matmul import accepted, operands, poison, product_error, via
 
 ACC = 8  # chains per thread, as in probes/cuda/fma.cu
 # x = 1/2, y = 1/4: every step is exact in fp16, fp32 and fp64 alike, so the chains reach the fixed
@@ -78,8 +77,8 @@ def matmul_workload(dtype, n):
 
 
 def run_peak(ctx):
-    """devices.gpuN.peak_flops (FMA, the dtypes timed in interleaved rounds, as on the CPU: a clock
-    that sags under the load slows each alike) and tensor_flops (matmul)."""
+    """devices.gpuN.peak_flops (FMA) and tensor_flops (matmul), each set's dtypes timed in interleaved
+    rounds, as on the CPU: a clock that sags under the load slows each alike."""
     dtypes = ("fp64", "fp32", "fp16")
     ctx.progress(f"gpu{ctx.gpu['index']} peak {', '.join(dtypes)} FMA in interleaved rounds")
     fmas = ctx.measure_interleaved([fma_workload(ctx.gpu, dtype, 64 if ctx.tiny else 4096) for dtype in dtypes])
@@ -89,11 +88,11 @@ def run_peak(ctx):
     except ImportError as e:
         out["tensor_flops"] = {"reason": f"torch is not installed ({e})"}
         return out
-    for dtype in ("fp16", "bf16", "tf32", "int8"):
-        ctx.progress(f"gpu{ctx.gpu['index']} tensor-core matmul {dtype}")
-        try:
-            out["tensor_flops"][dtype] = ctx.measure(matmul_workload(dtype, 256 if ctx.tiny else 8192))
-        except RuntimeError as e:  # torch: this build or GPU has no such product (torch._int_mm's limits)
-            out.setdefault("tensor_flops_unsupported", []).append(
-                {"dtype": dtype, "reason": first_line(e)})
+    workloads, refused = accepted([matmul_workload(dtype, 256 if ctx.tiny else 8192)
+                                   for dtype in ("fp16", "bf16", "tf32", "int8")])  # torch._int_mm has its limits
+    if refused:
+        out["tensor_flops_unsupported"] = refused
+    if workloads:
+        ctx.progress(f"gpu{ctx.gpu['index']} tensor-core matmul {', '.join(w.dtype for w in workloads)} in interleaved rounds")
+        out["tensor_flops"] = {w.dtype: rec for w, rec in zip(workloads, ctx.measure_interleaved(workloads))}
     return out

@@ -1,6 +1,8 @@
 """What the CPU and GPU matmul probes share: seeded operands and the check of a torch product
 against float64."""
 
+from harness.errors import first_line
+
 TOLERANCE = {"int8": 0, "fp32": 1e-5, "tf32": 1e-2, "fp16": 1e-2, "bf16": 2e-2}  # max error / max |reference|
 CHECKED_ROWS = 8
 
@@ -45,3 +47,17 @@ def poison(out):
 def via(dtype):
     """The torch call that multiplies `dtype` operands (as operands() makes them)."""
     return "torch._int_mm" if dtype == "int8" else "torch.matmul"
+
+
+def accepted(workloads):
+    """(the matmul workloads whose product torch ran, once and untimed, [{dtype, reason}] of those it
+    refused: this build or device has no such product), before they are timed in rounds together."""
+    kept, refused = [], []
+    for w in workloads:
+        try:
+            w.run(1)
+        except RuntimeError as e:
+            refused.append({"dtype": w.dtype, "reason": first_line(e)})
+        else:
+            kept.append(w)
+    return kept, refused

@@ -499,10 +499,12 @@ def test_the_benchmarks_c_references_build_and_check_their_output(tmp_path, monk
     assert float(out.stdout) > 0
 
 
-@pytest.mark.parametrize("what", ["stream", "threads", "peaks"])
+@pytest.mark.parametrize("what", ["stream", "threads", "peaks", "matmul"])
 @pytest.mark.parametrize("way", ["blocked", "interleaved"])
 def test_the_rounds_benchmark_times_both_ways_with_checked_outputs(tiny_ctx, way, what):
     # benchmarks/rounds.py, run tiny: each way's workloads validated, its figures from their medians
+    if what == "matmul":
+        pytest.importorskip("torch", reason="torch is not installed (make setup installs the CPU build)")
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("rounds", os.path.join(ROOT, "benchmarks", "rounds.py"))
@@ -512,5 +514,6 @@ def test_the_rounds_benchmark_times_both_ways_with_checked_outputs(tiny_ctx, way
     row = bench.one_run(tiny_ctx, 1001, way, what)
     assert set(row) == {"stream": {"read_gb_per_s", "triad_over_read", "copy_over_scale", "add_over_triad"},
                         "threads": {"triad_speedup", "fma_speedup"},
-                        "peaks": {"fp64_best_gflop_per_s", "fp32_over_fp64_best", "fp32_over_fp64_median"}}[what]
+                        "peaks": {"fp64_best_gflop_per_s", "fp32_over_fp64_best", "fp32_over_fp64_median"},
+                        "matmul": {"fp32_best_gflop_per_s", "bf16_over_fp32_median", "int8_over_fp32_median"}}[what]
     assert all(v > 0 for v in row.values())

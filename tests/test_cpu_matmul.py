@@ -29,6 +29,29 @@ def test_every_product_is_timed_and_validated_or_refused_with_torchs_reason(tiny
         assert rec["flops_per_call"] == 2 * cpu_matmul.TINY_SIZE ** 3 and rec["flops_per_s"] > 0
         assert rec["threads"] == 2 and rec["n"] == cpu_matmul.TINY_SIZE
         assert rec["one_thread_flops_per_s"] > 0  # the rate two threads are held to
+        assert rec["interleaved_with"] == [f"matmul_{d}" for d in section["tensor_flops"]]  # timed in rounds
+
+
+def test_a_product_torch_refuses_is_named_in_order_and_the_rest_timed_in_rounds(tiny_ctx, monkeypatch):
+    import torch
+
+    def refuse(a, b, out=None):
+        raise RuntimeError("_int_mm_out_cpu not compiled for this platform\ndetail")
+    monkeypatch.setattr(torch, "_int_mm", refuse)
+    real = cpu_matmul.matmul_workload
+
+    def fp16_refused(dtype, n, threads):
+        w = real(dtype, n, threads)
+        if dtype == "fp16":
+            w.run = lambda loops: refuse(None, None)
+        return w
+    monkeypatch.setattr(cpu_matmul, "matmul_workload", fp16_refused)
+    section = cpu_matmul.run_matmul(tiny_ctx)
+    assert section["tensor_flops_unsupported"] == [
+        {"dtype": d, "reason": "_int_mm_out_cpu not compiled for this platform"} for d in ("fp16", "int8")]
+    assert list(section["tensor_flops"]) == ["fp32", "bf16"]
+    assert all(r["validated"] and r["interleaved_with"] == ["matmul_fp32", "matmul_bf16"]
+               for r in section["tensor_flops"].values())
 
 
 def test_operands_are_seeded_by_size_and_int8_sums_stay_exact():

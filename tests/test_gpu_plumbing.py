@@ -263,7 +263,8 @@ def test_gpu_profile_with_torch_tensor_cores_and_sdpa(fake_gpu_with_cpu_torch, t
     doc = run.build_profile(device="gpu", quick=True, counters="off")
     sec = doc["devices"]["gpu0"]
     assert set(sec["tensor_flops"]) == {"fp16", "bf16", "tf32", "int8"}
-    assert all(r["validated"] and r["flops_per_s"] > 0 for r in sec["tensor_flops"].values())
+    assert all(r["validated"] and r["flops_per_s"] > 0 and r["interleaved_with"] == [
+        "matmul_fp16", "matmul_bf16", "matmul_tf32", "matmul_int8"] for r in sec["tensor_flops"].values())
     assert sec["tensor_flops"]["int8"]["via"] == "torch._int_mm" and sec["tensor_flops"]["bf16"]["via"] == "torch.matmul"
     impls = {r["impl"] for r in sec["decode_attention"] if r["validated"]}
     assert {"cupy-fused", "torch-sdpa[math]", "torch-naive"} <= impls
@@ -304,6 +305,8 @@ def test_a_tensor_core_matmul_torch_refuses_is_named_and_the_rest_measured(fake_
     sec = run.run_single_probe("peak", device="gpu0")
     assert set(sec["tensor_flops"]) == {"fp16", "bf16", "tf32"} and set(sec["peak_flops"]) == {"fp64", "fp32", "fp16"}
     assert sec["tensor_flops_unsupported"] == [{"dtype": "int8", "reason": "_int_mm_out_cuda not compiled for this platform"}]
+    assert all(r["validated"] and r["interleaved_with"] == ["matmul_fp16", "matmul_bf16", "matmul_tf32"]
+               for r in sec["tensor_flops"].values())
     doc = run.build_profile(device="gpu", quick=True, counters="off")
     path = tmp_path / "gpu.yaml"
     profile.save_profile(doc, str(path))

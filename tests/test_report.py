@@ -616,5 +616,12 @@ def test_the_report_says_the_bandwidth_kernels_and_peaks_were_timed_in_interleav
     (line, _) = report.rounds_lines(rounds["devices"]["cpu"])
     assert line.startswith("The bandwidth kernels (copy, scale, add, triad, read) and the FMA peaks (fma_fp64, fma_fp32) "
                            "were timed in interleaved rounds")
+    rounds["devices"]["cpu"]["tensor_flops"] = {d: {"interleaved_with": ["matmul_fp32", "matmul_bf16"]} for d in ("fp32", "bf16")}
+    assert report.rounds_lines(rounds["devices"]["cpu"])[0].startswith(
+        "The bandwidth kernels (copy, scale, add, triad, read), the FMA peaks (fma_fp64, fma_fp32) and the matmul peaks "
+        "(matmul_fp32, matmul_bf16) were timed in interleaved rounds")
     del rounds["devices"]["cpu"]["bandwidth"]
+    assert report.rounds_lines(rounds["devices"]["cpu"])[0].startswith(
+        "The FMA peaks (fma_fp64, fma_fp32) and the matmul peaks (matmul_fp32, matmul_bf16) were timed")
+    del rounds["devices"]["cpu"]["tensor_flops"]
     assert report.rounds_lines(rounds["devices"]["cpu"])[0].startswith("The FMA peaks (fma_fp64, fma_fp32) were timed")

@@ -68,6 +68,19 @@ def test_interleaved_runs_take_their_samples_in_rounds_and_are_checked_right_aft
         timing.measure_interleaved([run_of("a", 0.02)], repeats=0, min_sample_s=0.05, clock=fake_clock)
 
 
+def test_a_budget_cuts_the_rounds_of_long_calls_to_what_fits_all_the_runs(fake_clock):
+    def rounds(*seconds, budget_s):
+        runs = [work_taking(fake_clock, s)[0] for s in seconds]
+        ms = timing.measure_interleaved(runs, repeats=10, min_sample_s=0.05, clock=fake_clock,
+                                        cpu_times=no_cpu_times, budget_s=budget_s)
+        assert len({len(m.samples_s) for m in ms}) == 1  # whole rounds
+        return len(ms[0].samples_s)
+    assert rounds(0.9, 0.05, 0.05, budget_s=2.5) == 7  # floor(2.5 s x 3 runs / 1.0 s a round)
+    assert rounds(1.5, 1.5, budget_s=2.5) == 3  # at least 3
+    assert rounds(0.06, 0.06, 0.06, 0.06, 0.06, budget_s=2.5) == 10  # STREAM's rounds: every repeat fits
+    assert rounds(0.9, 0.05, 0.05, budget_s=None) == 10
+
+
 def test_interleaved_runs_share_the_drift_that_runs_one_after_another_split(fake_clock):
     """A memory that halves its speed half-way through: timed one after the other, the second kernel
     takes all of it; in rounds both see it alike, so their ratio stays their true 2:1."""
