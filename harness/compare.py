@@ -108,7 +108,7 @@ def named_records(sec):
     for group in ("bandwidth", "bandwidth_fp32"):
         for kernel, rec in (sec.get(group) or {}).items():
             yield f"{group}.{kernel}", rec, "bytes_per_call", "B/s"
-    for group in ("peak_flops", "tensor_flops"):
+    for group in ("peak_flops", "dot_flops", "tensor_flops"):
         for dtype, rec in (sec.get(group) or {}).items():
             if isinstance(rec, dict):  # tensor_flops is {reason} where torch is missing
                 yield f"{group}.{dtype}", rec, "flops_per_call", rate_unit(dtype)
@@ -162,9 +162,9 @@ def section_metrics(sec):
             out[f"{name}.fraction_of_adjacent_read"] = (
                 [rec["model"]["bytes"] / t / r for t, r in zip(samples, reads)], True, "", rec.get("probe_hash"))
     read = out.get("bandwidth.read")
-    # the profile's balance keys: an FMA peak by its dtype, a matmul as matmul_<dtype>
-    peaks = {("" if k.startswith("peak_flops.") else "matmul_") + k.split(".")[1]: v for k, v in out.items()
-             if k.startswith(("peak_flops.", "tensor_flops."))}
+    # the profile's balance keys: an FMA peak by its dtype, a dot product as dot_<dtype>, a matmul as matmul_<dtype>
+    prefix = {"peak_flops": "", "dot_flops": "dot_", "tensor_flops": "matmul_"}
+    peaks = {prefix[k.split(".")[0]] + k.split(".")[1]: v for k, v in out.items() if k.split(".")[0] in prefix}
     if read and read[0]:
         for key, (samples, _, unit, digest) in peaks.items():
             # each peak sample over the median read: the read's own spread shows in bandwidth.read

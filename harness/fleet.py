@@ -151,7 +151,7 @@ def node_metrics(doc):
         for level, rec in (section.get("hierarchy_levels") or {}).items():
             if rec.get("bytes_per_s"):
                 out[f"{dev}.hierarchy.{level}"] = (rec["bytes_per_s"], True)
-        for group in ("peak_flops", "tensor_flops"):
+        for group in ("peak_flops", "dot_flops", "tensor_flops"):
             for dtype, rec in (section.get(group) or {}).items():
                 if isinstance(rec, dict) and rec.get("flops_per_s"):
                     out[f"{dev}.{group}.{dtype}"] = (rec["median_flops_per_s"], True)
@@ -277,7 +277,7 @@ def metric_unit(metric):
     group, key = metric.split(".")[1], metric.split(".")[-1]
     if group in ("bandwidth", "hierarchy"):
         return "B/s"
-    if group in ("peak_flops", "tensor_flops"):
+    if group in ("peak_flops", "dot_flops", "tensor_flops"):
         return rate_unit(key)
     return "Hz" if group == "sm_clock_hz" else ""
 

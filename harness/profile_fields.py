@@ -74,7 +74,7 @@ NAMED = {
     **dict.fromkeys(("events", "metrics_rejected", "adjacent_reads_bytes_per_s"), "unread"),
     **dict.fromkeys(("threads", "seq_len", "heads", "kv_heads", "head_dim", "batch"), "count"),
     **dict.fromkeys(("impl", "dtype", "source", "regime", "level", "via", "roof", "point", "reference",
-                     "probe_hash", "finding", "chosen_by", "bytes_counted", "kernel", "read_kernel", "backend",
+                     "probe_hash", "finding", "chosen_by", "bytes_counted", "kernel", "read_kernel", "backend", "instruction",
                      "balance_basis", "name", "vendor", "arch", "hypervisor", "id", "type"), "text"),
     **dict.fromkeys(("reason", "gpus_reason", "error", "cpu_spec", "governor", "energy_performance_preference"), "note"),
     "turbo": "switch",
@@ -86,7 +86,7 @@ NAMED = {
                      "memory_settings", "clock_settings", "gpu", "sm_limits"), "mapping"),
     **dict.fromkeys(("median_s_per_setting", "calls_per_setting"), "table"),
     **dict.fromkeys(("caches", "short_of_roofs", "decode_unsupported", "peak_flops_unsupported",
-                     "tensor_flops_unsupported"), "records"),
+                     "tensor_flops_unsupported", "dot_flops_unsupported"), "records"),
 }
 
 
@@ -252,15 +252,17 @@ def check_telemetry(telemetry, where):
 
 
 TIMED = (("bandwidth", "bytes_per_s", "bytes_per_call"), ("bandwidth_fp32", "bytes_per_s", "bytes_per_call"),
-         ("peak_flops", "flops_per_s", "flops_per_call"), ("tensor_flops", "flops_per_s", "flops_per_call"))
-RECORDS = {"bandwidth", "bandwidth_fp32", "peak_flops", "tensor_flops", "thread_sweep", "hierarchy", "decode_attention"}
+         ("peak_flops", "flops_per_s", "flops_per_call"), ("tensor_flops", "flops_per_s", "flops_per_call"),
+         ("dot_flops", "flops_per_s", "flops_per_call"))
+RECORDS = {"bandwidth", "bandwidth_fp32", "peak_flops", "tensor_flops", "dot_flops", "thread_sweep", "hierarchy",
+           "decode_attention"}
 CHECKED_APART = RECORDS | {"theoretical", "telemetry", "model_validation", "balance", "probe_errors"}
 
 
 def check_section(sec, where):
     """One devices.<name> section (cpu, gpu0, ...): its records, findings and peaks."""
     check_value(sec, where, "mapping")
-    for key in ("bandwidth", "bandwidth_fp32", "peak_flops", "tensor_flops", "hierarchy_levels", "thread_sweep",
+    for key in ("bandwidth", "bandwidth_fp32", "peak_flops", "tensor_flops", "dot_flops", "hierarchy_levels", "thread_sweep",
                 "theoretical", "balance", "model_validation", "telemetry", "probe_errors"):
         check_value(sec.get(key, {}), f"{where}.{key}", "mapping")
     for key in ("hierarchy", "decode_attention"):
@@ -284,7 +286,7 @@ def check_section(sec, where):
     for i, rec in enumerate(sec.get("decode_attention") or []):
         check_decode_record(rec, f"{where}.decode_attention[{i}]")
     for key, fields in (("decode_unsupported", ("impl", "dtype", "reason")), ("peak_flops_unsupported", ("dtype", "reason")),
-                        ("tensor_flops_unsupported", ("dtype", "reason"))):
+                        ("tensor_flops_unsupported", ("dtype", "reason")), ("dot_flops_unsupported", ("dtype", "reason"))):
         check_value(sec.get(key, []), f"{where}.{key}", "records")
         for i, point in enumerate(sec.get(key) or []):
             require(point, f"{where}.{key}[{i}]", fields)

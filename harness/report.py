@@ -277,6 +277,11 @@ def peak_rows(sec, spec):
         rows.append({"metric": f"peak {dtype} FMA", "best": si(rec.get("flops_per_s"), "FLOP/s"),
                      "median": si(rec.get("median_flops_per_s"), "FLOP/s"), "theoretical": si(t, "FLOP/s") if t else "n/a",
                      "fraction": pct(rec.get("fraction_of_theoretical")), "flag": flag})
+    for dtype, rec in (sec.get("dot_flops") or {}).items():  # no table gives these instructions' rates
+        unit = rate_unit(dtype)
+        rows.append({"metric": f"peak {dtype} dot product ({rec.get('instruction')})", "best": si(rec.get("flops_per_s"), unit),
+                     "median": si(rec.get("median_flops_per_s"), unit), "theoretical": "n/a", "fraction": "n/a",
+                     "flag": "" if rec.get("validated") else f"WRONG: {rec.get('error')}"})
     return rows
 
 
@@ -365,8 +370,8 @@ def balance_table(sec, memory):
     columns = [(lv, levels[lv]["bytes_per_s"]) for lv in LEVELS
                if lv != memory and (levels.get(lv) or {}).get("bytes_per_s")] + ([(f"{memory} (read)", bw)] if bw else [])
     tensor = sec.get("tensor_flops") or {}
-    computes = [(f"{d} FMA", rec["flops_per_s"], d) for d, rec in (sec.get("peak_flops") or {}).items()
-                if rec.get("flops_per_s")] + [  # a wrong answer has none
+    computes = [(f"{d} {what}", rec["flops_per_s"], d) for key, what in (("peak_flops", "FMA"), ("dot_flops", "dot product"))
+                for d, rec in (sec.get(key) or {}).items() if rec.get("flops_per_s")] + [  # a wrong answer has none
         (f"{d} matmul", rate, d) for d in tensor if (rate := matmul_rate(tensor, d))]
     if not (columns and computes):
         return None
@@ -405,6 +410,10 @@ def tensor_rows(sec, spec, what="tensor-core matmul"):
         if theory and measured and shift and rec.get("validated"):
             at_clock = f"{pct(measured / (theory * shift))} of the units' rate at the {ghz(clock_hz)} the fp32 FMA peak implies"
             flag = f"{flag}; {at_clock}" if flag else at_clock
+        dot = (sec.get("dot_flops") or {}).get(dtype) or {}
+        if measured and rec.get("validated") and dot.get("flops_per_s"):  # a CPU's: the instruction it multiplies with
+            of_dot = f"{pct(measured / dot['flops_per_s'])} of the {dtype} dot-product peak ({dot.get('instruction')})"
+            flag = f"{flag}; {of_dot}" if flag else of_dot
         theoretical = (f"{si(sheet, unit)} (datasheet, dense)" if sheet
                        else f"{si(theory, unit)} (nominal clock)" if theory else "n/a")
         rows.append({"metric": f"{what} {dtype}", "best": si(measured, unit),
@@ -424,9 +433,12 @@ def matmul_theory_lines(sec):
 
 def matmul_notes(sec, gpu):
     """Lines saying why peaks are missing: FMA chains of a dtype the cores have no native arithmetic
-    for (a CPU's fp16), no torch, or products torch refused here."""
-    left_out = [f"{u['dtype']} ({u['reason']})" for u in sec.get("peak_flops_unsupported") or []]
-    out = [f"FMA peaks not measured: {'; '.join(left_out)}.", ""] if left_out else []
+    for (a CPU's fp16), dot products of an instruction the CPU lacks, no torch, or products torch
+    refused here."""
+    out = []
+    for key, what in (("peak_flops_unsupported", "FMA peaks"), ("dot_flops_unsupported", "Dot-product peaks")):
+        left_out = [f"{u['dtype']} ({u['reason']})" for u in sec.get(key) or []]
+        out += [f"{what} not measured: {'; '.join(left_out)}.", ""] if left_out else []
     peaks, products = ("Tensor-core peaks", "Tensor-core matmuls") if gpu else ("Matmul peaks", "Matmuls")
     out += [f"{peaks} not measured: {sec['tensor_flops']['reason']}.", ""] if (sec.get("tensor_flops") or {}).get("reason") else []
     refused = [f"{u['dtype']} ({u['reason']})" for u in sec.get("tensor_flops_unsupported") or []]
@@ -613,14 +625,14 @@ def theory_share_lines(sec):
 
 
 def rounds_lines(sec):
-    """How the bandwidth kernels, the FMA peaks and the matmul peaks were timed, where their records say
+    """How the bandwidth kernels and the FMA, dot-product and matmul peaks were timed, where their records say
     (interleaved_with)."""
     def rounds(keys):
         return next((rec["interleaved_with"] for key in keys for rec in (sec.get(key) or {}).values()
                      if isinstance(rec, dict) and rec.get("interleaved_with")), None)
     sets = [f"{what} ({', '.join(names)})" for what, names in
             (("bandwidth kernels", rounds(("bandwidth", "bandwidth_fp32"))), ("FMA peaks", rounds(("peak_flops",))),
-             ("matmul peaks", rounds(("tensor_flops",)))) if names]
+             ("dot-product peaks", rounds(("dot_flops",))), ("matmul peaks", rounds(("tensor_flops",)))) if names]
     if not sets:
         return []
     timed = " and the ".join([", the ".join(sets[:-1]), sets[-1]] if len(sets) > 1 else sets)

@@ -14,7 +14,7 @@ from harness.summary import ghz, rate_unit, si
 from harness.workload import Context, tiny_sizes
 from probes import PROBES, load_runner, reserve_cpu_buffers, unavailable_reason
 
-CPU_PROFILE_PROBES = ("stream", "hierarchy", "peak", "matmul", "threads", "decode")
+CPU_PROFILE_PROBES = ("stream", "hierarchy", "peak", "dot", "matmul", "threads", "decode")
 TORCH_PROBES = ("matmul", "decode")  # they run torch: it is imported before Numba's threads (torch_first)
 DEVICES = ("cpu", "gpu", "all")
 DTYPES = Context.dtypes  # every dtype a probe's `--dtype` can name: each probe measures those it has
@@ -273,8 +273,8 @@ def cpu_section(ctx, probe_names):
     section["theoretical"] = theory
     if "peak_flops" in section and "bandwidth" in section:
         section["balance"] = validation.balance(section)
-        section["balance_basis"] = ("measured peak_flops (FMA) and validated tensor_flops (torch matmul, "
-                                    "matmul_<dtype>) / measured bandwidth.read (DRAM, fp64 sum)")
+        section["balance_basis"] = ("measured peak_flops (FMA), dot_flops (dot_<dtype>) and validated tensor_flops "
+                                    "(torch matmul, matmul_<dtype>) / measured bandwidth.read (DRAM, fp64 sum)")
     validation.validate_section(section, machine.last_level_cache_bytes(ctx.cpu))
     return section
 

@@ -112,8 +112,8 @@ def section_lines(section):
                     lines.append(record_line(f"thread_sweep.{kernel}.{rec['threads']}", rec))  # compare's name
         elif key == "decode_attention":
             lines.extend(decode_line(rec) for rec in value)
-        elif key in ("peak_flops_unsupported", "tensor_flops_unsupported"):
-            what = "FMA peak" if key.startswith("peak") else "matmul"
+        elif key in ("peak_flops_unsupported", "dot_flops_unsupported", "tensor_flops_unsupported"):
+            what = {"peak": "FMA peak", "dot": "dot-product peak"}.get(key.split("_")[0], "matmul")
             lines.extend(f"{what} {u['dtype']} not measured: {u['reason']}" for u in value)
         elif key == "decode_unsupported":
             lines.extend(f"decode not measured: {phrase}" for phrase in unmeasured_phrases(value))

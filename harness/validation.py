@@ -55,12 +55,14 @@ def compute_roof(section, dtypes, kind="torch"):
 
 
 def balance(section):
-    """FLOP (int8: OP) per byte of the memory: each measured FMA peak (by its dtype) and each
-    validated matmul (matmul_<dtype>: a CPU's AMX, a GPU's tensor cores) over the measured read
-    bandwidth (the fp64 sum)."""
+    """FLOP (int8: OP) per byte of the memory: each measured FMA peak (by its dtype), each CPU
+    dot-product peak (dot_<dtype>) and each validated matmul (matmul_<dtype>: a CPU's AMX, a GPU's
+    tensor cores) over the measured read bandwidth (the fp64 sum)."""
     read, _ = roofs(section)
     out = {dtype: rec["flops_per_s"] / read if rec.get("flops_per_s") and read else None
            for dtype, rec in (section.get("peak_flops") or {}).items()}
+    out.update({f"dot_{dtype}": rec["flops_per_s"] / read if rec.get("flops_per_s") and read else None
+                for dtype, rec in (section.get("dot_flops") or {}).items()})
     tensor = section.get("tensor_flops") or {}
     out.update({f"matmul_{dtype}": rate / read if read else None
                 for dtype in tensor if (rate := matmul_rate(tensor, dtype))})

@@ -37,6 +37,11 @@ PROBES = {
                       "FMA-chain peak FLOP/s, fp64, fp32 and fp16 (where the CPU has native fp16 FMAs: AVX512-FP16, "
                       "Arm FP16; half2 on GPU, with tensor-core matmul)", dtypes=("fp64", "fp32", "fp16"),
                       left_out="probes.cpu_half:fp16_left_out"),
+    "dot": ProbeSpec("dot", {"cpu": "probes.cpu_dot:run_dot"},
+                     "bf16 and int8 dot-product peaks (AVX512-BF16 vdpbf16ps, AVX512-VNNI or AVX-VNNI vpdpbusd), "
+                     "chains checked exactly", dtypes=("bf16", "int8"), left_out="probes.cpu_dot:dot_left_out",
+                     elsewhere={"gpu": "a GPU's bf16 and int8 rates are its tensor-core matmuls "
+                                       "(harness probe peak --device gpu0)"}),
     "matmul": ProbeSpec("matmul", {"cpu": "probes.cpu_matmul:run_matmul"},
                         "matmul peaks through torch (oneDNN: AVX-512 BF16, VNNI, AMX), fp32, bf16, fp16 and int8, "
                         "checked against float64 (a GPU's tensor-core matmuls are in its peak probe)", dtypes=(),

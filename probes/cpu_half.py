@@ -14,7 +14,8 @@ import ctypes
 import functools
 
 from harness.cpu_peaks import NATIVE_FP16_FLAGS, native_fp16
-from probes.llvm_jit import compile_ir
+from probes.llvm_jit import chains_ir as llvm_chains_ir
+from probes.llvm_jit import compile_ir, parallel_rows
 
 SIGNATURE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)  # (acc, [x, y], iters)
 
@@ -40,22 +41,12 @@ def chains_ir(vectors, lanes):
     loaded from acc, each stepped `iters` times as fma(a, x, y) in registers, stored back."""
     vec = f"<{lanes} x half>"
     fma = f"@llvm.fma.v{lanes}f16"
-    lines = ["define void @chains(ptr %acc, ptr %xy, i64 %iters) {", "entry:",
-             "  %x1 = load half, ptr %xy", "  %yp = getelementptr half, ptr %xy, i64 1", "  %y1 = load half, ptr %yp"]
+    preamble = ["  %x1 = load half, ptr %xy", "  %yp = getelementptr half, ptr %xy, i64 1", "  %y1 = load half, ptr %yp"]
     for name in ("x", "y"):
-        lines += [f"  %{name}i = insertelement {vec} poison, half %{name}1, i64 0",
-                  f"  %{name} = shufflevector {vec} %{name}i, {vec} poison, <{lanes} x i32> zeroinitializer"]
-    for j in range(vectors):
-        lines += [f"  %p{j} = getelementptr {vec}, ptr %acc, i64 {j}", f"  %a{j} = load {vec}, ptr %p{j}, align 2"]
-    lines += ["  %none = icmp sle i64 %iters, 0", "  br i1 %none, label %done, label %loop", "loop:",
-              "  %i = phi i64 [0, %entry], [%inext, %loop]"]
-    lines += [f"  %v{j} = phi {vec} [%a{j}, %entry], [%n{j}, %loop]" for j in range(vectors)]
-    lines += [f"  %n{j} = call {vec} {fma}({vec} %v{j}, {vec} %x, {vec} %y)" for j in range(vectors)]
-    lines += ["  %inext = add i64 %i, 1", "  %more = icmp slt i64 %inext, %iters",
-              "  br i1 %more, label %loop, label %exit", "exit:"]
-    lines += [f"  store {vec} %n{j}, ptr %p{j}, align 2" for j in range(vectors)]
-    lines += ["  br label %done", "done:", "  ret void", "}", f"declare {vec} {fma}({vec}, {vec}, {vec})"]
-    return "\n".join(lines)
+        preamble += [f"  %{name}i = insertelement {vec} poison, half %{name}1, i64 0",
+                     f"  %{name} = shufflevector {vec} %{name}i, {vec} poison, <{lanes} x i32> zeroinitializer"]
+    return llvm_chains_ir(vec, vectors, preamble, f"call {vec} {fma}({vec} {{a}}, {vec} %x, {vec} %y)",
+                          f"declare {vec} {fma}({vec}, {vec}, {vec})", align=2)
 
 
 @functools.lru_cache(maxsize=None)
@@ -69,13 +60,4 @@ def compile_chains(vectors, lanes):
 def parallel_chains(vectors, lanes):
     """A Numba kernel that runs the chains on each row of a uint16 [threads, vectors * lanes] array
     (fp16 bits: Numba cannot hold float16) in its own thread, `iters` steps from xy's [x, y]."""
-    from numba import njit, prange
-
-    chains, _ = compile_chains(vectors, lanes)
-
-    @njit(parallel=True)
-    def kernel(acc_bits, xy_bits, iters):
-        for t in prange(acc_bits.shape[0]):
-            chains(acc_bits[t].ctypes.data, xy_bits.ctypes.data, iters)
-
-    return kernel
+    return parallel_rows(compile_chains(vectors, lanes)[0])

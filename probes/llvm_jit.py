@@ -1,5 +1,6 @@
 """LLVM IR compiled for this host's CPU and features with llvmlite (Numba's own code generator),
-for the kernels Numba cannot express: fp16 vectors (cpu_half), a chosen vector width (cpu_read)."""
+for the kernels Numba cannot express: fp16 vectors (cpu_half), bf16 and int8 dot products (cpu_dot),
+a chosen vector width (cpu_read)."""
 
 
 def compile_ir(ir, name, signature):
@@ -20,3 +21,35 @@ def compile_ir(ir, name, signature):
     function = signature(engine.get_function_address(name))
     function.engine = engine  # the code lives as long as the engine
     return function, assembly
+
+
+def chains_ir(vec, vectors, preamble, step, declare, align):
+    """LLVM IR of `void chains(ptr acc, ptr xy, i64 iters)`: the `preamble` lines (which read xy),
+    then `vectors` accumulators of type `vec` loaded from acc, each stepped `iters` times in registers
+    by the call `step` names (a format string of the accumulator, '{a}'), and stored back; `declare`
+    declares the called function, `align` is the accumulators' alignment in bytes."""
+    lines = ["define void @chains(ptr %acc, ptr %xy, i64 %iters) {", "entry:", *preamble]
+    for j in range(vectors):
+        lines += [f"  %p{j} = getelementptr {vec}, ptr %acc, i64 {j}", f"  %a{j} = load {vec}, ptr %p{j}, align {align}"]
+    lines += ["  %none = icmp sle i64 %iters, 0", "  br i1 %none, label %done, label %loop", "loop:",
+              "  %i = phi i64 [0, %entry], [%inext, %loop]"]
+    lines += [f"  %v{j} = phi {vec} [%a{j}, %entry], [%n{j}, %loop]" for j in range(vectors)]
+    lines += [f"  %n{j} = " + step.format(a=f"%v{j}") for j in range(vectors)]
+    lines += ["  %inext = add i64 %i, 1", "  %more = icmp slt i64 %inext, %iters",
+              "  br i1 %more, label %loop, label %exit", "exit:"]
+    lines += [f"  store {vec} %n{j}, ptr %p{j}, align {align}" for j in range(vectors)]
+    lines += ["  br label %done", "done:", "  ret void", "}", declare]
+    return "\n".join(lines)
+
+
+def parallel_rows(chains):
+    """A Numba kernel(rows, xy, iters) that calls the compiled `chains(row, xy, iters)` (ctypes, as
+    compile_ir returns it) on each row of the 2-D array `rows` in its own thread."""
+    from numba import njit, prange
+
+    @njit(parallel=True)
+    def kernel(rows, xy, iters):
+        for t in prange(rows.shape[0]):
+            chains(rows[t].ctypes.data, xy.ctypes.data, iters)
+
+    return kernel

@@ -50,14 +50,24 @@ def test_profile_writes_a_valid_profile_with_the_contract_keys(quick_profile):
     for dtype in matmuls:  # torch's matmuls (AMX, VNNI) have a balance of their own
         assert cpu["balance"][f"matmul_{dtype}"] == pytest.approx(
             cpu["tensor_flops"][dtype]["flops_per_s"] / cpu["bandwidth"]["read"]["bytes_per_s"])
-    assert set(cpu["balance"]) == {*peaks, *(f"matmul_{d}" for d in matmuls)}
+    from probes.cpu_dot import DTYPES as DOTS, unsupported_reason
+
+    # the dot-product chains this CPU's instructions give (vdpbf16ps, vpdpbusd), else why each was left out
+    dots = [d for d in DOTS if not unsupported_reason(doc["machine"]["cpu"], d)]
+    assert [u["dtype"] for u in cpu.get("dot_flops_unsupported", [])] == [d for d in DOTS if d not in dots]
+    for dtype in dots:
+        rec = cpu["dot_flops"][dtype]
+        assert rec["validated"] and cpu["balance"][f"dot_{dtype}"] == pytest.approx(
+            rec["flops_per_s"] / cpu["bandwidth"]["read"]["bytes_per_s"])
+    assert set(cpu["balance"]) == {*peaks, *(f"dot_{d}" for d in dots), *(f"matmul_{d}" for d in matmuls)}
     # the report's balance table: the memory's column is the stored balance, a cache's divides by its level
     from harness import report
 
     table = report.report_data(doc)["balance"]
     assert table["levels"][-1] == "DRAM (read)" and table["levels"][:-1] == [
         lv for lv in ("L1", "L2", "L3") if (cpu["hierarchy_levels"].get(lv) or {}).get("bytes_per_s")]
-    stored = [cpu["balance"][k] for k in peaks] + [cpu["balance"][f"matmul_{d}"] for d in matmuls]
+    stored = ([cpu["balance"][k] for k in peaks] + [cpu["balance"][f"dot_{d}"] for d in dots]
+              + [cpu["balance"][f"matmul_{d}"] for d in matmuls])
     assert [r["per_level"][-1] for r in table["rows"]] == pytest.approx(stored)
     l1 = cpu["hierarchy_levels"]["L1"]["bytes_per_s"]
     assert table["rows"][1]["per_level"][0] == pytest.approx(cpu["peak_flops"]["fp32"]["flops_per_s"] / l1)

@@ -575,3 +575,17 @@ def test_a_decode_points_in_core_rate_is_a_metric_and_its_failure_is_wrong_outpu
     assert compare.section_failures({"decode_attention": [rec]}) == {f"{name}.in_core": rec["in_core"]["error"]}
     rec["in_core"] = {"reason": "the CPU reports no L2 cache to size the in-core task by"}
     assert not [m for m in compare.section_metrics({"decode_attention": [rec]}) if m.endswith(".in_core")]
+
+
+def test_a_dot_product_peak_is_a_rate_metric_with_a_balance_of_its_own():
+    def rec(per_call, samples):
+        return {"validated": True, "flops_per_call": per_call, "samples_s": samples, "probe_hash": "h"}
+    sec = {"bandwidth": {"read": {"validated": True, "bytes_per_call": 100, "samples_s": [1.0, 2.0, 4.0],
+                                  "probe_hash": "r"}},
+           "peak_flops": {"fp32": rec(10, [1.0, 1.0])}, "dot_flops": {"int8": rec(80, [1.0, 2.0])},
+           "tensor_flops": {"int8": rec(60, [1.0, 1.0])}}
+    metrics = compare.section_metrics(sec)
+    samples, higher_is_better, unit, _ = metrics["dot_flops.int8"]
+    assert samples == [80.0, 40.0] and higher_is_better and unit == "OP/s"
+    assert metrics["balance.dot_int8"][0] == [1.6, 0.8] and metrics["balance.dot_int8"][2] == "OP/B"  # over the median read, 50 B/s
+    assert {"balance.fp32", "balance.matmul_int8", "balance.dot_int8"} <= set(metrics)

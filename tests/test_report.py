@@ -625,3 +625,26 @@ def test_the_report_says_the_bandwidth_kernels_and_peaks_were_timed_in_interleav
         "The FMA peaks (fma_fp64, fma_fp32) and the matmul peaks (matmul_fp32, matmul_bf16) were timed")
     del rounds["devices"]["cpu"]["tensor_flops"]
     assert report.rounds_lines(rounds["devices"]["cpu"])[0].startswith("The FMA peaks (fma_fp64, fma_fp32) were timed")
+
+
+def test_a_cpus_dot_product_peaks_are_rows_a_balance_and_the_ceiling_its_matmuls_are_held_to():
+    dots = {"bf16": {"flops_per_s": 4.6e11, "median_flops_per_s": 4.5e11, "validated": True, "instruction": "vdpbf16ps"},
+            "int8": {"flops_per_s": None, "median_flops_per_s": None, "validated": False, "instruction": "vpdpbusd",
+                     "error": "vpdpbusd accumulator (0, 0) is 1, expected 2 after 3 steps"}}
+    sec = {"dot_flops": dots, "tensor_flops": {"bf16": {"flops_per_s": 4.09e11, "median_flops_per_s": 3.9e11, "validated": True}},
+           "peak_flops": {"fp32": {"flops_per_s": 2.3e11, "median_flops_per_s": 2.2e11, "validated": True}},
+           "bandwidth": {"read": {"bytes_per_s": 3.5e10, "validated": True}},
+           "dot_flops_unsupported": [{"dtype": "fp8", "reason": "no such instruction"}]}
+    rows = report.peak_rows(sec, None)
+    assert [r["metric"] for r in rows[-2:]] == ["peak bf16 dot product (vdpbf16ps)", "peak int8 dot product (vpdpbusd)"]
+    assert rows[-2]["best"] == "460.0 GFLOP/s" and rows[-2]["theoretical"] == "n/a" and rows[-1]["flag"].startswith("WRONG: ")
+    (bf16,) = report.tensor_rows(sec, None, "matmul (torch)")
+    assert bf16["flag"] == "89% of the bf16 dot-product peak (vdpbf16ps)"
+    table = report.balance_table(sec, "DRAM")
+    assert [r["compute"] for r in table["rows"]] == ["fp32 FMA", "bf16 dot product", "bf16 matmul"]  # the wrong int8: none
+    assert table["rows"][1]["per_level"] == pytest.approx([4.6e11 / 3.5e10])
+    assert validation.balance(sec)["dot_bf16"] == pytest.approx(4.6e11 / 3.5e10) and validation.balance(sec)["dot_int8"] is None
+    assert "Dot-product peaks not measured: fp8 (no such instruction)." in report.matmul_notes(sec, gpu=False)
+    for rec in dots.values():
+        rec["interleaved_with"] = ["dot_bf16", "dot_int8"]
+    assert report.rounds_lines(sec)[0].startswith("The dot-product peaks (dot_bf16, dot_int8) were timed in interleaved rounds")

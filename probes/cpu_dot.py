@@ -1,0 +1,182 @@
+"""CPU dot-product peaks: the bf16 and int8 instructions LLM kernels multiply with on x86, in LLVM IR
+JIT-compiled by llvmlite (Numba has neither type).
+
+Each thread steps `vectors` independent accumulator vectors `iters` times, one instruction a step:
+VDPBF16PS (AVX512-BF16) adds to each fp32 lane the dot product of two bf16 pairs, 4 FLOPs; VPDPBUSD
+(AVX512-VNNI, or AVX-VNNI's 256-bit form) adds to each int32 lane the dot product of four u8 x s8
+pairs, 8 OPs. These are the rates a bf16 or int8 matmul without matrix units (AMX) can reach, and
+which the fp32 FMA chains of probes/cpu_peak.py cannot show.
+
+Checked exactly: int8's sums are integers, so the timed run's accumulators must equal their start
+plus the steps counted times the step's sum (modulo 2^32, as the instruction wraps). bf16's steps
+add 2^-10 (one pair's product; the other's is 0) to lanes that start on multiples of 2^-10, exact
+up to 2^14, where the sum is a tie that rounding to nearest even (the instruction's only mode) keeps
+at 2^14: the timed run's lanes must be their start plus the steps, or 2^14 once they reach it. There
+a step more or less changes nothing, so a fresh run of COUNT_STEPS steps shows each is taken once.
+"""
+
+import ctypes
+import functools
+
+import numpy as np
+
+from probes.llvm_jit import chains_ir as llvm_chains_ir
+from probes.llvm_jit import compile_ir, parallel_rows
+
+DTYPES = ("bf16", "int8")
+INSTRUCTION = {"bf16": "vdpbf16ps", "int8": "vpdpbusd"}
+OPS_PER_LANE = {"bf16": 4, "int8": 8}  # a fp32 lane: 2 bf16 products and their sums; an int32 lane: 4 of int8
+# the flags that give each instruction, with the widest vector it then has
+FLAGS = {"bf16": (("avx512_bf16", 512),), "int8": (("avx512_vnni", 512), ("avx_vnni", 256))}
+SIGNATURE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)  # (acc, [x, y], iters)
+BF16_STEP = 2.0 ** -10  # the product of x's and y's first halves, 2^-5 each (exact in bf16 and fp32)
+BF16_CEILING = 2.0 ** 14  # where a lane's next step is a tie, rounded back to it
+INT8_X, INT8_Y = (1, 2, 3, 4), (5, -6, 7, -8)  # u8 and s8: each step adds their dot product, -18
+COUNT_STEPS = 3
+
+
+def vector_bits(cpu, dtype):
+    """The vector width the CPU's flags give `dtype`'s instruction, or None where they give none."""
+    flags = set(cpu.get("simd", []))
+    return next((bits for flag, bits in FLAGS[dtype] if flag in flags), None)
+
+
+def unsupported_reason(cpu, dtype):
+    """None where this CPU has `dtype`'s dot-product instruction, else why its peak is not measured."""
+    if vector_bits(cpu, dtype):
+        return None
+    names = " or ".join(flag for flag, _ in FLAGS[dtype])
+    return f"no {INSTRUCTION[dtype]} among the CPU's flags ({names})"
+
+
+def dot_left_out():
+    """`harness list`'s phrase for what of the dot probe this machine's CPU cannot run, or None."""
+    from harness.machine import identify_cpu
+
+    cpu = identify_cpu()
+    missing = [d for d in DTYPES if unsupported_reason(cpu, d)]
+    return f"{' and '.join(missing)} left out: no such instruction among the CPU's flags" if missing else None
+
+
+def vector_types(dtype, bits):
+    """(accumulator vector type, operand vector type, intrinsic) of LLVM IR for `dtype` at `bits`."""
+    lanes = bits // 32
+    if dtype == "bf16":
+        return f"<{lanes} x float>", f"<{2 * lanes} x bfloat>", f"@llvm.x86.avx512bf16.dpbf16ps.{bits}"
+    return f"<{lanes} x i32>", f"<{lanes} x i32>", f"@llvm.x86.avx512.vpdpbusd.{bits}"
+
+
+def chains_ir(dtype, vectors, bits):
+    """LLVM IR of `void chains(ptr acc, ptr xy, i64 iters)`: `vectors` accumulator vectors loaded from
+    acc, each stepped `iters` times by the dot-product instruction of the operand vectors x and y
+    (xy holds x, then y), in registers, and stored back."""
+    acc, src, fn = vector_types(dtype, bits)
+    preamble = [f"  %x = load {src}, ptr %xy, align 4", f"  %yp = getelementptr {src}, ptr %xy, i64 1",
+                f"  %y = load {src}, ptr %yp, align 4"]
+    return llvm_chains_ir(acc, vectors, preamble, f"call {acc} {fn}({acc} {{a}}, {src} %x, {src} %y)",
+                          f"declare {acc} {fn}({acc}, {src}, {src})", align=4)
+
+
+@functools.lru_cache(maxsize=None)
+def parallel_chains(dtype, vectors, bits):
+    """A Numba kernel(acc rows, xy bytes, iters) running the compiled chains on each row in its own thread."""
+    chains, _ = compile_ir(chains_ir(dtype, vectors, bits), "chains", SIGNATURE)
+    return parallel_rows(chains)
+
+
+def bf16_bits(values):
+    """float32 values as bf16 bits (their upper halves: exact for the powers of two used here)."""
+    return (np.asarray(values, np.float32).view(np.uint32) >> 16).astype(np.uint16)
+
+
+def operands(dtype, bits):
+    """x then y as bytes for the chains: bf16 pairs (2^-5, 2^-5) and (2^-5, 0), each step +2^-10;
+    int8 INT8_X (u8) and INT8_Y (s8) in every lane, each step their dot product."""
+    lanes = bits // 32
+    if dtype == "int8":
+        return np.concatenate([np.tile(np.array(INT8_X, np.uint8), lanes), np.tile(np.array(INT8_Y, np.int8), lanes).view(np.uint8)])
+    half = 2.0 ** -5
+    return np.concatenate([np.tile(bf16_bits((half, half)), lanes), np.tile(bf16_bits((half, 0.0)), lanes)]).view(np.uint8)
+
+
+def expected(dtype, a0, steps):
+    """The accumulators after `steps` steps from a0, exactly: int8's int32 lanes wrap modulo 2^32;
+    bf16's stop at BF16_CEILING."""
+    if dtype == "int8":
+        step = sum(x * y for x, y in zip(INT8_X, INT8_Y))
+        return ((a0.astype(np.int64) + step * steps + 2 ** 31) % 2 ** 32 - 2 ** 31).astype(np.int32)
+    return np.minimum(a0.astype(np.float64) + BF16_STEP * steps, BF16_CEILING).astype(np.float32)
+
+
+def dot_workload(cpu, dtype, threads, iters_per_call):
+    """Workload of the dot-product chains; `flops_per_call` = OPS_PER_LANE x lanes x vectors x threads x
+    iterations (int8's are integer operations: OP/s)."""
+    from harness.workload import Workload
+
+    bits = vector_bits(cpu, dtype)
+    vectors = 16 if bits == 512 else 12  # enough chains to cover the instruction's latency on every pipe
+    lanes = vectors * bits // 32
+    kernel = parallel_chains(dtype, vectors, bits)
+    xy = operands(dtype, bits)
+    rng = np.random.default_rng(12345)
+    acc = np.empty((threads, lanes), np.float32 if dtype == "bf16" else np.int32)
+    state = {"a0": None, "iters": 0}
+
+    def fresh():  # bf16: multiples of 2^-10 in [0.5, 1.5), where a step of 2^-10 is exact
+        if dtype == "int8":
+            return rng.integers(-2 ** 31, 2 ** 31, size=acc.shape, dtype=np.int64).astype(np.int32)
+        return (rng.integers(512, 1536, size=acc.shape) * BF16_STEP).astype(np.float32)
+
+    def poison():
+        acc[:] = fresh()
+        state["a0"], state["iters"] = acc.copy(), 0
+
+    def run(loops):
+        kernel(acc, xy, iters_per_call * loops)
+        state["iters"] += iters_per_call * loops
+
+    def mismatch(got, a0, steps, what):
+        want = expected(dtype, a0, steps)
+        bad = got != want
+        if bad.any():
+            i = tuple(int(k) for k in np.unravel_index(int(np.argmax(bad)), bad.shape))
+            return f"{INSTRUCTION[dtype]} accumulator {i} is {got[i].item()!r}, expected {want[i].item()!r} after {steps} steps{what}"
+        return None
+
+    def check():
+        error = mismatch(acc, state["a0"], state["iters"], "")
+        if error:
+            return error
+        a0 = fresh()
+        got = a0.copy()
+        kernel(got, xy, COUNT_STEPS)
+        return mismatch(got, a0, COUNT_STEPS, " of a fresh run (a step skipped or repeated)")
+
+    return Workload(name=f"dot_{dtype}", run=run, check=check, poison=poison, threads=threads, dtype=dtype,
+                    flops_per_call=OPS_PER_LANE[dtype] * lanes * threads * iters_per_call,
+                    info={"instruction": INSTRUCTION[dtype], "simd_bits": bits, "accumulators_per_thread": lanes,
+                          "iterations_per_call": int(iters_per_call)})
+
+
+def run_dot(ctx):
+    """devices.cpu.dot_flops.<dtype>: best and median FLOP/s (int8: OP/s) of the dot-product chains,
+    the dtypes timed in interleaved rounds (as the FMA peaks are); dot_flops_unsupported says why a
+    dtype was left out (no such instruction here, or its chains did not compile)."""
+    from harness.errors import first_line
+    from probes.cpu_peak import iterations
+
+    workloads, unsupported = [], []
+    for dtype in ctx.of_dtypes(DTYPES) or DTYPES:  # the profile asks for none by name: all
+        reason = unsupported_reason(ctx.cpu, dtype)
+        if not reason:
+            try:
+                workloads.append(dot_workload(ctx.cpu, dtype, ctx.threads, iterations(ctx)))
+            except Exception as e:  # noqa: BLE001  (llvmlite's JIT: a failure must not lose the other dtype)
+                reason = f"the {INSTRUCTION[dtype]} chains did not compile here: {type(e).__name__}: {first_line(e)}"
+        if reason:
+            unsupported.append({"dtype": dtype, "reason": reason})
+    out = {}
+    if workloads:
+        ctx.progress(f"dot-product peaks {', '.join(w.dtype for w in workloads)} in interleaved rounds, {ctx.threads} threads")
+        out = {w.dtype: rec for w, rec in zip(workloads, ctx.measure_interleaved(workloads))}
+    return {"dot_flops": out, **({"dot_flops_unsupported": unsupported} if unsupported else {})}
