@@ -386,7 +386,7 @@ def parser():
     sp.add_argument("name", help="probe name (see `harness list`)")
     sp.add_argument("--device", default="cpu")
     sp.add_argument("--threads", type=positive_int)
-    sp.add_argument("--dtype", help="stream/hierarchy/peak: fp64 or fp32; decode: fp32, bf16, fp16 or int8")
+    sp.add_argument("--dtype", help="stream/hierarchy: fp64 or fp32; peak: fp64, fp32 or fp16; dot: bf16 or int8; decode: fp32, bf16, fp16 or int8")
     sp.add_argument("--quick", action="store_true")
     sp.add_argument("--json", action="store_true", help="print the records as JSON")
     sp.add_argument("--counters", default="off", choices=["auto", "off", "perf", "ncu"],

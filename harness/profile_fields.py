@@ -64,6 +64,7 @@ AMOUNT_SUFFIXES = ("_s", "_bytes", "_bits", "_hz", "_per_call", "_per_sm", "_w")
 NUMBER_SUFFIXES = ("_ratio", "_fraction", "_error", "_c")
 NUMBER_PREFIXES = ("fraction_of_", "model_error", "time_ratio")
 NAMED = {
+    "in_core_fraction_of_time": "amount",  # a short_of_roofs point's loops alone over its time (can pass 1)
     **dict.fromkeys(("intensity", "flops", "softmax_flops", "bytes", "tolerance", "holds_within", "measured_over_model",
                      "elements", "points", "seed", "min", "median", "max", "samples", "efficiency_cores",
                      "ecc_mode", "mig_mode"), "number"),

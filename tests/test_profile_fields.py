@@ -236,6 +236,17 @@ def test_an_in_core_record_is_checked_as_a_timing_record(stored, tmp_path):
     assert profile.load_profile(write(doc, tmp_path))
 
 
+def test_a_short_of_roofs_points_loops_share_of_its_time_is_a_number(stored, tmp_path):
+    doc = copy.deepcopy(stored)
+    doc["devices"]["cpu"]["model_validation"]["short_of_roofs"] = [
+        {"point": "decode numba-fused fp32", "roof": "memory", "fraction_of_roof": 0.6, "fraction_of_peak_flops": 0.06,
+         "in_core_fraction_of_time": 1.05}]  # the loops alone may outlast the step: above 1 is a number
+    assert profile.load_profile(write(doc, tmp_path))
+    doc["devices"]["cpu"]["model_validation"]["short_of_roofs"][0]["in_core_fraction_of_time"] = "x"
+    with pytest.raises(HarnessError, match=r"short_of_roofs\[0\]\.in_core_fraction_of_time must be a number, 0 or more"):
+        profile.load_profile(write(doc, tmp_path))
+
+
 def test_every_single_edit_of_a_committed_profile_is_refused_or_reported_without_a_traceback():
     """Each edit of edits_of, one at a time, on the newest committed profile: refused on load, or the
     quick readers cope (compare's and history's bootstraps make them too slow for every edit: the
