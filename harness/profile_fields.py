@@ -64,7 +64,8 @@ AMOUNT_SUFFIXES = ("_s", "_bytes", "_bits", "_hz", "_per_call", "_per_sm", "_w")
 NUMBER_SUFFIXES = ("_ratio", "_fraction", "_error", "_c")
 NUMBER_PREFIXES = ("fraction_of_", "model_error", "time_ratio")
 NAMED = {
-    "in_core_fraction_of_time": "amount",  # a short_of_roofs point's loops alone over its time (can pass 1)
+    # a short_of_roofs point's loops alone over its time (above 1 where they outlast it); prefetch distances in rows
+    **dict.fromkeys(("in_core_fraction_of_time", "prefetch_rows_ahead", "prefetch_l2_rows_ahead"), "amount"),
     **dict.fromkeys(("intensity", "flops", "softmax_flops", "bytes", "tolerance", "holds_within", "measured_over_model",
                      "elements", "points", "seed", "min", "median", "max", "samples", "efficiency_cores",
                      "ecc_mode", "mig_mode"), "number"),
@@ -184,6 +185,10 @@ def check_decode_record(rec, where):
                          "achieved"))
     require(rec["model"], f"{where}.model", ("bytes", "cache_bytes", "flops", "intensity"))
     require(rec["model"], f"{where}.model", ("predicted_time_s",), filled=False)  # null: the profile has no roofs
+    for key in ("bytes", "flops"):  # what every rate and prediction of the point divides or is divided by
+        if not rec["model"][key] > 0:
+            raise FieldError(f"{where}.model.{key} is {rec['model'][key]!r}: a decode step's modelled {key} must be "
+                             "more than 0")
     require(rec["achieved"], f"{where}.achieved",
             ("bytes_per_s", "flops_per_s", "fraction_of_bandwidth", "fraction_of_peak_flops"), filled=False)
     if not math.isclose(rec["time_s"], median := stats.sample_times(rec["samples_s"])[1],
@@ -192,6 +197,9 @@ def check_decode_record(rec, where):
                          f"measured time the model is checked against must be it (edited after the run?)")
     if rec.get("validated"):
         require(rec, where, ("rel_error", "tolerance"))
+    config = rec.get("kernel_config") or {}
+    if "stage_rows_in_l1" in config:  # the fused kernel's tuned setting: the report states it in words
+        require(config, f"{where}.kernel_config", ("prefetch_rows_ahead",), filled=False)
     if (rec.get("in_core") or {}).get("samples_s") is not None:  # else {reason}: the CPU reports no L2
         check_timing_record(rec["in_core"], f"{where}.in_core", "bytes_per_s", "bytes_per_call")
     if rec.get("registers") is not None:  # a GPU kernel as the driver loaded it

@@ -99,6 +99,30 @@ def check_decode_derivations(sec, where):
             if not _same(value, derived):
                 raise FieldError(f"{where}.decode_attention[{i}].{'.'.join(path)} is {value!r}, but the point's time "
                                  f"and the section's roofs give {derived!r} (edited after the run?)")
+        check_in_core_times(rec, want, f"{where}.decode_attention[{i}].in_core")
+
+
+IN_CORE_TIMES = ("core_time_s", "memory_time_s", "no_overlap_time_s", "full_overlap_time_s")
+
+
+def check_in_core_times(rec, want, where):
+    """A point's in-core times (validation.derive_in_core: its loops', its memory's at the read beside
+    it, and the two bounds of their overlap) are there together or not at all, each what the point's
+    in-core rate, time and the read beside it give: the report tables the four side by side."""
+    from harness import validation
+
+    held = rec.get("in_core") or {}
+    if not any(key in held for key in IN_CORE_TIMES):
+        return
+    validation.derive_in_core(want)  # the point derived again, with its achieved fractions
+    derived = want.get("in_core") or {}
+    for key in IN_CORE_TIMES:
+        if key not in held:
+            raise FieldError(f"{where} has {', '.join(k for k in IN_CORE_TIMES if k in held)} but no {key}: the "
+                             "four in-core times are derived together (edited after the run?)")
+        if not _same(held[key], derived.get(key)):
+            raise FieldError(f"{where}.{key} is {held[key]!r}, but the point's in-core rate, time and the read "
+                             f"beside it give {derived.get(key)!r} (edited after the run?)")
 
 
 def check_levels_from_points(sec, where):

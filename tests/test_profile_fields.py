@@ -121,15 +121,20 @@ def test_fields_of_other_harness_versions_are_left_alone(stored, tmp_path):
 
 
 def edits_of(stored):
-    """(path, edit) of every field, mapping and list of `stored` (a list's first two items): removed,
-    or set to null, text, -1, 0, an empty list or an empty mapping."""
-    paths, stack = [], [((), stored)]
+    """(path, edit) of every field, mapping and list of `stored` (a list's first two items, and the first
+    item holding a field that those two lack: a decode point's in_core, a short_of_roofs point's loops):
+    removed, or set to null, text, -1, 0, an empty list or an empty mapping."""
+    paths, shapes, stack = [], set(), [((), (), False, stored)]
     while stack:
-        path, node = stack.pop()
-        items = node.items() if isinstance(node, dict) else enumerate(node[:2]) if isinstance(node, list) else ()
+        path, shape, beyond, node = stack.pop()  # beyond: under a list's third item or later
+        items = node.items() if isinstance(node, dict) else enumerate(node) if isinstance(node, list) else ()
         for key, value in items:
-            paths.append(path + (key,))
-            stack.append((path + (key,), value))
+            here = shape + ("[]" if isinstance(node, list) else key,)  # the field's place, whichever item holds it
+            further = beyond or (isinstance(node, list) and key >= 2)
+            if not further or here not in shapes:
+                paths.append(path + (key,))
+            shapes.add(here)
+            stack.append((path + (key,), here, further, value))
     return [(path, edit) for path in paths for edit in (REMOVE, None, "x", -1, 0, [], {})]
 
 
@@ -218,12 +223,12 @@ def test_a_record_whose_output_check_failed_has_no_rate_to_draw(stored, tmp_path
 def test_an_in_core_record_is_checked_as_a_timing_record(stored, tmp_path):
     doc = copy.deepcopy(stored)
     rec = doc["devices"]["cpu"]["decode_attention"][0]
-    rec["in_core"] = {**timed("bytes", 1 << 20, [1e-5, 1.1e-5]), "threads": 1, "validated": True, "core_time_s": 0.07}
+    rec["in_core"] = {**timed("bytes", 1 << 20, [1e-5, 1.1e-5]), "threads": 1, "validated": True}
     assert profile.load_profile(write(doc, tmp_path))["devices"]["cpu"]["decode_attention"][0]["in_core"]["threads"] == 1
     for key, value, message in (("samples_s", "fast", "in_core.samples_s must be a list of numbers"),
                                 ("median_bytes_per_s", REMOVE, "in_core has no median_bytes_per_s"),
                                 ("median_bytes_per_s", 1.0, "in_core.median_bytes_per_s is 1, but its raw samples give"),
-                                ("core_time_s", "long", "in_core.core_time_s must be a number")):
+                                ("best_time_s", "long", "in_core.best_time_s must be a number")):
         bad = copy.deepcopy(doc)
         target = bad["devices"]["cpu"]["decode_attention"][0]["in_core"]
         if value is REMOVE:
@@ -234,6 +239,35 @@ def test_an_in_core_record_is_checked_as_a_timing_record(stored, tmp_path):
             profile.load_profile(write(bad, tmp_path))
     rec["in_core"] = {"reason": "the CPU reports no L2 cache to size the in-core task by"}
     assert profile.load_profile(write(doc, tmp_path))
+
+
+def test_a_points_in_core_times_are_there_together_and_as_derived(tmp_path):
+    doc = profile.load_profile(os.path.join(ROOT, "profiles", "amd-epyc-zen4-2c.yaml"))  # its points from DRAM have them
+    i, rec = next((i, r) for i, r in enumerate(doc["devices"]["cpu"]["decode_attention"])
+                  if (r.get("in_core") or {}).get("core_time_s"))
+    for key, value, message in (("memory_time_s", REMOVE, "has core_time_s, no_overlap_time_s, full_overlap_time_s but no "
+                                                          "memory_time_s"),
+                                ("no_overlap_time_s", rec["in_core"]["no_overlap_time_s"] * 1.1, "no_overlap_time_s is "),
+                                ("core_time_s", rec["in_core"]["core_time_s"] / 2, "core_time_s is ")):
+        bad = copy.deepcopy(doc)
+        target = bad["devices"]["cpu"]["decode_attention"][i]["in_core"]
+        if value is REMOVE:
+            del target[key]
+        else:
+            target[key] = value
+        with pytest.raises(HarnessError, match=rf"decode_attention\[{i}\]\.in_core\.?( has)? ?{message}"):
+            profile.load_profile(write(bad, tmp_path))
+    for key in ("core_time_s", "memory_time_s", "no_overlap_time_s", "full_overlap_time_s"):  # a profile before them
+        del rec["in_core"][key]
+    assert profile.load_profile(write(doc, tmp_path))
+    rec["model"]["bytes"] = 0  # every rate of the point divides by it, and its fraction of the read beside it
+    with pytest.raises(HarnessError, match=rf"decode_attention\[{i}\]\.model\.bytes is 0: a decode step's modelled "
+                                           "bytes must be more than 0"):
+        profile.load_profile(write(doc, tmp_path))
+    del rec["kernel_config"]["prefetch_rows_ahead"]  # the report states the tuned setting in words
+    rec["model"]["bytes"] = 1
+    with pytest.raises(HarnessError, match=rf"decode_attention\[{i}\]\.kernel_config has no prefetch_rows_ahead"):
+        profile.load_profile(write(doc, tmp_path))
 
 
 def test_a_short_of_roofs_points_loops_share_of_its_time_is_a_number(stored, tmp_path):
@@ -251,7 +285,9 @@ def test_every_single_edit_of_a_committed_profile_is_refused_or_reported_without
     """Each edit of edits_of, one at a time, on the newest committed profile: refused on load, or the
     quick readers cope (compare's and history's bootstraps make them too slow for every edit: the
     seeded test above takes them). A sweep like this found a thread-sweep record without its rate,
-    a range that was not a pair and an unknown read-kernel name."""
+    a range that was not a pair and an unknown read-kernel name; once it reached the later items that
+    hold fields the first two lack, a decode point's in-core times apart, its kernel setting without
+    its prefetch distance and a modelled byte count of 0."""
     stored, specs, read = profile.load_profile(os.path.join(ROOT, "profiles", "amd-epyc-zen4-2c.yaml")), load_specs(), 0
     pristine = copy.deepcopy(stored)
     for path, edit in edits_of(stored):
@@ -268,5 +304,5 @@ def test_every_single_edit_of_a_committed_profile_is_refused_or_reported_without
         except Exception as e:
             what = "removed" if edit is REMOVE else f"set to {edit!r}"
             raise AssertionError(f"{'.'.join(map(str, path))} {what}: {type(e).__name__}: {e}") from e
-    assert read > 1000  # 3,160 of the 8,204 load (2026-12-07): the readers were exercised
+    assert read > 1000  # 3,282 of the 10,514 load (2026-12-08): the readers were exercised
     assert stored == pristine  # no reader changed what it read (the edits shared it)
