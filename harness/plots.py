@@ -56,8 +56,8 @@ def roofline(series, path):
     top = max(measured or [c["flops_per_s"] for c in series["ceilings"]] or [1e12])
     ax.axvspan(0.5, 2.0, color="gold", alpha=0.18)
     ax.text(1.0, top * 1.6, "decode attention\n(fp32 0.5 ... int8 2 FLOP/B)", ha="center", va="bottom", fontsize=8)
-    for c in series["ceilings"]:  # a matmul's roof dash-dot: a GPU's fp16 FMA and fp16 matmul share a colour
-        style = "--" if not c["measured"] else "-." if c["roof"] == "matmul" else "-"
+    for c in series["ceilings"]:  # a matmul's roof dash-dot, a dot product's dotted: a dtype's roofs share a colour
+        style = "--" if not c["measured"] else {"matmul": "-.", "dot product": ":"}.get(c["roof"], "-")
         ax.plot([lo, hi], [c["flops_per_s"]] * 2, color=DTYPE_COLOURS.get(c["dtype"], "grey"),
                 linestyle=style, linewidth=1.6 if c["measured"] else 1.0,
                 label=f"{c['label']}: {c['flops_per_s'] / 1e9:,.0f} G{operation(c['dtype'])}/s")
@@ -79,7 +79,8 @@ def roofline(series, path):
     ax.set_ylim(top / 3000, max([top * 4] + [2 * c["flops_per_s"] for c in series["ceilings"]]))  # theory can be far above
     label_ridges(ax, series["ridges"])
     ax.set_xlabel("arithmetic intensity (FLOP/byte)")
-    ax.set_ylabel("FLOP/s" + (" (int8 matmul: OP/s)" if any(c["dtype"] == "int8" for c in series["ceilings"]) else ""))
+    int8 = " and ".join(c["roof"] for c in series["ceilings"] if c["dtype"] == "int8")
+    ax.set_ylabel("FLOP/s" + (f" (int8 {int8}: OP/s)" if int8 else ""))
     ax.set_title(series["title"])
     ax.grid(True, which="both", alpha=0.25)
     ax.legend(fontsize=7, loc="upper left", bbox_to_anchor=(1.01, 1.0))

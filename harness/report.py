@@ -150,6 +150,10 @@ def roofline_series(who, sec, llc, memory="DRAM", clock="nominal clock"):
             ceilings.append({"dtype": dtype, "roof": "FMA", "label": f"{dtype} peak (theoretical, {clock})",
                              "flops_per_s": t, "measured": False})
     fma = max([c["flops_per_s"] for c in ceilings if c["measured"]], default=0)
+    for dtype, rec in (sec.get("dot_flops") or {}).items():  # a CPU's bf16 and int8 dot-product instructions
+        if rec.get("validated") and (rec.get("flops_per_s") or 0) > fma:
+            ceilings.append({"dtype": dtype, "roof": "dot product", "label": f"{dtype} dot product (measured)",
+                             "flops_per_s": rec["flops_per_s"], "measured": True})
     for dtype, rec in (sec.get("tensor_flops") or {}).items():  # matmuls that raise the roof (bf16, int8)
         if isinstance(rec, dict) and rec.get("validated") and (rec.get("flops_per_s") or 0) > fma:
             ceilings.append({"dtype": dtype, "roof": "matmul", "label": f"{dtype} matmul (measured)",
@@ -180,7 +184,8 @@ def roofline_series(who, sec, llc, memory="DRAM", clock="nominal clock"):
             if key not in best or p["seq_len"] > best[key]["seq_len"]:
                 best[key] = p
     hi = max([r["intensity"] for r in ridges] + [1.0]) * 30
-    return {"title": f"{who}: roofline (solid measured FMA, dash-dot measured matmul, dashed theoretical)",
+    dots = ", dotted measured dot product" if any(c["roof"] == "dot product" for c in ceilings) else ""
+    return {"title": f"{who}: roofline (solid measured FMA, dash-dot measured matmul{dots}, dashed theoretical)",
             "slopes": slopes, "ceilings": ceilings, "ridges": ridges, "points": list(best.values()),
             "intensity_range": [0.1, hi]}
 

@@ -648,3 +648,8 @@ def test_a_cpus_dot_product_peaks_are_rows_a_balance_and_the_ceiling_its_matmuls
     for rec in dots.values():
         rec["interleaved_with"] = ["dot_bf16", "dot_int8"]
     assert report.rounds_lines(sec)[0].startswith("The dot-product peaks (dot_bf16, dot_int8) were timed in interleaved rounds")
+    series = report.roofline_series("m", sec, 32 << 20)  # the bf16 dot raises the roof over the fp32 FMA: a ceiling
+    assert [(c["roof"], c["dtype"]) for c in series["ceilings"] if c["measured"]] == [
+        ("FMA", "fp32"), ("dot product", "bf16"), ("matmul", "bf16")]
+    assert [r["name"] for r in series["ridges"]] == ["fp32 FMA", "bf16 dot product", "bf16 matmul"]  # the wrong int8: none
+    assert "dotted measured dot product" in series["title"]
