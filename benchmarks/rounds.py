@@ -8,6 +8,9 @@ runs on a host whose memory speed or scheduling drifts (a shared VM's).
 --what peaks: the fp64 and fp32 FMA peaks; per run fp64's best and fp32/fp64 of best and median.
 --what matmul: torch's fp32, bf16 and int8 products at the matmul probe's size; per run fp32's best
   and bf16/fp32, int8/fp32 of median rates.
+--what dot: the fp32 FMA chains, the bf16 and int8 dot-product chains and torch's bf16 and int8
+  products; per run each dot peak over the fp32 FMA peak, and each product over its dtype's dot peak
+  (best samples, as the profile's peaks are).
 Per way: each figure's median and max/min over the runs. Every run's outputs are checked.
 Usage: python benchmarks/rounds.py [--what stream] [--runs 8] [--threads N] [--json PATH]
 """
@@ -28,7 +31,7 @@ from probes.cpu_stream import stream_elements, stream_workloads  # noqa: E402
 from probes.torch_matmul import accepted  # noqa: E402
 
 MIN_SAMPLE_S = 0.05  # the probes', outside --quick
-REPEATS = {"stream": 10, "threads": 5, "peaks": 10, "matmul": 10}  # samples per workload, as each probe takes them
+REPEATS = {"stream": 10, "threads": 5, "peaks": 10, "matmul": 10, "dot": 10}  # samples per workload, as each probe takes them
 
 
 def stream(ctx, n):
@@ -78,7 +81,29 @@ def matmul(ctx, n):
     return workloads, figures
 
 
-SUITES = {"stream": stream, "threads": threads, "peaks": peaks, "matmul": matmul}
+def dot(ctx, n):
+    """The fp32 FMA peak, the dot probe's chains and torch's bf16 and int8 products (the matmul probe's
+    size; tiny in tests), and the dot peaks' and the products' best-sample ratios."""
+    from probes import cpu_dot, cpu_matmul
+
+    missing = [d for d in cpu_dot.DTYPES if cpu_dot.unsupported_reason(ctx.cpu, d)]
+    if missing:
+        sys.exit(f"this CPU has no dot-product instruction for {', '.join(missing)}")
+    size = cpu_matmul.TINY_SIZE if ctx.tiny else cpu_matmul.SIZE
+    products, refused = accepted([cpu_matmul.matmul_workload(d, size, ctx.threads) for d in cpu_dot.DTYPES])
+    if refused:
+        sys.exit(f"torch refused: {refused}")
+    workloads = ([peak_workload(ctx.cpu, "fp32", ctx.threads, iterations(ctx))]
+                 + [cpu_dot.dot_workload(ctx.cpu, d, ctx.threads, iterations(ctx)) for d in cpu_dot.DTYPES] + products)
+
+    def figures(rate, best):
+        fma, bf16, int8, mm_bf16, mm_int8 = best
+        return {"dot_bf16_over_fma": bf16 / fma, "dot_int8_over_fma": int8 / fma,
+                "matmul_bf16_over_dot": mm_bf16 / bf16, "matmul_int8_over_dot": mm_int8 / int8}
+    return workloads, figures
+
+
+SUITES = {"stream": stream, "threads": threads, "peaks": peaks, "matmul": matmul, "dot": dot}
 
 
 def one_run(ctx, n, way, what="stream"):
@@ -108,7 +133,7 @@ def main():
         for way in (("blocked", "interleaved") if i % 2 == 0 else ("interleaved", "blocked")):
             rows[way].append(one_run(ctx, n, way, args.what))
             print(way, {k: round(v, 3) for k, v in rows[way][-1].items()}, flush=True)
-    arrays = "" if args.what == "matmul" else f", {n * 8 >> 20} MiB per array"
+    arrays = "" if args.what in ("matmul", "dot") else f", {n * 8 >> 20} MiB per array"
     print(f"\n{args.what}: {args.runs} runs of each way{arrays}, {args.threads} threads")
     summary = {}
     for way, found in rows.items():

@@ -499,12 +499,20 @@ def test_the_benchmarks_c_references_build_and_check_their_output(tmp_path, monk
     assert float(out.stdout) > 0
 
 
-@pytest.mark.parametrize("what", ["stream", "threads", "peaks", "matmul"])
+@pytest.mark.parametrize("what", ["stream", "threads", "peaks", "matmul", "dot"])
 @pytest.mark.parametrize("way", ["blocked", "interleaved"])
 def test_the_rounds_benchmark_times_both_ways_with_checked_outputs(tiny_ctx, way, what):
     # benchmarks/rounds.py, run tiny: each way's workloads validated, its figures from their medians
-    if what == "matmul":
+    if what in ("matmul", "dot"):
         pytest.importorskip("torch", reason="torch is not installed (make setup installs the CPU build)")
+    if what == "dot":  # the instructions this CPU has, not the fixture's flags
+        from harness.machine import identify_cpu
+        from probes.cpu_dot import DTYPES, unsupported_reason
+
+        tiny_ctx = Context(cpu={**tiny_ctx.cpu, "simd": identify_cpu()["simd"]}, threads=2, tiny=True)
+        missing = [d for d in DTYPES if unsupported_reason(tiny_ctx.cpu, d)]
+        if missing:
+            pytest.skip(f"this CPU lacks {', '.join(missing)}'s dot-product instruction (avx512_bf16, avx512_vnni or avx_vnni)")
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("rounds", os.path.join(ROOT, "benchmarks", "rounds.py"))
@@ -515,5 +523,7 @@ def test_the_rounds_benchmark_times_both_ways_with_checked_outputs(tiny_ctx, way
     assert set(row) == {"stream": {"read_gb_per_s", "triad_over_read", "copy_over_scale", "add_over_triad"},
                         "threads": {"triad_speedup", "fma_speedup"},
                         "peaks": {"fp64_best_gflop_per_s", "fp32_over_fp64_best", "fp32_over_fp64_median"},
-                        "matmul": {"fp32_best_gflop_per_s", "bf16_over_fp32_median", "int8_over_fp32_median"}}[what]
+                        "matmul": {"fp32_best_gflop_per_s", "bf16_over_fp32_median", "int8_over_fp32_median"},
+                        "dot": {"dot_bf16_over_fma", "dot_int8_over_fma", "matmul_bf16_over_dot",
+                                "matmul_int8_over_dot"}}[what]
     assert all(v > 0 for v in row.values())
