@@ -100,6 +100,11 @@ def metric_device(name):
     return head if head.startswith("gpu") and head[3:].isdigit() else "cpu"
 
 
+# a device section's peak rates, each group with the prefix of its keys in the section's `balance`
+# (validation.balance): an FMA peak by its dtype, a dot product as dot_<dtype>, a matmul as matmul_<dtype>
+FLOP_GROUPS = {"peak_flops": "", "dot_flops": "dot_", "tensor_flops": "matmul_"}
+
+
 def named_records(sec):
     """(metric name, record, work key, unit) for every measurement record of a device section,
     validated or not; a decode record's name is its shape's ('decode.numba-fused.fp32.B1...S16384'), and
@@ -108,7 +113,7 @@ def named_records(sec):
     for group in ("bandwidth", "bandwidth_fp32"):
         for kernel, rec in (sec.get(group) or {}).items():
             yield f"{group}.{kernel}", rec, "bytes_per_call", "B/s"
-    for group in ("peak_flops", "dot_flops", "tensor_flops"):
+    for group in FLOP_GROUPS:
         for dtype, rec in (sec.get(group) or {}).items():
             if isinstance(rec, dict):  # tensor_flops is {reason} where torch is missing
                 yield f"{group}.{dtype}", rec, "flops_per_call", rate_unit(dtype)
@@ -162,9 +167,7 @@ def section_metrics(sec):
             out[f"{name}.fraction_of_adjacent_read"] = (
                 [rec["model"]["bytes"] / t / r for t, r in zip(samples, reads)], True, "", rec.get("probe_hash"))
     read = out.get("bandwidth.read")
-    # the profile's balance keys: an FMA peak by its dtype, a dot product as dot_<dtype>, a matmul as matmul_<dtype>
-    prefix = {"peak_flops": "", "dot_flops": "dot_", "tensor_flops": "matmul_"}
-    peaks = {prefix[k.split(".")[0]] + k.split(".")[1]: v for k, v in out.items() if k.split(".")[0] in prefix}
+    peaks = {FLOP_GROUPS[k.split(".")[0]] + k.split(".")[1]: v for k, v in out.items() if k.split(".")[0] in FLOP_GROUPS}
     if read and read[0]:
         for key, (samples, _, unit, digest) in peaks.items():
             # each peak sample over the median read: the read's own spread shows in bandwidth.read

@@ -13,7 +13,7 @@ import socket
 import statistics
 import traceback
 
-from harness.compare import metric_failures
+from harness.compare import FLOP_GROUPS, metric_failures
 from harness.errors import HarnessError, read_yaml
 from harness.profile import LOADER, atomic_write_text, dump, load_readable, save_profile, try_writing_in, utc_now
 from harness.summary import CLOCK_SETTINGS, natural_key, rate_unit, si, switch_text
@@ -151,7 +151,7 @@ def node_metrics(doc):
         for level, rec in (section.get("hierarchy_levels") or {}).items():
             if rec.get("bytes_per_s"):
                 out[f"{dev}.hierarchy.{level}"] = (rec["bytes_per_s"], True)
-        for group in ("peak_flops", "dot_flops", "tensor_flops"):
+        for group in FLOP_GROUPS:
             for dtype, rec in (section.get(group) or {}).items():
                 if isinstance(rec, dict) and rec.get("flops_per_s"):
                     out[f"{dev}.{group}.{dtype}"] = (rec["median_flops_per_s"], True)
@@ -277,7 +277,7 @@ def metric_unit(metric):
     group, key = metric.split(".")[1], metric.split(".")[-1]
     if group in ("bandwidth", "hierarchy"):
         return "B/s"
-    if group in ("peak_flops", "dot_flops", "tensor_flops"):
+    if group in FLOP_GROUPS:
         return rate_unit(key)
     return "Hz" if group == "sm_clock_hz" else ""
 
