@@ -65,15 +65,21 @@ def peaks(ctx, n):
     return [peak_workload(ctx.cpu, dtype, ctx.threads, iterations(ctx)) for dtype in ("fp64", "fp32")], figures
 
 
-def matmul(ctx, n):
-    """The matmul probe's fp32, bf16 and int8 products (its full size; tiny in tests), and bf16's and
-    int8's median rate over fp32's."""
+def products(ctx, dtypes):
+    """torch's products of `dtypes` at the matmul probe's size (tiny in tests), each run once; exits
+    naming any torch refuses."""
     from probes import cpu_matmul
 
     size = cpu_matmul.TINY_SIZE if ctx.tiny else cpu_matmul.SIZE
-    workloads, refused = accepted([cpu_matmul.matmul_workload(d, size, ctx.threads) for d in ("fp32", "bf16", "int8")])
+    workloads, refused = accepted([cpu_matmul.matmul_workload(d, size, ctx.threads) for d in dtypes])
     if refused:
         sys.exit(f"torch refused: {refused}")
+    return workloads
+
+
+def matmul(ctx, n):
+    """The matmul probe's fp32, bf16 and int8 products, and bf16's and int8's median rate over fp32's."""
+    workloads = products(ctx, ("fp32", "bf16", "int8"))
 
     def figures(rate, best):
         return {"fp32_best_gflop_per_s": best[0] / 1e9, "bf16_over_fp32_median": rate[1] / rate[0],
@@ -82,19 +88,16 @@ def matmul(ctx, n):
 
 
 def dot(ctx, n):
-    """The fp32 FMA peak, the dot probe's chains and torch's bf16 and int8 products (the matmul probe's
-    size; tiny in tests), and the dot peaks' and the products' best-sample ratios."""
-    from probes import cpu_dot, cpu_matmul
+    """The fp32 FMA peak, the dot probe's chains and torch's bf16 and int8 products, and the dot peaks'
+    and the products' best-sample ratios."""
+    from probes import cpu_dot
 
     missing = [d for d in cpu_dot.DTYPES if cpu_dot.unsupported_reason(ctx.cpu, d)]
     if missing:
         sys.exit(f"this CPU has no dot-product instruction for {', '.join(missing)}")
-    size = cpu_matmul.TINY_SIZE if ctx.tiny else cpu_matmul.SIZE
-    products, refused = accepted([cpu_matmul.matmul_workload(d, size, ctx.threads) for d in cpu_dot.DTYPES])
-    if refused:
-        sys.exit(f"torch refused: {refused}")
     workloads = ([peak_workload(ctx.cpu, "fp32", ctx.threads, iterations(ctx))]
-                 + [cpu_dot.dot_workload(ctx.cpu, d, ctx.threads, iterations(ctx)) for d in cpu_dot.DTYPES] + products)
+                 + [cpu_dot.dot_workload(ctx.cpu, d, ctx.threads, iterations(ctx)) for d in cpu_dot.DTYPES]
+                 + products(ctx, cpu_dot.DTYPES))
 
     def figures(rate, best):
         fma, bf16, int8, mm_bf16, mm_int8 = best
