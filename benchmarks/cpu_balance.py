@@ -20,8 +20,7 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 from harness.machine import identify_cpu  # noqa: E402
 from harness.workload import Context, time_workload  # noqa: E402
-from probes.cpu_half import native_fp16_reason  # noqa: E402
-from probes.cpu_peak import peak_workload  # noqa: E402
+from probes.cpu_peak import peak_workload, unsupported_reason  # noqa: E402
 from probes.cpu_stream import stream_elements, stream_workloads  # noqa: E402
 from summary import finish  # noqa: E402
 
@@ -76,7 +75,7 @@ def main():
     n, _ = stream_elements(ctx, "fp64")
     triad_c, read_c, fma_c = compile_c("triad"), compile_c("read"), compile_c("fma")
     stream = {w.name: w for w in stream_workloads(ctx, "fp64", n, threads)}
-    no_fp16 = native_fp16_reason(cpu)
+    no_fp16 = unsupported_reason(cpu, "fp16")
     if no_fp16:
         print(f"fp16 left out: {no_fp16}")
     targets = TARGETS if no_fp16 else {**TARGETS, **FP16_TARGET}

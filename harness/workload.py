@@ -209,7 +209,7 @@ MEASURED_INFO = ("seed", "kernel_config")  # info that varies between runs of th
 
 def probe_module_name(value):
     """The module a name in a probe's namespace comes from: the module itself where it is one
-    (`from probes import cpu_half`), else where its function or class was defined."""
+    (`from probes import cpu_read`), else where its function or class was defined."""
     return value.__name__ if inspect.ismodule(value) else getattr(value, "__module__", None) or ""
 
 

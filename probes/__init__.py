@@ -36,7 +36,7 @@ PROBES = {
     "peak": ProbeSpec("peak", {"cpu": "probes.cpu_peak:run_peak", "gpu": "probes.gpu_peak:run_peak"},
                       "FMA-chain peak FLOP/s, fp64, fp32 and fp16 (where the CPU has native fp16 FMAs: AVX512-FP16, "
                       "Arm FP16; half2 on GPU, with tensor-core matmul)", dtypes=("fp64", "fp32", "fp16"),
-                      left_out="probes.cpu_half:fp16_left_out"),
+                      left_out="probes.cpu_peak:peak_left_out"),
     "dot": ProbeSpec("dot", {"cpu": "probes.cpu_dot:run_dot"},
                      "bf16 and int8 dot-product peaks (AVX512-BF16 vdpbf16ps, AVX512-VNNI or AVX-VNNI vpdpbusd), "
                      "chains checked exactly", dtypes=("bf16", "int8"), left_out="probes.cpu_dot:dot_left_out",

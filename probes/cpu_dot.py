@@ -21,7 +21,7 @@ import functools
 import numpy as np
 
 from probes.llvm_jit import chains_ir as llvm_chains_ir
-from probes.llvm_jit import compile_ir, parallel_rows
+from probes.llvm_jit import compile_ir, first_mismatch, parallel_rows, stepped
 
 DTYPES = ("bf16", "int8")
 INSTRUCTION = {"bf16": "vdpbf16ps", "int8": "vpdpbusd"}
@@ -105,7 +105,7 @@ def expected(dtype, a0, steps):
     if dtype == "int8":
         step = sum(x * y for x, y in zip(INT8_X, INT8_Y))
         return ((a0.astype(np.int64) + step * steps + 2 ** 31) % 2 ** 32 - 2 ** 31).astype(np.int32)
-    return np.minimum(a0.astype(np.float64) + BF16_STEP * steps, BF16_CEILING).astype(np.float32)
+    return stepped(a0, BF16_STEP, BF16_CEILING, steps).astype(np.float32)
 
 
 def dot_workload(cpu, dtype, threads, iters_per_call):
@@ -136,12 +136,7 @@ def dot_workload(cpu, dtype, threads, iters_per_call):
         state["iters"] += iters_per_call * loops
 
     def mismatch(got, a0, steps, what):
-        want = expected(dtype, a0, steps)
-        bad = got != want
-        if bad.any():
-            i = tuple(int(k) for k in np.unravel_index(int(np.argmax(bad)), bad.shape))
-            return f"{INSTRUCTION[dtype]} accumulator {i} is {got[i].item()!r}, expected {want[i].item()!r} after {steps} steps{what}"
-        return None
+        return first_mismatch(got, expected(dtype, a0, steps), INSTRUCTION[dtype], steps, what)
 
     def check():
         error = mismatch(acc, state["a0"], state["iters"], "")

@@ -1,33 +1,43 @@
-"""CPU peak FLOP/s with Numba: independent FMA chains, vectorised, checked against a closed form.
+"""CPU peak FLOP/s: independent FMA chains in LLVM IR, JIT-compiled by llvmlite (Numba's own code
+generator) for this host's CPU and features, checked exactly.
 
-Each thread holds a block of accumulators, `a = a * x + y`, enough independent vector chains to
-cover FMA latency on every FMA pipe (16 vector registers' worth with AVX-512, 12 with AVX2, 24 with
-Arm's Advanced SIMD: a Neoverse V1/V2 core needs 16, four pipes of 4-cycle FMLA, of its 32 registers).
-Only FMA contraction is allowed (no reassociation), so the chains cannot be folded. fp16 runs the
-same chains in LLVM IR (probes/cpu_half.py) where the cores do fp16 arithmetic natively, checked
-step for step against an exact emulation.
+Each thread steps `vectors` accumulator vectors, enough independent chains to cover FMA latency on
+every FMA pipe (16 registers' worth with AVX-512, 12 with AVX2, 24 with Arm's Advanced SIMD: a
+Neoverse V1/V2 core needs 16, four pipes of 4-cycle FMLA, of its 32 registers), `iters` times as
+a = fma(x, y, a). The accumulator is the addend: the form every ISA's vector FMA writes in place
+(x86's vfmadd231, Arm's FMLA). In the other form, a = a * x + y, Arm's FMLA must first copy y into
+each result's register: LLVM then emits about as many register moves as FMAs, which share the FP
+pipes (tests/test_llvm_targets.py compiles every chain for other CPUs and counts the loop's
+instructions). Numba cannot write this form: with x and y loop-invariant its compiler would hoist
+x * y out of the loop and leave adds; an fma intrinsic stays one instruction, and a CPU without
+vector FMAs (x86 before Haswell, or a VM that hides the flag) would call libm's fma for each step,
+so it has no FMA peak. fp16 runs where the cores have native fp16 FMAs (AVX512-FP16, Arm's FP16):
+elsewhere LLVM would widen every step to fp32 and back, a rate of conversions.
+
+Checked exactly: x * y is 2^STEP_EXPONENT and the accumulators start on its multiples in [0.5, 1.5),
+so each step adds it exactly up to the dtype's ceiling, the power of two where the next step is a
+tie that rounding to nearest even keeps there (fp16 reaches it in ~2^10 steps, fp32 in ~2^24, fp64
+never). The timed run's lanes must be their start plus its steps, or the ceiling; there a step more
+or less changes nothing, so a fresh run of COUNT_STEPS steps shows each is taken once.
 """
 
+import ctypes
 import functools
 
 import numpy as np
-from numba import njit, prange
 
+from harness.cpu_peaks import NATIVE_FP16_FLAGS, native_fp16
 from harness.errors import first_line
 from harness.workload import Workload
-from probes import cpu_half
+from probes.llvm_jit import chains_ir as llvm_chains_ir
+from probes.llvm_jit import compile_ir, first_mismatch, parallel_rows, stepped
 
 DTYPES = {"fp64": np.float64, "fp32": np.float32, "fp16": np.float16}
-# x close to 1 keeps the recurrence contractive, so rounding error stays near eps / (1 - x); fp16's
-# chains reach their fixed point, 4, within a few hundred steps, and are checked exactly (fp16_reference)
-X = {"fp64": 1.0 - 2.0 ** -20, "fp32": 1.0 - 2.0 ** -12, "fp16": 1.0 - 2.0 ** -6}
-Y = {"fp64": 2.0 ** -13, "fp32": 2.0 ** -13, "fp16": 2.0 ** -4}
-RTOL = {"fp64": 1e-9, "fp32": 1e-3, "fp16": 0.0}
-# The timed runs leave the chains at their fixed point, where a step more or less changes nothing:
-# the check also runs COUNT_STEPS steps from fresh values, each step moving them by ~1e-4 (fp16:
-# ~1e-2), with a few steps' rounding allowed, so the kernel is shown to do the steps it is counted for
+IR_TYPES = {"fp64": ("double", "f64"), "fp32": ("float", "f32"), "fp16": ("half", "f16")}
+STEP_EXPONENT = {"fp64": -40, "fp32": -20, "fp16": -10}  # x = y = 2^(exponent / 2), exact in each dtype
+FMA_FLAGS = ("fma", "asimd")  # x86's FMA3; Arm's Advanced SIMD, which always has FMLA
+SIGNATURE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)  # (acc, [x, y], iters)
 COUNT_STEPS = 3
-COUNT_RTOL = {"fp64": 1e-12, "fp32": 1e-6, "fp16": 0.0}
 
 
 def simd_bits(cpu):
@@ -35,100 +45,98 @@ def simd_bits(cpu):
     return 512 if "avx512f" in flags else (256 if "avx2" in flags or "avx" in flags else 128)
 
 
+def chain_vectors(cpu):
+    """Accumulator vectors per thread: enough chains in flight for every FMA pipe, within the registers."""
+    return 16 if simd_bits(cpu) == 512 else 24 if "asimd" in set(cpu.get("simd", [])) else 12
+
+
 def accumulators(cpu, dtype):
     """Accumulators per thread: vectors in flight x lanes per vector."""
-    bits = simd_bits(cpu)
-    vectors = 16 if bits == 512 else 24 if "asimd" in set(cpu.get("simd", [])) else 12
-    return vectors * bits // (8 * np.dtype(DTYPES[dtype]).itemsize)
+    return chain_vectors(cpu) * simd_bits(cpu) // (8 * np.dtype(DTYPES[dtype]).itemsize)
+
+
+def unsupported_reason(cpu, dtype):
+    """None where this CPU runs `dtype`'s FMA chains natively, else why its peak is not measured."""
+    flags = set(cpu.get("simd", []))
+    if not flags & set(FMA_FLAGS):
+        return (f"no vector FMA among the CPU's flags ({' or '.join(FMA_FLAGS)}): each step would call libm's fma, "
+                "a rate of calls, not of the FMA units")
+    if dtype == "fp16" and not native_fp16(flags):
+        return (f"no native fp16 vector arithmetic among the CPU's flags ({' or '.join(NATIVE_FP16_FLAGS)}): "
+                "fp16 FMAs would be widened to fp32 and back, a rate of conversions, not of fp16 arithmetic")
+    return None
+
+
+def peak_left_out():
+    """`harness list`'s phrase for the dtypes of the peak probe this machine's CPU cannot run, or None."""
+    from harness.machine import identify_cpu
+
+    cpu = identify_cpu()
+    reasons = {d: unsupported_reason(cpu, d) for d in DTYPES}
+    missing = [d for d, reason in reasons.items() if reason]
+    return f"{' and '.join(missing)} left out: {reasons[missing[-1]]}" if missing else None
+
+
+def ceiling(dtype):
+    """The power of two where `dtype`'s chains stop: its step is half an ulp there."""
+    return 2.0 ** (np.finfo(DTYPES[dtype]).nmant + 1 + STEP_EXPONENT[dtype])
+
+
+def chains_ir(dtype, vectors, lanes):
+    """LLVM IR of `void chains(ptr acc, ptr xy, i64 iters)`: `vectors` <lanes x dtype> accumulators
+    loaded from acc, each stepped `iters` times as fma(x, y, a) in registers (x and y: the two
+    scalars at xy, in every lane), stored back."""
+    scalar, tag = IR_TYPES[dtype]
+    vec, fma = f"<{lanes} x {scalar}>", f"@llvm.fma.v{lanes}{tag}"
+    preamble = [f"  %x1 = load {scalar}, ptr %xy", f"  %yp = getelementptr {scalar}, ptr %xy, i64 1",
+                f"  %y1 = load {scalar}, ptr %yp"]
+    for name in ("x", "y"):
+        preamble += [f"  %{name}i = insertelement {vec} poison, {scalar} %{name}1, i64 0",
+                     f"  %{name} = shufflevector {vec} %{name}i, {vec} poison, <{lanes} x i32> zeroinitializer"]
+    return llvm_chains_ir(vec, vectors, preamble, f"call {vec} {fma}({vec} %x, {vec} %y, {vec} {{a}})",
+                          f"declare {vec} {fma}({vec}, {vec}, {vec})", align=np.dtype(DTYPES[dtype]).itemsize)
 
 
 @functools.lru_cache(maxsize=None)
-def fma_kernel(block):
-    """A kernel whose accumulator block size is a compile-time constant (so it lives in registers)."""
-
-    @njit(parallel=True, fastmath={"contract"})
-    def kernel(acc, x, y, iters):
-        for t in prange(acc.shape[0]):
-            a = acc[t].copy()
-            for _ in range(iters):
-                for j in range(block):
-                    a[j] = a[j] * x + y
-            acc[t, :] = a
-
-    return kernel
-
-
-def closed_form(a0, x, y, iters):
-    """float64 value of `iters` steps of a = a*x + y from a0."""
-    fixed = y / (1.0 - x)
-    return fixed + (a0 - fixed) * x ** iters
-
-
-def fp16_reference(a0, x, y, steps):
-    """fp16 chains stepped exactly: each fma in float64 (a product of two halves is exact there, and
-    so is adding y at this probe's magnitudes), rounded once to fp16, for `steps` steps or until no
-    value changes (a rounded fma with x > 0 is monotone, so a chain that stops moving stays)."""
-    a = np.asarray(a0, dtype=np.float16)
-    x, y = np.asarray(x, np.float64), np.asarray(y, np.float64)
-    for _ in range(steps):
-        step = (a.astype(np.float64) * x + y).astype(np.float16)
-        if np.array_equal(step, a):
-            break
-        a = step
-    return a
-
-
-def fp16_kernel(cpu, n):
-    """The fp16 chains of `n` accumulators as kernel(acc, x, y, iters), like fma_kernel's."""
-    lanes = simd_bits(cpu) // 16
-    chains = cpu_half.parallel_chains(n // lanes, lanes)
-
-    def kernel(acc, x, y, iters):
-        chains(acc.view(np.uint16), np.array([x, y], np.float16).view(np.uint16), iters)
-
-    return kernel
+def parallel_chains(dtype, vectors, lanes):
+    """A Numba kernel(acc rows as bytes, xy bytes, iters) running the compiled chains on each row in its own thread."""
+    chains, _ = compile_ir(chains_ir(dtype, vectors, lanes), "chains", SIGNATURE)
+    return parallel_rows(chains)
 
 
 def peak_workload(cpu, dtype, threads, iters_per_call):
-    """Workload for the FMA kernel; `flops_per_call` = 2 x accumulators x threads x iterations."""
+    """Workload for the FMA chains; `flops_per_call` = 2 x accumulators x threads x iterations."""
     t = DTYPES[dtype]
-    n = accumulators(cpu, dtype)
-    kernel = fp16_kernel(cpu, n) if dtype == "fp16" else fma_kernel(n)
-    x, y = t(X[dtype]), t(Y[dtype])
+    vectors, n = chain_vectors(cpu), accumulators(cpu, dtype)
+    kernel = parallel_chains(dtype, vectors, n // vectors)
+    step, top, exponent = 2.0 ** STEP_EXPONENT[dtype], ceiling(dtype), STEP_EXPONENT[dtype]
+    xy = np.full(2, 2.0 ** (exponent / 2), t).view(np.uint8)
     rng = np.random.default_rng(12345)
     acc = np.empty((threads, n), dtype=t)
     state = {"a0": None, "iters": 0}
 
+    def fresh():  # multiples of the step in [0.5, 1.5)
+        return (rng.integers(2 ** (-exponent - 1), 3 * 2 ** (-exponent - 1), size=acc.shape) * step).astype(t)
+
     def poison():
-        acc[:] = rng.uniform(0.5, 1.5, size=acc.shape).astype(t)
-        state["a0"] = acc.astype(np.float64)
-        state["iters"] = 0
+        acc[:] = fresh()
+        state["a0"], state["iters"] = acc.copy(), 0
 
     def run(loops):
-        kernel(acc, x, y, iters_per_call * loops)
+        kernel(acc.view(np.uint8), xy, iters_per_call * loops)
         state["iters"] += iters_per_call * loops
 
-    def expected(a0, steps):
-        if dtype == "fp16":
-            return fp16_reference(a0, x, y, steps).astype(np.float64)
-        return closed_form(a0, float(x), float(y), steps)
-
-    def mismatch(values, a0, steps, rtol, what):
-        ref, got = expected(a0, steps), values.astype(np.float64)
-        bad = ~(np.abs(got - ref) <= rtol * np.abs(ref))
-        if bad.any():
-            i = tuple(int(k) for k in np.unravel_index(int(np.argmax(bad)), bad.shape))
-            return f"fma accumulator {i} is {float(got[i])!r}, expected {float(ref[i])!r} after {steps} steps{what}"
-        return None
+    def mismatch(got, a0, steps, what):
+        return first_mismatch(got, stepped(a0, step, top, steps).astype(t), "fma", steps, what)
 
     def check():
-        error = mismatch(acc, state["a0"], state["iters"], RTOL[dtype], "")
+        error = mismatch(acc, state["a0"], state["iters"], "")
         if error:
             return error
-        fresh = rng.uniform(0.5, 1.5, size=acc.shape).astype(t)
-        a0 = fresh.astype(np.float64)
-        kernel(fresh, x, y, COUNT_STEPS)
-        return mismatch(fresh, a0, COUNT_STEPS, COUNT_RTOL[dtype], " of a fresh run (a step skipped or repeated)")
+        a0 = fresh()
+        got = a0.copy()
+        kernel(got.view(np.uint8), xy, COUNT_STEPS)
+        return mismatch(got, a0, COUNT_STEPS, " of a fresh run (a step skipped or repeated)")
 
     return Workload(name=f"fma_{dtype}", run=run, check=check, poison=poison, threads=threads, dtype=dtype,
                     flops_per_call=2 * n * threads * iters_per_call,
@@ -141,18 +149,16 @@ def iterations(ctx):
 
 
 def workload_or_reason(ctx, dtype):
-    """(the dtype's FMA workload, None), or (None, why this CPU leaves it out): fp16 where its cores
-    have no native fp16 FMAs or its chains do not compile (llvmlite's JIT builds them, not Numba's:
-    a failure there must not lose fp64 and fp32)."""
-    if dtype != "fp16":
-        return peak_workload(ctx.cpu, dtype, ctx.threads, iterations(ctx)), None
-    reason = cpu_half.native_fp16_reason(ctx.cpu)
+    """(the dtype's FMA workload, None), or (None, why this CPU leaves it out): no vector FMA or,
+    for fp16, no native fp16 FMAs, or chains that do not compile (llvmlite's JIT: a failure of one
+    dtype's must not lose the others)."""
+    reason = unsupported_reason(ctx.cpu, dtype)
     if reason:
         return None, reason
     try:
         return peak_workload(ctx.cpu, dtype, ctx.threads, iterations(ctx)), None
     except Exception as e:  # noqa: BLE001
-        return None, f"the fp16 chains did not compile here: {type(e).__name__}: {first_line(e)}"
+        return None, f"the {dtype} chains did not compile here: {type(e).__name__}: {first_line(e)}"
 
 
 def run_peak(ctx):

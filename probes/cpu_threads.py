@@ -1,6 +1,6 @@
 """Thread sweep on the CPU: triad bandwidth and fp32 peak at 1..N threads."""
 
-from probes.cpu_peak import iterations, peak_workload
+from probes.cpu_peak import iterations, peak_workload, unsupported_reason
 from probes.cpu_stream import stream_elements, stream_workloads
 
 SWEEP_REPEATS = 5  # samples per point: the sweep shows how rates scale with threads, not a headline figure
@@ -22,8 +22,9 @@ def run_thread_sweep(ctx):
     n, _ = stream_elements(ctx, "fp64")
     counts = thread_counts(ctx.threads)
     triads = [next(stream_workloads(ctx, "fp64", n, threads, kernels=("triad",))) for threads in counts]
-    peaks = [peak_workload(ctx.cpu, "fp32", threads, iterations(ctx)) for threads in counts]
-    ctx.progress(f"thread sweep: triad and fp32 peak at {', '.join(map(str, counts))} of {ctx.threads} threads "
-                 "in interleaved rounds")
+    peaks = [] if unsupported_reason(ctx.cpu, "fp32") else [peak_workload(ctx.cpu, "fp32", threads, iterations(ctx))
+                                                            for threads in counts]  # no vector FMA: the triad alone
+    ctx.progress(f"thread sweep: triad{' and fp32 peak' * bool(peaks)} at {', '.join(map(str, counts))} of "
+                 f"{ctx.threads} threads in interleaved rounds")
     recs = ctx.measure_interleaved(triads + peaks, repeats=SWEEP_REPEATS)
-    return {"thread_sweep": {"triad": recs[:len(counts)], "peak_fp32": recs[len(counts):]}}
+    return {"thread_sweep": {"triad": recs[:len(counts)], **({"peak_fp32": recs[len(counts):]} if peaks else {})}}

@@ -1,6 +1,8 @@
 """LLVM IR compiled for this host's CPU and features with llvmlite (Numba's own code generator),
-for the kernels Numba cannot express: fp16 vectors (cpu_half), bf16 and int8 dot products (cpu_dot),
-a chosen vector width (cpu_read)."""
+for the kernels Numba cannot express: FMA chains whose accumulator is the addend (cpu_peak), bf16
+and int8 dot products (cpu_dot), a chosen vector width (cpu_read); and the chains' exact check."""
+
+import numpy as np
 
 
 def compile_ir(ir, name, signature):
@@ -53,3 +55,20 @@ def parallel_rows(chains):
             chains(rows[t].ctypes.data, xy.ctypes.data, iters)
 
     return kernel
+
+
+def stepped(a0, step, ceiling, steps):
+    """Accumulators `steps` steps of `step` from a0, in float64: exact where a0 lies on multiples of
+    `step` below `ceiling`, the power of two whose next step is a tie that rounding to nearest even
+    keeps there (the chains' lanes stop at it)."""
+    return np.minimum(np.asarray(a0, np.float64) + step * steps, ceiling)
+
+
+def first_mismatch(got, want, name, steps, what=""):
+    """None where the accumulators `got` equal `want` exactly, else the first that differs, as
+    '<name> accumulator (thread, lane) is ..., expected ... after <steps> steps<what>'."""
+    bad = got != want
+    if not bad.any():
+        return None
+    i = tuple(int(k) for k in np.unravel_index(int(np.argmax(bad)), bad.shape))
+    return f"{name} accumulator {i} is {got[i].item()!r}, expected {want[i].item()!r} after {steps} steps{what}"

@@ -36,10 +36,10 @@ def test_profile_writes_a_valid_profile_with_the_contract_keys(quick_profile):
                     "working_set_bytes", "threads", "validated", "warnings"):
             assert key in rec, (kernel, key)
         assert rec["validated"] and rec["bytes_per_s"] >= rec["median_bytes_per_s"] > 0
-    from probes.cpu_half import native_fp16_reason
+    from probes.cpu_peak import unsupported_reason
 
     # fp16's FMA chains where the cores have them, else the reason they were left out
-    fp16 = native_fp16_reason(doc["machine"]["cpu"])
+    fp16 = unsupported_reason(doc["machine"]["cpu"], "fp16")
     peaks = ("fp64", "fp32") + (() if fp16 else ("fp16",))
     assert cpu.get("peak_flops_unsupported", []) == ([{"dtype": "fp16", "reason": fp16}] if fp16 else [])
     for dtype in peaks:
@@ -149,9 +149,11 @@ def test_probe_holds_its_records_to_the_theory_as_a_profile_does():
 def test_probe_of_a_dtype_this_cpu_leaves_out_is_an_error_with_the_reason(monkeypatch):
     from harness.errors import HarnessError
     from harness.run import run_single_probe
-    from probes import cpu_half
+    from probes import cpu_peak
 
-    monkeypatch.setattr(cpu_half, "native_fp16_reason", lambda cpu: "no native fp16 vector arithmetic (test)")
+    real = cpu_peak.unsupported_reason
+    monkeypatch.setattr(cpu_peak, "unsupported_reason",
+                        lambda cpu, dtype: "no native fp16 vector arithmetic (test)" if dtype == "fp16" else real(cpu, dtype))
     with pytest.raises(HarnessError, match=r"probe peak cannot measure --dtype fp16 here: no native fp16 vector "
                                            r"arithmetic \(test\)"):  # was an empty result, exit 0
         run_single_probe("peak", options={"dtype": "fp16"})

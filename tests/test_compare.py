@@ -504,15 +504,15 @@ def test_probe_hash_follows_code_not_comments_or_docstrings(tmp_path, monkeypatc
 
 
 def test_probe_hash_covers_a_probe_module_imported_whole(monkeypatch):
-    # probes/cpu_peak.py takes its fp16 chains from `from probes import cpu_half`: that module's
-    # code (the LLVM IR the chains are built from) is the fp16 peak's too
+    # probes/cpu_stream.py takes its DRAM read kernels from `from probes import cpu_read`: that
+    # module's code (the LLVM IR the kernels are built from) is the stream and hierarchy probes' too
     from harness.workload import Workload, probe_hash
-    from probes import cpu_half, cpu_peak
+    from probes import cpu_read, cpu_stream
 
-    w = Workload(name="fma_fp16", run=cpu_peak.peak_workload, check=lambda: None, poison=lambda: None, threads=1,
-                 dtype="fp16")
+    w = Workload(name="read", run=cpu_stream.read_workload, check=lambda: None, poison=lambda: None, threads=1,
+                 dtype="fp64")
     before = probe_hash(w)
-    monkeypatch.setattr(cpu_half, "__file__", cpu_peak.__file__)  # cpu_half's code, as if edited
+    monkeypatch.setattr(cpu_read, "__file__", cpu_stream.__file__)  # cpu_read's code, as if edited
     assert probe_hash(w) != before
 
 

@@ -197,7 +197,7 @@ def test_cache_capacities_scale_private_levels_with_threads(cpu):
 
 
 @pytest.mark.parametrize("dtype", ["fp64", "fp32"])
-def test_peak_kernel_matches_closed_form(cpu, dtype):
+def test_peak_chains_are_checked_exactly(cpu, dtype):
     w = cpu_peak.peak_workload(cpu, dtype, threads=2, iters_per_call=50)
     rec = time_workload(w, repeats=2, min_sample_s=1e-4)
     assert rec["validated"], rec.get("error")
@@ -214,84 +214,59 @@ def test_peak_accumulators_cover_fma_latency_on_every_pipe():
     assert cpu_peak.accumulators({"simd": ["asimd", "sve"]}, "fp32") == 24 * 4
 
 
+@pytest.mark.parametrize("dtype", ["fp64", "fp32", "fp16"])
+def test_each_step_is_exact_until_the_ceiling_where_rounding_holds_the_chain(dtype):
+    # the reference the check compares with, against the dtype's own arithmetic (numpy rounds each
+    # add to nearest even, as the FMA rounds a + x*y once; x*y is the step exactly)
+    t, top = cpu_peak.DTYPES[dtype], cpu_peak.ceiling(dtype)
+    step = 2.0 ** cpu_peak.STEP_EXPONENT[dtype]
+    half = t(2.0 ** (cpu_peak.STEP_EXPONENT[dtype] / 2))
+    assert float(half) * float(half) == step and top == {"fp64": 2.0 ** 13, "fp32": 16.0, "fp16": 2.0}[dtype]
+    start = np.array([0.5, 1.0, 1.5 - step, top - 3 * step], np.float64)
+    a = start.astype(t)
+    assert np.array_equal(a.astype(np.float64), start)  # every start lies on the step's grid
+    for steps in range(1, 6):
+        a = (a + half * half).astype(t)
+        assert np.array_equal(a, cpu_peak.stepped(start, step, top, steps).astype(t)), (dtype, steps)
+    assert a[-1] == top and (np.array([top], t) + half * half)[0] == top  # a tie: held at the ceiling
+
+
+def broken_chains(monkeypatch, broken):
+    """cpu_peak.parallel_chains wrapped: `broken(kernel, acc_bytes, xy, iters)` runs in each call's place."""
+    real = cpu_peak.parallel_chains
+
+    def factory(*args):
+        good = real(*args)
+        return lambda acc, xy, iters: broken(good, acc, xy, iters)
+
+    monkeypatch.setattr(cpu_peak, "parallel_chains", factory)
+
+
 def test_peak_check_catches_a_skipped_accumulator(cpu, monkeypatch):
-    real = cpu_peak.fma_kernel
+    def last_lane_never_computed(good, acc, xy, iters):
+        kept = acc[:, -4:].copy()  # fp32: the last lane's four bytes
+        good(acc, xy, iters)
+        acc[:, -4:] = kept
 
-    def broken_factory(block):
-        good = real(block)
-
-        def kernel(acc, x, y, iters):
-            kept = acc[:, -1].copy()
-            good(acc, x, y, iters)
-            acc[:, -1] = kept  # the last lane never computed
-
-        return kernel
-
-    monkeypatch.setattr(cpu_peak, "fma_kernel", broken_factory)
+    broken_chains(monkeypatch, last_lane_never_computed)
     w = cpu_peak.peak_workload(cpu, "fp32", threads=1, iters_per_call=5)
     rec = time_workload(w, repeats=2, min_sample_s=1e-4)
     assert not rec["validated"] and rec["flops_per_s"] is None
-    assert re.match(r"fma accumulator \(\d+, \d+\) is [-\d.e+]+, expected [-\d.e+]+ after", rec["error"]), rec["error"]
-
-
-def cross_assembly(triple, cpu, features, vectors, lanes):
-    """The fp16 chains' assembly for another machine (llvmlite holds LLVM's other targets), or a skip."""
-    import llvmlite.binding as llvm
-
-    for init in ("initialize_all_targets", "initialize_all_asmprinters"):  # gone where llvmlite does it itself
-        getattr(llvm, init, lambda: None)()
-    try:
-        target = llvm.Target.from_triple(triple)
-    except RuntimeError as e:
-        pytest.skip(f"this llvmlite has no {triple} target: {e}")
-    module = llvm.parse_assembly(cpu_peak.cpu_half.chains_ir(vectors, lanes))
-    return target.create_target_machine(cpu=cpu, features=features, opt=3).emit_assembly(module)
-
-
-@pytest.mark.parametrize("triple,cpu,native,widened,packed", [
-    ("aarch64-unknown-linux-gnu", "neoverse-v2", "+neon,+fullfp16", "+neon,-fullfp16", r"fmla\s+v\d+\.8h"),
-    ("x86_64-unknown-linux-gnu", "sapphirerapids", "+avx512f,+avx512fp16", "+avx512f,-avx512fp16",
-     r"vfmadd\d+ph\s+[^\n]*%zmm")])
-def test_fp16_chains_are_native_fma_only_where_the_cpu_has_fp16_arithmetic(triple, cpu, native, widened, packed):
-    # why native_fp16_reason holds the fp16 peak back: without the feature (Arm's asimdhp, x86's
-    # avx512_fp16) LLVM widens every step to fp32 and back, and the probe would time conversions
-    lanes = 8 if triple.startswith("aarch64") else 32
-    asm = cross_assembly(triple, cpu, native, 24, lanes)
-    assert len(re.findall(packed, asm)) == 24 and not re.search(r"fcvt|vcvtph2ps", asm)
-    asm = cross_assembly(triple, cpu, widened, 24, lanes)
-    assert not re.findall(packed, asm) and re.search(r"fcvt|vcvtph2ps", asm)
-
-
-def test_closed_form():
-    assert cpu_peak.closed_form(1.0, 0.5, 1.0, 0) == 1.0
-    assert cpu_peak.closed_form(1.0, 0.5, 1.0, 1) == 1.5
-    assert cpu_peak.closed_form(1.0, 0.5, 1.0, 200) == pytest.approx(2.0)
-
-
-def _asm(kernel):
-    return "\n".join(kernel.inspect_asm().values())
-
-
-def has_cpu_flag(flag):
-    with open("/proc/cpuinfo") as f:
-        return f" {flag} " in f.read()
-
-
-def has_fma_flag():
-    return has_cpu_flag("fma")
+    assert re.match(r"fma accumulator \(0, \d+\) is [-\d.e+]+, expected [-\d.e+]+ after \d+ steps$", rec["error"]), \
+        rec["error"]
 
 
 def native_fp16_here():
     from harness.machine import identify_cpu
 
     here = identify_cpu()
-    reason = cpu_peak.cpu_half.native_fp16_reason(here)
+    reason = cpu_peak.unsupported_reason(here, "fp16")
     if reason:
         pytest.skip(f"this CPU cannot run the fp16 chains: {reason}")
     return here
 
 
-def test_fp16_peak_chains_match_the_exact_emulation_bit_for_bit():
+def test_fp16_peak_chains_are_checked_exactly():
     here = native_fp16_here()
     w = cpu_peak.peak_workload(here, "fp16", threads=2, iters_per_call=40)
     rec = time_workload(w, repeats=2, min_sample_s=1e-4)
@@ -303,36 +278,16 @@ def test_fp16_peak_chains_match_the_exact_emulation_bit_for_bit():
 
 @pytest.mark.parametrize("dtype", ["fp32", "fp16"])
 def test_peak_check_catches_a_step_too_few(cpu, monkeypatch, dtype):
-    # the timed runs leave the chains at their fixed point, where one step fewer changes nothing:
-    # the check's fresh run of COUNT_STEPS steps shows it
+    # the timed runs leave fp32's and fp16's chains at their ceiling, where one step fewer changes
+    # nothing: the check's fresh run of COUNT_STEPS steps shows it
     here = native_fp16_here() if dtype == "fp16" else cpu
-    factory = "fp16_kernel" if dtype == "fp16" else "fma_kernel"
-    real = getattr(cpu_peak, factory)
-
-    def short_factory(*args):
-        good = real(*args)
-        return lambda acc, x, y, iters: good(acc, x, y, iters - 1)
-
-    monkeypatch.setattr(cpu_peak, factory, short_factory)
-    w = cpu_peak.peak_workload(here, dtype, threads=1, iters_per_call=cpu_peak.iterations(Context(cpu, 1, tiny=True)))
-    rec = time_workload(w, repeats=2, min_sample_s=1e-4)
-    assert not rec["validated"] and "fresh run" in rec["error"] and "after 3 steps" in rec["error"]
-
-
-def test_fp16_reference_rounds_each_step_once():
-    # fused: one rounding of a*x + y; numpy's float16 arithmetic rounds the product first, and differs
-    rng = np.random.default_rng(3)
-    a, x, y = (rng.uniform(0.5, 4.0, 4096).astype(np.float16) for _ in range(3))
-    fused = cpu_peak.fp16_reference(a, x, y, 1)
-    assert np.array_equal(fused, (a.astype(np.float64) * x + y).astype(np.float16))
-    assert not np.array_equal(fused, a * x + y)
-    # the probe's chains: x = 1 - 2**-6, y = 2**-4 move 1.0 toward 4, and stop moving within the steps asked
-    x, y = np.float16(cpu_peak.X["fp16"]), np.float16(cpu_peak.Y["fp16"])
-    assert cpu_peak.fp16_reference(np.float16([1.0]), x, y, 0)[0] == 1.0
-    assert 1.0 < cpu_peak.fp16_reference(np.float16([1.0]), x, y, 5)[0] < 2.0
-    # returns once the chain stands still: within 2**-4 of 4, where a step's gain is half an ulp or less
-    settled = cpu_peak.fp16_reference(np.float16([1.0]), x, y, 10 ** 9)
-    assert 4.0 - 2.0 ** -4 <= float(settled[0]) <= 4.0
+    broken_chains(monkeypatch, lambda good, acc, xy, iters: good(acc, xy, iters - 1))
+    w = cpu_peak.peak_workload(here, dtype, threads=1, iters_per_call=1 << 18)
+    w.poison()
+    w.run(64)  # 2^24 steps less 64: fp32's lanes reach their ceiling, 16, from at most 16.25 x 2^20 below it
+    error = w.check()
+    assert re.match(r"fma accumulator \(0, \d+\) is [-\d.e+]+, expected [-\d.e+]+ after 3 steps of a fresh run "
+                    r"\(a step skipped or repeated\)$", error or ""), error
 
 
 def test_fma_peaks_of_every_dtype_are_timed_in_the_same_rounds(cpu):
@@ -343,22 +298,36 @@ def test_fma_peaks_of_every_dtype_are_timed_in_the_same_rounds(cpu):
 
 
 def test_fp16_peak_is_left_out_where_the_cpu_has_no_native_fp16(cpu):
-    from harness.workload import Context
-
     ctx = Context(cpu=cpu, threads=1, tiny=True, dtypes=("fp32", "fp16"))
     section = cpu_peak.run_peak(ctx)
     assert set(section["peak_flops"]) == {"fp32"} and section["peak_flops"]["fp32"]["validated"]
     (skipped,) = section["peak_flops_unsupported"]
     assert skipped["dtype"] == "fp16" and "avx512_fp16 or asimdhp" in skipped["reason"]
-    assert cpu_peak.cpu_half.native_fp16_reason(dict(cpu, simd=["asimd", "asimdhp"])) is None
+    assert cpu_peak.unsupported_reason(dict(cpu, simd=["asimd", "asimdhp"]), "fp16") is None
 
 
-def test_fp16_chains_that_do_not_compile_leave_the_other_peaks(cpu, monkeypatch):
-    # llvmlite's JIT builds them, not Numba's: an LLVM that cannot target this CPU must not cost fp32's peak
-    def refuse(vectors, lanes):
-        raise RuntimeError("LLVM ERROR: Cannot select: fma v32f16\nmore")
+def test_a_cpu_without_vector_fma_has_no_peak_and_its_thread_sweep_the_triad_alone(cpu):
+    # @llvm.fma would call libm's fma for each step there (and fmuladd would hoist x*y out of the loop)
+    old = dict(cpu, simd=["avx", "sse4_2"])
+    section = cpu_peak.run_peak(Context(cpu=old, threads=1, tiny=True, dtypes=("fp64", "fp32")))
+    assert section["peak_flops"] == {}
+    assert [u["dtype"] for u in section["peak_flops_unsupported"]] == ["fp64", "fp32"]
+    assert all(u["reason"].startswith("no vector FMA among the CPU's flags (fma or asimd)")
+               for u in section["peak_flops_unsupported"])
+    sweep = cpu_threads.run_thread_sweep(Context(cpu=old, threads=1, tiny=True))["thread_sweep"]
+    assert list(sweep) == ["triad"] and sweep["triad"][0]["validated"]
 
-    monkeypatch.setattr(cpu_peak.cpu_half, "parallel_chains", refuse)
+
+def test_chains_that_do_not_compile_leave_the_other_peaks(cpu, monkeypatch):
+    # llvmlite's JIT builds them: an LLVM that cannot target this CPU's fp16 must not cost fp32's peak
+    real = cpu_peak.parallel_chains
+
+    def refuse(dtype, vectors, lanes):
+        if dtype == "fp16":
+            raise RuntimeError("LLVM ERROR: Cannot select: fma v32f16\nmore")
+        return real(dtype, vectors, lanes)
+
+    monkeypatch.setattr(cpu_peak, "parallel_chains", refuse)
     ctx = Context(cpu=dict(cpu, simd=cpu["simd"] + ["avx512_fp16"]), threads=1, tiny=True, dtypes=("fp32", "fp16"))
     section = cpu_peak.run_peak(ctx)
     assert section["peak_flops"]["fp32"]["validated"] and "fp16" not in section["peak_flops"]
@@ -366,33 +335,36 @@ def test_fp16_chains_that_do_not_compile_leave_the_other_peaks(cpu, monkeypatch)
         {"dtype": "fp16", "reason": "the fp16 chains did not compile here: RuntimeError: LLVM ERROR: Cannot select: fma v32f16"}]
 
 
-@pytest.mark.skipif(not has_cpu_flag("avx512_fp16"), reason="this CPU has no AVX512-FP16")
-def test_fp16_chains_assembly_holds_packed_half_fmas_and_no_conversions():
-    from harness.machine import identify_cpu
+def has_cpu_flag(flag):
+    with open("/proc/cpuinfo") as f:
+        return f" {flag} " in f.read()
 
-    n = cpu_peak.accumulators(identify_cpu(), "fp16")
-    _, asm = cpu_peak.cpu_half.compile_chains(n // 32, 32)
-    assert len(re.findall(r"vfmadd\d+ph\s+[^\n]*%zmm", asm)) == n // 32
-    assert not re.search(r"vcvtph2ps|vcvtps2ph", asm)
+
+def has_fma_flag():
+    return has_cpu_flag("fma")
+
+
+def _asm(kernel):
+    return "\n".join(kernel.inspect_asm().values())
 
 
 @pytest.mark.skipif(not has_fma_flag(), reason="this CPU has no FMA instructions")
-@pytest.mark.parametrize("dtype", ["fp64", "fp32"])
-def test_peak_kernel_assembly_holds_packed_fmas(cpu, dtype):
+@pytest.mark.parametrize("dtype", ["fp64", "fp32", "fp16"])
+def test_peak_chains_compiled_here_hold_one_packed_fma_per_vector(dtype):
+    # as the probe compiles them for this host (tests/test_llvm_targets.py: for other CPUs)
     from harness.machine import identify_cpu
+    from probes.llvm_jit import compile_ir
 
     here = identify_cpu()
-    w = cpu_peak.peak_workload(here, dtype, threads=1, iters_per_call=3)
-    w.poison()
-    w.run(1)
-    kernel = cpu_peak.fma_kernel(cpu_peak.accumulators(here, dtype))
-    asm = _asm(kernel)
+    if dtype == "fp16":
+        native_fp16_here()
+    vectors = cpu_peak.chain_vectors(here)
+    lanes = cpu_peak.accumulators(here, dtype) // vectors
+    _, asm = compile_ir(cpu_peak.chains_ir(dtype, vectors, lanes), "chains", cpu_peak.SIGNATURE)
     reg = "zmm" if "avx512f" in here["simd"] else "ymm"
-    suffix = "pd" if dtype == "fp64" else "ps"
-    packed = re.findall(rf"vfmadd\d+{suffix}\s+[^\n]*%{reg}", asm)
-    scalar = re.findall(r"vfmadd\d+s[sd]\s", asm)
-    assert len(packed) >= 8, f"expected packed {suffix} FMAs on {reg} registers"
-    assert not scalar
+    suffix = {"fp64": "pd", "fp32": "ps", "fp16": "ph"}[dtype]
+    assert len(re.findall(rf"vfmadd231{suffix}\s+[^\n]*%{reg}", asm)) == vectors
+    assert not re.search(r"vfmadd\d+s[sdh]\s|vcvtph2ps", asm)
 
 
 @pytest.mark.parametrize("name", ["_chunk_sum", "_pair_sum"])
