@@ -18,7 +18,7 @@ class ProbeSpec:
     cpu_buffers: str = ""  # "module:function": {pool buffer: bytes} its CPU run will ask for (cpu_stream.POOL)
     elsewhere: dict = field(default_factory=dict)  # device kind it has no runner for -> why, or what runs there
     torch_impls: tuple = ()  # on the CPU, what of it torch runs: ("all",) or the impls left out without torch
-    left_out: str = ""  # "module:function" that says what of it this CPU cannot run (a phrase), or None
+    left_out: str = ""  # "module:function" giving {dtype: why} of the dtypes this CPU cannot run it for
 
     @property
     def devices(self):
@@ -35,8 +35,8 @@ PROBES = {
                            cpu_buffers="probes.cpu_stream:hierarchy_buffers"),
     "peak": ProbeSpec("peak", {"cpu": "probes.cpu_peak:run_peak", "gpu": "probes.gpu_peak:run_peak"},
                       "FMA-chain peak FLOP/s, fp64, fp32 and fp16 (where the CPU has native fp16 FMAs: AVX512-FP16, "
-                      "Arm FP16; half2 on GPU, with tensor-core matmul)", dtypes=("fp64", "fp32", "fp16"),
-                      left_out="probes.cpu_peak:peak_left_out"),
+                      "Arm FP16; half2 on GPU, with tensor-core matmul), chains checked exactly",
+                      dtypes=("fp64", "fp32", "fp16"), left_out="probes.cpu_peak:peak_left_out"),
     "dot": ProbeSpec("dot", {"cpu": "probes.cpu_dot:run_dot"},
                      "bf16 and int8 dot-product peaks (AVX512-BF16 vdpbf16ps, AVX512-VNNI or AVX-VNNI vpdpbusd), "
                      "chains checked exactly", dtypes=("bf16", "int8"), left_out="probes.cpu_dot:dot_left_out",
@@ -88,10 +88,15 @@ def torch_left_out(spec):
 
 def cpu_left_out(spec):
     """On the CPU, what of `spec` cannot run here: (all of it?, phrase or None), from torch's absence
-    (torch_left_out) and the probe's own limits (its `left_out`: fp16 chains without native fp16)."""
+    (torch_left_out) and the probe's own limits (its `left_out`: fp16 chains without native fp16,
+    dot products without their instructions), the dtypes that share a reason named together."""
     nothing, phrase = torch_left_out(spec)
-    own = _load(spec.left_out)() if spec.left_out and not nothing else None
-    return nothing, "; ".join(p for p in (phrase, own) if p) or None
+    own = _load(spec.left_out)() if spec.left_out and not nothing else {}
+    by_reason = {}
+    for dtype, why in own.items():
+        by_reason.setdefault(why, []).append(dtype)
+    phrases = [phrase] + [f"{' and '.join(dtypes)} left out: {why}" for why, dtypes in by_reason.items()]
+    return nothing or bool(own) and set(own) >= set(spec.dtypes), "; ".join(p for p in phrases if p) or None
 
 
 def unavailable_reason(spec, device):

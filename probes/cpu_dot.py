@@ -50,12 +50,11 @@ def unsupported_reason(cpu, dtype):
 
 
 def dot_left_out():
-    """`harness list`'s phrase for what of the dot probe this machine's CPU cannot run, or None."""
+    """{dtype: why} of the dtypes this machine's CPU cannot run the dot probe for (`harness list`)."""
     from harness.machine import identify_cpu
 
     cpu = identify_cpu()
-    missing = [d for d in DTYPES if unsupported_reason(cpu, d)]
-    return f"{' and '.join(missing)} left out: no such instruction among the CPU's flags" if missing else None
+    return {d: why for d in DTYPES if (why := unsupported_reason(cpu, d))}
 
 
 def vector_types(dtype, bits):

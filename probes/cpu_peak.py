@@ -68,13 +68,11 @@ def unsupported_reason(cpu, dtype):
 
 
 def peak_left_out():
-    """`harness list`'s phrase for the dtypes of the peak probe this machine's CPU cannot run, or None."""
+    """{dtype: why} of the dtypes this machine's CPU cannot run the FMA chains of (`harness list`)."""
     from harness.machine import identify_cpu
 
     cpu = identify_cpu()
-    reasons = {d: unsupported_reason(cpu, d) for d in DTYPES}
-    missing = [d for d, reason in reasons.items() if reason]
-    return f"{' and '.join(missing)} left out: {reasons[missing[-1]]}" if missing else None
+    return {d: why for d in DTYPES if (why := unsupported_reason(cpu, d))}
 
 
 def ceiling(dtype):

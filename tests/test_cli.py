@@ -469,10 +469,19 @@ def test_list_says_where_the_cpu_cannot_run_the_fp16_chains(monkeypatch, capsys)
     assert cli.main(["list", "--json"]) == 0
     peak = {(r["probe"], r["device"]): r for r in json.loads(capsys.readouterr().out)}["peak", "cpu"]
     assert peak["runs_here"] and peak["reason"].startswith("fp16 left out: no native fp16 vector arithmetic")
-    monkeypatch.setattr(machine, "identify_cpu", lambda: dict(cpu, simd=["avx512f", "avx512_fp16"]))
+    monkeypatch.setattr(machine, "identify_cpu", lambda: dict(cpu, simd=["avx512f", "fma", "avx512_fp16"]))
     assert cli.main(["list", "--json"]) == 0
     peak = {(r["probe"], r["device"]): r for r in json.loads(capsys.readouterr().out)}["peak", "cpu"]
     assert peak["runs_here"] and peak["reason"] is None
+    # no vector FMA: no dtype runs, and the probe does not run here; each dot instruction missing, by name
+    monkeypatch.setattr(machine, "identify_cpu", lambda: dict(cpu, simd=["avx", "sse4_2"]))
+    assert cli.main(["list", "--json"]) == 0
+    rows = {(r["probe"], r["device"]): r for r in json.loads(capsys.readouterr().out)}
+    assert not rows["peak", "cpu"]["runs_here"]
+    assert rows["peak", "cpu"]["reason"].startswith("fp64 and fp32 and fp16 left out: no vector FMA among the CPU's flags")
+    assert not rows["dot", "cpu"]["runs_here"] and rows["dot", "cpu"]["reason"] == (
+        "bf16 left out: no vdpbf16ps among the CPU's flags (avx512_bf16); "
+        "int8 left out: no vpdpbusd among the CPU's flags (avx512_vnni or avx_vnni)")
 
 
 def test_the_readmes_cli_synopsis_names_every_option():
