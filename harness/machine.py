@@ -15,7 +15,7 @@ from harness.sysfs import read_text
 # the OpenMP settings that bind threads to CPUs: recorded, never set by the harness
 AFFINITY_VARIABLES = ("OMP_PROC_BIND", "OMP_PLACES", "GOMP_CPU_AFFINITY", "KMP_AFFINITY")
 SIMD_FLAGS = ("sse4_2", "avx", "avx2", "fma", "avx512f", "avx512bw", "avx512vl", "avx512_bf16", "avx512_vnni",
-              "avx512_fp16", "avx_vnni", "amx_tile", "amx_bf16", "asimd", "asimdhp", "sve")
+              "avx512_fp16", "avx_vnni", "amx_tile", "amx_bf16", "asimd", "asimdhp", "asimddp", "sve")
 # the units beyond the FMA units that multiply matrices (cpu_peaks.MATRIX_UNITS): recorded apart
 # from `simd`, whose list profiles made before them hold without these names
 MATRIX_FLAGS = ("amx_bf16", "amx_fp16", "amx_int8", "avx512_fp16")

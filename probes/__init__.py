@@ -38,7 +38,7 @@ PROBES = {
                       "Arm FP16; half2 on GPU, with tensor-core matmul), chains checked exactly",
                       dtypes=("fp64", "fp32", "fp16"), left_out="probes.cpu_peak:peak_left_out"),
     "dot": ProbeSpec("dot", {"cpu": "probes.cpu_dot:run_dot"},
-                     "bf16 and int8 dot-product peaks (AVX512-BF16 vdpbf16ps, AVX512-VNNI or AVX-VNNI vpdpbusd), "
+                     "bf16 and int8 dot-product peaks (AVX512-BF16 vdpbf16ps, AVX512-VNNI or AVX-VNNI vpdpbusd, Arm sdot), "
                      "chains checked exactly", dtypes=("bf16", "int8"), left_out="probes.cpu_dot:dot_left_out",
                      elsewhere={"gpu": "a GPU's bf16 and int8 rates are its tensor-core matmuls "
                                        "(harness probe peak --device gpu0)"}),

@@ -1,11 +1,13 @@
-"""CPU dot-product peaks: the bf16 and int8 instructions LLM kernels multiply with on x86, in LLVM IR
+"""CPU dot-product peaks: the bf16 and int8 instructions LLM kernels multiply with, in LLVM IR
 JIT-compiled by llvmlite (Numba has neither type).
 
 Each thread steps `vectors` independent accumulator vectors `iters` times, one instruction a step:
 VDPBF16PS (AVX512-BF16) adds to each fp32 lane the dot product of two bf16 pairs, 4 FLOPs; VPDPBUSD
 (AVX512-VNNI, or AVX-VNNI's 256-bit form) adds to each int32 lane the dot product of four u8 x s8
-pairs, 8 OPs. These are the rates a bf16 or int8 matmul without matrix units (AMX) can reach, and
-which the fp32 FMA chains of probes/cpu_peak.py cannot show.
+pairs, 8 OPs, as Arm's SDOT (the dot-product extension, asimddp) does of four s8 x s8 pairs. These
+are the rates a bf16 or int8 matmul without matrix units (AMX) can reach, and which the fp32 FMA
+chains of probes/cpu_peak.py cannot show. Arm's BFDOT is not timed: its sums round to odd (the Arm
+ARM's BFDotAdd), where the exact check below holds bf16's lanes by rounding to nearest even.
 
 Checked exactly: int8's sums are integers, so the timed run's accumulators must equal their start
 plus the steps counted times the step's sum (modulo 2^32, as the instruction wraps). bf16's steps
@@ -24,29 +26,40 @@ from probes.llvm_jit import chains_ir as llvm_chains_ir
 from probes.llvm_jit import compile_ir, first_mismatch, parallel_rows, stepped
 
 DTYPES = ("bf16", "int8")
-INSTRUCTION = {"bf16": "vdpbf16ps", "int8": "vpdpbusd"}
 OPS_PER_LANE = {"bf16": 4, "int8": 8}  # a fp32 lane: 2 bf16 products and their sums; an int32 lane: 4 of int8
-# the flags that give each instruction, with the widest vector it then has
-FLAGS = {"bf16": (("avx512_bf16", 512),), "int8": (("avx512_vnni", 512), ("avx_vnni", 256))}
+# per dtype, widest first: the CPU flag that gives its dot-product instruction, the vector width it then has, the instruction
+UNITS = {"bf16": (("avx512_bf16", 512, "vdpbf16ps"),),
+         "int8": (("avx512_vnni", 512, "vpdpbusd"), ("avx_vnni", 256, "vpdpbusd"), ("asimddp", 128, "sdot"))}
+INTRINSICS = {"vdpbf16ps": "@llvm.x86.avx512bf16.dpbf16ps.{bits}", "vpdpbusd": "@llvm.x86.avx512.vpdpbusd.{bits}",
+              "sdot": "@llvm.aarch64.neon.sdot.v4i32.v16i8"}
+VECTORS = {512: 16, 256: 12, 128: 24}  # accumulator vectors a thread: enough chains for every pipe (128: Arm's 32 registers)
 SIGNATURE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)  # (acc, [x, y], iters)
 BF16_STEP = 2.0 ** -10  # the product of x's and y's first halves, 2^-5 each (exact in bf16 and fp32)
 BF16_CEILING = 2.0 ** 14  # where a lane's next step is a tie, rounded back to it
-INT8_X, INT8_Y = (1, 2, 3, 4), (5, -6, 7, -8)  # u8 and s8: each step adds their dot product, -18
+INT8_X, INT8_Y = (1, 2, 3, 4), (5, -6, 7, -8)  # u8 (or s8: sdot) and s8: each step adds their dot product, -18
 COUNT_STEPS = 3
 
 
 def vector_bits(cpu, dtype):
     """The vector width the CPU's flags give `dtype`'s instruction, or None where they give none."""
     flags = set(cpu.get("simd", []))
-    return next((bits for flag, bits in FLAGS[dtype] if flag in flags), None)
+    return next((bits for flag, bits, _ in UNITS[dtype] if flag in flags), None)
+
+
+def instruction(dtype, bits):
+    """The instruction `dtype`'s chains step with at `bits` (UNITS: one per width)."""
+    return next(name for _, width, name in UNITS[dtype] if width == bits)
 
 
 def unsupported_reason(cpu, dtype):
     """None where this CPU has `dtype`'s dot-product instruction, else why its peak is not measured."""
     if vector_bits(cpu, dtype):
         return None
-    names = " or ".join(flag for flag, _ in FLAGS[dtype])
-    return f"no {INSTRUCTION[dtype]} among the CPU's flags ({names})"
+    names, flags = (" or ".join(dict.fromkeys(unit[k] for unit in UNITS[dtype])) for k in (2, 0))
+    arm = "asimd" in set(cpu.get("simd", [])) and dtype == "bf16"
+    return f"no {names} among the CPU's flags ({flags})" + (
+        "; Arm's BFDOT is not timed: its sums round to odd, where the exact check holds the lanes by rounding to "
+        "nearest even" if arm else "")
 
 
 def dot_left_out():
@@ -59,10 +72,11 @@ def dot_left_out():
 
 def vector_types(dtype, bits):
     """(accumulator vector type, operand vector type, intrinsic) of LLVM IR for `dtype` at `bits`."""
-    lanes = bits // 32
+    lanes, name = bits // 32, instruction(dtype, bits)
+    fn = INTRINSICS[name].format(bits=bits)
     if dtype == "bf16":
-        return f"<{lanes} x float>", f"<{2 * lanes} x bfloat>", f"@llvm.x86.avx512bf16.dpbf16ps.{bits}"
-    return f"<{lanes} x i32>", f"<{lanes} x i32>", f"@llvm.x86.avx512.vpdpbusd.{bits}"
+        return f"<{lanes} x float>", f"<{2 * lanes} x bfloat>", fn
+    return f"<{lanes} x i32>", f"<{4 * lanes} x i8>" if name == "sdot" else f"<{lanes} x i32>", fn
 
 
 def chains_ir(dtype, vectors, bits):
@@ -113,7 +127,7 @@ def dot_workload(cpu, dtype, threads, iters_per_call):
     from harness.workload import Workload
 
     bits = vector_bits(cpu, dtype)
-    vectors = 16 if bits == 512 else 12  # enough chains to cover the instruction's latency on every pipe
+    name, vectors = instruction(dtype, bits), VECTORS[bits]
     lanes = vectors * bits // 32
     kernel = parallel_chains(dtype, vectors, bits)
     xy = operands(dtype, bits)
@@ -135,7 +149,7 @@ def dot_workload(cpu, dtype, threads, iters_per_call):
         state["iters"] += iters_per_call * loops
 
     def mismatch(got, a0, steps, what):
-        return first_mismatch(got, expected(dtype, a0, steps), INSTRUCTION[dtype], steps, what)
+        return first_mismatch(got, expected(dtype, a0, steps), name, steps, what)
 
     def check():
         error = mismatch(acc, state["a0"], state["iters"], "")
@@ -148,7 +162,7 @@ def dot_workload(cpu, dtype, threads, iters_per_call):
 
     return Workload(name=f"dot_{dtype}", run=run, check=check, poison=poison, threads=threads, dtype=dtype,
                     flops_per_call=OPS_PER_LANE[dtype] * lanes * threads * iters_per_call,
-                    info={"instruction": INSTRUCTION[dtype], "simd_bits": bits, "accumulators_per_thread": lanes,
+                    info={"instruction": name, "simd_bits": bits, "accumulators_per_thread": lanes,
                           "iterations_per_call": int(iters_per_call)})
 
 
@@ -166,7 +180,7 @@ def run_dot(ctx):
             try:
                 workloads.append(dot_workload(ctx.cpu, dtype, ctx.threads, iterations(ctx)))
             except Exception as e:  # noqa: BLE001  (llvmlite's JIT: a failure must not lose the other dtype)
-                reason = f"the {INSTRUCTION[dtype]} chains did not compile here: {type(e).__name__}: {first_line(e)}"
+                reason = f"the {dtype} chains did not compile here: {type(e).__name__}: {first_line(e)}"
         if reason:
             unsupported.append({"dtype": dtype, "reason": reason})
     out = {}

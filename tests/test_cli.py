@@ -481,7 +481,7 @@ def test_list_says_where_the_cpu_cannot_run_the_fp16_chains(monkeypatch, capsys)
     assert rows["peak", "cpu"]["reason"].startswith("fp64 and fp32 and fp16 left out: no vector FMA among the CPU's flags")
     assert not rows["dot", "cpu"]["runs_here"] and rows["dot", "cpu"]["reason"] == (
         "bf16 left out: no vdpbf16ps among the CPU's flags (avx512_bf16); "
-        "int8 left out: no vpdpbusd among the CPU's flags (avx512_vnni or avx_vnni)")
+        "int8 left out: no vpdpbusd or sdot among the CPU's flags (avx512_vnni or avx_vnni or asimddp)")
 
 
 def test_the_readmes_cli_synopsis_names_every_option():

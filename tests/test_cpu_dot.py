@@ -45,7 +45,12 @@ def test_the_flags_decide_each_instructions_width_or_why_it_is_left_out():
     assert cpu_dot.unsupported_reason({"simd": ["avx2", "avx_vnni"]}, "int8") is None
     reason = cpu_dot.unsupported_reason({"simd": ["avx2", "avx_vnni"]}, "bf16")
     assert reason == "no vdpbf16ps among the CPU's flags (avx512_bf16)"
-    assert "avx512_vnni or avx_vnni" in cpu_dot.unsupported_reason({"simd": ["asimd"]}, "int8")
+    assert "avx512_vnni or avx_vnni or asimddp" in cpu_dot.unsupported_reason({"simd": ["asimd"]}, "int8")
+    # Arm: int8 on SDOT (four s8 x s8 pairs a lane, as vpdpbusd's u8 x s8: the operands are 1-4 and +-5-8)
+    arm = {"simd": ["asimd", "asimddp", "asimdhp"]}
+    assert cpu_dot.vector_bits(arm, "int8") == 128 and cpu_dot.instruction("int8", 128) == "sdot"
+    assert cpu_dot.vector_types("int8", 128) == ("<4 x i32>", "<16 x i8>", "@llvm.aarch64.neon.sdot.v4i32.v16i8")
+    assert "Arm's BFDOT is not timed: its sums round to odd" in cpu_dot.unsupported_reason(arm, "bf16")
 
 
 def test_a_cpu_without_the_instructions_says_why_and_measures_none():
@@ -55,7 +60,7 @@ def test_a_cpu_without_the_instructions_says_why_and_measures_none():
 
 
 needs_instructions = pytest.mark.skipif(bool(MISSING), reason=f"this CPU lacks {', '.join(MISSING)}'s dot-product "
-                                        "instruction (avx512_bf16, avx512_vnni or avx_vnni)")
+                                        "instruction (avx512_bf16; avx512_vnni, avx_vnni or asimddp)")
 
 
 @needs_instructions
@@ -64,7 +69,8 @@ def test_the_chains_are_timed_in_rounds_and_validated_exactly():
     assert list(section["dot_flops"]) == ["bf16", "int8"] and "dot_flops_unsupported" not in section
     for dtype, rec in section["dot_flops"].items():
         assert rec["validated"], rec.get("error")
-        assert rec["instruction"] == cpu_dot.INSTRUCTION[dtype] and rec["interleaved_with"] == ["dot_bf16", "dot_int8"]
+        assert rec["instruction"] == cpu_dot.instruction(dtype, cpu_dot.vector_bits(CPU, dtype))
+        assert rec["interleaved_with"] == ["dot_bf16", "dot_int8"]
         lanes = rec["accumulators_per_thread"]
         assert rec["flops_per_call"] == cpu_dot.OPS_PER_LANE[dtype] * lanes * 2 * rec["iterations_per_call"]
     only = cpu_dot.run_dot(Context(cpu=CPU, threads=2, tiny=True, dtypes=("int8",)))
@@ -78,7 +84,7 @@ def test_a_kernel_that_skips_its_steps_fails_its_check(dtype, monkeypatch):
     w = cpu_dot.dot_workload(CPU, dtype, 2, 100)  # its steps counted, never taken: the lanes stay where they began
     rec = time_workload(w, repeats=2, min_sample_s=1e-4)
     assert not rec["validated"] and rec["flops_per_s"] is None
-    assert rec["error"].startswith(f"{cpu_dot.INSTRUCTION[dtype]} accumulator (0, 0) is ")
+    assert rec["error"].startswith(f"{cpu_dot.instruction(dtype, cpu_dot.vector_bits(CPU, dtype))} accumulator (0, 0) is ")
 
 
 @needs_instructions

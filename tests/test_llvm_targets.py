@@ -21,8 +21,8 @@ CPUS = {"haswell": (X86, AVX2), "alderlake": (X86, AVX2 + ["avx_vnni"]),
         "sapphirerapids": (X86, AVX512 + ["avx512_vnni", "avx512_bf16", "avx512_fp16", "avx_vnni"]),
         "znver3": (X86, AVX2), "znver4": (X86, AVX512 + ["avx512_vnni", "avx512_bf16"]),
         "znver5": (X86, AVX512 + ["avx512_vnni", "avx512_bf16", "avx_vnni"]),
-        "neoverse-n1": (ARM, NEON + ["asimdhp"]), "neoverse-v1": (ARM, NEON + ["asimdhp", "sve"]),
-        "neoverse-v2": (ARM, NEON + ["asimdhp", "sve", "sve2"])}
+        "neoverse-n1": (ARM, NEON + ["asimdhp", "asimddp"]), "neoverse-v1": (ARM, NEON + ["asimdhp", "asimddp", "sve"]),
+        "neoverse-v2": (ARM, NEON + ["asimdhp", "asimddp", "sve", "sve2"])}
 LOOP_CONTROL = re.compile(r"(add|sub|inc|dec|cmp|subs|adds)[lq]?$|j\w+$|b\.\w+$|cbn?z$")
 X86_REGISTERS = {512: "zmm", 256: "ymm", 128: "xmm"}
 ARM_ARRANGEMENT = {"fp64": "2d", "fp32": "4s", "fp16": "8h"}
@@ -94,14 +94,17 @@ DOT_CASES = [(name, dtype) for name, (_, flags) in CPUS.items() for dtype in cpu
 @pytest.mark.parametrize("llvm_cpu,dtype", DOT_CASES)
 def test_dot_chains_loop_holds_one_dot_instruction_per_vector(llvm_cpu, dtype, monkeypatch):
     # AVX-VNNI's 256-bit vpdpbusd is VEX-encoded ({vex}): Alder Lake has no AVX-512 to encode it in
-    flags = CPUS[llvm_cpu][1]
+    triple, flags = CPUS[llvm_cpu]
     vectors, body = chains_loop(monkeypatch, cpu_dot, lambda cpu: cpu_dot.dot_workload(cpu, dtype, 1, 1), llvm_cpu)
-    register = X86_REGISTERS[cpu_dot.vector_bits({"simd": flags}, dtype)]
-    vex = "avx512_vnni" not in flags and dtype == "int8"
-    steps = [ops for op, ops in body if op == cpu_dot.INSTRUCTION[dtype] and ops.count(f"%{register}") == 3]
-    steps += [ops for op, ops in body if vex and op == "{vex}" and ops.startswith(cpu_dot.INSTRUCTION[dtype])
-              and ops.count(f"%{register}") == 3]
-    rest = [op for op, ops in body if op not in (cpu_dot.INSTRUCTION[dtype], "{vex}") and not LOOP_CONTROL.match(op)]
+    bits = cpu_dot.vector_bits({"simd": flags}, dtype)
+    name = cpu_dot.instruction(dtype, bits)
+    if triple == X86:
+        operands = [ops.removeprefix(f"{name}\t") for op, ops in body if op == name or op == "{vex}" and
+                    ops.startswith(name) and "avx512_vnni" not in flags]
+        steps = [ops for ops in operands if ops.count(f"%{X86_REGISTERS[bits]}") == 3]
+    else:  # sdot v1.4s, v0.16b, v9.16b
+        steps = [ops for op, ops in body if op == name and ops.count(".4s") == 1 and ops.count(".16b") == 2]
+    rest = [op for op, ops in body if op not in (name, "{vex}") and not LOOP_CONTROL.match(op)]
     assert len(steps) == vectors and not rest, (len(steps), vectors, rest)
 
 
@@ -140,5 +143,5 @@ def test_the_cases_cover_every_kernel_shape_the_probes_pick():
     assert {(CPUS[c][0], cpu_peak.simd_bits({"simd": CPUS[c][1]})) for c, _ in PEAK_CASES} == {
         (X86, 256), (X86, 512), (ARM, 128)}
     assert {(d, cpu_dot.vector_bits({"simd": CPUS[c][1]}, d)) for c, d in DOT_CASES} == {
-        ("int8", 256), ("int8", 512), ("bf16", 512)}
+        ("int8", 128), ("int8", 256), ("int8", 512), ("bf16", 512)}
     assert np.dtype(cpu_peak.DTYPES["fp16"]).itemsize == 2
