@@ -22,6 +22,9 @@ import functools
 
 import numpy as np
 
+from harness.errors import first_line
+from harness.workload import Workload
+from probes.cpu_peak import iterations
 from probes.llvm_jit import chains_ir as llvm_chains_ir
 from probes.llvm_jit import compile_ir, first_mismatch, parallel_rows, stepped
 
@@ -124,8 +127,6 @@ def expected(dtype, a0, steps):
 def dot_workload(cpu, dtype, threads, iters_per_call):
     """Workload of the dot-product chains; `flops_per_call` = OPS_PER_LANE x lanes x vectors x threads x
     iterations (int8's are integer operations: OP/s)."""
-    from harness.workload import Workload
-
     bits = vector_bits(cpu, dtype)
     name, vectors = instruction(dtype, bits), VECTORS[bits]
     lanes = vectors * bits // 32
@@ -170,9 +171,6 @@ def run_dot(ctx):
     """devices.cpu.dot_flops.<dtype>: best and median FLOP/s (int8: OP/s) of the dot-product chains,
     the dtypes timed in interleaved rounds (as the FMA peaks are); dot_flops_unsupported says why a
     dtype was left out (no such instruction here, or its chains did not compile)."""
-    from harness.errors import first_line
-    from probes.cpu_peak import iterations
-
     workloads, unsupported = [], []
     for dtype in ctx.of_dtypes(DTYPES) or DTYPES:  # the profile asks for none by name: all
         reason = unsupported_reason(ctx.cpu, dtype)

@@ -80,7 +80,8 @@ def run_matmul(ctx):
         return {"tensor_flops": {"reason": f"torch is not installed ({e})"}}
     sizes, refused = {}, []
     for dtype in DTYPES:
-        ctx.progress(f"matmul {dtype} (torch): its size, {ctx.threads} threads")
+        if not ctx.tiny:
+            ctx.progress(f"matmul {dtype} (torch): trial products to choose its size, {ctx.threads} threads")
         try:
             sizes[dtype] = TINY_SIZE if ctx.tiny else size_for(dtype, ctx.threads, ctx.clock)
         except RuntimeError as e:  # this torch build has no such product on this CPU
