@@ -58,7 +58,8 @@ def unsupported_reason(cpu, dtype):
     """None where this CPU has `dtype`'s dot-product instruction, else why its peak is not measured."""
     if vector_bits(cpu, dtype):
         return None
-    names, flags = (" or ".join(dict.fromkeys(unit[k] for unit in UNITS[dtype])) for k in (2, 0))
+    names = " or ".join(dict.fromkeys(name for _, _, name in UNITS[dtype]))
+    flags = " or ".join(flag for flag, _, _ in UNITS[dtype])
     arm = "asimd" in set(cpu.get("simd", [])) and dtype == "bf16"
     return f"no {names} among the CPU's flags ({flags})" + (
         "; Arm's BFDOT is not timed: its sums round to odd, where the exact check holds the lanes by rounding to "
