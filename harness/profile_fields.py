@@ -74,7 +74,8 @@ NAMED = {
     # no reader reads these: perf's raw counts by event name (which the names above must not type), ncu's
     # refused metrics, and reads_before_samples' earlier form (profiles of 2026-11-25)
     **dict.fromkeys(("events", "metrics_rejected", "adjacent_reads_bytes_per_s"), "unread"),
-    **dict.fromkeys(("threads", "seq_len", "heads", "kv_heads", "head_dim", "batch"), "count"),
+    **dict.fromkeys(("threads", "seq_len", "heads", "kv_heads", "head_dim", "batch", "accumulators_per_thread",
+                     "read_streams"), "count"),
     **dict.fromkeys(("impl", "dtype", "source", "regime", "level", "via", "roof", "point", "reference",
                      "probe_hash", "finding", "chosen_by", "bytes_counted", "kernel", "read_kernel", "backend", "instruction",
                      "balance_basis", "name", "vendor", "arch", "hypervisor", "id", "type"), "text"),
