@@ -123,7 +123,7 @@ def test_decode_passes_load_16_bytes_and_keep_off_local_memory_on_sm_90():
 
 @pytest.mark.skipif(NVCC is None or decode_sass.nvdisasm() is None,
                     reason="needs nvcc and nvdisasm (the dev extra's nvidia-cuda-nvdisasm wheel)")
-def test_stream_arithmetic_is_what_ncu_will_count_on_sm_90(tmp_path):
+def test_stream_kernels_arithmetic_is_what_ncu_counts_and_their_accesses_16_bytes_on_sm_90(tmp_path):
     """ncu counts a FLOP per FMUL or FADD and two per FFMA: nvcc contracts the triad's s * c + b into
     one FMA per element (the recorded ncu page's counts follow this), scale is a multiply and add an add."""
     src, cubin = tmp_path / "stream.cu", tmp_path / "stream.cubin"
@@ -138,6 +138,13 @@ def test_stream_arithmetic_is_what_ncu_will_count_on_sm_90(tmp_path):
         assert ops(f"triad_{suffix}") == {f"{p}FMA"}, suffix
         assert ops(f"scale_{suffix}") == {f"{p}MUL"} and ops(f"add_{suffix}") == {f"{p}ADD"}, suffix
         assert ops(f"copy_{suffix}") == set(), suffix
+    # the issue's 16-byte loads per thread: every global load of every kernel, and every store of the
+    # four that write arrays, is 128 bits wide (the read kernels store one 8-byte sum a thread)
+    for kernel, ins in code.items():
+        loads = re.findall(r"\bLDG\.E(?:\.(\d+))?", " ".join(t for _, t in ins))
+        stores = re.findall(r"\bSTG\.E(?:\.(\d+))?", " ".join(t for _, t in ins))
+        assert loads and set(loads) == {"128"}, (kernel, loads)
+        assert set(stores) == ({"64"} if kernel.startswith("read") else {"128"}), (kernel, stores)
 
 
 @pytest.mark.skipif(NVCC is None or decode_sass.nvdisasm() is None,
