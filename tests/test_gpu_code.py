@@ -145,6 +145,7 @@ def test_stream_kernels_arithmetic_is_what_ncu_counts_and_their_accesses_16_byte
         stores = re.findall(r"\bSTG\.E(?:\.(\d+))?", " ".join(t for _, t in ins))
         assert loads and set(loads) == {"128"}, (kernel, loads)
         assert set(stores) == ({"64"} if kernel.startswith("read") else {"128"}), (kernel, stores)
+        assert decode_sass.innermost_loops(ins), kernel  # a grid-stride loop: a backward branch
 
 
 @pytest.mark.skipif(NVCC is None or decode_sass.nvdisasm() is None,
