@@ -35,7 +35,7 @@ from probes.llvm_jit import compile_ir, first_mismatch, parallel_rows, stepped
 DTYPES = {"fp64": np.float64, "fp32": np.float32, "fp16": np.float16}
 IR_TYPES = {"fp64": ("double", "f64"), "fp32": ("float", "f32"), "fp16": ("half", "f16")}
 STEP_EXPONENT = {"fp64": -40, "fp32": -20, "fp16": -10}  # x = y = 2^(exponent / 2), exact in each dtype
-FMA_FLAGS = ("fma", "asimd")  # x86's FMA3; Arm's Advanced SIMD, which always has FMLA
+X86_ARCHES = ("x86_64", "amd64", "i386", "i686")  # platform.machine() of x86, where FMA3 is a flag (Haswell on)
 SIGNATURE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)  # (acc, [x, y], iters)
 COUNT_STEPS = 3
 
@@ -58,9 +58,10 @@ def accumulators(cpu, dtype):
 def unsupported_reason(cpu, dtype):
     """None where this CPU runs `dtype`'s FMA chains natively, else why its peak is not measured."""
     flags = set(cpu.get("simd", []))
-    if not flags & set(FMA_FLAGS):
-        return (f"no vector FMA among the CPU's flags ({' or '.join(FMA_FLAGS)}): each step would call libm's fma, "
-                "a rate of calls, not of the FMA units")
+    x86 = str(cpu.get("arch", "")).lower() in X86_ARCHES or bool(flags & {"sse4_2", "avx", "avx2"})
+    if x86 and "fma" not in flags:  # Arm's Advanced SIMD, POWER's VSX, RISC-V's F all have FMAs
+        return ("no FMA among the x86 CPU's flags (fma: Haswell and later; a VM may hide it): each step would call "
+                "libm's fma, a rate of calls, not of the FMA units")
     if dtype == "fp16" and not native_fp16(flags):
         return (f"no native fp16 vector arithmetic among the CPU's flags ({' or '.join(NATIVE_FP16_FLAGS)}): "
                 "fp16 FMAs would be widened to fp32 and back, a rate of conversions, not of fp16 arithmetic")

@@ -478,7 +478,7 @@ def test_list_says_where_the_cpu_cannot_run_the_fp16_chains(monkeypatch, capsys)
     assert cli.main(["list", "--json"]) == 0
     rows = {(r["probe"], r["device"]): r for r in json.loads(capsys.readouterr().out)}
     assert not rows["peak", "cpu"]["runs_here"]
-    assert rows["peak", "cpu"]["reason"].startswith("fp64 and fp32 and fp16 left out: no vector FMA among the CPU's flags")
+    assert rows["peak", "cpu"]["reason"].startswith("fp64 and fp32 and fp16 left out: no FMA among the x86 CPU's flags")
     assert not rows["dot", "cpu"]["runs_here"] and rows["dot", "cpu"]["reason"] == (
         "bf16 left out: no vdpbf16ps among the CPU's flags (avx512_bf16); "
         "int8 left out: no vpdpbusd or sdot among the CPU's flags (avx512_vnni or avx_vnni or asimddp)")
