@@ -26,8 +26,9 @@ sys.path.insert(0, os.path.dirname(HERE))
 
 from harness.machine import identify_cpu  # noqa: E402
 from harness.workload import Context, time_interleaved, time_workload  # noqa: E402
-from probes.cpu_peak import iterations, peak_workload  # noqa: E402
+from probes.cpu_peak import peak_workload  # noqa: E402
 from probes.cpu_stream import stream_elements, stream_workloads  # noqa: E402
+from probes.llvm_jit import chain_iterations  # noqa: E402
 from probes.torch_matmul import accepted  # noqa: E402
 
 MIN_SAMPLE_S = 0.05  # the probes', outside --quick
@@ -50,7 +51,7 @@ def threads(ctx, n):
     """The thread sweep's triad and fp32 FMA at one thread and at all, and their speedups."""
     counts = (1, ctx.threads)
     workloads = ([next(stream_workloads(ctx, "fp64", n, t, kernels=("triad",))) for t in counts]
-                 + [peak_workload(ctx.cpu, "fp32", t, iterations(ctx)) for t in counts])
+                 + [peak_workload(ctx.cpu, "fp32", t, chain_iterations(ctx)) for t in counts])
 
     def figures(rate, best):
         return {"triad_speedup": rate[1] / rate[0], "fma_speedup": rate[3] / rate[2]}
@@ -62,7 +63,7 @@ def peaks(ctx, n):
     def figures(rate, best):
         return {"fp64_best_gflop_per_s": best[0] / 1e9, "fp32_over_fp64_best": best[1] / best[0],
                 "fp32_over_fp64_median": rate[1] / rate[0]}
-    return [peak_workload(ctx.cpu, dtype, ctx.threads, iterations(ctx)) for dtype in ("fp64", "fp32")], figures
+    return [peak_workload(ctx.cpu, dtype, ctx.threads, chain_iterations(ctx)) for dtype in ("fp64", "fp32")], figures
 
 
 def products(ctx, dtypes):
@@ -95,8 +96,8 @@ def dot(ctx, n):
     missing = [d for d in cpu_dot.DTYPES if cpu_dot.unsupported_reason(ctx.cpu, d)]
     if missing:
         sys.exit(f"this CPU has no dot-product instruction for {', '.join(missing)}")
-    workloads = ([peak_workload(ctx.cpu, "fp32", ctx.threads, iterations(ctx))]
-                 + [cpu_dot.dot_workload(ctx.cpu, d, ctx.threads, iterations(ctx)) for d in cpu_dot.DTYPES]
+    workloads = ([peak_workload(ctx.cpu, "fp32", ctx.threads, chain_iterations(ctx))]
+                 + [cpu_dot.dot_workload(ctx.cpu, d, ctx.threads, chain_iterations(ctx)) for d in cpu_dot.DTYPES]
                  + products(ctx, cpu_dot.DTYPES))
 
     def figures(rate, best):

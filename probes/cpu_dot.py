@@ -24,9 +24,8 @@ import numpy as np
 
 from harness.errors import first_line
 from harness.workload import Workload
-from probes.cpu_peak import iterations
 from probes.llvm_jit import chains_ir as llvm_chains_ir
-from probes.llvm_jit import compile_ir, first_mismatch, parallel_rows, stepped
+from probes.llvm_jit import chain_iterations, compile_ir, first_mismatch, parallel_rows, stepped
 
 DTYPES = ("bf16", "int8")
 OPS_PER_LANE = {"bf16": 4, "int8": 8}  # a fp32 lane: 2 bf16 products and their sums; an int32 lane: 4 of int8
@@ -177,7 +176,7 @@ def run_dot(ctx):
         reason = unsupported_reason(ctx.cpu, dtype)
         if not reason:
             try:
-                workloads.append(dot_workload(ctx.cpu, dtype, ctx.threads, iterations(ctx)))
+                workloads.append(dot_workload(ctx.cpu, dtype, ctx.threads, chain_iterations(ctx)))
             except Exception as e:  # noqa: BLE001  (llvmlite's JIT: a failure must not lose the other dtype)
                 reason = f"the {dtype} chains did not compile here: {type(e).__name__}: {first_line(e)}"
         if reason:

@@ -30,7 +30,7 @@ from harness.cpu_peaks import NATIVE_FP16_FLAGS, native_fp16
 from harness.errors import first_line
 from harness.workload import Workload
 from probes.llvm_jit import chains_ir as llvm_chains_ir
-from probes.llvm_jit import compile_ir, first_mismatch, parallel_rows, stepped
+from probes.llvm_jit import chain_iterations, compile_ir, first_mismatch, parallel_rows, stepped
 
 DTYPES = {"fp64": np.float64, "fp32": np.float32, "fp16": np.float16}
 IR_TYPES = {"fp64": ("double", "f64"), "fp32": ("float", "f32"), "fp16": ("half", "f16")}
@@ -143,10 +143,6 @@ def peak_workload(cpu, dtype, threads, iters_per_call):
                           "iterations_per_call": int(iters_per_call)})
 
 
-def iterations(ctx):
-    return 100 if ctx.tiny else 20_000
-
-
 def workload_or_reason(ctx, dtype):
     """(the dtype's FMA workload, None), or (None, why this CPU leaves it out): no vector FMA or,
     for fp16, no native fp16 FMAs, or chains that do not compile (llvmlite's JIT: a failure of one
@@ -155,7 +151,7 @@ def workload_or_reason(ctx, dtype):
     if reason:
         return None, reason
     try:
-        return peak_workload(ctx.cpu, dtype, ctx.threads, iterations(ctx)), None
+        return peak_workload(ctx.cpu, dtype, ctx.threads, chain_iterations(ctx)), None
     except Exception as e:  # noqa: BLE001
         return None, f"the {dtype} chains did not compile here: {type(e).__name__}: {first_line(e)}"
 

@@ -1,7 +1,8 @@
 """Thread sweep on the CPU: triad bandwidth and fp32 peak at 1..N threads."""
 
-from probes.cpu_peak import iterations, peak_workload, unsupported_reason
+from probes.cpu_peak import peak_workload, unsupported_reason
 from probes.cpu_stream import stream_elements, stream_workloads
+from probes.llvm_jit import chain_iterations
 
 SWEEP_REPEATS = 5  # samples per point: the sweep shows how rates scale with threads, not a headline figure
 
@@ -22,7 +23,7 @@ def run_thread_sweep(ctx):
     n, _ = stream_elements(ctx, "fp64")
     counts = thread_counts(ctx.threads)
     triads = [next(stream_workloads(ctx, "fp64", n, threads, kernels=("triad",))) for threads in counts]
-    peaks = [] if unsupported_reason(ctx.cpu, "fp32") else [peak_workload(ctx.cpu, "fp32", threads, iterations(ctx))
+    peaks = [] if unsupported_reason(ctx.cpu, "fp32") else [peak_workload(ctx.cpu, "fp32", threads, chain_iterations(ctx))
                                                             for threads in counts]  # no vector FMA: the triad alone
     ctx.progress(f"thread sweep: triad{' and fp32 peak' * bool(peaks)} at {', '.join(map(str, counts))} of "
                  f"{ctx.threads} threads in interleaved rounds")

@@ -57,6 +57,12 @@ def parallel_rows(chains):
     return kernel
 
 
+def chain_iterations(ctx):
+    """Steps one call of the FMA or dot-product chains takes: long enough to time, short enough to
+    calibrate (the tests' tiny mode: 100)."""
+    return 100 if ctx.tiny else 20_000
+
+
 def stepped(a0, step, ceiling, steps):
     """Accumulators `steps` steps of `step` from a0, in float64: exact where a0 lies on multiples of
     `step` below `ceiling`, the power of two whose next step is a tie that rounding to nearest even
