@@ -516,6 +516,22 @@ def test_probe_hash_covers_a_probe_module_imported_whole(monkeypatch):
     assert probe_hash(w) != before
 
 
+def test_the_dot_probes_hash_covers_the_chains_it_shares_and_not_the_fma_peaks_code(monkeypatch):
+    # cpu_dot and cpu_peak share llvm_jit (the chains' IR, threads and check): an edit there is both
+    # probes', an edit of cpu_peak's FMA chains is not the dot products' (it took iterations from there)
+    from harness.workload import Workload, probe_hash
+    from probes import cpu_dot, cpu_peak, llvm_jit
+
+    w = Workload(name="dot_int8", run=cpu_dot.dot_workload, check=lambda: None, poison=lambda: None, threads=1,
+                 dtype="int8")
+    before = probe_hash(w)
+    with monkeypatch.context() as m:
+        m.setattr(cpu_peak, "__file__", cpu_dot.__file__)
+        assert probe_hash(w) == before
+    monkeypatch.setattr(llvm_jit, "__file__", cpu_dot.__file__)
+    assert probe_hash(w) != before
+
+
 SNIPPET = """async def f(x, *a, k=None, **kw) -> int:
     return None
 class A(B, metaclass=M):
