@@ -132,7 +132,7 @@ def run_single_probe(name, device="cpu", threads=None, quick=False, options=None
     theory = theoretical(cpu)
     flag_against_theory(section, theory, cpu)
     validation.flag_thread_scaling(section, cpu)
-    validation.flag_matmul_scaling(section, cpu)
+    validation.flag_parallel_scaling(section, cpu)
     validation.flag_disagreeing_precisions(section, theory)
     return section
 
@@ -261,7 +261,7 @@ def cpu_section(ctx, probe_names):
     theory = theoretical(ctx.cpu)
     flag_against_theory(section, theory, ctx.cpu)
     validation.flag_thread_scaling(section, ctx.cpu)
-    validation.flag_matmul_scaling(section, ctx.cpu)
+    validation.flag_parallel_scaling(section, ctx.cpu)
     validation.flag_disagreeing_repeats(section)
     validation.flag_disagreeing_memory_reads(section, "DRAM")
     validation.flag_disagreeing_dtype_reads(section)

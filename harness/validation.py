@@ -206,19 +206,27 @@ def scales_too_little(speedup, cores):
     return cores >= 2 and speedup - 1 < SCALING_FLOOR * (cores - 1)
 
 
-def flag_matmul_scaling(section, cpu):
-    """A warning on each matmul record whose rate gained less than SCALING_FLOOR of what its cores
-    add over one thread's on the same operands (one_thread_flops_per_s, timed by the probe): on the
-    2-vCPU Zen 4 VM three of ten profiles had int8 at 451-453 GOP/s, one thread's rate (426-438
-    there; two threads 715-890), with no spread or other load to show it."""
-    for dtype, rec in (section.get("tensor_flops") or {}).items():
-        one = rec.get("one_thread_flops_per_s") if isinstance(rec, dict) else None
-        cores = cores_of(rec["threads"], cpu) if one else 1
-        if one and rec.get("flops_per_s") and scales_too_little(rec["flops_per_s"] / one, cores):
-            rec["warnings"].append(
-                f"{rec['flops_per_s'] / one:.2f}x the rate of one thread ({si(one, rate_unit(dtype))}) where {cores} "
-                f"cores should give about {cores}x: it ran on fewer cores (torch's kernel for it does not use "
-                "them, or the host put the vCPUs on one core: a second run tells which)")
+# the peaks held to one thread's rate, and what running on fewer cores than its threads can mean for each
+PARALLEL_PEAKS = {"tensor_flops": "torch's kernel for it does not use them, or the host put the vCPUs on one core: "
+                                  "a second run tells which",
+                  "dot_flops": "the host put the vCPUs on one core: run again"}
+
+
+def flag_parallel_scaling(section, cpu):
+    """A warning on each matmul or dot-product peak whose rate gained less than SCALING_FLOOR of what
+    its cores add over one thread's on the same work (one_thread_flops_per_s, timed by the probe): on
+    the 2-vCPU Zen 4 VM three of ten profiles had int8 matmul at 451-453 GOP/s, one thread's rate
+    (426-438 there; two threads 715-890), and one had both dot peaks at half their rate (234 GFLOP/s
+    and 468 GOP/s where 465 and 935 are usual) beside full FMA peaks, with no spread or other load
+    to show it."""
+    for key, why in PARALLEL_PEAKS.items():
+        for dtype, rec in (section.get(key) or {}).items():
+            one = rec.get("one_thread_flops_per_s") if isinstance(rec, dict) else None
+            cores = cores_of(rec["threads"], cpu) if one else 1
+            if one and rec.get("flops_per_s") and scales_too_little(rec["flops_per_s"] / one, cores):
+                rec["warnings"].append(
+                    f"{rec['flops_per_s'] / one:.2f}x the rate of one thread ({si(one, rate_unit(dtype))}) where "
+                    f"{cores} cores should give about {cores}x: it ran on fewer cores ({why})")
 
 
 def flag_thread_scaling(section, cpu):

@@ -23,7 +23,7 @@ import functools
 import numpy as np
 
 from harness.errors import first_line
-from harness.workload import Workload
+from harness.workload import Workload, time_workload
 from probes.llvm_jit import chains_ir as llvm_chains_ir
 from probes.llvm_jit import chain_iterations, compile_ir, first_mismatch, parallel_rows, stepped
 
@@ -40,6 +40,7 @@ BF16_STEP = 2.0 ** -10  # the product of x's and y's first halves, 2^-5 each (ex
 BF16_CEILING = 2.0 ** 14  # where a lane's next step is a tie, rounded back to it
 INT8_X, INT8_Y = (1, 2, 3, 4), (5, -6, 7, -8)  # u8 (or s8: sdot) and s8: each step adds their dot product, -18
 COUNT_STEPS = 3
+ONE_THREAD_SAMPLES = 3  # the one-thread reference's: its best sample is the rate the peak must scale from
 
 
 def vector_bits(cpu, dtype):
@@ -167,6 +168,15 @@ def dot_workload(cpu, dtype, threads, iters_per_call):
                           "iterations_per_call": int(iters_per_call)})
 
 
+def one_thread_flops(ctx, dtype):
+    """`dtype`'s chains on one thread, the best of ONE_THREAD_SAMPLES samples (None where its check
+    fails): the rate the parallel peak must scale from (validation.flag_parallel_scaling), timed after
+    the rounds, as the matmul probe's is."""
+    rec = time_workload(dot_workload(ctx.cpu, dtype, 1, chain_iterations(ctx)), ONE_THREAD_SAMPLES,
+                        ctx.min_sample_s, ctx.clock)
+    return rec["flops_per_s"]
+
+
 def run_dot(ctx):
     """devices.cpu.dot_flops.<dtype>: best and median FLOP/s (int8: OP/s) of the dot-product chains,
     the dtypes timed in interleaved rounds (as the FMA peaks are); dot_flops_unsupported says why a
@@ -185,4 +195,7 @@ def run_dot(ctx):
     if workloads:
         ctx.progress(f"dot-product peaks {', '.join(w.dtype for w in workloads)} in interleaved rounds, {ctx.threads} threads")
         out = {w.dtype: rec for w, rec in zip(workloads, ctx.measure_interleaved(workloads))}
+    for dtype, rec in out.items():
+        if ctx.threads > 1 and rec.get("flops_per_s") and (one := one_thread_flops(ctx, dtype)):
+            rec["one_thread_flops_per_s"] = one
     return {"dot_flops": out, **({"dot_flops_unsupported": unsupported} if unsupported else {})}

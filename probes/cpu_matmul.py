@@ -58,7 +58,7 @@ def size_for(dtype, threads, clock):
 def one_thread_flops(dtype, n, threads, clock):
     """Operations per second of the fastest of ONE_THREAD_CALLS n-wide products on one thread
     (torch's threads set back to `threads` after): the rate a parallel product is held to
-    (validation.flag_matmul_scaling)."""
+    (validation.flag_parallel_scaling)."""
     import torch
 
     op = operands(dtype, n)[2]

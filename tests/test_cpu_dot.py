@@ -73,8 +73,23 @@ def test_the_chains_are_timed_in_rounds_and_validated_exactly():
         assert rec["interleaved_with"] == ["dot_bf16", "dot_int8"]
         lanes = rec["accumulators_per_thread"]
         assert rec["flops_per_call"] == cpu_dot.OPS_PER_LANE[dtype] * lanes * 2 * rec["iterations_per_call"]
-    only = cpu_dot.run_dot(Context(cpu=CPU, threads=2, tiny=True, dtypes=("int8",)))
-    assert list(only["dot_flops"]) == ["int8"]
+        assert rec["one_thread_flops_per_s"] > 0  # the rate two threads are held to
+    only = cpu_dot.run_dot(Context(cpu=CPU, threads=1, tiny=True, dtypes=("int8",)))
+    assert list(only["dot_flops"]) == ["int8"] and "one_thread_flops_per_s" not in only["dot_flops"]["int8"]
+
+
+def test_a_dot_peak_at_one_threads_rate_is_flagged():
+    # one Zen 4 profile had both dot peaks at half their rate (234 GFLOP/s, 468 GOP/s) beside full FMA peaks
+    from harness import validation
+
+    halved = {"threads": 2, "flops_per_s": 234e9, "one_thread_flops_per_s": 232e9, "warnings": []}
+    full = {"threads": 2, "flops_per_s": 936e9, "one_thread_flops_per_s": 468e9, "warnings": []}
+    validation.flag_parallel_scaling({"dot_flops": {"bf16": halved, "int8": full}}, {**CPU, "cores": 2, "threads": 2,
+                                                                                   "usable_cpus": 2})
+    (warning,) = halved["warnings"]
+    assert warning == ("1.01x the rate of one thread (232.0 GFLOP/s) where 2 cores should give about 2x: it ran on "
+                       "fewer cores (the host put the vCPUs on one core: run again)")
+    assert full["warnings"] == []
 
 
 @needs_instructions

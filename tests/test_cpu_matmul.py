@@ -137,16 +137,16 @@ def test_a_parallel_product_at_one_threads_rate_is_flagged(cpu, fake_clock, monk
     one = cpu_matmul.one_thread_flops("int8", 2048, 2, fake_clock)
     halved = {"threads": 2, "flops_per_s": 451e9, "one_thread_flops_per_s": one, "warnings": []}
     scaled = {"threads": 2, "flops_per_s": 860e9, "one_thread_flops_per_s": one, "warnings": []}
-    validation.flag_matmul_scaling({"tensor_flops": {"int8": halved, "bf16": scaled}}, cpu)
+    validation.flag_parallel_scaling({"tensor_flops": {"int8": halved, "bf16": scaled}}, cpu)
     assert halved["one_thread_flops_per_s"] == pytest.approx(430e9)
     (warning,) = halved["warnings"]
     assert warning.startswith("1.05x the rate of one thread (430.0 GOP/s) where 2 cores should give about 2x")
     assert scaled["warnings"] == []
     alone = {"threads": 2, "flops_per_s": 451e9, "one_thread_flops_per_s": one, "warnings": []}  # one core
-    validation.flag_matmul_scaling({"tensor_flops": {"int8": alone}}, {**cpu, "usable_cpus": 1})
+    validation.flag_parallel_scaling({"tensor_flops": {"int8": alone}}, {**cpu, "usable_cpus": 1})
     assert alone["warnings"] == []
     unset = {"threads": 1, "flops_per_s": 451e9, "warnings": []}  # one thread: the probe timed no reference
-    validation.flag_matmul_scaling({"tensor_flops": {"int8": unset, "reason": "n/a"}}, cpu)
+    validation.flag_parallel_scaling({"tensor_flops": {"int8": unset, "reason": "n/a"}}, cpu)
     assert unset == {"threads": 1, "flops_per_s": 451e9, "warnings": []}
 
 
