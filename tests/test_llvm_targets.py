@@ -5,7 +5,6 @@ instructions the probe counts and nothing that would share their pipes (register
 
 import re
 
-import numpy as np
 import pytest
 
 from probes import cpu_dot, cpu_peak, cpu_read
@@ -144,4 +143,3 @@ def test_the_cases_cover_every_kernel_shape_the_probes_pick():
         (X86, 256), (X86, 512), (ARM, 128)}
     assert {(d, cpu_dot.vector_bits({"simd": CPUS[c][1]}, d)) for c, d in DOT_CASES} == {
         ("int8", 128), ("int8", 256), ("int8", 512), ("bf16", 512)}
-    assert np.dtype(cpu_peak.DTYPES["fp16"]).itemsize == 2
