@@ -638,6 +638,16 @@ def test_a_cpus_dot_product_peaks_are_rows_a_balance_and_the_ceiling_its_matmuls
     rows = report.peak_rows(sec, None)
     assert [r["metric"] for r in rows[-2:]] == ["peak bf16 dot product (vdpbf16ps)", "peak int8 dot product (vpdpbusd)"]
     assert rows[-2]["best"] == "460.0 GFLOP/s" and rows[-2]["theoretical"] == "n/a" and rows[-1]["flag"].startswith("WRONG: ")
+    assert rows[-2]["flag"] == ""  # without their shapes no instruction rate: an older profile's records
+    # with them: vdpbf16ps does 4 FLOPs a fp32 lane where an FMA does 2, both 16 lanes a zmm here (Zen 4's
+    # profile: 468.6 GFLOP/s against fp32's 234.0, each instruction issued at the same rate)
+    shape = {"threads": 2, "iterations_per_call": 20000, "simd_bits": 512}
+    dots["bf16"].update(shape, flops_per_s=468.6e9, flops_per_call=4 * 256 * 2 * 20000, accumulators_per_thread=256)
+    sec["peak_flops"]["fp32"].update(shape, flops_per_s=234.0e9, flops_per_call=2 * 256 * 2 * 20000, accumulators_per_thread=256)
+    assert report.peak_rows(sec, None)[-2]["flag"] == "1.00x the fp32 FMA chains' instructions a second"
+    dots["bf16"]["flops_per_s"] = 234.0e9  # a core that issues it on one of its two FMA pipes
+    assert report.peak_rows(sec, None)[-2]["flag"] == "0.50x the fp32 FMA chains' instructions a second"
+    dots["bf16"]["flops_per_s"] = 4.6e11
     (bf16,) = report.tensor_rows(sec, None, "matmul (torch)")
     assert bf16["flag"] == "89% of the bf16 dot-product peak (vdpbf16ps)"
     table = report.balance_table(sec, "DRAM")
