@@ -60,6 +60,8 @@ def test_every_committed_profile_loads(path):
     (("devices", "cpu", "decode_attention", 0, "heads"), [32], "decode_attention[0].heads must be a whole number"),
     (("devices", "cpu", "peak_flops", "fp32", "accumulators_per_thread"), -1,
      "peak_flops.fp32.accumulators_per_thread must be a whole number, at least 1"),
+    (("devices", "cpu", "peak_flops", "fp32", "one_thread_flops_per_s"), "fast",  # a matmul's or dot peak's field
+     "peak_flops.fp32.one_thread_flops_per_s must be a number, 0 or more"),
     (("devices", "cpu", "decode_attention", 0, "model", "cache_bytes"), None, "decode_attention[0].model has no cache_bytes"),
     (("devices", "cpu", "decode_attention", 0, "rel_error"), "tiny", "decode_attention[0].rel_error must be a number"),
     # the measured time the model is checked against, and a rate, each as its raw samples give it
