@@ -374,6 +374,13 @@ def test_fp32_and_fp64_peaks_off_their_lane_ratio_are_flagged():
     assert "warnings" not in together
     (warning,) = one_core["warnings"]
     assert "is 0.99x the fp16 one (median 499.0 GFLOP/s) where their SIMD lanes give 0.5x" in warning
+    # a --quick profile: both medians at one core's rate (their ratio right), fp64's best too, fp32's not
+    both = {"peak_flops": {"fp64": {"median_flops_per_s": 58.6e9, "flops_per_s": 58.7e9},
+                           "fp32": {"median_flops_per_s": 117.1e9, "flops_per_s": 219.5e9}}}
+    validation.flag_disagreeing_precisions(both, theory)
+    (warning,) = both["warnings"]
+    assert warning.startswith("the fp32 FMA peak (best 219.5 GFLOP/s) is 3.74x the fp64 one (best 58.7 GFLOP/s) "
+                              "where their SIMD lanes give 2x")
 
 
 def test_a_points_time_is_set_against_its_loops_in_core_and_its_memory():
