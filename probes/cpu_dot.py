@@ -14,7 +14,7 @@ plus the steps counted times the step's sum (modulo 2^32, as the instruction wra
 add 2^-10 (one pair's product; the other's is 0) to lanes that start on multiples of 2^-10, exact
 up to 2^14, where the sum is a tie that rounding to nearest even (the instruction's only mode) keeps
 at 2^14: the timed run's lanes must be their start plus the steps, or 2^14 once they reach it. There
-a step more or less changes nothing, so a fresh run of COUNT_STEPS steps shows each is taken once.
+a step more or less changes nothing, so a fresh run of three steps (llvm_jit.checked_chains) shows each is taken once.
 """
 
 import ctypes
@@ -25,7 +25,7 @@ import numpy as np
 from harness.errors import first_line
 from harness.workload import Workload, time_workload
 from probes.llvm_jit import chains_ir as llvm_chains_ir
-from probes.llvm_jit import chain_iterations, compile_ir, first_mismatch, parallel_rows, stepped
+from probes.llvm_jit import chain_iterations, checked_chains, compile_ir, parallel_rows, stepped
 
 DTYPES = ("bf16", "int8")
 OPS_PER_LANE = {"bf16": 4, "int8": 8}  # a fp32 lane: 2 bf16 products and their sums; an int32 lane: 4 of int8
@@ -39,7 +39,6 @@ SIGNATURE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_in
 BF16_STEP = 2.0 ** -10  # the product of x's and y's first halves, 2^-5 each (exact in bf16 and fp32)
 BF16_CEILING = 2.0 ** 14  # where a lane's next step is a tie, rounded back to it
 INT8_X, INT8_Y = (1, 2, 3, 4), (5, -6, 7, -8)  # u8 (or s8: sdot) and s8: each step adds their dot product, -18
-COUNT_STEPS = 3
 ONE_THREAD_SAMPLES = 3  # the one-thread reference's: its best sample is the rate the peak must scale from
 
 
@@ -150,17 +149,9 @@ def dot_workload(cpu, dtype, threads, iters_per_call):
         kernel(acc, xy, iters_per_call * loops)
         state["iters"] += iters_per_call * loops
 
-    def mismatch(got, a0, steps, what):
-        return first_mismatch(got, expected(dtype, a0, steps), name, steps, what)
-
     def check():
-        error = mismatch(acc, state["a0"], state["iters"], "")
-        if error:
-            return error
-        a0 = fresh()
-        got = a0.copy()
-        kernel(got, xy, COUNT_STEPS)
-        return mismatch(got, a0, COUNT_STEPS, " of a fresh run (a step skipped or repeated)")
+        return checked_chains(acc, state["a0"], state["iters"], fresh, lambda got, n: kernel(got, xy, n),
+                              lambda a0, n: expected(dtype, a0, n), name)
 
     return Workload(name=f"dot_{dtype}", run=run, check=check, poison=poison, threads=threads, dtype=dtype,
                     flops_per_call=OPS_PER_LANE[dtype] * lanes * threads * iters_per_call,

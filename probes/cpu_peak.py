@@ -18,7 +18,7 @@ Checked exactly: x * y is 2^STEP_EXPONENT and the accumulators start on its mult
 so each step adds it exactly up to the dtype's ceiling, the power of two where the next step is a
 tie that rounding to nearest even keeps there (fp16 reaches it in ~2^10 steps, fp32 in ~2^24, fp64
 never). The timed run's lanes must be their start plus its steps, or the ceiling; there a step more
-or less changes nothing, so a fresh run of COUNT_STEPS steps shows each is taken once.
+or less changes nothing, so a fresh run of three steps (llvm_jit.checked_chains) shows each is taken once.
 """
 
 import ctypes
@@ -30,14 +30,13 @@ from harness.cpu_peaks import NATIVE_FP16_FLAGS, native_fp16
 from harness.errors import first_line
 from harness.workload import Workload
 from probes.llvm_jit import chains_ir as llvm_chains_ir
-from probes.llvm_jit import chain_iterations, compile_ir, first_mismatch, parallel_rows, stepped
+from probes.llvm_jit import chain_iterations, checked_chains, compile_ir, parallel_rows, stepped
 
 DTYPES = {"fp64": np.float64, "fp32": np.float32, "fp16": np.float16}
 IR_TYPES = {"fp64": ("double", "f64"), "fp32": ("float", "f32"), "fp16": ("half", "f16")}
 STEP_EXPONENT = {"fp64": -40, "fp32": -20, "fp16": -10}  # x = y = 2^(exponent / 2), exact in each dtype
 X86_ARCHES = ("x86_64", "amd64", "i386", "i686")  # platform.machine() of x86, where FMA3 is a flag (Haswell on)
 SIGNATURE = ctypes.CFUNCTYPE(None, ctypes.c_void_p, ctypes.c_void_p, ctypes.c_int64)  # (acc, [x, y], iters)
-COUNT_STEPS = 3
 
 
 def simd_bits(cpu):
@@ -125,17 +124,9 @@ def peak_workload(cpu, dtype, threads, iters_per_call):
         kernel(acc.view(np.uint8), xy, iters_per_call * loops)
         state["iters"] += iters_per_call * loops
 
-    def mismatch(got, a0, steps, what):
-        return first_mismatch(got, stepped(a0, step, top, steps).astype(t), "fma", steps, what)
-
     def check():
-        error = mismatch(acc, state["a0"], state["iters"], "")
-        if error:
-            return error
-        a0 = fresh()
-        got = a0.copy()
-        kernel(got.view(np.uint8), xy, COUNT_STEPS)
-        return mismatch(got, a0, COUNT_STEPS, " of a fresh run (a step skipped or repeated)")
+        return checked_chains(acc, state["a0"], state["iters"], fresh, lambda got, n: kernel(got.view(np.uint8), xy, n),
+                              lambda a0, n: stepped(a0, step, top, n).astype(t), "fma")
 
     return Workload(name=f"fma_{dtype}", run=run, check=check, poison=poison, threads=threads, dtype=dtype,
                     flops_per_call=2 * n * threads * iters_per_call,

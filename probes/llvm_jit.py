@@ -4,6 +4,8 @@ and int8 dot products (cpu_dot), a chosen vector width (cpu_read); and the chain
 
 import numpy as np
 
+COUNT_STEPS = 3  # the steps of the check's fresh run
+
 
 def compile_ir(ir, name, signature):
     """(the IR's function `name` as a ctypes function of `signature`, the module's assembly). The
@@ -78,3 +80,18 @@ def first_mismatch(got, want, name, steps, what=""):
         return None
     i = tuple(int(k) for k in np.unravel_index(int(np.argmax(bad)), bad.shape))
     return f"{name} accumulator {i} is {got[i].item()!r}, expected {want[i].item()!r} after {steps} steps{what}"
+
+
+def checked_chains(acc, a0, steps, fresh, step_fresh, expected, name):
+    """The chains' check: the timed accumulators `acc`, `steps` steps from a0, exactly as
+    `expected(a0, steps)` gives them; then, since lanes held at a ceiling hide a step more or less,
+    accumulators from `fresh()` stepped COUNT_STEPS times by `step_fresh(values, steps)`. None where
+    both hold, else the first mismatch (first_mismatch)."""
+    error = first_mismatch(acc, expected(a0, steps), name, steps)
+    if error:
+        return error
+    start = fresh()
+    got = start.copy()
+    step_fresh(got, COUNT_STEPS)
+    return first_mismatch(got, expected(start, COUNT_STEPS), name, COUNT_STEPS,
+                          " of a fresh run (a step skipped or repeated)")
