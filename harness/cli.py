@@ -76,6 +76,10 @@ def cmd_profile(args):
     save_profile(doc, out, keep_history=not written)  # the checkpoint is this run's, not history
     print("\n".join(profile_lines(doc)))
     print(f"profile written to {out}; its report (markdown and plots): harness report {out}")
+    suspect = sum(len(sec.get("warnings") or []) for sec in doc["devices"].values())
+    if suspect:  # the last thing a terminal shows, below the per-measurement warnings
+        print(f"harness: {suspect} warning{'s' * (suspect != 1)} about the run as a whole (WARNING above): the roofs "
+              "taken from it are suspect; on a shared host, run `harness profile` again", file=sys.stderr)
     failed = [f"{device}: {name}: {message}" for device, sec in doc["devices"].items()
               for name, message in (sec.get("probe_errors") or {}).items()]
     for line in failed:

@@ -1,5 +1,6 @@
 """The CLI end to end at tiny sizes (HARNESS_TINY=1), and every bad-input case: exit code 2."""
 
+import copy
 import json
 import os
 import re
@@ -383,8 +384,6 @@ def test_model_without_a_profile_says_so(tmp_path):
     ("cpu", None, "gpu0, gpu1"), ("gpu", None, "cpu"), ("gpu", "1", "cpu, gpu0"), ("all", "0,1", None), ("all", None, None)])
 def test_profile_notes_the_devices_its_run_leaves_behind(tmp_path, monkeypatch, capsys, device, gpus, left):
     """`--device cpu` over a profile with GPUs says, before probing, that they go to history/ with it."""
-    import copy
-
     from harness import cli, run
     from harness.errors import HarnessError
 
@@ -406,6 +405,24 @@ def test_profile_notes_the_devices_its_run_leaves_behind(tmp_path, monkeypatch, 
                "does not measure" in err and "(--device all profiles every device into one file)" in err
     else:
         assert "does not measure" not in err
+
+
+def test_a_profile_with_warnings_about_the_run_says_so_last(tmp_path, monkeypatch, capsys):
+    """A shared VM's host spells (its memory flipping between two speeds, both vCPUs on one core)
+    leave run-level warnings among fifty lines of per-measurement ones: the last line names them."""
+    from harness import cli, run
+
+    doc = load_profile(COMMITTED_PROFILE)
+    doc["machine"]["id"] = identify_cpu()["id"]
+    doc["devices"]["cpu"]["warnings"] = ["the hierarchy sweep's DRAM level differs", "STREAM medians differ"]
+    monkeypatch.setattr(run, "build_profile", lambda **_: copy.deepcopy(doc))
+    assert cli.main(["profile", "--out", str(tmp_path / "m.yaml")]) == 0  # warnings are no failure
+    err = capsys.readouterr().err.rstrip().splitlines()
+    assert err[-1] == ("harness: 2 warnings about the run as a whole (WARNING above): the roofs taken from it are "
+                       "suspect; on a shared host, run `harness profile` again")
+    doc["devices"]["cpu"]["warnings"] = []
+    assert cli.main(["profile", "--out", str(tmp_path / "m.yaml")]) == 0
+    assert "about the run as a whole" not in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("stored_quick, run_quick, noted", [(False, True, True), (False, False, False), (True, True, False)])
