@@ -190,7 +190,9 @@ def flag_disagreeing_precisions(section, theory):
         expected = per_cycle["fp32"] / per_cycle[dtype]
         for key, which in (("median_flops_per_s", "median"), ("flops_per_s", "best")):
             fp32, rate = ((peaks.get(d) or {}).get(key) for d in ("fp32", dtype))
-            measured = fp32 / rate if fp32 and rate else expected
+            if not (fp32 and rate):
+                continue
+            measured = fp32 / rate
             if max(measured / expected, expected / measured) > REPEAT_AGREEMENT:
                 section.setdefault("warnings", []).append(
                     f"the fp32 FMA peak ({which} {si(fp32, 'FLOP/s')}) is {measured:.2f}x the {dtype} one "

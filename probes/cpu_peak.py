@@ -135,8 +135,8 @@ def peak_workload(cpu, dtype, threads, iters_per_call):
 
 
 def workload_or_reason(ctx, dtype):
-    """(the dtype's FMA workload, None), or (None, why this CPU leaves it out): no vector FMA or,
-    for fp16, no native fp16 FMAs, or chains that do not compile (llvmlite's JIT: a failure of one
+    """(the dtype's FMA workload, None), or (None, why this CPU leaves it out): an x86 CPU without
+    FMA or, for fp16, no native fp16 FMAs, or chains that do not compile (llvmlite's JIT: a failure of one
     dtype's must not lose the others)."""
     reason = unsupported_reason(ctx.cpu, dtype)
     if reason:

@@ -24,7 +24,7 @@ def run_thread_sweep(ctx):
     counts = thread_counts(ctx.threads)
     triads = [next(stream_workloads(ctx, "fp64", n, threads, kernels=("triad",))) for threads in counts]
     peaks = [] if unsupported_reason(ctx.cpu, "fp32") else [peak_workload(ctx.cpu, "fp32", threads, chain_iterations(ctx))
-                                                            for threads in counts]  # no vector FMA: the triad alone
+                                                            for threads in counts]  # x86 without FMA: the triad alone
     ctx.progress(f"thread sweep: triad{' and fp32 peak' * bool(peaks)} at {', '.join(map(str, counts))} of "
                  f"{ctx.threads} threads in interleaved rounds")
     recs = ctx.measure_interleaved(triads + peaks, repeats=SWEEP_REPEATS)
