@@ -7,6 +7,8 @@ in one probe.
 
 import ast
 import hashlib
+import importlib
+import importlib.util
 import inspect
 import json
 import os
@@ -207,23 +209,45 @@ def python_code(path):
 MEASURED_INFO = ("seed", "kernel_config")  # info that varies between runs of the same probe: not hashed
 
 
-def probe_module_name(value):
-    """The module a name in a probe's namespace comes from: the module itself where it is one
-    (`from probes import cpu_read`), else where its function or class was defined."""
-    return value.__name__ if inspect.ismodule(value) else getattr(value, "__module__", None) or ""
+def imported_probe_modules(module):
+    """The probes.* modules a module imports, at its top or inside a function (its syntax tree's
+    import statements; `from probes import cpu_read` names a module, `from probes import
+    torch_unavailable_reason` the registry's function, which is not a probe's code)."""
+    with open(inspect.getsourcefile(module), encoding="utf-8") as f:
+        tree = ast.parse(f.read())
+    names = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            names |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == "probes":
+            package = hasattr(importlib.import_module(node.module), "__path__")
+            names |= {node.module} | {f"{node.module}.{a.name}" for a in node.names
+                                      if package and importlib.util.find_spec(f"{node.module}.{a.name}")}
+    return [importlib.import_module(n) for n in sorted(names) if n.startswith("probes.")]
+
+
+def probe_modules(w):
+    """The modules a workload's code comes from: its run function's module and every probes.*
+    module that one imports, and those import, to the end of the chain (the stream probe's read
+    kernel is compiled by probes.llvm_jit through probes.cpu_read), sorted by name."""
+    start = inspect.getmodule(w.run)
+    found, todo = set(), [start] if start else []
+    while todo:
+        module = todo.pop()
+        if module not in found:
+            found.add(module)
+            todo.extend(imported_probe_modules(module))
+    return sorted(found, key=lambda m: m.__name__)
 
 
 def probe_hash(w):
-    """A short hash of the probe's code (its module and the probes.* modules it uses, as syntax
+    """A short hash of the probe's code (the modules `probe_modules` finds, as syntax
     trees, so an edited comment or docstring changes nothing; the kernel files they list in
     KERNEL_FILES, byte for byte) and of the workload's parameters: `compare` calls metrics of a
     changed probe not comparable. Any change to a probe's code counts, a reworded error message
     too: it makes the committed profiles' metrics of that probe not comparable with a new run
     (`make regress`) until the machine is profiled again."""
-    module = inspect.getmodule(w.run)
-    modules = {module} | {inspect.getmodule(v) for v in vars(module).values()
-                          if probe_module_name(v).startswith("probes.")} if module else set()
-    modules = sorted((m for m in modules if m is not None), key=lambda m: m.__name__)
+    modules = probe_modules(w)
     h = hashlib.sha256()
     for m in modules:
         h.update(m.__name__.encode() + python_code(inspect.getsourcefile(m)))

@@ -107,7 +107,8 @@ def peak_workload(cpu, dtype, threads, iters_per_call):
     t = DTYPES[dtype]
     vectors, n = chain_vectors(cpu), accumulators(cpu, dtype)
     kernel = parallel_chains(dtype, vectors, n // vectors)
-    step, top, exponent = 2.0 ** STEP_EXPONENT[dtype], ceiling(dtype), STEP_EXPONENT[dtype]
+    exponent = STEP_EXPONENT[dtype]
+    step, top = 2.0 ** exponent, ceiling(dtype)
     xy = np.full(2, 2.0 ** (exponent / 2), t).view(np.uint8)
     rng = np.random.default_rng(12345)
     acc = np.empty((threads, n), dtype=t)

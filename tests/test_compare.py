@@ -516,6 +516,46 @@ def test_probe_hash_covers_a_probe_module_imported_whole(monkeypatch):
     assert probe_hash(w) != before
 
 
+def test_probe_hash_follows_the_imports_to_the_end_of_the_chain(monkeypatch):
+    # decode -> cpu_stream -> cpu_read -> llvm_jit: the decode probe's adjacent DRAM read kernel is
+    # built by llvm_jit two imports away, and an edit there changes what decode is compared with
+    from harness.workload import Workload, probe_hash, probe_modules
+    from probes import cpu_decode, cpu_read, cpu_stream, llvm_jit
+
+    w = Workload(name="decode", run=cpu_decode.run_decode, check=lambda: None, poison=lambda: None, threads=1,
+                 dtype="fp32")
+    assert {cpu_stream, cpu_read, llvm_jit} <= set(probe_modules(w))
+    before = probe_hash(w)
+    monkeypatch.setattr(llvm_jit, "__file__", cpu_read.__file__)
+    assert probe_hash(w) != before
+
+
+LAZY_PROBE = """def run(loops):
+    from probes import cpu_read
+
+    return cpu_read
+"""
+
+
+def test_probe_hash_covers_a_probe_module_imported_inside_a_function(tmp_path, monkeypatch):
+    import importlib.util
+    import sys
+
+    from harness.workload import Workload, probe_hash
+    from probes import cpu_read, cpu_stream
+
+    path = tmp_path / "probe_lazy.py"
+    path.write_text(LAZY_PROBE)
+    spec = importlib.util.spec_from_file_location("probe_lazy", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    monkeypatch.setitem(sys.modules, "probe_lazy", module)
+    w = Workload(name="x", run=module.run, check=lambda: None, poison=lambda: None, threads=1, dtype="fp32")
+    before = probe_hash(w)
+    monkeypatch.setattr(cpu_read, "__file__", cpu_stream.__file__)  # cpu_read's code, as if edited
+    assert probe_hash(w) != before
+
+
 def test_the_dot_probes_hash_covers_the_chains_it_shares_and_not_the_fma_peaks_code(monkeypatch):
     # cpu_dot and cpu_peak share llvm_jit (the chains' IR, threads and check): an edit there is both
     # probes', an edit of cpu_peak's FMA chains is not the dot products' (it took iterations from there)
