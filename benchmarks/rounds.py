@@ -8,6 +8,8 @@ runs on a host whose memory speed or scheduling drifts (a shared VM's).
 --what peaks: the fp64 and fp32 FMA peaks; per run fp64's best and fp32/fp64 of best and median.
 --what matmul: torch's fp32, bf16 and int8 products at the matmul probe's size; per run fp32's best
   and bf16/fp32, int8/fp32 of median rates.
+--what hierarchy: the hierarchy sweep's reads (Numba's kernel at every working set); per run the
+  DRAM rate and, at half of L1, of L2 and of the last-level cache, each cache level's over it.
 --what dot: the fp32 FMA chains, the bf16 and int8 dot-product chains and torch's bf16 and int8
   products; per run each dot peak over the fp32 FMA peak, and each product over its dtype's dot peak
   (best samples, as the profile's peaks are).
@@ -17,9 +19,12 @@ Usage: python benchmarks/rounds.py [--what stream] [--runs 8] [--threads N] [--j
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
+
+import numpy as np
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.dirname(HERE))
@@ -27,12 +32,13 @@ sys.path.insert(0, os.path.dirname(HERE))
 from harness.machine import identify_cpu  # noqa: E402
 from harness.workload import Context, time_interleaved, time_workload  # noqa: E402
 from probes.cpu_peak import peak_workload  # noqa: E402
-from probes.cpu_stream import stream_elements, stream_workloads  # noqa: E402
+from probes.cpu_stream import (READ_OFFSET_ELEMS, cache_capacities, fill_random, hierarchy_sizes, read_workload,  # noqa: E402
+                                stream_elements, stream_workloads)
 from probes.llvm_jit import chain_iterations  # noqa: E402
 from probes.torch_matmul import accepted  # noqa: E402
 
 MIN_SAMPLE_S = 0.05  # the probes', outside --quick
-REPEATS = {"stream": 10, "threads": 5, "peaks": 10, "matmul": 10, "dot": 10}  # samples per workload, as each probe takes them
+REPEATS = {"stream": 10, "threads": 5, "peaks": 10, "matmul": 10, "dot": 10, "hierarchy": 5}  # samples per workload, as each probe takes them
 
 
 def stream(ctx, n):
@@ -44,6 +50,26 @@ def stream(ctx, n):
         copy, scale, add, triad, read = (rate[at[k]] for k in ("copy", "scale", "add", "triad", "read"))
         return {"read_gb_per_s": read / 1e9, "triad_over_read": triad / read, "copy_over_scale": copy / scale,
                 "add_over_triad": add / triad}
+    return workloads, figures
+
+
+def hierarchy(ctx, n):
+    """The hierarchy sweep's reads (Numba's kernel at every working set, hierarchy_sizes: ~13 s of
+    samples a run, long enough for a drift to strike mid-sweep), and the median rates of the points
+    nearest half of L1, of L2 and of the last-level cache the threads reach, each over the last's
+    (the DRAM working set)."""
+    capacities = dict(cache_capacities(ctx.cpu, ctx.threads))
+    sizes = hierarchy_sizes(ctx, 8, ctx.threads)
+    a = np.empty(sizes[-1] // 8 + ctx.threads * READ_OFFSET_ELEMS)
+    fill_random(a, 7)
+    target = (1 << 20) if ctx.tiny else (256 << 20)
+    workloads = [read_workload(a, "fp64", ws, ctx.threads, target, 2 if ws <= capacities["L1"] else 1) for ws in sizes]
+    caches = {"l1": capacities["L1"], "l2": capacities["L2"], "llc": list(capacities.values())[-1]}
+    at = {k: min(range(len(sizes)), key=lambda i: abs(math.log(sizes[i] / (cap / 2)))) for k, cap in caches.items()}
+
+    def figures(rate, best):
+        dram = rate[-1]
+        return {"dram_gb_per_s": dram / 1e9, **{f"{k}_over_dram": rate[i] / dram for k, i in at.items()}}
     return workloads, figures
 
 
@@ -107,7 +133,7 @@ def dot(ctx, n):
     return workloads, figures
 
 
-SUITES = {"stream": stream, "threads": threads, "peaks": peaks, "matmul": matmul, "dot": dot}
+SUITES = {"stream": stream, "hierarchy": hierarchy, "threads": threads, "peaks": peaks, "matmul": matmul, "dot": dot}
 
 
 def one_run(ctx, n, way, what="stream"):

@@ -643,14 +643,19 @@ def theory_share_lines(sec):
 
 
 def rounds_lines(sec):
-    """How the bandwidth kernels and the FMA, dot-product and matmul peaks were timed, where their records say
-    (interleaved_with)."""
+    """How the bandwidth kernels, the hierarchy sweep and the FMA, dot-product and matmul peaks were
+    timed, where their records say (interleaved_with)."""
     def rounds(keys):
-        return next((rec["interleaved_with"] for key in keys for rec in (sec.get(key) or {}).values()
-                     if isinstance(rec, dict) and rec.get("interleaved_with")), None)
-    sets = [f"{what} ({', '.join(names)})" for what, names in
-            (("bandwidth kernels", rounds(("bandwidth", "bandwidth_fp32"))), ("FMA peaks", rounds(("peak_flops",))),
-             ("dot-product peaks", rounds(("dot_flops",))), ("matmul peaks", rounds(("tensor_flops",)))) if names]
+        names = next((rec["interleaved_with"] for key in keys for rec in (sec.get(key) or {}).values()
+                      if isinstance(rec, dict) and rec.get("interleaved_with")), None)
+        return names and f"({', '.join(names)})"
+    sweep = next((p["interleaved_with"] for p in sec.get("hierarchy") or [] if isinstance(p, dict)
+                  and p.get("interleaved_with")), None)
+    sets = [f"{what} {names}" for what, names in
+            (("bandwidth kernels", rounds(("bandwidth", "bandwidth_fp32"))),
+             ("hierarchy sweep's reads", sweep and f"at its {len(sweep)} working sets"),  # not 30 names
+             ("FMA peaks", rounds(("peak_flops",))), ("dot-product peaks", rounds(("dot_flops",))),
+             ("matmul peaks", rounds(("tensor_flops",)))) if names]
     if not sets:
         return []
     timed = " and the ".join([", the ".join(sets[:-1]), sets[-1]] if len(sets) > 1 else sets)

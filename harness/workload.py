@@ -139,9 +139,30 @@ def time_interleaved(workloads, repeats, min_sample_s, clock=time.perf_counter_n
         return check
     ms = measure_interleaved(runs, repeats=repeats, min_sample_s=min_sample_s, clock=clock,
                              around_last=[(w.poison, checked(i)) for i, w in enumerate(workloads)], budget_s=budget_s)
-    names = [f"{w.name} ({w.threads} thread{'s' * (w.threads != 1)})" if several else w.name for w in workloads]
-    return [{**record(w, m, error, digest), "interleaved_with": names}
+    return [{**record(w, m, error, digest), "interleaved_with": interleaved_names(workloads)}
             for w, m, error, digest in zip(workloads, ms, errors, digests)]
+
+
+def interleaved_names(workloads):
+    """The names `interleaved_with` gives workloads timed in the same rounds: each workload's name,
+    with its threads where those differ (the thread sweep) and its working set where names repeat
+    (the hierarchy sweep's reads)."""
+    several = len({w.threads for w in workloads}) > 1
+    repeated = len({(w.name, w.threads) for w in workloads}) < len(workloads)
+    names = []
+    for w in workloads:
+        qualifiers = ([f"{w.threads} thread{'s' * (w.threads != 1)}"] if several else []) + (
+            [working_set_text(w.working_set_bytes)] if repeated else [])
+        names.append(f"{w.name} ({', '.join(qualifiers)})" if qualifiers else w.name)
+    return names
+
+
+def working_set_text(nbytes):
+    """A working set as '16 KiB' or '256 MiB' (binary units, whole where they are)."""
+    for unit, size in (("GiB", 1 << 30), ("MiB", 1 << 20), ("KiB", 1 << 10)):
+        if nbytes >= size:
+            return f"{nbytes / size:.4g} {unit}"
+    return f"{int(nbytes)} B"
 
 
 def record(w, m, error, digest):

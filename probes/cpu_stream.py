@@ -420,7 +420,9 @@ def hierarchy_buffers(ctx):
 
 def run_hierarchy(ctx):
     """devices.cpu.hierarchy (one point per working set) and hierarchy_levels (best per level),
-    for the first of ctx.dtypes it has (fp64 by default)."""
+    for the first of ctx.dtypes it has (fp64 by default); the points timed in interleaved rounds
+    (Context.measure_interleaved), so a drift of the host's memory speed mid-sweep slows every
+    level alike instead of bending the sweep where it struck."""
     dtype = ctx.of_dtypes(DTYPES)[0]
     t = DTYPES[dtype]
     itemsize = np.dtype(t).itemsize
@@ -429,19 +431,21 @@ def run_hierarchy(ctx):
     fill_random(a, 7)
     capacities = cache_capacities(ctx.cpu, ctx.threads)
     target = (1 << 20) if ctx.tiny else (256 << 20)
-    points = []
+    workloads = []
     dram = None  # the read kernel tuned for DRAM, once a point lies beyond L2
     l1_bytes = dict(capacities).get("L1", 0)
     for i, ws in enumerate(sizes):
-        ctx.progress(f"hierarchy {dtype} read, working set {ws / 1024:.0f} KiB ({i + 1}/{len(sizes)})")
         streams = 2 if ws <= l1_bytes else 1  # see _pair_sum
         if level_of(ws, capacities) in ("L1", "L2"):
-            w = read_workload(a, dtype, ws, ctx.threads, target, streams)
-        else:
-            if dram is None:  # tuned on the sweep's largest set: it is DRAM-sized
-                dram = dram_read_workload(ctx, a, dtype, sizes[-1], ctx.threads).info["kernel_config"]["read_kernel"]
-            w = beyond_l2_read_workload(ctx, a, dtype, ws, target, dram)
-        rec = ctx.measure(w, repeats=HIERARCHY_REPEATS)
+            workloads.append(read_workload(a, dtype, ws, ctx.threads, target, streams))
+            continue
+        ctx.progress(f"hierarchy {dtype} read kernel for working set {ws / 1024:.0f} KiB ({i + 1}/{len(sizes)})")
+        if dram is None:  # tuned on the sweep's largest set: it is DRAM-sized
+            dram = dram_read_workload(ctx, a, dtype, sizes[-1], ctx.threads).info["kernel_config"]["read_kernel"]
+        workloads.append(beyond_l2_read_workload(ctx, a, dtype, ws, target, dram))
+    ctx.progress(f"hierarchy {dtype} read, {len(sizes)} working sets of {sizes[0] / 1024:.0f} KiB to "
+                 f"{sizes[-1] / 2**20:.0f} MiB in interleaved rounds")
+    points = ctx.measure_interleaved(workloads, repeats=HIERARCHY_REPEATS)
+    for rec in points:
         rec["level"] = level_of(rec["working_set_bytes"], capacities)
-        points.append(rec)
     return {"hierarchy": points, "hierarchy_levels": summarize_levels(points, capacities)}

@@ -133,7 +133,8 @@ def read_workload(gpu, n_vectors, buf, bytes_per_launch=None, through="L2"):
 
 
 def run_hierarchy(ctx):
-    """devices.gpuN.hierarchy and hierarchy_levels: L1 from reads whose slice per SM sits deep in L1
+    """devices.gpuN.hierarchy and hierarchy_levels, the points timed in interleaved rounds (as the
+    CPU's): L1 from reads whose slice per SM sits deep in L1
     (16 to 64 KiB per SM, through L1); L2 and device memory (HBM or GDDR) from reads that bypass L1,
     1 MiB to dram_bytes of the L2 (without the bypass every block would re-read its own slice from its
     SM's L1, and the L2 points would measure L1 up to about SMs x 256 KiB)."""
@@ -152,17 +153,16 @@ def run_hierarchy(ctx):
     l1_sizes = [sms * per_sm for per_sm in L1_SLICES_BYTES]
     buf = cp.random.default_rng(3).random(max(top, *l1_sizes) // 4, dtype=cp.float32) + cp.float32(0.5)
     launch = (8 << 20) if ctx.tiny else None
-    l1_points, points = [], []
-    for per_sm, ws in zip(L1_SLICES_BYTES, l1_sizes):
-        ctx.progress(f"gpu{ctx.gpu['index']} hierarchy read through L1, {per_sm >> 10} KiB per SM")
-        rec = ctx.measure(read_workload(ctx.gpu, ws // 16, buf, launch, through="L1"))
+    workloads = ([read_workload(ctx.gpu, ws // 16, buf, launch, through="L1") for ws in l1_sizes]
+                 + [read_workload(ctx.gpu, ws // 16, buf, launch) for ws in sizes])
+    ctx.progress(f"gpu{ctx.gpu['index']} hierarchy read, {len(l1_sizes)} working sets through L1 and "
+                 f"{len(sizes)} of {sizes[0] >> 20} to {sizes[-1] >> 20} MiB in interleaved rounds")
+    recs = ctx.measure_interleaved(workloads)
+    l1_points, points = recs[:len(l1_sizes)], recs[len(l1_sizes):]
+    for per_sm, rec in zip(L1_SLICES_BYTES, l1_points):
         rec.update(level="L1", bytes_per_sm=per_sm)
-        l1_points.append(rec)
-    for ws in sizes:
-        ctx.progress(f"gpu{ctx.gpu['index']} hierarchy read, working set {ws >> 20} MiB")
-        rec = ctx.measure(read_workload(ctx.gpu, ws // 16, buf, launch))
+    for ws, rec in zip(sizes, points):
         rec["level"] = "L2" if ws <= l2 else memory
-        points.append(rec)
     levels = {"L1": level_entry(l1_points, bytes_per_sm_range=[L1_SLICES_BYTES[0], L1_SLICES_BYTES[-1]]),
               **summarize_levels(points, [("L2", l2)])}
     levels[memory] = levels.pop("DRAM")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from harness.workload import Context, time_interleaved, time_workload
+from harness.workload import Context, time_interleaved, time_workload, working_set_text
 from probes import cpu_peak, cpu_stream, cpu_threads
 
 
@@ -177,6 +177,24 @@ def test_hierarchy_points_are_validated_and_labelled(tiny_ctx):
     assert {1, 2} <= {p["read_streams"] for p in points}
     assert section["hierarchy_levels"]["L1"]["bytes_per_s"] > 0
     assert section["hierarchy_levels"]["DRAM"]["bytes_per_s"] is None
+    # one set of rounds: a drift of the host's memory mid-sweep slows every point alike
+    names = [f"read ({working_set_text(ws)})" for ws in sizes]
+    assert all(p["interleaved_with"] == names and len(p["samples_s"]) == len(points[0]["samples_s"]) for p in points)
+    assert len(set(names)) == len(names) and names[0] == "read (16 KiB)"
+    assert len({p["steal_fraction"] for p in points}) == 1  # one span of rounds
+
+
+def test_the_names_of_workloads_in_rounds_tell_apart_the_same_kernel_at_two_sizes():
+    from harness.workload import Workload, interleaved_names
+
+    def w(name, threads, ws):
+        return Workload(name=name, run=None, check=None, poison=None, threads=threads, dtype="fp64",
+                        working_set_bytes=ws)
+    assert interleaved_names([w("copy", 2, 1 << 28), w("triad", 2, 1 << 28)]) == ["copy", "triad"]
+    assert interleaved_names([w("triad", 1, 1 << 28), w("triad", 2, 1 << 28)]) == ["triad (1 thread)", "triad (2 threads)"]
+    assert interleaved_names([w("read", 2, 3 << 19), w("read", 2, 8192)]) == ["read (1.5 MiB)", "read (8 KiB)"]
+    assert interleaved_names([w("read", 1, 1 << 30), w("read", 1, 1 << 30), w("fma", 2, 0)]) == [
+        "read (1 thread, 1 GiB)", "read (1 thread, 1 GiB)", "fma (2 threads, 0 B)"]
 
 
 def test_level_summary_uses_points_well_inside_each_level():
@@ -473,7 +491,7 @@ def test_the_benchmarks_c_references_build_and_check_their_output(tmp_path, monk
     assert float(out.stdout) > 0
 
 
-@pytest.mark.parametrize("what", ["stream", "threads", "peaks", "matmul", "dot"])
+@pytest.mark.parametrize("what", ["stream", "hierarchy", "threads", "peaks", "matmul", "dot"])
 @pytest.mark.parametrize("way", ["blocked", "interleaved"])
 def test_the_rounds_benchmark_times_both_ways_with_checked_outputs(tiny_ctx, way, what):
     # benchmarks/rounds.py, run tiny: each way's workloads validated, its figures from their medians
@@ -495,6 +513,7 @@ def test_the_rounds_benchmark_times_both_ways_with_checked_outputs(tiny_ctx, way
     bench.REPEATS, bench.MIN_SAMPLE_S = dict.fromkeys(bench.SUITES, 2), 1e-4  # this test's own copy of the module
     row = bench.one_run(tiny_ctx, 1001, way, what)
     assert set(row) == {"stream": {"read_gb_per_s", "triad_over_read", "copy_over_scale", "add_over_triad"},
+                        "hierarchy": {"dram_gb_per_s", "l1_over_dram", "l2_over_dram", "llc_over_dram"},
                         "threads": {"triad_speedup", "fma_speedup"},
                         "peaks": {"fp64_best_gflop_per_s", "fp32_over_fp64_best", "fp32_over_fp64_median"},
                         "matmul": {"fp32_best_gflop_per_s", "bf16_over_fp32_median", "int8_over_fp32_median"},

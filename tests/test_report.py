@@ -620,7 +620,12 @@ def test_the_report_says_the_bandwidth_kernels_and_peaks_were_timed_in_interleav
     assert report.rounds_lines(rounds["devices"]["cpu"])[0].startswith(
         "The bandwidth kernels (copy, scale, add, triad, read), the FMA peaks (fma_fp64, fma_fp32) and the matmul peaks "
         "(matmul_fp32, matmul_bf16) were timed in interleaved rounds")
-    del rounds["devices"]["cpu"]["bandwidth"]
+    for point in rounds["devices"]["cpu"]["hierarchy"]:
+        point["interleaved_with"] = ["read (16 KiB)", "read (22 KiB)", "read (32 KiB)"]
+    assert report.rounds_lines(rounds["devices"]["cpu"])[0].startswith(
+        "The bandwidth kernels (copy, scale, add, triad, read), the hierarchy sweep's reads at its 3 working sets, the "
+        "FMA peaks (fma_fp64, fma_fp32) and the matmul peaks (matmul_fp32, matmul_bf16) were timed in interleaved rounds")
+    del rounds["devices"]["cpu"]["bandwidth"], rounds["devices"]["cpu"]["hierarchy"]
     assert report.rounds_lines(rounds["devices"]["cpu"])[0].startswith(
         "The FMA peaks (fma_fp64, fma_fp32) and the matmul peaks (matmul_fp32, matmul_bf16) were timed")
     del rounds["devices"]["cpu"]["tensor_flops"]
