@@ -621,6 +621,9 @@ def measurements_markdown(sec, peaks, balance, h, hierarchy_png=None):
                         v.get("points", 0), working_set_band(v) or v.get("reason", "")] for lv, v in levels.items()]), "",
                 "Each level's bandwidth is the median over the points well inside it (the working sets in the last "
                 "column), so the points at a boundary, partly in two levels, set no level." + two_stream_note(sec), ""]
+    elif sec.get("hierarchy"):
+        out += [f"No level is summarised from the sweep's {len(sec['hierarchy'])} points: no cache was visible here "
+                "to place them in (their levels are `unknown`); where the rate drops is where a cache ends.", ""]
     else:
         out += ["No hierarchy sweep in this profile.", ""]
     return out

@@ -313,7 +313,10 @@ def cache_capacities(cpu, threads):
 
 
 def level_of(working_set, capacities):
-    """The smallest memory level that holds `working_set` bytes."""
+    """The smallest memory level that holds `working_set` bytes; 'unknown' where no cache is known
+    (sysfs shows none: run.flag_unknown_caches), where a point may lie in any of them."""
+    if not capacities:
+        return "unknown"
     for name, cap in capacities:
         if working_set <= cap:
             return name

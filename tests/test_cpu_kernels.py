@@ -209,6 +209,15 @@ def test_level_summary_uses_points_well_inside_each_level():
     assert cpu_stream.level_of(48 << 10, caps) == "L1" and cpu_stream.level_of(1 << 30, caps) == "DRAM"
 
 
+def test_without_known_caches_no_sweep_point_is_called_dram(tiny_ctx):
+    # a container whose sysfs shows no caches: a 16 KiB read at L1's speed is no DRAM point, and the
+    # sweep has no levels to summarise (run.flag_unknown_caches says why)
+    ctx = Context(cpu={**tiny_ctx.cpu, "caches": []}, threads=2, tiny=True)
+    section = cpu_stream.run_hierarchy(ctx)
+    assert {p["level"] for p in section["hierarchy"]} == {"unknown"} and section["hierarchy_levels"] == {}
+    assert all(p["validated"] for p in section["hierarchy"])
+
+
 def test_cache_capacities_scale_private_levels_with_threads(cpu):
     assert cpu_stream.cache_capacities(cpu, 1) == [("L1", 32768), ("L2", 1 << 20), ("L3", 32 << 20)]
     assert cpu_stream.cache_capacities(cpu, 2) == [("L1", 65536), ("L2", 2 << 20), ("L3", 32 << 20)]

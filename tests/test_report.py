@@ -244,6 +244,20 @@ def test_a_profile_without_decode_gpu_or_counters_states_the_absences(doc, tmp_p
     assert "No bandwidth or peak measurements" in text and "Not answerable" in text
 
 
+def test_a_sweep_without_known_caches_is_drawn_with_its_points_and_no_levels(doc, tmp_path):
+    unknown = copy.deepcopy(doc)
+    unknown["machine"]["cpu"]["caches"] = []
+    cpu = unknown["devices"]["cpu"]
+    cpu["hierarchy_levels"] = {}
+    for point in cpu["hierarchy"]:
+        point["level"] = "unknown"
+    paths = report.write_report(unknown, str(tmp_path))
+    assert "hierarchy.png" in [os.path.basename(p) for p in paths]
+    text = pathlib.Path(next(p for p in paths if p.endswith(".md"))).read_text()
+    assert f"No level is summarised from the sweep's {len(cpu['hierarchy'])} points: no cache was visible" in text
+    assert "No hierarchy sweep in this profile." not in text and "| caches | unknown (none visible in sysfs" in text
+
+
 def test_the_hierarchy_section_says_where_l1_reads_used_two_streams(doc):
     note = "Working sets that fit L1 are summed in two streams"
     assert note not in report.markdown(report.report_data(doc))  # a profile from before read_streams
