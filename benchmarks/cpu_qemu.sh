@@ -1,13 +1,17 @@
 #!/usr/bin/env bash
-# The CPU probes compiled for Arm (Neoverse V2's features) and run, tiny, on an emulated core:
-# every kernel's output checked as on real hardware (benchmarks/arm_qemu.py says what it covers).
-# Sets up, once, under build/arm64: qemu-user-static (apt-get), an arm64 Python 3.11 unpacked from
-# Debian's packages (not installed: dpkg -x) and the aarch64 wheels of the numba, llvmlite, numpy
-# and pyyaml versions this checkout's .venv has (pip download, unpacked). Needs root on Debian 12 and
-# its package mirrors and PyPI; a few minutes under emulation (decode: most of them).
-# Usage: bash benchmarks/arm_qemu.sh [peak dot stream hierarchy decode]
+# The CPU probes compiled for a CPU this machine is not and run, tiny, on an emulated one (qemu-user):
+# every kernel's output checked as on real hardware (benchmarks/cpu_qemu.py says what each covers).
+#   neoverse-v2  Arm, on qemu-aarch64 -cpu max. Sets up, once, under build/arm64: an arm64 Python
+#                3.11 unpacked from Debian's packages (dpkg -x, not installed) and the aarch64 wheels
+#                of the numba, llvmlite, numpy and pyyaml versions this checkout's .venv has (unpacked).
+#                Decode takes most of its ~10 minutes.
+#   haswell      AVX2 and FMA without AVX-512, on qemu-x86_64 -cpu Haswell-v4 with the .venv's Python.
+# Installs qemu-user-static where it is missing. Needs root on Debian 12, its package mirrors and PyPI.
+# Usage: bash benchmarks/cpu_qemu.sh neoverse-v2|haswell [peak dot stream hierarchy decode]
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
+TARGET=${1:?usage: bash benchmarks/cpu_qemu.sh neoverse-v2|haswell [peak dot stream hierarchy decode]}
+shift
 BUILD=${ARM_BUILD:-$HERE/../build/arm64}
 PY=${PY:-$HERE/../.venv/bin/python}
 DEBS="python3.11-minimal libpython3.11-minimal libpython3.11-stdlib libc6 libexpat1 zlib1g libffi8 libssl3
@@ -17,6 +21,14 @@ DEBS="python3.11-minimal libpython3.11-minimal libpython3.11-stdlib libc6 libexp
 if ! command -v qemu-aarch64-static > /dev/null; then
     apt-get install -y -q qemu-user-static
 fi
+case $TARGET in
+haswell)
+    exec qemu-x86_64-static -cpu Haswell-v4 "$PY" "$HERE/cpu_qemu.py" haswell "$@" ;;
+neoverse-v2) ;;
+*)
+    echo "unknown target $TARGET: valid are neoverse-v2, haswell" >&2
+    exit 2 ;;
+esac
 if [ ! -x "$BUILD/root/usr/bin/python3.11" ]; then
     dpkg --print-foreign-architectures | grep -qx arm64 || dpkg --add-architecture arm64
     apt-get update -q
@@ -32,4 +44,4 @@ if [ ! -d "$BUILD/site/numba" ]; then
     for wheel in "$BUILD"/wheels/*.whl; do "$PY" -m zipfile -e "$wheel" "$BUILD/site"; done
 fi
 PYTHONPATH=$BUILD/site exec qemu-aarch64-static -cpu max -L "$BUILD/root" "$BUILD/root/usr/bin/python3.11" \
-    "$HERE/arm_qemu.py" "$@"
+    "$HERE/cpu_qemu.py" neoverse-v2 "$@"

@@ -1,11 +1,12 @@
-"""The CPU probes compiled for Arm and run on an emulated core (qemu-aarch64 -cpu max), each
-kernel's output checked as on real hardware: the Arm code paths no machine here runs natively (the
-fp16 FMLA and SDOT chains, the 128-bit read kernels, the decode kernels' fp16 and bf16 conversions).
-Rates mean nothing under emulation; only the checks count. The CPU is the Grace (Neoverse V2)
-of tests/fixtures, its features given to LLVM as the host's (under qemu-user /proc/cpuinfo is the
-x86 host's, and LLVM would compile for a generic Arm core without fp16 or dot products).
-Runs under the arm64 Python that benchmarks/arm_qemu.sh sets up; exit 1 where a record failed.
-Usage (through arm_qemu.sh): python benchmarks/arm_qemu.py [peak dot stream hierarchy decode]
+"""The CPU probes compiled for a CPU this machine is not and run on an emulated one (qemu-user),
+each kernel's output checked as on real hardware: the code paths no machine here runs natively.
+neoverse-v2: Arm (the fp16 FMLA and SDOT chains, the 128-bit read kernels, the decode kernels'
+fp16 and bf16 conversions); haswell: AVX2 without AVX-512 (12 chains of 256-bit FMAs, the 256-bit
+read kernels, no fp16 or dot-product peaks). Rates mean nothing under emulation; only the checks
+count. Each target's CPU is a recorded /proc/cpuinfo of tests/fixtures, its LLVM CPU and features
+given to llvmlite and Numba as the host's (under qemu-user /proc/cpuinfo and LLVM's host detection
+see this machine, and the probes would compile for it). Exit 1 where a record failed.
+Usage (through cpu_qemu.sh): python benchmarks/cpu_qemu.py TARGET [peak dot stream hierarchy decode]
 """
 
 import os
@@ -14,15 +15,20 @@ import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-CPU_NAME = "neoverse-v2"
-FEATURES = "+neon,+fp-armv8,+fullfp16,+dotprod,+bf16,+i8mm,+sve,+sve2"
-CPUINFO = os.path.join(ROOT, "tests", "fixtures", "cpuinfo-arm-grace-handmade.txt")
+# target: (recorded /proc/cpuinfo, LLVM CPU name, LLVM features)
+TARGETS = {"neoverse-v2": ("cpuinfo-arm-grace-handmade.txt", "neoverse-v2",
+                           "+neon,+fp-armv8,+fullfp16,+dotprod,+bf16,+i8mm,+sve,+sve2"),
+           "haswell": ("cpuinfo-intel-i5-8250u.txt", "haswell",
+                       "+sse4.2,+popcnt,+avx,+avx2,+fma,+f16c,+bmi,+bmi2,+lzcnt,+movbe")}
 PROBES = {"peak": ("probes.cpu_peak", "run_peak", ("fp64", "fp32", "fp16")),
           "dot": ("probes.cpu_dot", "run_dot", ("bf16", "int8")),
           "stream": ("probes.cpu_stream", "run_stream", ("fp64", "fp32")),
           "hierarchy": ("probes.cpu_stream", "run_hierarchy", ("fp64",)),
           "decode": ("probes.cpu_decode", "run_decode", ("fp32", "bf16", "fp16", "int8"))}
 
+if len(sys.argv) < 2 or sys.argv[1] not in TARGETS:
+    sys.exit(f"usage: python benchmarks/cpu_qemu.py TARGET [PROBE ...]: TARGET is one of {', '.join(TARGETS)}")
+CPUINFO, CPU_NAME, FEATURES = TARGETS[sys.argv[1]]
 os.environ.update(NUMBA_CPU_NAME=CPU_NAME, NUMBA_CPU_FEATURES=FEATURES, HARNESS_TINY="1")
 sys.path.insert(0, ROOT)
 import llvmlite.binding as llvm  # noqa: E402
@@ -65,11 +71,11 @@ def left_out(section):
 
 
 def main():
-    names = sys.argv[1:] or list(PROBES)
+    names = sys.argv[2:] or list(PROBES)
     unknown = [n for n in names if n not in PROBES]
     if unknown:
         sys.exit(f"unknown probe {', '.join(unknown)}: valid are {', '.join(PROBES)}")
-    cpu = identify_cpu(CPUINFO)
+    cpu = identify_cpu(os.path.join(ROOT, "tests", "fixtures", CPUINFO))
     print(f"{cpu['model']} ({cpu['arch']}), simd {', '.join(cpu['simd'])}; LLVM: {CPU_NAME} {FEATURES}")
     failed = checked = 0
     for name in names:
@@ -86,7 +92,7 @@ def main():
         for what, reason in sorted(set(left_out(section))):
             print(f"{name}: {what} left out: {reason}")
         print(f"{name}: {time.monotonic() - t0:.0f} s under emulation", flush=True)
-    print(f"{checked - failed} of {checked} records validated on emulated Arm")
+    print(f"{checked - failed} of {checked} records validated on an emulated {CPU_NAME}")
     sys.exit(1 if failed or not checked else 0)
 
 
