@@ -483,19 +483,24 @@ def run(loops):
 '''
 
 
-def test_probe_hash_follows_code_not_comments_or_docstrings(tmp_path, monkeypatch):
+def probe_from_source(path, source, monkeypatch):
+    """A Workload whose run function is `source`'s, written to `path` and imported as a probe module is."""
     import importlib.util
     import sys
 
-    from harness.workload import Workload, probe_hash
-
-    path = tmp_path / "probe_edited.py"
-    path.write_text(PROBE_SOURCE.format(comment="twice", doc="Loops."))
-    spec = importlib.util.spec_from_file_location("probe_edited", path)
+    path.write_text(source)
+    spec = importlib.util.spec_from_file_location(path.stem, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    monkeypatch.setitem(sys.modules, "probe_edited", module)  # as an imported probe module is
-    w = Workload(name="x", run=module.run, check=lambda: None, poison=lambda: None, threads=1, dtype="fp32")
+    monkeypatch.setitem(sys.modules, path.stem, module)
+    return probe_workload(module.run)
+
+
+def test_probe_hash_follows_code_not_comments_or_docstrings(tmp_path, monkeypatch):
+    from harness.workload import probe_hash
+
+    path = tmp_path / "probe_edited.py"
+    w = probe_from_source(path, PROBE_SOURCE.format(comment="twice", doc="Loops."), monkeypatch)
     before = probe_hash(w)
     path.write_text("\n\n" + PROBE_SOURCE.format(comment="doubled", doc="Runs the loops."))
     assert probe_hash(w) == before  # comments, docstrings and line numbers are not code
@@ -503,31 +508,39 @@ def test_probe_hash_follows_code_not_comments_or_docstrings(tmp_path, monkeypatc
     assert probe_hash(w) != before
 
 
+def probe_workload(run, dtype="fp32"):
+    from harness.workload import Workload
+
+    return Workload(name="x", run=run, check=lambda: None, poison=lambda: None, threads=1, dtype=dtype)
+
+
+def hash_moves(w, module, monkeypatch):
+    """Whether w's probe hash changes when `module`'s code changes (its file swapped for another's)."""
+    from harness.workload import probe_hash
+
+    before = probe_hash(w)
+    with monkeypatch.context() as m:
+        m.setattr(module, "__file__", __file__)
+        return probe_hash(w) != before
+
+
 def test_probe_hash_covers_a_probe_module_imported_whole(monkeypatch):
     # probes/cpu_stream.py takes its DRAM read kernels from `from probes import cpu_read`: that
     # module's code (the LLVM IR the kernels are built from) is the stream and hierarchy probes' too
-    from harness.workload import Workload, probe_hash
     from probes import cpu_read, cpu_stream
 
-    w = Workload(name="read", run=cpu_stream.read_workload, check=lambda: None, poison=lambda: None, threads=1,
-                 dtype="fp64")
-    before = probe_hash(w)
-    monkeypatch.setattr(cpu_read, "__file__", cpu_stream.__file__)  # cpu_read's code, as if edited
-    assert probe_hash(w) != before
+    assert hash_moves(probe_workload(cpu_stream.read_workload, "fp64"), cpu_read, monkeypatch)
 
 
 def test_probe_hash_follows_the_imports_to_the_end_of_the_chain(monkeypatch):
     # decode -> cpu_stream -> cpu_read -> llvm_jit: the decode probe's adjacent DRAM read kernel is
     # built by llvm_jit two imports away, and an edit there changes what decode is compared with
-    from harness.workload import Workload, probe_hash, probe_modules
+    from harness.workload import probe_modules
     from probes import cpu_decode, cpu_read, cpu_stream, llvm_jit
 
-    w = Workload(name="decode", run=cpu_decode.run_decode, check=lambda: None, poison=lambda: None, threads=1,
-                 dtype="fp32")
+    w = probe_workload(cpu_decode.run_decode)
     assert {cpu_stream, cpu_read, llvm_jit} <= set(probe_modules(w))
-    before = probe_hash(w)
-    monkeypatch.setattr(llvm_jit, "__file__", cpu_read.__file__)
-    assert probe_hash(w) != before
+    assert hash_moves(w, llvm_jit, monkeypatch)
 
 
 LAZY_PROBE = """def run(loops):
@@ -538,38 +551,18 @@ LAZY_PROBE = """def run(loops):
 
 
 def test_probe_hash_covers_a_probe_module_imported_inside_a_function(tmp_path, monkeypatch):
-    import importlib.util
-    import sys
+    from probes import cpu_read
 
-    from harness.workload import Workload, probe_hash
-    from probes import cpu_read, cpu_stream
-
-    path = tmp_path / "probe_lazy.py"
-    path.write_text(LAZY_PROBE)
-    spec = importlib.util.spec_from_file_location("probe_lazy", path)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    monkeypatch.setitem(sys.modules, "probe_lazy", module)
-    w = Workload(name="x", run=module.run, check=lambda: None, poison=lambda: None, threads=1, dtype="fp32")
-    before = probe_hash(w)
-    monkeypatch.setattr(cpu_read, "__file__", cpu_stream.__file__)  # cpu_read's code, as if edited
-    assert probe_hash(w) != before
+    assert hash_moves(probe_from_source(tmp_path / "probe_lazy.py", LAZY_PROBE, monkeypatch), cpu_read, monkeypatch)
 
 
 def test_the_dot_probes_hash_covers_the_chains_it_shares_and_not_the_fma_peaks_code(monkeypatch):
     # cpu_dot and cpu_peak share llvm_jit (the chains' IR, threads and check): an edit there is both
     # probes', an edit of cpu_peak's FMA chains is not the dot products' (it took iterations from there)
-    from harness.workload import Workload, probe_hash
     from probes import cpu_dot, cpu_peak, llvm_jit
 
-    w = Workload(name="dot_int8", run=cpu_dot.dot_workload, check=lambda: None, poison=lambda: None, threads=1,
-                 dtype="int8")
-    before = probe_hash(w)
-    with monkeypatch.context() as m:
-        m.setattr(cpu_peak, "__file__", cpu_dot.__file__)
-        assert probe_hash(w) == before
-    monkeypatch.setattr(llvm_jit, "__file__", cpu_dot.__file__)
-    assert probe_hash(w) != before
+    w = probe_workload(cpu_dot.dot_workload, "int8")
+    assert not hash_moves(w, cpu_peak, monkeypatch) and hash_moves(w, llvm_jit, monkeypatch)
 
 
 SNIPPET = """async def f(x, *a, k=None, **kw) -> int:
