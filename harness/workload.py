@@ -139,7 +139,8 @@ def time_interleaved(workloads, repeats, min_sample_s, clock=time.perf_counter_n
         return check
     ms = measure_interleaved(runs, repeats=repeats, min_sample_s=min_sample_s, clock=clock,
                              around_last=[(w.poison, checked(i)) for i, w in enumerate(workloads)], budget_s=budget_s)
-    return [{**record(w, m, error, digest), "interleaved_with": interleaved_names(workloads)}
+    names = interleaved_names(workloads)  # one list, which the profile's YAML then writes once
+    return [{**record(w, m, error, digest), "interleaved_with": names}
             for w, m, error, digest in zip(workloads, ms, errors, digests)]
 
 

@@ -181,6 +181,7 @@ def test_hierarchy_points_are_validated_and_labelled(tiny_ctx):
     names = [f"read ({working_set_text(ws)})" for ws in sizes]
     assert all(p["interleaved_with"] == names and len(p["samples_s"]) == len(points[0]["samples_s"]) for p in points)
     assert len(set(names)) == len(names) and names[0] == "read (16 KiB)"
+    assert all(p["interleaved_with"] is points[0]["interleaved_with"] for p in points)  # one list: YAML writes it once
     assert len({p["steal_fraction"] for p in points}) == 1  # one span of rounds
 
 
