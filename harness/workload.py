@@ -6,6 +6,7 @@ in one probe.
 """
 
 import ast
+import functools
 import hashlib
 import importlib
 import importlib.util
@@ -216,10 +217,16 @@ def stable_dump(node):
     return repr(node)
 
 
-def python_code(path):
-    """A module's code as its syntax tree: comments, docstrings and line numbers do not count."""
+def source_text(path):
+    """A module's source, read each time: the parsing below is cached by it, so an edit counts."""
     with open(path, encoding="utf-8") as f:
-        tree = ast.parse(f.read())
+        return f.read()
+
+
+@functools.lru_cache(maxsize=64)
+def python_code(source):
+    """A module's code as its syntax tree: comments, docstrings and line numbers do not count."""
+    tree = ast.parse(source)
     for node in ast.walk(tree):
         if isinstance(node, (ast.Module, ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)):
             first = node.body[0] if node.body else None
@@ -231,20 +238,28 @@ def python_code(path):
 MEASURED_INFO = ("seed", "kernel_config")  # info that varies between runs of the same probe: not hashed
 
 
-def imported_probe_modules(module):
-    """The probes.* modules a module imports, at its top or inside a function (its syntax tree's
-    import statements; `from probes import cpu_read` names a module, `from probes import
-    torch_unavailable_reason` the registry's function, which is not a probe's code)."""
-    with open(inspect.getsourcefile(module), encoding="utf-8") as f:
-        tree = ast.parse(f.read())
-    names = set()
-    for node in ast.walk(tree):
+@functools.lru_cache(maxsize=64)
+def probe_imports(source):
+    """The probes.* names a module's source imports, at its top or inside a function: ('probes.x',
+    ()) for `import probes.x` or `from probes.x import f`, ('probes', ('cpu_read', ...)) for `from
+    probes import ...` (names that may be modules)."""
+    found = set()
+    for node in ast.walk(ast.parse(source)):
         if isinstance(node, ast.Import):
-            names |= {a.name for a in node.names}
+            found |= {(a.name, ()) for a in node.names if a.name.startswith("probes.")}
         elif isinstance(node, ast.ImportFrom) and node.level == 0 and (node.module or "").split(".")[0] == "probes":
-            package = hasattr(importlib.import_module(node.module), "__path__")
-            names |= {node.module} | {f"{node.module}.{a.name}" for a in node.names
-                                      if package and importlib.util.find_spec(f"{node.module}.{a.name}")}
+            found.add((node.module, tuple(a.name for a in node.names)))
+    return sorted(found)
+
+
+def imported_probe_modules(module):
+    """The probes.* modules a module imports (probe_imports; `from probes import cpu_read` names a
+    module, `from probes import torch_unavailable_reason` the registry's function, which is not a
+    probe's code)."""
+    names = set()
+    for name, members in probe_imports(source_text(inspect.getsourcefile(module))):
+        package = hasattr(importlib.import_module(name), "__path__")
+        names |= {name} | {f"{name}.{m}" for m in members if package and importlib.util.find_spec(f"{name}.{m}")}
     return [importlib.import_module(n) for n in sorted(names) if n.startswith("probes.")]
 
 
@@ -272,7 +287,7 @@ def probe_hash(w):
     modules = probe_modules(w)
     h = hashlib.sha256()
     for m in modules:
-        h.update(m.__name__.encode() + python_code(inspect.getsourcefile(m)))
+        h.update(m.__name__.encode() + python_code(source_text(inspect.getsourcefile(m))))
     for path in sorted({p for m in modules for p in getattr(m, "KERNEL_FILES", ())}):
         with open(path, "rb") as f:  # kernels compiled at run time (a GPU probe's CUDA source)
             h.update(os.path.basename(path).encode() + f.read())
