@@ -54,8 +54,8 @@ def stream(ctx, n):
 
 
 def hierarchy(ctx, n):
-    """The hierarchy sweep's reads (Numba's kernel at every working set, hierarchy_sizes: ~13 s of
-    samples a run, long enough for a drift to strike mid-sweep), and the median rates of the points
+    """The hierarchy sweep's reads (Numba's kernel at every working set, hierarchy_sizes: about a
+    minute a run on the Zen 4 VM, long enough for a drift to strike mid-sweep), and the median rates of the points
     nearest half of L1, of L2 and of the last-level cache the threads reach, each over the last's
     (the DRAM working set)."""
     capacities = dict(cache_capacities(ctx.cpu, ctx.threads))
