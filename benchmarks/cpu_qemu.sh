@@ -18,6 +18,10 @@ DEBS="python3.11-minimal libpython3.11-minimal libpython3.11-stdlib libc6 libexp
       libbz2-1.0 liblzma5 libsqlite3-0 libncursesw6 libtinfo6 libreadline8 libuuid1 libcrypt1 libnsl2 libtirpc3
       libstdc++6 libgcc-s1 libgssapi-krb5-2 libkrb5-3 libk5crypto3 libkrb5support0 libcom-err2 libkeyutils1 libdb5.3"
 
+if [ ! -x "$PY" ]; then
+    echo "no Python at $PY: run 'make setup' first, or name one with PY=/path/to/python3" >&2
+    exit 2
+fi
 if ! command -v qemu-aarch64-static > /dev/null; then
     apt-get install -y -q qemu-user-static
 fi
